@@ -1,0 +1,1 @@
+"""The latent-diffusion codec (see docs/codec.md)."""

@@ -1,0 +1,1 @@
+"""Latent diffusion backbones behind one interface (base.Backbone)."""

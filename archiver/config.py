@@ -1,0 +1,101 @@
+"""Configuration: one YAML file (see config.example.yaml), overridable per command.
+
+Looked up in this order: ``--config FILE``, ``$ARCHIVER_CONFIG``, ``./archiver.yaml``,
+``~/.config/archiver/config.yaml``, ``/etc/archiver/config.yaml``; otherwise defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UsageError
+
+SEARCH_PATHS = (
+    Path("archiver.yaml"),
+    Path.home() / ".config" / "archiver" / "config.yaml",
+    Path("/etc/archiver/config.yaml"),
+)
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("ARCHIVER_HOME")
+    if base:
+        return Path(base)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return Path(xdg) / "archiver" if xdg else Path.home() / ".local" / "share" / "archiver"
+
+
+@dataclass
+class Config:
+    #: SQLAlchemy URL of the catalog; default a SQLite file in the state directory
+    catalog_url: str | None = None
+    #: where vaulted originals are kept (default: <state>/vault)
+    vault_dir: str | None = None
+    #: default policy file (default: the shipped policies/default.yaml)
+    policy: str | None = None
+    #: backbone name: "tiny" (embedded) or "diffusers"
+    backbone: str = "tiny"
+    #: for the diffusers backbone: a local directory in diffusers layout, or a repo id found in the HF cache
+    diffusers_model: str | None = None
+    #: torch device ("cpu", "cuda", "auto")
+    device: str = "auto"
+    #: DDIM steps at decode time
+    decode_steps: int = 4
+    #: daemon: directories to watch
+    roots: list[str] = field(default_factory=list)
+    #: daemon: roots on network mounts, watched by polling
+    poll_roots: list[str] = field(default_factory=list)
+    #: daemon: seconds a file's size and mtime must be stable before it is handled
+    settle_seconds: float = 10.0
+    #: daemon: seconds between reconciliation scans
+    rescan_seconds: float = 3600.0
+    #: daemon / migrate worker processes
+    workers: int = 1
+    #: daemon: Prometheus metrics port (0 = off)
+    metrics_port: int = 0
+    #: refuse images with more pixels than this (decompression bombs)
+    max_pixels: int = 178_956_970
+
+    @property
+    def state_dir(self) -> Path:
+        return default_state_dir()
+
+    def resolved_catalog_url(self) -> str:
+        if self.catalog_url:
+            return self.catalog_url
+        return f"sqlite:///{self.state_dir / 'catalog.sqlite'}"
+
+    def resolved_vault_dir(self) -> Path:
+        return Path(self.vault_dir) if self.vault_dir else self.state_dir / "vault"
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Read the config file (if any) and apply non-None ``overrides``."""
+    candidates = [Path(path)] if path else []
+    if not path and os.environ.get("ARCHIVER_CONFIG"):
+        candidates.append(Path(os.environ["ARCHIVER_CONFIG"]))
+    if not candidates:
+        candidates.extend(SEARCH_PATHS)
+    data: dict[str, Any] = {}
+    for c in candidates:
+        if c.is_file():
+            try:
+                data = yaml.safe_load(c.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise UsageError(f"{c}: invalid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise UsageError(f"{c}: the config must be a mapping of settings")
+            break
+        if path:
+            raise UsageError(f"{c}: config file not found")
+    known = {f.name for f in fields(Config)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UsageError(f"unknown config setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(**data)

@@ -1,0 +1,58 @@
+"""User-facing errors.
+
+Every error a user can cause (bad input, wrong weights, corrupt container, bad policy) is an
+``ArchiverError`` subclass with its own exit code, so the CLI can print one clear line and exit
+without a traceback. Anything else reaching the CLI is a bug and keeps its traceback.
+"""
+
+
+class ArchiverError(Exception):
+    exit_code = 1
+
+
+class UsageError(ArchiverError):
+    """Bad arguments or configuration."""
+
+    exit_code = 2
+
+
+class InputError(ArchiverError):
+    """The input file is not a usable image (missing, truncated, corrupt, bomb, not an image)."""
+
+    exit_code = 3
+
+
+class ContainerError(ArchiverError):
+    """A .dlc file is truncated, altered, of an unknown version or otherwise unreadable."""
+
+    exit_code = 4
+
+
+class WeightsMismatchError(ArchiverError):
+    """A bitstream names backbone weights other than the ones available."""
+
+    exit_code = 5
+
+
+class PolicyError(ArchiverError):
+    """A policy file is invalid."""
+
+    exit_code = 6
+
+
+class CatalogError(ArchiverError):
+    """Catalog problems (locked, schema too new, missing record)."""
+
+    exit_code = 7
+
+
+class VerifyError(ArchiverError):
+    """A verification found mismatches."""
+
+    exit_code = 8
+
+
+class SafetyError(ArchiverError):
+    """An operation was refused because it could lose data (overwrite, path escape, changed source)."""
+
+    exit_code = 9

@@ -1,0 +1,173 @@
+"""Reading images safely and explicitly.
+
+Everything that reads a user's image goes through ``load_image`` so that bombs, truncation,
+EXIF orientation, odd modes (16-bit, palette, alpha, CMYK) and metadata are handled the same
+way everywhere, and every conversion is written down in ``LoadedImage.notes`` rather than done
+silently.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+try:  # registers JPEG XL with Pillow
+    import pillow_jxl  # noqa: F401
+except ImportError:  # pragma: no cover - optional at import time, required by the lossless action
+    pass
+
+#: Default pixel limit (about 179 Mpx, Pillow's own default); larger images are refused as bombs.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+
+@dataclass
+class ImageMetadata:
+    """The original's metadata, carried through compression and restored on decode."""
+
+    exif: bytes | None = None
+    icc_profile: bytes | None = None
+    xmp: bytes | None = None
+
+    def pil_save_kwargs(self) -> dict:
+        kw = {}
+        if self.exif:
+            kw["exif"] = self.exif
+        if self.icc_profile:
+            kw["icc_profile"] = self.icc_profile
+        if self.xmp:
+            kw["xmp"] = self.xmp
+        return kw
+
+
+@dataclass
+class LoadedImage:
+    """An image ready for coding: 8-bit RGB pixels (orientation applied), plus what it was."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None
+    original_mode: str
+    original_format: str | None
+    width: int
+    height: int
+    grayscale: bool
+    bit_depth: int
+    metadata: ImageMetadata
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
+
+
+def _metadata(img: Image.Image) -> ImageMetadata:
+    info = img.info
+    exif = info.get("exif")
+    if exif is None:
+        try:
+            e = img.getexif()
+            exif = e.tobytes() if len(e) else None
+        except Exception:
+            exif = None
+    xmp = info.get("xmp") or info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    return ImageMetadata(exif=exif or None, icc_profile=info.get("icc_profile") or None, xmp=xmp or None)
+
+
+def _strip_orientation(exif: bytes | None) -> bytes | None:
+    """After rotating the pixels, the EXIF orientation tag must say 'normal'."""
+    if not exif:
+        return exif
+    try:
+        e = Image.Exif()
+        e.load(exif)
+        if e.get(0x0112, 1) != 1:
+            e[0x0112] = 1
+            return e.tobytes()
+    except Exception:
+        return exif
+    return exif
+
+
+def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Open, fully decode and normalise an image, or raise ``InputError`` with a clear reason."""
+    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    if not isinstance(source, (bytes, bytearray)):
+        p = Path(source)
+        if not p.exists():
+            raise InputError(f"{name}: no such file")
+        if p.is_dir():
+            raise InputError(f"{name}: is a directory, not an image")
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+            with fp:
+                try:
+                    img = Image.open(fp)
+                    fmt = img.format
+                    img.load()
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                    raise InputError(f"{name}: refused as a decompression bomb ({e})") from None
+                except UnidentifiedImageError:
+                    raise InputError(f"{name}: not an image (format not recognised)") from None
+                except (OSError, SyntaxError, ValueError, EOFError) as e:
+                    raise InputError(f"{name}: corrupt or truncated image ({e})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
+
+    meta = _metadata(img)
+    notes: list[str] = []
+    if getattr(img, "n_frames", 1) > 1:
+        notes.append(f"multi-frame image: only the first of {img.n_frames} frames is used")
+    original_mode = img.mode
+    oriented = ImageOps.exif_transpose(img)
+    if oriented is not img:
+        notes.append("EXIF orientation applied to the pixels")
+        meta.exif = _strip_orientation(meta.exif)
+    img = oriented
+
+    bit_depth = 16 if original_mode in ("I;16", "I;16B", "I;16L", "I", "F") else 8
+    grayscale = original_mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
+    alpha = None
+    if original_mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if original_mode != "F" else max(1.0, float(a.max()))
+        a = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype("uint8")
+        img = Image.fromarray(a, "L")
+        notes.append(f"{original_mode} ({bit_depth}-bit) reduced to 8 bits for coding")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        notes.append("palette expanded to RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = img.getchannel("A")
+        if alpha.getextrema() == (255, 255):
+            alpha = None
+            notes.append("fully opaque alpha channel dropped")
+        else:
+            notes.append("alpha channel kept losslessly beside the coded RGB")
+    if img.mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    rgb = img.convert("RGB")
+    return LoadedImage(
+        rgb=rgb,
+        alpha=alpha,
+        original_mode=original_mode,
+        original_format=fmt,
+        width=rgb.width,
+        height=rgb.height,
+        grayscale=grayscale,
+        bit_depth=bit_depth,
+        metadata=meta,
+        notes=notes,
+    )

@@ -1,0 +1,1 @@
+"""Shipped weights of the embedded tiny backbone (safetensors)."""
