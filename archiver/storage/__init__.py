@@ -1,1 +1,1 @@
-"""storage"""
+"""Storage: atomic writes, the vault of originals, lossless recompression."""

@@ -1,0 +1,63 @@
+"""Crash-safe file replacement: a reader sees the old file or the complete new one, never half.
+
+Write to a temporary name in the same directory, fsync the file, rename it into place, fsync
+the directory so the rename itself survives a power cut.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+TMP_PREFIX = ".archiver-tmp-"
+
+
+def fsync_dir(directory: str | Path) -> None:
+    fd = os.open(str(directory), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True, mode: int | None = None) -> Path:
+    """Atomically write ``data`` to ``path``. With ``overwrite=False`` an existing file is an error
+    (``FileExistsError``) and is left untouched."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails with FileExistsError instead of clobbering
+            os.unlink(tmp)
+        fsync_dir(directory)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def copy_file(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Path:
+    """Atomically copy a file (works across filesystems, unlike rename), keeping its mtime."""
+    src = Path(src)
+    out = write_bytes(dst, src.read_bytes(), overwrite=overwrite)
+    st = src.stat()
+    os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return out
+
+
+def is_temp_name(path: str | Path) -> bool:
+    """Leftovers of an interrupted write; scanners must ignore and may delete them."""
+    return Path(path).name.startswith(TMP_PREFIX)
