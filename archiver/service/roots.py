@@ -1,0 +1,85 @@
+"""Root guard: a missing or unmounted root pauses that root; it never looks like deleted files.
+
+An unmounted mount point usually still exists as an empty directory on the parent filesystem,
+so existence alone is not enough. The first time a root is seen its device id (``st_dev``) is
+recorded in the state directory; later a different device means "not the filesystem we were
+archiving" and the root is paused until the same device is back. An operator who really moved
+a root to another filesystem re-binds it (``archiver daemon --rebind-roots``). A root may also
+contain a marker file ``.archiver-root``; if it did once, its absence pauses the root too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+from ..storage.atomic import write_bytes
+
+log = logging.getLogger("archiver.service.roots")
+
+MARKER = ".archiver-root"
+
+
+class RootGuard:
+    def __init__(self, state_file: str | os.PathLike, *, rebind: bool = False):
+        self.state_file = Path(state_file)
+        self._lock = threading.Lock()
+        self._known: dict[str, dict] = {}
+        self._paused: dict[str, str] = {}  # root -> reason
+        if self.state_file.exists() and not rebind:
+            try:
+                self._known = json.loads(self.state_file.read_text())
+            except (OSError, ValueError):
+                log.warning("root state unreadable; re-recording roots", extra={"file": str(self.state_file)})
+
+    def _save(self) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(self.state_file, json.dumps(self._known, indent=1, sort_keys=True).encode())
+
+    def check(self, root: str) -> bool:
+        """True when ``root`` is present and is the filesystem recorded for it."""
+        root = str(root)
+        reason = None
+        try:
+            st = os.stat(root)
+        except OSError as e:
+            reason = f"root missing ({e.strerror})"
+        else:
+            has_marker = os.path.exists(os.path.join(root, MARKER))
+            with self._lock:
+                rec = self._known.get(root)
+                if rec is None:
+                    self._known[root] = {"st_dev": st.st_dev, "marker": has_marker}
+                    self._save()
+                elif rec.get("st_dev") != st.st_dev:
+                    reason = f"root is on another device than recorded ({st.st_dev} != {rec.get('st_dev')}): unmounted?"
+                elif rec.get("marker") and not has_marker:
+                    reason = f"root marker {MARKER} is missing: unmounted?"
+                elif has_marker and not rec.get("marker"):
+                    rec["marker"] = True
+                    self._save()
+        with self._lock:
+            was = self._paused.get(root)
+            if reason:
+                self._paused[root] = reason
+                if was is None:
+                    log.error("root paused", extra={"root": root, "reason": reason})
+                return False
+            if was is not None:
+                del self._paused[root]
+                log.warning("root available again, resuming", extra={"root": root})
+            return True
+
+    def check_all(self, roots) -> dict[str, bool]:
+        return {r: self.check(r) for r in roots}
+
+    def paused(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._paused)
+
+    def is_paused(self, root: str) -> bool:
+        with self._lock:
+            return str(root) in self._paused

@@ -1,0 +1,145 @@
+"""Filesystem watching: watchdog's inotify observer for local roots, polling for network mounts.
+
+The watcher only *notices* candidates and hands them to the settle tracker; deciding is left to
+the settle window and the unit of work. Deletions are ignored on purpose: a vanished file (or a
+whole root that got unmounted) must never be treated as a deletion to record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from ..storage.atomic import is_temp_name
+
+log = logging.getLogger("archiver.service.watcher")
+
+#: archiver's own outputs (compressed files, vault copies) are never inputs
+OUTPUT_SUFFIXES = (".dlc", ".jxl")
+#: what a collection may hold that is worth looking at; anything else is not an image we handle
+IMAGE_SUFFIXES = (
+    ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm",
+)
+
+
+def is_candidate(path: str | os.PathLike) -> bool:
+    """A path worth considering: an image name, not a temp file, not hidden, not our output."""
+    p = Path(path)
+    name = p.name
+    if not name or name.startswith(".") or is_temp_name(p):
+        return False
+    low = name.lower()
+    if low.endswith(OUTPUT_SUFFIXES) or low.endswith((".part", ".tmp", ".crdownload", "~")):
+        return False
+    return low.endswith(IMAGE_SUFFIXES)
+
+
+def walk(root: str | os.PathLike) -> Iterator[str]:
+    """Every candidate file under ``root`` (hidden directories skipped, symlinks not followed)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            full = os.path.join(dirpath, f)
+            if is_candidate(full) and os.path.isfile(full) and not os.path.islink(full):
+                yield full
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_path: Callable[[str], None]):
+        self._on_path = on_path
+
+    def _maybe(self, path: str | bytes) -> None:
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if is_candidate(path):
+            self._on_path(path)
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._maybe(event.src_path)
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        if not event.is_directory:
+            self._maybe(event.src_path)
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        self._maybe(event.src_path)
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        # moved into place (e.g. a downloader's rename, or a whole directory moved in)
+        dest = event.dest_path
+        if event.is_directory:
+            for p in walk(os.fsdecode(dest)):
+                self._on_path(p)
+        else:
+            self._maybe(dest)
+
+
+class Watcher:
+    """One observer per kind; roots can be (re)scheduled while running (SIGHUP, a root coming back)."""
+
+    def __init__(self, on_path: Callable[[str], None], *, poll_interval: float = 5.0):
+        self._handler = _Handler(on_path)
+        self._inotify = Observer()
+        self._polling = PollingObserver(timeout=poll_interval)
+        self._watches: dict[str, object] = {}
+        self._kind: dict[str, bool] = {}  # root -> watched by polling
+        self._started = False
+
+    def start(self) -> None:
+        self._inotify.start()
+        self._polling.start()
+        self._started = True
+
+    def watched(self) -> set[str]:
+        return set(self._watches)
+
+    def add(self, root: str, *, polling: bool = False) -> bool:
+        """Watch ``root`` recursively; False (and nothing scheduled) if it cannot be watched now."""
+        if root in self._watches:
+            return True
+        obs = self._polling if polling else self._inotify
+        try:
+            self._watches[root] = obs.schedule(self._handler, root, recursive=True)
+            self._kind[root] = polling
+        except OSError as e:
+            log.warning("cannot watch root", extra={"root": root, "error": str(e)})
+            return False
+        return True
+
+    def remove(self, root: str) -> None:
+        w = self._watches.pop(root, None)
+        self._kind.pop(root, None)
+        if w is None:
+            return
+        for obs in (self._inotify, self._polling):
+            try:
+                obs.unschedule(w)
+            except (KeyError, OSError):
+                continue
+
+    def set_roots(self, roots: Iterable[str], poll_roots: Iterable[str], available: Callable[[str], bool]) -> None:
+        """Bring the scheduled watches in line with the configured and currently available roots."""
+        wanted = {r: False for r in roots}
+        wanted.update({r: True for r in poll_roots})
+        for r in list(self._watches):
+            if r not in wanted or not available(r) or self._kind.get(r) != wanted[r]:
+                self.remove(r)
+        for r, polling in wanted.items():
+            if r not in self._watches and available(r):
+                self.add(r, polling=polling)
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        for obs in (self._inotify, self._polling):
+            obs.stop()
+        for obs in (self._inotify, self._polling):
+            obs.join(timeout=10)
+        self._started = False
