@@ -1,0 +1,168 @@
+"""Catalog tables (SQLAlchemy 2.x declarative).
+
+The catalog is the source of truth for what happened to every file: one ``FileVersion`` row per
+version of a file (a file that changes later gets a new row), its ``Event`` history (append-only),
+``Tag`` rows per path (e.g. ``legal-hold``) and the service's persistent ``WorkQueue``.
+Timestamps are naive UTC (``utcnow()``) so SQLite and PostgreSQL compare them the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint, event)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# -- states -----------------------------------------------------------------------------------
+DISCOVERED, CLASSIFIED, ENCODED, VERIFIED = "discovered", "classified", "encoded", "verified"
+COMMITTED, SKIPPED, FAILED = "committed", "skipped", "failed"
+STATES = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED, COMMITTED, SKIPPED, FAILED)
+IN_PROGRESS = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED)
+TERMINAL = (COMMITTED, SKIPPED, FAILED)
+
+#: allowed transitions; any in-progress state may also go back to ``discovered`` (crash rollback)
+#: and ``encoded``/``verified`` back to ``classified`` (quality-guard fallback to lossless).
+TRANSITIONS: dict[Optional[str], tuple[str, ...]] = {
+    None: (DISCOVERED, SKIPPED, FAILED),
+    DISCOVERED: (DISCOVERED, CLASSIFIED, SKIPPED, FAILED),
+    CLASSIFIED: (DISCOVERED, CLASSIFIED, ENCODED, COMMITTED, SKIPPED, FAILED),
+    ENCODED: (DISCOVERED, CLASSIFIED, VERIFIED, SKIPPED, FAILED),
+    VERIFIED: (DISCOVERED, CLASSIFIED, COMMITTED, SKIPPED, FAILED),
+    COMMITTED: (COMMITTED,),  # only the original's disposition / vault fields change afterwards
+    SKIPPED: (),
+    FAILED: (),
+}
+
+# what became of the original file
+ORIG_PRESENT, ORIG_REMOVED, ORIG_KEPT = "present", "removed", "kept"
+
+
+class FileVersion(Base):
+    __tablename__ = "file_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    root: Mapped[Optional[str]] = mapped_column(Text)
+    # the original
+    size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    mtime_ns: Mapped[Optional[int]] = mapped_column(BigInteger)
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    phash: Mapped[Optional[str]] = mapped_column(String(64))
+    dhash: Mapped[Optional[str]] = mapped_column(String(64))
+    format: Mapped[Optional[str]] = mapped_column(String(16))
+    width: Mapped[Optional[int]] = mapped_column(Integer)
+    height: Mapped[Optional[int]] = mapped_column(Integer)
+    # classification
+    policy: Mapped[Optional[str]] = mapped_column(Text)
+    rule: Mapped[Optional[str]] = mapped_column(String(200))
+    classification: Mapped[Optional[Any]] = mapped_column(JSON)  # evidence per classifier
+    reasons: Mapped[Optional[Any]] = mapped_column(JSON)
+    action: Mapped[Optional[str]] = mapped_column(String(16))  # diffusion | lossless | keep
+    params: Mapped[Optional[Any]] = mapped_column(JSON)
+    # the compressed replacement
+    codec: Mapped[Optional[str]] = mapped_column(String(32))  # dlc | jxl-jpeg | axl
+    backbone: Mapped[Optional[str]] = mapped_column(String(64))
+    backbone_digest: Mapped[Optional[str]] = mapped_column(String(64))
+    compressed_path: Mapped[Optional[str]] = mapped_column(Text)
+    compressed_size: Mapped[Optional[int]] = mapped_column(BigInteger)
+    bpp: Mapped[Optional[float]] = mapped_column(Float)
+    compressed_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    reconstruction_sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    restore_exact: Mapped[Optional[str]] = mapped_column(String(16))  # bytes | pixels | approx
+    psnr: Mapped[Optional[float]] = mapped_column(Float)
+    ms_ssim: Mapped[Optional[float]] = mapped_column(Float)
+    region_psnr: Mapped[Optional[float]] = mapped_column(Float)
+    # state and what became of the original
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=DISCOVERED)
+    disposition: Mapped[Optional[str]] = mapped_column(String(16))  # replace | vault | keep
+    original_status: Mapped[Optional[str]] = mapped_column(String(16))  # present | removed | kept
+    vault_path: Mapped[Optional[str]] = mapped_column(Text)
+    vault_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
+    committed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+    events: Mapped[list["Event"]] = relationship(back_populates="file", order_by="Event.id")
+
+    __table_args__ = (
+        Index("ix_file_versions_path", "path"),
+        Index("ix_file_versions_state", "state"),
+        Index("ix_file_versions_sha256", "sha256"),
+    )
+
+    def to_dict(self) -> dict:
+        return {c.name: getattr(self, c.name) for c in self.__table__.columns}
+
+
+class Event(Base):
+    """Append-only history: every state transition writes one in the same transaction."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[Optional[int]] = mapped_column(ForeignKey("file_versions.id", ondelete="RESTRICT"))
+    path: Mapped[Optional[str]] = mapped_column(Text)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    from_state: Mapped[Optional[str]] = mapped_column(String(16))
+    to_state: Mapped[Optional[str]] = mapped_column(String(16))
+    detail: Mapped[Optional[Any]] = mapped_column(JSON)
+
+    file: Mapped[Optional[FileVersion]] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_events_file_id", "file_id"), Index("ix_events_at", "at"))
+
+    def to_dict(self) -> dict:
+        return {c.name: getattr(self, c.name) for c in self.__table__.columns}
+
+
+@event.listens_for(Event, "before_update")
+@event.listens_for(Event, "before_delete")
+def _events_are_append_only(mapper, connection, target):  # pragma: no cover - a programming error
+    raise RuntimeError("the event log is append-only")
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    tag: Mapped[str] = mapped_column(String(64), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("path", "tag", name="uq_tags_path_tag"), Index("ix_tags_tag", "tag"))
+
+
+# queue states (logic lives in archiver/service/queue.py)
+Q_PENDING, Q_CLAIMED, Q_DONE, Q_FAILED = "pending", "claimed", "done", "failed"
+
+
+class WorkQueue(Base):
+    """Persistent work queue for the daemon (survives restarts); one row per path."""
+
+    __tablename__ = "work_queue"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    root: Mapped[Optional[str]] = mapped_column(Text)
+    enqueued_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+    not_before: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    state: Mapped[str] = mapped_column(String(16), nullable=False, default=Q_PENDING)
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(200))
+    claimed_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    last_error: Mapped[Optional[str]] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_work_queue_state_not_before", "state", "not_before"),)
