@@ -103,6 +103,13 @@ class WorkQueue:
         self.lease_seconds = lease_seconds
         self.now = clock
 
+    @classmethod
+    def for_catalog(cls, catalog, **kw) -> "WorkQueue":
+        """The queue of an open ``archiver.catalog.db.Catalog``."""
+        from sqlalchemy.orm import sessionmaker
+
+        return cls(sessionmaker(catalog.engine, expire_on_commit=False), default_model(), **kw)
+
     # -- producers -------------------------------------------------------------------------
     def enqueue(self, path: str, root: str | None = None, *, reopen: bool = True) -> bool:
         """Add ``path`` (idempotent). A done/failed row is re-opened when ``reopen`` (the caller
