@@ -14,7 +14,7 @@ from PIL import Image
 
 def _arr(img) -> np.ndarray:
     if isinstance(img, Image.Image):
-        img = np.asarray(img.convert("RGB"))
+        img = np.array(img.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only views
     a = np.asarray(img)
     if a.ndim == 2:
         a = np.stack([a] * 3, axis=-1)

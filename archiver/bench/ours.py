@@ -1,0 +1,63 @@
+"""The project's own entries, measured through the codec's public contract only
+(``archiver.codec.pipeline`` and ``archiver.codec.backbones``):
+
+- ``ours``: encode_image at the target bpp, decode_bytes with diffusion (``steps``);
+- ``ours-nodiff``: the very same bytes decoded with ``steps=0`` (plain autoencoder decode of the
+  dequantized latent), so the difference between the two is the diffusion step alone;
+- ``ae``: the autoencoder alone (encode -> decode, no quantization), a ceiling at no fixed rate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..imageio import LoadedImage
+
+
+class OursUnavailable(Exception):
+    """The codec cannot be run here (not built yet, no weights...); the reason is reported."""
+
+
+class Ours:
+    def __init__(self, backbone_name: str = "tiny", device: str = "cpu"):
+        try:
+            from ..codec import pipeline
+            from ..codec.backbones import get_backbone
+        except ImportError as e:
+            raise OursUnavailable(f"the diffusion codec is not available in this build ({e})") from None
+        try:
+            self.backbone = get_backbone(backbone_name, device=device)
+        except Exception as e:  # missing or damaged weights are a reason to skip, not to crash
+            raise OursUnavailable(f"backbone {backbone_name!r} could not be loaded: {e}") from None
+        self.pipeline = pipeline
+
+    def describe(self) -> dict:
+        try:
+            return dict(self.backbone.describe())
+        except Exception:  # pragma: no cover - describe is optional sugar
+            return {"id": getattr(self.backbone, "id", "?")}
+
+    def encode(self, img: LoadedImage, bpp: float, steps: int | None) -> Any:
+        """-> EncodeResult (``.data``, ``.bpp``; ``.t`` and ``.quality`` when present)."""
+        return self.pipeline.encode_image(img, self.backbone, bpp=bpp, steps=steps)
+
+    def decode(self, data: bytes, steps: int | None) -> Image.Image:
+        return self.pipeline.decode_bytes(data, self.backbone, steps=steps).image.convert("RGB")
+
+    def autoencode(self, rgb: Image.Image) -> Image.Image:
+        """Pad to the stride (edge replicate), encode, decode, crop: the no-quantization ceiling."""
+        import torch
+
+        s = int(self.backbone.stride)
+        a = np.asarray(rgb.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+        h, w = a.shape[:2]
+        a = np.pad(a, ((0, -h % s), (0, -w % s), (0, 0)), mode="edge")
+        x = torch.from_numpy(a).permute(2, 0, 1)[None]
+        x = x.to(device=self.backbone.device, dtype=self.backbone.dtype)
+        with torch.no_grad():
+            y = self.backbone.decode(self.backbone.encode(x))
+        y = y[0, :, :h, :w].float().clamp(-1, 1).permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(np.round((y + 1.0) * 127.5).astype(np.uint8), "RGB")
