@@ -1,0 +1,138 @@
+"""Faces: OpenCV Haar cascades (shipped inside the opencv-python wheel, ``cv2.data``), offline.
+
+Generative decoding can change a face's identity, so recall matters more than precision here.
+Cascades: frontal (default and alt2) and profile, the profile also on the mirrored image (the
+cascade only knows one side). The image is first brought to a fixed working size (small images
+are upscaled so that small faces reach the cascades' 20-24 px window; large ones downscaled for
+speed), with equalised luma. Boxes are mapped back to original pixels.
+
+Score: a detection's confidence grows with its OpenCV neighbour count (how many overlapping
+windows agreed) and with the number of cascades that found the same face:
+``score = 1 - exp(-(neighbours / 12) * cascades)``; ``found`` when any face survives.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from . import ClassifierResult, box_area_fraction, scale_boxes
+
+WORK_PIXELS = 360_000
+CASCADES = {
+    "frontal": "haarcascade_frontalface_default.xml",
+    "frontal_alt2": "haarcascade_frontalface_alt2.xml",
+    "profile": "haarcascade_profileface.xml",
+}
+#: minimum neighbours per cascade (the default cascade fires more easily, so ask more of it)
+MIN_NEIGHBORS = {"frontal": 5, "frontal_alt2": 3, "profile": 4}
+SCALE_FACTOR = 1.12
+#: smallest face searched, as a share of the working image's shorter side
+MIN_FACE_FRACTION = 0.045
+
+_local = threading.local()
+
+
+def _cascades():
+    """One set of cascades per thread (CascadeClassifier is not thread-safe)."""
+    c = getattr(_local, "cascades", None)
+    if c is None:
+        import cv2
+
+        c = {}
+        for k, f in CASCADES.items():
+            cc = cv2.CascadeClassifier(cv2.data.haarcascades + f)
+            if cc.empty():
+                raise RuntimeError(f"OpenCV cascade {f} could not be loaded from {cv2.data.haarcascades}")
+            c[k] = cc
+        _local.cascades = c
+    return c
+
+
+def _iou(a, b) -> float:
+    l, t = max(a[0], b[0]), max(a[1], b[1])
+    r, btm = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, r - l) * max(0, btm - t)
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ua if ua else 0.0
+
+
+def detect(gray: np.ndarray) -> list[dict]:
+    """Raw detections on a grey working image: [{box, cascade, neighbours}]."""
+    import cv2
+
+    h, w = gray.shape
+    min_side = max(20, int(MIN_FACE_FRACTION * min(h, w)))
+    found = []
+    cas = _cascades()
+    for name, c in cas.items():
+        passes = [(gray, False)]
+        if name == "profile":
+            passes.append((cv2.flip(gray, 1), True))
+        for g, flipped in passes:
+            boxes, neigh = c.detectMultiScale2(
+                g, scaleFactor=SCALE_FACTOR, minNeighbors=MIN_NEIGHBORS[name], minSize=(min_side, min_side)
+            )
+            for (x, y, bw, bh), n in zip(boxes, neigh):
+                if flipped:
+                    x = w - x - bw
+                found.append({"box": (int(x), int(y), int(x + bw), int(y + bh)), "cascade": name, "neighbours": int(n)})
+    return found
+
+
+def merge(dets: list[dict]) -> list[dict]:
+    """Group detections of the same face across cascades; keep the union box."""
+    faces: list[dict] = []
+    for d in sorted(dets, key=lambda d: -d["neighbours"]):
+        for f in faces:
+            if _iou(f["box"], d["box"]) > 0.3:
+                f["cascades"].add(d["cascade"])
+                f["neighbours"] += d["neighbours"]
+                break
+        else:
+            faces.append({"box": d["box"], "cascades": {d["cascade"]}, "neighbours": d["neighbours"]})
+    for f in faces:
+        f["score"] = 1.0 - math.exp(-(f["neighbours"] / 12.0) * len(f["cascades"]))
+    return faces
+
+
+def classify(subject) -> ClassifierResult:
+    import cv2
+
+    img = subject.image
+    w0, h0 = img.width, img.height
+    rgb = np.asarray(img.rgb)
+    # fixed working size: upscale small images (small faces), downscale big ones (speed)
+    f = (WORK_PIXELS / float(w0 * h0)) ** 0.5
+    if abs(f - 1.0) > 0.05:
+        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (max(1, round(w0 * f)), max(1, round(h0 * f))), interpolation=interp)
+    gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
+    scale = w0 / gray.shape[1]
+    faces = merge(detect(gray))
+    faces.sort(key=lambda f: -f["score"])
+    boxes = scale_boxes([f["box"] for f in faces], scale, w0, h0)
+    score = max((f["score"] for f in faces), default=0.0)
+    area = box_area_fraction(boxes, w0, h0)
+    if faces:
+        reason = (
+            f"{len(faces)} face(s) by Haar cascades (best score {score:.2f}, "
+            f"{'+'.join(sorted(faces[0]['cascades']))}, {faces[0]['neighbours']} neighbours)"
+        )
+    else:
+        reason = "no face found by the frontal and profile Haar cascades"
+    return ClassifierResult(
+        name="faces",
+        score=score,
+        found=bool(faces),
+        regions=boxes,
+        reason=reason,
+        details={
+            "count": len(faces),
+            "area": area,
+            "max_size": max((max(b[2] - b[0], b[3] - b[1]) for b in boxes), default=0),
+            "scores": [round(f["score"], 3) for f in faces],
+        },
+    )
