@@ -129,11 +129,14 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     if getattr(img, "n_frames", 1) > 1:
         notes.append(f"multi-frame image: only the first of {img.n_frames} frames is used")
     original_mode = img.mode
-    oriented = ImageOps.exif_transpose(img)
-    if oriented is not img:
-        notes.append("EXIF orientation applied to the pixels")
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:
+        orientation = 1
+    if orientation not in (None, 1):
+        img = ImageOps.exif_transpose(img)
+        notes.append(f"EXIF orientation {orientation} applied to the pixels")
         meta.exif = _strip_orientation(meta.exif)
-    img = oriented
 
     bit_depth = 16 if original_mode in ("I;16", "I;16B", "I;16L", "I", "F") else 8
     grayscale = original_mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")

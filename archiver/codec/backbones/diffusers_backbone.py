@@ -1,0 +1,220 @@
+"""Any latent diffusion model saved in diffusers layout, used as a codec backbone.
+
+Loads only local files (a directory, or a repo id already in the Hugging Face cache), never the
+network. The denoiser is run with an empty prompt: for text-conditioned UNets the empty-prompt
+embedding is computed once with the model's own CLIP text encoder, then the encoder is dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import UsageError
+from .base import Backbone
+
+#: component folders whose weights define the decoded pixels (the digest covers them)
+WEIGHT_COMPONENTS = ("vae", "unet", "text_encoder")
+
+
+def resolve_model_dir(model: str | Path) -> Path:
+    """A local diffusers directory, or a repo id found in the Hugging Face cache (no network)."""
+    p = Path(model).expanduser()
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), local_files_only=True))
+    except Exception:
+        raise UsageError(
+            f"diffusers model {model!r}: not a directory and not in the Hugging Face cache "
+            "(nothing is downloaded; fetch it beforehand or give a local path)"
+        ) from None
+
+
+def _weight_files(component_dir: Path) -> tuple[list[Path], Optional[str]]:
+    """The safetensors files diffusers will load from a component folder, and the variant."""
+    files = sorted(component_dir.glob("*.safetensors"))
+    plain = [f for f in files if "." not in f.name[: -len(".safetensors")]]
+    if plain:
+        return plain, None
+    for variant in ("fp16", "bf16"):
+        v = [f for f in files if f".{variant}." in f.name]
+        if v:
+            return v, variant
+    return files, None
+
+
+def weights_digest(model_dir: str | Path, components=WEIGHT_COMPONENTS) -> str:
+    """SHA-256 over the safetensors weight files of the components, in sorted path order.
+
+    Each file contributes its path relative to the model folder and its bytes, so renaming or
+    swapping a component changes the digest.
+    """
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    found = False
+    for comp in components:
+        d = root / comp
+        if not d.is_dir():
+            continue
+        files, _ = _weight_files(d)
+        for f in files:
+            found = True
+            h.update(f.relative_to(root).as_posix().encode() + b"\0")
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+    if not found:
+        raise UsageError(f"{root}: no safetensors weights found (only safetensors are loaded)")
+    return h.hexdigest()
+
+
+def _class_name(component_dir: Path) -> str:
+    try:
+        return json.loads((component_dir / "config.json").read_text()).get("_class_name", "")
+    except (OSError, ValueError):
+        raise UsageError(f"{component_dir}: missing or invalid config.json") from None
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _downsampling(block_out_channels) -> int:
+    return 2 ** (len(block_out_channels) - 1)
+
+
+class DiffusersBackbone(Backbone):
+    """A diffusers autoencoder + denoiser + DDIM scheduler behind the codec's Backbone interface."""
+
+    def __init__(self, vae, unet, scheduler, *, backbone_id: str, weights_digest: str,
+                 channel_steps: Optional[torch.Tensor] = None, entropy_model=None,
+                 encoder_hidden_states: Optional[torch.Tensor] = None,
+                 device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None):
+        self.device = pick_device(device)
+        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.id = backbone_id
+        self.weights_digest = weights_digest
+        self.scheduler = scheduler
+        # VAEs that are unstable in fp16 say so (force_upcast); keep them in fp32
+        vae_dtype = torch.float32 if getattr(vae.config, "force_upcast", False) else self.dtype
+        self.vae = vae.to(self.device, vae_dtype).eval().requires_grad_(False)
+        self.unet = unet.to(self.device, self.dtype).eval().requires_grad_(False)
+        self._vae_dtype = vae_dtype
+        cfg = vae.config
+        enc_channels = getattr(cfg, "encoder_block_out_channels", None) or cfg.block_out_channels
+        self.stride = _downsampling(enc_channels)
+        self.latent_channels = int(cfg.latent_channels)
+        self.scaling_factor = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
+        self.shift_factor = float(getattr(cfg, "shift_factor", 0.0) or 0.0)
+        self._unet_multiple = _downsampling(unet.config.block_out_channels)
+        self._conditional = hasattr(unet.config, "cross_attention_dim") and unet.config.cross_attention_dim
+        if self._conditional and encoder_hidden_states is None:
+            raise UsageError(f"{backbone_id}: a text-conditioned UNet needs the empty-prompt embedding")
+        self._ehs = None if encoder_hidden_states is None else encoder_hidden_states.to(self.device, self.dtype)
+        self._channel_steps = channel_steps
+        self._entropy_model = entropy_model
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_components(cls, vae, unet, scheduler, *, backbone_id: str, weights_digest: str,
+                        channel_steps=None, entropy_model=None, encoder_hidden_states=None,
+                        device: str | torch.device = "auto") -> "DiffusersBackbone":
+        """Wrap already-built diffusers modules (used by the embedded tiny backbone)."""
+        return cls(vae, unet, scheduler, backbone_id=backbone_id, weights_digest=weights_digest,
+                   channel_steps=channel_steps, entropy_model=entropy_model,
+                   encoder_hidden_states=encoder_hidden_states, device=device)
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, *, device: str | torch.device = "auto",
+                        backbone_id: str = "diffusers") -> "DiffusersBackbone":
+        """Load a diffusers-layout model (SD 1.x/2.x and alike) from local files only."""
+        from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+
+        root = resolve_model_dir(model)
+        for comp in ("vae", "unet", "scheduler"):
+            if not (root / comp).is_dir():
+                raise UsageError(f"{root}: not a diffusers model folder (no {comp}/)")
+        dev = pick_device(device)
+        kw = dict(local_files_only=True, use_safetensors=True)
+
+        def load(klass, comp):
+            _, variant = _weight_files(root / comp)
+            return klass.from_pretrained(root, subfolder=comp, variant=variant, **kw)
+
+        vae_cls = AutoencoderTiny if _class_name(root / "vae") == "AutoencoderTiny" else AutoencoderKL
+        unet_cls = UNet2DModel if _class_name(root / "unet") == "UNet2DModel" else UNet2DConditionModel
+        vae = load(vae_cls, "vae")
+        unet = load(unet_cls, "unet")
+        scheduler = DDIMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
+        ehs = None
+        if unet_cls is UNet2DConditionModel:
+            ehs = _empty_prompt_embedding(root, load)
+        return cls(vae, unet, scheduler, backbone_id=backbone_id, weights_digest=weights_digest(root),
+                   encoder_hidden_states=ehs, device=dev)
+
+    # -- Backbone interface ---------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.vae.encode(x.to(self.device, self._vae_dtype))
+        if hasattr(out, "latent_dist"):
+            lat = out.latent_dist.mean
+        else:  # AutoencoderTiny
+            lat = out.latents
+        return ((lat.float() - self.shift_factor) * self.scaling_factor)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        z = z / self.scaling_factor + self.shift_factor
+        return self.vae.decode(z.to(self.device, self._vae_dtype)).sample.float()
+
+    @torch.no_grad()
+    def model_output(self, z_t: torch.Tensor, t: int) -> torch.Tensor:
+        h, w = z_t.shape[-2:]
+        m = self._unet_multiple
+        ph, pw = (-h) % m, (-w) % m
+        z = z_t.to(self.device, self.dtype)
+        if ph or pw:  # the UNet's own downsampling needs multiples of m; pad and crop back
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            z = F.pad(z, (0, pw, 0, ph), mode=mode)
+        tt = torch.full((z.shape[0],), int(t), device=self.device, dtype=torch.long)
+        if self._ehs is not None:
+            ehs = self._ehs.expand(z.shape[0], *self._ehs.shape[1:])
+            out = self.unet(z, tt, encoder_hidden_states=ehs).sample
+        else:
+            out = self.unet(z, tt).sample
+        return out[:, : self.latent_channels, :h, :w].float()
+
+    def channel_steps(self) -> Optional[torch.Tensor]:
+        return self._channel_steps
+
+    def entropy_model(self):
+        return self._entropy_model
+
+
+def _empty_prompt_embedding(root: Path, load) -> torch.Tensor:
+    """The text encoder's output for the empty prompt, padded like the pipelines pad it."""
+    try:
+        from transformers import CLIPTextModel, CLIPTokenizer
+    except ImportError:
+        raise UsageError("text-conditioned diffusers models need the 'transformers' package") from None
+    if not (root / "text_encoder").is_dir() or not (root / "tokenizer").is_dir():
+        raise UsageError(f"{root}: a text-conditioned UNet needs text_encoder/ and tokenizer/")
+    tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
+    _, variant = _weight_files(root / "text_encoder")
+    text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True,
+                                                 use_safetensors=True, variant=variant)
+    ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        emb = text_encoder.float().eval()(ids)[0]
+    return emb.detach()
