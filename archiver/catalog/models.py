@@ -31,8 +31,9 @@ STATES = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED, COMMITTED, SKIPPED, FAILED)
 IN_PROGRESS = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED)
 TERMINAL = (COMMITTED, SKIPPED, FAILED)
 
-#: allowed transitions; any in-progress state may also go back to ``discovered`` (crash rollback)
-#: and ``encoded``/``verified`` back to ``classified`` (quality-guard fallback to lossless).
+#: allowed transitions; any in-progress state may also go back to ``discovered`` (crash rollback),
+#: ``encoded``/``verified`` back to ``classified`` (quality-guard fallback to lossless), and
+#: ``skipped``/``failed`` to ``discovered`` when the file is tried again.
 TRANSITIONS: dict[Optional[str], tuple[str, ...]] = {
     None: (DISCOVERED, SKIPPED, FAILED),
     DISCOVERED: (DISCOVERED, CLASSIFIED, SKIPPED, FAILED),
@@ -40,8 +41,8 @@ TRANSITIONS: dict[Optional[str], tuple[str, ...]] = {
     ENCODED: (DISCOVERED, CLASSIFIED, VERIFIED, SKIPPED, FAILED),
     VERIFIED: (DISCOVERED, CLASSIFIED, COMMITTED, SKIPPED, FAILED),
     COMMITTED: (COMMITTED,),  # only the original's disposition / vault fields change afterwards
-    SKIPPED: (),
-    FAILED: (),
+    SKIPPED: (DISCOVERED,),  # retry: the file changed, or a new attempt
+    FAILED: (DISCOVERED,),
 }
 
 # what became of the original file
