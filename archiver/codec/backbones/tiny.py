@@ -1,0 +1,169 @@
+"""The embedded default backbone "tiny": a small AutoencoderKL (8x downsampling, 8 latent
+channels), a small conv UNet2DModel denoiser and a DDIM scheduler, trained by ``archiver train``
+and shipped in ``archiver/weights`` as safetensors so that it runs on a laptop CPU without any
+network access.
+
+The architecture lives here (not in the weights file) only as defaults for training; a shipped
+model always carries its own configs in ``tiny.json`` and the safetensors metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ...errors import UsageError, WeightsMismatchError
+
+BACKBONE_ID = "tiny"
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+WEIGHTS_FILE = "tiny.safetensors"
+CONFIG_FILE = "tiny.json"
+
+#: 4 levels -> 3 downsamplings = stride 8, like Stable Diffusion's VAE; no attention in the
+#: mid block so that cost grows linearly with image size (768x512 decodes in ~0.5 s on 2 cores).
+VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    block_out_channels=[16, 32, 64, 128],
+    layers_per_block=1,
+    latent_channels=8,
+    norm_num_groups=8,
+    mid_block_add_attention=False,
+    scaling_factor=1.0,  # replaced by 1/std of the trained latents
+    force_upcast=False,
+)
+
+#: Convolution-only UNet: the codec only denoises at low noise levels, a local texture task,
+#: and no attention keeps it size-agnostic and cheap on CPU.
+UNET_CONFIG = dict(
+    sample_size=32,
+    in_channels=8,
+    out_channels=8,
+    down_block_types=["DownBlock2D", "DownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "UpBlock2D", "UpBlock2D"],
+    block_out_channels=[64, 96, 128],
+    layers_per_block=1,
+    norm_num_groups=16,
+    add_attention=False,
+)
+
+#: Latent-diffusion (Stable Diffusion) noise schedule, 1000 training steps, epsilon prediction.
+SCHEDULER_CONFIG = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=True,
+    steps_offset=0,
+    prediction_type="epsilon",
+)
+
+
+def build_vae(config: Optional[dict] = None):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(**(config or VAE_CONFIG))
+
+
+def build_unet(config: Optional[dict] = None):
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(**(config or UNET_CONFIG))
+
+
+def build_scheduler(config: Optional[dict] = None):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**(config or SCHEDULER_CONFIG))
+
+
+def weights_digest(weights_dir: Path) -> str:
+    """SHA-256 over the shipped files (config, then weights): any change to either is a
+    different model, and bitstreams made with another one are refused."""
+    h = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        with open(Path(weights_dir) / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _split(state: dict, prefix: str) -> dict:
+    n = len(prefix)
+    return {k[n:]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, device):
+    from .diffusers_backbone import DiffusersBackbone
+
+    vae.eval().requires_grad_(False)
+    unet.eval().requires_grad_(False)
+    if entropy is not None:
+        entropy.eval().requires_grad_(False)
+    return DiffusersBackbone.from_components(
+        vae, unet, scheduler, backbone_id=BACKBONE_ID, weights_digest=digest,
+        channel_steps=channel_steps, entropy_model=entropy, device=device,
+    )
+
+
+def build_entropy(config: Optional[dict]):
+    """The codec's trainable hyperprior for ``config`` (its constructor kwargs), or None."""
+    if config is None:
+        return None
+    from ..entropy import HyperpriorEntropyModel
+
+    return HyperpriorEntropyModel(**config)
+
+
+def load_tiny(device: str = "auto", weights_dir: Optional[str | Path] = None):
+    """The shipped tiny backbone, from safetensors only (never pickle), with no network."""
+    from safetensors.torch import load_file
+
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    cfg_path, w_path = wdir / CONFIG_FILE, wdir / WEIGHTS_FILE
+    if not cfg_path.is_file() or not w_path.is_file():
+        raise UsageError(f"tiny backbone weights not found in {wdir} (run `archiver train` and ship them)")
+    cfg = json.loads(cfg_path.read_text())
+    digest = weights_digest(wdir)
+    state = load_file(str(w_path))
+    vae, unet = build_vae(cfg["vae"]), build_unet(cfg["unet"])
+    vae.load_state_dict(_split(state, "vae."))
+    unet.load_state_dict(_split(state, "unet."))
+    entropy = build_entropy(cfg.get("entropy"))
+    if entropy is not None:
+        entropy.load_state_dict(_split(state, "entropy."), strict=False)
+        if hasattr(entropy, "update"):
+            entropy.update(force=True)
+    steps = state.get("channel_steps")
+    dev = _resolve_device(device)
+    return _assemble(vae, unet, build_scheduler(cfg["scheduler"]), digest=digest,
+                     channel_steps=steps, entropy=entropy, device=dev)
+
+
+def random_tiny(seed: int = 0, device: str = "cpu"):
+    """An untrained tiny backbone with the shipped architecture, for tests before (or without)
+    trained weights. Its digest names the seed so it can never pass for trained weights."""
+    torch.manual_seed(seed)
+    vae, unet = build_vae(), build_unet()
+    digest = hashlib.sha256(f"tiny-random-seed-{seed}".encode()).hexdigest()
+    return _assemble(vae, unet, build_scheduler(), digest=digest, channel_steps=None,
+                     entropy=None, device=_resolve_device(device))
+
+
+def check_digest(expected: str, weights_dir: Optional[str | Path] = None) -> None:
+    actual = weights_digest(Path(weights_dir) if weights_dir else WEIGHTS_DIR)
+    if actual != expected:
+        raise WeightsMismatchError(f"tiny weights digest {actual[:12]} != expected {expected[:12]}")

@@ -1,0 +1,133 @@
+"""Stage 1: the autoencoder. Random crops, L1 + (1 - MS-SSIM) + an L1 on image gradients (so
+texture and edges are not traded for blur) + a small KL term (as in Stable Diffusion's VAE,
+keeping the latent well-behaved for the diffusion stage)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codec.backbones.tiny import VAE_CONFIG, build_vae
+from . import data as D
+from .common import Logger, cosine_lr, load_checkpoint, save_checkpoint, save_safetensors, step_seed
+
+#: MS-SSIM over 3 scales (5 need crops > 160 px); the standard first three weights, renormalised
+MSSSIM_WEIGHTS = [0.0448, 0.2856, 0.3001]
+KL_WEIGHT = 1e-6
+GRAD_WEIGHT = 0.5
+MSSSIM_WEIGHT = 0.5
+
+
+def grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+
+
+def ae_loss(vae, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, dict]:
+    from pytorch_msssim import ms_ssim
+
+    post = vae.encode(x).latent_dist
+    z = post.sample() if sample else post.mode()
+    xh = vae.decode(z).sample
+    l1 = (xh - x).abs().mean()
+    w = torch.tensor(MSSSIM_WEIGHTS) / sum(MSSSIM_WEIGHTS)
+    ms = ms_ssim((xh.clamp(-1, 1) + 1) / 2, (x + 1) / 2, data_range=1.0, weights=w.tolist(), win_size=7)
+    g = grad_l1(xh, x)
+    # KL summed over latent elements, per image pixel (SD's normalisation, relative to a per-pixel L1)
+    kl = post.kl().sum() / x[:, 0].numel()
+    loss = l1 + MSSSIM_WEIGHT * (1 - ms) + GRAD_WEIGHT * g + KL_WEIGHT * kl
+    return loss, {"l1": l1.item(), "ms_ssim": ms.item(), "grad": g.item(), "kl": kl.item()}
+
+
+@torch.no_grad()
+def evaluate(vae, val: torch.Tensor) -> dict:
+    vae.eval()
+    z = vae.encode(val).latent_dist.mode()
+    xh = vae.decode(z).sample.clamp(-1, 1)
+    vae.train()
+    mse = F.mse_loss((xh + 1) * 127.5, (val + 1) * 127.5, reduction="none").mean(dim=(1, 2, 3))
+    psnr = float((10 * torch.log10(255.0**2 / mse.clamp_min(1e-6))).mean())
+    return {"val_psnr": psnr}
+
+
+def vae_metadata(vae, info: dict, extra: dict) -> dict:
+    return {"format": "archiver-tiny-vae", "vae_config": dict(vae.config), "data": info, **extra}
+
+
+def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
+             lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
+             max_files: int | None = None, n_val: int = 12) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "ae.ckpt"
+    imgs = D.load_set(data_dir, min_side=crop, max_files=max_files)
+    train, val_imgs = D.split(imgs.images, n_val)
+    vsize = min(min(a.shape[:2]) for a in val_imgs)
+    vsize = min(vsize - vsize % 16, 256)
+    val = D.center_crops(val_imgs, vsize)
+    log.log(stage="ae", event="data", **imgs.info, train=len(train), val=len(val), val_size=vsize, skipped=len(imgs.skipped))
+
+    torch.manual_seed(seed)
+    vae = build_vae(dict(VAE_CONFIG))
+    opt = torch.optim.Adam(vae.parameters(), lr=lr)
+    step, elapsed, best = 0, 0.0, -1.0
+    ck = load_checkpoint(ckpt_path) if resume else None
+    if ck is not None:
+        vae.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed, best = int(ck["step"]), float(ck["elapsed"]), float(ck["best"])
+        log.log(stage="ae", event="resumed", step=step)
+    elif ckpt_path.exists() and not resume:
+        log.log(stage="ae", event="fresh start (checkpoint present, --resume not given)")
+
+    def save():
+        save_checkpoint(ckpt_path, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed,
+                        best=best, seed=seed)
+
+    vae.train()
+    t0, last = time.time() - elapsed, None
+    budget = minutes * 60 if minutes else None
+    while step < steps and (budget is None or elapsed < budget):
+        progress = max(step / steps, elapsed / budget if budget else 0.0)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(lr, progress)
+        gen = np.random.default_rng(step_seed(seed, step))
+        torch.manual_seed(step_seed(seed, step, 1))
+        x = D.random_crops(train, batch, crop, gen)
+        loss, parts = ae_loss(vae, x)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"AE loss is not finite at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        elapsed = time.time() - t0
+        last = float(loss)
+        if step % 10 == 0 or step == 1:
+            log.log(stage="ae", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1), **parts)
+        if step % eval_every == 0 or step == steps:
+            ev = evaluate(vae, val)
+            log.log(stage="ae", step=step, event="eval", **ev)
+            if ev["val_psnr"] > best:
+                best = ev["val_psnr"]
+                save_safetensors(out / "ae_best.safetensors", {k: v for k, v in vae.state_dict().items()},
+                                 vae_metadata(vae, imgs.info, {"step": step, "val_psnr": best, "seed": seed,
+                                              "crop": crop, "batch": batch, "lr": lr}))
+        if step % ckpt_every == 0:
+            save()
+    ev = evaluate(vae, val)
+    if ev["val_psnr"] > best or not (out / "ae_best.safetensors").exists():
+        best = ev["val_psnr"]
+        save_safetensors(out / "ae_best.safetensors", vae.state_dict(),
+                         vae_metadata(vae, imgs.info, {"step": step, "val_psnr": best, "seed": seed,
+                                      "crop": crop, "batch": batch, "lr": lr}))
+    save()
+    res = {"stage": "ae", "step": step, "loss": last, "val_psnr": ev["val_psnr"], "best_val_psnr": best,
+           "seconds": round(elapsed, 1), "data": imgs.info}
+    log.log(event="done", **{k: v for k, v in res.items() if k != "data"})
+    return res

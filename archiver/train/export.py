@@ -1,0 +1,42 @@
+"""Assembles ``tiny.safetensors`` + ``tiny.json`` from the best weights of each stage so far."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..codec.backbones.tiny import CONFIG_FILE, SCHEDULER_CONFIG, UNET_CONFIG, WEIGHTS_FILE
+from .common import read_safetensors, save_safetensors
+
+
+def assemble(out: Path) -> Path | None:
+    out = Path(out)
+    ae = out / "ae_best.safetensors"
+    if not ae.exists():
+        return None
+    tensors, meta_all = {}, {}
+    w, meta = read_safetensors(ae)
+    tensors.update({f"vae.{k}": v for k, v in w.items()})
+    cfg = {"format": "archiver-tiny", "version": 1, "vae": meta["vae_config"], "scheduler": SCHEDULER_CONFIG}
+    meta_all["ae"] = {k: v for k, v in meta.items() if k != "vae_config"}
+    un = out / "unet_best.safetensors"
+    if un.exists():
+        w, meta = read_safetensors(un)
+        tensors.update({f"unet.{k}": v for k, v in w.items()})
+        cfg["unet"] = meta.get("unet_config", UNET_CONFIG)
+        meta_all["denoiser"] = {k: v for k, v in meta.items() if k != "unet_config"}
+    st = out / "latent_stats.safetensors"
+    if st.exists():
+        w, meta = read_safetensors(st)
+        tensors["channel_steps"] = w["channel_steps"]
+        cfg["latent_stats"] = meta.get("stats", {})
+    en = out / "entropy_best.safetensors"
+    if en.exists():
+        w, meta = read_safetensors(en)
+        tensors.update({f"entropy.{k}": v for k, v in w.items()})
+        cfg["entropy"] = meta.get("entropy_config")
+        meta_all["entropy"] = {k: v for k, v in meta.items() if k != "entropy_config"}
+    cfg["training"] = meta_all
+    (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    save_safetensors(out / WEIGHTS_FILE, tensors, {"config": cfg})
+    return out / WEIGHTS_FILE
