@@ -88,7 +88,7 @@ def test_settle_drops_vanished_files(tmp_path):
 
 def test_candidates():
     assert is_candidate("/x/a.JPG") and is_candidate("/x/b.png") and is_candidate("/x/c.tiff")
-    for p in ("/x/.archiver-tmp-abc.part", "/x/a.dlc", "/x/a.jxl", "/x/.hidden.png", "/x/notes.txt",
+    for p in ("/x/.archiver-tmp-abc.part", "/x/a.dlc", "/x/a.jxl", "/x/a.axl", "/x/.hidden.png", "/x/notes.txt",
               "/x/a.png.part", "/x/a.png~", "/x/a.png.crdownload"):
         assert not is_candidate(p), p
 

@@ -21,7 +21,7 @@ from ..storage.atomic import is_temp_name
 log = logging.getLogger("archiver.service.watcher")
 
 #: archiver's own outputs (compressed files, vault copies) are never inputs
-OUTPUT_SUFFIXES = (".dlc", ".jxl")
+OUTPUT_SUFFIXES = (".dlc", ".jxl", ".axl")
 #: what a collection may hold that is worth looking at; anything else is not an image we handle
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm",

@@ -1,0 +1,341 @@
+"""``archiver daemon``: watch roots, settle, queue in the catalog, archive with a worker pool.
+
+Main thread: signals, the settle tracker, the queue and the pool (all queue writes and all pool
+submissions happen here, so the flow is easy to reason about). Other threads only *notice*
+files: watchdog observers and the reconciliation scanner feed the settle tracker.
+
+Crash safety comes from three places: the queue is in the catalog (claimed rows of a dead
+daemon are put back at start), ``archive_file`` is idempotent and resumable, and the daemon
+claims only as many rows as it has idle workers, so on SIGTERM every claimed file is one
+that is being worked on and is finished before exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from ..config import Config, load_config
+from .lock import InstanceLock, lock_path_for
+from .metrics import ServiceMetrics
+from .notify import sd_notify, watchdog_interval
+from .queue import CLAIMED, Item, WorkQueue, worker_id
+from .roots import RootGuard
+from .scan import already_handled, handled_map, is_handled, norm_root, root_of
+from .settle import SettleTracker
+from .watcher import Watcher, is_candidate, walk
+from .workers import config_dict, make_executor, run_task
+
+log = logging.getLogger("archiver.service.daemon")
+
+
+class Daemon:
+    def __init__(self, config_path: str | None = None, *, config: Config | None = None,
+                 rebind_roots: bool = False, executor: str = "process"):
+        self.config_path = config_path
+        self.cfg = config or load_config(config_path)
+        self.rebind_roots = rebind_roots
+        self.executor_kind = executor
+        self.stop_requested = 0
+        self.reload_requested = False
+        self.metrics = ServiceMetrics()
+        self.me = worker_id("daemon")
+        self.in_flight: dict[Future, Item] = {}
+        self.dirty: set[str] = set()  # changed again while being worked on: redo afterwards
+        self._scan_thread: threading.Thread | None = None
+        self._scan_stop = threading.Event()
+        self._last_scan = 0.0
+        self._last_roots_check = 0.0
+        self._last_depth = 0.0
+        self._last_settle = 0.0
+        self._last_ping = 0.0
+        self._apply_config(self.cfg, first=True)
+
+    # -- configuration ---------------------------------------------------------------------
+    def _apply_config(self, cfg: Config, first: bool = False) -> None:
+        self.cfg = cfg
+        self.roots = [norm_root(r) for r in cfg.roots]
+        self.poll_roots = [norm_root(r) for r in cfg.poll_roots]
+        self.all_roots = list(dict.fromkeys(self.roots + self.poll_roots))
+        self.task_config = config_dict(cfg)
+        self.workers = max(1, int(cfg.workers))
+        if first:
+            self.settle = SettleTracker(cfg.settle_seconds)
+        else:
+            self.settle.settle_seconds = float(cfg.settle_seconds)
+
+    def _reload(self) -> None:
+        self.reload_requested = False
+        try:
+            cfg = load_config(self.config_path)
+        except Exception as e:  # keep serving with the old config
+            log.error("config reload failed; keeping the old config", extra={"error": str(e)})
+            return
+        if cfg.resolved_catalog_url() != self.cfg.resolved_catalog_url():
+            log.error("catalog_url cannot change on reload; restart the daemon", extra={})
+            cfg.catalog_url = self.cfg.catalog_url
+        if cfg.metrics_port != self.cfg.metrics_port:
+            log.warning("metrics_port change needs a restart", extra={})
+        old_workers = self.workers
+        self._apply_config(cfg)
+        if self.workers != old_workers:
+            old = self.executor
+            self.executor = make_executor(self.executor_kind, self.workers)
+            old.shutdown(wait=False)  # running files still finish; their futures stay valid
+        self._check_roots(force=True)
+        self._start_scan()  # new roots (or new policy) get looked at now
+        log.info("config reloaded", extra={"roots": self.all_roots, "workers": self.workers,
+                                           "settle_seconds": cfg.settle_seconds})
+
+    # -- signals ---------------------------------------------------------------------------
+    def _on_stop(self, signum, _frame) -> None:
+        self.stop_requested += 1
+        log.info("stop requested", extra={"signal": signal.Signals(signum).name, "in_flight": len(self.in_flight)})
+
+    def _on_hup(self, _signum, _frame) -> None:
+        self.reload_requested = True
+
+    # -- roots and scanning ----------------------------------------------------------------
+    def _root_available(self, root: str) -> bool:
+        return not self.guard.is_paused(root)
+
+    def _check_roots(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_roots_check < max(1.0, min(5.0, self.cfg.settle_seconds)):
+            return
+        self._last_roots_check = now
+        was_paused = set(self.guard.paused())
+        status = self.guard.check_all(self.all_roots)
+        for r, ok in status.items():
+            self.metrics.root_up.labels(root=r).set(1 if ok else 0)
+        self.metrics.roots_paused.set(sum(1 for ok in status.values() if not ok))
+        self.watcher.set_roots(self.roots, self.poll_roots, lambda r: status.get(r, False))
+        back = [r for r in was_paused if status.get(r)]
+        if back:
+            self._start_scan(back)  # what happened while it was away
+
+    def _start_scan(self, roots: list[str] | None = None) -> None:
+        if self._scan_thread is not None and self._scan_thread.is_alive():
+            if roots is None:
+                return
+        roots = list(roots or self.all_roots)
+        self._last_scan = time.monotonic()
+        t = threading.Thread(target=self._scan, args=(roots,), name="archiver-scan", daemon=True)
+        self._scan_thread = t
+        t.start()
+
+    def _scan(self, roots: list[str]) -> None:
+        """Reconciliation: everything on disk that the catalog has not handled gets settled and
+        queued (catches events missed while down, overflowed inotify queues, network mounts)."""
+        t0 = time.monotonic()
+        found = 0
+        for root in roots:
+            if self._scan_stop.is_set():
+                return
+            if not self.guard.check(root):
+                log.warning("scan skipped: root unavailable", extra={"root": root})
+                continue
+            try:
+                known = handled_map(self.catalog, root)
+            except Exception as e:
+                log.error("scan failed to read the catalog", extra={"root": root, "error": str(e)})
+                continue
+            for path in walk(root):
+                if self._scan_stop.is_set():
+                    return
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if not is_handled(known.get(path), st):
+                    self.settle.touch(path)
+                    found += 1
+        self.metrics.scans.inc()
+        self.metrics.last_scan.set(time.time())
+        log.info("reconciliation scan done", extra={"roots": roots, "candidates": found,
+                                                     "seconds": round(time.monotonic() - t0, 3)})
+
+    # -- the loop --------------------------------------------------------------------------
+    def _settled_to_queue(self) -> None:
+        now = time.monotonic()
+        if now - self._last_settle < min(0.5, max(0.05, self.cfg.settle_seconds / 4)):
+            return
+        self._last_settle = now
+        for path in self.settle.ready():
+            root = root_of(path, self.all_roots)
+            if root is None or not is_candidate(path):
+                continue
+            if self.guard.is_paused(root):
+                continue  # the scan after it comes back will find it again
+            try:
+                if already_handled(self.catalog, path):
+                    continue
+            except FileNotFoundError:
+                continue
+            if self.queue.enqueue(path, root):
+                log.debug("queued", extra={"path": path})
+            else:
+                row = self.queue.get(path)
+                if row and row["state"] == CLAIMED:
+                    self.dirty.add(path)
+
+    def _fill_workers(self) -> None:
+        free = self.workers - len(self.in_flight)
+        if free <= 0 or self.stop_requested:
+            return
+        paused = list(self.guard.paused())
+        items = self.queue.claim(self.me, free, roots=self.all_roots, exclude_roots=paused)
+        for item in items:
+            try:
+                fut = self.executor.submit(run_task, item.path, self.task_config)
+            except (BrokenProcessPool, RuntimeError) as e:
+                log.error("worker pool broken; restarting it", extra={"error": str(e)})
+                self.queue.release(item.id)
+                self.executor = make_executor(self.executor_kind, self.workers)
+                continue
+            self.in_flight[fut] = item
+
+    def _collect(self) -> None:
+        for fut in [f for f in self.in_flight if f.done()]:
+            item = self.in_flight.pop(fut)
+            try:
+                out = fut.result()
+            except BrokenProcessPool as e:
+                out = {"path": item.path, "status": "error", "retry": True,
+                       "error": f"worker process died ({e}); maybe out of memory"}
+                self.metrics.failures.inc()
+                if not self.stop_requested:
+                    self.executor = make_executor(self.executor_kind, self.workers)
+            except Exception as e:  # pragma: no cover - run_task does not raise
+                out = {"path": item.path, "status": "error", "retry": True, "error": repr(e)}
+                self.metrics.failures.inc()
+            if out.get("retry"):
+                state = self.queue.fail(item.id, str(out.get("error")))
+                log.warning("work failed", extra={"path": item.path, "queue_state": state,
+                                                  "attempt": item.attempts + 1, "error": out.get("error")})
+            else:
+                self.queue.complete(item.id)
+                log.info("handled", extra={k: out.get(k) for k in (
+                    "path", "status", "action", "rule", "bytes_before", "bytes_after", "seconds", "error")
+                    if out.get(k) is not None})
+            self.metrics.observe_outcome(out)
+            if item.path in self.dirty:
+                self.dirty.discard(item.path)
+                self.settle.touch(item.path)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_depth >= 2.0:
+            self._last_depth = now
+            depth = self.queue.depth(self.all_roots)
+            for k, v in depth.items():
+                self.metrics.queue_depth.labels(state=k).set(v)
+            self.metrics.settling.set(len(self.settle))
+            sd_notify(f"STATUS=pending={depth['pending']} working={len(self.in_flight)} "
+                      f"settling={len(self.settle)} paused_roots={len(self.guard.paused())}")
+        self.metrics.in_flight.set(len(self.in_flight))
+        if self.cfg.rescan_seconds and now - self._last_scan >= self.cfg.rescan_seconds:
+            self._start_scan()
+        if self._wd and now - self._last_ping >= self._wd:
+            self._last_ping = now
+            sd_notify("WATCHDOG=1")
+
+    def run(self) -> int:
+        from ..catalog.db import Catalog
+
+        state_dir = self.cfg.state_dir
+        url = self.cfg.resolved_catalog_url()
+        self.lock = InstanceLock(lock_path_for(url, state_dir)).acquire()
+        try:
+            return self._run(Catalog(url), state_dir)
+        finally:
+            self.lock.release()
+
+    def _run(self, catalog, state_dir: Path) -> int:
+        self.catalog = catalog
+        self.queue = WorkQueue.for_catalog(catalog)
+        self.guard = RootGuard(state_dir / "roots.json", rebind=self.rebind_roots)
+        self.watcher = Watcher(self.settle.touch)
+        self._wd = watchdog_interval()
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        stale = self.queue.requeue_stale()
+        if not self.all_roots:
+            log.warning("no roots configured; only queued work will be done", extra={})
+        self.executor = make_executor(self.executor_kind, self.workers)
+        server = self.metrics.serve(self.cfg.metrics_port)
+        self.watcher.start()
+        self._check_roots(force=True)
+        self._start_scan()
+        log.info("daemon started", extra={"pid": os.getpid(), "roots": self.all_roots, "workers": self.workers,
+                                          "catalog": _redact(catalog.url), "requeued_stale": stale,
+                                          "settle_seconds": self.cfg.settle_seconds,
+                                          "metrics_port": self.cfg.metrics_port or None})
+        sd_notify("READY=1")
+        tick = max(0.02, min(0.25, self.cfg.settle_seconds / 5))
+        try:
+            while True:
+                if self.stop_requested:
+                    break
+                if self.reload_requested:
+                    sd_notify("RELOADING=1")
+                    self._reload()
+                    sd_notify("READY=1")
+                self._check_roots()
+                self._settled_to_queue()
+                self._collect()
+                self._fill_workers()
+                self._housekeeping()
+                time.sleep(tick)
+            # graceful stop: take no new work, finish the files in hand
+            sd_notify("STOPPING=1")
+            log.info("stopping: finishing files in hand", extra={"in_flight": len(self.in_flight)})
+            self._scan_stop.set()
+            self.watcher.stop()
+            while self.in_flight and self.stop_requested < 2:
+                self._collect()
+                self._housekeeping()
+                time.sleep(0.05)
+            if self.in_flight:  # a second signal: give up on them; the restart resumes them
+                log.warning("abandoning files in hand", extra={"paths": [i.path for i in self.in_flight.values()]})
+                _kill_pool(self.executor)
+                for item in self.in_flight.values():
+                    self.queue.release(item.id)
+                self.in_flight.clear()
+                return 1
+            self.executor.shutdown(wait=True)
+            log.info("stopped", extra={})
+            return 0
+        finally:
+            self._scan_stop.set()
+            self.watcher.stop()
+            if server is not None:
+                server.shutdown()
+            catalog.close()
+
+
+def _kill_pool(executor) -> None:
+    procs = getattr(executor, "_processes", None) or {}
+    for p in list(procs.values()):
+        try:
+            p.kill()
+        except Exception:
+            pass
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a catalog URL before logging it."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url

@@ -1,0 +1,393 @@
+"""``archiver migrate``: policy-driven bulk migration of existing collections.
+
+Checkpoints are the catalog and its queue: every file to do is first put in the queue, each one
+is marked done only after ``archive_file`` committed it, so an interrupted migration (Ctrl-C,
+SIGTERM, kill -9, power cut) is resumed by running the same command again — finished files are
+recognised from the catalog and not redone.
+
+The dry run touches nothing (no file, no catalog write): it classifies every file with the
+policy and projects the result per rule. Estimates: ``diffusion`` = target bpp * pixels / 8 plus
+the container's header and metadata; ``lossless`` = the ratio measured by really recompressing
+(in memory) a sample of each rule's files per format; ``keep`` = unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..config import Config
+from ..errors import UsageError
+from .queue import WorkQueue, worker_id
+from .scan import handled_map, is_handled, norm_root
+from .watcher import walk
+from .workers import config_dict, make_executor, run_task
+
+log = logging.getLogger("archiver.service.migrate")
+
+#: container header + sections overhead of a .dlc beyond the entropy-coded payload (bytes)
+DLC_OVERHEAD = 256
+#: used only when a lossless sample cannot be measured at all
+FALLBACK_LOSSLESS_RATIO = {"JPEG": 0.80, "PNG": 0.70, "TIFF": 0.55, "BMP": 0.40}
+LOSSLESS_SAMPLE = 6
+
+_POLICIES: dict[str, Any] = {}
+
+
+# -- pure task functions (picklable; run in processes or on Ray) -------------------------------
+def plan_task(path: str, config: dict) -> dict:
+    """What the policy would do with ``path`` and a size estimate. Reads only."""
+    from ..imageio import load_image
+    from ..policy.engine import load_policy
+
+    t0 = time.perf_counter()
+    try:
+        size = os.stat(path).st_size
+        key = str(config.get("policy"))
+        pol = _POLICIES.get(key)
+        if pol is None:
+            pol = _POLICIES[key] = load_policy(config.get("policy"))
+        img = load_image(path, max_pixels=int(config.get("max_pixels") or 178_956_970))
+        d = pol.decide(path, img, tags=tuple(config.get("_tags", {}).get(path, ())))
+        out = {"path": path, "status": "planned", "rule": d.rule, "action": d.action, "bytes_before": size,
+               "width": img.width, "height": img.height, "format": img.original_format or "?",
+               "reasons": d.reasons, "original": d.params.get("original")}
+        if d.action == "diffusion":
+            bpp = float(d.params.get("bpp") or pol.defaults.get("bpp") or 0.15)
+            meta = sum(len(x or b"") for x in (img.metadata.exif, img.metadata.icc_profile, img.metadata.xmp))
+            out["bytes_after"] = min(size, int(bpp * img.width * img.height / 8) + DLC_OVERHEAD + meta)
+            out["estimate"] = f"{bpp} bpp * pixels / 8"
+        elif d.action == "keep":
+            out["bytes_after"], out["estimate"] = size, "unchanged"
+        else:
+            out["bytes_after"], out["estimate"] = None, "measured sample ratio"
+    except Exception as e:  # unreadable files are reported, never fatal
+        out = {"path": path, "status": "unreadable", "error": str(e), "kind": type(e).__name__,
+               "bytes_before": _size(path)}
+    out["seconds"] = round(time.perf_counter() - t0, 4)
+    return out
+
+
+def measure_lossless(path: str) -> dict:
+    """Really recompress ``path`` in memory; the size it would have."""
+    try:
+        from ..storage.lossless import compress
+
+        data, ext = compress(path)
+        return {"path": path, "bytes_after": len(data), "ext": ext}
+    except Exception as e:
+        return {"path": path, "bytes_after": None, "error": str(e)}
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+# -- the driver ----------------------------------------------------------------------------------
+@dataclass
+class Stopper:
+    """First SIGINT/SIGTERM: stop taking work, finish the files in hand. Second: abandon them."""
+
+    count: int = 0
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def __call__(self, signum=None, frame=None) -> None:
+        self.count += 1
+        self.event.set()
+        if signum is not None:
+            import sys
+
+            msg = ("\narchiver: stopping after the files in hand (again to abandon them; "
+                   "rerun the same command to resume)") if self.count == 1 else "\narchiver: abandoning files in hand"
+            print(msg, file=sys.stderr, flush=True)
+
+    def install(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        return lambda: [signal.signal(s, h) for s, h in old.items()]
+
+
+def _check_roots(roots) -> list[str]:
+    out = []
+    for r in roots:
+        p = norm_root(r)
+        if not os.path.isdir(p):
+            raise UsageError(f"{r}: not a directory")
+        out.append(p)
+    return out
+
+
+def _bounded_map(executor, fn, args_iter, width: int, stop: Stopper | None = None) -> Iterator[dict]:
+    """Run ``fn(*args)`` with at most ``width`` in flight; yield results as they finish."""
+    pending: set[Future] = set()
+    it = iter(args_iter)
+    exhausted = False
+    while True:
+        while not exhausted and len(pending) < width and not (stop and stop.event.is_set()):
+            try:
+                args = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            pending.add(executor.submit(fn, *args))
+        if not pending:
+            return
+        done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        for f in done:
+            yield f.result()
+
+
+def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", show_progress: bool = True) -> dict:
+    from ..output import progress
+
+    roots = _check_roots(roots)
+    t0 = time.time()
+    config = config_dict(cfg)
+    catalog = _open_catalog_readonly(cfg)
+    files: list[str] = []
+    already = 0
+    tags: dict[str, list[str]] = {}
+    for root in roots:
+        known = handled_map(catalog, root) if catalog is not None else {}
+        for p in walk(root):
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if is_handled(known.get(p), st):
+                already += 1
+            else:
+                files.append(p)
+    if catalog is not None:
+        tags = _tags(catalog, files)
+        catalog.close()
+    config["_tags"] = tags
+    ex = make_executor(executor, workers)
+    stop = Stopper()
+    restore = stop.install()
+    try:
+        planned = list(progress(_bounded_map(ex, plan_task, ((p, config) for p in files), 2 * max(1, workers), stop),
+                                total=len(files), desc="classifying", enabled=show_progress))
+        # lossless: measure a sample per (rule, format) and apply its ratio to the rest
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        for r in planned:
+            if r["status"] == "planned" and r["action"] == "lossless":
+                groups[(r["rule"], r["format"])].append(r)
+        rng = random.Random(0)
+        sample = [x for g in groups.values() for x in rng.sample(g, min(LOSSLESS_SAMPLE, len(g)))]
+        measured = {m["path"]: m for m in _bounded_map(ex, measure_lossless, ((s["path"],) for s in sample),
+                                                       2 * max(1, workers), stop)}
+    finally:
+        restore()
+        ex.shutdown(wait=True, cancel_futures=True)
+    for (rule, fmt), group in groups.items():
+        pairs = [(g["bytes_before"], measured[g["path"]]["bytes_after"]) for g in group
+                 if g["path"] in measured and measured[g["path"]].get("bytes_after") is not None]
+        if pairs:
+            ratio = sum(a for _, a in pairs) / max(1, sum(b for b, _ in pairs))
+            how = f"ratio {ratio:.3f} measured on {len(pairs)} file(s)"
+        else:
+            ratio = FALLBACK_LOSSLESS_RATIO.get(fmt.upper(), 1.0)
+            how = f"typical ratio {ratio:.2f} for {fmt} (sample could not be measured)"
+        for g in group:
+            m = measured.get(g["path"])
+            exact = m is not None and m.get("bytes_after") is not None
+            # a recompression that does not shrink the file keeps the original instead
+            g["bytes_after"] = min(g["bytes_before"], m["bytes_after"] if exact else int(g["bytes_before"] * ratio))
+            g["estimate"] = "measured" if exact else how
+    return _plan_report(roots, cfg, planned, already, time.time() - t0, interrupted=stop.event.is_set(),
+                        not_planned=len(files) - len(planned))
+
+
+def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_planned) -> dict:
+    rules: dict[tuple, dict] = {}
+    unreadable = []
+    for r in planned:
+        if r["status"] != "planned":
+            unreadable.append({"path": r["path"], "error": r.get("error")})
+            continue
+        k = (r["rule"], r["action"])
+        e = rules.setdefault(k, {"rule": r["rule"], "action": r["action"], "files": 0, "bytes_before": 0,
+                                 "bytes_after_estimate": 0, "estimates": set()})
+        e["files"] += 1
+        e["bytes_before"] += r["bytes_before"]
+        e["bytes_after_estimate"] += r["bytes_after"]
+        e["estimates"].add(r.get("estimate"))
+    rows = []
+    for e in rules.values():
+        e["savings_estimate"] = e["bytes_before"] - e["bytes_after_estimate"]
+        e["estimate"] = "; ".join(sorted(x for x in e.pop("estimates") if x))
+        rows.append(e)
+    rows.sort(key=lambda e: -e["savings_estimate"])
+    before = sum(e["bytes_before"] for e in rows)
+    after = sum(e["bytes_after_estimate"] for e in rows)
+    return {
+        "dry_run": True, "roots": roots, "policy": cfg.policy or "default", "files": sum(e["files"] for e in rows),
+        "already_archived": already, "unreadable": unreadable, "not_planned": not_planned,
+        "interrupted": interrupted, "bytes_before": before, "bytes_after_estimate": after,
+        "savings_estimate": before - after, "savings_ratio": (1 - after / before) if before else 0.0,
+        "rules": rows, "seconds": round(seconds, 2),
+        "note": "diffusion estimates assume the quality guard accepts the encode; a rejected one "
+                "falls back to lossless and saves less",
+    }
+
+
+def _open_catalog_readonly(cfg: Config):
+    """The catalog if it exists, for lookups only (a dry run must not create or migrate it)."""
+    url = cfg.resolved_catalog_url()
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+        return None
+    from ..catalog.db import Catalog
+
+    try:
+        return Catalog(url, migrate_schema=False)
+    except Exception as e:
+        log.warning("catalog not readable; planning without it", extra={"error": str(e)})
+        return None
+
+
+def _tags(catalog, paths: list[str]) -> dict[str, list[str]]:
+    try:
+        from sqlalchemy import select
+
+        from ..catalog.models import Tag
+
+        wanted = set(paths)
+        out: dict[str, list[str]] = defaultdict(list)
+        with catalog.session() as s:
+            for p, t in s.execute(select(Tag.path, Tag.tag)):
+                if p in wanted:
+                    out[p].append(t)
+        return dict(out)
+    except Exception:
+        return {}
+
+
+def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_progress: bool = True,
+        stopper: Stopper | None = None, max_attempts: int = 3) -> dict:
+    """The real migration. Resumable: rerun with the same roots after any interruption."""
+    from ..catalog.db import Catalog
+    from ..output import progress
+
+    roots = _check_roots(roots)
+    t0 = time.time()
+    catalog = Catalog(cfg.resolved_catalog_url())
+    queue = WorkQueue.for_catalog(catalog, max_attempts=max_attempts, backoff_seconds=0.0)
+    me = worker_id("migrate")
+    stop = stopper or Stopper()
+    restore = stop.install()
+    stale = queue.requeue_stale()
+    already = 0
+    todo: list[tuple[str, str]] = []
+    for root in roots:
+        known = handled_map(catalog, root)
+        for p in walk(root):
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            if is_handled(known.get(p), st):
+                already += 1
+            else:
+                todo.append((p, root))
+    queue.enqueue_many(todo)
+    total = queue.depth(roots)["pending"]
+    task_config = config_dict(cfg)
+    ex = make_executor(executor, workers)
+    in_flight: dict[Future, Any] = {}
+    outcomes: list[dict] = []
+    aborted = False
+
+    def results() -> Iterator[dict]:
+        nonlocal aborted
+        while True:
+            if not stop.event.is_set():
+                free = max(1, workers) - len(in_flight)
+                if free > 0:
+                    for item in queue.claim(me, free, roots=roots):
+                        in_flight[ex.submit(run_task, item.path, task_config)] = item
+            if not in_flight:
+                return
+            if stop.count >= 2:
+                aborted = True
+                return
+            done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in done:
+                item = in_flight.pop(f)
+                try:
+                    out = f.result()
+                except Exception as e:  # the worker process died (OOM, killed)
+                    out = {"path": item.path, "status": "error", "retry": True, "error": f"worker died: {e}"}
+                if out.get("retry"):
+                    if queue.fail(item.id, str(out.get("error"))) != "failed":
+                        continue  # it comes round again
+                    out["status"] = out.get("status") or "failed"
+                else:
+                    queue.complete(item.id)
+                yield out
+
+    try:
+        for out in progress(results(), total=total, desc="archiving", enabled=show_progress):
+            outcomes.append(out)
+    finally:
+        restore()
+        if aborted or in_flight:
+            from .daemon import _kill_pool
+
+            _kill_pool(ex)
+            for item in in_flight.values():
+                queue.release(item.id)
+        else:
+            ex.shutdown(wait=True)
+        left = queue.depth(roots)
+        catalog.close()
+    return _run_report(roots, cfg, outcomes, already=already, stale=stale, left=left,
+                       seconds=time.time() - t0, interrupted=stop.event.is_set())
+
+
+SAVED_STATUSES = ("committed", "archived", "done", "ok")
+
+
+def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted) -> dict:
+    by_status: dict[str, int] = defaultdict(int)
+    rules: dict[tuple, dict] = {}
+    failures = []
+    before = after = 0
+    for o in outcomes:
+        st = str(o.get("status"))
+        by_status[st] += 1
+        if o.get("error") and (o.get("retry") or st in ("failed", "error")):
+            failures.append({"path": o.get("path"), "status": st, "error": o.get("error")})
+        b = int(o.get("bytes_before") or 0)
+        a = o.get("bytes_after")
+        a = b if a is None else int(a)
+        before += b
+        after += a
+        k = (o.get("rule") or "-", o.get("action") or "-")
+        e = rules.setdefault(k, {"rule": k[0], "action": k[1], "files": 0, "bytes_before": 0, "bytes_after": 0})
+        e["files"] += 1
+        e["bytes_before"] += b
+        e["bytes_after"] += a
+    rows = sorted(rules.values(), key=lambda e: -(e["bytes_before"] - e["bytes_after"]))
+    for e in rows:
+        e["saved"] = e["bytes_before"] - e["bytes_after"]
+    return {
+        "dry_run": False, "roots": roots, "policy": cfg.policy or "default", "interrupted": interrupted,
+        "files": len(outcomes), "by_outcome": dict(by_status), "already_archived": already,
+        "requeued_after_crash": stale, "bytes_before": before, "bytes_after": after, "saved": before - after,
+        "rules": rows, "failures": failures, "queue_left": left, "seconds": round(seconds, 2),
+        "images_per_min": round(len(outcomes) / seconds * 60, 2) if seconds > 0 else None,
+    }

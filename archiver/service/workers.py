@@ -1,0 +1,182 @@
+"""The worker side: one pure task function and the pools that run it.
+
+``run_task(path, config) -> dict`` is the whole unit of work as a *pure function of its
+arguments*: a path, a plain-dict config (picklable, JSON-able) in, a JSON-serialisable outcome
+out. It is what the daemon's process pool, ``archiver migrate`` and a Ray task all run; the
+catalog (named by ``config["catalog_url"]``) is where its side effects are recorded, so any
+machine that can reach the files and the catalog can run it.
+
+Workers are separate processes (the encode is CPU-bound torch work, the GIL would serialise
+threads), started with ``spawn`` (never fork a process that has watcher threads), each with
+``torch.set_num_threads(cores // workers)`` so N workers do not oversubscribe the CPU. They
+ignore SIGINT/SIGTERM — the parent decides when to stop, so a file in hand is finished rather
+than cut half-way — and die with the parent (PR_SET_PDEATHSIG) so a kill -9'd daemon cannot
+leave an orphan still working on a file the restarted daemon hands out again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import time
+import traceback
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any
+
+_CONTEXTS: dict[str, Any] = {}
+
+
+def config_dict(cfg) -> dict:
+    """A Config as the plain dict tasks carry (the state dir travels too: it is an env default)."""
+    d = dataclasses.asdict(cfg)
+    d["catalog_url"] = cfg.resolved_catalog_url()
+    d["vault_dir"] = str(cfg.resolved_vault_dir())
+    return d
+
+
+def _key(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def get_context(config: dict):
+    """The archive context for ``config``, built once per process (models load once)."""
+    key = _key(config)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        from ..archive import ArchiveContext
+        from dataclasses import fields
+
+        from ..config import Config
+
+        known = {f.name for f in fields(Config)}
+        cfg = Config(**{k: v for k, v in config.items() if k in known})
+        ctx = ArchiveContext.from_config(cfg) if hasattr(ArchiveContext, "from_config") else ArchiveContext(config=cfg)
+        _CONTEXTS.clear()  # a reloaded config replaces the old models rather than piling up
+        _CONTEXTS[key] = ctx
+    return ctx
+
+
+def outcome_dict(outcome: Any, path: str) -> dict:
+    """Normalise an ``ArchiveOutcome`` to JSON-able keys the service relies on:
+    path, status, action, rule, bytes_before, bytes_after, error, retry."""
+    if dataclasses.is_dataclass(outcome):
+        d = dataclasses.asdict(outcome)
+    elif isinstance(outcome, dict):
+        d = dict(outcome)
+    elif hasattr(outcome, "to_dict"):
+        d = outcome.to_dict()
+    else:
+        d = {k: v for k, v in vars(outcome).items() if not k.startswith("_")}
+    d = json.loads(json.dumps(d, default=str))
+    d.setdefault("path", path)
+    d.setdefault("status", d.get("outcome") or d.get("state") or "unknown")
+    d.setdefault("bytes_before", d.get("size") or d.get("original_size"))
+    d.setdefault("bytes_after", d.get("compressed_size") if d.get("compressed_size") is not None else d.get("stored_size"))
+    d.setdefault("retry", False)
+    return d
+
+
+def run_task(path: str, config: dict) -> dict:
+    """Archive one file; never raises (errors come back as an outcome with ``retry``)."""
+    from ..errors import ArchiverError
+
+    t0 = time.perf_counter()
+    try:
+        ctx = get_context(config)
+        from ..archive import archive_file
+
+        out = outcome_dict(archive_file(path, ctx), path)
+    except ArchiverError as e:  # the file's fault: retrying will not help
+        out = {"path": path, "status": "failed", "error": str(e), "kind": type(e).__name__, "retry": False}
+    except FileNotFoundError as e:
+        out = {"path": path, "status": "gone", "error": str(e), "retry": False}
+    except Exception as e:  # a bug or a transient problem (disk full, catalog busy): retry later
+        out = {"path": path, "status": "error", "error": f"{type(e).__name__}: {e}",
+               "traceback": traceback.format_exc(limit=8), "retry": True}
+    out["seconds"] = round(time.perf_counter() - t0, 4)
+    out["worker_pid"] = os.getpid()
+    return out
+
+
+# -- pools --------------------------------------------------------------------------------------
+def torch_threads_for(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the lock + stale-claim lease still protect
+        return
+
+
+def init_worker(torch_threads: int, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
+    try:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        torch.set_num_interop_threads(1)
+    except (ImportError, RuntimeError):
+        pass
+
+
+def make_executor(kind: str, workers: int) -> Executor:
+    """``process`` (default), ``thread`` (light policies, tests) or ``ray``."""
+    workers = max(1, int(workers))
+    if kind == "process":
+        import multiprocessing as mp
+
+        return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                   initializer=init_worker, initargs=(torch_threads_for(workers), os.getpid()))
+    if kind == "thread":
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archiver-worker")
+    if kind == "ray":
+        return RayExecutor(workers)
+    from ..errors import UsageError
+
+    raise UsageError(f"unknown executor {kind!r} (process, thread, ray)")
+
+
+class RayExecutor(Executor):
+    """Runs ``run_task`` as Ray tasks (``RAY_ADDRESS`` picks the cluster; local Ray otherwise).
+
+    Each task is ``ray.remote(run_task).remote(path, config)``; its ObjectRef becomes a normal
+    ``concurrent.futures.Future``, so migrate's loop does not care where the work runs. Workers
+    on the cluster need the package installed, the files at the same paths (shared storage) and
+    the catalog on a server (PostgreSQL) — SQLite cannot be shared between machines.
+    """
+
+    def __init__(self, workers: int):
+        try:
+            import ray
+        except ImportError:
+            from ..errors import UsageError
+
+            raise UsageError("--executor ray needs Ray: pip install 'archiver[ray]' (or pip install ray)") from None
+        self._ray = ray
+        if not ray.is_initialized():
+            ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
+        gpus = float(os.environ.get("ARCHIVER_RAY_GPUS", "0"))
+        self._remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(run_task)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        if fn is not run_task:
+            raise ValueError("RayExecutor runs run_task only")
+        return self._remote.remote(*args, **kwargs).future()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
