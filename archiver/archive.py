@@ -94,16 +94,15 @@ class DiffusionCodec:
         kw: dict[str, Any] = {"bpp": params.get("bpp")}
         if self.steps:
             kw["steps"] = self.steps
-        if regions and "protected_regions" in _params_of(pipeline.encode_image):
-            kw["protected_regions"] = regions
+        if regions and "roi" in _params_of(pipeline.encode_image):
+            kw["roi"] = [tuple(b) for b in regions]  # finer quantisation where faces/text are
         r = pipeline.encode_image(img, self.backbone, **kw)
         return Encoded(r.data, ".dlc", "dlc", float(r.bpp), self.backbone.id, self.backbone.weights_digest)
 
     def decode(self, data: bytes) -> Image.Image:
         from .codec import pipeline
 
-        kw = {"steps": self.steps} if self.steps else {}
-        d = pipeline.decode_bytes(data, self.backbone, **kw)
+        d = pipeline.decode_bytes(data, self.backbone)  # steps come from the header
         img = d.image
         meta = getattr(d, "metadata", None)
         if meta is not None:

@@ -1,0 +1,175 @@
+"""Getting files back: the vaulted original when it is still there, else the exact lossless
+original, else the decoded reconstruction with the original's metadata.
+
+Never overwrites an existing file without ``force``; with ``to`` every destination must stay
+inside that directory (a catalog path with ``..`` or an absolute escape is refused).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ArchiverError, CatalogError, SafetyError, UsageError
+from ..storage import atomic, lossless
+from ..storage.vault import Vault, sha256_file
+from . import queries as q
+from .db import Catalog
+from .models import FileVersion
+
+
+@dataclass
+class RestoreResult:
+    id: int
+    path: str
+    dest: str
+    source: str  # vault | original | lossless | reconstruction | none
+    exact: str  # bytes | pixels | approx | -
+    status: str  # restored | present | refused | error
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_time(text: str | None) -> Optional[dt.datetime]:
+    """ISO 8601 date or time; without a zone it is UTC. Returns naive UTC."""
+    if not text:
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--as-of: not an ISO date/time: {text!r} (e.g. 2026-01-31 or 2026-01-31T12:00)") from None
+    if t.tzinfo is not None:
+        t = t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    elif len(text.strip()) == 10:  # a bare date means the end of that day
+        t = t + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    return t
+
+
+def destination(row: FileVersion, to: str | Path | None) -> Path:
+    """Where ``row`` is restored: its own path, or the same path relative to its root under ``to``."""
+    if to is None:
+        return Path(row.path)
+    base = Path(os.path.realpath(to))
+    rel = None
+    if row.root:
+        try:
+            rel = os.path.relpath(row.path, row.root)
+        except ValueError:
+            rel = None
+    if rel is None or rel.startswith(".." + os.sep) or rel == "..":
+        rel = os.path.basename(row.path)
+    dest = Path(os.path.normpath(base / rel))
+    real = Path(os.path.realpath(dest.parent)) / dest.name
+    if os.path.commonpath([str(base), str(real)]) != str(base) or real == base:
+        raise SafetyError(f"{row.path}: restoring to {dest} would leave {base}; refused")
+    return dest
+
+
+def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes:
+    fmt = (row.format or "PNG").upper()
+    out = io.BytesIO()
+    kw = {k: v for k, v in img.info.items() if k in ("exif", "icc_profile", "xmp") and v}
+    if fmt in ("JPEG", "MPO"):
+        if img.mode not in ("RGB", "L", "CMYK"):
+            img = img.convert("RGB")
+        img.save(out, "JPEG", quality=95, **kw)
+    else:
+        try:
+            img.save(out, fmt, **kw)
+        except (KeyError, OSError, ValueError):
+            out = io.BytesIO()
+            img.save(out, "PNG", **kw)
+    return out.getvalue()
+
+
+def produce(row: FileVersion, vault: Vault | None, codec=None) -> tuple[bytes, str, str]:
+    """(bytes, source, exactness) for ``row``, best source first; raises ArchiverError when none."""
+    if vault is not None and row.sha256:
+        vp = Path(row.vault_path) if row.vault_path else vault.get(row.sha256)
+        if vp and vp.is_file():
+            data = vp.read_bytes()
+            if hashlib.sha256(data).hexdigest() == row.sha256:
+                return data, "vault", "bytes"
+    p = Path(row.path)
+    if row.sha256 and p.is_file() and not p.is_symlink() and sha256_file(p) == row.sha256:
+        return p.read_bytes(), "original", "bytes"
+    if not row.compressed_path:
+        raise ArchiverError(f"{row.path}: no vaulted original, no original on disk and no compressed file")
+    cp = Path(row.compressed_path)
+    try:
+        blob = cp.read_bytes()
+    except OSError as e:
+        raise ArchiverError(f"{row.path}: compressed file {cp} unreadable ({e.strerror})") from None
+    if row.compressed_sha256 and hashlib.sha256(blob).hexdigest() != row.compressed_sha256:
+        raise ArchiverError(f"{row.path}: compressed file {cp} is damaged (SHA-256 mismatch)")
+    if row.action == "lossless":
+        data = lossless.restore(blob)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == row.sha256:
+            return data, "lossless", "bytes"
+        if digest == row.reconstruction_sha256:
+            return data, "lossless", "pixels"
+        raise ArchiverError(f"{row.path}: lossless restore does not match the catalog")
+    if codec is None:
+        raise ArchiverError(f"{row.path}: a diffusion reconstruction needs the codec")
+    from ..archive import image_digest
+
+    img = codec.decode(blob)
+    if row.reconstruction_sha256 and image_digest(img) != row.reconstruction_sha256:
+        raise ArchiverError(f"{row.path}: the decoded reconstruction differs from the one verified at encode time "
+                            "(other weights or a non-deterministic device?)")
+    return _reconstruction_bytes(row, img, None), "reconstruction", "approx"
+
+
+def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None, codec=None,
+            to: str | Path | None = None, as_of: dt.datetime | None = None, force: bool = False) -> list[RestoreResult]:
+    if to is not None:
+        if Path(to).exists() and not Path(to).is_dir():
+            raise UsageError(f"--to {to}: not a directory")
+        Path(to).mkdir(parents=True, exist_ok=True)
+    rows: list[FileVersion] = []
+    with catalog.session() as s:
+        for t in targets:
+            key = t if t.isdigit() or t.startswith("/") else os.path.abspath(t)
+            found = q.find_for_restore(s, key, as_of=as_of)
+            if not found:
+                raise CatalogError(f"{t}: nothing committed in the catalog matches" + (f" as of {as_of}" if as_of else ""))
+            rows.extend(found)
+    results = []
+    for row in rows:
+        results.append(_restore_one(catalog, row, vault, codec, to, force))
+    return results
+
+
+def _restore_one(catalog, row, vault, codec, to, force) -> RestoreResult:
+    try:
+        dest = destination(row, to)
+    except SafetyError as e:
+        return RestoreResult(row.id, row.path, "", "none", "-", "refused", str(e))
+    res = RestoreResult(row.id, row.path, str(dest), "none", "-", "error")
+    if dest.is_file() and not dest.is_symlink() and row.sha256 and sha256_file(dest) == row.sha256:
+        res.source, res.exact, res.status, res.message = "original", "bytes", "present", "identical file already there"
+        return res
+    if (dest.exists() or dest.is_symlink()) and not force:
+        res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
+        return res
+    try:
+        data, source, exact = produce(row, vault, codec)
+    except ArchiverError as e:
+        res.message = str(e)
+        return res
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(dest, data, overwrite=force)
+    if row.mtime_ns and exact == "bytes":
+        os.utime(dest, ns=(row.mtime_ns, row.mtime_ns))
+    res.source, res.exact, res.status = source, exact, "restored"
+    with catalog.session() as s:
+        q.add_event(s, "restored", fv=s.get(FileVersion, row.id), dest=str(dest), source=source, exact=exact)
+    return res

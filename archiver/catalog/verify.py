@@ -1,0 +1,157 @@
+"""Scrub: re-read, re-hash and re-decode what the catalog says is stored, and report every
+mismatch (a damaged compressed file, a vaulted original gone early, a reconstruction that no
+longer decodes to what was verified at encode time). Also ``stats`` and vault expiry."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import random
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+
+from ..errors import ArchiverError
+from ..storage import lossless
+from ..storage.vault import Vault, sha256_file
+from . import queries as q
+from .db import Catalog
+from .models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion, utcnow
+
+
+@dataclass
+class VerifyReport:
+    checked: int = 0
+    total: int = 0
+    ok: int = 0
+    mismatches: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_row(row: FileVersion, vault: Vault | None, codec, now: dt.datetime, decode: bool) -> tuple[list[str], list[str]]:
+    bad, warn = [], []
+    has_copy = False
+    if row.compressed_path:
+        cp = Path(row.compressed_path)
+        if not cp.is_file():
+            bad.append(f"compressed file missing: {cp}")
+        else:
+            blob = cp.read_bytes()
+            if hashlib.sha256(blob).hexdigest() != row.compressed_sha256:
+                bad.append(f"compressed file damaged (SHA-256 mismatch): {cp}")
+            elif decode:
+                try:
+                    if row.action == "lossless":
+                        back = lossless.restore(blob)
+                        if hashlib.sha256(back).hexdigest() != row.reconstruction_sha256:
+                            bad.append("lossless restore no longer matches the catalog")
+                        else:
+                            has_copy = True
+                    elif codec is not None:
+                        from ..archive import image_digest
+
+                        if image_digest(codec.decode(blob)) != row.reconstruction_sha256:
+                            bad.append("reconstruction differs from the one verified at encode time")
+                        else:
+                            has_copy = True
+                    else:
+                        warn.append("not re-decoded: no codec available")
+                        has_copy = True
+                except ArchiverError as e:
+                    bad.append(f"compressed file does not decode: {e}")
+            else:
+                has_copy = True
+    if row.vault_path:
+        expired = row.vault_expires_at is not None and row.vault_expires_at <= now
+        vp = Path(row.vault_path)
+        if not vp.is_file():
+            (warn if expired else bad).append(f"vaulted original {'expired and ' if expired else ''}missing: {vp}")
+        elif sha256_file(vp) != row.sha256:
+            bad.append(f"vaulted original damaged (SHA-256 mismatch): {vp}")
+        else:
+            has_copy = True
+    if row.original_status in (ORIG_KEPT, ORIG_PRESENT):
+        p = Path(row.path)
+        if p.is_file() and sha256_file(p) == row.sha256:
+            has_copy = True
+        elif row.original_status == ORIG_PRESENT:
+            bad.append("the catalog says the original is still present but it is not (run archive again to reconcile)")
+        else:
+            warn.append("kept original changed or removed outside archiver")
+    if row.original_status == ORIG_REMOVED and not has_copy and not bad:
+        bad.append("original removed and no verified copy left")
+    return bad, warn
+
+
+def verify(catalog: Catalog, *, vault: Vault | None = None, codec=None, sample: float = 1.0, seed: int | None = None,
+           now: dt.datetime | None = None, decode: bool = True, progress=None) -> VerifyReport:
+    now = now or utcnow()
+    with catalog.session() as s:
+        rows = q.committed(s)
+        stuck = list(s.scalars(select(FileVersion).where(FileVersion.state.in_(IN_PROGRESS))))
+    rep = VerifyReport(total=len(rows))
+    if 0 < sample < 1:
+        rng = random.Random(seed)
+        rows = [r for r in rows if rng.random() < sample] or rows[:1]
+    it = progress(rows) if progress else rows
+    for row in it:
+        rep.checked += 1
+        bad, warn = _check_row(row, vault, codec, now, decode)
+        for m in bad:
+            rep.mismatches.append({"id": row.id, "path": row.path, "problem": m})
+        for w in warn:
+            rep.warnings.append({"id": row.id, "path": row.path, "problem": w})
+        if not bad:
+            rep.ok += 1
+    for r in stuck:
+        rep.warnings.append({"id": r.id, "path": r.path, "problem": f"interrupted in state '{r.state}' (run archive again)"})
+    return rep
+
+
+def stats(catalog: Catalog) -> dict:
+    """Files and bytes before/after per policy rule and action (committed versions)."""
+    with catalog.session() as s:
+        rows = q.committed(s)
+        counts = q.state_counts(s)
+    groups: dict[tuple, dict] = defaultdict(lambda: {"files": 0, "bytes_before": 0, "bytes_after": 0})
+    total = {"files": 0, "bytes_before": 0, "bytes_after": 0, "vault_bytes": 0}
+    for r in rows:
+        before = r.size or 0
+        after = (r.compressed_size or 0) + (before if r.original_status in (ORIG_KEPT, ORIG_PRESENT) else 0)
+        g = groups[(r.rule or "-", r.action or "-")]
+        for d in (g, total):
+            d["files"] += 1
+            d["bytes_before"] += before
+            d["bytes_after"] += after
+        if r.vault_path and (r.vault_expires_at is None or r.vault_expires_at > utcnow()):
+            total["vault_bytes"] += before
+    by = []
+    for (rule, action), g in sorted(groups.items()):
+        g = dict(g, rule=rule, action=action)
+        g["saved_bytes"] = g["bytes_before"] - g["bytes_after"]
+        g["saved_fraction"] = round(g["saved_bytes"] / g["bytes_before"], 4) if g["bytes_before"] else 0.0
+        by.append(g)
+    total["saved_bytes"] = total["bytes_before"] - total["bytes_after"]
+    total["saved_fraction"] = round(total["saved_bytes"] / total["bytes_before"], 4) if total["bytes_before"] else 0.0
+    return {"states": counts, "total": total, "by_rule": by}
+
+
+def expire_vault(catalog: Catalog, vault: Vault, now: dt.datetime | None = None) -> list[str]:
+    """Delete vaulted originals past retention (never one under legal hold); the catalog rows
+    lose their vault path in the same step, with an event. Returns the deleted SHA-256s."""
+    now = now or utcnow()
+    with catalog.session() as s:
+        held = q.held_paths(s)
+        keep = {r.sha256 for r in q.committed(s) if r.vault_path and (r.path in held or
+                (r.vault_expires_at is not None and r.vault_expires_at > now) or r.vault_expires_at is None)}
+    gone = vault.expire(now, keep=keep)
+    if gone:
+        with catalog.session() as s:
+            for r in s.scalars(select(FileVersion).where(FileVersion.sha256.in_(gone), FileVersion.vault_path.is_not(None))):
+                q.transition(s, r, COMMITTED, kind="vault_expired", vault_path=None)
+    return gone
