@@ -13,15 +13,21 @@ Two models share one byte-level interface (``compress(q) -> bytes``, ``decompres
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
+import warnings
 
 import torch
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models import CompressionModel
-from compressai.models.utils import conv, deconv
 from torch import nn
+
+with warnings.catch_warnings():  # compressai's optional imports emit deprecation noise
+    warnings.simplefilter("ignore", FutureWarning)
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.models import CompressionModel
+    from compressai.models.utils import conv, deconv
 
 #: compressai's default scale table (64 log-spaced scales 0.11 .. 256), fixed here so that the
 #: bitstream format does not change if compressai changes its default
@@ -163,10 +169,16 @@ class HyperpriorEntropyModel(CompressionModel):
         return self.gaussian_conditional.decompress([data[4 + zlen:]], idx)
 
 
+@functools.lru_cache(maxsize=1)
+def generic_entropy_model() -> ChannelGaussianEntropyModel:
+    """One shared instance: building its CDF tables takes ~0.1 s; it holds no per-image state."""
+    return ChannelGaussianEntropyModel()
+
+
 def get_entropy_model(kind: int, backbone=None) -> nn.Module:
     """The entropy model a bitstream names: 0 generic, 1 the backbone's trained hyperprior."""
     if kind == ChannelGaussianEntropyModel.kind:
-        return ChannelGaussianEntropyModel()
+        return generic_entropy_model()
     if kind == HyperpriorEntropyModel.kind:
         model = backbone.entropy_model() if backbone is not None else None
         if model is None:

@@ -25,7 +25,7 @@ from ..errors import ContainerError, UsageError, WeightsMismatchError
 from ..imageio import ImageMetadata, LoadedImage, load_image
 from . import container
 from .backbones.base import Backbone
-from .entropy import ChannelGaussianEntropyModel, HyperpriorEntropyModel, get_entropy_model
+from .entropy import ChannelGaussianEntropyModel, HyperpriorEntropyModel, generic_entropy_model, get_entropy_model
 from .quantize import QuantParams, dequantize, latent_roi, noise_variance, quantize, snr_timestep
 
 #: DDIM steps the encoder suggests when none are given (the decoder may override)
@@ -171,7 +171,7 @@ def _entropy_for(backbone: Backbone):
     model = backbone.entropy_model()
     if model is not None:
         return model, HyperpriorEntropyModel.kind, "trained"
-    return ChannelGaussianEntropyModel(), ChannelGaussianEntropyModel.kind, "generic"
+    return generic_entropy_model(), ChannelGaussianEntropyModel.kind, "generic"
 
 
 class _Coder:
@@ -416,6 +416,15 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
 
 # -- files ------------------------------------------------------------------------------------
 
+def _file_mode() -> int:
+    """Permissions a plainly created file would get (0666 minus the umask)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _save_kwargs(fmt: str, meta: ImageMetadata) -> dict:
     kw = {}
     if meta.exif and fmt in ("PNG", "JPEG", "WEBP", "TIFF", "JXL", "AVIF", "HEIF"):
@@ -473,7 +482,7 @@ def encode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone
 
     img = load_image(src) if max_pixels is None else load_image(src, max_pixels=max_pixels)
     result = encode_image(img, backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t, roi=roi)
-    write_bytes(dst, result.data, overwrite=overwrite)
+    write_bytes(dst, result.data, overwrite=overwrite, mode=_file_mode())
     return result
 
 
@@ -490,5 +499,5 @@ def decode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone
     except IsADirectoryError:
         raise UsageError(f"{src}: is a directory") from None
     decoded = decode_bytes(data, backbone, steps=steps)
-    write_bytes(dst, image_bytes(decoded, fmt), overwrite=overwrite)
+    write_bytes(dst, image_bytes(decoded, fmt), overwrite=overwrite, mode=_file_mode())
     return decoded

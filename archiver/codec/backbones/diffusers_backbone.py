@@ -140,6 +140,7 @@ class DiffusersBackbone(Backbone):
         """Load a diffusers-layout model (SD 1.x/2.x and alike) from local files only."""
         from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
+        _quiet_libraries()
         root = resolve_model_dir(model)
         for comp in ("vae", "unet", "scheduler"):
             if not (root / comp).is_dir():
@@ -199,6 +200,21 @@ class DiffusersBackbone(Backbone):
 
     def entropy_model(self):
         return self._entropy_model
+
+
+def _quiet_libraries() -> None:
+    """No progress bars or advice about optional packages on a user's terminal."""
+    from diffusers.utils import logging as dlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def _empty_prompt_embedding(root: Path, load) -> torch.Tensor:

@@ -1,0 +1,85 @@
+"""``archiver encode`` / ``archiver decode``: the codec on single files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from ..output import emit, human_bytes
+
+
+def _backbone(name, model, device):
+    from .pipeline import default_backbone
+
+    if model and not name:
+        name = "diffusers"
+    return default_backbone(name, model, device)
+
+
+@click.command()
+@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--bpp", type=float, default=None, help="Target bits per pixel (rate control on the real file size).")
+@click.option("--quality", type=float, default=None, help="Fixed quality 0..100 instead of a target rate (default 50).")
+@click.option("--steps", type=click.IntRange(0, 255), default=None, help="DDIM steps the decoder will use (0 = no diffusion).")
+@click.option("--backbone", "backbone_name", type=click.Choice(["tiny", "diffusers"]), default=None,
+              help="Backbone (default from the config: tiny).")
+@click.option("--model", type=str, default=None, help="diffusers model directory or cached repo id.")
+@click.option("--device", type=str, default=None, help="cpu, cuda or auto.")
+@click.option("--search-t", is_flag=True, help="Try timesteps around the SNR match and keep the best (slower).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t, as_json):
+    """Compress image SRC into the .dlc file DST."""
+    from .pipeline import encode_file
+
+    if bpp is not None and quality is not None:
+        raise UsageError("give --bpp or --quality, not both")
+    backbone = _backbone(backbone_name, model, device)
+    r = encode_file(src, dst, backbone=backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t)
+    data = {"input": str(src), "output": str(dst), **r.summary(), "backbone": backbone.id,
+            "weights_sha256": backbone.weights_digest}
+
+    def human(d):
+        lines = [f"{src} -> {dst}: {human_bytes(d['size_bytes'])}, {d['bpp']:.4f} bpp "
+                 f"({d['width']}x{d['height']}), quality {d['quality']:.1f}, t={d['t']}, "
+                 f"{d['steps']} steps, {d['seconds']:.2f} s"]
+        if d["rate_note"]:
+            lines.append(f"note: {d['rate_note']}")
+        lines += [f"note: {n}" for n in d["notes"]]
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+@click.command()
+@click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--steps", type=click.IntRange(0, 1000), default=None,
+              help="DDIM steps (default: what the encoder wrote; 0 = plain autoencoder decode).")
+@click.option("--backbone", "backbone_name", type=click.Choice(["tiny", "diffusers"]), default=None,
+              help="Backbone (default: the one the file names).")
+@click.option("--model", type=str, default=None, help="diffusers model directory or cached repo id.")
+@click.option("--device", type=str, default=None, help="cpu, cuda or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def decode(src, dst, steps, backbone_name, model, device, as_json):
+    """Restore the .dlc file SRC to the image DST (format from its suffix, PNG by default)."""
+    from .container import read_header
+    from .pipeline import decode_file, format_for
+
+    format_for(dst)  # refuse an unwritable suffix before any work
+    if not src.is_file():
+        raise UsageError(f"{src}: no such file")
+    header = read_header(src.read_bytes())  # damaged files are refused before loading a model
+    name = backbone_name or (None if model is None else "diffusers") or header.backbone_id
+    backbone = _backbone(name, model, device)
+    d = decode_file(src, dst, backbone=backbone, steps=steps)
+    h = d.header
+    data = {"input": str(src), "output": str(dst), "width": h.width, "height": h.height,
+            "mode": d.image.mode, "original_mode": h.mode, "t": h.t, "steps": d.steps,
+            "backbone": h.backbone_id, "weights_sha256": h.weights_sha256,
+            "bpp": src.stat().st_size * 8 / h.pixels, "seconds": d.seconds,
+            "metadata": {"exif": bool(d.metadata.exif), "icc": bool(d.metadata.icc_profile), "xmp": bool(d.metadata.xmp)}}
+    emit(data, as_json, lambda x: (f"{src} -> {dst}: {x['width']}x{x['height']} {x['mode']}, t={x['t']}, "
+                                   f"{x['steps']} steps, {x['seconds']:.2f} s"))

@@ -1,0 +1,73 @@
+"""Tiny randomly initialised diffusers models in Stable Diffusion layout, for tests.
+
+They are saved with ``save_pretrained`` so that the very code path that loads SD 2.1 from disk
+(``DiffusersBackbone.from_pretrained``) is what the tests exercise. Built once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _tokenizer_files(d: Path) -> None:
+    """A CLIP BPE tokenizer needs vocab.json + merges.txt: a handful of tokens is enough."""
+    d.mkdir(parents=True, exist_ok=True)
+    tokens = ["<|startoftext|>", "<|endoftext|>", "a</w>", "b</w>", "c</w>", "a", "b", "c", "ab</w>"]
+    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (d / "merges.txt").write_text("#version: 0.2\na b</w>\n")
+
+
+def build_tiny_sd(root: str | Path, *, conditional: bool = True, prediction_type: str = "epsilon",
+                  seed: int = 0) -> Path:
+    """Write a tiny SD-architecture model (stride-8 VAE, 4 latent channels) into ``root``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[4, 8, 8, 8], scaling_factor=0.18215,
+    )
+    if conditional:
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=4,
+            block_out_channels=[8, 16], cross_attention_dim=16, attention_head_dim=2,
+            down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"],
+        )
+        text = CLIPTextModel(CLIPTextConfig(
+            vocab_size=9, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+            num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+        text.save_pretrained(root / "text_encoder", safe_serialization=True)
+        src = Path(tempfile.mkdtemp(prefix="archiver-tok-"))
+        _tokenizer_files(src)
+        tok = CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"),
+                            model_max_length=8, pad_token="<|endoftext|>")
+        tok.save_pretrained(root / "tokenizer")
+    else:
+        unet = UNet2DModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=4,
+            block_out_channels=[8, 16], down_block_types=["DownBlock2D", "DownBlock2D"],
+            up_block_types=["UpBlock2D", "UpBlock2D"], add_attention=False,
+        )
+    vae.save_pretrained(root / "vae", safe_serialization=True)
+    unet.save_pretrained(root / "unet", safe_serialization=True)
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False, prediction_type=prediction_type).save_pretrained(root / "scheduler")
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return root
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_sd_dir(conditional: bool = True, prediction_type: str = "epsilon") -> Path:
+    """A per-process cached tiny model directory (built on first use)."""
+    root = Path(tempfile.mkdtemp(prefix="archiver-tiny-sd-"))
+    return build_tiny_sd(root / "model", conditional=conditional, prediction_type=prediction_type)
