@@ -21,6 +21,7 @@ Fault injection for tests: ``ARCHIVER_FAULT=<step>`` kills the process with SIGK
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import io
 import os
@@ -316,6 +317,7 @@ def _recover(p: Path, ctx: ArchiveContext) -> str | None:
             note = f"interrupted at '{row.state}'; rolled back"
             if row.compressed_path:
                 cp = Path(row.compressed_path)
+                _tmp_for(cp, row.id).unlink(missing_ok=True)
                 if cp.is_file() and (row.compressed_sha256 is None or sha256_file(cp) == row.compressed_sha256):
                     _unlink_durable(cp)
                     note += f", removed unfinished {cp.name}"
@@ -455,9 +457,7 @@ def _archive_steps(p, ctx, img, data, sha, st, tags, step, current, recovered) -
         cp = sidecar_path(p, enc.ext, row.id)
         step(CLASSIFIED, kind="write_intent", compressed_path=str(cp), codec=enc.codec, action=action)
         _fault("write_intent")
-        if os.environ.get(FAULT_ENV) == "during_write":
-            _kill_inside_write()
-        atomic.write_bytes(cp, enc.data, overwrite=False)
+        write_new(cp, enc.data, _tmp_for(cp, row.id))
         _fault("written")
         csha = hashlib.sha256(enc.data).hexdigest()
         pixels = img.width * img.height
@@ -526,15 +526,35 @@ def _archive_steps(p, ctx, img, data, sha, st, tags, step, current, recovered) -
     return out
 
 
-def _kill_inside_write() -> None:
-    """Test hook: die after the temp file is written and fsynced, before it gets its name."""
-    real_link = os.link
+def _tmp_for(final: Path, file_id: int) -> Path:
+    """The temp name for a compressed file: fixed per row, so recovery knows what to clean."""
+    return final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{file_id}.part")
 
-    def link(*a, **kw):
-        os.kill(os.getpid(), signal.SIGKILL)
-        return real_link(*a, **kw)
 
-    os.link = link
+def write_new(path: Path, data: bytes, tmp: Path) -> None:
+    """Write a file that must not exist yet, crash-safely: temp (fsynced) -> hard link to the
+    final name (fails instead of clobbering) -> drop temp -> fsync the directory."""
+    tmp.unlink(missing_ok=True)  # a leftover of an earlier crash
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fault("during_write")
+        try:
+            os.link(tmp, path)
+        except OSError as e:  # filesystems without hard links: rename, after checking the name is free
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK) or path.exists():
+                raise
+            os.rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    atomic.fsync_dir(path.parent)
 
 
 def _encode(ctx, img, data, action, params, regions) -> tuple[Optional[Encoded], str]:

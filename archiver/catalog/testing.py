@@ -1,0 +1,123 @@
+"""Helpers for tests of archive/restore/verify: small images, a path-driven policy, codecs.
+
+``TEST_POLICY`` decides by directory name only (no classifier runs), so tests choose the
+action per file: ``keep/`` -> keep, ``tex/`` -> diffusion (floor 0, so even an untrained
+backbone passes), ``strict/`` -> diffusion with an impossible floor (forces the lossless
+fallback), ``vault/`` -> lossless + vault, anything else -> lossless + replace.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..archive import Encoded
+
+TEST_POLICY = """
+version: 1
+name: test
+defaults:
+  bpp: 0.5
+  floor: {min_psnr: 0.0, min_ms_ssim: -1.0, min_region_psnr: 0.0}
+  original: replace
+  retention_days: 7
+rules:
+  - name: keepers
+    when:
+      path: ["**/keep/**"]
+    action: keep
+  - name: strict
+    when:
+      path: ["**/strict/**"]
+    action: diffusion
+    floor: {min_psnr: 99.0, min_ms_ssim: 0.999, min_region_psnr: 99.0}
+  - name: tex
+    when:
+      path: ["**/tex/**"]
+    action: diffusion
+  - name: vaulted
+    when:
+      path: ["**/vault/**"]
+    action: lossless
+    original: vault
+    retention_days: 3
+default:
+  action: lossless
+"""
+
+
+def make_policy(path: str | Path | None = None):
+    """The parsed ``TEST_POLICY``; with ``path`` also written there (for CLI runs)."""
+    from ..policy.engine import parse_policy_text
+
+    if path is not None:
+        Path(path).write_text(TEST_POLICY)
+    return parse_policy_text(TEST_POLICY, "test-policy")
+
+
+def smooth_image(seed: int = 0, size: tuple[int, int] = (64, 48)) -> np.ndarray:
+    """A smooth gradient with a little noise: JPEG XL recompresses it smaller than the JPEG."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    a = np.cumsum(rng.random((h, w, 3)) * 12, axis=1) + np.linspace(0, 60, h)[:, None, None]
+    return np.clip(a, 0, 255).astype("uint8")
+
+
+def write_jpeg(path: str | Path, seed: int = 0, size=(64, 48), quality: int = 90) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x010F] = "ArchiverTestCam"  # Make
+    Image.fromarray(smooth_image(seed, size)).save(path, "JPEG", quality=quality, exif=exif.tobytes())
+    return path
+
+
+def write_png(path: str | Path, seed: int = 0, size=(64, 48)) -> Path:
+    """A flat-coloured graphic: compresses well losslessly."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = (smooth_image(seed, size) // 64 * 64).astype("uint8")
+    Image.fromarray(a).save(path, "PNG")
+    return path
+
+
+class FakeCodec:
+    """A stand-in for the diffusion codec: low-quality WebP inside a marker. Deterministic."""
+
+    def encode(self, img, params, regions) -> Encoded:
+        b = io.BytesIO()
+        img.rgb.save(b, "WEBP", quality=20)
+        return Encoded(b"FAKEDLC1" + b.getvalue(), ".dlc", "fake", None, "fake", "0" * 64)
+
+    def decode(self, data: bytes) -> Image.Image:
+        from ..errors import ContainerError
+
+        if not data.startswith(b"FAKEDLC1"):
+            raise ContainerError("not a fake .dlc")
+        try:
+            im = Image.open(io.BytesIO(data[8:]))
+            return im.convert("RGB")
+        except Exception as e:
+            raise ContainerError(f"damaged fake .dlc ({e})") from None
+
+
+def random_tiny_codec(seed: int = 0):
+    """The real diffusion codec on an untrained tiny backbone (deterministic per seed)."""
+    from ..archive import DiffusionCodec
+    from ..codec.backbones.tiny import random_tiny
+
+    return DiffusionCodec(random_tiny(seed, device="cpu"), steps=2)
+
+
+def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None, **kw):
+    from ..archive import ArchiveContext
+    from ..storage.vault import Vault
+    from .db import open_catalog
+
+    tmp = Path(tmp)
+    cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}")
+    return ArchiveContext(catalog=cat, policy=make_policy(), vault=Vault(tmp / "vault"),
+                          codec=codec if codec is not None else FakeCodec(), **kw)
