@@ -21,7 +21,7 @@ version: 1
 name: test
 defaults:
   bpp: 0.5
-  floor: {min_psnr: 0.0, min_ms_ssim: -1.0, min_region_psnr: 0.0}
+  floor: {min_psnr: 0.0, min_ms_ssim: 0.0, min_region_psnr: 0.0}
   original: replace
   retention_days: 7
 rules:
@@ -66,7 +66,7 @@ def smooth_image(seed: int = 0, size: tuple[int, int] = (64, 48)) -> np.ndarray:
     return np.clip(a, 0, 255).astype("uint8")
 
 
-def write_jpeg(path: str | Path, seed: int = 0, size=(64, 48), quality: int = 90) -> Path:
+def write_jpeg(path: str | Path, seed: int = 0, size=(160, 120), quality: int = 90) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     exif = Image.Exif()
