@@ -362,7 +362,7 @@ def _restore_mode(rgb: Image.Image, mode: str, alpha: Optional[Image.Image]) -> 
     """Back to the original's mode where that is sensible (gray stays gray, alpha comes back)."""
     if mode in _GRAY16:
         a = np.asarray(rgb.convert("L"), dtype=np.uint16) * 257
-        img = Image.fromarray(a.astype("<u2"), "I;16")
+        img = Image.fromarray(a.astype(np.uint16))  # mode I;16
         return img if alpha is None else Image.merge("LA", (rgb.convert("L"), alpha))
     if mode in ("1", "L", "LA", "F", "La"):
         gray = rgb.convert("L")

@@ -71,3 +71,44 @@ def tiny_sd_dir(conditional: bool = True, prediction_type: str = "epsilon") -> P
     """A per-process cached tiny model directory (built on first use)."""
     root = Path(tempfile.mkdtemp(prefix="archiver-tiny-sd-"))
     return build_tiny_sd(root / "model", conditional=conditional, prediction_type=prediction_type)
+
+
+class PoolBackbone:
+    """A transparent test double: the latent is the 8x8 average of the pixels (3 channels plus
+    one of zeros), decoding upsamples it, and the denoiser predicts zero noise (so DDIM returns
+    its input). Pixel-level assertions (orientation, colours, rate vs. quality) become possible
+    without a trained model."""
+
+    id = "pool"
+    stride = 8
+    latent_channels = 4
+    weights_digest = "00" * 32
+
+    def __init__(self, prediction_type: str = "epsilon"):
+        from diffusers import DDIMScheduler
+
+        self.scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       prediction_type=prediction_type)
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.calls: list[int] = []
+
+    def encode(self, x):
+        pooled = torch.nn.functional.avg_pool2d(x, self.stride) * 2.0
+        return torch.cat([pooled, torch.zeros_like(pooled[:, :1])], dim=1)
+
+    def decode(self, z):
+        return torch.nn.functional.interpolate(z[:, :3] / 2.0, scale_factor=self.stride, mode="nearest")
+
+    def model_output(self, z_t, t):
+        self.calls.append(int(t))
+        if self.scheduler.config.prediction_type == "v_prediction":
+            a = float(self.scheduler.alphas_cumprod[t])
+            return -((1 - a) ** 0.5) / (a ** 0.5) * z_t  # v for zero noise: x0 = z/sqrt(a)
+        return torch.zeros_like(z_t)
+
+    def channel_steps(self):
+        return None
+
+    def entropy_model(self):
+        return None

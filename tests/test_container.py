@@ -1,0 +1,93 @@
+"""The .dlc container: exact round trip, and every kind of damage refused before decoding."""
+
+import hashlib
+import struct
+
+import pytest
+
+from archiver.codec import container
+from archiver.errors import ContainerError
+
+
+def _header(**kw):
+    h = dict(backbone_id="tiny", weights_sha256="ab" * 32, width=7, height=5, mode="RGBA", stride=8,
+             latent_channels=4, latent_height=1, latent_width=1, entropy_kind=0, t=42, steps=4, s=0.5,
+             mu=[0.1, -0.2, 0.3, 0.0], delta=[1.0, 1.5, 0.5, 2.0], roi_factor=2.0, roi=[(0, 0, 1, 1)])
+    h.update(kw)
+    return container.Header(**h)
+
+
+SECTIONS = {container.LATENT: b"\x01\x02\x03latent", container.ALPHA: b"alpha-png",
+            container.EXIF: b"Exif\x00\x00MM", container.ICC: b"icc", container.XMP: b"<x:xmpmeta/>"}
+
+
+def test_round_trip_keeps_every_field_and_section():
+    data = container.pack(_header(), SECTIONS)
+    h, sections = container.unpack(data)
+    assert sections == SECTIONS
+    assert (h.backbone_id, h.weights_sha256, h.width, h.height, h.mode) == ("tiny", "ab" * 32, 7, 5, "RGBA")
+    assert (h.t, h.steps, h.s, h.entropy_kind, h.stride) == (42, 4, 0.5, 0, 8)
+    assert h.mu == pytest.approx([0.1, -0.2, 0.3, 0.0])
+    assert h.delta == [1.0, 1.5, 0.5, 2.0]
+    assert h.roi == [(0, 0, 1, 1)] and h.roi_factor == 2.0
+    assert h.section_sizes["latent"] == len(SECTIONS[container.LATENT])
+    assert container.read_header(data) == h
+
+
+def test_layout_starts_with_magic_version_and_ends_with_sha256():
+    data = container.pack(_header(), SECTIONS)
+    assert data[:8] == b"\x89DLC\r\n\x1a\n"
+    assert data[8] == 1
+    (hlen,) = struct.unpack_from("<I", data, 9)
+    assert data[13:13 + hlen][0] == len("tiny") and data[14:18] == b"tiny"
+    assert data[-32:] == hashlib.sha256(data[:-32]).digest()
+
+
+def test_empty_sections_are_left_out():
+    data = container.pack(_header(mode="RGB"), {container.LATENT: b"q", container.EXIF: b""})
+    _, sections = container.unpack(data)
+    assert set(sections) == {container.LATENT}
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 8, 9, 12, 20, 60, -33, -32, -1])
+def test_truncated_files_are_refused(cut):
+    data = container.pack(_header(), SECTIONS)
+    with pytest.raises(ContainerError):
+        container.read_header(data[:cut])
+
+
+def test_every_altered_byte_is_detected():
+    data = container.pack(_header(), SECTIONS)
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x40
+        with pytest.raises(ContainerError):
+            container.unpack(bytes(bad))
+
+
+def test_appended_bytes_are_refused():
+    data = container.pack(_header(), SECTIONS)
+    with pytest.raises(ContainerError, match="checksum"):
+        container.unpack(data + b"\x00")
+
+
+def test_unknown_version_is_named():
+    data = bytearray(container.pack(_header(), SECTIONS))
+    data[8] = 2
+    body = bytes(data[:-32])
+    data = body + hashlib.sha256(body).digest()  # even a well-formed future file
+    with pytest.raises(ContainerError, match="unknown .dlc format version 2"):
+        container.read_header(data)
+
+
+def test_not_a_container():
+    with pytest.raises(ContainerError, match="not a .dlc"):
+        container.read_header(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+
+
+def test_consistent_checksum_but_inconsistent_geometry_is_refused():
+    """A file rewritten with a valid checksum but impossible fields must still not decode."""
+    h = _header(latent_height=9)
+    data = container.pack(h, SECTIONS)
+    with pytest.raises(ContainerError, match="latent size"):
+        container.unpack(data)
