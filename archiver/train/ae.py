@@ -36,7 +36,7 @@ def ae_loss(vae, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, di
     xh = vae.decode(z).sample
     l1 = (xh - x).abs().mean()
     w = torch.tensor(MSSSIM_WEIGHTS) / sum(MSSSIM_WEIGHTS)
-    ms = ms_ssim((xh.clamp(-1, 1) + 1) / 2, (x + 1) / 2, data_range=1.0, weights=w.tolist(), win_size=7)
+    ms = ms_ssim((xh.clamp(-1, 1) + 1) / 2, (x + 1) / 2, data_range=1.0, weights=w.tolist(), win_size=5)
     g = grad_l1(xh, x)
     # KL summed over latent elements, per image pixel (SD's normalisation, relative to a per-pixel L1)
     kl = post.kl().sum() / x[:, 0].numel()

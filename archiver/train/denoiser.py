@@ -1,0 +1,162 @@
+"""Stage 2: the latent denoiser (UNet2DModel, epsilon prediction, DDPM/LDM noise schedule).
+
+The codec only ever starts the reverse process from the low-noise steps that match its
+quantization noise, so timesteps are drawn mostly from t <= 350 (some from the whole range to
+keep the model a proper diffusion model), and half of the batches use real quantization noise
+(per-channel uniform steps of the size SNR matching implies, random grid offsets) instead of
+Gaussian noise: the decoder then sees what it was trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..codec.backbones.tiny import UNET_CONFIG, build_scheduler, build_unet
+from . import data as D
+from .common import Logger, cosine_lr, load_checkpoint, save_checkpoint, save_safetensors, step_seed
+from .latents import center_latent_crops, ensure_stats, latent_cache, load_ae, random_latent_crops
+
+LOW_T_MAX = 350
+LOW_T_FRACTION = 0.7
+QUANT_NOISE_FRACTION = 0.5
+EMA_DECAY = 0.995
+VAL_TIMESTEPS = (50, 150, 300)
+
+
+def sample_timesteps(n: int, gen: np.random.Generator, T: int = 1000) -> torch.Tensor:
+    low = gen.random(n) < LOW_T_FRACTION
+    t = np.where(low, gen.integers(1, LOW_T_MAX + 1, n), gen.integers(1, T, n))
+    return torch.from_numpy(t).long()
+
+
+def noisy_latents(y: torch.Tensor, t: torch.Tensor, abar: torch.Tensor, steps: torch.Tensor,
+                  quant: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x_t and the epsilon that produced it. Where ``quant`` is set the noise is the real
+    quantization error of a per-channel grid with step delta_c * s, s chosen so that the noise
+    variance mean(step^2)/12 equals (1 - abar)/abar, exactly how the codec picks t."""
+    a = abar[t].view(-1, 1, 1, 1).float()
+    eps = torch.randn_like(y)
+    sigma = ((1 - a) / a).sqrt()
+    step = steps.view(1, -1, 1, 1) * sigma * (12.0 ** 0.5) / steps.pow(2).mean().sqrt()
+    offset = torch.rand(y.shape[0], y.shape[1], 1, 1) * step
+    y_hat = torch.round((y - offset) / step) * step + offset
+    eps_q = (y_hat - y) / sigma
+    eps = torch.where(quant.view(-1, 1, 1, 1), eps_q, eps)
+    x_t = a.sqrt() * y + (1 - a).sqrt() * eps
+    return x_t, eps
+
+
+@torch.no_grad()
+def evaluate(unet, val: torch.Tensor, abar: torch.Tensor, steps: torch.Tensor, seed: int) -> dict:
+    """Epsilon MSE on held-out latents with quantization noise; 1.0 = no better than not denoising."""
+    unet.eval()
+    res = {}
+    g = torch.random.get_rng_state()
+    for tv in VAL_TIMESTEPS:
+        torch.manual_seed(seed + tv)
+        t = torch.full((val.shape[0],), tv, dtype=torch.long)
+        x_t, eps = noisy_latents(val, t, abar, steps, torch.ones(val.shape[0], dtype=torch.bool))
+        res[f"val_eps_mse_t{tv}"] = float(F.mse_loss(unet(x_t, t).sample, eps))
+    torch.random.set_rng_state(g)
+    res["val_loss"] = float(np.mean(list(res.values())))
+    unet.train()
+    return res
+
+
+def train_denoiser(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
+                   lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
+                   max_files: int | None = None, n_val: int = 12) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    if crop % 4:
+        raise ValueError("denoiser crop (in latent cells) must be a multiple of 4")
+    vae, ae_sha = load_ae(out)
+    imgs = D.load_set(data_dir, min_side=8 * crop, max_files=max_files)
+    stats = ensure_stats(out, vae, ae_sha, imgs.images, seed, log)
+    sf, ch_steps = float(stats["scaling_factor"]), stats["channel_steps"].float()
+    lats = latent_cache(out, vae, ae_sha, imgs.images, sf, log)
+    train, val_l = D.split(lats, n_val)
+    vs = min(min(z.shape[-2:]) for z in val_l)
+    val = center_latent_crops(val_l, min(vs - vs % 4, 32))
+    log.log(stage="denoiser", event="data", latents=len(lats), train=len(train), val=len(val), scaling_factor=sf)
+
+    abar = build_scheduler().alphas_cumprod
+    torch.manual_seed(seed)
+    cfg = dict(UNET_CONFIG, in_channels=vae.config.latent_channels, out_channels=vae.config.latent_channels)
+    unet = build_unet(cfg)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
+    step, elapsed, best = 0, 0.0, float("inf")
+    ck_path = out / "denoiser.ckpt"
+    ck = load_checkpoint(ck_path) if resume else None
+    if ck is not None and ck.get("ae_sha256") == ae_sha:
+        unet.load_state_dict(ck["model"])
+        ema.load_state_dict(ck["ema"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed, best = int(ck["step"]), float(ck["elapsed"]), float(ck["best"])
+        log.log(stage="denoiser", event="resumed", step=step)
+    elif ck is not None:
+        log.log(stage="denoiser", event="checkpoint is for another autoencoder: starting afresh")
+
+    def save():
+        save_checkpoint(ck_path, model=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step,
+                        elapsed=elapsed, best=best, seed=seed, ae_sha256=ae_sha)
+
+    def export(ev):
+        save_safetensors(out / "unet_best.safetensors", ema.state_dict(),
+                         {"format": "archiver-tiny-unet", "unet_config": dict(ema.config), "data": imgs.info,
+                          "step": step, "seed": seed, "crop_latent": crop, "batch": batch, "lr": lr,
+                          "ae_sha256": ae_sha, "low_t_max": LOW_T_MAX, "low_t_fraction": LOW_T_FRACTION,
+                          "quant_noise_fraction": QUANT_NOISE_FRACTION, "ema_decay": EMA_DECAY, **ev})
+
+    unet.train()
+    t0, last = time.time() - elapsed, None
+    budget = minutes * 60 if minutes else None
+    while step < steps and (budget is None or elapsed < budget):
+        progress = max(step / steps, elapsed / budget if budget else 0.0)
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(lr, progress)
+        gen = np.random.default_rng(step_seed(seed, step))
+        torch.manual_seed(step_seed(seed, step, 1))
+        y = random_latent_crops(train, batch, crop, gen)
+        t = sample_timesteps(batch, gen)
+        quant = torch.from_numpy(gen.random(batch) < QUANT_NOISE_FRACTION)
+        x_t, eps = noisy_latents(y, t, abar, ch_steps, quant)
+        loss = F.mse_loss(unet(x_t, t).sample, eps)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"denoiser loss is not finite at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        d = min(EMA_DECAY, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - d)
+        step += 1
+        elapsed = time.time() - t0
+        last = loss.item()
+        if step % 10 == 0 or step == 1:
+            log.log(stage="denoiser", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1))
+        if step % eval_every == 0 or step == steps:
+            ev = evaluate(ema, val, abar, ch_steps, seed)
+            log.log(stage="denoiser", step=step, event="eval", **ev)
+            if ev["val_loss"] < best:
+                best = ev["val_loss"]
+                export(ev)
+        if step % ckpt_every == 0:
+            save()
+    ev = evaluate(ema, val, abar, ch_steps, seed)
+    if ev["val_loss"] < best or not (out / "unet_best.safetensors").exists():
+        best = min(best, ev["val_loss"])
+        export(ev)
+    save()
+    res = {"stage": "denoiser", "step": step, "loss": last, "val_loss": ev["val_loss"], "best_val_loss": best,
+           "seconds": round(elapsed, 1), "data": imgs.info}
+    log.log(event="done", **{k: v for k, v in res.items() if k != "data"})
+    return res
