@@ -193,7 +193,7 @@ class Daemon:
         items = self.queue.claim(self.me, free, roots=self.all_roots, exclude_roots=paused)
         for item in items:
             try:
-                fut = self.executor.submit(run_task, item.path, self.task_config)
+                fut = self.executor.submit(run_task, item.path, self.task_config, item.root)
             except (BrokenProcessPool, RuntimeError) as e:
                 log.error("worker pool broken; restarting it", extra={"error": str(e)})
                 self.queue.release(item.id)

@@ -277,7 +277,7 @@ def _tags(catalog, paths: list[str]) -> dict[str, list[str]]:
 
 
 def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_progress: bool = True,
-        stopper: Stopper | None = None, max_attempts: int = 3) -> dict:
+        stopper: Stopper | None = None, max_attempts: int = 2) -> dict:
     """The real migration. Resumable: rerun with the same roots after any interruption."""
     from ..catalog.db import Catalog
     from ..output import progress
@@ -318,7 +318,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                 free = max(1, workers) - len(in_flight)
                 if free > 0:
                     for item in queue.claim(me, free, roots=roots):
-                        in_flight[ex.submit(run_task, item.path, task_config)] = item
+                        in_flight[ex.submit(run_task, item.path, task_config, item.root)] = item
             if not in_flight:
                 return
             if stop.count >= 2:
@@ -358,7 +358,6 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                        seconds=time.time() - t0, interrupted=stop.event.is_set())
 
 
-SAVED_STATUSES = ("committed", "archived", "done", "ok")
 
 
 def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted) -> dict:

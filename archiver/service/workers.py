@@ -53,46 +53,44 @@ def get_context(config: dict):
 
         known = {f.name for f in fields(Config)}
         cfg = Config(**{k: v for k, v in config.items() if k in known})
-        ctx = ArchiveContext.from_config(cfg) if hasattr(ArchiveContext, "from_config") else ArchiveContext(config=cfg)
+        ctx = ArchiveContext.from_config(cfg)
         _CONTEXTS.clear()  # a reloaded config replaces the old models rather than piling up
         _CONTEXTS[key] = ctx
     return ctx
 
 
 def outcome_dict(outcome: Any, path: str) -> dict:
-    """Normalise an ``ArchiveOutcome`` to JSON-able keys the service relies on:
-    path, status, action, rule, bytes_before, bytes_after, error, retry."""
-    if dataclasses.is_dataclass(outcome):
-        d = dataclasses.asdict(outcome)
-    elif isinstance(outcome, dict):
-        d = dict(outcome)
-    elif hasattr(outcome, "to_dict"):
+    """Normalise an ``ArchiveOutcome`` to the JSON-able keys the service relies on:
+    path, status (committed|skipped|failed|unchanged), action, rule, bytes_before, bytes_after,
+    error, retry (a ``failed`` outcome may be transient: disk full, catalog busy)."""
+    if hasattr(outcome, "to_dict"):
         d = outcome.to_dict()
+    elif dataclasses.is_dataclass(outcome):
+        d = dataclasses.asdict(outcome)
     else:
-        d = {k: v for k, v in vars(outcome).items() if not k.startswith("_")}
+        d = dict(outcome)
     d = json.loads(json.dumps(d, default=str))
     d.setdefault("path", path)
-    d.setdefault("status", d.get("outcome") or d.get("state") or "unknown")
-    d.setdefault("bytes_before", d.get("size") or d.get("original_size"))
-    d.setdefault("bytes_after", d.get("compressed_size") if d.get("compressed_size") is not None else d.get("stored_size"))
-    d.setdefault("retry", False)
+    d["status"] = d.get("state") or d.get("status") or "unknown"
+    d["bytes_before"] = d.get("size_before")
+    d["bytes_after"] = d.get("size_after")
+    d["retry"] = d["status"] == "failed"
     return d
 
 
-def run_task(path: str, config: dict) -> dict:
+def run_task(path: str, config: dict, root: str | None = None) -> dict:
     """Archive one file; never raises (errors come back as an outcome with ``retry``)."""
     from ..errors import ArchiverError
 
     t0 = time.perf_counter()
     try:
         ctx = get_context(config)
+        ctx.root = root
         from ..archive import archive_file
 
         out = outcome_dict(archive_file(path, ctx), path)
-    except ArchiverError as e:  # the file's fault: retrying will not help
-        out = {"path": path, "status": "failed", "error": str(e), "kind": type(e).__name__, "retry": False}
-    except FileNotFoundError as e:
-        out = {"path": path, "status": "gone", "error": str(e), "retry": False}
+    except ArchiverError as e:  # e.g. a bad policy or missing weights: retrying later may help after a fix
+        out = {"path": path, "status": "failed", "error": str(e), "kind": type(e).__name__, "retry": True}
     except Exception as e:  # a bug or a transient problem (disk full, catalog busy): retry later
         out = {"path": path, "status": "error", "error": f"{type(e).__name__}: {e}",
                "traceback": traceback.format_exc(limit=8), "retry": True}

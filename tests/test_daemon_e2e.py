@@ -1,0 +1,178 @@
+"""The real daemon as a subprocess on temporary roots: nothing is encoded before it is complete,
+nothing is archived twice, nothing is lost — across renames, bursts, SIGTERM and kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from test_service_helpers import (Daemon, catalog_rows, check_exactly_once, committed_paths, free_port, png_bytes,
+                                  queue_rows, setup_env, wait_until, write_config)
+
+
+def _drop(root, names, seed0=0, size=24):
+    out = {}
+    for i, n in enumerate(names):
+        p = root / n
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = png_bytes(seed0 + i, size)
+        p.write_bytes(data)
+        out[str(p)] = data
+    return out
+
+
+def test_slow_writer_is_never_encoded_before_it_is_complete(tmp_path):
+    e = setup_env(tmp_path, settle_seconds=1.0)
+    d = Daemon(e).ready()
+    try:
+        data = png_bytes(7, 64)
+        target = e["root"] / "slow.png"
+        chunks = [data[i:i + len(data) // 12 + 1] for i in range(0, len(data), len(data) // 12 + 1)]
+        with open(target, "wb") as f:
+            for c in chunks:  # ~3 s of writing, pauses well inside the settle window
+                f.write(c)
+                f.flush()
+                time.sleep(0.25)
+                assert not [r for r in catalog_rows(e["home"]) if r["path"] == str(target)], "touched while written"
+                assert not any(q["path"] == str(target) for q in queue_rows(e["home"]))
+        wait_until(lambda: str(target) in committed_paths(e["home"]), 30, what="slow file archived")
+    finally:
+        assert d.stop() == 0
+    check_exactly_once(e["home"], {str(target): data}, require_all=True)
+
+
+def test_renames_into_place_burst_and_metrics(tmp_path):
+    port = free_port()
+    e = setup_env(tmp_path, metrics_port=port, workers=2)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    d = Daemon(e).ready()
+    try:
+        originals = _drop(e["root"], [f"burst/b{i:03d}.png" for i in range(60)])
+        # downloader style: a temp name in the root, then a rename to the real name
+        for i in range(10):
+            data = png_bytes(1000 + i)
+            tmp = e["root"] / f".archiver-tmp-{i}.part"
+            tmp.write_bytes(data)
+            os.rename(tmp, e["root"] / f"renamed{i}.png")
+            originals[str(e["root"] / f"renamed{i}.png")] = data
+        # moved in from another directory of the same filesystem (files and a whole directory)
+        staged = _drop(staging, [f"m{i}.png" for i in range(5)] + [f"dir/n{i}.png" for i in range(5)], seed0=2000)
+        for p, data in staged.items():
+            rel = os.path.relpath(p, staging)
+            if not rel.startswith("dir"):
+                os.rename(p, e["root"] / rel)
+                originals[str(e["root"] / rel)] = data
+        os.rename(staging / "dir", e["root"] / "dir")
+        originals.update({str(e["root"] / os.path.relpath(p, staging)): data
+                          for p, data in staged.items() if os.path.relpath(p, staging).startswith("dir")})
+        (e["root"] / "keep").mkdir()
+        keep = _drop(e["root"], ["keep/k.png"], seed0=3000)
+        originals.update(keep)
+        wait_until(lambda: len(committed_paths(e["home"])) >= len(originals), 120, what="all archived")
+
+        def scrape():
+            t = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            return t if 'archiver_files_total{action="lossless",outcome="committed"} 80.0' in t else None
+
+        text = wait_until(scrape, 20, interval=0.3, what="metrics to count every file")
+    finally:
+        assert d.stop() == 0
+    counts = check_exactly_once(e["home"], originals, require_all=True)
+    assert counts["archived"] == 81
+    assert 'archiver_files_total{action="keep",outcome="committed"} 1.0' in text
+    assert "archiver_bytes_saved_total" in text and "archiver_queue_depth" in text
+    assert "archiver_encode_seconds_bucket" in text
+    assert all(q["state"] == "done" for q in queue_rows(e["home"]))
+    handled = [x for x in d.logs() if x.get("msg") == "handled"]
+    assert len(handled) == 81 and all("path" in x and "status" in x for x in handled)
+
+
+@pytest.mark.slow
+def test_burst_of_hundreds(tmp_path):
+    e = setup_env(tmp_path, workers=2)
+    d = Daemon(e, executor="process").ready()
+    try:
+        originals = _drop(e["root"], [f"d{i % 7}/f{i:04d}.png" for i in range(300)])
+        wait_until(lambda: len(committed_paths(e["home"])) >= 300, 600, interval=0.5, what="300 archived")
+    finally:
+        assert d.stop() == 0
+    assert check_exactly_once(e["home"], originals, require_all=True)["archived"] == 300
+
+
+def test_second_daemon_is_refused(tmp_path):
+    e = setup_env(tmp_path)
+    d = Daemon(e).ready()
+    try:
+        r = subprocess.run([sys.executable, "-m", "archiver", "daemon", "--config", str(e["config"])],
+                           env=e["env"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 7
+        assert "another archiver daemon already serves this catalog" in r.stderr
+        assert f"pid {d.proc.pid}" in r.stderr
+    finally:
+        assert d.stop() == 0
+
+
+def test_sigterm_finishes_the_file_in_hand_then_restart_completes(tmp_path):
+    e = setup_env(tmp_path, workers=1)
+    d = Daemon(e, executor="process").ready()
+    originals = _drop(e["root"], [f"t{i:02d}.png" for i in range(16)], size=384)
+    try:
+        d.wait_log("handled", 120)
+    finally:
+        rc = d.stop(120)
+    assert rc == 0
+    logs = d.logs()
+    assert any(x.get("msg") == "stopping: finishing files in hand" for x in logs)
+    first = check_exactly_once(e["home"], originals)
+    assert first["untouched"] > 0, "stopped too late to test anything"
+    assert not [q for q in queue_rows(e["home"]) if q["state"] == "claimed"]
+    d2 = Daemon(e, executor="process").ready()
+    try:
+        wait_until(lambda: len(committed_paths(e["home"])) >= len(originals), 180, what="rest archived")
+    finally:
+        assert d2.stop() == 0
+    check_exactly_once(e["home"], originals, require_all=True)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in out.split()]
+
+
+def test_kill_9_and_restart_loses_nothing_and_does_nothing_twice(tmp_path):
+    e = setup_env(tmp_path, workers=2)
+    d = Daemon(e, executor="process").ready()
+    originals = _drop(e["root"], [f"k{i:02d}.png" for i in range(20)], size=384)
+    d.wait_log("handled", 120)
+    kids = _children(d.proc.pid)
+    d.kill()
+    # the workers die with the daemon (no orphan keeps encoding a file the restart hands out again)
+    wait_until(lambda: not any(os.path.exists(f"/proc/{k}") and _alive(k) for k in kids), 10, what="workers gone")
+    check_exactly_once(e["home"], originals) if False else None  # rows may be in progress right now
+    more = _drop(e["root"], ["while-down.png"], seed0=500)  # created while no daemon runs
+    originals.update(more)
+    d2 = Daemon(e, executor="process").ready()
+    try:
+        wait_until(lambda: len(committed_paths(e["home"])) >= len(originals), 180, what="all archived after restart")
+    finally:
+        assert d2.stop() == 0
+    check_exactly_once(e["home"], originals, require_all=True)
+    assert all(q["state"] == "done" for q in queue_rows(e["home"]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
