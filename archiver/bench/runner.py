@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,20 @@ def list_images(root: Path, limit: int | None = None) -> list[Path]:
 def _finite(x):
     """JSON has no inf/NaN: identical images (PSNR inf) are written as null."""
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+
+
+@contextmanager
+def _one_thread():
+    """Metrics run single-threaded: on a shared 2-core machine torch's small convolutions are
+    several times slower with 2 threads than with 1. Codec timings keep torch's setting."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def texture_box(rgb: Image.Image, size: int) -> tuple[int, int, int, int]:
@@ -131,17 +146,22 @@ def run_bench(cfg: BenchConfig) -> dict:
             "bytes": nbytes,
             "width": rgb.width,
             "height": rgb.height,
-            "psnr": _finite(metrics.psnr(rgb, rec)),
-            "ms_ssim": metrics.ms_ssim(rgb, rec),
-            "spectral_distance": metrics.spectral_distance(rgb, rec),
-            "lpips": lp(rgb, rec) if lp else None,
+        }
+        with _one_thread():
+            r.update({
+                "psnr": _finite(metrics.psnr(rgb, rec)),
+                "ms_ssim": metrics.ms_ssim(rgb, rec),
+                "spectral_distance": metrics.spectral_distance(rgb, rec),
+                "lpips": lp(rgb, rec) if lp else None,
+            })
+        r.update({
             "encode_s": enc.seconds if enc else None,
             "decode_s": dec.seconds if dec else None,
             "encode_s_per_mp": enc.seconds / mp if enc else None,
             "decode_s_per_mp": dec.seconds / mp if dec else None,
             "encode_peak_mib": enc.peak_mib if enc else None,
             "decode_peak_mib": dec.peak_mib if dec else None,
-        }
+        })
         r.update(extra or {})
         records.append(r)
         if fid:
