@@ -121,3 +121,44 @@ def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None,
     cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}")
     return ArchiveContext(catalog=cat, policy=make_policy(), vault=Vault(tmp / "vault"),
                           codec=codec if codec is not None else FakeCodec(), **kw)
+
+
+def disk_problems(ctx, directory: str | Path) -> list[str]:
+    """Where the catalog and ``directory`` disagree (for crash tests): rows stuck in progress,
+    committed rows whose files are missing/damaged or whose original status is wrong, temp
+    leftovers, and compressed files the catalog does not know."""
+    import hashlib
+
+    from . import queries as q
+    from .models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
+    from ..storage.atomic import is_temp_name
+
+    problems = []
+    directory = Path(directory)
+    with ctx.catalog.session() as s:
+        rows = [r for r in s.query(FileVersion).order_by(FileVersion.id) if str(r.path).startswith(str(directory))]
+    known = set()
+    for r in rows:
+        if r.state in IN_PROGRESS:
+            problems.append(f"{r.path}: stuck in {r.state}")
+        if r.compressed_path:
+            known.add(r.compressed_path)
+        if r.state != COMMITTED:
+            continue
+        if r.compressed_path:
+            cp = Path(r.compressed_path)
+            if not cp.is_file() or hashlib.sha256(cp.read_bytes()).hexdigest() != r.compressed_sha256:
+                problems.append(f"{r.path}: compressed file missing or damaged")
+        p = Path(r.path)
+        latest = [x for x in rows if x.path == r.path][-1]
+        if r.original_status == ORIG_REMOVED and p.exists() and latest.id == r.id:
+            problems.append(f"{r.path}: catalog says removed but the file is there")
+        if r.original_status in (ORIG_KEPT, ORIG_PRESENT) and not p.exists():
+            problems.append(f"{r.path}: catalog says {r.original_status} but the file is gone")
+    for f in directory.rglob("*"):
+        if f.is_file():
+            if is_temp_name(f):
+                problems.append(f"temp leftover {f}")
+            elif f.suffix in (".dlc", ".jxl", ".axl") and str(f) not in known:
+                problems.append(f"unknown compressed file {f}")
+    return problems
