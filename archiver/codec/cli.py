@@ -10,6 +10,12 @@ from ..errors import UsageError
 from ..output import emit, human_bytes
 
 
+def _check_output(dst: Path) -> None:
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{dst}: the output directory {parent} does not exist")
+
+
 def _backbone(name, model, device):
     from .pipeline import default_backbone
 
@@ -32,12 +38,18 @@ def _backbone(name, model, device):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t, as_json):
     """Compress image SRC into the .dlc file DST."""
-    from .pipeline import encode_file
+    from ..config import load_config
+    from ..imageio import load_image
+    from ..storage.atomic import write_bytes
+    from .pipeline import encode_image, output_file_mode
 
     if bpp is not None and quality is not None:
         raise UsageError("give --bpp or --quality, not both")
+    _check_output(dst)
+    img = load_image(src, max_pixels=load_config().max_pixels)  # bad input fails before a model loads
     backbone = _backbone(backbone_name, model, device)
-    r = encode_file(src, dst, backbone=backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t)
+    r = encode_image(img, backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t)
+    write_bytes(dst, r.data, mode=output_file_mode())
     data = {"input": str(src), "output": str(dst), **r.summary(), "backbone": backbone.id,
             "weights_sha256": backbone.weights_digest}
 
@@ -69,6 +81,7 @@ def decode(src, dst, steps, backbone_name, model, device, as_json):
     from .pipeline import decode_file, format_for
 
     format_for(dst)  # refuse an unwritable suffix before any work
+    _check_output(dst)
     if not src.is_file():
         raise UsageError(f"{src}: no such file")
     header = read_header(src.read_bytes())  # damaged files are refused before loading a model

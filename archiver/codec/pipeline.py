@@ -416,7 +416,7 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
 
 # -- files ------------------------------------------------------------------------------------
 
-def _file_mode() -> int:
+def output_file_mode() -> int:
     """Permissions a plainly created file would get (0666 minus the umask)."""
     import os
 
@@ -482,7 +482,7 @@ def encode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone
 
     img = load_image(src) if max_pixels is None else load_image(src, max_pixels=max_pixels)
     result = encode_image(img, backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t, roi=roi)
-    write_bytes(dst, result.data, overwrite=overwrite, mode=_file_mode())
+    write_bytes(dst, result.data, overwrite=overwrite, mode=output_file_mode())
     return result
 
 
@@ -499,5 +499,5 @@ def decode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone
     except IsADirectoryError:
         raise UsageError(f"{src}: is a directory") from None
     decoded = decode_bytes(data, backbone, steps=steps)
-    write_bytes(dst, image_bytes(decoded, fmt), overwrite=overwrite, mode=_file_mode())
+    write_bytes(dst, image_bytes(decoded, fmt), overwrite=overwrite, mode=output_file_mode())
     return decoded
