@@ -1,0 +1,108 @@
+"""restore: best source first, never overwrite without force, never escape the target dir, --as-of."""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archiver.archive import archive_file
+from archiver.catalog import queries as q
+from archiver.catalog.models import FileVersion
+from archiver.catalog.restore import destination, parse_time, restore
+from archiver.catalog.testing import make_context, make_policy, write_jpeg
+from archiver.errors import CatalogError, SafetyError
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    c = make_context(tmp_path / "state")
+    yield c
+    c.catalog.close()
+
+
+def test_never_overwrites_without_force(tmp_path, ctx):
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    orig = src.read_bytes()
+    archive_file(src, ctx)
+    src.write_bytes(b"somebody else's file")
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "refused" and src.read_bytes() == b"somebody else's file"
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, force=True)
+    assert r.status == "restored" and src.read_bytes() == orig
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "present"  # the identical file is already there: nothing to do
+
+
+def test_glob_id_and_mtime(tmp_path, ctx):
+    a = write_jpeg(tmp_path / "c" / "plain" / "a.jpg", seed=1)
+    b = write_jpeg(tmp_path / "c" / "plain" / "sub" / "b.jpg", seed=2)
+    os.utime(a, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    ctx.root = str(tmp_path / "c" / "plain")  # as `archiver archive DIR` sets it
+    archive_file(a, ctx), archive_file(b, ctx)
+    out = tmp_path / "out"
+    res = restore(ctx.catalog, [str(tmp_path / "c" / "plain" / "*")], vault=ctx.vault, to=out)
+    assert sorted(Path(r.dest).relative_to(out).as_posix() for r in res) == ["a.jpg", "sub/b.jpg"]
+    assert os.stat(out / "a.jpg").st_mtime_ns == 1_600_000_000_000_000_000
+    with ctx.catalog.session() as s:
+        fid = q.latest_version(s, str(b)).id
+    res = restore(ctx.catalog, [str(fid)], vault=ctx.vault, to=tmp_path / "out2")
+    assert len(res) == 1 and Path(res[0].dest).name == "b.jpg"
+    with pytest.raises(CatalogError):
+        restore(ctx.catalog, ["/nothing/like/this/*.png"], vault=ctx.vault)
+
+
+def test_as_of_picks_the_older_version(tmp_path):
+    clock = {"t": dt.datetime(2026, 1, 1, 12, 0)}
+    ctx = make_context(tmp_path / "state", now=lambda: clock["t"])
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg", seed=1)
+    v1 = src.read_bytes()
+    archive_file(src, ctx)
+    clock["t"] = dt.datetime(2026, 2, 1, 12, 0)
+    write_jpeg(src, seed=5)
+    v2 = src.read_bytes()
+    archive_file(src, ctx)
+    out = tmp_path / "out"
+    restore(ctx.catalog, [str(src)], vault=ctx.vault, to=out, as_of=parse_time("2026-01-15"))
+    assert (out / "a.jpg").read_bytes() == v1
+    restore(ctx.catalog, [str(src)], vault=ctx.vault, to=out, force=True)
+    assert (out / "a.jpg").read_bytes() == v2
+    with pytest.raises(CatalogError):
+        restore(ctx.catalog, [str(src)], vault=ctx.vault, to=out, as_of=parse_time("2025-12-31T23:00:00+00:00"))
+    ctx.catalog.close()
+
+
+def test_path_traversal_refused(tmp_path):
+    base = tmp_path / "out"
+    base.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (base / "sub").symlink_to(outside)  # a symlink inside the target pointing out of it
+    evil = [FileVersion(path=str(tmp_path / "c" / "sub" / "a.jpg"), root=str(tmp_path / "c")),
+            FileVersion(path="/x/..", root=None)]
+    for row in evil:
+        with pytest.raises(SafetyError):
+            destination(row, base)
+    ok = FileVersion(path="/data/c/../../etc/passwd", root="/data/c")  # escapes its root: basename only
+    assert destination(ok, base) == base / "passwd"
+
+
+def test_cli_restore_exit_codes_and_json(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"catalog_url: sqlite:///{tmp_path / 'cat.sqlite'}\nvault_dir: {tmp_path / 'vault'}\n")
+    make_policy(tmp_path / "p.yaml")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    orig = src.read_bytes()
+    run = lambda *a: subprocess.run([sys.executable, "-m", "archiver", *a, "--config", str(cfg)],
+                                    capture_output=True, text=True, timeout=300)
+    assert run("archive", str(src), "--policy", str(tmp_path / "p.yaml")).returncode == 0
+    src.write_bytes(b"x")
+    r = run("restore", str(src), "--json")
+    assert r.returncode == 9 and json.loads(r.stdout)["results"][0]["status"] == "refused"
+    r = run("restore", str(src), "--force")
+    assert r.returncode == 0 and src.read_bytes() == orig and "restored" in r.stdout
+    r = run("restore", "/no/such/file.jpg")
+    assert r.returncode == 7 and "Traceback" not in r.stderr
