@@ -122,7 +122,7 @@ def test_second_daemon_is_refused(tmp_path):
 def test_sigterm_finishes_the_file_in_hand_then_restart_completes(tmp_path):
     e = setup_env(tmp_path, workers=1)
     d = Daemon(e, executor="process").ready()
-    originals = _drop(e["root"], [f"t{i:02d}.png" for i in range(16)], size=384)
+    originals = _drop(e["root"], [f"t{i:02d}.png" for i in range(12)], size=160)
     try:
         d.wait_log("handled", 120)
     finally:
@@ -152,13 +152,12 @@ def _children(pid: int) -> list[int]:
 def test_kill_9_and_restart_loses_nothing_and_does_nothing_twice(tmp_path):
     e = setup_env(tmp_path, workers=2)
     d = Daemon(e, executor="process").ready()
-    originals = _drop(e["root"], [f"k{i:02d}.png" for i in range(20)], size=384)
+    originals = _drop(e["root"], [f"k{i:02d}.png" for i in range(12)], size=160)
     d.wait_log("handled", 120)
     kids = _children(d.proc.pid)
     d.kill()
     # the workers die with the daemon (no orphan keeps encoding a file the restart hands out again)
     wait_until(lambda: not any(os.path.exists(f"/proc/{k}") and _alive(k) for k in kids), 10, what="workers gone")
-    check_exactly_once(e["home"], originals) if False else None  # rows may be in progress right now
     more = _drop(e["root"], ["while-down.png"], seed0=500)  # created while no daemon runs
     originals.update(more)
     d2 = Daemon(e, executor="process").ready()
@@ -176,3 +175,78 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("step", ["during_write", "encoded", "committed"])
+def test_daemon_killed_inside_the_unit_of_work_recovers(tmp_path, step):
+    """With in-process workers the unit of work's fault hook SIGKILLs the daemon itself at an
+    exact step; the restart must finish or roll back that file, never duplicate or lose it."""
+    e = setup_env(tmp_path)
+    originals = _drop(e["root"], ["a.png", "b.png", "c.png"])
+    d = Daemon(e, executor="thread", extra_env={"ARCHIVER_FAULT": step})
+    assert d.proc.wait(60) == -signal.SIGKILL
+    d._log.close()
+    assert [q for q in queue_rows(e["home"]) if q["state"] == "claimed"]  # the crash left a claim
+    d2 = Daemon(e).ready()
+    try:
+        started = d2.wait_log("daemon started")[0]
+        assert started["requeued_stale"] == 1
+        wait_until(lambda: len(committed_paths(e["home"])) >= 3, 60, what="all archived after the crash")
+    finally:
+        assert d2.stop() == 0
+    check_exactly_once(e["home"], originals, require_all=True)
+
+
+def test_missing_or_unmounted_root_pauses_and_never_deletes(tmp_path):
+    e = setup_env(tmp_path)
+    root = e["root"]
+    (root / ".archiver-root").write_text("")  # the marker an operator puts on the mounted filesystem
+    originals = _drop(root, ["before.png"])
+    d = Daemon(e).ready()
+    try:
+        wait_until(lambda: len(committed_paths(e["home"])) == 1, 30, what="first file archived")
+        rows_before = catalog_rows(e["home"])
+        # "unmount": the filesystem goes away, an empty mount point directory stays behind
+        away = tmp_path / "away"
+        os.rename(root, away)
+        root.mkdir()
+        d.wait_log("root paused", 20)
+        (root / "on-the-mount-point.png").write_bytes(png_bytes(99))
+        d.signal(signal.SIGHUP)  # a reload (which rescans) must not resume it either
+        d.wait_log("config reloaded", 20)
+        time.sleep(1.5)
+        assert catalog_rows(e["home"]) == rows_before  # nothing marked deleted, nothing new
+        assert (root / "on-the-mount-point.png").exists()
+        # "remount"
+        (root / "on-the-mount-point.png").unlink()
+        root.rmdir()
+        os.rename(away, root)
+        originals.update(_drop(root, ["after.png"], seed0=50))
+        d.wait_log("root available again, resuming", 20)
+        wait_until(lambda: len(committed_paths(e["home"])) == 2, 30, what="archiving resumed")
+    finally:
+        assert d.stop() == 0
+    check_exactly_once(e["home"], originals, require_all=True)
+    gone = tmp_path / "gone"
+    write_config(e["config"], **dict(e["settings"], roots=[str(gone)]))
+    d = Daemon(e).ready()  # a root missing at start is paused, not an error
+    try:
+        d.wait_log("root paused")
+    finally:
+        assert d.stop() == 0
+
+
+def test_sighup_reloads_roots_and_restart_keeps_pending_work(tmp_path):
+    e = setup_env(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    d = Daemon(e).ready()
+    try:
+        write_config(e["config"], **dict(e["settings"], roots=[str(e["root"]), str(other)]))
+        d.signal(signal.SIGHUP)
+        d.wait_log("config reloaded", 20)
+        originals = _drop(other, ["x.png"])
+        wait_until(lambda: str(other / "x.png") in committed_paths(e["home"]), 30, what="new root watched")
+    finally:
+        assert d.stop() == 0
+    check_exactly_once(e["home"], originals, require_all=True)

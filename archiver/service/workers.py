@@ -122,14 +122,17 @@ def init_worker(torch_threads: int, parent_pid: int) -> None:
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads))
-    try:
-        import torch
+    # torch reads these when it is first imported (lazily, only by a diffusion encode), so a
+    # lossless-only worker never pays for importing torch
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(torch_threads)
+    os.environ["ARCHIVER_TORCH_THREADS"] = str(torch_threads)
+    import sys
+    import warnings
 
-        torch.set_num_threads(torch_threads)
-        torch.set_num_interop_threads(1)
-    except (ImportError, RuntimeError):
-        pass
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter in logs
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(torch_threads)
 
 
 def make_executor(kind: str, workers: int) -> Executor:
