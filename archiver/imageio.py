@@ -114,6 +114,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
                 try:
                     img = Image.open(fp)
                     fmt = img.format
+                    n_frames = getattr(img, "n_frames", 1)  # needs the open file
                     img.load()
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
                     raise InputError(f"{name}: refused as a decompression bomb ({e})") from None
@@ -126,8 +127,8 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
 
     meta = _metadata(img)
     notes: list[str] = []
-    if getattr(img, "n_frames", 1) > 1:
-        notes.append(f"multi-frame image: only the first of {img.n_frames} frames is used")
+    if n_frames > 1:
+        notes.append(f"multi-frame image: only the first of {n_frames} frames is used")
     original_mode = img.mode
     try:
         orientation = img.getexif().get(0x0112, 1)
