@@ -1,0 +1,162 @@
+"""``archiver migrate``: a dry run that changes nothing, a real run with a report, interruption
+(SIGINT, kill -9) and resume with every file archived exactly once, and the pure task function."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from archiver.cli import main
+from test_service_helpers import (FAST_POLICY, check_exactly_once, committed_paths, png_bytes, setup_env,
+                                  wait_until)
+
+POLICY_WITH_DIFFUSION = FAST_POLICY.replace("rules:\n", """rules:
+  - name: photos
+    when:
+      path: ["**/photos/**"]
+    action: diffusion
+    bpp: 0.1
+    floor: {min_psnr: 20, min_ms_ssim: 0.8}
+""")
+
+
+def _collection(root, n=6):
+    originals = {}
+    for i in range(n):
+        p = root / "pics" / f"p{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(png_bytes(i, 48))
+        originals[str(p)] = p.read_bytes()
+    (root / "keep").mkdir()
+    (root / "keep" / "k.png").write_bytes(png_bytes(100, 48))
+    originals[str(root / "keep" / "k.png")] = (root / "keep" / "k.png").read_bytes()
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return originals
+
+
+def _snapshot(root):
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) for p in root.rglob("*") if p.is_file()}
+
+
+def _cli(e, *args):
+    r = CliRunner().invoke(main, ["migrate", *args], env={"ARCHIVER_HOME": str(e["home"]),
+                                                          "ARCHIVER_CONFIG": str(e["config"])})
+    return r
+
+
+def test_dry_run_changes_nothing_and_projects_savings_per_rule(tmp_path):
+    e = setup_env(tmp_path)
+    policy = tmp_path / "diffusion.yaml"
+    policy.write_text(POLICY_WITH_DIFFUSION)
+    _collection(e["root"])
+    (e["root"] / "photos").mkdir()
+    (e["root"] / "photos" / "big.png").write_bytes(png_bytes(5, 256))
+    before = _snapshot(e["root"])
+    r = _cli(e, str(e["root"]), "--dry-run", "--json", "--executor", "thread", "--policy", str(policy))
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert _snapshot(e["root"]) == before
+    assert not (e["home"] / "catalog.sqlite").exists()
+    rules = {x["rule"]: x for x in rep["rules"]}
+    assert rules["keepers"]["action"] == "keep" and rules["keepers"]["savings_estimate"] == 0
+    assert rules["default"]["files"] == 6 and 0 < rules["default"]["bytes_after_estimate"] < rules["default"]["bytes_before"]
+    assert "measured" in rules["default"]["estimate"]
+    # diffusion: target bpp * pixels / 8 plus the container overhead
+    assert rules["photos"]["bytes_after_estimate"] == int(0.1 * 256 * 256 / 8) + 256
+    assert [u["path"] for u in rep["unreadable"]] == [str(e["root"] / "broken.png")]
+    assert rep["savings_estimate"] == rep["bytes_before"] - rep["bytes_after_estimate"] > 0
+    human = _cli(e, str(e["root"]), "--dry-run", "--executor", "thread")
+    assert human.exit_code == 0 and "nothing was changed" in human.output and "keepers" in human.output
+
+
+def test_run_reports_and_a_rerun_has_nothing_left(tmp_path):
+    e = setup_env(tmp_path)
+    originals = _collection(e["root"])
+    r = _cli(e, str(e["root"]), "--json", "--executor", "thread", "--workers", "2")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["files"] == 8 and not rep["interrupted"]
+    assert rep["by_outcome"] == {"committed": 7, "skipped": 1}
+    assert rep["failures"] == []
+    rules = {x["rule"]: x for x in rep["rules"]}
+    assert rules["default"]["files"] == 6 and rules["default"]["saved"] > 0
+    assert rules["keepers"]["saved"] == 0
+    assert rep["saved"] == rep["bytes_before"] - rep["bytes_after"] == sum(x["saved"] for x in rep["rules"])
+    check_exactly_once(e["home"], originals, require_all=True)
+    again = json.loads(_cli(e, str(e["root"]), "--json", "--executor", "thread").output)
+    assert again["files"] == 0 and again["already_archived"] == 2  # the kept file and the broken one
+
+
+def test_ray_executor_without_ray_is_a_clear_error(tmp_path):
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("ray is installed")
+    e = setup_env(tmp_path)
+    r = _cli(e, str(e["root"]), "--dry-run", "--executor", "ray")
+    assert r.exit_code == 2 and "needs Ray" in r.output
+
+
+def test_run_task_is_a_pure_serialisable_function_of_path_and_config(tmp_path, monkeypatch):
+    from archiver.config import load_config
+    from archiver.service.workers import config_dict, run_task
+
+    e = setup_env(tmp_path)
+    monkeypatch.setenv("ARCHIVER_HOME", str(e["home"]))
+    p = e["root"] / "one.png"
+    p.write_bytes(png_bytes(3, 32))
+    cfg = config_dict(load_config(e["config"]))
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and json.loads(json.dumps(cfg)) == cfg
+    out = run_task(str(p), cfg, str(e["root"]))
+    assert json.loads(json.dumps(out)) == out
+    assert out["status"] == "committed" and out["action"] == "lossless" and not out["retry"]
+    again = run_task(str(p), cfg, str(e["root"]))  # idempotent: a rerun (e.g. a retried Ray task) does nothing
+    assert again["status"] == "unchanged"
+
+
+def _migrate_proc(e, log):
+    return subprocess.Popen([sys.executable, "-m", "archiver", "migrate", str(e["root"]), "--json", "--workers", "1"],
+                            env=e["env"], stdout=subprocess.PIPE, stderr=log, text=True)
+
+
+def test_interrupt_kill_and_resume_archive_everything_exactly_once(tmp_path):
+    e = setup_env(tmp_path)
+    originals = {}
+    for i in range(14):
+        p = e["root"] / f"f{i:02d}.png"
+        p.write_bytes(png_bytes(i, 160))
+        originals[str(p)] = p.read_bytes()
+    with open(tmp_path / "m1.log", "w") as log:
+        p1 = _migrate_proc(e, log)
+        wait_until(lambda: len(committed_paths(e["home"])) >= 1, 120, what="first file")
+        p1.send_signal(signal.SIGINT)  # Ctrl-C: finish the file in hand, report, exit 130
+        out, _ = p1.communicate(timeout=120)
+    assert p1.returncode == 130, (tmp_path / "m1.log").read_text()
+    rep1 = json.loads(out)
+    assert rep1["interrupted"] and rep1["queue_left"]["pending"] > 0 and rep1["queue_left"]["claimed"] == 0
+    first = check_exactly_once(e["home"], originals)
+    assert first["untouched"] > 0
+    with open(tmp_path / "m2.log", "w") as log:
+        p2 = _migrate_proc(e, log)
+        n = len(committed_paths(e["home"]))
+        wait_until(lambda: len(committed_paths(e["home"])) > n, 120, what="progress after resume")
+        p2.kill()  # kill -9: the worker dies with it, its claim is requeued by the next run
+        p2.wait(30)
+    with open(tmp_path / "m3.log", "w") as log:
+        p3 = _migrate_proc(e, log)
+        out, _ = p3.communicate(timeout=300)
+    assert p3.returncode == 0, (tmp_path / "m3.log").read_text()
+    rep3 = json.loads(out)
+    assert not rep3["interrupted"] and rep3["queue_left"]["pending"] == 0
+    assert rep3["already_archived"] == 0  # everything archived so far was replaced (not on disk any more)
+    check_exactly_once(e["home"], originals, require_all=True)
