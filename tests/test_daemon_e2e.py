@@ -236,12 +236,18 @@ def test_missing_or_unmounted_root_pauses_and_never_deletes(tmp_path):
         assert d.stop() == 0
 
 
-def test_sighup_reloads_roots_and_restart_keeps_pending_work(tmp_path):
+def test_sighup_reloads_roots_and_talks_to_systemd(tmp_path):
+    import socket
+
     e = setup_env(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
-    d = Daemon(e).ready()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(30)
+    d = Daemon(e, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}).ready()
     try:
+        assert sock.recv(200) == b"READY=1"
         write_config(e["config"], **dict(e["settings"], roots=[str(e["root"]), str(other)]))
         d.signal(signal.SIGHUP)
         d.wait_log("config reloaded", 20)
@@ -250,3 +256,13 @@ def test_sighup_reloads_roots_and_restart_keeps_pending_work(tmp_path):
     finally:
         assert d.stop() == 0
     check_exactly_once(e["home"], originals, require_all=True)
+    sock.settimeout(0.5)
+    got = []
+    try:
+        while True:
+            got.append(sock.recv(200).decode())
+    except OSError:
+        pass
+    sock.close()
+    assert "RELOADING=1" in got and "STOPPING=1" in got and got.count("READY=1") >= 1
+    assert any(g.startswith("STATUS=pending=") for g in got)
