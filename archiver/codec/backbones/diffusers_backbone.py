@@ -18,6 +18,10 @@ import torch.nn.functional as F
 from ...errors import UsageError
 from .base import Backbone
 
+#: images larger than this on a side go through the VAE in overlapping, blended tiles, so memory
+#: stays bounded for large photos (the choice depends on the size only: decoding stays deterministic)
+VAE_TILE = 1024
+
 #: component folders whose weights define the decoded pixels (the digest covers them)
 WEIGHT_COMPONENTS = ("vae", "unet", "text_encoder")
 
@@ -123,6 +127,17 @@ class DiffusersBackbone(Backbone):
         self._ehs = None if encoder_hidden_states is None else encoder_hidden_states.to(self.device, self.dtype)
         self._channel_steps = channel_steps
         self._entropy_model = entropy_model
+        self.set_vae_tile(VAE_TILE)
+
+    def set_vae_tile(self, tile: int) -> None:
+        """Tile the autoencoder for images with a side above ``tile`` pixels (0: never)."""
+        vae = self.vae
+        if not hasattr(vae, "use_tiling") or not hasattr(vae, "tile_sample_min_size"):
+            return
+        vae.use_tiling = tile > 0
+        if tile > 0:
+            vae.tile_sample_min_size = tile
+            vae.tile_latent_min_size = tile // self.stride
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
