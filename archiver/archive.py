@@ -4,9 +4,9 @@
 recording every step as a catalog transition (with an event) *before* moving on, so a crash
 at any point is recognisable on the next run:
 
-- a row left in an in-progress state (discovered/classified/encoded/verified) is rolled back:
-  the half-made compressed file (its name was recorded before writing) is removed and the file is
-  processed again — the original was never touched before ``committed``;
+- a row left in an in-progress state (discovered/classified/encoded/verified) is rolled back to
+  ``failed``: the half-made compressed file (its name was recorded before writing) is removed and
+  the file is processed again — the original was never touched before ``committed``;
 - a ``committed`` row whose original is still present (crash between commit and removal) is
   finished: the original is removed only if it is still byte-identical to what was archived.
 
@@ -321,7 +321,7 @@ def _recover(p: Path, ctx: ArchiveContext) -> str | None:
                 if cp.is_file() and (row.compressed_sha256 is None or sha256_file(cp) == row.compressed_sha256):
                     _unlink_durable(cp)
                     note += f", removed unfinished {cp.name}"
-            q.transition(s, row, DISCOVERED, kind="rollback", error=note, compressed_path=None,
+            q.transition(s, row, FAILED, kind="rollback", error=note, compressed_path=None,
                          compressed_sha256=None, compressed_size=None, reconstruction_sha256=None)
             return note
         if row.state == COMMITTED and row.original_status == ORIG_PRESENT and row.disposition in ("replace", "vault"):
@@ -340,6 +340,23 @@ def _recover(p: Path, ctx: ArchiveContext) -> str | None:
             q.transition(s, row, COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
             return "finished removing the original after commit"
     return None
+
+
+def recover_pending(ctx: ArchiveContext) -> list[tuple[str, str]]:
+    """Finish or roll back every interrupted file in the catalog (run at daemon/migrate start,
+    before new work): returns (path, what was done) pairs."""
+    from sqlalchemy import select
+
+    with ctx.catalog.session() as s:
+        paths = set(s.scalars(select(FileVersion.path).where(FileVersion.state.in_(IN_PROGRESS))))
+        paths |= set(s.scalars(select(FileVersion.path).where(FileVersion.state == COMMITTED,
+                                                                FileVersion.original_status == ORIG_PRESENT)))
+    done = []
+    for path in sorted(paths):
+        note = _recover(Path(path), ctx)
+        if note:
+            done.append((path, note))
+    return done
 
 
 def _decide(p: Path, ctx: ArchiveContext, img: LoadedImage, tags: list[str]):

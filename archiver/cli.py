@@ -25,6 +25,7 @@ COMMANDS = {
     "restore": "archiver.catalog.cli:restore",
     "verify": "archiver.catalog.cli:verify",
     "stats": "archiver.catalog.cli:stats",
+    "tag": "archiver.catalog.cli:tag",
     "daemon": "archiver.service.cli:daemon",
     "migrate": "archiver.service.cli:migrate",
     "bench": "archiver.bench.cli:bench",

@@ -113,3 +113,18 @@ def test_concurrent_first_open_and_writes(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     with open_catalog(url) as c, c.session() as s:
         assert q.state_counts(s) == {DISCOVERED: 3}
+
+
+def test_tag_command(tmp_path):
+    from click.testing import CliRunner
+
+    from archiver.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"catalog_url: sqlite:///{tmp_path / 'c.sqlite'}\n")
+    r = CliRunner().invoke(main, ["tag", str(tmp_path / "a.jpg"), "--add", "legal-hold", "--config", str(cfg), "--json"])
+    assert r.exit_code == 0, r.output
+    with open_catalog(f"sqlite:///{tmp_path / 'c.sqlite'}") as c, c.session() as s:
+        assert q.held_paths(s) == {str(tmp_path / "a.jpg")}
+    r = CliRunner().invoke(main, ["tag", str(tmp_path / "a.jpg"), "--remove", "legal-hold", "--config", str(cfg)])
+    assert r.exit_code == 0 and ": -" in r.output

@@ -83,6 +83,30 @@ def test_kill9_at_every_step(tmp_path, kind, step):
         ctx.catalog.close()
 
 
+@pytest.mark.parametrize("step", ["written", "committed"])
+def test_recovery_routine_alone(tmp_path, step):
+    """After a crash, the start-up recovery (no rerun of the file) already makes disk and
+    catalog agree: the unfinished attempt is rolled back, or the committed one finished."""
+    from archiver.archive import recover_pending
+
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    orig = src.read_bytes()
+    r = subprocess.run([sys.executable, "-c", RUNNER, str(tmp_path / "state"), str(src)],
+                       env=dict(os.environ, ARCHIVER_FAULT=step), capture_output=True, timeout=300)
+    assert r.returncode == -9
+    ctx = make_context(tmp_path / "state")
+    done = recover_pending(ctx)
+    assert [p for p, _ in done] == [str(src)]
+    assert disk_problems(ctx, tmp_path / "c") == []
+    assert recover_pending(ctx) == []  # nothing left to do
+    if step == "written":
+        assert src.read_bytes() == orig and sorted(p.name for p in src.parent.iterdir()) == ["a.jpg"]
+    else:
+        assert not src.exists()
+    nothing_lost(ctx, src, orig, False)
+    ctx.catalog.close()
+
+
 def test_kill9_through_the_cli(tmp_path):
     """The real command line, with a config file, killed after the catalog commit."""
     from archiver.catalog.testing import make_policy

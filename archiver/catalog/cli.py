@@ -193,3 +193,32 @@ def stats(config_path, as_json):
         return "\n".join(lines)
 
     emit(data, as_json, human)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--add", "add", multiple=True, help="tag to add (e.g. legal-hold); repeatable")
+@click.option("--remove", "remove", multiple=True, help="tag to remove; repeatable")
+@click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def tag(paths, add, remove, config_path, as_json):
+    """Show or change catalog tags of paths; 'legal-hold' keeps originals and their vault copies."""
+    from . import queries as q
+    from .db import open_catalog
+
+    cfg = _config(config_path)
+    cat = _guard_db(lambda: open_catalog(cfg))
+    out = {}
+
+    def run():
+        with cat.session() as s:
+            for p in paths:
+                ap = os.path.abspath(p)
+                for t in add:
+                    q.add_tag(s, ap, t)
+                for t in remove:
+                    q.remove_tag(s, ap, t)
+                out[ap] = q.tags_for(s, ap)
+
+    _guard_db(run)
+    emit(out, as_json, lambda d: "\n".join(f"{p}: {', '.join(t) or '-'}" for p, t in d.items()))
