@@ -91,35 +91,39 @@ def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
     vae.train()
     t0, last = time.time() - elapsed, None
     budget = minutes * 60 if minutes else None
-    while step < steps and (budget is None or elapsed < budget):
-        progress = max(step / steps, elapsed / budget if budget else 0.0)
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(lr, progress)
-        gen = np.random.default_rng(step_seed(seed, step))
-        torch.manual_seed(step_seed(seed, step, 1))
-        x = D.random_crops(train, batch, crop, gen)
-        loss, parts = ae_loss(vae, x)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"AE loss is not finite at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        step += 1
-        elapsed = time.time() - t0
-        last = float(loss)
-        if step % 10 == 0 or step == 1:
-            log.log(stage="ae", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1), **parts)
-        if step % eval_every == 0 or step == steps:
-            ev = evaluate(vae, val)
-            log.log(stage="ae", step=step, event="eval", **ev)
-            if ev["val_psnr"] > best:
-                best = ev["val_psnr"]
-                save_safetensors(out / "ae_best.safetensors", {k: v for k, v in vae.state_dict().items()},
-                                 vae_metadata(vae, imgs.info, {"step": step, "val_psnr": best, "seed": seed,
-                                              "crop": crop, "batch": batch, "lr": lr}))
-        if step % ckpt_every == 0:
-            save()
+    try:
+        while step < steps and (budget is None or elapsed < budget):
+            progress = max(step / steps, elapsed / budget if budget else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(lr, progress)
+            gen = np.random.default_rng(step_seed(seed, step))
+            torch.manual_seed(step_seed(seed, step, 1))
+            x = D.random_crops(train, batch, crop, gen)
+            loss, parts = ae_loss(vae, x)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"AE loss is not finite at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            elapsed = time.time() - t0
+            last = loss.item()
+            if step % 10 == 0 or step == 1:
+                log.log(stage="ae", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1), **parts)
+            if step % eval_every == 0 or step == steps:
+                ev = evaluate(vae, val)
+                log.log(stage="ae", step=step, event="eval", **ev)
+                if ev["val_psnr"] > best:
+                    best = ev["val_psnr"]
+                    save_safetensors(out / "ae_best.safetensors", {k: v for k, v in vae.state_dict().items()},
+                                     vae_metadata(vae, imgs.info, {"step": step, "val_psnr": best, "seed": seed,
+                                                  "crop": crop, "batch": batch, "lr": lr}))
+            if step % ckpt_every == 0:
+                save()
+    except KeyboardInterrupt:  # a stopped run keeps its progress
+        save()
+        raise
     ev = evaluate(vae, val)
     if ev["val_psnr"] > best or not (out / "ae_best.safetensors").exists():
         best = ev["val_psnr"]

@@ -80,7 +80,7 @@ def split(images: list[np.ndarray], n_val: int) -> tuple[list[np.ndarray], list[
 
 def to_tensor(a: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 -> float 3xHxW in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(a, copy=True)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def random_crops(images: list[np.ndarray], n: int, size: int, gen: np.random.Generator) -> torch.Tensor:

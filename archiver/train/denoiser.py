@@ -117,40 +117,44 @@ def train_denoiser(data_dir: Path, out: Path, *, steps: int, minutes: float | No
     unet.train()
     t0, last = time.time() - elapsed, None
     budget = minutes * 60 if minutes else None
-    while step < steps and (budget is None or elapsed < budget):
-        progress = max(step / steps, elapsed / budget if budget else 0.0)
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(lr, progress)
-        gen = np.random.default_rng(step_seed(seed, step))
-        torch.manual_seed(step_seed(seed, step, 1))
-        y = random_latent_crops(train, batch, crop, gen)
-        t = sample_timesteps(batch, gen)
-        quant = torch.from_numpy(gen.random(batch) < QUANT_NOISE_FRACTION)
-        x_t, eps = noisy_latents(y, t, abar, ch_steps, quant)
-        loss = F.mse_loss(unet(x_t, t).sample, eps)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"denoiser loss is not finite at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        d = min(EMA_DECAY, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - d)
-        step += 1
-        elapsed = time.time() - t0
-        last = loss.item()
-        if step % 10 == 0 or step == 1:
-            log.log(stage="denoiser", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1))
-        if step % eval_every == 0 or step == steps:
-            ev = evaluate(ema, val, abar, ch_steps, seed)
-            log.log(stage="denoiser", step=step, event="eval", **ev)
-            if ev["val_loss"] < best:
-                best = ev["val_loss"]
-                export(ev)
-        if step % ckpt_every == 0:
-            save()
+    try:
+        while step < steps and (budget is None or elapsed < budget):
+            progress = max(step / steps, elapsed / budget if budget else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(lr, progress)
+            gen = np.random.default_rng(step_seed(seed, step))
+            torch.manual_seed(step_seed(seed, step, 1))
+            y = random_latent_crops(train, batch, crop, gen)
+            t = sample_timesteps(batch, gen)
+            quant = torch.from_numpy(gen.random(batch) < QUANT_NOISE_FRACTION)
+            x_t, eps = noisy_latents(y, t, abar, ch_steps, quant)
+            loss = F.mse_loss(unet(x_t, t).sample, eps)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"denoiser loss is not finite at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            opt.step()
+            d = min(EMA_DECAY, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), unet.parameters()):
+                    pe.lerp_(p, 1 - d)
+            step += 1
+            elapsed = time.time() - t0
+            last = loss.item()
+            if step % 10 == 0 or step == 1:
+                log.log(stage="denoiser", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1))
+            if step % eval_every == 0 or step == steps:
+                ev = evaluate(ema, val, abar, ch_steps, seed)
+                log.log(stage="denoiser", step=step, event="eval", **ev)
+                if ev["val_loss"] < best:
+                    best = ev["val_loss"]
+                    export(ev)
+            if step % ckpt_every == 0:
+                save()
+    except KeyboardInterrupt:  # a stopped run keeps its progress
+        save()
+        raise
     ev = evaluate(ema, val, abar, ch_steps, seed)
     if ev["val_loss"] < best or not (out / "unet_best.safetensors").exists():
         best = min(best, ev["val_loss"])

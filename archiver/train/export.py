@@ -30,6 +30,8 @@ def assemble(out: Path) -> Path | None:
         w, meta = read_safetensors(st)
         tensors["channel_steps"] = w["channel_steps"]
         cfg["latent_stats"] = meta.get("stats", {})
+        # the backbone scales latents by the VAE config's factor: unit variance for the diffusion
+        cfg["vae"] = dict(cfg["vae"], scaling_factor=float(cfg["latent_stats"]["scaling_factor"]))
     en = out / "entropy_best.safetensors"
     if en.exists():
         w, meta = read_safetensors(en)

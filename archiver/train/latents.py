@@ -46,6 +46,7 @@ def compute_stats(vae, images: list[np.ndarray], seed: int, n_crops: int = 48, c
     mean(delta^2) = 1 so that the codec's global factor s keeps its meaning.
     """
     gen = np.random.default_rng(seed)
+    crop = min(crop, min(min(a.shape[:2]) for a in images) // 8 * 8)
     x = D.random_crops(images, n_crops, crop, gen)
     ys = torch.cat([vae.encode(x[i:i + 8]).latent_dist.mean for i in range(0, len(x), 8)])
     sf = 1.0 / float(ys.std())

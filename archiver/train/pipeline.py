@@ -13,11 +13,24 @@ DEFAULTS = {
 }
 
 
+def _sigterm_saves() -> None:
+    """``kill`` (SIGTERM) stops a background run like Ctrl-C: the stage saves its checkpoint first."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+
+
 def run(data_dir, out, *, stages, steps=None, minutes=None, batch=None, crop=None, lr=None, resume=False,
         seed=0, threads=2, max_files=None, quiet=False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(threads)
+    _sigterm_saves()
     log = Logger(out, quiet=quiet)
     results = []
     for st in stages:

@@ -144,7 +144,7 @@ def load_tiny(device: str = "auto", weights_dir: Optional[str | Path] = None):
     unet.load_state_dict(_split(state, "unet."))
     entropy = build_entropy(cfg.get("entropy"))
     if entropy is not None:
-        entropy.load_state_dict(_split(state, "entropy."), strict=False)
+        entropy.load_state_dict(_split(state, "entropy."))
         if hasattr(entropy, "update"):
             entropy.update(force=True)
     steps = state.get("channel_steps")

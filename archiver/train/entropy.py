@@ -1,0 +1,146 @@
+"""Stage 3: the entropy model for the quantized latent (the codec's ``HyperpriorEntropyModel``).
+
+It sees ``u = (y - mu_c) / (delta_c * s)`` with the trained per-channel steps ``delta_c``, the
+per-crop channel mean as ``mu_c`` (the codec uses the per-image mean) and a random quality
+factor ``s``, so one model serves every rate. The loss is the rate only (quantization, not the
+entropy model, sets the distortion); the bottleneck's quantiles get compressai's aux loss.
+Validation measures real rANS bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import data as D
+from .common import Logger, cosine_lr, load_checkpoint, save_checkpoint, save_safetensors, step_seed
+from .latents import center_latent_crops, ensure_stats, latent_cache, load_ae, random_latent_crops
+
+#: log2 of the quality factor s during training: covers roughly 0.05 .. 1.5 bpp
+LOG2_S_RANGE = (-2.5, 3.5)
+VAL_LOG2_S = (-1.0, 0.5, 2.0)
+HYPER_CHANNELS = 32
+
+
+def to_u(y: torch.Tensor, steps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    mu = y.mean(dim=(2, 3), keepdim=True)
+    return (y - mu) / (steps.view(1, -1, 1, 1) * s.view(-1, 1, 1, 1))
+
+
+@torch.no_grad()
+def evaluate(model, val: torch.Tensor, steps: torch.Tensor) -> dict:
+    """Real bits per latent element and per pixel (stride 8) through compress(), at a few s."""
+    model.update(force=True)
+    res = {}
+    for ls in VAL_LOG2_S:
+        s = torch.full((1,), 2.0**ls)
+        bits = 0
+        for i in range(len(val)):
+            q = torch.round(to_u(val[i:i + 1], steps, s))
+            data = model.compress(q)
+            # decodability is part of the check: a model that cannot round-trip is useless
+            if i == 0 and not torch.equal(model.decompress(data, tuple(q.shape)).float(), q):
+                raise RuntimeError("entropy model does not round-trip")
+            bits += 8 * len(data)
+        res[f"val_bpp_s{2.0**ls:g}"] = bits / (val[:, 0].numel() * 64)
+    res["val_bpp"] = float(np.mean(list(res.values())))
+    return res
+
+
+def train_entropy(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
+                  lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
+                  max_files: int | None = None, n_val: int = 12) -> dict:
+    from ..codec.entropy import HyperpriorEntropyModel, rate_bits
+
+    out.mkdir(parents=True, exist_ok=True)
+    lcrop = max(4, (crop // 8) - (crop // 8) % 4)  # pixels -> latent cells, multiple of 4
+    vae, ae_sha = load_ae(out)
+    imgs = D.load_set(data_dir, min_side=8 * lcrop, max_files=max_files)
+    stats = ensure_stats(out, vae, ae_sha, imgs.images, seed, log)
+    ch_steps = stats["channel_steps"].float()
+    lats = latent_cache(out, vae, ae_sha, imgs.images, float(stats["scaling_factor"]), log)
+    train, val_l = D.split(lats, n_val)
+    vs = min(min(z.shape[-2:]) for z in val_l)
+    val = center_latent_crops(val_l, min(vs - vs % 4, 32))
+    log.log(stage="entropy", event="data", latents=len(lats), train=len(train), val=len(val))
+
+    torch.manual_seed(seed)
+    cfg = {"latent_channels": int(vae.config.latent_channels), "hyper_channels": HYPER_CHANNELS}
+    model = HyperpriorEntropyModel(**cfg)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(main_params, lr=lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    step, elapsed, best = 0, 0.0, float("inf")
+    ck_path = out / "entropy.ckpt"
+    ck = load_checkpoint(ck_path) if resume else None
+    if ck is not None and ck.get("ae_sha256") == ae_sha:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        aux_opt.load_state_dict(ck["aux_opt"])
+        step, elapsed, best = int(ck["step"]), float(ck["elapsed"]), float(ck["best"])
+        log.log(stage="entropy", event="resumed", step=step)
+
+    def save():
+        save_checkpoint(ck_path, model=model.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
+                        step=step, elapsed=elapsed, best=best, seed=seed, ae_sha256=ae_sha)
+
+    def export(ev):
+        save_safetensors(out / "entropy_best.safetensors", model.state_dict(),
+                         {"format": "archiver-tiny-entropy", "entropy_config": cfg, "data": imgs.info,
+                          "step": step, "seed": seed, "ae_sha256": ae_sha, "log2_s_range": list(LOG2_S_RANGE),
+                          **ev})
+
+    model.train()
+    t0, last = time.time() - elapsed, None
+    budget = minutes * 60 if minutes else None
+    try:
+        while step < steps and (budget is None or elapsed < budget):
+            progress = max(step / steps, elapsed / budget if budget else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(lr, progress)
+            gen = np.random.default_rng(step_seed(seed, step))
+            torch.manual_seed(step_seed(seed, step, 1))
+            y = random_latent_crops(train, batch, lcrop, gen)
+            s = torch.from_numpy(2.0 ** gen.uniform(*LOG2_S_RANGE, batch)).float()
+            o = model(to_u(y, ch_steps, s))
+            loss = rate_bits(o["likelihoods"]) / y.numel()  # bits per latent element
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"entropy loss is not finite at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+            opt.step()
+            aux = model.aux_loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
+            step += 1
+            elapsed = time.time() - t0
+            last = loss.item()
+            if step % 10 == 0 or step == 1:
+                log.log(stage="entropy", step=step, bits_per_element=last, aux=aux.item(), sec=round(elapsed, 1))
+            if step % eval_every == 0 or step == steps:
+                ev = evaluate(model, val, ch_steps)
+                model.train()
+                log.log(stage="entropy", step=step, event="eval", **ev)
+                if ev["val_bpp"] < best:
+                    best = ev["val_bpp"]
+                    export(ev)
+            if step % ckpt_every == 0:
+                save()
+    except KeyboardInterrupt:  # a stopped run keeps its progress
+        save()
+        raise
+    ev = evaluate(model, val, ch_steps)
+    if ev["val_bpp"] < best or not (out / "entropy_best.safetensors").exists():
+        best = min(best, ev["val_bpp"])
+        export(ev)
+    save()
+    res = {"stage": "entropy", "step": step, "loss": last, "val_bpp": ev["val_bpp"], "best_val_bpp": best,
+           "seconds": round(elapsed, 1), "data": imgs.info}
+    log.log(event="done", **{k: v for k, v in res.items() if k != "data"})
+    return res
