@@ -64,3 +64,14 @@ def test_truncated_hyperprior_payload_is_an_error():
     m = HyperpriorEntropyModel(4, 8).eval()
     with pytest.raises(ValueError):
         m.decompress(b"\xff\xff\x00\x00abc", (1, 4, 8, 8))
+
+
+def test_generic_model_picks_small_blocks_for_mixed_content_and_one_block_for_uniform():
+    m = ChannelGaussianEntropyModel()
+    mixed = _q((1, 4, 32, 32), 0.3)
+    mixed[..., :, 16:] = _q((1, 4, 32, 16), 20.0, seed=1)  # flat left half, busy right half
+    data = m.compress(mixed)
+    assert data[0] in (8, 16) and torch.equal(m.decompress(data, mixed.shape), mixed)
+    uniform = _q((1, 4, 32, 32), 0.3)
+    data = m.compress(uniform)
+    assert data[0] == 0 and torch.equal(m.decompress(data, uniform.shape), uniform)

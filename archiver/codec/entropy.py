@@ -4,8 +4,8 @@ Two models share one byte-level interface (``compress(q) -> bytes``, ``decompres
 -> q``), where ``q`` is the integer latent ``round((y - mu_c) / (delta_c * s))``:
 
 - ``ChannelGaussianEntropyModel``: the generic fallback for any backbone. A zero-mean Gaussian
-  per channel whose scale (an index into compressai's scale table, one byte per channel) is side
-  information, so nothing needs training.
+  per channel and block of latent cells whose scale (an index into compressai's scale table, one
+  byte each) is side information, so nothing needs training.
 - ``HyperpriorEntropyModel``: a trainable scale hyperprior (Ballé et al. 2018) with small conv
   ``h_a``/``h_s``. ``forward`` is training-friendly (noise instead of rounding, returns
   likelihoods for a rate loss); a backbone that ships one returns it from ``entropy_model()``.
@@ -40,38 +40,69 @@ def rate_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class ChannelGaussianEntropyModel(nn.Module):
-    """Generic entropy model: one Gaussian scale per channel, sent as a table index (C bytes)."""
+    """Generic entropy model: a zero-mean Gaussian per channel and per block of latent cells,
+    its scale sent as a table index (one byte per channel and block).
+
+    Small blocks fit images that mix flat sky and busy foliage; at low rates their side
+    information costs more than they save, so the encoder tries each block size in ``BLOCKS``
+    (0 = one block for the whole channel) and keeps the smallest result.
+    """
 
     kind = 0
+    BLOCKS = (0, 32, 16, 8)
 
     def __init__(self):
         super().__init__()
         self.gaussian_conditional = GaussianConditional(None)
         self.gaussian_conditional.update_scale_table(SCALE_TABLE)
 
-    def _indexes_from_table(self, table_idx: torch.Tensor, shape) -> torch.Tensor:
-        return table_idx.view(1, -1, 1, 1).expand(shape).int().contiguous()
+    @staticmethod
+    def _block(code: int, shape) -> int:
+        return max(shape[-2:]) if code == 0 else code
+
+    @staticmethod
+    def _grid(block: int, shape) -> tuple[int, int]:
+        h, w = shape[-2:]
+        return -(-h // block), -(-w // block)
+
+    @staticmethod
+    def _expand(table_idx: torch.Tensor, block: int, shape) -> torch.Tensor:
+        """(C, nby, nbx) block indexes -> per-element indexes of ``shape``."""
+        full = table_idx.repeat_interleave(block, dim=1).repeat_interleave(block, dim=2)
+        return full[None, :, : shape[-2], : shape[-1]].int().contiguous()
+
+    def _compress_blocks(self, q: torch.Tensor, code: int) -> bytes:
+        c, h, w = q.shape[1:]
+        b = self._block(code, q.shape)
+        nby, nbx = self._grid(b, q.shape)
+        pad = (0, nbx * b - w, 0, nby * b - h)
+        # zero-mean by construction: the RMS of each block is its scale
+        sums = F.pad(q[0].pow(2), pad).view(c, nby, b, nbx, b).sum(dim=(2, 4))
+        n = F.pad(torch.ones_like(q[0]), pad).view(c, nby, b, nbx, b).sum(dim=(2, 4))
+        table_idx = self.gaussian_conditional.build_indexes((sums / n).sqrt()).view(c, nby, nbx)
+        (string,) = self.gaussian_conditional.compress(q, self._expand(table_idx, b, q.shape))
+        return bytes([code]) + bytes(table_idx.to(torch.uint8).flatten().tolist()) + string
 
     @torch.no_grad()
     def compress(self, q: torch.Tensor) -> bytes:
-        """``q``: integer-valued float tensor (1, C, h, w) -> side info + rANS string."""
+        """``q``: integer-valued float tensor (1, C, h, w) -> block size, scale indexes, rANS string."""
         q = q.float().cpu()
-        std = q.pow(2).mean(dim=(0, 2, 3)).sqrt()  # zero-mean by construction: RMS is the scale
-        table_idx = self.gaussian_conditional.build_indexes(std.view(1, -1, 1, 1)).view(-1)
-        idx = self._indexes_from_table(table_idx, q.shape)
-        (string,) = self.gaussian_conditional.compress(q, idx)
-        return bytes(table_idx.to(torch.uint8).tolist()) + string
+        candidates = [code for code in self.BLOCKS if code == 0 or code < max(q.shape[-2:])]
+        return min((self._compress_blocks(q, code) for code in candidates), key=len)
 
     @torch.no_grad()
     def decompress(self, data: bytes, shape: tuple[int, int, int, int]) -> torch.Tensor:
-        c = shape[1]
-        if len(data) < c:
+        if not data or data[0] not in self.BLOCKS:
+            raise ValueError("unknown block size in the latent section")
+        b = self._block(data[0], shape)
+        nby, nbx = self._grid(b, shape)
+        side = 1 + shape[1] * nby * nbx
+        if len(data) < side:
             raise ValueError("latent section shorter than its side information")
-        table_idx = torch.tensor(list(data[:c]), dtype=torch.int32)
+        table_idx = torch.tensor(list(data[1:side]), dtype=torch.int32).view(shape[1], nby, nbx)
         if int(table_idx.max()) >= len(SCALE_TABLE):
             raise ValueError("scale index out of range")
-        idx = self._indexes_from_table(table_idx, shape)
-        return self.gaussian_conditional.decompress([data[c:]], idx)
+        return self.gaussian_conditional.decompress([data[side:]], self._expand(table_idx, b, shape))
 
 
 class HyperpriorEntropyModel(CompressionModel):
