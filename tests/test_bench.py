@@ -265,3 +265,16 @@ def test_one_kodak_image_jpeg():
                               show_progress=False, skip={"fid", "lpips"}))
     (rec,) = r["records"]
     assert abs(rec["bpp"] - 0.3) < 0.03 and rec["psnr"] > 22
+
+
+def test_real_codec_contract_with_untrained_tiny(image_dir):
+    """The bench drives the project's real pipeline (untrained weights: plumbing only, not quality)."""
+    pytest.importorskip("archiver.codec.pipeline")
+    r = run_bench(BenchConfig(images=image_dir, bpps=(0.5,), codecs=("ours", "ours-nodiff", "ae"), limit=1,
+                              backbone="tiny-random", crop_images=0, show_progress=False, skip={"lpips", "fid"}))
+    assert r["unavailable"] == {}
+    by = {x["codec"]: x for x in r["records"]}
+    assert set(by) == {"ours", "ours-nodiff", "ae"}
+    assert by["ours"]["bytes"] == by["ours-nodiff"]["bytes"] and by["ours-nodiff"]["steps"] == 0
+    assert abs(by["ours"]["bpp"] - 0.5) / 0.5 < 0.35
+    assert r["environment"]["backbone"]["id"] == "tiny"

@@ -63,7 +63,7 @@ def _human(result: dict) -> str:
               help="Write results.json, summary.md, plots and crops here.")
 @click.option("--crops", "crop_images", type=click.IntRange(min=0), default=3, show_default=True,
               help="Side-by-side crop sheets for the first N images.")
-@click.option("--backbone", default="tiny", show_default=True, help="Backbone for ours/ours-nodiff/ae.")
+@click.option("--backbone", default="tiny", show_default=True, help="Backbone for ours/ours-nodiff/ae (tiny-random: untrained, to check the harness).")
 @click.option("--device", default="cpu", show_default=True, help="Torch device for ours.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bench(directory, bpp, codecs, steps, limit, out, crop_images, backbone, device, as_json):

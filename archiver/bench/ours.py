@@ -29,7 +29,12 @@ class Ours:
         except ImportError as e:
             raise OursUnavailable(f"the diffusion codec is not available in this build ({e})") from None
         try:
-            self.backbone = get_backbone(backbone_name, device=device)
+            if backbone_name == "tiny-random":  # untrained, same architecture: proves the harness only
+                from ..codec.backbones.tiny import random_tiny
+
+                self.backbone = random_tiny(0, device=device)
+            else:
+                self.backbone = get_backbone(backbone_name, device=device)
         except Exception as e:  # missing or damaged weights are a reason to skip, not to crash
             raise OursUnavailable(f"backbone {backbone_name!r} could not be loaded: {e}") from None
         self.pipeline = pipeline
