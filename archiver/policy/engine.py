@@ -247,6 +247,7 @@ class Policy:
             r = ev.results.get(n)
             if r is not None:
                 regions.extend(tuple(b) for b in r.regions)
+                regions.extend(tuple(b) for b in r.details.get("weak_regions", ()))
         return Decision(
             action=chosen.action,
             params=dict(chosen.params),

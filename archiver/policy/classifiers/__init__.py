@@ -23,13 +23,16 @@ COMMON_FIELDS = ("score", "found", "count", "area")
 FIELDS: dict[str, tuple[str, ...]] = {
     "evidence": COMMON_FIELDS + ("markers",),
     "faces": COMMON_FIELDS + ("max_size",),
-    "text": COMMON_FIELDS,
+    "text": COMMON_FIELDS + ("candidates", "verified"),
     "texture": COMMON_FIELDS
     + (
         "graphics",
         "graphics_score",
         "edge_density",
         "flat_share",
+        "flat_unclipped",
+        "top_colors",
+        "textured",
         "colors",
         "hf_energy",
         "saturation",

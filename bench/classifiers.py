@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Measure the policy classifiers on the shared data set.
+
+    python bench/classifiers.py [--data ../shared/data] [--policy FILE] [--json OUT.json] [--threads 2]
+
+- classify/faces and classify/text: every image must be protected (action != diffusion);
+  reports that recall, and the recall of the matching detector alone (faces.found / text.found).
+- kodak/: the images without people (list below, judged by eye) should mostly be eligible for
+  diffusion; reports the share protected and why. Kodak images with people should be protected.
+- time per megapixel of the policy decision (lazy: only the classifiers needed) and of running
+  all classifiers, after a warm-up (model loading is reported separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+#: Kodak images with people in them, by looking (see docs/policies.md)
+KODAK_PEOPLE = {"kodim04", "kodim05", "kodim10", "kodim12", "kodim14", "kodim15", "kodim17", "kodim18"}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = Path(__file__).resolve().parent.parent
+    ap.add_argument("--data", default=str(root.parent / "shared" / "data"))
+    ap.add_argument("--policy", default=None)
+    ap.add_argument("--json", dest="json_out", default=None, help="write per-image results here")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for OpenCV / onnxruntime")
+    ap.add_argument("--limit", type=int, default=0, help="at most N images per set (quick look)")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import cv2
+
+    cv2.setNumThreads(args.threads)
+    from archiver.imageio import load_image
+    from archiver.policy import load_policy
+    from archiver.policy.classifiers import NAMES, run_classifier
+    from archiver.policy.subject import Subject
+
+    data = Path(args.data)
+    if not (data / "kodak").is_dir():
+        print(f"shared data not found at {data}; pass --data", file=sys.stderr)
+        return 2
+    policy = load_policy(args.policy)
+    sets = {
+        "faces": sorted((data / "classify" / "faces").glob("*")),
+        "text": sorted((data / "classify" / "text").glob("*")),
+        "kodak": sorted((data / "kodak").glob("*.png")),
+    }
+    if args.limit:
+        sets = {k: v[: args.limit] for k, v in sets.items()}
+
+    # warm-up: load the models once (reported, not counted per image)
+    t0 = time.perf_counter()
+    warm = Subject(sets["kodak"][0])
+    for n in NAMES:
+        run_classifier(n, warm)
+    warmup = time.perf_counter() - t0
+
+    rows = []
+    for set_name, files in sets.items():
+        for f in files:
+            img = load_image(f)  # decoding is the caller's cost, not the classifiers'
+            mp = img.megapixels
+            t = time.perf_counter()
+            d = policy.decide(f, img)
+            lazy = time.perf_counter() - t
+            results = dict(d.evidence)
+            for n in NAMES:
+                if n not in results:
+                    results[n] = run_classifier(n, Subject(f, img))
+            rows.append({
+                "set": set_name,
+                "file": f.name,
+                "megapixels": round(mp, 3),
+                "action": d.action,
+                "rule": d.rule,
+                "policy_seconds": round(lazy, 4),
+                "all_seconds": round(sum(r.seconds for r in results.values()), 4),
+                **{f"{n}_found": bool(results[n].found) for n in NAMES},
+                **{f"{n}_score": round(float(results[n].score), 3) for n in NAMES},
+                "graphics": bool(results["texture"].details.get("graphics")),
+                **{f"{n}_seconds": round(results[n].seconds, 4) for n in NAMES},
+                "reason": d.reasons[0],
+            })
+            print(f"{set_name:6} {f.name:22} {d.action:9} {d.rule:15} {lazy:6.3f}s  {d.reasons[0][:110]}", file=sys.stderr)
+
+    def share(rs, key):
+        return sum(1 for r in rs if key(r)) / len(rs) if rs else float("nan")
+
+    faces = [r for r in rows if r["set"] == "faces"]
+    text = [r for r in rows if r["set"] == "text"]
+    kodak = [r for r in rows if r["set"] == "kodak"]
+    people = [r for r in kodak if r["file"].split(".")[0] in KODAK_PEOPLE]
+    eligible = [r for r in kodak if r["file"].split(".")[0] not in KODAK_PEOPLE]
+    total_mp = sum(r["megapixels"] for r in rows)
+    summary = {
+        "policy": policy.name,
+        "images": len(rows),
+        "faces_protected_recall": share(faces, lambda r: r["action"] != "diffusion"),
+        "faces_detector_recall": share(faces, lambda r: r["faces_found"]),
+        "text_protected_recall": share(text, lambda r: r["action"] != "diffusion"),
+        "text_detector_recall": share(text, lambda r: r["text_found"]),
+        "kodak_people_protected": share(people, lambda r: r["action"] != "diffusion"),
+        "kodak_people_face_found": share(people, lambda r: r["faces_found"]),
+        "kodak_eligible_protected": share(eligible, lambda r: r["action"] != "diffusion"),
+        "kodak_eligible_protected_files": {r["file"]: r["rule"] for r in eligible if r["action"] != "diffusion"},
+        "kodak_eligible_face_false_positives": [r["file"] for r in eligible if r["faces_found"]],
+        "kodak_people_missed": [r["file"] for r in people if r["action"] == "diffusion"],
+        "policy_seconds_per_mp": sum(r["policy_seconds"] for r in rows) / total_mp,
+        "all_classifiers_seconds_per_mp": sum(r["all_seconds"] for r in rows) / total_mp,
+        "per_classifier_seconds_per_mp": {n: sum(r[f"{n}_seconds"] for r in rows) / total_mp for n in NAMES},
+        "kodak_policy_seconds_per_mp": sum(r["policy_seconds"] for r in kodak) / sum(r["megapixels"] for r in kodak),
+        "warmup_seconds": round(warmup, 2),
+        "threads": args.threads,
+    }
+    summary = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in summary.items()}
+    summary["per_classifier_seconds_per_mp"] = {k: round(v, 4) for k, v in summary["per_classifier_seconds_per_mp"].items()}
+    print(json.dumps(summary, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
