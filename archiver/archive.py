@@ -27,6 +27,7 @@ import io
 import os
 import signal
 import stat as statmod
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -132,6 +133,8 @@ class ArchiveContext:
     max_pixels: int = DEFAULT_MAX_PIXELS
     root: Optional[str] = None
     now: Callable[[], dt.datetime] = utcnow
+    #: per-path locks (flock, striped) so two processes on this host never work on one file at once
+    lock_dir: Optional[Path] = None
 
     @classmethod
     def from_config(cls, config, *, policy=None, catalog: Catalog | None = None, dry_run: bool = False) -> "ArchiveContext":
@@ -146,6 +149,7 @@ class ArchiveContext:
                                  steps=config.decode_steps),
             dry_run=dry_run,
             max_pixels=config.max_pixels,
+            lock_dir=config.state_dir / "locks",
         )
 
 
@@ -271,6 +275,25 @@ def is_own_output(ctx: ArchiveContext, path: Path) -> bool:
         return s.scalars(select(FileVersion.id).where(FileVersion.compressed_path == str(path)).limit(1)).first() is not None
 
 
+@contextmanager
+def path_lock(ctx: ArchiveContext, path: str):
+    """Exclusive per-path lock (4096 striped lock files under ``ctx.lock_dir``); across hosts the
+    service's queue claims play this role."""
+    if ctx.lock_dir is None:
+        yield
+        return
+    import fcntl
+
+    Path(ctx.lock_dir).mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha1(path.encode()).hexdigest()[:3]
+    fd = os.open(Path(ctx.lock_dir) / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def archive_file(path: str | Path, ctx: ArchiveContext) -> ArchiveOutcome:
     """Archive one file per policy; safe to call again on the same path at any time."""
     p = Path(os.path.abspath(path))
@@ -279,6 +302,12 @@ def archive_file(path: str | Path, ctx: ArchiveContext) -> ArchiveOutcome:
         return ArchiveOutcome(sp, SKIPPED, reasons=["an archiver output file, not an original"])
     if ctx.dry_run:
         return _dry_run(p, ctx)
+    with path_lock(ctx, sp):
+        return _archive_locked(p, ctx)
+
+
+def _archive_locked(p: Path, ctx: ArchiveContext) -> ArchiveOutcome:
+    sp = str(p)
     recovered = _recover(p, ctx)
     with ctx.catalog.session() as s:
         row = q.latest_version(s, sp)

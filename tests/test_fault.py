@@ -301,3 +301,21 @@ def test_source_replaced_between_commit_and_removal(tmp_path):
     assert len(vs) == 2 and lossless.restore(Path(vs[1].compressed_path).read_bytes()) == new
     assert lossless.restore(Path(vs[0].compressed_path).read_bytes()) != new
     ctx.catalog.close()
+
+
+def test_two_processes_on_the_same_file(tmp_path):
+    """Two archive runs started together on one file: one archives it, the other finds it done."""
+    src = write_jpeg(tmp_path / "c" / "vault" / "a.jpg")
+    orig = src.read_bytes()
+    state = tmp_path / "state"
+    make_context(state).catalog.close()  # create the catalog first
+    procs = [subprocess.Popen([sys.executable, "-c", RUNNER, str(state), str(src)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
+    assert outs == ["committed", "unchanged"]
+    ctx = make_context(state)
+    assert disk_problems(ctx, tmp_path / "c") == []
+    nothing_lost(ctx, src, orig, False)
+    with ctx.catalog.session() as s:
+        assert len(q.versions(s, str(src))) == 1
+    ctx.catalog.close()

@@ -120,7 +120,7 @@ def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None,
     tmp = Path(tmp)
     cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}")
     return ArchiveContext(catalog=cat, policy=make_policy(), vault=Vault(tmp / "vault"),
-                          codec=codec if codec is not None else FakeCodec(), **kw)
+                          codec=codec if codec is not None else FakeCodec(), lock_dir=tmp / "locks", **kw)
 
 
 def disk_problems(ctx, directory: str | Path) -> list[str]:
