@@ -496,6 +496,11 @@ def _archive_steps(p, ctx, img, data, sha, st, tags, step, current, recovered) -
         enc, why = _encode(ctx, img, data, action, params, regions)
         if enc is None:
             reasons.append(why)
+            if action == "diffusion":
+                fallback, action = why, "lossless"
+                reasons.append("fell back to lossless")
+                step(CLASSIFIED, kind="fallback", action=action, reasons=reasons)
+                continue
             action = "keep"
             step(CLASSIFIED, kind="action_changed", action="keep", reasons=reasons)
             break
@@ -612,9 +617,12 @@ def _encode(ctx, img, data, action, params, regions) -> tuple[Optional[Encoded],
         if len(blob) >= len(data):
             return None, f"lossless version not smaller ({len(blob)} >= {len(data)} bytes); original kept"
         return Encoded(blob, ext, "jxl-jpeg" if ext == lossless.JXL_EXT else "axl"), ""
-    enc = ctx.codec.encode(img, params, regions)
+    try:
+        enc = ctx.codec.encode(img, params, regions)
+    except ArchiverError as e:  # e.g. no weights for the configured backbone: protect, don't fail
+        return None, f"diffusion codec unavailable ({e})"
     if len(enc.data) >= len(data):
-        return None, f"diffusion output not smaller ({len(enc.data)} >= {len(data)} bytes); original kept"
+        return None, f"diffusion output not smaller ({len(enc.data)} >= {len(data)} bytes)"
     return enc, ""
 
 
@@ -672,6 +680,9 @@ def _dry_run(p: Path, ctx: ArchiveContext) -> ArchiveOutcome:
         enc, why = _encode(ctx, img, data, action, params, regions)
         if enc is None:
             reasons.append(why)
+            if action == "diffusion":
+                fallback, action = why, "lossless"
+                continue
             action = "keep"
             break
         if action == "diffusion":

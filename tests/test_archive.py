@@ -201,3 +201,17 @@ def test_symlink_is_not_followed(tmp_path, ctx):
     link.symlink_to(target)
     o = archive_file(link, ctx)
     assert o.state == SKIPPED and target.exists() and link.is_symlink()
+
+
+def test_diffusion_codec_unavailable_falls_back_to_lossless(tmp_path, ctx):
+    from archiver.errors import UsageError
+
+    def no_weights(*a, **k):
+        raise UsageError("the embedded tiny backbone is not available in this build")
+
+    ctx.codec.encode = no_weights
+    src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg")
+    orig = src.read_bytes()
+    o = archive_file(src, ctx)
+    assert o.state == COMMITTED and o.action == "lossless" and "unavailable" in o.fallback
+    assert lossless.restore(Path(o.compressed_path).read_bytes()) == orig

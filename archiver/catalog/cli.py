@@ -74,13 +74,15 @@ def _human_archive(d: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def archive(paths, policy_path, config_path, dry_run, as_json):
     """Archive images per policy: compress, verify, record in the catalog, then replace/vault/keep the original."""
-    from ..archive import ArchiveContext, ArchiveOutcome, archive_file
+    from ..archive import ArchiveContext, ArchiveOutcome, archive_file, recover_pending
 
     cfg = _config(config_path)
     files = _files(paths)
     if not files:
         raise InputError(f"no images found in {', '.join(paths)}")
     ctx = _guard_db(lambda: ArchiveContext.from_config(cfg, policy=policy_path, dry_run=dry_run))
+    if not dry_run:  # finish or roll back what an interrupted run left anywhere in the catalog
+        _guard_db(lambda: recover_pending(ctx))
     outcomes = []
     for f, root in progress(files, total=len(files), desc="archive", enabled=not as_json and len(files) > 1):
         ctx.root = root
