@@ -139,3 +139,18 @@ def test_usage_errors(files, tmp_path):
     assert r.exit_code == UsageError.exit_code
     r = run("decode", d / "in.dlc", tmp_path / "o.png")  # a diffusers file and no model given
     assert r.exit_code == UsageError.exit_code and "--model" in r.output
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch + diffusers takes tens of seconds on a busy box
+def test_another_process_decodes_identical_pixels(files, tmp_path):
+    """Same file -> same pixels, checked across processes (fresh interpreter, fresh model load)."""
+    import subprocess
+    import sys
+
+    d, _ = files
+    r = run("decode", d / "in.dlc", tmp_path / "here.png", "--model", tiny_sd_dir())
+    assert r.exit_code == 0, r.output
+    p = subprocess.run([sys.executable, "-m", "archiver", "decode", str(d / "in.dlc"), str(tmp_path / "there.png"),
+                        "--model", str(tiny_sd_dir())], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "here.png")), np.asarray(Image.open(tmp_path / "there.png")))
