@@ -95,6 +95,26 @@ def _strip_orientation(exif: bytes | None) -> bytes | None:
     return exif
 
 
+def _cmyk_to_rgb(img: Image.Image, meta: ImageMetadata, notes: list[str]) -> Image.Image:
+    """CMYK -> sRGB through the image's own ICC profile when it has one. That CMYK profile must
+    not travel on with RGB pixels (viewers would misread them), so it is dropped."""
+    if meta.icc_profile:
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(meta.icc_profile))
+            rgb = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            notes.append("CMYK converted to sRGB with its ICC profile (the CMYK profile is not kept)")
+            meta.icc_profile = None
+            return rgb
+        except Exception:
+            meta.icc_profile = None
+            notes.append("CMYK converted to RGB; its ICC profile could not be applied and is not kept")
+            return img.convert("RGB")
+    notes.append("CMYK converted to RGB")
+    return img.convert("RGB")
+
+
 def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Open, fully decode and normalise an image, or raise ``InputError`` with a clear reason."""
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
@@ -161,7 +181,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
         else:
             notes.append("alpha channel kept losslessly beside the coded RGB")
     if img.mode == "CMYK":
-        notes.append("CMYK converted to RGB")
+        img = _cmyk_to_rgb(img, meta, notes)
     rgb = img.convert("RGB")
     return LoadedImage(
         rgb=rgb,

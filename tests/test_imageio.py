@@ -96,3 +96,13 @@ def test_damage_and_non_images(tmp_path):
         load_image(tmp_path / "missing.png")
     with pytest.raises(InputError, match="directory"):
         load_image(tmp_path)
+
+
+def test_cmyk_profile_is_applied_and_not_carried_onto_rgb():
+    from PIL import ImageCms
+
+    cmyk = _rgb().convert("CMYK")
+    bogus = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # not a CMYK profile
+    li = load_image(_bytes(cmyk, "JPEG", icc_profile=bogus))
+    assert li.rgb.mode == "RGB" and li.metadata.icc_profile is None
+    assert any("ICC" in n for n in li.notes)

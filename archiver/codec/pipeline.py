@@ -41,7 +41,8 @@ _GRAY16 = ("I;16", "I;16B", "I;16L", "I")
 
 
 def quality_to_s(q: float) -> float:
-    return 2.0 ** ((50.0 - q) / 8.0)
+    """float32-exact, as the header stores it: the encoder uses exactly what the decoder reads."""
+    return float(np.float32(2.0 ** ((50.0 - q) / 8.0)))
 
 
 def s_to_quality(s: float) -> float:
@@ -300,8 +301,7 @@ def encode_image(img: LoadedImage, backbone: Optional[Backbone] = None, *, bpp: 
             qv, note = _rate_control(coder, float(bpp))
         else:
             qv = 50.0 if quality is None else float(quality)
-        # the header stores s as float32: use exactly that value for everything
-        s = float(np.float32(quality_to_s(qv)))
+        s = quality_to_s(qv)
         t_snr = coder.t_for(coder.params(s))
         t = t_snr
         searched: list[dict] = []
