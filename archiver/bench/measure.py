@@ -149,12 +149,17 @@ class Fid:
             return None, f"not computed (weights not available locally: {path} is absent)"
         import torch
 
+        import pytorch_fid.inception as pfi
+
+        fetch = pfi.load_state_dict_from_url  # pytorch-fid would download: hand it the local file instead
+        pfi.load_state_dict_from_url = lambda *a, **k: torch.load(path, map_location="cpu", weights_only=True)
         try:
             model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], use_fid_inception=True,
                                 resize_input=True, normalize_input=True)
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
         except Exception as e:
             return None, f"not computed (could not load Inception weights from {path}: {e})"
+        finally:
+            pfi.load_state_dict_from_url = fetch
         model.eval()
         return cls(model), f"computed (pytorch-fid Inception, {cls.PATCH}px patches, weights {path})"
 
