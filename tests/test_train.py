@@ -31,7 +31,7 @@ def images(tmp_path_factory):
 
 
 def run(images, out, stage, steps, **kw):
-    crop = {"ae": 72, "denoiser": 8, "entropy": 64}[stage]
+    crop = {"ae": 72, "denoiser": 64, "entropy": 64}[stage]
     return pipeline.run(images, out, stages=(stage,), steps=steps, batch=2, crop=crop, seed=3, threads=1,
                         quiet=True, **kw)["stages"][0]
 

@@ -73,8 +73,7 @@ def train_denoiser(data_dir: Path, out: Path, *, steps: int, minutes: float | No
                    lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
                    max_files: int | None = None, n_val: int = 12) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    if crop % 4:
-        raise ValueError("denoiser crop (in latent cells) must be a multiple of 4")
+    crop = max(4, (crop // 8) - (crop // 8) % 4)  # pixels -> latent cells, a multiple of 4 for the UNet
     vae, ae_sha = load_ae(out)
     imgs = D.load_set(data_dir, min_side=8 * crop, max_files=max_files)
     stats = ensure_stats(out, vae, ae_sha, imgs.images, seed, log)

@@ -8,7 +8,7 @@ from .common import Logger, set_threads
 
 DEFAULTS = {
     "ae": dict(steps=100_000, batch=8, crop=128, lr=1e-3),
-    "denoiser": dict(steps=100_000, batch=32, crop=16, lr=5e-4),
+    "denoiser": dict(steps=100_000, batch=32, crop=128, lr=5e-4),
     "entropy": dict(steps=100_000, batch=16, crop=128, lr=1e-3),
 }
 

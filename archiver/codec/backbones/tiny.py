@@ -138,6 +138,9 @@ def load_tiny(device: str = "auto", weights_dir: Optional[str | Path] = None):
     if not cfg_path.is_file() or not w_path.is_file():
         raise UsageError(f"tiny backbone weights not found in {wdir} (run `archiver train` and ship them)")
     cfg = json.loads(cfg_path.read_text())
+    missing = [k for k in ("vae", "unet", "scheduler") if k not in cfg]
+    if missing:
+        raise UsageError(f"{cfg_path}: incomplete tiny model (no {', '.join(missing)}); finish `archiver train`")
     digest = weights_digest(wdir)
     state = load_file(str(w_path))
     vae, unet = build_vae(cfg["vae"]), build_unet(cfg["unet"])
