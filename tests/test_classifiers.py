@@ -1,0 +1,215 @@
+"""The real classifiers on synthetic images (always) and on a handful of shared images (skipped
+when ../shared/data is absent). The measurement over the whole shared set is bench/classifiers.py
+(and the slow test at the end)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from archiver.imageio import load_image
+from archiver.policy import load_policy
+from archiver.policy.classifiers import box_area_fraction, run_classifier, scale_boxes
+from archiver.policy.subject import Subject
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+needs_data = pytest.mark.skipif(not (DATA / "kodak").is_dir(), reason=f"shared data not found at {DATA}")
+
+
+def loaded(im: Image.Image):
+    b = io.BytesIO()
+    im.save(b, "BMP")  # fast to write and read; the classifiers see the same pixels
+    return load_image(b.getvalue())
+
+
+def classify(name, im, path=None, tags=()):
+    return run_classifier(name, Subject(path, loaded(im) if im is not None else None, tags))
+
+
+def texture_image(w=640, h=480, seed=1) -> Image.Image:
+    """Band-limited noise plus grain: statistically like foliage or gravel."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    a = cv2.GaussianBlur(rng.normal(128, 40, (h, w, 3)), (0, 0), 1.2) + rng.normal(0, 10, (h, w, 3))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+
+
+def flat_graphic() -> Image.Image:
+    g = Image.new("RGB", (640, 480), "white")
+    d = ImageDraw.Draw(g)
+    d.rectangle((50, 50, 300, 200), fill=(30, 100, 200))
+    d.ellipse((350, 200, 600, 450), fill=(220, 60, 40))
+    d.line((0, 0, 640, 480), fill="black", width=5)
+    return g
+
+
+@pytest.fixture(scope="module")
+def sign_on_texture() -> Image.Image:
+    """A photo-like texture with a painted sign on it: text must still be found."""
+    im = texture_image(800, 600, seed=3)
+    d = ImageDraw.Draw(im)
+    d.rectangle((80, 200, 720, 330), fill=(240, 240, 230))
+    d.text((110, 225), "EXIT 42 B", font=ImageFont.load_default(size=72), fill=(15, 15, 15))
+    grain = np.random.default_rng(4).normal(0, 4, (600, 800, 3))  # a photographed sign is not exactly flat
+    return Image.fromarray(np.clip(np.asarray(im) + grain, 0, 255).astype(np.uint8))
+
+
+# -- texture / graphics ---------------------------------------------------------------------
+def test_texture_vs_graphics():
+    t = classify("texture", texture_image())
+    assert t.found and t.score > 0.8 and not t.details["graphics"]
+    assert "natural image" in t.reason
+    g = classify("texture", flat_graphic())
+    assert g.details["graphics"] and g.score < 0.1 and "flat graphics" in g.reason
+
+
+def test_greyscale_photo_is_not_graphics():
+    grey = texture_image().convert("L").convert("RGB")
+    t = classify("texture", grey)
+    assert not t.details["graphics"] and t.score > 0.5
+
+
+def test_blown_out_sky_is_not_graphics():
+    im = np.asarray(texture_image()).copy()
+    im[:200] = 255  # over-exposed sky: flat but natural
+    t = classify("texture", Image.fromarray(im))
+    assert not t.details["graphics"], t.details
+
+
+# -- text -----------------------------------------------------------------------------------
+def test_text_found_on_rendered_document():
+    im = Image.new("RGB", (800, 500), (235, 235, 225))
+    d = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=48)
+    d.text((60, 80), "TOTAL 128.45 EUR", font=font, fill=(20, 20, 20))
+    d.text((60, 200), "Receipt 2024-05-17", font=font, fill=(20, 20, 20))
+    r = classify("text", im)
+    assert r.found and r.score >= 0.6 and r.details["verified"]
+    assert len(r.regions) == 2
+    # boxes cover the rendered lines
+    (l, t, rr, b) = min(r.regions, key=lambda x: x[1])
+    assert 40 <= l <= 80 and 70 <= t <= 110 and rr > 400 and 110 < b < 160
+
+
+def test_text_found_on_texture_with_boxes_in_original_coordinates(sign_on_texture):
+    r = classify("text", sign_on_texture)
+    assert r.found, r.reason
+    l, t, rr, b = r.regions[0]
+    assert 90 <= l <= 200 and 200 <= t <= 260 and 400 <= rr <= 720 and 270 <= b <= 330
+
+
+def test_no_text_on_texture_or_graphics():
+    assert not classify("text", texture_image()).found
+    assert not classify("text", flat_graphic()).found
+
+
+def test_large_image_is_downscaled_and_boxes_mapped_back(sign_on_texture):
+    big = sign_on_texture.resize((2400, 1800), Image.BILINEAR)  # 4.3 MP -> ~1 MP working copy
+    s = Subject(None, loaded(big))
+    r = run_classifier("text", s)
+    assert r.found
+    _, scale = s.work(1_000_000)
+    assert scale > 2
+    l, t, rr, b = r.regions[0]
+    assert 270 <= l <= 600 and 600 <= t <= 780 and 1200 <= rr <= 2160 and 810 <= b <= 990
+
+
+# -- faces ----------------------------------------------------------------------------------
+def test_no_face_in_texture_or_graphics():
+    for im in (texture_image(), flat_graphic()):
+        r = classify("faces", im)
+        assert not r.found and r.regions == []
+
+
+# -- evidence -------------------------------------------------------------------------------
+def test_evidence_markers(tmp_path):
+    assert classify("evidence", None, "/srv/cases/evidence/x.jpg").found
+    assert classify("evidence", None, "/srv/Case-0042/x.jpg").found
+    assert not classify("evidence", None, "/srv/holiday/x.jpg").found
+    r = classify("evidence", None, "/srv/holiday/x.jpg", tags=["Legal-Hold"])
+    assert r.found and "tag legal-hold" in r.reason
+    f = tmp_path / "cam.jpg"
+    ex = Image.Exif()
+    ex[0x0110] = "Axon Body 3"  # Model
+    Image.new("RGB", (32, 32)).save(f, exif=ex)
+    r = classify("evidence", None, f)
+    assert r.found and "EXIF Model 'Axon Body 3'" in r.reason
+    g = tmp_path / "plain.jpg"
+    ex = Image.Exif()
+    ex[0x0110] = "Canon EOS 5D"
+    Image.new("RGB", (32, 32)).save(g, exif=ex)
+    assert not classify("evidence", None, g).found
+
+
+def test_box_helpers():
+    assert scale_boxes([(10, 10, 20, 20)], 2.0, 30, 30) == [(20, 20, 30, 30)]
+    assert scale_boxes([(50, 50, 60, 60)], 1.0, 30, 30) == []  # outside after clipping
+    assert box_area_fraction([(0, 0, 50, 100), (25, 0, 75, 100)], 100, 100) == pytest.approx(0.75, abs=0.02)
+
+
+# -- whole policy on synthetic images -------------------------------------------------------
+def test_default_policy_on_synthetic(tmp_path, sign_on_texture):
+    pol = load_policy()
+    paths = {}
+    for name, im in {"texture": texture_image(), "graphic": flat_graphic(), "sign": sign_on_texture}.items():
+        paths[name] = tmp_path / f"{name}.png"
+        im.save(paths[name], compress_level=1)
+    d = pol.decide(paths["texture"])
+    assert d.action == "diffusion" and d.rule == "texture-photos", d.reasons
+    assert set(d.evidence) == {"evidence", "texture", "faces", "text"}
+    d = pol.decide(paths["graphic"])
+    assert (d.action, d.rule) == ("lossless", "graphics")
+    assert set(d.evidence) == {"evidence", "texture"}  # detectors never ran
+    d = pol.decide(paths["sign"])
+    assert (d.action, d.rule) == ("lossless", "text")
+    assert d.protected_regions and json.dumps(d.to_dict())
+
+
+# -- a few real images (shared data) --------------------------------------------------------
+@needs_data
+def test_real_face_photos_found():
+    faces = sorted((DATA / "classify" / "faces").glob("*"))[:2]
+    for f in [DATA / "kodak" / "kodim04.png", *faces]:
+        r = run_classifier("faces", Subject(f))
+        assert r.found and r.score >= 0.5, (f, r.reason)
+    l, t, rr, b = run_classifier("faces", Subject(DATA / "kodak" / "kodim04.png")).regions[0]
+    assert 60 <= l <= 200 and 150 <= t <= 300 and 350 <= rr <= 500 and 450 <= b <= 620  # the woman's face
+
+
+@needs_data
+def test_real_receipts_text_found():
+    for f in sorted((DATA / "classify" / "text").glob("*"))[:2]:
+        r = run_classifier("text", Subject(f))
+        assert r.found and r.details["count"] >= 10 and r.details["area"] > 0.05, (f, r.reason)
+
+
+@needs_data
+def test_real_landscape_eligible():
+    d = load_policy().decide(DATA / "kodak" / "kodim13.png")
+    assert d.action == "diffusion", d.reasons
+    assert not d.evidence["faces"].found and not d.evidence["text"].found
+
+
+@pytest.mark.slow
+@needs_data
+def test_bench_over_shared_data(tmp_path):
+    """The measurement in docs/policies.md: recall >= 0.98, <= 15% eligible photos protected
+    (images with real text count: they must be protected)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_classifiers", Path(__file__).resolve().parent.parent / "bench" / "classifiers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "b.json"
+    assert mod.main(["--data", str(DATA), "--json", str(out)]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert s["faces_protected_recall"] >= 0.98 and s["text_protected_recall"] >= 0.98
+    assert s["faces_detector_recall"] >= 0.98 and s["text_detector_recall"] >= 0.98
+    assert s["kodak_people_protected"] == 1.0
+    assert s["kodak_eligible_wrongly_protected"] <= 0.15
