@@ -118,8 +118,24 @@ def test_cli_verify_and_stats(tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["total"]["files"] == 1
     assert "total" in run("stats").stdout
     assert run("verify").returncode == 0
+    r = run("verify", "--expire-vault", "--json")  # nothing is past retention yet
+    assert r.returncode == 0 and json.loads(r.stdout)["expired"] == []
     Path(str(src) + ".jxl").write_bytes(b"broken")
     r = run("verify", "--json")
     assert r.returncode == 8 and len(json.loads(r.stdout)["mismatches"]) == 1
     r = run("verify")
     assert r.returncode == 8 and "MISMATCH" in r.stdout
+
+
+def test_vault_expiry_never_deletes_the_last_good_copy(tmp_path):
+    clock = {"t": dt.datetime(2026, 1, 1)}
+    ctx = make_context(tmp_path / "state", now=lambda: clock["t"])
+    a = write_jpeg(tmp_path / "c" / "vault" / "a.jpg", seed=1)
+    orig = a.read_bytes()
+    o = archive_file(a, ctx)
+    Path(o.compressed_path).write_bytes(b"bit rot")
+    assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2027, 1, 1)) == []
+    from archiver.catalog.restore import restore
+
+    assert restore(ctx.catalog, [str(a)], vault=ctx.vault)[0].source == "vault" and a.read_bytes() == orig
+    ctx.catalog.close()

@@ -146,24 +146,30 @@ def restore(targets, to, as_of, force, config_path, as_json):
 @click.option("--sample", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
               help="fraction of committed files to check (random)")
 @click.option("--no-decode", is_flag=True, help="only re-hash; do not re-decode")
+@click.option("--expire-vault", is_flag=True,
+              help="then delete vaulted originals past retention (never under legal hold, never the last good copy)")
 @click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def verify(sample, no_decode, config_path, as_json):
+def verify(sample, no_decode, expire_vault, config_path, as_json):
     """Scrub: re-hash compressed files and vaulted originals, re-decode and compare; non-zero exit on any mismatch."""
     from ..storage.vault import Vault
     from .db import open_catalog
-    from .verify import verify as do_verify
+    from .verify import expire_vault as do_expire, verify as do_verify
 
     cfg = _config(config_path)
     cat = _guard_db(lambda: open_catalog(cfg))
-    rep = _guard_db(lambda: do_verify(cat, vault=Vault(cfg.resolved_vault_dir()), codec=_codec(cfg), sample=sample,
-                                      decode=not no_decode,
+    vault = Vault(cfg.resolved_vault_dir())
+    rep = _guard_db(lambda: do_verify(cat, vault=vault, codec=_codec(cfg), sample=sample, decode=not no_decode,
                                       progress=lambda it: progress(it, desc="verify", enabled=not as_json)))
+    if expire_vault:
+        rep.expired = _guard_db(lambda: do_expire(cat, vault))
 
     def human(d):
         lines = [f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}" for m in d["mismatches"]]
         lines += [f"warning  {m['path']} (id {m['id']}): {m['problem']}" for m in d["warnings"]]
         lines.append(f"checked {d['checked']} of {d['total']}: {d['ok']} ok, {len(d['mismatches'])} mismatch(es)")
+        if d.get("expired"):
+            lines.append(f"vault: {len(d['expired'])} original(s) past retention deleted")
         return "\n".join(lines)
 
     emit(rep.to_dict(), as_json, human)

@@ -27,6 +27,7 @@ class VerifyReport:
     ok: int = 0
     mismatches: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,14 +145,27 @@ def stats(catalog: Catalog) -> dict:
     return {"states": counts, "total": total, "by_rule": by}
 
 
+def _replacement_intact(row: FileVersion) -> bool:
+    if not row.compressed_path:
+        return False
+    cp = Path(row.compressed_path)
+    return cp.is_file() and sha256_file(cp) == row.compressed_sha256
+
+
 def expire_vault(catalog: Catalog, vault: Vault, now: dt.datetime | None = None) -> list[str]:
-    """Delete vaulted originals past retention (never one under legal hold); the catalog rows
-    lose their vault path in the same step, with an event. Returns the deleted SHA-256s."""
+    """Delete vaulted originals past retention; never one under legal hold, and never the last
+    good copy (a vaulted original whose compressed replacement is missing or damaged is kept).
+    The catalog rows lose their vault path with an event. Returns the deleted SHA-256s."""
     now = now or utcnow()
     with catalog.session() as s:
         held = q.held_paths(s)
-        keep = {r.sha256 for r in q.committed(s) if r.vault_path and (r.path in held or
-                (r.vault_expires_at is not None and r.vault_expires_at > now) or r.vault_expires_at is None)}
+        keep = set()
+        for r in q.committed(s):
+            if not r.vault_path:
+                continue
+            if (r.path in held or r.vault_expires_at is None or r.vault_expires_at > now
+                    or not _replacement_intact(r)):
+                keep.add(r.sha256)
     gone = vault.expire(now, keep=keep)
     if gone:
         with catalog.session() as s:
