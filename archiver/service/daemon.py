@@ -74,6 +74,9 @@ class Daemon:
         self.reload_requested = False
         try:
             cfg = load_config(self.config_path)
+            from ..policy.engine import load_policy
+
+            load_policy(cfg.policy)
         except Exception as e:  # keep serving with the old config
             log.error("config reload failed; keeping the old config", extra={"error": str(e)})
             return
@@ -248,7 +251,9 @@ class Daemon:
 
     def run(self) -> int:
         from ..catalog.db import Catalog
+        from ..policy.engine import load_policy
 
+        load_policy(self.cfg.policy)  # a broken policy stops the start with a clear error
         state_dir = self.cfg.state_dir
         url = self.cfg.resolved_catalog_url()
         self.lock = InstanceLock(lock_path_for(url, state_dir)).acquire()
