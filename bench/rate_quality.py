@@ -37,7 +37,18 @@ def main(argv=None) -> int:
     ap.add_argument("--crops", type=int, default=2, help="crop sheets for the first N images")
     ap.add_argument("--backbone", default="tiny")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
+    ap.add_argument("--render", action="store_true",
+                    help="only re-render summary.md and the plots from --out/results.json (no measuring)")
     a = ap.parse_args(argv)
+    if a.render:
+        import json
+
+        from archiver.bench.report import render
+
+        result = json.loads((a.out / "results.json").read_text())
+        render(result, a.out)
+        print(f"re-rendered {a.out}")
+        return 0
     if not a.data.is_dir():
         print(f"rate_quality: data directory {a.data} not found (Kodak lives in ../shared/data/kodak)", file=sys.stderr)
         return 3

@@ -48,7 +48,7 @@ def _human(result: dict) -> str:
     for v in result["verdicts"]:
         lines.append(f"{v['target_bpp']} bpp: ours " + "; ".join(v["text"]))
     if result.get("files"):
-        lines.append(f"wrote {result['files']['json']}, {result['files']['summary']}, "
+        lines.append(f"wrote {result['config']['out']}: {result['files']['json']}, {result['files']['summary']}, "
                      f"{len(result['files']['plots'])} plots, {len(result['files']['crops'])} crop sheets")
     return "\n".join(lines)
 

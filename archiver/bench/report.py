@@ -21,6 +21,15 @@ PLOTS = (
     ("lpips", "LPIPS ↓", False),
 )
 CODEC_ORDER = ("ours", "ours-nodiff", "ae", "jpeg", "webp", "avif", "jxl")
+#: fixed colours so a codec looks the same in every plot
+STYLE = {
+    "ours": dict(color="tab:red", lw=2.2),
+    "ours-nodiff": dict(color="tab:purple", lw=1.6, ls="--"),
+    "jpeg": dict(color="tab:blue"),
+    "webp": dict(color="tab:green"),
+    "avif": dict(color="tab:olive"),
+    "jxl": dict(color="tab:cyan"),
+}
 
 
 def _order(codec: str) -> int:
@@ -135,7 +144,7 @@ def markdown(result: dict, plots: list[str] | None = None, crops: list[str] | No
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: list[dict], field: str, label: str, path: Path) -> bool:
+def plot(summary: list[dict], field: str, label: str, path: Path, title: str = "") -> bool:
     """One curve per codec (mean real bpp vs mean metric); the autoencoder ceiling as a dashed line."""
     import matplotlib
 
@@ -154,10 +163,11 @@ def plot(summary: list[dict], field: str, label: str, path: Path) -> bool:
             ax.axhline(rows[0][field], ls="--", color="grey", lw=1, label="ae (no quantization)")
             continue
         rows.sort(key=lambda r: r["bpp"])
-        style = {"ours": dict(lw=2.2, color="tab:red"), "ours-nodiff": dict(lw=1.6, color="tab:orange", ls="--")}
-        ax.plot([r["bpp"] for r in rows], [r[field] for r in rows], marker="o", ms=4, label=c, **style.get(c, {}))
+        ax.plot([r["bpp"] for r in rows], [r[field] for r in rows], marker="o", ms=4, label=c, **STYLE.get(c, {}))
     ax.set_xlabel("bits per pixel (real file size)")
     ax.set_ylabel(label)
+    if title:
+        ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -194,23 +204,39 @@ def crop_sheet(entry: dict, image: str, target: float, scale: int = 2, cols: int
     return sheet
 
 
-def write_outputs(result: dict, crops: dict, out: Path) -> dict:
+def _title(result: dict) -> str:
+    cfg = result["config"]
+    return f"{Path(cfg['images']).name}: {cfg['n_images']} images (means)"
+
+
+def render(result: dict, out: Path, crop_files: list[str] | None = None) -> dict:
+    """Plots, summary.md and results.json from a result (also re-renders a saved results.json)."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": str(out / "results.json"), "summary": str(out / "summary.md"), "plots": [], "crops": []}
+    plots = []
     for field, label, _ in PLOTS:
         p = out / f"rate_{field}.png"
-        if plot(result["summary"], field, label, p):
-            files["plots"].append(str(p))
-    if crops:
-        (out / "crops").mkdir(exist_ok=True)
+        if plot(result["summary"], field, label, p, _title(result)):
+            plots.append(p.name)
+        elif p.exists():
+            p.unlink()
+    crop_files = crop_files if crop_files is not None else sorted(
+        str(p.relative_to(out)) for p in (out / "crops").glob("*.png")) if (out / "crops").is_dir() else []
+    files = {"json": "results.json", "summary": "summary.md", "plots": plots, "crops": crop_files}
+    (out / "summary.md").write_text(markdown(result, plots, crop_files))
+    result["files"] = files
+    (out / "results.json").write_text(to_json(result) + "\n")
+    return files
+
+
+def write_outputs(result: dict, crops: dict, out: Path) -> dict:
+    """Everything a run leaves in ``out``; file names in the result are relative to it."""
+    out.mkdir(parents=True, exist_ok=True)
+    crop_files = []
     for (image, target), entry in sorted(crops.items()):
         if len(entry) <= 2:  # no codec produced this one
             continue
+        (out / "crops").mkdir(exist_ok=True)
         p = out / "crops" / f"{Path(image).stem}_{target}bpp.png"
         crop_sheet(entry, image, target).save(p, optimize=True)
-        files["crops"].append(str(p))
-    rel = lambda ps: [str(Path(p).relative_to(out)) for p in ps]  # noqa: E731
-    Path(files["summary"]).write_text(markdown(result, rel(files["plots"]), rel(files["crops"])))
-    result["files"] = files
-    Path(files["json"]).write_text(to_json(result) + "\n")
-    return files
+        crop_files.append(str(p.relative_to(out)))
+    return render(result, out, crop_files)

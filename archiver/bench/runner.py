@@ -237,6 +237,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             "limit": cfg.limit,
             "backbone": cfg.backbone,
             "device": cfg.device,
+            "out": str(cfg.out) if cfg.out else None,
         },
         "environment": {
             "python": platform.python_version(),
