@@ -140,3 +140,21 @@ def test_large_images_go_through_the_vae_in_tiles(sd):
     assert a.shape == (70, 90, 3) and np.array_equal(a, b)
     untiled = np.asarray(pipeline.decode_bytes(r.data, sd).image)
     assert not np.array_equal(a, untiled), "the tiled path really ran"
+
+
+def test_pixels_do_not_depend_on_the_callers_thread_count():
+    """CPU kernels split sums by thread count (unpinned, 1 vs 3 threads differ by a level here);
+    the codec pins it so that a later verify matches what encode measured."""
+    tiny = pytest.importorskip("archiver.codec.backbones.tiny")
+    sd = tiny.random_tiny(0, device="cpu")  # wide enough layers for the effect to show
+    r = pipeline.encode_image(_loaded(160, 120), sd, quality=40, steps=2)
+    before = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            outs.append(np.asarray(pipeline.decode_bytes(r.data, sd).image))
+            assert torch.get_num_threads() == n, "the caller's setting is restored"
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(outs[0], outs[1])

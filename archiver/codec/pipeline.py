@@ -105,19 +105,34 @@ def _to_image(x: torch.Tensor, width: int, height: int) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(a), "RGB")
 
 
+def codec_threads() -> int:
+    """CPU threads the codec always runs with. CPU kernels split their sums by thread count, so
+    1 and 2 threads give pixels up to 2 levels apart: a fixed count keeps "same bytes -> same
+    pixels" true whatever the caller set (``ARCHIVER_CODEC_THREADS``; encode and verify must agree)."""
+    import os
+
+    try:
+        return max(1, int(os.environ.get("ARCHIVER_CODEC_THREADS", "4")))
+    except ValueError:
+        raise UsageError("ARCHIVER_CODEC_THREADS must be a positive integer") from None
+
+
 @contextmanager
 def _deterministic():
-    """Same bytes -> same pixels: deterministic kernels while decoding."""
+    """Same bytes -> same pixels: deterministic kernels and a fixed CPU thread count."""
     prev = torch.are_deterministic_algorithms_enabled()
     prev_bench = torch.backends.cudnn.benchmark
+    prev_threads = torch.get_num_threads()
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.set_num_threads(codec_threads())
     try:
         with torch.no_grad():
             yield
     finally:
         torch.use_deterministic_algorithms(prev)
         torch.backends.cudnn.benchmark = prev_bench
+        torch.set_num_threads(prev_threads)
 
 
 # -- diffusion --------------------------------------------------------------------------------
