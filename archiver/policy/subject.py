@@ -133,8 +133,11 @@ class Subject:
             w, h = img.size
             scale = 1.0
             if w * h > max_pixels:
-                scale = (w * h / max_pixels) ** 0.5
-                img = img.resize((max(1, round(w / scale)), max(1, round(h / scale))), Image.BILINEAR, reducing_gap=2.0)
+                # start from the smallest working copy already made that is still large enough
+                bigger = [(k, v) for k, v in self._work.items() if k > max_pixels and v[0].shape[0] * v[0].shape[1] > max_pixels]
+                src = Image.fromarray(min(bigger, key=lambda kv: kv[0])[1][0]) if bigger else img
+                s = (w * h / max_pixels) ** 0.5
+                img = src.resize((max(1, round(w / s)), max(1, round(h / s))), Image.BILINEAR, reducing_gap=2.0)
                 scale = w / img.width
             self._work[max_pixels] = (np.asarray(img), scale)
         return self._work[max_pixels]

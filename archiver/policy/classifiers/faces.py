@@ -108,12 +108,11 @@ def classify(subject) -> ClassifierResult:
 
     img = subject.image
     w0, h0 = img.width, img.height
-    rgb = np.asarray(img.rgb)
-    # fixed working size: upscale small images (small faces), downscale big ones (speed)
+    # fixed working size: downscale big images (speed), upscale small ones (small faces)
+    rgb, _ = subject.work(WORK_PIXELS)
     f = (WORK_PIXELS / float(w0 * h0)) ** 0.5
-    if abs(f - 1.0) > 0.05:
-        interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (max(1, round(w0 * f)), max(1, round(h0 * f))), interpolation=interp)
+    if f > 1.05:
+        rgb = cv2.resize(rgb, (max(1, round(w0 * f)), max(1, round(h0 * f))), interpolation=cv2.INTER_LINEAR)
     gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
     scale = w0 / gray.shape[1]
     cands = merge(detect(gray))
