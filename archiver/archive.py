@@ -358,8 +358,10 @@ def _recover(p: Path, ctx: ArchiveContext) -> str | None:
                 q.transition(s, row, COMMITTED, kind="original_gone", original_status=ORIG_REMOVED)
                 return "original already gone after commit; catalog updated"
             if not _same_file(p, row.size, row.mtime_ns, row.sha256):
-                q.transition(s, row, COMMITTED, kind="original_changed", original_status=ORIG_KEPT,
-                             error="the original changed after commit; kept as a new version")
+                # overwritten outside archiver: this version's original is no longer on disk (its
+                # replacement is), and the new content is archived as a new version
+                q.transition(s, row, COMMITTED, kind="original_changed", original_status=ORIG_REMOVED,
+                             error="the original was overwritten after commit; the new content is a new version")
                 return "original changed after commit; not removed"
             if row.disposition == "vault" and not (ctx.vault and ctx.vault.check(row.sha256)):
                 q.transition(s, row, COMMITTED, kind="vault_missing", original_status=ORIG_KEPT,
@@ -570,8 +572,8 @@ def _archive_steps(p, ctx, img, data, sha, st, tags, step, current, recovered) -
             _fault("removed")
             step(COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
         else:
-            step(COMMITTED, kind="original_changed", original_status=ORIG_KEPT,
-                 error="the original changed after verification; kept")
+            step(COMMITTED, kind="original_changed", original_status=ORIG_REMOVED,
+                 error="the original was overwritten after verification; the new content is a new version")
     out = _outcome(current(), recovered=recovered)
     out.fallback = fallback
     return out
