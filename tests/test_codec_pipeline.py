@@ -281,3 +281,11 @@ def test_trained_hyperprior_is_used_when_the_backbone_has_one():
     a = np.asarray(pipeline.decode_bytes(r.data, bb, steps=0).image)
     b = np.asarray(pipeline.decode_bytes(generic.data, PoolBackbone(), steps=0).image)
     assert np.array_equal(a, b), "the entropy model changes bits, never pixels"
+
+
+def test_a_file_claiming_huge_dimensions_is_refused_before_decoding(pool):
+    r = pipeline.encode_image(_loaded(_photo(64, 48)), pool, quality=50)
+    pool.calls.clear()
+    with pytest.raises(ContainerError, match="over the limit"):
+        pipeline.decode_bytes(r.data, pool, max_pixels=1000)
+    assert pool.calls == []

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import ContainerError, UsageError, WeightsMismatchError
-from ..imageio import ImageMetadata, LoadedImage, load_image
+from ..imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage, load_image
 from . import container
 from .backbones.base import Backbone
 from .entropy import ChannelGaussianEntropyModel, HyperpriorEntropyModel, generic_entropy_model, get_entropy_model
@@ -390,12 +390,16 @@ def _restore_mode(rgb: Image.Image, mode: str, alpha: Optional[Image.Image]) -> 
     return rgb
 
 
-def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Optional[int] = None) -> DecodedImage:
+def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Optional[int] = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode .dlc bytes (verified first) to an image in the original's mode, with its metadata."""
     start = time.perf_counter()
     header, sections = container.unpack(data)
     if steps is not None and not (0 <= steps <= 1000):
         raise UsageError(f"steps must be between 0 and 1000, not {steps}")
+    if header.pixels > max_pixels:
+        raise ContainerError(f"the .dlc file claims {header.width}x{header.height} pixels, over the "
+                             f"limit of {max_pixels} (refused like a decompression bomb)")
     backbone = _backbone_for(header, backbone)
     n_steps = header.steps if steps is None else int(steps)
     shape = (1, header.latent_channels, header.latent_height, header.latent_width)
@@ -403,11 +407,13 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
     if container.ALPHA in sections:
         try:
             alpha = Image.open(io.BytesIO(sections[container.ALPHA]))
+            if alpha.size != (header.width, header.height):  # checked before decoding its pixels
+                raise ContainerError("damaged .dlc file: alpha size does not match the image")
             alpha.load()
+        except ContainerError:
+            raise
         except Exception:
             raise ContainerError("damaged .dlc file: unreadable alpha section") from None
-        if alpha.size != (header.width, header.height):
-            raise ContainerError("damaged .dlc file: alpha size does not match the image")
         alpha = alpha.convert("L")
     with _deterministic():
         try:
