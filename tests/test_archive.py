@@ -215,3 +215,11 @@ def test_diffusion_codec_unavailable_falls_back_to_lossless(tmp_path, ctx):
     o = archive_file(src, ctx)
     assert o.state == COMMITTED and o.action == "lossless" and "unavailable" in o.fallback
     assert lossless.restore(Path(o.compressed_path).read_bytes()) == orig
+
+
+def test_decompression_bomb_is_skipped(tmp_path, ctx):
+    src = write_jpeg(tmp_path / "c" / "plain" / "big.jpg")
+    orig = src.read_bytes()
+    ctx.max_pixels = 1000  # the image has 19200 pixels: over the limit counts as a bomb
+    o = archive_file(src, ctx)
+    assert o.state == SKIPPED and "bomb" in o.error and src.read_bytes() == orig

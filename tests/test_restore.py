@@ -51,6 +51,8 @@ def test_glob_id_and_mtime(tmp_path, ctx):
         fid = q.latest_version(s, str(b)).id
     res = restore(ctx.catalog, [str(fid)], vault=ctx.vault, to=tmp_path / "out2")
     assert len(res) == 1 and Path(res[0].dest).name == "b.jpg"
+    res = restore(ctx.catalog, [str(tmp_path / "c" / "plain")], vault=ctx.vault, to=tmp_path / "out3")  # a directory
+    assert len(res) == 2
     with pytest.raises(CatalogError):
         restore(ctx.catalog, ["/nothing/like/this/*.png"], vault=ctx.vault)
 

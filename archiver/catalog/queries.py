@@ -80,15 +80,17 @@ def committed(s: Session, *, as_of: dt.datetime | None = None) -> list[FileVersi
 
 
 def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = None) -> list[FileVersion]:
-    """Committed versions matching a numeric id, an exact path or a glob: the newest per path
-    (committed at or before ``as_of`` when given)."""
+    """Committed versions matching a numeric id, an exact path, a directory or a glob: the newest
+    per path (committed at or before ``as_of`` when given)."""
     rows = committed(s, as_of=as_of)
     if target.isdigit():
         rows = [r for r in rows if r.id == int(target)]
     elif any(ch in target for ch in "*?["):
         rows = [r for r in rows if fnmatch.fnmatchcase(r.path, target)]
     else:
-        rows = [r for r in rows if r.path == target]
+        exact = [r for r in rows if r.path == target]
+        prefix = target.rstrip("/") + "/"  # a directory: everything archived under it
+        rows = exact or [r for r in rows if r.path.startswith(prefix)]
     newest: dict[str, FileVersion] = {}
     for r in rows:
         newest[r.path] = r  # ordered by id: the last one wins
