@@ -95,6 +95,29 @@ def test_run_reports_and_a_rerun_has_nothing_left(tmp_path):
     assert again["files"] == 0 and again["already_archived"] == 2  # the kept file and the broken one
 
 
+def test_failures_are_reported_and_a_rerun_retries_them(tmp_path):
+    from test_service_helpers import write_config
+
+    policy = tmp_path / "vaulting.yaml"
+    policy.write_text(FAST_POLICY.replace("original: replace", "original: vault"))
+    (tmp_path / "a-file").write_text("")
+    e = setup_env(tmp_path, policy=str(policy), vault_dir=str(tmp_path / "a-file" / "vault"))  # cannot exist
+    p = e["root"] / "a.png"
+    p.write_bytes(png_bytes(1, 64))
+    r = _cli(e, str(e["root"]), "--json", "--executor", "thread")
+    assert r.exit_code == 1, r.output
+    rep = json.loads(r.output)
+    assert rep["by_outcome"] == {"failed": 1}
+    assert rep["failures"][0]["path"] == str(p) and rep["failures"][0]["error"]
+    assert p.read_bytes() == png_bytes(1, 64)  # a failure never touches the original
+    # the operator fixes the cause and reruns the same command
+    write_config(e["config"], **dict(e["settings"], vault_dir=str(tmp_path / "vault")))
+    r = _cli(e, str(e["root"]), "--json", "--executor", "thread")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["by_outcome"] == {"committed": 1}
+    check_exactly_once(e["home"], {str(p): png_bytes(1, 64)}, require_all=True)
+
+
 def test_ray_executor_without_ray_is_a_clear_error(tmp_path):
     try:
         import ray  # noqa: F401

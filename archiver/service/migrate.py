@@ -167,7 +167,7 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", show
                 st = os.stat(p)
             except OSError:
                 continue
-            if is_handled(known.get(p), st):
+            if is_handled(known.get(p), st, retry_failed=True):
                 already += 1
             else:
                 files.append(p)
@@ -299,7 +299,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                 st = os.stat(p)
             except OSError:
                 continue
-            if is_handled(known.get(p), st):
+            if is_handled(known.get(p), st, retry_failed=True):
                 already += 1
             else:
                 todo.append((p, root))

@@ -44,10 +44,12 @@ def handled_map(catalog, root: str | None = None) -> dict[str, tuple[int | None,
     return out
 
 
-def is_handled(rec: tuple | None, st: os.stat_result) -> bool:
-    from ..catalog.models import TERMINAL
+def is_handled(rec: tuple | None, st: os.stat_result, *, retry_failed: bool = False) -> bool:
+    """``retry_failed``: a failed version counts as work again (an operator's explicit rerun)."""
+    from ..catalog.models import FAILED, TERMINAL
 
-    return rec is not None and rec[2] in TERMINAL and rec[0] == st.st_size and rec[1] == st.st_mtime_ns
+    done = TERMINAL if not retry_failed else tuple(s for s in TERMINAL if s != FAILED)
+    return rec is not None and rec[2] in done and rec[0] == st.st_size and rec[1] == st.st_mtime_ns
 
 
 def already_handled(catalog, path: str, st: os.stat_result | None = None) -> bool:
