@@ -375,7 +375,9 @@ def _recover(p: Path, ctx: ArchiveContext) -> str | None:
 
 def recover_pending(ctx: ArchiveContext) -> list[tuple[str, str]]:
     """Finish or roll back every interrupted file in the catalog (run at daemon/migrate start,
-    before new work): returns (path, what was done) pairs."""
+    before new work): returns (path, what was done) pairs. Each path is recovered under its
+    lock, so a run on this host that is busy with the file is waited for, not rolled back; with
+    workers on other hosts, run it only while none are active."""
     from sqlalchemy import select
 
     with ctx.catalog.session() as s:
@@ -384,7 +386,8 @@ def recover_pending(ctx: ArchiveContext) -> list[tuple[str, str]]:
                                                                 FileVersion.original_status == ORIG_PRESENT)))
     done = []
     for path in sorted(paths):
-        note = _recover(Path(path), ctx)
+        with path_lock(ctx, path):  # never under the feet of a worker busy with this file
+            note = _recover(Path(path), ctx)
         if note:
             done.append((path, note))
     return done
