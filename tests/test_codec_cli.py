@@ -154,3 +154,14 @@ def test_another_process_decodes_identical_pixels(files, tmp_path):
                         "--model", str(tiny_sd_dir())], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "here.png")), np.asarray(Image.open(tmp_path / "there.png")))
+
+
+def test_roi_option(files, tmp_path):
+    d, _ = files
+    r = run("encode", d / "in.jpg", tmp_path / "r.dlc", "--model", tiny_sd_dir(), "--roi", "0,0,16,16", "--json")
+    assert r.exit_code == 0, r.output
+    from archiver.codec.container import read_header
+
+    assert read_header((tmp_path / "r.dlc").read_bytes()).roi == [(0, 0, 2, 2)]
+    r = run("encode", d / "in.jpg", tmp_path / "r.dlc", "--model", tiny_sd_dir(), "--roi", "5,5,1,1")
+    assert r.exit_code == UsageError.exit_code

@@ -16,6 +16,16 @@ def _check_output(dst: Path) -> None:
         raise UsageError(f"{dst}: the output directory {parent} does not exist")
 
 
+def _box(text: str) -> tuple[int, int, int, int]:
+    try:
+        left, top, right, bottom = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--roi {text!r}: expected four integers LEFT,TOP,RIGHT,BOTTOM") from None
+    if right <= left or bottom <= top:
+        raise UsageError(f"--roi {text!r}: right/bottom must be beyond left/top")
+    return left, top, right, bottom
+
+
 def _backbone(name, model, device):
     from .pipeline import default_backbone
 
@@ -35,8 +45,10 @@ def _backbone(name, model, device):
 @click.option("--model", type=str, default=None, help="diffusers model directory or cached repo id.")
 @click.option("--device", type=str, default=None, help="cpu, cuda or auto.")
 @click.option("--search-t", is_flag=True, help="Try timesteps around the SNR match and keep the best (slower).")
+@click.option("--roi", multiple=True, metavar="L,T,R,B",
+              help="Protected region in pixels, coded with finer steps (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t, as_json):
+def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t, roi, as_json):
     """Compress image SRC into the .dlc file DST."""
     from ..config import load_config
     from ..imageio import load_image
@@ -46,9 +58,12 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t
     if bpp is not None and quality is not None:
         raise UsageError("give --bpp or --quality, not both")
     _check_output(dst)
-    img = load_image(src, max_pixels=load_config().max_pixels)  # bad input fails before a model loads
+    cfg = load_config()
+    boxes = [_box(b) for b in roi]
+    img = load_image(src, max_pixels=cfg.max_pixels)  # bad input fails before a model loads
     backbone = _backbone(backbone_name, model, device)
-    r = encode_image(img, backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t)
+    r = encode_image(img, backbone, bpp=bpp, quality=quality, search_t=search_t, roi=boxes or None,
+                     steps=cfg.decode_steps if steps is None else steps)
     write_bytes(dst, r.data, mode=output_file_mode())
     data = {"input": str(src), "output": str(dst), **r.summary(), "backbone": backbone.id,
             "weights_sha256": backbone.weights_digest}
