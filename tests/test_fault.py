@@ -319,3 +319,35 @@ def test_two_processes_on_the_same_file(tmp_path):
     with ctx.catalog.session() as s:
         assert len(q.versions(s, str(src))) == 1
     ctx.catalog.close()
+
+
+def test_recover_pending_waits_for_a_busy_worker(tmp_path):
+    """Start-up recovery must not roll back a file another worker on this host is working on."""
+    import threading
+    import time
+
+    from archiver.archive import path_lock, recover_pending
+    from archiver.catalog.models import DISCOVERED, SKIPPED
+
+    ctx = make_context(tmp_path / "state")
+    src = str(write_jpeg(tmp_path / "c" / "plain" / "a.jpg"))
+    started = threading.Event()
+
+    def worker():
+        with path_lock(ctx, src):
+            with ctx.catalog.session() as s:
+                q.transition(s, FileVersion(path=src), DISCOVERED)
+            started.set()
+            time.sleep(1.0)
+            with ctx.catalog.session() as s:
+                q.transition(s, q.latest_version(s, src), SKIPPED, error="finished by the worker")
+
+    t = threading.Thread(target=worker)
+    t.start()
+    started.wait(30)
+    done = recover_pending(ctx)
+    t.join(30)
+    assert done == []
+    with ctx.catalog.session() as s:
+        assert [e.kind for e in q.events_for(s, q.latest_version(s, src))] == ["discovered", "skipped"]
+    ctx.catalog.close()
