@@ -62,6 +62,13 @@ def test_unconditional_v_prediction_model_loads_and_decodes():
     assert pipeline.decode_bytes(r.data, bb).image.size == (16, 16)
 
 
+def test_autoencoder_tiny_layout_loads_and_decodes():
+    bb = DiffusersBackbone.from_pretrained(tiny_sd_dir(conditional=False, vae_kind="tiny"), device="cpu")
+    assert type(bb.vae).__name__ == "AutoencoderTiny" and bb.stride == 8 and bb.latent_channels == 4
+    r = pipeline.encode_image(_loaded(20, 12), bb, quality=30, steps=1)
+    assert pipeline.decode_bytes(r.data, bb).image.size == (20, 12)
+
+
 def test_digest_changes_with_the_weights(tmp_path, sd):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_sd_dir(), copy)

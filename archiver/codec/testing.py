@@ -23,17 +23,22 @@ def _tokenizer_files(d: Path) -> None:
 
 
 def build_tiny_sd(root: str | Path, *, conditional: bool = True, prediction_type: str = "epsilon",
-                  seed: int = 0) -> Path:
-    """Write a tiny SD-architecture model (stride-8 VAE, 4 latent channels) into ``root``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+                  seed: int = 0, vae_kind: str = "kl") -> Path:
+    """Write a tiny SD-architecture model (stride-8 VAE, 4 latent channels) into ``root``;
+    ``vae_kind="tiny"`` uses a TAESD-style AutoencoderTiny instead of AutoencoderKL."""
+    from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel
 
     root = Path(root)
     torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4, layers_per_block=1,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[4, 8, 8, 8], scaling_factor=0.18215,
-    )
+    if vae_kind == "tiny":
+        vae = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+                              latent_channels=4, num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1))
+    else:
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+            block_out_channels=[4, 8, 8, 8], scaling_factor=0.18215,
+        )
     if conditional:
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -67,10 +72,11 @@ def build_tiny_sd(root: str | Path, *, conditional: bool = True, prediction_type
 
 
 @functools.lru_cache(maxsize=None)
-def tiny_sd_dir(conditional: bool = True, prediction_type: str = "epsilon") -> Path:
+def tiny_sd_dir(conditional: bool = True, prediction_type: str = "epsilon", vae_kind: str = "kl") -> Path:
     """A per-process cached tiny model directory (built on first use)."""
     root = Path(tempfile.mkdtemp(prefix="archiver-tiny-sd-"))
-    return build_tiny_sd(root / "model", conditional=conditional, prediction_type=prediction_type)
+    return build_tiny_sd(root / "model", conditional=conditional, prediction_type=prediction_type,
+                         vae_kind=vae_kind)
 
 
 class PoolBackbone:
