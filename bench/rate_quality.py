@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--crops", type=int, default=2, help="crop sheets for the first N images")
     ap.add_argument("--backbone", default="tiny")
+    ap.add_argument("--model", default=None, help="weights directory (default: the shipped tiny weights)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
     ap.add_argument("--render", action="store_true",
                     help="only re-render summary.md and the plots from --out/results.json (no measuring)")
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
         return 3
     cfg = BenchConfig(images=a.data, bpps=tuple(float(b) for b in a.bpp.split(",")),
                       codecs=tuple(c.strip() for c in a.codecs.split(",")), steps=a.steps, limit=a.limit,
-                      out=a.out, crop_images=a.crops, backbone=a.backbone)
+                      out=a.out, crop_images=a.crops, backbone=a.backbone, model_path=a.model)
     try:
         result = run_bench(cfg)
     except ArchiverError as e:

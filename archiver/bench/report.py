@@ -112,6 +112,10 @@ def markdown(result: dict, plots: list[str] | None = None, crops: list[str] | No
         lines.append(f"- `{codec}`: not measured — {why}")
     for s in result.get("skipped", []):
         lines.append(f"- skipped {s['image']}: {s['reason']}")
+    notes = [r for r in result.get("records", []) if r["codec"] == "ours" and r.get("rate_note")]
+    if notes:
+        lines.append(f"- ours' rate control could not land near the target for {len(notes)} image/rate pair(s), e.g. "
+                     f"{notes[0]['image']} at {notes[0]['target_bpp']} bpp: {notes[0]['rate_note']}")
     head = ("| codec | n | bpp | PSNR dB | MS-SSIM | spectral ↓ | LPIPS ↓ | enc s/MP | dec s/MP | enc peak MiB | dec peak MiB |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|")
     for b in cfg["bpps"]:

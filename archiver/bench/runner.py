@@ -37,6 +37,8 @@ class BenchConfig:
     crop_images: int = 3
     crop_size: int = 192
     backbone: str = "tiny"
+    #: weights directory (tiny) or model directory (diffusers); None = the shipped tiny weights
+    model_path: str | None = None
     device: str = "cpu"
     show_progress: bool = True
     #: metric names to skip (e.g. {"lpips", "fid"} in tests)
@@ -119,7 +121,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         from .ours import Ours, OursUnavailable
 
         try:
-            ours = Ours(cfg.backbone, cfg.device)
+            ours = Ours(cfg.backbone, cfg.device, cfg.model_path)
         except OursUnavailable as e:
             for c in neural:
                 unavailable[c] = str(e)
@@ -202,7 +204,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                     break
                 enc = measure(lambda: ours.encode(img, b, cfg.steps))
                 res = enc.value
-                extra = {k: _finite(getattr(res, k, None)) for k in ("t", "quality")}
+                extra = {k: _finite(getattr(res, k, None)) for k in ("t", "quality", "rate_note", "entropy_model")}
                 extra["steps"] = cfg.steps
                 if "ours" in neural:
                     dec = measure(lambda: ours.decode(res.data, cfg.steps))
@@ -236,6 +238,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             "steps": cfg.steps,
             "limit": cfg.limit,
             "backbone": cfg.backbone,
+            "model_path": cfg.model_path,
             "device": cfg.device,
             "out": str(cfg.out) if cfg.out else None,
         },
