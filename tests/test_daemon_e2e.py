@@ -248,7 +248,8 @@ def test_sighup_reloads_roots_and_talks_to_systemd(tmp_path):
     d = Daemon(e, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}).ready()
     try:
         assert sock.recv(200) == b"READY=1"
-        write_config(e["config"], **dict(e["settings"], roots=[str(e["root"]), str(other)]))
+        # a new network-mount root, watched by polling
+        write_config(e["config"], **dict(e["settings"], poll_roots=[str(other)]))
         d.signal(signal.SIGHUP)
         d.wait_log("config reloaded", 20)
         originals = _drop(other, ["x.png"])

@@ -56,7 +56,8 @@ class SettleTracker:
         wall = self._wall()
         out: list[str] = []
         with self._lock:
-            items = list(self._seen.items())
+            # only new entries and those whose window has elapsed need a stat (cheap with many files)
+            items = [(p, s) for p, s in self._seen.items() if s is None or now - s.since >= self.settle_seconds]
         for path, seen in items:
             try:
                 st = os.stat(path)

@@ -109,8 +109,14 @@ class Watcher:
             self._watches[root] = obs.schedule(self._handler, root, recursive=True)
             self._kind[root] = polling
         except OSError as e:
-            log.warning("cannot watch root", extra={"root": root, "error": str(e)})
-            return False
+            if polling or not os.path.isdir(root):
+                log.warning("cannot watch root", extra={"root": root, "error": str(e)})
+                return False
+            # e.g. ENOSPC: fs.inotify.max_user_watches exhausted by a huge tree; polling still works
+            log.warning("inotify failed; polling this root instead (raise fs.inotify.max_user_watches)",
+                        extra={"root": root, "error": str(e)})
+            self._watches[root] = self._polling.schedule(self._handler, root, recursive=True)
+            self._kind[root] = False  # configured as inotify: do not flip-flop on every check
         return True
 
     def remove(self, root: str) -> None:
