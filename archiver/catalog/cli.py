@@ -62,7 +62,8 @@ def _human_archive(d: dict) -> str:
         lines.append(f"{o['state']:<9} {what:<9} {o['path']}{extra}{why}")
     t = d["summary"]
     lines.append(f"{t['files']} file(s): " + ", ".join(f"{k} {v}" for k, v in sorted(t["states"].items()))
-                 + f"; {human_bytes(t['bytes_before'])} -> {human_bytes(t['bytes_after'])}")
+                 + f"; {human_bytes(t['bytes_before'])} -> {human_bytes(t['bytes_after'])}"
+                 + (" (dry run: nothing was written)" if t.get("dry_run") else ""))
     return "\n".join(lines)
 
 
