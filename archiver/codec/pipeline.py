@@ -69,8 +69,8 @@ class EncodeResult:
     seconds: float = 0.0
 
     def summary(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items() if k != "data"}
-        return d
+        """Every field but the bytes (for --json and logs)."""
+        return {k: v for k, v in self.__dict__.items() if k != "data"}
 
 
 @dataclass
@@ -218,10 +218,9 @@ class _Coder:
     def t_for(self, p: QuantParams) -> int:
         return snr_timestep(self.backbone.scheduler.alphas_cumprod, noise_variance(p, self.y.shape))
 
-    def pack(self, s: float, t: int, steps: int) -> tuple[bytes, torch.Tensor]:
-        p = self.params(s)
-        q = quantize(self.y, p)
-        payload = self.entropy.compress(q)
+    def pack(self, s: float, t: int, steps: int) -> bytes:
+        """The complete .dlc file at quality factor ``s``."""
+        payload = self.entropy.compress(quantize(self.y, self.params(s)))
         _, c, lh, lw = self.y.shape
         header = container.Header(
             backbone_id=self.backbone.id, weights_sha256=self.backbone.weights_digest,
@@ -232,9 +231,7 @@ class _Coder:
         )
         sections = dict(self.sections)
         sections[container.LATENT] = payload
-        data = container.pack(header, sections)
-        # what the decoder will see: the float32 header values, not our float64 ones
-        return data, q
+        return container.pack(header, sections)
 
 
 def _bpp(data: bytes, img: LoadedImage) -> float:
@@ -245,8 +242,7 @@ def _rate_control(coder: _Coder, target: float) -> tuple[float, Optional[str]]:
     """Bisection on the quality Q (rate grows with Q) for the real file size; returns (Q, note)."""
 
     def bpp_at(qv: float) -> float:
-        data, _ = coder.pack(quality_to_s(qv), 0, 0)
-        return _bpp(data, coder.img)
+        return _bpp(coder.pack(quality_to_s(qv), 0, 0), coder.img)
 
     lo, hi = QUALITY_MIN, QUALITY_MAX
     r_lo, r_hi = bpp_at(lo), bpp_at(hi)
@@ -322,7 +318,7 @@ def encode_image(img: LoadedImage, backbone: Optional[Backbone] = None, *, bpp: 
         searched: list[dict] = []
         if search_t and n_steps > 0 and t_snr > 0:
             t, searched = _search_t(coder, s, t_snr, n_steps)
-        data, _ = coder.pack(s, t, n_steps if t > 0 else 0)
+        data = coder.pack(s, t, n_steps if t > 0 else 0)
     return EncodeResult(
         data=data, bpp=_bpp(data, img), width=img.width, height=img.height, t=t,
         steps=n_steps if t > 0 else 0, quality=s_to_quality(s), s=s, size_bytes=len(data),
