@@ -165,3 +165,16 @@ def test_pixels_do_not_depend_on_the_callers_thread_count():
     finally:
         torch.set_num_threads(before)
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_folder_without_safetensors_or_with_broken_weights_is_a_usage_error(tmp_path):
+    bad = tmp_path / "m"
+    shutil.copytree(tiny_sd_dir(conditional=False), bad)
+    w = bad / "unet" / "diffusion_pytorch_model.safetensors"
+    w.write_bytes(b"not safetensors")
+    with pytest.raises(UsageError, match="cannot load"):
+        DiffusersBackbone.from_pretrained(bad, device="cpu")
+    for f in bad.rglob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(UsageError, match="no safetensors"):
+        DiffusersBackbone.from_pretrained(bad, device="cpu")

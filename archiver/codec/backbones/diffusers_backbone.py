@@ -160,23 +160,18 @@ class DiffusersBackbone(Backbone):
         for comp in ("vae", "unet", "scheduler"):
             if not (root / comp).is_dir():
                 raise UsageError(f"{root}: not a diffusers model folder (no {comp}/)")
-        dev = pick_device(device)
-        kw = dict(local_files_only=True, use_safetensors=True)
-
-        def load(klass, comp):
-            _, variant = _weight_files(root / comp)
-            return klass.from_pretrained(root, subfolder=comp, variant=variant, **kw)
-
+        digest = weights_digest(root)  # also refuses folders without safetensors weights
         vae_cls = AutoencoderTiny if _class_name(root / "vae") == "AutoencoderTiny" else AutoencoderKL
         unet_cls = UNet2DModel if _class_name(root / "unet") == "UNet2DModel" else UNet2DConditionModel
-        vae = load(vae_cls, "vae")
-        unet = load(unet_cls, "unet")
-        scheduler = DDIMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
-        ehs = None
-        if unet_cls is UNet2DConditionModel:
-            ehs = _empty_prompt_embedding(root, load)
-        return cls(vae, unet, scheduler, backbone_id=backbone_id, weights_digest=weights_digest(root),
-                   encoder_hidden_states=ehs, device=dev)
+        try:
+            vae = _load(vae_cls, root, "vae")
+            unet = _load(unet_cls, root, "unet")
+            scheduler = DDIMScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True)
+            ehs = _empty_prompt_embedding(root) if unet_cls is UNet2DConditionModel else None
+        except (OSError, ValueError, KeyError) as e:
+            raise UsageError(f"{root}: cannot load the diffusers model ({e})") from None
+        return cls(vae, unet, scheduler, backbone_id=backbone_id, weights_digest=digest,
+                   encoder_hidden_states=ehs, device=pick_device(device))
 
     # -- Backbone interface ---------------------------------------------------------------------
     @torch.no_grad()
@@ -232,7 +227,13 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _empty_prompt_embedding(root: Path, load) -> torch.Tensor:
+def _load(klass, root: Path, comp: str):
+    """A component from safetensors only, the variant diffusers needs if only that is present."""
+    _, variant = _weight_files(root / comp)
+    return klass.from_pretrained(root, subfolder=comp, variant=variant, local_files_only=True, use_safetensors=True)
+
+
+def _empty_prompt_embedding(root: Path) -> torch.Tensor:
     """The text encoder's output for the empty prompt, padded like the pipelines pad it."""
     try:
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -241,9 +242,7 @@ def _empty_prompt_embedding(root: Path, load) -> torch.Tensor:
     if not (root / "text_encoder").is_dir() or not (root / "tokenizer").is_dir():
         raise UsageError(f"{root}: a text-conditioned UNet needs text_encoder/ and tokenizer/")
     tokenizer = CLIPTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=True)
-    _, variant = _weight_files(root / "text_encoder")
-    text_encoder = CLIPTextModel.from_pretrained(root, subfolder="text_encoder", local_files_only=True,
-                                                 use_safetensors=True, variant=variant)
+    text_encoder = _load(CLIPTextModel, root, "text_encoder")
     ids = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
