@@ -67,9 +67,14 @@ SCHEDULER_CONFIG = dict(
 
 
 def build_vae(config: Optional[dict] = None):
+    cfg = dict(config or VAE_CONFIG)
+    if cfg.get("kind") == "block":  # the block-transform autoencoder (block_ae.py)
+        from .block_ae import BlockAutoencoder
+
+        return BlockAutoencoder(**{k: v for k, v in cfg.items() if not k.startswith("_")})
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(**(config or VAE_CONFIG))
+    return AutoencoderKL(**cfg)
 
 
 def build_unet(config: Optional[dict] = None):
