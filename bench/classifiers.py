@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", dest="json_out", default=None, help="write per-image results here")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for OpenCV / onnxruntime")
     ap.add_argument("--limit", type=int, default=0, help="at most N images per set (quick look)")
+    ap.add_argument("--bsds", type=int, default=200, help="natural JPEG photos (BSDS500 test) for the graphics false-positive rate")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -97,6 +98,14 @@ def main(argv=None) -> int:
     def share(rs, key):
         return sum(1 for r in rs if key(r)) / len(rs) if rs else float("nan")
 
+    # natural JPEG photos (BSDS500 test): how many does the cheap texture statistic call graphics?
+    bsds = sorted((data / "train" / "bsds500" / "test").glob("*.jpg"))[: args.bsds]
+    bsds_graphics = []
+    for f in bsds:
+        r = run_classifier("texture", Subject(f))
+        if r.details.get("graphics"):
+            bsds_graphics.append(f.name)
+
     faces = [r for r in rows if r["set"] == "faces"]
     text = [r for r in rows if r["set"] == "text"]
     kodak = [r for r in rows if r["set"] == "kodak"]
@@ -119,6 +128,9 @@ def main(argv=None) -> int:
         "kodak_eligible_protected_files": {r["file"]: r["rule"] for r in eligible if r["action"] != "diffusion"},
         "kodak_eligible_face_false_positives": [r["file"] for r in eligible if r["faces_found"]],
         "kodak_people_missed": [r["file"] for r in people if r["action"] == "diffusion"],
+        "bsds_natural_photos": len(bsds),
+        "bsds_called_graphics": len(bsds_graphics) / max(1, len(bsds)),
+        "bsds_called_graphics_files": bsds_graphics,
         "policy_seconds_per_mp": sum(r["policy_seconds"] for r in rows) / total_mp,
         "policy_cpu_seconds_per_mp": sum(r["policy_cpu_seconds"] for r in rows) / total_mp,
         "kodak_policy_seconds_per_image": sum(r["policy_seconds"] for r in kodak) / max(1, len(kodak)),

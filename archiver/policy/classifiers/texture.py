@@ -14,7 +14,7 @@ Statistics on a ~0.25 MP working copy, each one explainable:
 - ``edge_density`` (Canny edges), ``hf_energy`` (mean |Laplacian|) and ``saturation`` (mean HSV
   saturation) are reported to explain decisions; they do not vote.
 
-``graphics_score`` = max(palette, flat_unclipped / 0.3) in 0..1 with
+``graphics_score`` = max(palette, flat_unclipped / 0.4) in 0..1 with
 palette = (0.1 - colors) / 0.08 clipped (1 at <= 0.02 colours per pixel, 0 at >= 0.1; for
 greyscale images (64 - grey levels used) / 48 instead);
 graphics when >= 0.5. ``score`` (texture) = textured * (1 - graphics_score).
@@ -71,7 +71,7 @@ def statistics(rgb: np.ndarray) -> dict:
         palette = min(1.0, max(0.0, (64 - levels) / 48))
     else:
         palette = min(1.0, max(0.0, (0.1 - colors) / 0.08))
-    graphics_score = float(min(1.0, max(palette, flat_unclipped / 0.3)))
+    graphics_score = float(min(1.0, max(palette, flat_unclipped / 0.4)))
     return {
         "flat_share": flat_share,
         "flat_unclipped": flat_unclipped,
