@@ -142,7 +142,15 @@ def test_runner_writes_json_markdown_plots_and_crops(image_dir, tmp_path):
     assert [c.name for c in crops] == ["a_0.8bpp.png"]
     sheet = Image.open(crops[0])
     assert sheet.width >= 3 * 96 * 2  # original + 2 codecs, upscaled 2x
-    assert result["unavailable"] == {}
+    assert result["unavailable"] == {} and data["partial"] is False
+
+    # a run cut short leaves results.json with the finished images; --render makes the report from it
+    from archiver.bench.report import render
+
+    data.update(partial=True, images_done=1, records=[r for r in recs if r["image"] == "a.png"])
+    render(data, out)
+    assert "Partial run: 1 of 2 images" in (out / "summary.md").read_text()
+    assert _strict_json((out / "results.json").read_text())["summary"][0]["n"] == 1
 
 
 class FakeOurs:
@@ -182,6 +190,7 @@ def test_ours_entries_are_measured_separately(monkeypatch, image_dir, tmp_path):
     (v,) = r["verdicts"]
     assert v["closer_spectrum_than_nodiff"] is True
     assert "beats_jpeg_ms_ssim" in v and "beats_webp_ms_ssim" in v
+    assert v["wins_vs_nodiff_spectral"] == [2, 2] and v["wins_vs_jpeg_ms_ssim"][1] == 2
     md = (tmp_path / "o" / "summary.md").read_text()
     assert "## Verdicts" in md and "Autoencoder alone" in md
     assert "closer to the original's spectrum than ours-nodiff" in md

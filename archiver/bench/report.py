@@ -55,7 +55,16 @@ def _row(summary, codec, target):
     return next((r for r in summary if r["codec"] == codec and r["target_bpp"] == target), None)
 
 
-def verdicts(summary: list[dict], bpps) -> list[dict]:
+def _wins(records, b, field, ours, other, lower_better=False) -> tuple[int, int]:
+    """Images where ``ours`` is better than ``other`` on ``field`` at target ``b``: (wins, pairs)."""
+    mine = {r["image"]: r[field] for r in records or () if r["codec"] == ours and r["target_bpp"] == b}
+    theirs = {r["image"]: r[field] for r in records or () if r["codec"] == other and r["target_bpp"] == b}
+    pairs = [(mine[i], theirs[i]) for i in mine.keys() & theirs.keys() if mine[i] is not None and theirs[i] is not None]
+    wins = sum((m < t) if lower_better else (m > t) for m, t in pairs)
+    return wins, len(pairs)
+
+
+def verdicts(summary: list[dict], bpps, records: list[dict] | None = None) -> list[dict]:
     """Per rate: does ours (with diffusion) beat JPEG and WebP on MS-SSIM, and is it closer to the
     original's spectrum than ours-nodiff? Real bpps are quoted so a win at a higher rate is visible."""
     out = []
@@ -72,18 +81,24 @@ def verdicts(summary: list[dict], bpps) -> list[dict]:
             v[f"beats_{other}_ms_ssim"] = beats
             v[f"{other}_ms_ssim"] = o["ms_ssim"]
             v[f"{other}_bpp"] = o["bpp"]
+            w, n = _wins(records, b, "ms_ssim", "ours", other)
+            v[f"wins_vs_{other}_ms_ssim"] = [w, n]
             v["text"].append(
-                f"{'beats' if beats else 'does NOT beat'} {other.upper()} on MS-SSIM "
-                f"({ours['ms_ssim']:.4f} at {ours['bpp']:.3f} bpp vs {o['ms_ssim']:.4f} at {o['bpp']:.3f} bpp)")
+                f"{'beats' if beats else 'does NOT beat'} {other.upper()} on mean MS-SSIM "
+                f"({ours['ms_ssim']:.4f} at {ours['bpp']:.3f} bpp vs {o['ms_ssim']:.4f} at {o['bpp']:.3f} bpp"
+                + (f"; better on {w} of {n} images)" if n else ")"))
         nd = _row(summary, "ours-nodiff", b)
         if nd is not None:
             closer = ours["spectral_distance"] < nd["spectral_distance"]
             v["closer_spectrum_than_nodiff"] = closer
             v["nodiff_spectral_distance"] = nd["spectral_distance"]
             v["ours_spectral_distance"] = ours["spectral_distance"]
+            w, n = _wins(records, b, "spectral_distance", "ours", "ours-nodiff", lower_better=True)
+            v["wins_vs_nodiff_spectral"] = [w, n]
             v["text"].append(
                 f"is {'closer to' if closer else 'NOT closer to'} the original's spectrum than ours-nodiff "
-                f"(spectral distance {ours['spectral_distance']:.4f} vs {nd['spectral_distance']:.4f})")
+                f"(mean spectral distance {ours['spectral_distance']:.4f} vs {nd['spectral_distance']:.4f}"
+                + (f"; closer on {w} of {n} images)" if n else ")"))
         out.append(v)
     return out
 
@@ -96,10 +111,12 @@ def _fmt(x, nd=3):
 
 def markdown(result: dict, plots: list[str] | None = None, crops: list[str] | None = None) -> str:
     cfg, m, summary = result["config"], result["metrics"], result["summary"]
+    n = result.get("images_done", cfg["n_images"]) if result.get("partial") else cfg["n_images"]
     lines = [
         "# Benchmark summary",
         "",
-        f"{cfg['n_images']} images from `{cfg['images']}`, target rates {', '.join(str(b) for b in cfg['bpps'])} bpp, "
+        *([f"**Partial run: {n} of {cfg['n_images']} images finished.**", ""] if result.get("partial") else []),
+        f"{n} images from `{cfg['images']}`, target rates {', '.join(str(b) for b in cfg['bpps'])} bpp, "
         f"codecs {', '.join(cfg['codecs'])}, diffusion steps {cfg['steps'] if cfg['steps'] is not None else 'codec default'}.",
         "Means over images. bpp is the real file size; conventional codecs use the quality setting whose "
         "real bpp is nearest the target (a codec that cannot go that low shows its lowest rate).",
@@ -210,12 +227,15 @@ def crop_sheet(entry: dict, image: str, target: float, scale: int = 2, cols: int
 
 def _title(result: dict) -> str:
     cfg = result["config"]
-    return f"{Path(cfg['images']).name}: {cfg['n_images']} images (means)"
+    n = result.get("images_done", cfg["n_images"]) if result.get("partial") else cfg["n_images"]
+    return f"{Path(cfg['images']).name}: {n} images (means)"
 
 
 def render(result: dict, out: Path, crop_files: list[str] | None = None) -> dict:
     """Plots, summary.md and results.json from a result (also re-renders a saved results.json)."""
     out.mkdir(parents=True, exist_ok=True)
+    result["summary"] = summarize(result["records"])
+    result["verdicts"] = verdicts(result["summary"], result["config"]["bpps"], result["records"])
     plots = []
     for field, label, _ in PLOTS:
         p = out / f"rate_{field}.png"

@@ -18,7 +18,7 @@ from PIL import Image
 from .. import metrics
 from ..errors import InputError, UsageError
 from ..imageio import load_image
-from ..output import progress
+from ..output import progress, to_json
 from .codecs import ALL_CODECS, CONVENTIONAL, NEURAL
 from .measure import MEMORY_METHOD, Fid, Lpips, measure
 
@@ -173,6 +173,47 @@ def run_bench(cfg: BenchConfig) -> dict:
             for b in ([target] if target is not None else cfg.bpps):
                 crops[(image, b)][codec] = (rec.crop(box), r)
 
+    import torch
+
+    result = {
+        "config": {
+            "images": str(cfg.images),
+            "n_images": len(files),
+            "bpps": list(cfg.bpps),
+            "codecs": list(cfg.codecs),
+            "steps": cfg.steps,
+            "limit": cfg.limit,
+            "backbone": cfg.backbone,
+            "model_path": cfg.model_path,
+            "device": cfg.device,
+            "out": str(cfg.out) if cfg.out else None,
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "pillow": Image.__version__,
+            "conventional_options": {c.name: {"format": c.pil_format, **c.options} for c in conventional},
+            "backbone": ours.describe() if ours else None,
+        },
+        "metrics": {
+            "psnr": "dB on 8-bit RGB (null = identical)",
+            "ms_ssim": "pytorch_msssim on RGB, data range 255",
+            "spectral_distance": "archiver.metrics.spectral_distance: RMS log10 power difference of radially averaged luma spectra (lower = closer to the original's spectrum)",
+            "lpips": lp_status,
+            "fid": fid_status,
+            "memory": MEMORY_METHOD,
+            "bpp": "real file size x 8 / pixels (conventional: the quality setting whose real bpp is nearest the target)",
+        },
+        "unavailable": unavailable,
+        "skipped": skipped,
+        "records": records,
+        "fid": {},
+        "seconds": 0.0,
+        "partial": True,
+        "images_done": 0,
+    }
     t_start = time.time()
     for i, path in enumerate(progress(files, total=len(files), desc="bench", enabled=cfg.show_progress)):
         try:
@@ -218,6 +259,12 @@ def run_bench(cfg: BenchConfig) -> dict:
                 add(name, "ae", None, rgb, m.value, None, None, None,
                     {"autoencode_s_per_mp": m.seconds / (rgb.width * rgb.height / 1e6), "autoencode_peak_mib": m.peak_mib})
 
+        result["images_done"] = i + 1
+        if cfg.out:  # a run cut short still leaves every finished image on disk (render with --render)
+            Path(cfg.out).mkdir(parents=True, exist_ok=True)
+            result["seconds"] = time.time() - t_start
+            (Path(cfg.out) / "results.json").write_text(to_json(result) + "\n")
+
     if not records and skipped:
         raise InputError(f"{cfg.images}: none of the images could be read ({skipped[0]['reason']})")
 
@@ -227,49 +274,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         for (codec, target), recs in fid_feats.items():
             fid_values[f"{codec}@{target}"] = fid.distance(ref, fid.features(recs))
 
-    import torch
-
-    result = {
-        "config": {
-            "images": str(cfg.images),
-            "n_images": len(files),
-            "bpps": list(cfg.bpps),
-            "codecs": list(cfg.codecs),
-            "steps": cfg.steps,
-            "limit": cfg.limit,
-            "backbone": cfg.backbone,
-            "model_path": cfg.model_path,
-            "device": cfg.device,
-            "out": str(cfg.out) if cfg.out else None,
-        },
-        "environment": {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "pillow": Image.__version__,
-            "conventional_options": {c.name: {"format": c.pil_format, **c.options} for c in conventional},
-            "backbone": ours.describe() if ours else None,
-        },
-        "metrics": {
-            "psnr": "dB on 8-bit RGB (null = identical)",
-            "ms_ssim": "pytorch_msssim on RGB, data range 255",
-            "spectral_distance": "archiver.metrics.spectral_distance: RMS log10 power difference of radially averaged luma spectra (lower = closer to the original's spectrum)",
-            "lpips": lp_status,
-            "fid": fid_status,
-            "memory": MEMORY_METHOD,
-            "bpp": "real file size x 8 / pixels (conventional: the quality setting whose real bpp is nearest the target)",
-        },
-        "unavailable": unavailable,
-        "skipped": skipped,
-        "records": records,
-        "fid": fid_values,
-        "seconds": time.time() - t_start,
-    }
+    result.update(fid=fid_values, seconds=time.time() - t_start, partial=False)
     from .report import summarize, verdicts
 
     result["summary"] = summarize(records)
-    result["verdicts"] = verdicts(result["summary"], cfg.bpps)
+    result["verdicts"] = verdicts(result["summary"], cfg.bpps, records)
     if cfg.out:
         from .report import write_outputs
 
