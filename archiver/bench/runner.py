@@ -246,7 +246,7 @@ def run_bench(cfg: BenchConfig) -> dict:
                 enc = measure(lambda: ours.encode(img, b, cfg.steps))
                 res = enc.value
                 extra = {k: _finite(getattr(res, k, None)) for k in ("t", "quality", "rate_note", "entropy_model")}
-                extra["steps"] = cfg.steps
+                extra["steps"] = cfg.steps if cfg.steps is not None else getattr(res, "steps", None)  # header default
                 if "ours" in neural:
                     dec = measure(lambda: ours.decode(res.data, cfg.steps))
                     add(name, "ours", b, rgb, dec.value, len(res.data), enc, dec, extra)
