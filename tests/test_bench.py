@@ -196,6 +196,21 @@ def test_ours_entries_are_measured_separately(monkeypatch, image_dir, tmp_path):
     assert "closer to the original's spectrum than ours-nodiff" in md
 
 
+class BrokenOurs(FakeOurs):
+    def decode(self, data, steps):
+        if steps == 0:
+            raise RuntimeError("boom")
+        return super().decode(data, steps)
+
+
+def test_a_failing_codec_is_recorded_and_the_run_goes_on(monkeypatch, image_dir):
+    monkeypatch.setattr(ours_mod, "Ours", BrokenOurs)
+    r = run_bench(BenchConfig(images=image_dir, bpps=(0.8,), codecs=("ours", "ours-nodiff", "jpeg"), crop_images=0,
+                              show_progress=False, skip={"lpips", "fid"}))
+    assert [f["error"] for f in r["failures"]] == ["RuntimeError: boom"] * 2
+    assert {x["codec"] for x in r["records"]} == {"ours", "jpeg"}
+
+
 def test_unavailable_codec_is_reported_not_crashed(monkeypatch, image_dir):
     def refuse(*a, **k):
         raise ours_mod.OursUnavailable("no weights here")

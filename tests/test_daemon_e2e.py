@@ -177,7 +177,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("step", ["during_write", "encoded", "committed"])
+@pytest.mark.parametrize("step", ["during_write", "committed"])
 def test_daemon_killed_inside_the_unit_of_work_recovers(tmp_path, step):
     """With in-process workers the unit of work's fault hook SIGKILLs the daemon itself at an
     exact step; the restart must finish or roll back that file, never duplicate or lose it."""

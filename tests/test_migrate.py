@@ -155,9 +155,9 @@ def _migrate_proc(e, log):
 def test_interrupt_kill_and_resume_archive_everything_exactly_once(tmp_path):
     e = setup_env(tmp_path)
     originals = {}
-    for i in range(14):
+    for i in range(10):
         p = e["root"] / f"f{i:02d}.png"
-        p.write_bytes(png_bytes(i, 160))
+        p.write_bytes(png_bytes(i, 128))
         originals[str(p)] = p.read_bytes()
     with open(tmp_path / "m1.log", "w") as log:
         p1 = _migrate_proc(e, log)
