@@ -43,6 +43,8 @@ def _human(result: dict) -> str:
     lines.append(f"FID: {result['metrics']['fid']}")
     for codec, why in result["unavailable"].items():
         lines.append(f"{codec}: not measured ({why})")
+    for f in result.get("failures", []):
+        lines.append(f"FAILED {f['codec']} on {f['image']} at {f['target_bpp']} bpp: {f['error']}")
     for s in result["skipped"]:
         lines.append(f"skipped {s['image']}: {s['reason']}")
     for v in result["verdicts"]:

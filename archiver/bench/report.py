@@ -129,6 +129,8 @@ def markdown(result: dict, plots: list[str] | None = None, crops: list[str] | No
         lines.append(f"- `{codec}`: not measured — {why}")
     for s in result.get("skipped", []):
         lines.append(f"- skipped {s['image']}: {s['reason']}")
+    for f in result.get("failures", []):
+        lines.append(f"- FAILED {f['codec']} on {f['image']} at {f['target_bpp']} bpp: {f['error']}")
     notes = [r for r in result.get("records", []) if r["codec"] == "ours" and r.get("rate_note")]
     if notes:
         lines.append(f"- ours' rate control could not land near the target for {len(notes)} image/rate pair(s), e.g. "

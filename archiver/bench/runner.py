@@ -63,6 +63,17 @@ def _finite(x):
 
 
 @contextmanager
+def _failures(failures: list, image: str, codec: str, target):
+    """One codec failing on one image is recorded and the run goes on (a long run must not die)."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:
+        failures.append({"image": image, "codec": codec, "target_bpp": target, "error": f"{type(e).__name__}: {e}"})
+
+
+@contextmanager
 def _one_thread():
     """Metrics run single-threaded: on a shared 2-core machine torch's small convolutions are
     several times slower with 2 threads than with 1. Codec timings keep torch's setting."""
@@ -132,6 +143,7 @@ def run_bench(cfg: BenchConfig) -> dict:
 
     records: list[dict] = []
     skipped: list[dict] = []
+    failures: list[dict] = []
     crops: dict[tuple[str, float], dict] = {}  # (image, rate) -> {"box", "original", codec: (crop, record)}
     crop_boxes: dict[str, tuple] = {}
     fid_feats: dict[tuple[str, float | None], list] = {}
@@ -208,6 +220,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         },
         "unavailable": unavailable,
         "skipped": skipped,
+        "failures": failures,
         "records": records,
         "fid": {},
         "seconds": 0.0,
@@ -233,31 +246,35 @@ def run_bench(cfg: BenchConfig) -> dict:
         for codec in conventional:
             cache: dict = {}
             for b in cfg.bpps:
-                found = codec.search(rgb, b, cache)
-                enc = measure(lambda: codec.encode(rgb, found.quality))
-                dec = measure(lambda: codec.decode(found.data))
-                add(name, codec.name, b, rgb, dec.value, len(found.data), enc, dec,
-                    {"quality": found.quality, "search": found.tried})
+                with _failures(failures, name, codec.name, b):
+                    found = codec.search(rgb, b, cache)
+                    enc = measure(lambda: codec.encode(rgb, found.quality))
+                    dec = measure(lambda: codec.decode(found.data))
+                    add(name, codec.name, b, rgb, dec.value, len(found.data), enc, dec,
+                        {"quality": found.quality, "search": found.tried})
 
         if ours is not None:
             for b in cfg.bpps:
                 if not ({"ours", "ours-nodiff"} & set(neural)):
                     break
-                enc = measure(lambda: ours.encode(img, b, cfg.steps))
-                res = enc.value
-                extra = {k: _finite(getattr(res, k, None)) for k in ("t", "quality", "rate_note", "entropy_model")}
-                extra["steps"] = cfg.steps if cfg.steps is not None else getattr(res, "steps", None)  # header default
-                if "ours" in neural:
-                    dec = measure(lambda: ours.decode(res.data, cfg.steps))
-                    add(name, "ours", b, rgb, dec.value, len(res.data), enc, dec, extra)
-                if "ours-nodiff" in neural:
-                    dec = measure(lambda: ours.decode(res.data, 0))
-                    add(name, "ours-nodiff", b, rgb, dec.value, len(res.data), enc, dec, {**extra, "steps": 0})
+                with _failures(failures, name, "ours/ours-nodiff", b):
+                    enc = measure(lambda: ours.encode(img, b, cfg.steps))
+                    res = enc.value
+                    extra = {k: _finite(getattr(res, k, None)) for k in ("t", "quality", "rate_note", "entropy_model")}
+                    extra["steps"] = cfg.steps if cfg.steps is not None else getattr(res, "steps", None)  # header default
+                    if "ours" in neural:
+                        dec = measure(lambda: ours.decode(res.data, cfg.steps))
+                        add(name, "ours", b, rgb, dec.value, len(res.data), enc, dec, extra)
+                    if "ours-nodiff" in neural:
+                        dec = measure(lambda: ours.decode(res.data, 0))
+                        add(name, "ours-nodiff", b, rgb, dec.value, len(res.data), enc, dec, {**extra, "steps": 0})
             if "ae" in neural:
-                m = measure(lambda: ours.autoencode(rgb))
-                # one pass (encode+decode) timed as a whole; no bitstream, so no bpp
-                add(name, "ae", None, rgb, m.value, None, None, None,
-                    {"autoencode_s_per_mp": m.seconds / (rgb.width * rgb.height / 1e6), "autoencode_peak_mib": m.peak_mib})
+                with _failures(failures, name, "ae", None):
+                    m = measure(lambda: ours.autoencode(rgb))
+                    # one pass (encode+decode) timed as a whole; no bitstream, so no bpp
+                    add(name, "ae", None, rgb, m.value, None, None, None,
+                        {"autoencode_s_per_mp": m.seconds / (rgb.width * rgb.height / 1e6),
+                         "autoencode_peak_mib": m.peak_mib})
 
         result["images_done"] = i + 1
         if cfg.out:  # a run cut short still leaves every finished image on disk (render with --render)
