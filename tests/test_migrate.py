@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from archiver.cli import main
-from test_service_helpers import (FAST_POLICY, check_exactly_once, committed_paths, png_bytes, setup_env,
+from test_service_helpers import (FAST_POLICY, catalog_rows, check_exactly_once, committed_paths, png_bytes, setup_env,
                                   wait_until)
 
 POLICY_WITH_DIFFUSION = FAST_POLICY.replace("rules:\n", """rules:
@@ -183,3 +183,45 @@ def test_interrupt_kill_and_resume_archive_everything_exactly_once(tmp_path):
     assert not rep3["interrupted"] and rep3["queue_left"]["pending"] == 0
     assert rep3["already_archived"] == 0  # everything archived so far was replaced (not on disk any more)
     check_exactly_once(e["home"], originals, require_all=True)
+
+
+def _random_tiny_weights(d):
+    """An untrained tiny backbone in the shipped file layout (no trained weights needed)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from archiver.codec.backbones import tiny
+
+    torch.manual_seed(0)
+    vae, unet = tiny.build_vae(), tiny.build_unet()
+    state = {f"vae.{k}": v.contiguous() for k, v in vae.state_dict().items()}
+    state.update({f"unet.{k}": v.contiguous() for k, v in unet.state_dict().items()})
+    d.mkdir()
+    (d / tiny.CONFIG_FILE).write_text(json.dumps({"vae": tiny.VAE_CONFIG, "unet": tiny.UNET_CONFIG,
+                                                  "scheduler": tiny.SCHEDULER_CONFIG}))
+    save_file(state, str(d / tiny.WEIGHTS_FILE))
+    return d
+
+
+def test_diffusion_action_through_migrate_with_a_tiny_random_backbone(tmp_path):
+    """The diffusion path end to end (encode, write, decode-verify, commit) — the quality floor is
+    set to zero because an untrained model reconstructs nothing useful."""
+    weights = _random_tiny_weights(tmp_path / "weights")
+    policy = tmp_path / "diffusion.yaml"
+    policy.write_text(POLICY_WITH_DIFFUSION.replace("{min_psnr: 20, min_ms_ssim: 0.8}", "{min_psnr: 0, min_ms_ssim: 0}"))
+    e = setup_env(tmp_path, policy=str(policy), backbone="tiny", diffusers_model=str(weights), device="cpu")
+    p = e["root"] / "photos" / "a.png"
+    p.parent.mkdir()
+    p.write_bytes(png_bytes(1, 64))
+    dry = json.loads(_cli(e, str(e["root"]), "--dry-run", "--json", "--executor", "thread").output)
+    assert dry["rules"][0]["rule"] == "photos" and dry["rules"][0]["action"] == "diffusion"
+    r = _cli(e, str(e["root"]), "--json", "--executor", "thread")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["by_outcome"] == {"committed": 1} and rep["rules"][0]["action"] == "diffusion"
+    assert rep["saved"] > 0
+    row = [x for x in catalog_rows(e["home"]) if x["path"] == str(p)][-1]
+    assert row["action"] == "diffusion" and row["compressed_path"].endswith(".dlc") and not p.exists()
+    import hashlib
+
+    assert hashlib.sha256(open(row["compressed_path"], "rb").read()).hexdigest() == row["compressed_sha256"]
