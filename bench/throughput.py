@@ -110,10 +110,43 @@ def _config(path: Path, **kw) -> Path:
     return path
 
 
+EXTRA: dict = {}  # config settings from the command line (backbone weights)
+
+
+def random_tiny_weights(d: Path) -> Path:
+    """Untrained tiny weights in the shipped layout: the same compute as the real model, for
+    timing when no trained weights are installed (quality is meaningless: use a zero floor)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from archiver.codec.backbones import tiny
+
+    torch.manual_seed(0)
+    vae, unet = tiny.build_vae(), tiny.build_unet()
+    state = {f"vae.{k}": v.contiguous() for k, v in vae.state_dict().items()}
+    state.update({f"unet.{k}": v.contiguous() for k, v in unet.state_dict().items()})
+    d.mkdir(parents=True, exist_ok=True)
+    (d / tiny.CONFIG_FILE).write_text(json.dumps({"vae": tiny.VAE_CONFIG, "unet": tiny.UNET_CONFIG,
+                                                  "scheduler": tiny.SCHEDULER_CONFIG}))
+    save_file(state, str(d / tiny.WEIGHTS_FILE))
+    return d
+
+
+ALL_DIFFUSION_POLICY = """\
+version: 1
+name: all-diffusion-zero-floor
+defaults: {original: replace}
+default:
+  action: diffusion
+  bpp: 0.15
+  floor: {min_psnr: 0, min_ms_ssim: 0}
+"""
+
+
 def bench_migrate(files, workers: int, policy: str | None, work: Path) -> dict:
     root, home = work / "migrate-root", work / "migrate-home"
     size = _copy(files, root)
-    cfg = _config(work / "migrate.yaml", policy=policy, workers=workers)
+    cfg = _config(work / "migrate.yaml", policy=policy, workers=workers, **EXTRA)
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "archiver", "migrate", str(root), "--json",
            "--workers", str(workers)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env(home, cfg))
@@ -148,7 +181,7 @@ def bench_daemon(files, workers: int, policy: str | None, settle: float, work: P
     root, home = work / "daemon-root", work / "daemon-home"
     root.mkdir(parents=True)
     cfg = _config(work / "daemon.yaml", policy=policy, workers=workers, roots=[str(root)], settle_seconds=settle,
-                  rescan_seconds=3600)
+                  rescan_seconds=3600, **EXTRA)
     log = open(work / "daemon.log", "w")
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "archiver", "daemon", "--json-logs"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=_env(home, cfg))
@@ -194,6 +227,9 @@ def main() -> None:
     ap.add_argument("--mode", choices=["migrate", "daemon", "both"], default="both")
     ap.add_argument("--policy", help="policy file or shipped name (default: the shipped default policy)")
     ap.add_argument("--settle", type=float, default=1.0, help="daemon settle window (s)")
+    ap.add_argument("--weights", type=Path, help="tiny backbone weights directory (default: the shipped ones)")
+    ap.add_argument("--random-tiny", action="store_true",
+                    help="time the diffusion path with untrained tiny weights and an all-diffusion, zero-floor policy")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = ap.parse_args()
@@ -201,6 +237,14 @@ def main() -> None:
     if src is None:
         sys.exit("no image directory: pass --images DIR")
     files = _images(src, args.count)
+    scratch = Path(tempfile.mkdtemp(prefix="archiver-bench-"))
+    if args.random_tiny:
+        args.weights = random_tiny_weights(scratch / "random-tiny")
+        if not args.policy:
+            (scratch / "all-diffusion.yaml").write_text(ALL_DIFFUSION_POLICY)
+            args.policy = str(scratch / "all-diffusion.yaml")
+    if args.weights:
+        EXTRA.update(backbone="tiny", diffusers_model=str(args.weights))
     results = []
     for w in args.workers:
         for mode in (["migrate", "daemon"] if args.mode == "both" else [args.mode]):
@@ -218,7 +262,11 @@ def main() -> None:
                       f"tree {r['peak_rss_tree_mib']} MiB" + (f"; outcomes {r.get('by_outcome')}" if r.get("by_outcome") else ""),
                       flush=True)
     meta = {"machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "images_dir": str(src), "count": args.count, "policy": args.policy or "default"}
+            "images_dir": str(src), "count": args.count, "policy": args.policy or "default",
+            "weights": "random tiny (timing only)" if args.random_tiny else str(args.weights or "shipped"),
+            "loadavg_at_end": os.getloadavg()}
+    if not args.keep:
+        shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
         print(json.dumps({"meta": meta, "results": results}, indent=2))
 

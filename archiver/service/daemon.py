@@ -105,9 +105,6 @@ class Daemon:
         self.reload_requested = True
 
     # -- roots and scanning ----------------------------------------------------------------
-    def _root_available(self, root: str) -> bool:
-        return not self.guard.is_paused(root)
-
     def _check_roots(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_roots_check < max(1.0, min(5.0, self.cfg.settle_seconds)):
@@ -149,7 +146,7 @@ class Daemon:
             except Exception as e:
                 log.error("scan failed to read the catalog", extra={"root": root, "error": str(e)})
                 continue
-            for path in walk(root):
+            for path in walk(root, exclude=(str(self.cfg.state_dir), str(self.cfg.resolved_vault_dir()))):
                 if self._scan_stop.is_set():
                     return
                 try:
@@ -172,7 +169,7 @@ class Daemon:
         self._last_settle = now
         for path in self.settle.ready():
             root = root_of(path, self.all_roots)
-            if root is None or not is_candidate(path):
+            if root is None or not self._wanted(path, root):
                 continue
             if self.guard.is_paused(root):
                 continue  # the scan after it comes back will find it again
@@ -187,6 +184,20 @@ class Daemon:
                 row = self.queue.get(path)
                 if row and row["state"] == CLAIMED:
                     self.dirty.add(path)
+
+    def _wanted(self, path: str, root: str) -> bool:
+        """A candidate name, not in a hidden directory below the root (snapshots, trash), and
+        not inside archiver's own state or vault (if someone put those under a root)."""
+        if not is_candidate(path):
+            return False
+        rel = os.path.relpath(path, root)
+        if any(part.startswith(".") for part in Path(rel).parts[:-1]):
+            return False
+        for own in (self.cfg.state_dir, self.cfg.resolved_vault_dir()):
+            own = os.path.abspath(own)
+            if path.startswith(own.rstrip(os.sep) + os.sep):
+                return False
+        return True
 
     def _fill_workers(self) -> None:
         free = self.workers - len(self.in_flight)

@@ -120,6 +120,11 @@ class Stopper:
         return lambda: [signal.signal(s, h) for s, h in old.items()]
 
 
+def _own_dirs(cfg: Config) -> tuple[str, ...]:
+    """archiver's state and vault are never inputs, even when they sit under a root."""
+    return (str(cfg.state_dir), str(cfg.resolved_vault_dir()))
+
+
 def _check_roots(roots) -> list[str]:
     out = []
     for r in roots:
@@ -162,7 +167,7 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", show
     tags: dict[str, list[str]] = {}
     for root in roots:
         known = handled_map(catalog, root) if catalog is not None else {}
-        for p in walk(root):
+        for p in walk(root, exclude=_own_dirs(cfg)):
             try:
                 st = os.stat(p)
             except OSError:
@@ -294,7 +299,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
     todo: list[tuple[str, str]] = []
     for root in roots:
         known = handled_map(catalog, root)
-        for p in walk(root):
+        for p in walk(root, exclude=_own_dirs(cfg)):
             try:
                 st = os.stat(p)
             except OSError:

@@ -60,7 +60,7 @@ class SettleTracker:
             items = [(p, s) for p, s in self._seen.items() if s is None or now - s.since >= self.settle_seconds]
         for path, seen in items:
             try:
-                st = os.stat(path)
+                st = os.lstat(path)  # a symlink is not a file we archive
             except OSError:
                 self.forget(path)
                 continue

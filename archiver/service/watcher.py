@@ -40,10 +40,13 @@ def is_candidate(path: str | os.PathLike) -> bool:
     return low.endswith(IMAGE_SUFFIXES)
 
 
-def walk(root: str | os.PathLike) -> Iterator[str]:
-    """Every candidate file under ``root`` (hidden directories skipped, symlinks not followed)."""
+def walk(root: str | os.PathLike, exclude: tuple[str, ...] = ()) -> Iterator[str]:
+    """Every candidate file under ``root`` (hidden directories and ``exclude`` skipped, symlinks
+    not followed)."""
+    exclude = tuple(os.path.abspath(x) for x in exclude)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.abspath(os.path.join(dirpath, d)) not in exclude)
         for f in sorted(filenames):
             full = os.path.join(dirpath, f)
             if is_candidate(full) and os.path.isfile(full) and not os.path.islink(full):
