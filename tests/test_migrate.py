@@ -225,3 +225,19 @@ def test_diffusion_action_through_migrate_with_a_tiny_random_backbone(tmp_path):
     import hashlib
 
     assert hashlib.sha256(open(row["compressed_path"], "rb").read()).hexdigest() == row["compressed_sha256"]
+
+
+def test_a_vault_inside_the_root_is_never_archived_itself(tmp_path):
+    policy = tmp_path / "vaulting.yaml"
+    policy.write_text(FAST_POLICY.replace("original: replace", "original: vault"))
+    e = setup_env(tmp_path, policy=str(policy))
+    from test_service_helpers import write_config
+
+    write_config(e["config"], **dict(e["settings"], policy=str(policy), vault_dir=str(e["root"] / "vault")))
+    for i in range(2):
+        (e["root"] / f"v{i}.png").write_bytes(png_bytes(i, 32))
+    first = json.loads(_cli(e, str(e["root"]), "--json", "--executor", "thread").output)
+    assert first["by_outcome"] == {"committed": 2}
+    assert any((e["root"] / "vault").rglob("*"))
+    again = json.loads(_cli(e, str(e["root"]), "--json", "--executor", "thread").output)
+    assert again["files"] == 0
