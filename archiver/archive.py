@@ -414,7 +414,8 @@ def _archive_new(p: Path, ctx: ArchiveContext, recovered: str | None) -> Archive
     except OSError as e:
         raise _Skip(f"{sp}: cannot read ({e.strerror})") from None
     sha = hashlib.sha256(data).hexdigest()
-    facts = dict(root=ctx.root or str(p.parent), size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha)
+    facts = dict(root=ctx.root or str(p.parent), size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
+                 mode=statmod.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid)
 
     # reuse the latest row when it is a retry of this path; a new row for a new version
     with ctx.catalog.session() as s:
@@ -513,7 +514,7 @@ def _archive_steps(p, ctx, img, data, sha, st, tags, step, current, recovered) -
         cp = sidecar_path(p, enc.ext, row.id)
         step(CLASSIFIED, kind="write_intent", compressed_path=str(cp), codec=enc.codec, action=action)
         _fault("write_intent")
-        write_new(cp, enc.data, _tmp_for(cp, row.id))
+        write_new(cp, enc.data, _tmp_for(cp, row.id), mode=statmod.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid))
         _fault("written")
         csha = hashlib.sha256(enc.data).hexdigest()
         pixels = img.width * img.height
@@ -587,13 +588,25 @@ def _tmp_for(final: Path, file_id: int) -> Path:
     return final.with_name(f"{atomic.TMP_PREFIX}{final.name}.{file_id}.part")
 
 
-def write_new(path: Path, data: bytes, tmp: Path) -> None:
+def _set_mode_owner(fd: int, mode: int, owner: tuple[int, int] | None) -> None:
+    if owner is not None and os.geteuid() == 0:
+        try:
+            os.fchown(fd, *owner)
+        except OSError:  # e.g. a filesystem without owners: the mode still applies
+            pass
+    os.fchmod(fd, mode & 0o7777)
+
+
+def write_new(path: Path, data: bytes, tmp: Path, *, mode: int | None = None,
+              owner: tuple[int, int] | None = None) -> None:
     """Write a file that must not exist yet, crash-safely: temp (fsynced) -> hard link to the
-    final name (fails instead of clobbering) -> drop temp -> fsync the directory."""
+    final name (fails instead of clobbering) -> drop temp -> fsync the directory. ``mode`` and
+    ``owner`` (the original's) are applied so the replacement is as readable as the original."""
     tmp.unlink(missing_ok=True)  # a leftover of an earlier crash
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
+            _set_mode_owner(fd, mode if mode is not None else 0o644, owner)
             view = memoryview(data)
             while view:
                 n = os.write(fd, view)

@@ -128,3 +128,23 @@ def test_tag_command(tmp_path):
         assert q.held_paths(s) == {str(tmp_path / "a.jpg")}
     r = CliRunner().invoke(main, ["tag", str(tmp_path / "a.jpg"), "--remove", "legal-hold", "--config", str(cfg)])
     assert r.exit_code == 0 and ": -" in r.output
+
+
+def test_old_catalog_is_upgraded_keeping_its_rows(tmp_path):
+    """A catalog at the first revision (as an older archiver left it) is migrated on open."""
+    from alembic import command
+
+    from archiver.catalog.db import _alembic_config, make_engine
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    eng = make_engine(url)
+    with eng.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0001")
+        conn.execute(text("INSERT INTO file_versions (path, state, created_at, updated_at) "
+                          "VALUES ('/old.jpg', 'committed', '2026-01-01', '2026-01-01')"))
+    eng.dispose()
+    with open_catalog(url) as c:
+        assert current_revision(c.engine) == head_revision() != "0001"
+        with c.session() as s:
+            r = q.latest_version(s, "/old.jpg")
+            assert r.state == "committed" and r.mode is None

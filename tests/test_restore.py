@@ -108,3 +108,13 @@ def test_cli_restore_exit_codes_and_json(tmp_path):
     assert r.returncode == 0 and src.read_bytes() == orig and "restored" in r.stdout
     r = run("restore", "/no/such/file.jpg")
     assert r.returncode == 7 and "Traceback" not in r.stderr
+
+
+def test_permissions_kept_on_compressed_file_and_restore(tmp_path, ctx):
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    os.chmod(src, 0o640)
+    o = archive_file(src, ctx)
+    assert os.stat(o.compressed_path).st_mode & 0o777 == 0o640
+    out = tmp_path / "out"
+    restore(ctx.catalog, [str(src)], vault=ctx.vault, to=out)
+    assert os.stat(out / "a.jpg").st_mode & 0o777 == 0o640

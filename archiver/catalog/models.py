@@ -58,6 +58,9 @@ class FileVersion(Base):
     # the original
     size: Mapped[Optional[int]] = mapped_column(BigInteger)
     mtime_ns: Mapped[Optional[int]] = mapped_column(BigInteger)
+    mode: Mapped[Optional[int]] = mapped_column(Integer)  # permission bits, given back on restore
+    uid: Mapped[Optional[int]] = mapped_column(Integer)
+    gid: Mapped[Optional[int]] = mapped_column(Integer)
     sha256: Mapped[Optional[str]] = mapped_column(String(64))
     phash: Mapped[Optional[str]] = mapped_column(String(64))
     dhash: Mapped[Optional[str]] = mapped_column(String(64))
