@@ -22,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..config import Config, load_config
-from .lock import InstanceLock, lock_path_for
+from .lock import InstanceLock, ServerCatalogLock, lock_path_for
 from .metrics import ServiceMetrics
 from .notify import sd_notify, watchdog_interval
 from .queue import CLAIMED, Item, WorkQueue, worker_id
@@ -268,9 +268,14 @@ class Daemon:
         state_dir = self.cfg.state_dir
         url = self.cfg.resolved_catalog_url()
         self.lock = InstanceLock(lock_path_for(url, state_dir)).acquire()
+        server_lock = None
         try:
-            return self._run(Catalog(url), state_dir)
+            catalog = Catalog(url)
+            server_lock = ServerCatalogLock(catalog.engine).acquire()
+            return self._run(catalog, state_dir)
         finally:
+            if server_lock is not None:
+                server_lock.release()
             self.lock.release()
 
     def _run(self, catalog, state_dir: Path) -> int:
@@ -301,7 +306,7 @@ class Daemon:
                 if self.stop_requested:
                     break
                 if self.reload_requested:
-                    sd_notify("RELOADING=1")
+                    sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
                     self._reload()
                     sd_notify("READY=1")
                 self._check_roots()

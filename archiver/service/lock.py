@@ -66,3 +66,40 @@ def lock_path_for(catalog_url: str, state_dir: Path) -> Path:
         return db.with_name(db.name + ".daemon.lock")
     digest = hashlib.sha256(catalog_url.encode()).hexdigest()[:12]
     return state_dir / f"daemon-{digest}.lock"
+
+
+class ServerCatalogLock:
+    """For a PostgreSQL catalog: a session advisory lock held on a dedicated connection, so two
+    daemons on *different hosts* sharing one catalog exclude each other too (flock is per host).
+    The server drops it when the connection dies."""
+
+    KEY = int.from_bytes(b"archvrd1", "big") & 0x7FFFFFFFFFFFFFFF
+
+    def __init__(self, engine):
+        self.engine = engine
+        self._conn = None
+
+    def acquire(self) -> "ServerCatalogLock":
+        if self.engine.dialect.name != "postgresql":
+            return self
+        from sqlalchemy import text
+
+        conn = self.engine.connect()
+        got = conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": self.KEY}).scalar()
+        conn.commit()
+        if not got:
+            conn.close()
+            raise CatalogError("another archiver daemon (possibly on another host) already serves this catalog")
+        self._conn = conn
+        return self
+
+    def release(self) -> None:
+        if self._conn is not None:
+            try:
+                from sqlalchemy import text
+
+                self._conn.execute(text("select pg_advisory_unlock(:k)"), {"k": self.KEY})
+                self._conn.commit()
+            finally:
+                self._conn.close()
+                self._conn = None
