@@ -73,6 +73,9 @@ def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
 
     torch.manual_seed(seed)
     vae = build_vae(dict(VAE_CONFIG))
+    if hasattr(vae, "init_from_blocks"):  # block transform: start from the PCA of training blocks
+        blocks = D.random_crops(train, 256, min(64, crop - crop % 8), np.random.default_rng(seed))
+        vae.init_from_blocks(torch.nn.PixelUnshuffle(8)(blocks).permute(0, 2, 3, 1).reshape(-1, 192))
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     step, elapsed, best = 0, 0.0, -1.0
     ck = load_checkpoint(ckpt_path) if resume else None
@@ -88,6 +91,16 @@ def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
         save_checkpoint(ckpt_path, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed,
                         best=best, seed=seed)
 
+    def export_best(ev):
+        save_safetensors(out / "ae_best.safetensors", vae.state_dict(),
+                         vae_metadata(vae, imgs.info, {"step": step, "val_psnr": ev["val_psnr"], "seed": seed,
+                                      "crop": crop, "batch": batch, "lr": lr}))
+
+    if step == 0:  # the starting point (PCA for the block transform) is the first best-so-far
+        ev = evaluate(vae, val)
+        best = ev["val_psnr"]
+        log.log(stage="ae", step=0, event="eval", **ev)
+        export_best(ev)
     vae.train()
     t0, last = time.time() - elapsed, None
     budget = minutes * 60 if minutes else None
@@ -116,9 +129,7 @@ def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
                 log.log(stage="ae", step=step, event="eval", **ev)
                 if ev["val_psnr"] > best:
                     best = ev["val_psnr"]
-                    save_safetensors(out / "ae_best.safetensors", {k: v for k, v in vae.state_dict().items()},
-                                     vae_metadata(vae, imgs.info, {"step": step, "val_psnr": best, "seed": seed,
-                                                  "crop": crop, "batch": batch, "lr": lr}))
+                    export_best(ev)
             if step % ckpt_every == 0:
                 save()
     except KeyboardInterrupt:  # a stopped run keeps its progress
@@ -127,9 +138,7 @@ def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
     ev = evaluate(vae, val)
     if ev["val_psnr"] > best or not (out / "ae_best.safetensors").exists():
         best = ev["val_psnr"]
-        save_safetensors(out / "ae_best.safetensors", vae.state_dict(),
-                         vae_metadata(vae, imgs.info, {"step": step, "val_psnr": best, "seed": seed,
-                                      "crop": crop, "batch": batch, "lr": lr}))
+        export_best(ev)
     save()
     res = {"stage": "ae", "step": step, "loss": last, "val_psnr": ev["val_psnr"], "best_val_psnr": best,
            "seconds": round(elapsed, 1), "data": imgs.info}
