@@ -117,14 +117,15 @@ def test_kill9_through_the_cli(tmp_path):
     orig = src.read_bytes()
     cmd = [sys.executable, "-m", "archiver", "archive", str(tmp_path / "c"), "--config", str(tmp_path / "cfg.yaml"),
            "--policy", str(tmp_path / "policy.yaml"), "--json"]
-    r = subprocess.run(cmd, env=dict(os.environ, ARCHIVER_FAULT="committed"), capture_output=True, text=True, timeout=300)
+    home = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home"))
+    r = subprocess.run(cmd, env=dict(home, ARCHIVER_FAULT="committed"), capture_output=True, text=True, timeout=300)
     assert r.returncode == -9, r.stderr
     assert src.read_bytes() == orig  # committed, but the original not yet removed
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=home, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert not src.exists() and lossless.restore(Path(str(src) + ".jxl").read_bytes()) == orig
     r = subprocess.run([sys.executable, "-m", "archiver", "verify", "--config", str(tmp_path / "cfg.yaml")],
-                       capture_output=True, text=True, timeout=300)
+                       env=home, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -98,8 +98,9 @@ def test_cli_restore_exit_codes_and_json(tmp_path):
     make_policy(tmp_path / "p.yaml")
     src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
     orig = src.read_bytes()
+    env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home"))
     run = lambda *a: subprocess.run([sys.executable, "-m", "archiver", *a, "--config", str(cfg)],
-                                    capture_output=True, text=True, timeout=300)
+                                    capture_output=True, text=True, timeout=300, env=env)
     assert run("archive", str(src), "--policy", str(tmp_path / "p.yaml")).returncode == 0
     src.write_bytes(b"x")
     r = run("restore", str(src), "--json")

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -111,8 +112,9 @@ def test_cli_verify_and_stats(tmp_path):
     cfg.write_text(f"catalog_url: sqlite:///{tmp_path / 'cat.sqlite'}\nvault_dir: {tmp_path / 'vault'}\n")
     make_policy(tmp_path / "p.yaml")
     src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home"))
     run = lambda *a: subprocess.run([sys.executable, "-m", "archiver", *a, "--config", str(cfg)],
-                                    capture_output=True, text=True, timeout=300)
+                                    capture_output=True, text=True, timeout=300, env=env)
     assert run("archive", str(tmp_path / "c"), "--policy", str(tmp_path / "p.yaml")).returncode == 0
     r = run("stats", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["total"]["files"] == 1
