@@ -34,7 +34,7 @@ DEFAULT_IMAGES = [REPO.parent / "shared" / "data" / "train" / "bsds500" / "train
 _WRAPPER = r"""
 import json, resource, subprocess, sys, time
 t0 = time.time()
-p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True)  # stderr: inherited (the log)
 print(json.dumps({"rc": p.returncode, "seconds": time.time() - t0, "stdout": p.stdout,
                   "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
@@ -136,6 +136,12 @@ ALL_DIFFUSION_POLICY = """\
 version: 1
 name: all-diffusion-zero-floor
 defaults: {original: replace}
+rules:
+  - name: everything
+    when: {path: ["**"]}
+    action: diffusion
+    bpp: 0.15
+    floor: {min_psnr: 0, min_ms_ssim: 0}
 default:
   action: diffusion
   bpp: 0.15
@@ -149,9 +155,10 @@ def bench_migrate(files, workers: int, policy: str | None, work: Path) -> dict:
     cfg = _config(work / "migrate.yaml", policy=policy, workers=workers, **EXTRA)
     cmd = [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "archiver", "migrate", str(root), "--json",
            "--workers", str(workers)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=_env(home, cfg))
-    sampler = TreeSampler(p.pid)
-    out, _ = p.communicate()
+    with open(work / "migrate.log", "w") as log:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=_env(home, cfg))
+        sampler = TreeSampler(p.pid)
+        out, _ = p.communicate()
     tree_peak = sampler.stop()
     res = json.loads(out)
     rep = json.loads(res["stdout"]) if res["stdout"].strip().startswith("{") else {}
@@ -188,6 +195,8 @@ def bench_daemon(files, workers: int, policy: str | None, settle: float, work: P
     sampler = TreeSampler(p.pid)
     deadline = time.time() + 120
     while time.time() < deadline and "reconciliation scan done" not in (work / "daemon.log").read_text():
+        if p.poll() is not None:
+            sys.exit(f"the daemon did not start:\n{(work / 'daemon.log').read_text()[-3000:]}")
         time.sleep(0.2)
     t0 = time.time()
     size = _copy(files, root)
