@@ -58,6 +58,10 @@ class Config:
     workers: int = 1
     #: daemon: Prometheus metrics port (0 = off)
     metrics_port: int = 0
+    #: daemon: first retry delay after a failed file (doubles per attempt, at most 1 h)
+    retry_seconds: float = 30.0
+    #: daemon: attempts before a file's queue entry is marked failed
+    max_attempts: int = 5
     #: refuse images with more pixels than this (decompression bombs)
     max_pixels: int = 178_956_970
 

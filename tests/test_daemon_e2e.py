@@ -27,10 +27,16 @@ def _drop(root, names, seed0=0, size=24):
     return out
 
 
-def test_slow_writer_is_never_encoded_before_it_is_complete(tmp_path):
+def test_slow_writer_is_never_encoded_before_it_is_complete_and_a_second_daemon_is_refused(tmp_path):
     e = setup_env(tmp_path, settle_seconds=1.0)
     d = Daemon(e).ready()
     try:
+        # one daemon per catalog: a second one is refused with a clear error
+        r = subprocess.run([sys.executable, "-m", "archiver", "daemon", "--config", str(e["config"])],
+                           env=e["env"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 7
+        assert "another archiver daemon already serves this catalog" in r.stderr
+        assert f"pid {d.proc.pid}" in r.stderr
         data = png_bytes(7, 64)
         target = e["root"] / "slow.png"
         chunks = [data[i:i + len(data) // 12 + 1] for i in range(0, len(data), len(data) // 12 + 1)]
@@ -104,19 +110,6 @@ def test_burst_of_hundreds(tmp_path):
     finally:
         assert d.stop() == 0
     assert check_exactly_once(e["home"], originals, require_all=True)["archived"] == 300
-
-
-def test_second_daemon_is_refused(tmp_path):
-    e = setup_env(tmp_path)
-    d = Daemon(e).ready()
-    try:
-        r = subprocess.run([sys.executable, "-m", "archiver", "daemon", "--config", str(e["config"])],
-                           env=e["env"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 7
-        assert "another archiver daemon already serves this catalog" in r.stderr
-        assert f"pid {d.proc.pid}" in r.stderr
-    finally:
-        assert d.stop() == 0
 
 
 def test_sigterm_finishes_the_file_in_hand_then_restart_completes(tmp_path):
@@ -267,3 +260,27 @@ def test_sighup_reloads_roots_and_talks_to_systemd(tmp_path):
     sock.close()
     assert any(g.startswith("RELOADING=1\nMONOTONIC_USEC=") for g in got) and "STOPPING=1" in got and got.count("READY=1") >= 1
     assert any(g.startswith("STATUS=pending=") for g in got)
+
+
+def test_a_dying_worker_is_survived_retried_then_given_up_and_migrate_finishes_it(tmp_path):
+    """A worker process that dies (OOM killer, a crash in native code — here the unit of work's
+    fault hook) breaks the pool: the daemon survives, restarts the pool, retries with backoff,
+    marks the file failed after max_attempts, and never touches the original meanwhile."""
+    e = setup_env(tmp_path, retry_seconds=0.2, max_attempts=2)
+    originals = _drop(e["root"], ["poison.png"])
+    d = Daemon(e, executor="process", extra_env={"ARCHIVER_FAULT": "encoded"}).ready()
+    try:
+        wait_until(lambda: any(q["state"] == "failed" for q in queue_rows(e["home"])), 120, what="given up")
+        assert d.proc.poll() is None  # the daemon itself is fine
+        assert len([x for x in d.logs() if x.get("msg") == "work failed"]) == 2
+        assert any(x.get("msg") == "worker pool restarted after a worker died" for x in d.logs())
+    finally:
+        assert d.stop() == 0
+    [row] = queue_rows(e["home"])
+    assert row["attempts"] == 2 and "worker process died" in row["last_error"]
+    assert (e["root"] / "poison.png").read_bytes() == originals[str(e["root"] / "poison.png")]
+    # after the cause is fixed, an explicit migrate run retries failed files (the daemon's scans do not)
+    r = subprocess.run([sys.executable, "-m", "archiver", "migrate", str(e["root"]), "--json", "--executor", "thread"],
+                       env=e["env"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    check_exactly_once(e["home"], originals, require_all=True)

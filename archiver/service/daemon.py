@@ -87,6 +87,7 @@ class Daemon:
             log.warning("metrics_port change needs a restart", extra={})
         old_workers = self.workers
         self._apply_config(cfg)
+        self.queue.max_attempts, self.queue.backoff_seconds = cfg.max_attempts, cfg.retry_seconds
         if self.workers != old_workers:
             old = self.executor
             self.executor = make_executor(self.executor_kind, self.workers)
@@ -216,16 +217,16 @@ class Daemon:
             self.in_flight[fut] = item
 
     def _collect(self) -> None:
+        broken = False
         for fut in [f for f in self.in_flight if f.done()]:
             item = self.in_flight.pop(fut)
             try:
                 out = fut.result()
             except BrokenProcessPool as e:
                 out = {"path": item.path, "status": "error", "retry": True,
-                       "error": f"worker process died ({e}); maybe out of memory"}
+                       "error": f"a worker process died ({e}); out of memory? (every file in hand is retried)"}
                 self.metrics.failures.inc()
-                if not self.stop_requested:
-                    self.executor = make_executor(self.executor_kind, self.workers)
+                broken = True
             except Exception as e:  # pragma: no cover - run_task does not raise
                 out = {"path": item.path, "status": "error", "retry": True, "error": repr(e)}
                 self.metrics.failures.inc()
@@ -242,6 +243,11 @@ class Daemon:
             if item.path in self.dirty:
                 self.dirty.discard(item.path)
                 self.settle.touch(item.path)
+        if broken and not self.stop_requested and not self.in_flight:
+            # a dead worker breaks the whole pool (every future in it fails): start a fresh one
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = make_executor(self.executor_kind, self.workers)
+            log.warning("worker pool restarted after a worker died", extra={})
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -280,7 +286,8 @@ class Daemon:
 
     def _run(self, catalog, state_dir: Path) -> int:
         self.catalog = catalog
-        self.queue = WorkQueue.for_catalog(catalog)
+        self.queue = WorkQueue.for_catalog(catalog, max_attempts=self.cfg.max_attempts,
+                                           backoff_seconds=self.cfg.retry_seconds)
         self.guard = RootGuard(state_dir / "roots.json", rebind=self.rebind_roots)
         self.watcher = Watcher(self.settle.touch)
         self._wd = watchdog_interval()
