@@ -83,8 +83,12 @@ def verdicts(summary: list[dict], bpps, records: list[dict] | None = None) -> li
             v[f"{other}_bpp"] = o["bpp"]
             w, n = _wins(records, b, "ms_ssim", "ours", other)
             v[f"wins_vs_{other}_ms_ssim"] = [w, n]
+            # a win bought with >10% more bits is not a like-for-like win: say so
+            unfair = beats and ours["bpp"] > 1.1 * o["bpp"]
+            v[f"beats_{other}_at_no_higher_rate"] = beats and not unfair
             v["text"].append(
-                f"{'beats' if beats else 'does NOT beat'} {other.upper()} on mean MS-SSIM "
+                f"{'beats (but only at a higher real rate)' if unfair else 'beats' if beats else 'does NOT beat'} "
+                f"{other.upper()} on mean MS-SSIM "
                 f"({ours['ms_ssim']:.4f} at {ours['bpp']:.3f} bpp vs {o['ms_ssim']:.4f} at {o['bpp']:.3f} bpp"
                 + (f"; better on {w} of {n} images)" if n else ")"))
         nd = _row(summary, "ours-nodiff", b)
