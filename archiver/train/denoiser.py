@@ -1,7 +1,7 @@
 """Stage 2: the latent denoiser (UNet2DModel, epsilon prediction, DDPM/LDM noise schedule).
 
 The codec only ever starts the reverse process from the low-noise steps that match its
-quantization noise, so timesteps are drawn mostly from t <= 350 (some from the whole range to
+quantization noise, so timesteps are drawn mostly from t <= 500 (some from the whole range to
 keep the model a proper diffusion model), and half of the batches use real quantization noise
 (per-channel uniform steps of the size SNR matching implies, random grid offsets) instead of
 Gaussian noise: the decoder then sees what it was trained on.
@@ -22,7 +22,7 @@ from . import data as D
 from .common import Logger, cosine_lr, load_checkpoint, save_checkpoint, save_safetensors, step_seed
 from .latents import center_latent_crops, ensure_stats, latent_cache, load_ae, random_latent_crops
 
-LOW_T_MAX = 350
+LOW_T_MAX = 500
 LOW_T_FRACTION = 0.7
 QUANT_NOISE_FRACTION = 0.5
 EMA_DECAY = 0.995

@@ -9,6 +9,11 @@ from ..codec.backbones.tiny import CONFIG_FILE, SCHEDULER_CONFIG, UNET_CONFIG, W
 from .common import read_safetensors, save_safetensors
 
 
+def _half(w: dict) -> dict:
+    """Float16 storage halves the shipped size; weights are cast back to float32 on load."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in w.items()}
+
+
 def assemble(out: Path) -> Path | None:
     out = Path(out)
     ae = out / "ae_best.safetensors"
@@ -16,13 +21,13 @@ def assemble(out: Path) -> Path | None:
         return None
     tensors, meta_all = {}, {}
     w, meta = read_safetensors(ae)
-    tensors.update({f"vae.{k}": v for k, v in w.items()})
-    cfg = {"format": "archiver-tiny", "version": 1, "vae": meta["vae_config"], "scheduler": SCHEDULER_CONFIG}
+    tensors.update({f"vae.{k}": v for k, v in _half(w).items()})
+    cfg = {"format": "archiver-tiny", "version": 1, "storage_dtype": {"vae": "float16", "unet": "float16", "entropy": "float32"}, "vae": meta["vae_config"], "scheduler": SCHEDULER_CONFIG}
     meta_all["ae"] = {k: v for k, v in meta.items() if k != "vae_config"}
     un = out / "unet_best.safetensors"
     if un.exists():
         w, meta = read_safetensors(un)
-        tensors.update({f"unet.{k}": v for k, v in w.items()})
+        tensors.update({f"unet.{k}": v for k, v in _half(w).items()})
         cfg["unet"] = meta.get("unet_config", UNET_CONFIG)
         meta_all["denoiser"] = {k: v for k, v in meta.items() if k != "unet_config"}
     st = out / "latent_stats.safetensors"
