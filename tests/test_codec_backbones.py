@@ -202,10 +202,11 @@ def test_large_latents_are_denoised_in_blended_tiles(sd):
     tiled = bb.model_output(z, 50)
     assert torch.allclose(whole, tiled, atol=1e-5)
     try:
-        sd.unet_tile = 4
-        a, b = sd.model_output(z, 50), sd.model_output(z, 50)
+        sd.unet_tile = 12
+        small = z[..., :20, :20]  # 2 x 2 tiles
+        a, b = sd.model_output(small, 50), sd.model_output(small, 50)
     finally:
         from archiver.codec.backbones.diffusers_backbone import UNET_TILE
 
         sd.unet_tile = UNET_TILE
-    assert a.shape == z.shape and torch.equal(a, b)
+    assert a.shape == small.shape and torch.equal(a, b)

@@ -22,6 +22,11 @@ from .base import Backbone
 #: stays bounded for large photos (the choice depends on the size only: decoding stays deterministic)
 VAE_TILE = 1024
 
+#: the denoiser sees latents up to this many cells a side whole (1024 px at stride 8), larger
+#: ones in tiles overlapping by UNET_OVERLAP cells
+UNET_TILE = 128
+UNET_OVERLAP = 16
+
 #: component folders whose weights define the decoded pixels (the digest covers them)
 WEIGHT_COMPONENTS = ("vae", "unet", "text_encoder")
 
@@ -128,6 +133,8 @@ class DiffusersBackbone(Backbone):
         self._channel_steps = channel_steps
         self._entropy_model = entropy_model
         self.set_vae_tile(VAE_TILE)
+        #: latents larger than this many cells a side are denoised in overlapping tiles (0: never)
+        self.unet_tile = UNET_TILE
 
     def set_vae_tile(self, tile: int) -> None:
         """Tile the autoencoder for images with a side above ``tile`` pixels (0: never)."""
@@ -190,6 +197,25 @@ class DiffusersBackbone(Backbone):
 
     @torch.no_grad()
     def model_output(self, z_t: torch.Tensor, t: int) -> torch.Tensor:
+        """The denoiser on the whole latent, or on overlapping tiles blended with linear ramps
+        when it is larger than ``unet_tile`` cells a side (attention cost grows with the square
+        of the area; tiles keep large photos feasible)."""
+        h, w = z_t.shape[-2:]
+        tile = self.unet_tile
+        if tile <= 0 or (h <= tile and w <= tile):
+            return self._model_output(z_t, t)
+        overlap = max(1, min(UNET_OVERLAP, tile // 4))
+        out = torch.zeros(z_t.shape[0], self.latent_channels, h, w)
+        weight = torch.zeros(1, 1, h, w)
+        for top in _tile_starts(h, tile, overlap):
+            for left in _tile_starts(w, tile, overlap):
+                part = z_t[..., top:top + tile, left:left + tile]
+                ramp = _ramp(part.shape[-2], part.shape[-1], overlap)
+                out[..., top:top + tile, left:left + tile] += self._model_output(part, t).cpu() * ramp
+                weight[..., top:top + tile, left:left + tile] += ramp
+        return (out / weight).to(z_t.device)
+
+    def _model_output(self, z_t: torch.Tensor, t: int) -> torch.Tensor:
         h, w = z_t.shape[-2:]
         m = self._unet_multiple
         ph, pw = (-h) % m, (-w) % m
@@ -210,6 +236,24 @@ class DiffusersBackbone(Backbone):
 
     def entropy_model(self):
         return self._entropy_model
+
+
+def _tile_starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of ``tile`` covering ``n`` with at least ``overlap`` in common."""
+    if n <= tile:
+        return [0]
+    step = tile - overlap  # callers keep overlap < tile
+    starts = list(range(0, n - tile, step))
+    return starts + [n - tile]
+
+
+def _ramp(h: int, w: int, overlap: int) -> torch.Tensor:
+    """Blend weights: 1 inside, falling linearly (never to 0) over ``overlap`` cells at the edges."""
+    def axis(n):
+        i = torch.arange(n, dtype=torch.float32)
+        return torch.minimum(torch.ones(n), (torch.minimum(i, n - 1 - i) + 1) / (overlap + 1))
+
+    return (axis(h)[:, None] * axis(w)[None, :])[None, None]
 
 
 def _quiet_libraries() -> None:
