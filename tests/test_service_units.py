@@ -204,3 +204,30 @@ def test_sd_notify_sends_datagrams(tmp_path, monkeypatch):
         assert not sd_notify("READY=1")
     finally:
         s.close()
+
+
+def test_a_file_held_open_for_writing_never_settles(tmp_path):
+    from archiver.service.settle import open_for_writing
+
+    clock = Clock()
+    st = SettleTracker(1, clock=clock)
+    f = tmp_path / "a.png"
+    code = f"import time; f = open({str(f)!r}, 'ab'); f.write(b'x'); f.flush(); print('open', flush=True); time.sleep(60)"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "open"
+        _old(f)
+        assert open_for_writing([str(f)]) == {str(f)}
+        st.touch(str(f))
+        for _ in range(5):  # a writer paused far longer than the window, file still open
+            st.ready()
+            clock.t += 10
+        assert st.ready() == []
+    finally:
+        p.kill()
+        p.wait()
+    clock.t += 10
+    assert st.ready() == [str(f)]
+    assert open_for_writing([str(f)]) == set()
+    with open(f, "rb"):  # readers do not hold a file back
+        assert open_for_writing([str(f)]) == set()

@@ -31,6 +31,9 @@ class SettleTracker:
         self._wall = wallclock
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen | None] = {}
+        #: also hold back files some process has open for writing (Linux /proc; processes of
+        #: other users are only visible to root)
+        self.check_open_writers = True
 
     def __len__(self) -> int:
         with self._lock:
@@ -77,9 +80,52 @@ class SettleTracker:
                     continue
                 old_enough = wall - st.st_mtime_ns / 1e9 >= self.settle_seconds
                 if now - cur.since >= self.settle_seconds and old_enough:
-                    del self._seen[path]
                     out.append(path)
+        if out and self.check_open_writers:
+            busy = open_for_writing(out)
+            for path in busy:  # a writer that merely paused longer than the window: wait on
+                with self._lock:
+                    if self._seen.get(path) is not None:
+                        self._seen[path].since = now
+            out = [p for p in out if p not in busy]
+        with self._lock:
+            for path in out:
+                self._seen.pop(path, None)
         return out
+
+
+def open_for_writing(paths) -> set[str]:
+    """The subset of ``paths`` that a process (visible to us) holds open with write access.
+
+    One sweep over /proc/*/fd per call (tens of ms on a busy host), done only when files are
+    about to be released. Where /proc is unavailable this returns an empty set: the settle
+    window alone then decides."""
+    wanted = {os.path.realpath(p): p for p in paths}
+    busy: set[str] = set()
+    try:
+        pids = [d for d in os.listdir("/proc") if d.isdigit()]
+    except OSError:
+        return busy
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target in wanted:
+                try:
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        flags = int(next(line for line in f if line.startswith("flags:")).split()[1], 8)
+                except (OSError, StopIteration, ValueError):
+                    flags = os.O_WRONLY  # cannot tell: assume the worst
+                if flags & (os.O_WRONLY | os.O_RDWR):
+                    busy.add(wanted[target])
+    return busy
 
 
 def _is_regular(mode: int) -> bool:
