@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,12 +22,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import ContainerError, UsageError, WeightsMismatchError
+from ..errors import ContainerError, InputError, UsageError, WeightsMismatchError
 from ..imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage, load_image
 from . import container
 from .backbones.base import Backbone
 from .entropy import ChannelGaussianEntropyModel, HyperpriorEntropyModel, generic_entropy_model, get_entropy_model
 from .quantize import QuantParams, dequantize, latent_roi, noise_variance, quantize, snr_timestep
+
+# deterministic cuBLAS needs this before the first CUDA call (harmless on CPU)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 #: DDIM steps the encoder suggests when none are given (the decoder may override)
 DEFAULT_STEPS = 4
@@ -109,8 +113,6 @@ def codec_threads() -> int:
     """CPU threads the codec always runs with. CPU kernels split their sums by thread count, so
     1 and 2 threads give pixels up to 2 levels apart: a fixed count keeps "same bytes -> same
     pixels" true whatever the caller set (``ARCHIVER_CODEC_THREADS``; encode and verify must agree)."""
-    import os
-
     try:
         return max(1, int(os.environ.get("ARCHIVER_CODEC_THREADS", "4")))
     except ValueError:
@@ -201,7 +203,12 @@ class _Coder:
         self.mu = self.y.mean(dim=(0, 2, 3))
         steps = backbone.channel_steps()
         self.delta = (torch.ones(c) if steps is None else steps.detach().float().cpu().reshape(c))
+        if max(self.y.shape[-2:]) > 65535:
+            raise InputError(f"{img.width}x{img.height}: too long a side for the .dlc format")
         self.roi = latent_roi(roi_regions, backbone.stride, tuple(self.y.shape[-2:]))
+        if len(self.roi) > 255:  # the header holds 255 boxes: protect their union instead
+            self.roi = [(min(b[0] for b in self.roi), min(b[1] for b in self.roi),
+                         max(b[2] for b in self.roi), max(b[3] for b in self.roi))]
         self.roi_factor = float(roi_factor) if self.roi else 1.0
         self.entropy, self.kind, self.entropy_name = _entropy_for(backbone)
         meta = img.metadata
@@ -435,8 +442,6 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
 
 def output_file_mode() -> int:
     """Permissions a plainly created file would get (0666 minus the umask)."""
-    import os
-
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask
