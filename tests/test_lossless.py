@@ -107,3 +107,12 @@ def test_random_images_roundtrip_pixel_exact(w, h, mode, seed):
     im.save(b, "PNG")
     back = lossless.restore(lossless.compress(b.getvalue())[0])
     assert lossless.same_pixels(back, b.getvalue())
+
+
+def test_cmyk_jpeg_is_unsupported_and_trailing_data_kept():
+    b = io.BytesIO()
+    Image.fromarray(smooth_image(1, (160, 120))).convert("CMYK").save(b, "JPEG", quality=90)
+    with pytest.raises(lossless.LosslessUnsupported):  # archive then keeps the original, with the reason
+        lossless.compress(b.getvalue())
+    src = _jpeg(quality=90) + b"bytes after the end-of-image marker"
+    assert lossless.restore(lossless.compress(src)[0]) == src
