@@ -39,7 +39,7 @@ def daemon(config_path, json_logs, rebind_roots, executor, verbose, as_json):
 
 def _plan_human(r: dict) -> str:
     lines = [f"dry run: {r['files']} file(s) under {', '.join(r['roots'])} with policy {r['policy']}"
-             + (f" ({r['already_archived']} already archived)" if r["already_archived"] else "")]
+             + (f" ({r['already_archived']} more already handled by earlier runs)" if r["already_archived"] else "")]
     lines.append(f"  {'rule':<18} {'action':<10} {'files':>6} {'before':>11} {'after (est.)':>13} {'saved':>11}")
     for e in r["rules"]:
         lines.append(f"  {e['rule']:<18} {e['action']:<10} {e['files']:>6} {human_bytes(e['bytes_before']):>11} "
@@ -62,7 +62,7 @@ def _run_human(r: dict) -> str:
     head = "migration interrupted" if r["interrupted"] else "migration finished"
     lines = [f"{head}: {r['files']} file(s) handled in {r['seconds']:.0f} s"
              + (f" ({r['images_per_min']:.1f} images/min)" if r.get("images_per_min") else "")
-             + (f", {r['already_archived']} already archived before" if r["already_archived"] else "")]
+             + (f", {r['already_archived']} handled by earlier runs" if r["already_archived"] else "")]
     if r["by_outcome"]:
         lines.append("  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["by_outcome"].items())))
     lines.append(f"  {'rule':<18} {'action':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>11}")

@@ -380,7 +380,7 @@ def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrup
         a = b if a is None else int(a)
         before += b
         after += a
-        k = (o.get("rule") or "(none)", o.get("action") or ("keep" if st in ("skipped", "failed", "error") else "-"))
+        k = (o.get("rule") or f"({st})", o.get("action") or "keep")
         e = rules.setdefault(k, {"rule": k[0], "action": k[1], "files": 0, "bytes_before": 0, "bytes_after": 0})
         e["files"] += 1
         e["bytes_before"] += b
