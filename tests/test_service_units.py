@@ -231,3 +231,24 @@ def test_a_file_held_open_for_writing_never_settles(tmp_path):
     assert open_for_writing([str(f)]) == set()
     with open(f, "rb"):  # readers do not hold a file back
         assert open_for_writing([str(f)]) == set()
+
+
+def _torch_threads():
+    import signal as sig
+
+    import torch
+
+    return torch.get_num_threads(), sig.getsignal(sig.SIGTERM) == sig.SIG_IGN
+
+
+def test_worker_processes_split_the_cores_and_ignore_sigterm():
+    """N workers x torch threads = cores (no oversubscription); workers leave stopping to the parent."""
+    from archiver.service.workers import make_executor, torch_threads_for
+
+    ex = make_executor("process", 2)
+    try:
+        threads, ignores_term = ex.submit(_torch_threads).result(timeout=120)
+    finally:
+        ex.shutdown()
+    assert threads == torch_threads_for(2) == max(1, (os.cpu_count() or 1) // 2)
+    assert ignores_term
