@@ -19,6 +19,7 @@ adds them to the protected regions so the quality guard checks them.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -37,6 +38,19 @@ SCALE_FACTOR = 1.2
 MIN_FACE_FRACTION = 0.045
 
 _local = threading.local()
+_inherited: list = []
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker builds its own models: inherited onnxruntime/OpenCV thread pools are dead
+    in the child. The parent's objects are parked, never destroyed (their destructors would
+    wait for those threads forever)."""
+    global _local
+    _inherited.append(_local)
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _cascades():

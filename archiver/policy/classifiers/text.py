@@ -34,6 +34,19 @@ MIN_REC_CONF = 0.6
 #: at most this many candidates are read (best box scores first)
 MAX_VERIFY = 6
 _local = threading.local()
+_inherited: list = []
+
+
+def _after_fork_in_child() -> None:
+    """A forked worker builds its own models: inherited onnxruntime/OpenCV thread pools are dead
+    in the child. The parent's objects are parked, never destroyed (their destructors would
+    wait for those threads forever)."""
+    global _local
+    _inherited.append(_local)
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def model_path(kind: str = "det") -> Path:
