@@ -213,3 +213,24 @@ def test_bench_over_shared_data(tmp_path):
     assert s["faces_detector_recall"] >= 0.98 and s["text_detector_recall"] >= 0.98
     assert s["kodak_people_protected"] == 1.0
     assert s["kodak_eligible_wrongly_protected"] <= 0.15
+
+
+def test_models_survive_fork(sign_on_texture):
+    """A worker forked after the parent used the detectors must not hang on inherited models."""
+    import multiprocessing as mp
+
+    im = loaded(sign_on_texture)
+    assert run_classifier("text", Subject(None, im)).found  # parent builds its models
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+
+    def child():
+        q.put(run_classifier("text", Subject(None, im)).found and not run_classifier("faces", Subject(None, im)).error)
+
+    p = ctx.Process(target=child)
+    p.start()
+    p.join(120)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("forked worker hung on inherited detector models")
+    assert p.exitcode == 0 and q.get(timeout=5) is True
