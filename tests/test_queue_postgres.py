@@ -1,0 +1,140 @@
+"""The queue and the daemon's cross-host lock on PostgreSQL (the catalog for several hosts or a
+Ray cluster), on a throw-away local cluster; skipped where PostgreSQL or psycopg is missing."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
+
+import pytest
+from sqlalchemy import text
+
+pytest.importorskip("psycopg")
+if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+    pytest.skip("PostgreSQL server binaries not installed", allow_module_level=True)
+
+
+def _as_pg(cmd: str, cwd: str):
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], cwd=cwd, capture_output=True,
+                              text=True, timeout=120)
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a 'postgres' user")
+    d = tempfile.mkdtemp(prefix="archiver-pgq-")
+    if os.geteuid() == 0:
+        shutil.chown(d, "postgres")
+    port = 20000 + (os.getpid() + 7919) % 20000
+    r = _as_pg(f"initdb -D {d}/data -A trust -U postgres >/dev/null && "
+               f"pg_ctl -D {d}/data -o \"-k {d} -p {port} -c listen_addresses='' -c fsync=off\" -l {d}/log -w start", d)
+    if r.returncode != 0:
+        shutil.rmtree(d, ignore_errors=True)
+        pytest.skip(f"cannot start a PostgreSQL cluster: {r.stderr[-500:]}")
+    yield f"postgresql+psycopg://postgres@/postgres?host={d}&port={port}"
+    _as_pg(f"pg_ctl -D {d}/data stop -m immediate", d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def catalog(pg_url):
+    from archiver.catalog.db import Catalog, make_engine
+
+    name = f"q{os.urandom(4).hex()}"
+    eng = make_engine(pg_url)
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    eng.dispose()
+    cat = Catalog(pg_url.replace("/postgres?", f"/{name}?"))
+    yield cat
+    cat.close()
+
+
+def test_claims_never_overlap_on_postgresql(catalog):
+    from archiver.service.queue import WorkQueue
+
+    wq = WorkQueue.for_catalog(catalog)
+    assert wq.enqueue_many([(f"/r/{i}.png", "/r") for i in range(80)]) == 80
+    assert wq.enqueue_many([(f"/r/{i}.png", "/r") for i in range(80)]) == 0
+    got: list[list[str]] = [[] for _ in range(4)]
+
+    def run(k):
+        q = WorkQueue.for_catalog(catalog)
+        while True:
+            items = q.claim(f"host{k}:1:1", limit=3)
+            if not items:
+                return
+            got[k].extend(i.path for i in items)
+            for i in items:
+                q.complete(i.id)
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    every = [p for g in got for p in g]
+    assert len(every) == 80 and len(set(every)) == 80
+    assert wq.depth()["done"] == 80
+
+
+def test_server_lock_excludes_a_second_daemon_on_any_host(catalog):
+    from archiver.catalog.db import Catalog
+    from archiver.errors import CatalogError
+    from archiver.service.lock import ServerCatalogLock
+
+    other = Catalog(catalog.url)  # as if from another host: a separate engine and connection
+    try:
+        first = ServerCatalogLock(catalog.engine).acquire()
+        with pytest.raises(CatalogError, match="another archiver daemon"):
+            ServerCatalogLock(other.engine).acquire()
+        first.release()
+        ServerCatalogLock(other.engine).acquire().release()
+    finally:
+        other.close()
+
+
+def test_migrate_with_a_postgresql_catalog(catalog, tmp_path):
+    """What a Ray run needs: the same tasks, the catalog on a server."""
+    import json
+
+    from click.testing import CliRunner
+
+    from archiver.cli import main
+    from test_service_helpers import png_bytes, setup_env
+
+    e = setup_env(tmp_path, catalog_url=catalog.url)
+    originals = {}
+    for i in range(4):
+        p = e["root"] / f"p{i}.png"
+        p.write_bytes(png_bytes(i, 32))
+        originals[str(p)] = p.read_bytes()
+    env = {"ARCHIVER_HOME": str(e["home"]), "ARCHIVER_CONFIG": str(e["config"])}
+    r = CliRunner().invoke(main, ["migrate", str(e["root"]), "--json", "--executor", "thread", "--workers", "2"], env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["by_outcome"] == {"committed": 4}
+    from archiver.catalog.models import FileVersion
+    from sqlalchemy import select
+
+    with catalog.session() as s:
+        rows = {fv.path: fv.state for fv in s.scalars(select(FileVersion))}
+    assert rows == {p: "committed" for p in originals}
+    for p in originals:
+        assert not os.path.exists(p) and os.path.exists(p + ".axl")
+    # check_exactly_once reads the SQLite catalog; here the catalog is the server's
+    assert not (e["home"] / "catalog.sqlite").exists()
+    r = CliRunner().invoke(main, ["migrate", str(e["root"]), "--json", "--executor", "ray"], env=env)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        assert r.exit_code == 2 and "needs Ray" in r.output
