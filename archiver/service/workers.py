@@ -54,7 +54,12 @@ def get_context(config: dict):
         known = {f.name for f in fields(Config)}
         cfg = Config(**{k: v for k, v in config.items() if k in known})
         ctx = ArchiveContext.from_config(cfg)
-        _CONTEXTS.clear()  # a reloaded config replaces the old models rather than piling up
+        for old in _CONTEXTS.values():  # a reloaded config replaces the old models, not piles up
+            try:
+                old.catalog.close()
+            except Exception:
+                pass
+        _CONTEXTS.clear()
         _CONTEXTS[key] = ctx
     return ctx
 
