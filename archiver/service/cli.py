@@ -47,8 +47,8 @@ def _plan_human(r: dict) -> str:
     lines.append(f"  total: {human_bytes(r['bytes_before'])} -> ~{human_bytes(r['bytes_after_estimate'])}, "
                  f"saving ~{human_bytes(r['savings_estimate'])} ({r['savings_ratio']:.0%})")
     for e in r["rules"]:
-        if e.get("estimate"):
-            lines.append(f"  estimate for {e['rule']}: {e['estimate']}")
+        lines.append(f"  {e['rule']}: estimate {e.get('estimate') or '-'}; e.g. {e['examples'][0]['path']}"
+                     + (f" ({e['examples'][0]['why']})" if e["examples"][0]["why"] else ""))
     if r["unreadable"]:
         lines.append(f"  {len(r['unreadable'])} unreadable file(s) would be skipped:")
         lines += [f"    {u['path']}: {u['error']}" for u in r["unreadable"][:20]]

@@ -226,8 +226,10 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
             continue
         k = (r["rule"], r["action"])
         e = rules.setdefault(k, {"rule": r["rule"], "action": r["action"], "files": 0, "bytes_before": 0,
-                                 "bytes_after_estimate": 0, "estimates": set()})
+                                 "bytes_after_estimate": 0, "estimates": set(), "examples": []})
         e["files"] += 1
+        if len(e["examples"]) < 3:
+            e["examples"].append({"path": r["path"], "why": (r.get("reasons") or [""])[0]})
         e["bytes_before"] += r["bytes_before"]
         e["bytes_after_estimate"] += r["bytes_after"]
         e["estimates"].add(r.get("estimate"))
