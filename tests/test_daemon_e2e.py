@@ -122,7 +122,11 @@ def test_sigterm_finishes_the_file_in_hand_then_restart_completes(tmp_path):
         rc = d.stop(120)
     assert rc == 0
     logs = d.logs()
-    assert any(x.get("msg") == "stopping: finishing files in hand" for x in logs)
+    [stopping] = [i for i, x in enumerate(logs) if x.get("msg") == "stopping: finishing files in hand"]
+    in_hand = logs[stopping]["in_flight"]
+    # the file(s) in hand at SIGTERM were finished, not cut off
+    assert len([x for x in logs[stopping:] if x.get("msg") == "handled"]) == in_hand
+    assert logs[-1]["msg"] == "stopped"
     first = check_exactly_once(e["home"], originals)
     assert first["untouched"] > 0, "stopped too late to test anything"
     assert not [q for q in queue_rows(e["home"]) if q["state"] == "claimed"]
