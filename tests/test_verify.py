@@ -70,6 +70,16 @@ def test_decoded_reconstruction_is_compared(tmp_path, ctx):
     assert "differs" in rep.mismatches[0]["problem"]
 
 
+def test_strays_are_reported(tmp_path, ctx):
+    files, outs = _archive_some(tmp_path, ctx)
+    (tmp_path / "c" / "plain" / "copy.jpg.jxl").write_bytes(b"x")
+    (tmp_path / "c" / "plain" / ".archiver-tmp-a.jpg.jxl.9.part").write_bytes(b"x")
+    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    assert rep.mismatches == []
+    assert sorted(Path(w["path"]).name for w in rep.warnings if "unknown" in w["problem"]) == [
+        ".archiver-tmp-a.jpg.jxl.9.part", "copy.jpg.jxl"]
+
+
 def test_sample_checks_a_fraction(tmp_path, ctx):
     _archive_some(tmp_path, ctx)
     rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec, sample=0.4, seed=1)
