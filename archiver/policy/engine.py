@@ -143,7 +143,8 @@ class _Evaluator:
     def _explain(self, c: Condition, v: Any, ok: bool) -> str:
         head = c.field.split(".", 1)[0]
         shown = f"{v:.3g}" if isinstance(v, float) else repr(v) if isinstance(v, str) else str(v)
-        base = f"{c.text or c.field} ({c.field} = {shown})"
+        text = c.text or c.field
+        base = text if c.op == "truthy" and text in (c.field, f"not {c.field}") else f"{text} ({c.field} = {shown})"
         if head in NAMES and ok and self.results.get(head) is not None:
             base += f": {self.results[head].reason}"
         return base
