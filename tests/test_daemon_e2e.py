@@ -235,16 +235,29 @@ def test_missing_or_unmounted_root_pauses_and_never_deletes(tmp_path):
 
 def test_sighup_reloads_roots_and_talks_to_systemd(tmp_path):
     import socket
+    import threading
 
     e = setup_env(tmp_path)
     other = tmp_path / "other"
     other.mkdir()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(tmp_path / "notify.sock"))
-    sock.settimeout(30)
-    d = Daemon(e, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}).ready()
+    sock.settimeout(0.2)
+    got: list[str] = []
+    done = threading.Event()
+
+    def listen():  # like systemd: read every datagram as it comes
+        while not done.is_set():
+            try:
+                got.append(sock.recv(200).decode())
+            except OSError:
+                continue
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    d = Daemon(e, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}).ready()
     try:
-        assert sock.recv(200) == b"READY=1"
+        wait_until(lambda: "READY=1" in got, 10, what="READY=1")
         # a new network-mount root, watched by polling
         write_config(e["config"], **dict(e["settings"], poll_roots=[str(other)]))
         d.signal(signal.SIGHUP)
@@ -253,17 +266,17 @@ def test_sighup_reloads_roots_and_talks_to_systemd(tmp_path):
         wait_until(lambda: str(other / "x.png") in committed_paths(e["home"]), 30, what="new root watched")
     finally:
         assert d.stop() == 0
+        time.sleep(0.5)
+        done.set()
+        listener.join(5)
+        sock.close()
     check_exactly_once(e["home"], originals, require_all=True)
-    sock.settimeout(0.5)
-    got = []
-    try:
-        while True:
-            got.append(sock.recv(200).decode())
-    except OSError:
-        pass
-    sock.close()
-    assert any(g.startswith("RELOADING=1\nMONOTONIC_USEC=") for g in got) and "STOPPING=1" in got and got.count("READY=1") >= 1
+    notes = [g.split("\n")[0] for g in got]
+    assert notes.index("READY=1") < notes.index("RELOADING=1") < notes.index("STOPPING=1")
+    assert any(g.startswith("RELOADING=1\nMONOTONIC_USEC=") for g in got)
+    assert notes.count("READY=1") == 2  # at start and after the reload
     assert any(g.startswith("STATUS=pending=") for g in got)
+    assert "WATCHDOG=1" in got  # pinged every WatchdogSec/2 from the main loop
 
 
 def test_a_dying_worker_is_survived_retried_then_given_up_and_migrate_finishes_it(tmp_path):

@@ -17,10 +17,11 @@ def sd_notify(state: str) -> bool:
         addr = "\0" + addr[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.setblocking(False)  # a receiver that stopped reading must never stall the daemon
             s.connect(addr)
-            s.sendall(state.encode())
+            s.send(state.encode())
         return True
-    except OSError:
+    except OSError:  # includes BlockingIOError (receiver's queue full): the message is dropped
         return False
 
 
