@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
-import io
 import os
 import signal
 import stat as statmod
@@ -394,11 +393,7 @@ def recover_pending(ctx: ArchiveContext) -> list[tuple[str, str]]:
 
 
 def _decide(p: Path, ctx: ArchiveContext, img: LoadedImage, tags: list[str]):
-    try:
-        d = ctx.policy.decide(str(p), img, tags=tags)
-    except InputError:
-        raise
-    return d
+    return ctx.policy.decide(str(p), img, tags=tags)
 
 
 def _archive_new(p: Path, ctx: ArchiveContext, recovered: str | None) -> ArchiveOutcome:

@@ -11,7 +11,7 @@ from archiver.archive import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FileVersion, SKIPPED
 from archiver.catalog.restore import restore
-from archiver.catalog.testing import make_context, write_jpeg, write_png
+from archiver.catalog.testing import make_context, write_jpeg
 from archiver.storage import lossless
 
 
@@ -76,7 +76,6 @@ def test_rerun_is_idempotent(tmp_path, ctx):
     a = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
     k = write_jpeg(tmp_path / "c" / "keep" / "k.jpg")
     archive_file(a, ctx), archive_file(k, ctx)
-    n_events = len(rows(ctx)[0].events) if False else None
     again = [archive_file(a, ctx), archive_file(k, ctx), archive_file(Path(str(a) + ".jxl"), ctx)]
     assert [o.state for o in again] == ["unchanged", "unchanged", SKIPPED]
     assert len(rows(ctx)) == 2
@@ -186,7 +185,7 @@ def test_dry_run_writes_nothing(tmp_path):
     c = make_context(tmp_path / "state", dry_run=True)
     src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg", size=(160, 120))
     before = sorted(p.name for p in src.parent.iterdir()), src.read_bytes()
-    o = c.catalog and archive_file(src, c)
+    o = archive_file(src, c)
     assert o.state == "dry-run" and o.action == "diffusion" and o.size_after < o.size_before
     assert (sorted(p.name for p in src.parent.iterdir()), src.read_bytes()) == before
     with c.catalog.session() as s:

@@ -1,13 +1,12 @@
 """End to end with the real pieces: the latent-diffusion codec (untrained tiny backbone, so it
 runs anywhere in seconds) and the real policy engine, including the shipped default policy."""
 
-import hashlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from archiver.archive import ArchiveContext, archive_file
+from archiver.archive import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.restore import restore
 from archiver.catalog.testing import disk_problems, make_context, random_tiny_codec, write_jpeg

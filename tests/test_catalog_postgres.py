@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text

@@ -129,7 +129,6 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
     leftovers, and compressed files the catalog does not know."""
     import hashlib
 
-    from . import queries as q
     from .models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
     from ..storage.atomic import is_temp_name
 
