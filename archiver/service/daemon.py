@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
@@ -33,6 +33,9 @@ from .watcher import Watcher, is_candidate, walk
 from .workers import config_dict, make_executor, run_task
 
 log = logging.getLogger("archiver.service.daemon")
+
+#: consecutive failed main-loop rounds (with backoff, a few minutes) before the daemon gives up
+MAX_LOOP_ERRORS = 12
 
 
 class Daemon:
@@ -308,20 +311,33 @@ class Daemon:
                                           "metrics_port": self.cfg.metrics_port or None})
         sd_notify("READY=1")
         tick = max(0.02, min(0.25, self.cfg.settle_seconds / 5))
+        errors = 0
         try:
             while True:
                 if self.stop_requested:
                     break
-                if self.reload_requested:
-                    sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
-                    self._reload()
-                    sd_notify("READY=1")
-                self._check_roots()
-                self._settled_to_queue()
-                self._collect()
-                self._fill_workers()
-                self._housekeeping()
-                time.sleep(tick)
+                try:
+                    if self.reload_requested:
+                        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+                        self._reload()
+                        sd_notify("READY=1")
+                    self._check_roots()
+                    self._settled_to_queue()
+                    self._collect()
+                    self._fill_workers()
+                    self._housekeeping()
+                    errors = 0
+                except Exception as e:  # e.g. the catalog busy or unreachable for a while
+                    errors += 1
+                    log.exception("main loop error; retrying", extra={"error": str(e), "consecutive": errors})
+                    if errors >= MAX_LOOP_ERRORS:
+                        raise  # persistently broken: exit non-zero and let the supervisor restart us
+                    time.sleep(min(30.0, 0.5 * 2 ** errors))
+                    continue
+                if self.in_flight:  # wake up as soon as a file is done: no idle gap per file
+                    wait(list(self.in_flight), timeout=tick, return_when=FIRST_COMPLETED)
+                else:
+                    time.sleep(tick)
             # graceful stop: take no new work, finish the files in hand
             sd_notify("STOPPING=1")
             log.info("stopping: finishing files in hand", extra={"in_flight": len(self.in_flight)})
