@@ -119,3 +119,18 @@ def test_permissions_kept_on_compressed_file_and_restore(tmp_path, ctx):
     out = tmp_path / "out"
     restore(ctx.catalog, [str(src)], vault=ctx.vault, to=out)
     assert os.stat(out / "a.jpg").st_mode & 0o777 == 0o640
+
+
+def test_restored_original_is_not_archived_again(tmp_path, ctx):
+    """Restoring in place brings the original back for good: a rerun (or the daemon) leaves it."""
+    from archiver.catalog.verify import verify
+
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    orig = src.read_bytes()
+    archive_file(src, ctx)
+    restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    o = archive_file(src, ctx)
+    assert o.state == "unchanged" and src.read_bytes() == orig
+    assert verify(ctx.catalog, vault=ctx.vault).mismatches == []
+    with ctx.catalog.session() as s:
+        assert len(q.versions(s, str(src))) == 1

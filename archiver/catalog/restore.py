@@ -20,7 +20,7 @@ from ..storage import atomic, lossless
 from ..storage.vault import Vault, sha256_file
 from . import queries as q
 from .db import Catalog
-from .models import FileVersion
+from .models import COMMITTED, ORIG_KEPT, FileVersion
 
 
 @dataclass
@@ -176,5 +176,9 @@ def _restore_one(catalog, row, vault, codec, to, force) -> RestoreResult:
         os.utime(dest, ns=(row.mtime_ns, row.mtime_ns))
     res.source, res.exact, res.status = source, exact, "restored"
     with catalog.session() as s:
-        q.add_event(s, "restored", fv=s.get(FileVersion, row.id), dest=str(dest), source=source, exact=exact)
+        r = s.get(FileVersion, row.id)
+        q.add_event(s, "restored", fv=r, dest=str(dest), source=source, exact=exact)
+        if exact == "bytes" and str(dest) == r.path and r.original_status != ORIG_KEPT:
+            # the original is back where it was: it stays (archive/daemon see it as unchanged)
+            q.transition(s, r, COMMITTED, kind="original_restored", original_status=ORIG_KEPT)
     return res
