@@ -121,7 +121,9 @@ class WorkQueue:
         n = 0
         now = self.now()
         with self.Session() as s:
-            for path, root in items:
+            for k, (path, root) in enumerate(items):
+                if k and k % 500 == 0:
+                    s.commit()  # short transactions: a big enqueue must not hold the writers off
                 path = str(path)
                 row = s.execute(select(M).where(M.path == path)).scalar_one_or_none()
                 if row is None:
