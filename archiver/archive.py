@@ -634,6 +634,8 @@ def _encode(ctx, img, data, action, params, regions) -> tuple[Optional[Encoded],
         enc = ctx.codec.encode(img, params, regions)
     except ArchiverError as e:  # e.g. no weights for the configured backbone: protect, don't fail
         return None, f"diffusion codec unavailable ({e})"
+    except Exception as e:  # a codec bug must not stop the file from being archived safely
+        return None, f"diffusion codec error ({type(e).__name__}: {e})"
     if len(enc.data) >= len(data):
         return None, f"diffusion output not smaller ({len(enc.data)} >= {len(data)} bytes)"
     return enc, ""
@@ -657,8 +659,8 @@ def _verify_written(ctx, cp: Path, csha: str, img: LoadedImage, data: bytes, sha
         return False, {}, "lossless restore differs from the original"
     try:
         recon = ctx.codec.decode(disk)
-    except ArchiverError as e:
-        return False, {}, f"compressed file does not decode ({e})"
+    except Exception as e:  # whatever the reason, an unverifiable file is not a replacement
+        return False, {}, f"compressed file does not decode ({type(e).__name__}: {e})"
     qual = _quality(img, recon, regions)
     why = _guard(qual, params.get("floor") or {})
     if qual.get("size_mismatch"):
@@ -699,8 +701,11 @@ def _dry_run(p: Path, ctx: ArchiveContext) -> ArchiveOutcome:
             action = "keep"
             break
         if action == "diffusion":
-            qual = _quality(img, ctx.codec.decode(enc.data), regions)
-            why = _guard(qual, params.get("floor") or {})
+            try:
+                qual = _quality(img, ctx.codec.decode(enc.data), regions)
+                why = _guard(qual, params.get("floor") or {})
+            except Exception as e:
+                qual, why = {}, f"compressed file does not decode ({type(e).__name__}: {e})"
             out.psnr, out.ms_ssim, out.bpp = qual.get("psnr"), qual.get("ms_ssim"), enc.bpp
             if why:
                 reasons.append(why)

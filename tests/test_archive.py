@@ -222,3 +222,17 @@ def test_decompression_bomb_is_skipped(tmp_path, ctx):
     ctx.max_pixels = 1000  # the image has 19200 pixels: over the limit counts as a bomb
     o = archive_file(src, ctx)
     assert o.state == SKIPPED and "bomb" in o.error and src.read_bytes() == orig
+
+
+@pytest.mark.parametrize("where", ["encode", "decode"])
+def test_codec_crash_falls_back_to_lossless(tmp_path, ctx, where):
+    def boom(*a, **k):
+        raise RuntimeError("simulated bug in the codec")
+
+    setattr(ctx.codec, where, boom)
+    src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg")
+    orig = src.read_bytes()
+    o = archive_file(src, ctx)
+    assert o.state == COMMITTED and o.action == "lossless" and "simulated bug" in o.fallback
+    assert lossless.restore(Path(o.compressed_path).read_bytes()) == orig
+    assert sorted(p.name for p in src.parent.iterdir()) == ["a.jpg.jxl"]
