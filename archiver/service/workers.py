@@ -176,13 +176,16 @@ class RayExecutor(Executor):
         self._ray = ray
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
-        gpus = float(os.environ.get("ARCHIVER_RAY_GPUS", "0"))
-        self._remote = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(run_task)
+        self._gpus = float(os.environ.get("ARCHIVER_RAY_GPUS", "0"))
+        self._remotes: dict = {}
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        if fn is not run_task:
-            raise ValueError("RayExecutor runs run_task only")
-        return self._remote.remote(*args, **kwargs).future()
+        """``fn`` is a module-level task function (run_task, or migrate's plan/measure tasks)."""
+        remote = self._remotes.get(fn)
+        if remote is None:
+            gpus = self._gpus if fn is run_task else 0  # only the encode wants a GPU
+            remote = self._remotes[fn] = self._ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(fn)
+        return remote.remote(*args, **kwargs).future()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         return None
