@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
