@@ -133,11 +133,10 @@ class Subject:
             w, h = img.size
             scale = 1.0
             if w * h > max_pixels:
-                # start from the smallest working copy already made that is still large enough
-                bigger = [(k, v) for k, v in self._work.items() if k > max_pixels and v[0].shape[0] * v[0].shape[1] > max_pixels]
-                src = Image.fromarray(min(bigger, key=lambda kv: kv[0])[1][0]) if bigger else img
+                # always from the original: a classifier's result must not depend on which
+                # other classifiers ran before it (Haar cascades notice the resampling path)
                 s = (w * h / max_pixels) ** 0.5
-                img = src.resize((max(1, round(w / s)), max(1, round(h / s))), Image.BILINEAR, reducing_gap=2.0)
+                img = img.resize((max(1, round(w / s)), max(1, round(h / s))), Image.BILINEAR, reducing_gap=2.0)
                 scale = w / img.width
             self._work[max_pixels] = (np.asarray(img), scale)
         return self._work[max_pixels]

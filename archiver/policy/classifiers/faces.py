@@ -1,17 +1,19 @@
 """Faces: OpenCV Haar cascades (shipped inside the opencv-python wheel, ``cv2.data``), offline.
 
 Generative decoding can change a face's identity, so recall matters more than precision here.
-Cascades: frontal (default) and profile, the profile also on the mirrored image (the cascade
-only knows one side). The image is first brought to a fixed working size of ~0.18 MP (small
+Cascades: frontal (default and alt2) and profile, the profile also on the mirrored image (the
+cascade only knows one side). The image is first brought to a fixed working size of ~0.25 MP (small
 images upscaled so that small faces reach the cascades' 20-24 px window, large ones downscaled
 for speed), luma equalised; boxes are mapped back to original pixels.
 
 Settings were chosen on the shared data (bench/classifiers.py): on the 43 face photos the
 frontal cascade's best detection has >= 14 neighbours, on people-free Kodak photos false
-frontal hits reach 5 and profile ones 2, hence the thresholds 6 and 4 below. frontal_alt2 found
-nothing the other two missed and cost a fourth pass, so it is off by default (``CASCADES``).
-0.18 MP found the same faces as 0.25 MP for 32% less CPU (0.15 MP lost kodim05's riders); the
-smallest face searched is 20 px there, about 6% of the short side of a 3:2 photo.
+frontal hits reach 5, alt2 ones 4 and profile ones 2, hence the thresholds 6, 5 and 4 below.
+alt2 found no face the others missed on this data, but it gives large close-up faces a second
+chance (kodim15: frontal 9, alt2 8 neighbours) for one more pass.
+0.18 MP would save 32% CPU but leaves large faces (kodim15's child) with 5-7 neighbours, too
+close to the threshold; 0.25 MP gives them 9-10. Smallest face searched: 20 px, about 5% of the
+short side of a 3:2 photo.
 
 Score of a face: ``0.5 + 0.5 * (neighbours - threshold) / (2 * threshold)`` clipped to 1
 (0.5 = just at the threshold), +0.1 when several cascades agree. Candidates with at least half
@@ -28,13 +30,14 @@ import numpy as np
 
 from . import ClassifierResult, box_area_fraction, scale_boxes
 
-WORK_PIXELS = 180_000
+WORK_PIXELS = 250_000
 CASCADES = {
     "frontal": "haarcascade_frontalface_default.xml",
+    "frontal_alt2": "haarcascade_frontalface_alt2.xml",
     "profile": "haarcascade_profileface.xml",
 }
 #: neighbours a detection needs to count as a face, per cascade
-THRESHOLD = {"frontal": 6, "frontal_alt2": 4, "profile": 4}
+THRESHOLD = {"frontal": 6, "frontal_alt2": 5, "profile": 4}
 SCALE_FACTOR = 1.2
 #: smallest face searched, as a share of the working image's shorter side
 MIN_FACE_FRACTION = 0.045
