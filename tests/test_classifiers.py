@@ -234,3 +234,13 @@ def test_models_survive_fork(sign_on_texture):
         p.kill()
         pytest.fail("forked worker hung on inherited detector models")
     assert p.exitcode == 0 and q.get(timeout=5) is True
+
+
+def test_results_do_not_depend_on_evaluation_order():
+    big = loaded(texture_image(1600, 1200, seed=5))
+    a = Subject(None, big)
+    ra = run_classifier("texture", a)
+    b = Subject(None, big)
+    b.work(1_000_000)  # as if the text detector had run first
+    rb = run_classifier("texture", b)
+    assert ra.details == rb.details and ra.score == rb.score
