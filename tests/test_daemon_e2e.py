@@ -258,8 +258,10 @@ def test_sighup_reloads_roots_and_talks_to_systemd(tmp_path):
     d = Daemon(e, extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"}).ready()
     try:
         wait_until(lambda: "READY=1" in got, 10, what="READY=1")
-        # a new network-mount root, watched by polling
+        # a new network-mount root, watched by polling, and the policy file edited in place
         write_config(e["config"], **dict(e["settings"], poll_roots=[str(other)]))
+        policy = e["tmp"] / "policy.yaml"
+        policy.write_text(policy.read_text().replace('["**/keep/**"]', '["**/keep/**", "**/other/**"]'))
         d.signal(signal.SIGHUP)
         d.wait_log("config reloaded", 20)
         originals = _drop(other, ["x.png"])
@@ -271,6 +273,8 @@ def test_sighup_reloads_roots_and_talks_to_systemd(tmp_path):
         listener.join(5)
         sock.close()
     check_exactly_once(e["home"], originals, require_all=True)
+    [row] = [r for r in catalog_rows(e["home"]) if r["path"] == str(other / "x.png")]
+    assert row["action"] == "keep" and row["rule"] == "keepers"  # the edited policy was used
     notes = [g.split("\n")[0] for g in got]
     assert notes.index("READY=1") < notes.index("RELOADING=1") < notes.index("STOPPING=1")
     assert any(g.startswith("RELOADING=1\nMONOTONIC_USEC=") for g in got)

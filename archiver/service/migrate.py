@@ -52,7 +52,7 @@ def plan_task(path: str, config: dict) -> dict:
     t0 = time.perf_counter()
     try:
         size = os.stat(path).st_size
-        key = str(config.get("policy"))
+        key = f"{config.get('policy')}:{config.get('_policy_stamp')}"
         pol = _POLICIES.get(key)
         if pol is None:
             pol = _POLICIES[key] = load_policy(config.get("policy"))

@@ -34,6 +34,10 @@ def config_dict(cfg) -> dict:
     d = dataclasses.asdict(cfg)
     d["catalog_url"] = cfg.resolved_catalog_url()
     d["vault_dir"] = str(cfg.resolved_vault_dir())
+    if cfg.policy and os.path.isfile(cfg.policy):
+        # an edited policy file (same path) must reach the workers after a reload
+        st = os.stat(cfg.policy)
+        d["_policy_stamp"] = [st.st_size, st.st_mtime_ns]
     return d
 
 
