@@ -140,7 +140,9 @@ def test_root_guard_pauses_missing_and_changed_device(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     g = RootGuard(state)
-    assert g.check(str(root))
+    assert g.check(str(root)) and not state.exists()  # empty: maybe a mount point not mounted yet
+    (root / "a.png").write_bytes(b"x")
+    assert g.check(str(root)) and str(root) in json.loads(state.read_text())
     rec = json.loads(state.read_text())
     # pretend it was recorded on another device: an unmounted mount point looks exactly like this
     rec[str(root)]["st_dev"] += 1

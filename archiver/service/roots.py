@@ -1,8 +1,8 @@
 """Root guard: a missing or unmounted root pauses that root; it never looks like deleted files.
 
 An unmounted mount point usually still exists as an empty directory on the parent filesystem,
-so existence alone is not enough. The first time a root is seen its device id (``st_dev``) is
-recorded in the state directory; later a different device means "not the filesystem we were
+so existence alone is not enough. The first time a root is seen non-empty its device id (``st_dev``)
+is recorded in the state directory; later a different device means "not the filesystem we were
 archiving" and the root is paused until the same device is back. An operator who really moved
 a root to another filesystem re-binds it (``archiver daemon --rebind-roots``). A root may also
 contain a marker file ``.archiver-root``; if it did once, its absence pauses the root too.
@@ -21,6 +21,14 @@ from ..storage.atomic import write_bytes
 log = logging.getLogger("archiver.service.roots")
 
 MARKER = ".archiver-root"
+
+
+def _is_empty(root: str) -> bool:
+    try:
+        with os.scandir(root) as it:
+            return next(it, None) is None
+    except OSError:
+        return True
 
 
 class RootGuard:
@@ -52,10 +60,14 @@ class RootGuard:
             with self._lock:
                 rec = self._known.get(root)
                 if rec is None:
-                    self._known[root] = {"st_dev": st.st_dev, "marker": has_marker}
-                    self._save()
+                    # an empty root may be a mount point whose filesystem is not mounted yet:
+                    # record its device only once it holds something
+                    if not _is_empty(root):
+                        self._known[root] = {"st_dev": st.st_dev, "marker": has_marker}
+                        self._save()
                 elif rec.get("st_dev") != st.st_dev:
-                    reason = f"root is on another device than recorded ({st.st_dev} != {rec.get('st_dev')}): unmounted?"
+                    reason = (f"root is on another device than recorded ({st.st_dev} != {rec.get('st_dev')}): "
+                              "unmounted? (if it really moved, start once with --rebind-roots)")
                 elif rec.get("marker") and not has_marker:
                     reason = f"root marker {MARKER} is missing: unmounted?"
                 elif has_marker and not rec.get("marker"):
