@@ -258,15 +258,20 @@ def render(result: dict, out: Path, crop_files: list[str] | None = None) -> dict
     return files
 
 
+def write_crops(crops: dict, out: Path, only_image: str | None = None) -> list[str]:
+    """Crop sheets (one per image and rate) under out/crops; names relative to ``out``."""
+    files = []
+    for (image, target), entry in sorted(crops.items()):
+        if len(entry) <= 2 or (only_image and image != only_image):  # no codec produced this one
+            continue
+        (out / "crops").mkdir(parents=True, exist_ok=True)
+        p = out / "crops" / f"{Path(image).stem}_{target}bpp.png"
+        crop_sheet(entry, image, target).save(p, optimize=True)
+        files.append(str(p.relative_to(out)))
+    return files
+
+
 def write_outputs(result: dict, crops: dict, out: Path) -> dict:
     """Everything a run leaves in ``out``; file names in the result are relative to it."""
     out.mkdir(parents=True, exist_ok=True)
-    crop_files = []
-    for (image, target), entry in sorted(crops.items()):
-        if len(entry) <= 2:  # no codec produced this one
-            continue
-        (out / "crops").mkdir(exist_ok=True)
-        p = out / "crops" / f"{Path(image).stem}_{target}bpp.png"
-        crop_sheet(entry, image, target).save(p, optimize=True)
-        crop_files.append(str(p.relative_to(out)))
-    return render(result, out, crop_files)
+    return render(result, out, write_crops(crops, out))

@@ -281,6 +281,10 @@ def run_bench(cfg: BenchConfig) -> dict:
             Path(cfg.out).mkdir(parents=True, exist_ok=True)
             result["seconds"] = time.time() - t_start
             (Path(cfg.out) / "results.json").write_text(to_json(result) + "\n")
+            if name in crop_boxes:
+                from .report import write_crops
+
+                write_crops(crops, Path(cfg.out), only_image=name)
 
     if not records and skipped:
         raise InputError(f"{cfg.images}: none of the images could be read ({skipped[0]['reason']})")
