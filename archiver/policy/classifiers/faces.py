@@ -148,7 +148,7 @@ def classify(subject) -> ClassifierResult:
             f"{'+'.join(sorted(faces[0]['cascades']))}, {faces[0]['neighbours']} neighbours)"
         )
     else:
-        reason = "no face found by the frontal and profile Haar cascades"
+        reason = "no face found by the frontal, frontal_alt2 and profile Haar cascades"
         if weak:
             reason += f" ({len(weak)} weak candidate(s) below the threshold, best score {score:.2f})"
     return ClassifierResult(
