@@ -295,3 +295,12 @@ def test_more_protected_regions_than_the_header_holds_are_merged(pool):
     boxes = [((i % 20) * 8, (i // 20) * 8, (i % 20) * 8 + 8, (i // 20) * 8 + 8) for i in range(300)]
     r = pipeline.encode_image(_loaded(_photo(160, 160)), pool, quality=50, roi=boxes)
     assert container.read_header(r.data).roi == [(0, 0, 20, 15)]
+
+
+def test_backbone_t_scale_calibrates_the_snr_match():
+    bb = PoolBackbone()
+    plain = pipeline.encode_image(_loaded(_photo()), bb, quality=30)
+    bb.t_scale = 0.5
+    scaled = pipeline.encode_image(_loaded(_photo()), bb, quality=30)
+    assert scaled.t_snr == plain.t_snr == plain.t
+    assert scaled.t == round(plain.t_snr * 0.5) and container.read_header(scaled.data).t == scaled.t

@@ -67,7 +67,7 @@ class EncodeResult:
     target_bpp: Optional[float] = None
     rate_note: Optional[str] = None  # why the target could not be met, if it could not
     entropy_model: str = "generic"
-    t_snr: int = 0  # the SNR-matched timestep (t differs when search_t found better)
+    t_snr: int = 0  # the SNR-matched timestep (t differs by the backbone's t_scale or search_t)
     t_search: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -321,7 +321,7 @@ def encode_image(img: LoadedImage, backbone: Optional[Backbone] = None, *, bpp: 
             qv = 50.0 if quality is None else float(quality)
         s = quality_to_s(qv)
         t_snr = coder.t_for(coder.params(s))
-        t = t_snr
+        t = int(round(t_snr * float(getattr(backbone, "t_scale", 1.0))))
         searched: list[dict] = []
         if search_t and n_steps > 0 and t_snr > 0:
             t, searched = _search_t(coder, s, t_snr, n_steps)

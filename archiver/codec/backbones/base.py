@@ -27,6 +27,10 @@ class Backbone(abc.ABC):
     scheduler: "object"
     device: torch.device
     dtype: torch.dtype
+    #: the encoder starts decoding at round(t_scale * t_snr), t_snr from SNR matching. 1.0 is pure
+    #: SNR matching; a model whose denoiser prefers less noise than that (measured on training
+    #: images) ships a smaller value
+    t_scale: float = 1.0
 
     @abc.abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:

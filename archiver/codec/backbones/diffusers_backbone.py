@@ -108,8 +108,10 @@ class DiffusersBackbone(Backbone):
     def __init__(self, vae, unet, scheduler, *, backbone_id: str, weights_digest: str,
                  channel_steps: Optional[torch.Tensor] = None, entropy_model=None,
                  encoder_hidden_states: Optional[torch.Tensor] = None,
-                 device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None):
+                 device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None,
+                 t_scale: float = 1.0):
         self.device = pick_device(device)
+        self.t_scale = float(t_scale)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         self.id = backbone_id
         self.weights_digest = weights_digest
@@ -150,11 +152,11 @@ class DiffusersBackbone(Backbone):
     @classmethod
     def from_components(cls, vae, unet, scheduler, *, backbone_id: str, weights_digest: str,
                         channel_steps=None, entropy_model=None, encoder_hidden_states=None,
-                        device: str | torch.device = "auto") -> "DiffusersBackbone":
+                        device: str | torch.device = "auto", t_scale: float = 1.0) -> "DiffusersBackbone":
         """Wrap already-built diffusers modules (used by the embedded tiny backbone)."""
         return cls(vae, unet, scheduler, backbone_id=backbone_id, weights_digest=weights_digest,
                    channel_steps=channel_steps, entropy_model=entropy_model,
-                   encoder_hidden_states=encoder_hidden_states, device=device)
+                   encoder_hidden_states=encoder_hidden_states, device=device, t_scale=t_scale)
 
     @classmethod
     def from_pretrained(cls, model: str | Path, *, device: str | torch.device = "auto",
