@@ -149,3 +149,23 @@ def test_cli_json_and_user_errors(images, tmp_path):
     Image.new("RGB", (96, 96)).save(kodak / "kodim01.png")
     r = CliRunner().invoke(main, ["train", str(kodak), "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "Kodak" in r.output
+
+
+def test_calibration_sets_t_scale(trained, tmp_path):
+    """The timestep calibration picks one of the tried scales and travels with the model."""
+    import shutil
+
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.imageio import load_image
+    from archiver.train.calibrate import calibrate
+    from archiver.train.export import assemble
+
+    out, _ = trained
+    d = tmp_path / "m"
+    shutil.copytree(out, d)
+    b = load_tiny(device="cpu", weights_dir=d)
+    res = calibrate(b, [load_image(_img(d))], scales=(0.5, 1.0), bpps=(1.0,), steps=1)
+    assert res["t_scale"] in (0.5, 1.0) and set(res["by_scale"]) == {"0.5", "1.0"}
+    (d / "calibration.json").write_text(json.dumps(dict(res, t_scale=0.5)))
+    assemble(d)
+    assert load_tiny(device="cpu", weights_dir=d).t_scale == 0.5

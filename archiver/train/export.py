@@ -43,6 +43,11 @@ def assemble(out: Path) -> Path | None:
         tensors.update({f"entropy.{k}": v for k, v in w.items()})
         cfg["entropy"] = meta.get("entropy_config")
         meta_all["entropy"] = {k: v for k, v in meta.items() if k != "entropy_config"}
+    cal = out / "calibration.json"
+    if cal.exists():  # written by archiver.train.calibrate
+        c = json.loads(cal.read_text())
+        cfg["codec"] = {"t_scale": float(c["t_scale"])}
+        meta_all["calibration"] = {k: v for k, v in c.items() if k != "t_scale"}
     cfg["training"] = meta_all
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     save_safetensors(out / WEIGHTS_FILE, tensors, {"config": cfg})

@@ -127,7 +127,7 @@ def _split(state: dict, prefix: str) -> dict:
     return {k[n:]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, device):
+def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, device, t_scale: float = 1.0):
     from .diffusers_backbone import DiffusersBackbone
 
     # channels-last convolutions are ~30% faster on CPU for these small channel counts
@@ -137,7 +137,7 @@ def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, devi
         entropy.eval().requires_grad_(False)
     return DiffusersBackbone.from_components(
         vae, unet, scheduler, backbone_id=BACKBONE_ID, weights_digest=digest,
-        channel_steps=channel_steps, entropy_model=entropy, device=device,
+        channel_steps=channel_steps, entropy_model=entropy, device=device, t_scale=t_scale,
     )
 
 
@@ -174,8 +174,9 @@ def load_tiny(device: str = "auto", weights_dir: Optional[str | Path] = None):
             entropy.update(force=True)
     steps = state.get("channel_steps")
     dev = _resolve_device(device)
-    return _assemble(vae, unet, build_scheduler(cfg["scheduler"]), digest=digest,
-                     channel_steps=steps, entropy=entropy, device=dev)
+    # t_scale: the codec's timestep calibration, measured on training images (archiver.train.calibrate)
+    return _assemble(vae, unet, build_scheduler(cfg["scheduler"]), digest=digest, channel_steps=steps,
+                     entropy=entropy, device=dev, t_scale=float(cfg.get("codec", {}).get("t_scale", 1.0)))
 
 
 def random_tiny(seed: int = 0, device: str = "cpu"):
