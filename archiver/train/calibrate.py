@@ -21,7 +21,7 @@ import torch
 
 from ..output import emit
 
-SCALES = (0.25, 0.5, 0.75, 1.0)
+SCALES = (0.0, 0.125, 0.25, 0.5, 1.0)
 BPPS = (0.1, 0.2, 0.3)
 
 
