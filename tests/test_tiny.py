@@ -81,3 +81,20 @@ def test_altered_weights_change_the_digest(tmp_path):
     cfg["note"] = "changed"
     (tmp_path / tiny.CONFIG_FILE).write_text(json.dumps(cfg))
     assert tiny.weights_digest(tmp_path) != d0
+
+
+KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
+
+
+@needs_weights
+@pytest.mark.data
+@pytest.mark.skipif(not KODAK.is_dir(), reason="../shared/data/kodak not present")
+def test_shipped_autoencoder_quality_on_kodak():
+    """The shipped autoencoder's ceiling does not regress (28.5 dB on these three, 26.95 dB over all 24)."""
+    from archiver.imageio import load_image
+    from archiver.train.evaluate import ae_only
+
+    b = tiny.load_tiny(device="cpu")
+    imgs = [load_image(KODAK / f"kodim{i:02d}.png") for i in (3, 7, 19)]
+    res = ae_only(b, imgs)
+    assert res["psnr"] > 26.0 and res["ms_ssim"] > 0.94
