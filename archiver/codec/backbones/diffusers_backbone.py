@@ -110,6 +110,7 @@ class DiffusersBackbone(Backbone):
                  encoder_hidden_states: Optional[torch.Tensor] = None,
                  device: str | torch.device = "cpu", dtype: Optional[torch.dtype] = None,
                  t_scale: float = 1.0):
+        _quiet_libraries()  # diffusers' advice about dtype casts is noise on a user's terminal
         self.device = pick_device(device)
         self.t_scale = float(t_scale)
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
