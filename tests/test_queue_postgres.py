@@ -4,58 +4,16 @@ Ray cluster), on a throw-away local cluster; skipped where PostgreSQL or psycopg
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
-import subprocess
-import tempfile
 import threading
 
 import pytest
-from sqlalchemy import text
-
-pytest.importorskip("psycopg")
-if not shutil.which("initdb") or not shutil.which("pg_ctl"):
-    pytest.skip("PostgreSQL server binaries not installed", allow_module_level=True)
-
-
-def _as_pg(cmd: str, cwd: str):
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], cwd=cwd, capture_output=True,
-                              text=True, timeout=120)
-    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root without a 'postgres' user")
-    d = tempfile.mkdtemp(prefix="archiver-pgq-")
-    if os.geteuid() == 0:
-        shutil.chown(d, "postgres")
-    port = 20000 + (os.getpid() + 7919) % 20000
-    r = _as_pg(f"initdb -D {d}/data -A trust -U postgres >/dev/null && "
-               f"pg_ctl -D {d}/data -o \"-k {d} -p {port} -c listen_addresses='' -c fsync=off\" -l {d}/log -w start", d)
-    if r.returncode != 0:
-        shutil.rmtree(d, ignore_errors=True)
-        pytest.skip(f"cannot start a PostgreSQL cluster: {r.stderr[-500:]}")
-    yield f"postgresql+psycopg://postgres@/postgres?host={d}&port={port}"
-    _as_pg(f"pg_ctl -D {d}/data stop -m immediate", d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
-def catalog(pg_url):
-    from archiver.catalog.db import Catalog, make_engine
+def catalog(fresh_pg_url):
+    from archiver.catalog.db import Catalog
 
-    name = f"q{os.urandom(4).hex()}"
-    eng = make_engine(pg_url)
-    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(text(f"CREATE DATABASE {name}"))
-    eng.dispose()
-    cat = Catalog(pg_url.replace("/postgres?", f"/{name}?"))
+    cat = Catalog(fresh_pg_url)
     yield cat
     cat.close()
 

@@ -1,0 +1,59 @@
+"""Fixtures shared by several test modules."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+
+def _as_pg(cmd: str, cwd: str):
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], cwd=cwd, capture_output=True,
+                              text=True, timeout=120)
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    """A throw-away local PostgreSQL cluster for the whole run (skips where PostgreSQL's server
+    binaries, psycopg or a 'postgres' user are missing)."""
+    pytest.importorskip("psycopg")
+    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+        pytest.skip("PostgreSQL server binaries not installed")
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a 'postgres' user")
+    d = tempfile.mkdtemp(prefix="archiver-pg-")
+    if os.geteuid() == 0:
+        shutil.chown(d, "postgres")
+    port = 20000 + os.getpid() % 20000
+    r = _as_pg(f"initdb -D {d}/data -A trust -U postgres >/dev/null && "
+               f"pg_ctl -D {d}/data -o \"-k {d} -p {port} -c listen_addresses='' -c fsync=off\" -l {d}/log -w start", d)
+    if r.returncode != 0:
+        shutil.rmtree(d, ignore_errors=True)
+        pytest.skip(f"cannot start a PostgreSQL cluster: {r.stderr[-500:]}")
+    yield f"postgresql+psycopg://postgres@/postgres?host={d}&port={port}"
+    _as_pg(f"pg_ctl -D {d}/data stop -m immediate", d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_pg_url(pg_server_url):
+    """A new, empty database per test."""
+    from sqlalchemy import text
+
+    from archiver.catalog.db import make_engine
+
+    name = f"t{os.urandom(4).hex()}"
+    eng = make_engine(pg_server_url)
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    eng.dispose()
+    return pg_server_url.replace("/postgres?", f"/{name}?")
