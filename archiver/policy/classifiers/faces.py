@@ -24,12 +24,11 @@ adds them to the protected regions so the quality guard checks them.
 
 from __future__ import annotations
 
-import os
-import threading
 
 import numpy as np
 
 from . import ClassifierResult, box_area_fraction, scale_boxes
+from .thread_models import PerThreadModels
 
 WORK_PIXELS = 250_000
 CASCADES = {
@@ -43,36 +42,24 @@ SCALE_FACTOR = 1.2
 #: smallest face searched, as a share of the working image's shorter side
 MIN_FACE_FRACTION = 0.045
 
-_local = threading.local()
-_inherited: list = []
+_models = PerThreadModels()
 
 
-def _after_fork_in_child() -> None:
-    """A forked worker builds its own models: inherited onnxruntime/OpenCV thread pools are dead
-    in the child. The parent's objects are parked, never destroyed (their destructors would
-    wait for those threads forever)."""
-    global _local
-    _inherited.append(_local)
-    _local = threading.local()
+def _build_cascades() -> dict:
+    import cv2
 
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    c = {}
+    for k, f in CASCADES.items():
+        cc = cv2.CascadeClassifier(cv2.data.haarcascades + f)
+        if cc.empty():
+            raise RuntimeError(f"OpenCV cascade {f} could not be loaded from {cv2.data.haarcascades}")
+        c[k] = cc
+    return c
 
 
 def _cascades():
     """One set of cascades per thread (CascadeClassifier is not thread-safe)."""
-    c = getattr(_local, "cascades", None)
-    if c is None:
-        import cv2
-
-        c = {}
-        for k, f in CASCADES.items():
-            cc = cv2.CascadeClassifier(cv2.data.haarcascades + f)
-            if cc.empty():
-                raise RuntimeError(f"OpenCV cascade {f} could not be loaded from {cv2.data.haarcascades}")
-            c[k] = cc
-        _local.cascades = c
-    return c
+    return _models.get("cascades", _build_cascades)
 
 
 def _iou(a, b) -> float:

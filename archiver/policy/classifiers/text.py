@@ -16,12 +16,12 @@ The image is brought to at most ``WORK_PIXELS`` (boxes mapped back).
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from . import ClassifierResult, box_area_fraction, scale_boxes
+from .thread_models import PerThreadModels
 
 WORK_PIXELS = 1_000_000
 MIN_BOX_PX = 6
@@ -33,20 +33,7 @@ MANY = 6
 MIN_REC_CONF = 0.6
 #: at most this many candidates are read (best box scores first)
 MAX_VERIFY = 6
-_local = threading.local()
-_inherited: list = []
-
-
-def _after_fork_in_child() -> None:
-    """A forked worker builds its own models: inherited onnxruntime/OpenCV thread pools are dead
-    in the child. The parent's objects are parked, never destroyed (their destructors would
-    wait for those threads forever)."""
-    global _local
-    _inherited.append(_local)
-    _local = threading.local()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_models = PerThreadModels()
 
 
 def model_path(kind: str = "det") -> Path:
@@ -58,53 +45,55 @@ def model_path(kind: str = "det") -> Path:
     return p
 
 
-def _detector():
-    d = getattr(_local, "detector", None)
-    if d is None:
-        from rapidocr_onnxruntime.ch_ppocr_det import TextDetector
+def _build_detector():
+    from rapidocr_onnxruntime.ch_ppocr_det import TextDetector
 
-        threads = max(1, min(4, os.cpu_count() or 1))
-        d = TextDetector(
-            {
-                "model_path": str(model_path()),
-                "limit_side_len": 1280,
-                "limit_type": "max",
-                "mean": [0.5, 0.5, 0.5],
-                "std": [0.5, 0.5, 0.5],
-                "thresh": 0.3,
-                "box_thresh": BOX_THRESH,
-                "max_candidates": 1000,
-                "unclip_ratio": 1.6,
-                "use_dilation": True,
-                "score_mode": "fast",
-                "intra_op_num_threads": threads,
-                "inter_op_num_threads": 1,
-                "use_cuda": False,
-                "use_dml": False,
-            }
-        )
-        _local.detector = d
+    threads = max(1, min(4, os.cpu_count() or 1))
+    d = TextDetector(
+        {
+            "model_path": str(model_path()),
+            "limit_side_len": 1280,
+            "limit_type": "max",
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.5, 0.5, 0.5],
+            "thresh": 0.3,
+            "box_thresh": BOX_THRESH,
+            "max_candidates": 1000,
+            "unclip_ratio": 1.6,
+            "use_dilation": True,
+            "score_mode": "fast",
+            "intra_op_num_threads": threads,
+            "inter_op_num_threads": 1,
+            "use_cuda": False,
+            "use_dml": False,
+        }
+    )
     return d
 
 
-def _recognizer():
-    r = getattr(_local, "recognizer", None)
-    if r is None:
-        from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
+def _detector():
+    return _models.get("detector", _build_detector)
 
-        r = TextRecognizer(
-            {
-                "model_path": str(model_path("rec")),
-                "rec_img_shape": [3, 48, 320],
-                "rec_batch_num": MAX_VERIFY,
-                "intra_op_num_threads": max(1, min(4, os.cpu_count() or 1)),
-                "inter_op_num_threads": 1,
-                "use_cuda": False,
-                "use_dml": False,
-            }
-        )
-        _local.recognizer = r
+
+def _build_recognizer():
+    from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
+
+    r = TextRecognizer(
+        {
+            "model_path": str(model_path("rec")),
+            "rec_img_shape": [3, 48, 320],
+            "rec_batch_num": MAX_VERIFY,
+            "intra_op_num_threads": max(1, min(4, os.cpu_count() or 1)),
+            "inter_op_num_threads": 1,
+            "use_cuda": False,
+            "use_dml": False,
+        }
+    )
     return r
+
+
+def _recognizer():
+    return _models.get("recognizer", _build_recognizer)
 
 
 def detect(rgb: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
