@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from archiver.codec.entropy import ChannelGaussianEntropyModel, HyperpriorEntropyModel, rate_bits
+from archiver.codec.entropy import (CheckerboardEntropyModel, ChannelGaussianEntropyModel, HyperpriorEntropyModel,
+                                    build_entropy_model, get_entropy_model, rate_bits)
 
 
 def _q(shape=(1, 4, 6, 7), scale=3.0, seed=0):
@@ -75,3 +76,49 @@ def test_generic_model_picks_small_blocks_for_mixed_content_and_one_block_for_un
     uniform = _q((1, 4, 32, 32), 0.3)
     data = m.compress(uniform)
     assert data[0] == 0 and torch.equal(m.decompress(data, uniform.shape), uniform)
+
+
+# -- checkerboard mean-scale model (kind 2) ---------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 4, 1, 1), (1, 4, 9, 10), (1, 4, 13, 7)])
+def test_checkerboard_encode_decode_agree_on_any_shape(shape):
+    torch.manual_seed(0)
+    m = CheckerboardEntropyModel(latent_channels=4, hyper_channels=8).eval()
+    u = torch.randn(shape) * 3
+    data, u_hat = m.encode(u)
+    assert u_hat.shape == u.shape
+    assert torch.equal(m.decode(data, shape), u_hat)
+    assert (u_hat - u).abs().max() <= 0.5 + 1e-5  # rounding around the predicted mean
+
+
+def test_checkerboard_state_dict_round_trip_and_damaged_payloads():
+    torch.manual_seed(2)
+    m = CheckerboardEntropyModel(4, 8).eval()
+    m.update(force=True)
+    u = torch.randn(1, 4, 8, 12) * 2
+    data, u_hat = m.encode(u)
+    m2 = build_entropy_model({"kind": "checkerboard", "latent_channels": 4, "hyper_channels": 8})
+    m2.load_state_dict(m.state_dict())
+    m2.eval()
+    assert torch.equal(m2.decode(data, u.shape), u_hat)
+    zlen = int.from_bytes(data[:4], "little")
+    huge_anchors = data[:4 + zlen] + b"\xff\xff\xff\x00" + data[8 + zlen:]
+    for bad in (b"", b"\xff\xff\x00\x00abc", huge_anchors):
+        with pytest.raises(ValueError):
+            m2.decode(bad, u.shape)
+
+
+def test_bitstream_kind_must_match_the_backbone_model():
+    class B:
+        def __init__(self, model):
+            self.model = model
+
+        def entropy_model(self):
+            return self.model
+
+    hyper = HyperpriorEntropyModel(4, 8)
+    assert get_entropy_model(1, B(hyper)) is hyper
+    with pytest.raises(ValueError, match="does not have"):
+        get_entropy_model(2, B(hyper))
+    with pytest.raises(ValueError, match="unknown"):
+        get_entropy_model(7, B(hyper))

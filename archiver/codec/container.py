@@ -35,7 +35,7 @@ class Header:
     latent_channels: int
     latent_height: int
     latent_width: int
-    entropy_kind: int  # 0 generic per-channel Gaussian, 1 the backbone's trained hyperprior
+    entropy_kind: int  # 0 generic per-channel Gaussian, 1 trained scale hyperprior, 2 trained checkerboard
     t: int  # diffusion timestep the decoder starts from (0 = no diffusion)
     steps: int  # DDIM steps suggested by the encoder
     s: float  # global quality factor

@@ -1,7 +1,9 @@
 """Entropy models for the quantized latent: real bits through compressai's rANS coder.
 
-Two models share one byte-level interface (``compress(q) -> bytes``, ``decompress(bytes, shape)
--> q``), where ``q`` is the integer latent ``round((y - mu_c) / (delta_c * s))``:
+Every model codes the latent in step units ``u = (y - mu_c) / (delta_c * s)`` through one
+interface, ``encode(u) -> (bytes, u_hat)`` and ``decode(bytes, shape) -> u_hat``: the entropy
+model owns the last rounding, because a model that predicts means quantizes around them.
+``y_hat = u_hat * delta_c * s + mu_c`` is what the decoder gets.
 
 - ``ChannelGaussianEntropyModel``: the generic fallback for any backbone. A zero-mean Gaussian
   per channel and block of latent cells whose scale (an index into compressai's scale table, one
@@ -9,6 +11,10 @@ Two models share one byte-level interface (``compress(q) -> bytes``, ``decompres
 - ``HyperpriorEntropyModel``: a trainable scale hyperprior (Ballé et al. 2018) with small conv
   ``h_a``/``h_s``. ``forward`` is training-friendly (noise instead of rounding, returns
   likelihoods for a rate loss); a backbone that ships one returns it from ``entropy_model()``.
+- ``CheckerboardEntropyModel``: a mean-and-scale hyperprior with compressai's two-pass
+  checkerboard context (He et al., CVPR 2021). The block-transform latent's first channel is a
+  1/8-size thumbnail of the image whose neighbours predict it well: at 0.05 bpp it took 42% of
+  the scale hyperprior's bits. Two passes keep decoding parallel (no raster-order loop).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ with warnings.catch_warnings():  # compressai's optional imports emit deprecatio
     warnings.simplefilter("ignore", FutureWarning)
     warnings.simplefilter("ignore", DeprecationWarning)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import CheckerboardMaskedConv2d
+    from compressai.latent_codecs import CheckerboardLatentCodec, GaussianConditionalLatentCodec
     from compressai.models import CompressionModel
     from compressai.models.utils import conv, deconv
 
@@ -34,12 +42,23 @@ with warnings.catch_warnings():  # compressai's optional imports emit deprecatio
 SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
 
 
+class _RoundingCoder:
+    """``encode``/``decode`` for models that code integers: plain rounding in step units."""
+
+    def encode(self, u: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+        q = torch.round(u.float())
+        return self.compress(q), q
+
+    def decode(self, data: bytes, shape) -> torch.Tensor:
+        return self.decompress(data, shape).float()
+
+
 def rate_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
     """Total bits implied by a ``likelihoods`` dict (the rate term of a training loss)."""
     return sum((-torch.log2(v)).sum() for v in likelihoods.values())
 
 
-class ChannelGaussianEntropyModel(nn.Module):
+class ChannelGaussianEntropyModel(_RoundingCoder, nn.Module):
     """Generic entropy model: a zero-mean Gaussian per channel and per block of latent cells,
     its scale sent as a table index (one byte per channel and block).
 
@@ -105,7 +124,7 @@ class ChannelGaussianEntropyModel(nn.Module):
         return self.gaussian_conditional.decompress([data[side:]], self._expand(table_idx, b, shape))
 
 
-class HyperpriorEntropyModel(CompressionModel):
+class HyperpriorEntropyModel(_RoundingCoder, CompressionModel):
     """Trainable scale hyperprior for the quantized latent of a backbone.
 
     Works in the quantization domain ``u = (y - mu_c) / (delta_c * s)`` so that one model serves
@@ -200,6 +219,110 @@ class HyperpriorEntropyModel(CompressionModel):
         return self.gaussian_conditional.decompress([data[4 + zlen:]], idx)
 
 
+class CheckerboardEntropyModel(CompressionModel):
+    """Mean-scale hyperprior with a two-pass checkerboard context, on step units ``u``.
+
+    Anchors (half the cells) are coded from the hyper-latent alone; the others also see their
+    decoded anchor neighbours through a masked 5x5 convolution. Quantization is
+    ``round(u - mean) + mean``, so ``u_hat`` is not an integer grid: ``encode`` returns it so the
+    encoder sees exactly what the decoder will. Latents are zero-padded to multiples of 4 (the
+    hyper path's stride) and cropped back.
+    """
+
+    kind = 2
+
+    def __init__(self, latent_channels: int = 8, hyper_channels: int = 32, kind: str = "checkerboard"):
+        super().__init__()
+        c, n = latent_channels, hyper_channels
+        self.latent_channels, self.hyper_channels = c, n
+        self.h_a = nn.Sequential(
+            conv(c, n, kernel_size=3, stride=1), nn.GELU(),
+            conv(n, n, kernel_size=5, stride=2), nn.GELU(),
+            conv(n, n, kernel_size=5, stride=2),
+        )
+        self.h_s = nn.Sequential(
+            deconv(n, n, kernel_size=5, stride=2), nn.GELU(),
+            deconv(n, 2 * n, kernel_size=5, stride=2), nn.GELU(),
+            conv(2 * n, 2 * c, kernel_size=3, stride=1),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(n)
+        self.latent_codec = CheckerboardLatentCodec(
+            latent_codec={"y": GaussianConditionalLatentCodec(scale_table=SCALE_TABLE.tolist(), quantizer="ste")},
+            entropy_parameters=nn.Sequential(
+                nn.Conv2d(4 * c, 8 * c, 1), nn.GELU(), nn.Conv2d(8 * c, 8 * c, 1), nn.GELU(),
+                nn.Conv2d(8 * c, 2 * c, 1)),
+            context_prediction=CheckerboardMaskedConv2d(c, 2 * c, kernel_size=5, padding=2),
+            forward_method="twopass",
+        )
+
+    @staticmethod
+    def _pad4(u: torch.Tensor) -> torch.Tensor:
+        h, w = u.shape[-2:]
+        return F.pad(u, (0, (-w) % 4, 0, (-h) % 4))
+
+    def forward(self, u: torch.Tensor) -> dict:
+        """Training pass: ``{"u_hat", "likelihoods": {"y", "z"}}`` (see ``HyperpriorEntropyModel``)."""
+        h, w = u.shape[-2:]
+        up = self._pad4(u)
+        z = self.h_a(up)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        out = self.latent_codec(up, self.h_s(z_hat))
+        return {"u_hat": out["y_hat"][..., :h, :w],
+                "likelihoods": {"y": out["likelihoods"]["y"][..., :h, :w], "z": z_likelihoods}}
+
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        return super().update(SCALE_TABLE if scale_table is None else scale_table, force=force,
+                              update_quantiles=update_quantiles)
+
+    def _ensure_tables(self) -> None:
+        gc = self.latent_codec["y"].gaussian_conditional
+        if gc._offset.numel() == 0 or self.entropy_bottleneck._offset.numel() == 0:
+            self.update(force=True)
+
+    @torch.no_grad()
+    def encode(self, u: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+        """Step units (1, C, h, w) -> ``u32 len(z) | z | u32 len(anchors) | anchors | others``, u_hat."""
+        self._ensure_tables()
+        h, w = u.shape[-2:]
+        up = self._pad4(u.float())
+        z = self.h_a(up)
+        (z_string,) = self.entropy_bottleneck.compress(z)
+        # side parameters from the *decoded* hyper-latent, exactly as the decoder computes them
+        z_hat = self.entropy_bottleneck.decompress([z_string], z.shape[-2:])
+        out = self.latent_codec.compress(up, self.h_s(z_hat))
+        (anchors,), (others,) = out["strings"]
+        data = struct.pack("<I", len(z_string)) + z_string + struct.pack("<I", len(anchors)) + anchors + others
+        return data, out["y_hat"][..., :h, :w]
+
+    @torch.no_grad()
+    def decode(self, data: bytes, shape: tuple[int, int, int, int]) -> torch.Tensor:
+        self._ensure_tables()
+        h, w = shape[-2:]
+        hp, wp = h + (-h) % 4, w + (-w) % 4
+        if len(data) < 4:
+            raise ValueError("latent section too short")
+        (zlen,) = struct.unpack_from("<I", data)
+        if 8 + zlen > len(data):
+            raise ValueError("hyper-latent length exceeds the section")
+        (alen,) = struct.unpack_from("<I", data, 4 + zlen)
+        if 8 + zlen + alen > len(data):
+            raise ValueError("anchor length exceeds the section")
+        z_hat = self.entropy_bottleneck.decompress([data[4:4 + zlen]], (hp // 4, wp // 4))
+        strings = [[data[8 + zlen:8 + zlen + alen]], [data[8 + zlen + alen:]]]
+        out = self.latent_codec.decompress(strings, (shape[1], hp, wp), self.h_s(z_hat))
+        return out["y_hat"][..., :h, :w]
+
+
+ENTROPY_MODELS = {"hyperprior": HyperpriorEntropyModel, "checkerboard": CheckerboardEntropyModel}
+
+
+def build_entropy_model(config: dict) -> nn.Module:
+    """A trainable entropy model from its config (``kind`` picks the class; hyperprior if absent)."""
+    cfg = dict(config)
+    cls = ENTROPY_MODELS[cfg.pop("kind", "hyperprior")]
+    return cls(**cfg)
+
+
 @functools.lru_cache(maxsize=1)
 def generic_entropy_model() -> ChannelGaussianEntropyModel:
     """One shared instance: building its CDF tables takes ~0.1 s; it holds no per-image state."""
@@ -207,12 +330,13 @@ def generic_entropy_model() -> ChannelGaussianEntropyModel:
 
 
 def get_entropy_model(kind: int, backbone=None) -> nn.Module:
-    """The entropy model a bitstream names: 0 generic, 1 the backbone's trained hyperprior."""
+    """The entropy model a bitstream names: 0 generic, 1 the backbone's trained scale hyperprior,
+    2 its trained checkerboard mean-scale model."""
     if kind == ChannelGaussianEntropyModel.kind:
         return generic_entropy_model()
-    if kind == HyperpriorEntropyModel.kind:
+    if kind in (HyperpriorEntropyModel.kind, CheckerboardEntropyModel.kind):
         model = backbone.entropy_model() if backbone is not None else None
-        if model is None:
+        if model is None or getattr(model, "kind", None) != kind:
             raise ValueError("the bitstream uses a trained entropy model that this backbone does not have")
         return model
     raise ValueError(f"unknown entropy model kind {kind}")

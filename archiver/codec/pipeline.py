@@ -26,8 +26,8 @@ from ..errors import ContainerError, InputError, UsageError, WeightsMismatchErro
 from ..imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage, load_image
 from . import container
 from .backbones.base import Backbone
-from .entropy import ChannelGaussianEntropyModel, HyperpriorEntropyModel, generic_entropy_model, get_entropy_model
-from .quantize import QuantParams, dequantize, latent_roi, noise_variance, quantize, snr_timestep
+from .entropy import ChannelGaussianEntropyModel, generic_entropy_model, get_entropy_model
+from .quantize import QuantParams, from_units, latent_roi, noise_variance, snr_timestep, to_units
 
 # deterministic cuBLAS needs this before the first CUDA call (harmless on CPU)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -147,21 +147,24 @@ def ddim_timesteps(t: int, steps: int) -> list[int]:
     return sorted({int(v) for v in ts if v > 0}, reverse=True)
 
 
-def denoise(backbone: Backbone, y_hat: torch.Tensor, t: int, steps: int) -> torch.Tensor:
+def ddim(model_output, alphas_cumprod: torch.Tensor, prediction: str, y_hat: torch.Tensor, t: int,
+         steps: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Deterministic DDIM (eta = 0) from ``x_t = sqrt(abar_t) * y_hat`` at step t down to 0.
 
     Written from ``alphas_cumprod`` because diffusers' schedulers cannot start at an arbitrary t.
+    ``model_output(z, t)`` is the denoiser. The decoder runs it in float64 between model calls
+    (same bytes -> same pixels); training runs the very same steps in float32 to backpropagate
+    through them.
     """
     ts = ddim_timesteps(t, steps)
     if not ts:
         return y_hat
-    ac = backbone.scheduler.alphas_cumprod.double()
-    prediction = backbone.scheduler.config.prediction_type
-    z = (math.sqrt(float(ac[t])) * y_hat.double())
+    ac = alphas_cumprod.double()
+    z = math.sqrt(float(ac[t])) * y_hat.to(dtype)
     for i, ti in enumerate(ts):
         a = float(ac[ti])
         a_prev = float(ac[ts[i + 1]]) if i + 1 < len(ts) else 1.0
-        out = backbone.model_output(z.float(), ti).double().to(z.device)
+        out = model_output(z.float(), ti).to(dtype=dtype, device=z.device)
         if prediction == "epsilon":
             eps = out
             x0 = (z - math.sqrt(1 - a) * eps) / math.sqrt(a)
@@ -177,6 +180,12 @@ def denoise(backbone: Backbone, y_hat: torch.Tensor, t: int, steps: int) -> torc
     return z.float()
 
 
+def denoise(backbone: Backbone, y_hat: torch.Tensor, t: int, steps: int) -> torch.Tensor:
+    """The decoder's reverse process with the backbone's denoiser and schedule."""
+    return ddim(backbone.model_output, backbone.scheduler.alphas_cumprod,
+                backbone.scheduler.config.prediction_type, y_hat, t, steps)
+
+
 # -- encode -----------------------------------------------------------------------------------
 
 def _alpha_png(alpha: Image.Image) -> bytes:
@@ -188,7 +197,7 @@ def _alpha_png(alpha: Image.Image) -> bytes:
 def _entropy_for(backbone: Backbone):
     model = backbone.entropy_model()
     if model is not None:
-        return model, HyperpriorEntropyModel.kind, "trained"
+        return model, model.kind, "trained"
     return generic_entropy_model(), ChannelGaussianEntropyModel.kind, "generic"
 
 
@@ -227,7 +236,7 @@ class _Coder:
 
     def pack(self, s: float, t: int, steps: int) -> bytes:
         """The complete .dlc file at quality factor ``s``."""
-        payload = self.entropy.compress(quantize(self.y, self.params(s)))
+        payload, _ = self.entropy.encode(to_units(self.y, self.params(s)))
         _, c, lh, lw = self.y.shape
         header = container.Header(
             backbone_id=self.backbone.id, weights_sha256=self.backbone.weights_digest,
@@ -339,7 +348,7 @@ def _search_t(coder: _Coder, s: float, t_snr: int, n_steps: int) -> tuple[int, l
     t_max = len(coder.backbone.scheduler.alphas_cumprod) - 1
     candidates = sorted({0, *(min(t_max, max(1, round(t_snr * f))) for f in (0.5, 0.75, 1.0, 1.25, 1.5))})
     p = coder.params(s)
-    y_hat = dequantize(quantize(coder.y, p), p)
+    y_hat = from_units(coder.entropy.encode(to_units(coder.y, p))[1], p)
     results = []
     for t in candidates:
         z = denoise(coder.backbone, y_hat.to(coder.backbone.device), t, n_steps)
@@ -366,6 +375,15 @@ def default_backbone(name: Optional[str] = None, model_path: Optional[str] = Non
 def _backbone_for(header: container.Header, backbone: Optional[Backbone]) -> Backbone:
     if backbone is None:
         backbone = default_backbone(header.backbone_id)
+    if backbone.weights_digest != header.weights_sha256 and header.backbone_id == "tiny":
+        # encoded by an earlier release of the embedded weights: the package keeps those, so an
+        # upgrade never strands archived files
+        from .backbones import get_backbone
+        from .backbones.tiny import find_release
+
+        release = find_release(header.weights_sha256)
+        if release is not None:
+            backbone = get_backbone("tiny", model_path=release, device=str(backbone.device))
     if backbone.weights_digest != header.weights_sha256 or backbone.id != header.backbone_id:
         raise WeightsMismatchError(
             f"this file was encoded with backbone {header.backbone_id!r} weights "
@@ -421,12 +439,12 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
     with _deterministic():
         try:
             entropy = get_entropy_model(header.entropy_kind, backbone)
-            q = entropy.decompress(sections[container.LATENT], shape)
-        except ValueError as e:
+            u_hat = entropy.decode(sections[container.LATENT], shape)
+        except (ValueError, RuntimeError) as e:
             raise ContainerError(f"cannot decode the latent: {e}") from None
         p = QuantParams(mu=torch.tensor(header.mu), delta=torch.tensor(header.delta), s=header.s,
                         roi=[tuple(b) for b in header.roi], roi_factor=header.roi_factor)
-        y_hat = dequantize(q, p).to(backbone.device)
+        y_hat = from_units(u_hat, p).to(backbone.device)
         z = denoise(backbone, y_hat, header.t, n_steps)
         x = backbone.decode(z)
     rgb = _to_image(x, header.width, header.height)

@@ -36,6 +36,17 @@ class QuantParams:
         return step
 
 
+def to_units(y: torch.Tensor, p: QuantParams) -> torch.Tensor:
+    """The latent in step units, ``(y - mu) / step``: what the entropy model rounds and codes."""
+    c = y.shape[1]
+    return (y.float() - p.mu.view(1, c, 1, 1)) / p.step_map(y.shape)
+
+
+def from_units(u_hat: torch.Tensor, p: QuantParams) -> torch.Tensor:
+    c = u_hat.shape[1]
+    return u_hat.float() * p.step_map(u_hat.shape) + p.mu.view(1, c, 1, 1)
+
+
 def quantize(y: torch.Tensor, p: QuantParams) -> torch.Tensor:
     c = y.shape[1]
     return torch.round((y.float() - p.mu.view(1, c, 1, 1)) / p.step_map(y.shape))

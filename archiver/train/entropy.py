@@ -1,4 +1,6 @@
-"""Stage 3: the entropy model for the quantized latent (the codec's ``HyperpriorEntropyModel``).
+"""Stage 3: the entropy model for the quantized latent (the codec's ``CheckerboardEntropyModel``,
+a mean-scale hyperprior with checkerboard context; ``KIND = "hyperprior"`` trains the older
+scale-only model).
 
 It sees ``u = (y - mu_c) / (delta_c * s)`` with the trained per-channel steps ``delta_c``, the
 per-crop channel mean as ``mu_c`` (the codec uses the per-image mean) and a random quality
@@ -23,6 +25,7 @@ from .latents import center_latent_crops, ensure_stats, latent_cache, load_ae, r
 LOG2_S_RANGE = (-2.5, 3.5)
 VAL_LOG2_S = (-1.0, 0.5, 2.0)
 HYPER_CHANNELS = 32
+KIND = "checkerboard"
 
 
 def to_u(y: torch.Tensor, steps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -33,16 +36,17 @@ def to_u(y: torch.Tensor, steps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model, val: torch.Tensor, steps: torch.Tensor) -> dict:
     """Real bits per latent element and per pixel (stride 8) through compress(), at a few s."""
+    model.eval()
     model.update(force=True)
     res = {}
     for ls in VAL_LOG2_S:
         s = torch.full((1,), 2.0**ls)
         bits = 0
         for i in range(len(val)):
-            q = torch.round(to_u(val[i:i + 1], steps, s))
-            data = model.compress(q)
+            u = to_u(val[i:i + 1], steps, s)
+            data, u_hat = model.encode(u)
             # decodability is part of the check: a model that cannot round-trip is useless
-            if i == 0 and not torch.equal(model.decompress(data, tuple(q.shape)).float(), q):
+            if i == 0 and not torch.equal(model.decode(data, tuple(u.shape)).float(), u_hat.float()):
                 raise RuntimeError("entropy model does not round-trip")
             bits += 8 * len(data)
         res[f"val_bpp_s{2.0**ls:g}"] = bits / (val[:, 0].numel() * 64)
@@ -53,7 +57,7 @@ def evaluate(model, val: torch.Tensor, steps: torch.Tensor) -> dict:
 def train_entropy(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
                   lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
                   max_files: int | None = None, n_val: int = 12) -> dict:
-    from ..codec.entropy import HyperpriorEntropyModel, rate_bits
+    from ..codec.entropy import build_entropy_model, rate_bits
 
     out.mkdir(parents=True, exist_ok=True)
     lcrop = max(4, (crop // 8) - (crop // 8) % 4)  # pixels -> latent cells, multiple of 4
@@ -68,8 +72,8 @@ def train_entropy(data_dir: Path, out: Path, *, steps: int, minutes: float | Non
     log.log(stage="entropy", event="data", latents=len(lats), train=len(train), val=len(val))
 
     torch.manual_seed(seed)
-    cfg = {"latent_channels": int(vae.config.latent_channels), "hyper_channels": HYPER_CHANNELS}
-    model = HyperpriorEntropyModel(**cfg)
+    cfg = {"kind": KIND, "latent_channels": int(vae.config.latent_channels), "hyper_channels": HYPER_CHANNELS}
+    model = build_entropy_model(cfg)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=lr)

@@ -9,6 +9,7 @@ model always carries its own configs in ``tiny.json`` and the safetensors metada
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -22,6 +23,9 @@ BACKBONE_ID = "tiny"
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 WEIGHTS_FILE = "tiny.safetensors"
 CONFIG_FILE = "tiny.json"
+#: earlier shipped weights, one folder each (same two files), kept so that files encoded with
+#: them still decode after an upgrade: a .dlc names its weights by digest and nothing else fits
+RELEASES_DIR = WEIGHTS_DIR / "releases"
 
 #: The autoencoder: an 8x8 block transform (stride 8, 8 latent channels) initialised with the
 #: principal components of natural-image blocks, plus learned non-linear context nets at latent
@@ -116,6 +120,19 @@ def weights_digest(weights_dir: Path) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _release_digests(releases_dir: Path) -> dict[str, Path]:
+    if not releases_dir.is_dir():
+        return {}
+    return {weights_digest(d): d for d in sorted(releases_dir.iterdir())
+            if (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()}
+
+
+def find_release(digest: str, releases_dir: Optional[Path] = None) -> Optional[Path]:
+    """The folder of the earlier shipped weights with this digest, if the package has them."""
+    return _release_digests(Path(releases_dir or RELEASES_DIR)).get(digest)
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,12 +159,12 @@ def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, devi
 
 
 def build_entropy(config: Optional[dict]):
-    """The codec's trainable hyperprior for ``config`` (its constructor kwargs), or None."""
+    """The codec's trained entropy model for ``config`` (``kind`` + constructor kwargs), or None."""
     if config is None:
         return None
-    from ..entropy import HyperpriorEntropyModel
+    from ..entropy import build_entropy_model
 
-    return HyperpriorEntropyModel(**config)
+    return build_entropy_model(config)
 
 
 def load_tiny(device: str = "auto", weights_dir: Optional[str | Path] = None):
