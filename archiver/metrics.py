@@ -16,6 +16,8 @@ def _arr(img) -> np.ndarray:
     if isinstance(img, Image.Image):
         img = np.array(img.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only views
     a = np.asarray(img)
+    if not a.flags.writeable:  # torch.from_numpy warns on read-only views
+        a = a.copy()
     if a.ndim == 2:
         a = np.stack([a] * 3, axis=-1)
     return a

@@ -31,7 +31,7 @@ def images(tmp_path_factory):
 
 
 def run(images, out, stage, steps, **kw):
-    crop = {"ae": 72, "denoiser": 64, "entropy": 64}[stage]
+    crop = {"ae": 72, "denoiser": 64, "entropy": 64, "codec": 64}[stage]
     return pipeline.run(images, out, stages=(stage,), steps=steps, batch=2, crop=crop, seed=3, threads=1,
                         quiet=True, **kw)["stages"][0]
 
@@ -64,7 +64,7 @@ def test_metadata_records_config_and_data(trained, images):
     assert data["files"] == 4 and data["used"] == 4 and len(data["file_list_sha256"]) == 64
     assert cfg["vae"]["latent_channels"] == 8 and cfg["unet"]["in_channels"] == 8
     assert cfg["vae"]["scaling_factor"] == pytest.approx(cfg["latent_stats"]["scaling_factor"])
-    assert cfg["entropy"] == {"latent_channels": 8, "hyper_channels": 32}
+    assert cfg["entropy"] == {"kind": "checkerboard", "latent_channels": 8, "hyper_channels": 32}
     assert json.loads((out / "tiny.json").read_text()) == cfg
 
 
@@ -169,3 +169,79 @@ def test_calibration_sets_t_scale(trained, tmp_path):
     (d / "calibration.json").write_text(json.dumps(dict(res, t_scale=0.5)))
     assemble(d)
     assert load_tiny(device="cpu", weights_dir=d).t_scale == 0.5
+
+
+# -- stage "codec": the denoiser and decoder fine-tuned on the decode path ---------------------
+
+@pytest.fixture(scope="module")
+def tuned(images, trained, tmp_path_factory):
+    import shutil
+
+    out = tmp_path_factory.mktemp("tuned") / "m"
+    shutil.copytree(trained[0], out)
+    return out, run(images, out, "codec", 3)
+
+
+def test_codec_stage_ships_its_denoiser_decoder_and_timestep_rule(tuned):
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.train import codec_tune
+
+    out, res = tuned
+    assert res["stage"] == "codec" and res["step"] == 3 and np.isfinite(res["loss"])
+    log = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
+    baselines = [r["baseline"] for r in log if r.get("stage") == "codec" and r.get("step") == 0 and "baseline" in r]
+    assert baselines == ["no diffusion", "stage-2 denoiser"]
+    cfg = json.loads((out / "tiny.json").read_text())
+    assert cfg["codec"]["t_scale"] == codec_tune.T_SCALE
+    assert cfg["training"]["codec"]["entropy_model"] == "CheckerboardEntropyModel"
+    assert "denoiser" in cfg["training"]  # stage 2's record stays
+    shipped, _ = read_safetensors(out / "tiny.safetensors")
+    unet, _ = read_safetensors(out / "unet_codec_best.safetensors")
+    vae, _ = read_safetensors(out / "ae_codec_best.safetensors")
+    ae, _ = read_safetensors(out / "ae_best.safetensors")
+    assert all(torch.equal(shipped[f"unet.{k}"], v.half()) for k, v in unet.items())
+    assert all(torch.equal(shipped[f"vae.{k}"], v.half()) for k, v in vae.items())
+    # only the decoder moved: the encoder (and so every latent, step and rate) is stage 1's
+    assert all(torch.equal(vae[k], ae[k]) for k in ae if k.startswith(("analysis", "enc_ctx", "logvar")))
+    assert any(not torch.equal(vae[k], ae[k]) for k in ae if k.startswith(("synthesis", "dec_ctx", "refine")))
+    assert load_tiny(device="cpu", weights_dir=out).t_scale == codec_tune.T_SCALE
+
+
+def test_codec_stage_trains_the_path_the_decoder_runs(tuned):
+    """The training path (float32, differentiable) reproduces the real decoder's pixels from the
+    same bitstream, so what the stage optimises is what users get."""
+    from archiver.codec import container
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codec.pipeline import _to_image, decode_bytes, encode_image
+    from archiver.codec.quantize import QuantParams, from_units, noise_variance
+    from archiver.imageio import load_image
+    from archiver.train.codec_tune import CodecPath, Decoding
+
+    out, _ = tuned
+    b = load_tiny(device="cpu", weights_dir=out)
+    yy, xx = np.mgrid[0:64, 0:96]
+    a = np.stack([np.sin(xx / 5 + c) * np.cos(yy / 7) * 90 + 128 for c in range(3)], -1).astype(np.uint8)
+    Image.fromarray(a).save(out / "probe64.png")  # latent 8x12: no padding for the UNet's strides
+    img = load_image(out / "probe64.png")
+    enc = encode_image(img, b, quality=30, steps=4)
+    real = np.asarray(decode_bytes(enc.data, b).image, dtype=np.int16)
+    header, sections = container.unpack(enc.data)
+    shape = (1, header.latent_channels, header.latent_height, header.latent_width)
+    p = QuantParams(mu=torch.tensor(header.mu), delta=torch.tensor(header.delta), s=header.s)
+    y_hat = from_units(b.entropy_model().decode(sections[container.LATENT], shape), p)
+    path = CodecPath(b.scheduler.alphas_cumprod, "epsilon", b.scaling_factor, header.steps, b.t_scale)
+    assert path.timestep(noise_variance(p, shape)) == header.t
+    with torch.no_grad():
+        x = path(Decoding(b.unet, b.vae), y_hat, noise_variance(p, shape))
+    mine = np.asarray(_to_image(x, img.width, img.height), dtype=np.int16)
+    assert np.abs(mine - real).max() <= 2
+
+
+def test_codec_stage_resumes(images, tuned, tmp_path):
+    import shutil
+
+    out, _ = tuned
+    d = tmp_path / "m"
+    shutil.copytree(out, d)
+    res = run(images, d, "codec", 5, resume=True)
+    assert res["step"] == 5 and '"event": "resumed"' in (d / "train.log").read_text()

@@ -9,7 +9,7 @@ import click
 from ..errors import UsageError
 from ..output import emit
 
-STAGES = ("ae", "denoiser", "entropy")
+STAGES = ("ae", "denoiser", "entropy", "codec")
 
 
 def _human(res: dict) -> str:
@@ -41,8 +41,10 @@ def train(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, t
     """Train the embedded tiny backbone on the images in DATA_DIR (never on the evaluation set).
 
     Stages run in order: the autoencoder, the latent denoiser (on cached latents of the trained
-    autoencoder), then per-channel quantization steps and the entropy model. Each stage keeps a
-    checkpoint and its best-so-far weights in --out; the assembled model is rewritten after each.
+    autoencoder), per-channel quantization steps and the entropy model, then the denoiser's
+    fine-tuning on the codec's own decode path (real quantization, DDIM, decoder). Each stage
+    keeps a checkpoint and its best-so-far weights in --out; the assembled model is rewritten
+    after each.
     """
     from . import pipeline
 

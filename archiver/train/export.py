@@ -21,15 +21,19 @@ def assemble(out: Path) -> Path | None:
         return None
     tensors, meta_all = {}, {}
     w, meta = read_safetensors(ae)
+    tuned_ae = out / "ae_codec_best.safetensors"
+    if tuned_ae.exists():  # stage "codec" fine-tuned the decoder (the encoder is the same)
+        w = read_safetensors(tuned_ae)[0]
     tensors.update({f"vae.{k}": v for k, v in _half(w).items()})
     cfg = {"format": "archiver-tiny", "version": 1, "storage_dtype": {"vae": "float16", "unet": "float16", "entropy": "float32"}, "vae": meta["vae_config"], "scheduler": SCHEDULER_CONFIG}
     meta_all["ae"] = {k: v for k, v in meta.items() if k != "vae_config"}
-    un = out / "unet_best.safetensors"
-    if un.exists():
-        w, meta = read_safetensors(un)
-        tensors.update({f"unet.{k}": v for k, v in _half(w).items()})
-        cfg["unet"] = meta.get("unet_config", UNET_CONFIG)
-        meta_all["denoiser"] = {k: v for k, v in meta.items() if k != "unet_config"}
+    # the denoiser fine-tuned on the codec's decode path (stage "codec") replaces stage 2's
+    for stage, name in (("denoiser", "unet_best.safetensors"), ("codec", "unet_codec_best.safetensors")):
+        if (out / name).exists():
+            w, meta = read_safetensors(out / name)
+            tensors.update({f"unet.{k}": v for k, v in _half(w).items()})
+            cfg["unet"] = meta.get("unet_config", UNET_CONFIG)
+            meta_all[stage] = {k: v for k, v in meta.items() if k != "unet_config"}
     st = out / "latent_stats.safetensors"
     if st.exists():
         w, meta = read_safetensors(st)
@@ -44,7 +48,9 @@ def assemble(out: Path) -> Path | None:
         cfg["entropy"] = meta.get("entropy_config")
         meta_all["entropy"] = {k: v for k, v in meta.items() if k != "entropy_config"}
     cal = out / "calibration.json"
-    if cal.exists():  # written by archiver.train.calibrate
+    if "codec" in meta_all:  # fine-tuned for one timestep rule: that one
+        cfg["codec"] = {"t_scale": float(meta_all["codec"]["t_scale"])}
+    elif cal.exists():  # written by archiver.train.calibrate
         c = json.loads(cal.read_text())
         cfg["codec"] = {"t_scale": float(c["t_scale"])}
         meta_all["calibration"] = {k: v for k, v in c.items() if k != "t_scale"}

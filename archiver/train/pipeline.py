@@ -10,6 +10,7 @@ DEFAULTS = {
     "ae": dict(steps=100_000, batch=8, crop=128, lr=1e-3),
     "denoiser": dict(steps=100_000, batch=32, crop=128, lr=5e-4),
     "entropy": dict(steps=100_000, batch=16, crop=128, lr=1e-3),
+    "codec": dict(steps=100_000, batch=8, crop=128, lr=2e-4),
 }
 
 
@@ -43,9 +44,12 @@ def run(data_dir, out, *, stages, steps=None, minutes=None, batch=None, crop=Non
         elif st == "denoiser":
             from .denoiser import train_denoiser
             results.append(train_denoiser(Path(data_dir), out, **kw))
-        else:
+        elif st == "entropy":
             from .entropy import train_entropy
             results.append(train_entropy(Path(data_dir), out, **kw))
+        else:
+            from .codec_tune import train_codec
+            results.append(train_codec(Path(data_dir), out, **kw))
         from .export import assemble
         exported = assemble(out)
     return {"stages": results, "exported": str(exported) if exported else None}
