@@ -4,7 +4,6 @@ keeping the latent well-behaved for the diffusion stage)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,8 @@ import torch.nn.functional as F
 
 from ..codec.backbones.tiny import VAE_CONFIG, build_vae
 from . import data as D
-from .common import Logger, cosine_lr, load_checkpoint, save_checkpoint, save_safetensors, step_seed
+from .common import Logger, save_safetensors
+from .loop import StageLoop
 
 #: MS-SSIM over 3 scales (5 need crops > 160 px); the standard first three weights, renormalised
 MSSSIM_WEIGHTS = [0.0448, 0.2856, 0.3001]
@@ -63,7 +63,6 @@ def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
              lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
              max_files: int | None = None, n_val: int = 12) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "ae.ckpt"
     imgs = D.load_set(data_dir, min_side=crop, max_files=max_files)
     train, val_imgs = D.split(imgs.images, n_val)
     vsize = min(min(a.shape[:2]) for a in val_imgs)
@@ -77,70 +76,24 @@ def train_ae(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
         blocks = D.random_crops(train, 256, min(64, crop - crop % 8), np.random.default_rng(seed))
         vae.init_from_blocks(torch.nn.PixelUnshuffle(8)(blocks).permute(0, 2, 3, 1).reshape(-1, 192))
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
-    step, elapsed, best = 0, 0.0, -1.0
-    ck = load_checkpoint(ckpt_path) if resume else None
-    if ck is not None:
-        vae.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed, best = int(ck["step"]), float(ck["elapsed"]), float(ck["best"])
-        log.log(stage="ae", event="resumed", step=step)
-    elif ckpt_path.exists() and not resume:
-        log.log(stage="ae", event="fresh start (checkpoint present, --resume not given)")
 
-    def save():
-        save_checkpoint(ckpt_path, model=vae.state_dict(), opt=opt.state_dict(), step=step, elapsed=elapsed,
-                        best=best, seed=seed)
-
-    def export_best(ev):
+    def export_best(ev, step):
         save_safetensors(out / "ae_best.safetensors", vae.state_dict(),
                          vae_metadata(vae, imgs.info, {"step": step, "val_psnr": ev["val_psnr"], "seed": seed,
                                       "crop": crop, "batch": batch, "lr": lr}))
 
-    if step == 0:  # the starting point (PCA for the block transform) is the first best-so-far
+    def start():  # the starting point (PCA for the block transform) is the first best-so-far
         ev = evaluate(vae, val)
-        best = ev["val_psnr"]
         log.log(stage="ae", step=0, event="eval", **ev)
-        export_best(ev)
+        export_best(ev, 0)
+        return ev["val_psnr"]
+
+    def loss(gen):
+        return ae_loss(vae, D.random_crops(train, batch, crop, gen))
+
     vae.train()
-    t0, last = time.time() - elapsed, None
-    budget = minutes * 60 if minutes else None
-    try:
-        while step < steps and (budget is None or elapsed < budget):
-            progress = max(step / steps, elapsed / budget if budget else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(lr, progress)
-            gen = np.random.default_rng(step_seed(seed, step))
-            torch.manual_seed(step_seed(seed, step, 1))
-            x = D.random_crops(train, batch, crop, gen)
-            loss, parts = ae_loss(vae, x)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"AE loss is not finite at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            opt.step()
-            step += 1
-            elapsed = time.time() - t0
-            last = loss.item()
-            if step % 10 == 0 or step == 1:
-                log.log(stage="ae", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1), **parts)
-            if step % eval_every == 0 or step == steps:
-                ev = evaluate(vae, val)
-                log.log(stage="ae", step=step, event="eval", **ev)
-                if ev["val_psnr"] > best:
-                    best = ev["val_psnr"]
-                    export_best(ev)
-            if step % ckpt_every == 0:
-                save()
-    except KeyboardInterrupt:  # a stopped run keeps its progress
-        save()
-        raise
-    ev = evaluate(vae, val)
-    if ev["val_psnr"] > best or not (out / "ae_best.safetensors").exists():
-        best = ev["val_psnr"]
-        export_best(ev)
-    save()
-    res = {"stage": "ae", "step": step, "loss": last, "val_psnr": ev["val_psnr"], "best_val_psnr": best,
-           "seconds": round(elapsed, 1), "data": imgs.info}
-    log.log(event="done", **{k: v for k, v in res.items() if k != "data"})
-    return res
+    loop = StageLoop(stage="ae", checkpoint=out / "ae.ckpt", best_file=out / "ae_best.safetensors", log=log,
+                     seed=seed, lr=lr, optimizer=opt, params=list(vae.parameters()), state={"model": vae, "opt": opt},
+                     loss=loss, evaluate=lambda: evaluate(vae, val), export=export_best, score="val_psnr",
+                     higher_is_better=True, eval_every=eval_every, ckpt_every=ckpt_every)
+    return {**loop.run(steps=steps, minutes=minutes, resume=resume, start=start), "data": imgs.info}

@@ -85,3 +85,13 @@ def cosine_lr(base: float, progress: float, warmup: float = 0.02, floor: float =
         return base * max(progress / warmup, 0.05)
     p = min(1.0, (progress - warmup) / max(1e-9, 1 - warmup))
     return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """Exponential moving average of the trainable weights, with a short warm-up (the first
+    steps would otherwise be dominated by the random start)."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        if p.requires_grad:
+            pe.lerp_(p, 1 - d)

@@ -10,7 +10,6 @@ Gaussian noise: the decoder then sees what it was trained on.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ import torch.nn.functional as F
 
 from ..codec.backbones.tiny import UNET_CONFIG, build_scheduler, build_unet
 from . import data as D
-from .common import Logger, cosine_lr, load_checkpoint, save_checkpoint, save_safetensors, step_seed
+from .common import Logger, ema_update, save_safetensors
+from .loop import StageLoop
 from .latents import center_latent_crops, ensure_stats, latent_cache, load_ae, random_latent_crops
 
 LOW_T_MAX = 500
@@ -90,76 +90,29 @@ def train_denoiser(data_dir: Path, out: Path, *, steps: int, minutes: float | No
     unet = build_unet(cfg)
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-4)
-    step, elapsed, best = 0, 0.0, float("inf")
-    ck_path = out / "denoiser.ckpt"
-    ck = load_checkpoint(ck_path) if resume else None
-    if ck is not None and ck.get("ae_sha256") == ae_sha:
-        unet.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed, best = int(ck["step"]), float(ck["elapsed"]), float(ck["best"])
-        log.log(stage="denoiser", event="resumed", step=step)
-    elif ck is not None:
-        log.log(stage="denoiser", event="checkpoint is for another autoencoder: starting afresh")
 
-    def save():
-        save_checkpoint(ck_path, model=unet.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step,
-                        elapsed=elapsed, best=best, seed=seed, ae_sha256=ae_sha)
-
-    def export(ev):
+    def export(ev, step):
         save_safetensors(out / "unet_best.safetensors", ema.state_dict(),
                          {"format": "archiver-tiny-unet", "unet_config": dict(ema.config), "data": imgs.info,
                           "step": step, "seed": seed, "crop_latent": crop, "batch": batch, "lr": lr,
                           "ae_sha256": ae_sha, "low_t_max": LOW_T_MAX, "low_t_fraction": LOW_T_FRACTION,
                           "quant_noise_fraction": QUANT_NOISE_FRACTION, "ema_decay": EMA_DECAY, **ev})
 
+    def loss(gen):
+        y = random_latent_crops(train, batch, crop, gen)
+        t = sample_timesteps(batch, gen)
+        quant = torch.from_numpy(gen.random(batch) < QUANT_NOISE_FRACTION)
+        x_t, eps = noisy_latents(y, t, abar, ch_steps, quant)
+        return F.mse_loss(unet(x_t, t).sample, eps), {}
+
+    def after_step(step):
+        ema_update(ema, unet, step, EMA_DECAY)
+        return {}
+
     unet.train()
-    t0, last = time.time() - elapsed, None
-    budget = minutes * 60 if minutes else None
-    try:
-        while step < steps and (budget is None or elapsed < budget):
-            progress = max(step / steps, elapsed / budget if budget else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(lr, progress)
-            gen = np.random.default_rng(step_seed(seed, step))
-            torch.manual_seed(step_seed(seed, step, 1))
-            y = random_latent_crops(train, batch, crop, gen)
-            t = sample_timesteps(batch, gen)
-            quant = torch.from_numpy(gen.random(batch) < QUANT_NOISE_FRACTION)
-            x_t, eps = noisy_latents(y, t, abar, ch_steps, quant)
-            loss = F.mse_loss(unet(x_t, t).sample, eps)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"denoiser loss is not finite at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            d = min(EMA_DECAY, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), unet.parameters()):
-                    pe.lerp_(p, 1 - d)
-            step += 1
-            elapsed = time.time() - t0
-            last = loss.item()
-            if step % 10 == 0 or step == 1:
-                log.log(stage="denoiser", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1))
-            if step % eval_every == 0 or step == steps:
-                ev = evaluate(ema, val, abar, ch_steps, seed)
-                log.log(stage="denoiser", step=step, event="eval", **ev)
-                if ev["val_loss"] < best:
-                    best = ev["val_loss"]
-                    export(ev)
-            if step % ckpt_every == 0:
-                save()
-    except KeyboardInterrupt:  # a stopped run keeps its progress
-        save()
-        raise
-    ev = evaluate(ema, val, abar, ch_steps, seed)
-    if ev["val_loss"] < best or not (out / "unet_best.safetensors").exists():
-        best = min(best, ev["val_loss"])
-        export(ev)
-    save()
-    res = {"stage": "denoiser", "step": step, "loss": last, "val_loss": ev["val_loss"], "best_val_loss": best,
-           "seconds": round(elapsed, 1), "data": imgs.info}
-    log.log(event="done", **{k: v for k, v in res.items() if k != "data"})
-    return res
+    loop = StageLoop(stage="denoiser", checkpoint=out / "denoiser.ckpt", best_file=out / "unet_best.safetensors",
+                     log=log, seed=seed, lr=lr, optimizer=opt, params=list(unet.parameters()),
+                     state={"model": unet, "ema": ema, "opt": opt}, loss=loss,
+                     evaluate=lambda: evaluate(ema, val, abar, ch_steps, seed), export=export, score="val_loss",
+                     after_step=after_step, ae_sha256=ae_sha, eval_every=eval_every, ckpt_every=ckpt_every)
+    return {**loop.run(steps=steps, minutes=minutes, resume=resume), "data": imgs.info}

@@ -11,14 +11,14 @@ Validation measures real rANS bytes.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import data as D
-from .common import Logger, cosine_lr, load_checkpoint, save_checkpoint, save_safetensors, step_seed
+from .common import Logger, save_safetensors
+from .loop import StageLoop
 from .latents import center_latent_crops, ensure_stats, latent_cache, load_ae, random_latent_crops
 
 #: log2 of the quality factor s during training: covers roughly 0.05 .. 1.5 bpp
@@ -78,73 +78,35 @@ def train_entropy(data_dir: Path, out: Path, *, steps: int, minutes: float | Non
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
-    step, elapsed, best = 0, 0.0, float("inf")
-    ck_path = out / "entropy.ckpt"
-    ck = load_checkpoint(ck_path) if resume else None
-    if ck is not None and ck.get("ae_sha256") == ae_sha:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        aux_opt.load_state_dict(ck["aux_opt"])
-        step, elapsed, best = int(ck["step"]), float(ck["elapsed"]), float(ck["best"])
-        log.log(stage="entropy", event="resumed", step=step)
 
-    def save():
-        save_checkpoint(ck_path, model=model.state_dict(), opt=opt.state_dict(), aux_opt=aux_opt.state_dict(),
-                        step=step, elapsed=elapsed, best=best, seed=seed, ae_sha256=ae_sha)
-
-    def export(ev):
+    def export(ev, step):
         save_safetensors(out / "entropy_best.safetensors", model.state_dict(),
                          {"format": "archiver-tiny-entropy", "entropy_config": cfg, "data": imgs.info,
                           "step": step, "seed": seed, "ae_sha256": ae_sha, "log2_s_range": list(LOG2_S_RANGE),
                           **ev})
 
+    def loss(gen):
+        y = random_latent_crops(train, batch, lcrop, gen)
+        s = torch.from_numpy(2.0 ** gen.uniform(*LOG2_S_RANGE, batch)).float()
+        o = model(to_u(y, ch_steps, s))
+        return rate_bits(o["likelihoods"]) / y.numel(), {}  # bits per latent element
+
+    def after_step(step):  # the bottleneck's quantiles have their own loss and optimizer
+        aux = model.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        aux_opt.step()
+        return {"aux": aux.item()}
+
+    def evaluate_and_train():
+        ev = evaluate(model, val, ch_steps)
+        model.train()
+        return ev
+
     model.train()
-    t0, last = time.time() - elapsed, None
-    budget = minutes * 60 if minutes else None
-    try:
-        while step < steps and (budget is None or elapsed < budget):
-            progress = max(step / steps, elapsed / budget if budget else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(lr, progress)
-            gen = np.random.default_rng(step_seed(seed, step))
-            torch.manual_seed(step_seed(seed, step, 1))
-            y = random_latent_crops(train, batch, lcrop, gen)
-            s = torch.from_numpy(2.0 ** gen.uniform(*LOG2_S_RANGE, batch)).float()
-            o = model(to_u(y, ch_steps, s))
-            loss = rate_bits(o["likelihoods"]) / y.numel()  # bits per latent element
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"entropy loss is not finite at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(main_params, 1.0)
-            opt.step()
-            aux = model.aux_loss()
-            aux_opt.zero_grad(set_to_none=True)
-            aux.backward()
-            aux_opt.step()
-            step += 1
-            elapsed = time.time() - t0
-            last = loss.item()
-            if step % 10 == 0 or step == 1:
-                log.log(stage="entropy", step=step, bits_per_element=last, aux=aux.item(), sec=round(elapsed, 1))
-            if step % eval_every == 0 or step == steps:
-                ev = evaluate(model, val, ch_steps)
-                model.train()
-                log.log(stage="entropy", step=step, event="eval", **ev)
-                if ev["val_bpp"] < best:
-                    best = ev["val_bpp"]
-                    export(ev)
-            if step % ckpt_every == 0:
-                save()
-    except KeyboardInterrupt:  # a stopped run keeps its progress
-        save()
-        raise
-    ev = evaluate(model, val, ch_steps)
-    if ev["val_bpp"] < best or not (out / "entropy_best.safetensors").exists():
-        best = min(best, ev["val_bpp"])
-        export(ev)
-    save()
-    res = {"stage": "entropy", "step": step, "loss": last, "val_bpp": ev["val_bpp"], "best_val_bpp": best,
-           "seconds": round(elapsed, 1), "data": imgs.info}
-    log.log(event="done", **{k: v for k, v in res.items() if k != "data"})
-    return res
+    loop = StageLoop(stage="entropy", checkpoint=out / "entropy.ckpt", best_file=out / "entropy_best.safetensors",
+                     log=log, seed=seed, lr=lr, optimizer=opt, params=main_params,
+                     state={"model": model, "opt": opt, "aux_opt": aux_opt}, loss=loss, evaluate=evaluate_and_train,
+                     export=export, score="val_bpp", after_step=after_step, ae_sha256=ae_sha,
+                     eval_every=eval_every, ckpt_every=ckpt_every)
+    return {**loop.run(steps=steps, minutes=minutes, resume=resume), "data": imgs.info}
