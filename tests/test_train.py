@@ -245,3 +245,27 @@ def test_codec_stage_resumes(images, tuned, tmp_path):
     shutil.copytree(out, d)
     res = run(images, d, "codec", 5, resume=True)
     assert res["step"] == 5 and '"event": "resumed"' in (d / "train.log").read_text()
+
+
+def test_codec_stage_can_grow_a_deblocking_head(images, trained, tmp_path, monkeypatch):
+    """With DEBLOCK set, the decoder gains a zero-initialised full-resolution head: the same
+    pixels before training, its own weights and config in the shipped model after."""
+    import shutil
+
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.train import codec_tune
+    from archiver.train.latents import load_ae
+
+    d = tmp_path / "m"
+    shutil.copytree(trained[0], d)
+    monkeypatch.setattr(codec_tune, "DEBLOCK", {"deblock_channels": 8, "deblock_blocks": 1})
+    vae, _ = load_ae(d)
+    grown = codec_tune.with_deblock(vae)
+    z = torch.randn(1, 8, 4, 6)
+    assert grown.deblock is not None and torch.equal(grown.decode(z).sample, vae.decode(z).sample)
+    run(images, d, "codec", 2)
+    cfg = json.loads((d / "tiny.json").read_text())
+    assert cfg["vae"]["deblock_channels"] == 8 and cfg["vae"]["deblock_blocks"] == 1
+    b = load_tiny(device="cpu", weights_dir=d)
+    assert b.vae.deblock is not None
+    assert b.decode(torch.randn(1, 8, 4, 6)).shape == (1, 3, 32, 48)

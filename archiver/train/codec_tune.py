@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..codec.backbones.tiny import build_scheduler, build_unet
 from ..codec.pipeline import DEFAULT_STEPS, ddim
 from ..codec.quantize import snr_timestep
 from . import data as D
-from .common import Logger, cosine_lr, load_checkpoint, read_safetensors, save_checkpoint, save_safetensors, step_seed
+from .common import Logger, ema_update, read_safetensors, save_safetensors
+from .loop import StageLoop
 from .latents import crop8, ensure_stats, latent_cache, load_ae
 
 #: quality factors s drawn log-uniformly from this range: about 0.05 to 0.4 bpp with the shipped model
@@ -41,8 +40,14 @@ VAL_S = (0.5, 1.41421, 4.0)
 #: the timestep rule trained for: t = round(T_SCALE * SNR-matched t), as the encoder computes it
 T_SCALE = 0.25
 MSSSIM_WEIGHT = 1.0
-SPECTRUM_WEIGHT = 0.02
+SPECTRUM_WEIGHT = 0.06
+#: weight of the same fidelity loss (no spectrum term) on the no-diffusion decode of the batch:
+#: the decoder then serves ``--steps 0`` as a fidelity decode, and realism is the diffusion's job
+NODIFF_WEIGHT = 0.5
 EMA_DECAY = 0.99
+#: a deeper full-resolution head added to the block autoencoder's decoder for this stage
+#: (``block_ae.BlockAutoencoder``'s deblock_*; None keeps the decoder's architecture)
+DEBLOCK: dict | None = {"deblock_channels": 32, "deblock_blocks": 1}
 MSSSIM_WEIGHTS = [0.0448, 0.2856, 0.3001]  # three scales: 128-px crops are too small for five
 LUMA = (0.299, 0.587, 0.114)
 
@@ -101,8 +106,8 @@ class Decoding(torch.nn.Module):
 def decoder_parameters(vae) -> list[torch.nn.Parameter]:
     """Everything ``vae.decode`` uses (the block autoencoder's synthesis, context net and refine
     head; a conv AutoencoderKL's decoder and post-quant conv)."""
-    names = ("synthesis", "dec_ctx", "refine", "decoder", "post_quant_conv")
-    return [p for n in names if hasattr(vae, n) for p in getattr(vae, n).parameters()]
+    names = ("synthesis", "dec_ctx", "refine", "deblock", "decoder", "post_quant_conv")
+    return [p for n in names if getattr(vae, n, None) is not None for p in getattr(vae, n).parameters()]
 
 
 class CodecPath:
@@ -124,15 +129,22 @@ class CodecPath:
         return model.vae.decode(z / self.sf).sample
 
 
-def codec_loss(x_hat: torch.Tensor, x: torch.Tensor, spectrum: LogSpectrum) -> tuple[torch.Tensor, dict]:
+def fidelity_loss(x_hat: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """L1 + (1 - MS-SSIM), and its two parts."""
     from pytorch_msssim import ms_ssim
 
     l1 = (x_hat - x).abs().mean()
     w = (torch.tensor(MSSSIM_WEIGHTS) / sum(MSSSIM_WEIGHTS)).tolist()
     win = 5 if min(x.shape[-2:]) > 64 else 3  # pytorch_msssim wants sides over (win - 1) * 16
     ms = ms_ssim((x_hat.clamp(-1, 1) + 1) / 2, (x + 1) / 2, data_range=1.0, weights=w, win_size=win)
+    return l1 + MSSSIM_WEIGHT * (1 - ms), l1, ms
+
+
+def codec_loss(x_hat: torch.Tensor, x: torch.Tensor, spectrum: LogSpectrum) -> tuple[torch.Tensor, dict]:
+    """The diffusion decode's loss: fidelity plus the log-spectrum term."""
+    fid, l1, ms = fidelity_loss(x_hat, x)
     spec = (spectrum(x_hat) - spectrum(x)).pow(2).mean()
-    loss = l1 + MSSSIM_WEIGHT * (1 - ms) + SPECTRUM_WEIGHT * spec
+    loss = fid + SPECTRUM_WEIGHT * spec
     return loss, {"l1": l1.item(), "ms_ssim": ms.item(), "spectrum": spec.item()}
 
 
@@ -173,6 +185,20 @@ def evaluate(path: CodecPath, model: Decoding, val, ch_steps, spectrum: LogSpect
         res[f"val_spectrum_s{s:g}"] = parts["spectrum"]
     res["val_loss"] = float(np.mean(losses))
     return res
+
+
+def with_deblock(vae):
+    """The autoencoder with ``DEBLOCK``'s extra head (zero-initialised: same output until trained)."""
+    from ..codec.backbones.tiny import build_vae
+
+    cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    if not DEBLOCK or cfg.get("kind") != "block" or cfg.get("deblock_channels"):
+        return vae
+    bigger = build_vae({**cfg, **DEBLOCK})
+    missing, unexpected = bigger.load_state_dict(vae.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("deblock.") for k in missing):
+        raise RuntimeError(f"cannot extend the autoencoder: missing {missing}, unexpected {unexpected}")
+    return bigger.eval().requires_grad_(False)
 
 
 def _entropy_model(out: Path):
@@ -230,94 +256,55 @@ def train_codec(data_dir: Path, out: Path, *, steps: int, minutes: float | None,
     entropy_kind = "rounding" if entropy is None else type(entropy).__name__
     torch.manual_seed(seed)
     unet, unet_meta = _initial_unet(out)
+    vae = with_deblock(vae)
     for p in decoder_parameters(vae):
         p.requires_grad_(True)
     model = Decoding(unet, vae)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.trainable(), lr=lr, weight_decay=1e-4)
-    step, elapsed, best = 0, 0.0, float("inf")
-    ck_path = out / "codec.ckpt"
-    ck = load_checkpoint(ck_path) if resume else None
-    if ck is not None and ck.get("ae_sha256") == ae_sha:
-        model.load_state_dict(ck["model"])
-        ema.load_state_dict(ck["ema"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed, best = int(ck["step"]), float(ck["elapsed"]), float(ck["best"])
-        log.log(stage="codec", event="resumed", step=step)
-    elif ck is not None:
-        log.log(stage="codec", event="checkpoint is for another autoencoder: starting afresh")
 
-    def save():
-        save_checkpoint(ck_path, model=model.state_dict(), ema=ema.state_dict(), opt=opt.state_dict(), step=step,
-                        elapsed=elapsed, best=best, seed=seed, ae_sha256=ae_sha)
-
-    def export(ev):
+    def export(ev, step):
         meta = {"format": "archiver-tiny-codec", "data": imgs.info, "finetuned_on": "codec decode path",
                 "step": step, "seed": seed, "crop_latent": size, "batch": batch, "lr": lr, "ae_sha256": ae_sha,
                 "t_scale": T_SCALE, "ddim_steps": DEFAULT_STEPS, "entropy_model": entropy_kind,
                 "s_range": list(S_RANGE), "msssim_weight": MSSSIM_WEIGHT, "spectrum_weight": SPECTRUM_WEIGHT,
-                "ema_decay": EMA_DECAY, "initial_denoiser_step": unet_meta.get("step"), **ev}
+                "nodiff_weight": NODIFF_WEIGHT, "ema_decay": EMA_DECAY, "deblock": DEBLOCK,
+                "initial_denoiser_step": unet_meta.get("step"), **ev}
         save_safetensors(out / "unet_codec_best.safetensors", ema.unet.state_dict(),
                          dict(meta, unet_config=dict(ema.unet.config)))
         save_safetensors(out / "ae_codec_best.safetensors", ema.vae.state_dict(),
                          dict(meta, vae_config=dict(ema.vae.config)))
 
+    def start():  # where the decoder stands before this stage: without and with the stage-2 denoiser
+        base = evaluate(path, ema, val, ch_steps, val_spectrum, diffusion=False, entropy=entropy)
+        first = evaluate(path, ema, val, ch_steps, val_spectrum, entropy=entropy)
+        log.log(stage="codec", step=0, event="eval", baseline="no diffusion", **base)
+        log.log(stage="codec", step=0, event="eval", baseline="stage-2 denoiser", **first)
+        export(first, 0)
+        return first["val_loss"]
+
+    lo, hi = math.log(S_RANGE[0]), math.log(S_RANGE[1])
+
+    def loss(gen):
+        y, x, mu = _crops(train, mus, batch, size, gen)
+        y_hat, sigma2 = quantize_like_codec(y, mu, ch_steps, math.exp(gen.uniform(lo, hi)), entropy)
+        total, parts = codec_loss(path(model, y_hat, sigma2), x, spectrum)
+        if NODIFF_WEIGHT:
+            plain, _, ms_plain = fidelity_loss(path(model, y_hat, sigma2, diffusion=False), x)
+            total = total + NODIFF_WEIGHT * plain
+            parts["ms_ssim_nodiff"] = ms_plain.item()
+        return total, parts
+
+    def after_step(step):
+        ema_update(ema, model, step, EMA_DECAY)
+        return {}
+
     model.train()
     model.vae.eval()  # no dropout or norm statistics in it; only its decoder's weights move
-    if step == 0:  # where the decoder stands before this stage: without and with the stage-2 denoiser
-        base = evaluate(path, ema, val, ch_steps, val_spectrum, diffusion=False, entropy=entropy)
-        start = evaluate(path, ema, val, ch_steps, val_spectrum, entropy=entropy)
-        log.log(stage="codec", step=0, event="eval", baseline="no diffusion", **base)
-        log.log(stage="codec", step=0, event="eval", baseline="stage-2 denoiser", **start)
-        best = start["val_loss"]
-        export(start)
-    t0, last = time.time() - elapsed, None
-    budget = minutes * 60 if minutes else None
-    lo, hi = math.log(S_RANGE[0]), math.log(S_RANGE[1])
-    try:
-        while step < steps and (budget is None or elapsed < budget):
-            progress = max(step / steps, elapsed / budget if budget else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = cosine_lr(lr, progress)
-            gen = np.random.default_rng(step_seed(seed, step))
-            torch.manual_seed(step_seed(seed, step, 1))
-            y, x, mu = _crops(train, mus, batch, size, gen)
-            y_hat, sigma2 = quantize_like_codec(y, mu, ch_steps, math.exp(gen.uniform(lo, hi)), entropy)
-            loss, parts = codec_loss(path(model, y_hat, sigma2), x, spectrum)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"codec fine-tuning loss is not finite at step {step}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.trainable(), 1.0)
-            opt.step()
-            d = min(EMA_DECAY, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), model.parameters()):
-                    if p.requires_grad:
-                        pe.lerp_(p, 1 - d)
-            step += 1
-            elapsed = time.time() - t0
-            last = loss.item()
-            if step % 10 == 0 or step == 1:
-                log.log(stage="codec", step=step, loss=last, lr=opt.param_groups[0]["lr"], sec=round(elapsed, 1),
-                        **parts)
-            if step % eval_every == 0 or step == steps:
-                ev = evaluate(path, ema, val, ch_steps, val_spectrum, entropy=entropy)
-                log.log(stage="codec", step=step, event="eval", **ev)
-                if ev["val_loss"] < best:
-                    best = ev["val_loss"]
-                    export(ev)
-            if step % ckpt_every == 0:
-                save()
-    except KeyboardInterrupt:  # a stopped run keeps its progress
-        save()
-        raise
-    ev = evaluate(path, ema, val, ch_steps, val_spectrum, entropy=entropy)
-    if ev["val_loss"] < best:
-        best = ev["val_loss"]
-        export(ev)
-    save()
-    res = {"stage": "codec", "step": step, "loss": last, "val_loss": ev["val_loss"], "best_val_loss": best,
-           "seconds": round(elapsed, 1), "data": imgs.info}
-    log.log(event="done", **{k: v for k, v in res.items() if k != "data"})
-    return res
+    loop = StageLoop(stage="codec", checkpoint=out / "codec.ckpt", best_file=out / "unet_codec_best.safetensors",
+                     log=log, seed=seed, lr=lr, optimizer=opt, params=model.trainable(),
+                     state={"model": model, "ema": ema, "opt": opt}, loss=loss,
+                     evaluate=lambda: evaluate(path, ema, val, ch_steps, val_spectrum, entropy=entropy),
+                     export=export, score="val_loss", after_step=after_step, ae_sha256=ae_sha,
+                     eval_every=eval_every, ckpt_every=ckpt_every)
+    return {**loop.run(steps=steps, minutes=minutes, resume=resume, start=start), "data": imgs.info}

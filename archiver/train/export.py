@@ -23,7 +23,8 @@ def assemble(out: Path) -> Path | None:
     w, meta = read_safetensors(ae)
     tuned_ae = out / "ae_codec_best.safetensors"
     if tuned_ae.exists():  # stage "codec" fine-tuned the decoder (the encoder is the same)
-        w = read_safetensors(tuned_ae)[0]
+        w, tuned_meta = read_safetensors(tuned_ae)
+        meta = dict(meta, vae_config=tuned_meta.get("vae_config", meta["vae_config"]))
     tensors.update({f"vae.{k}": v for k, v in _half(w).items()})
     cfg = {"format": "archiver-tiny", "version": 1, "storage_dtype": {"vae": "float16", "unet": "float16", "entropy": "float32"}, "vae": meta["vae_config"], "scheduler": SCHEDULER_CONFIG}
     meta_all["ae"] = {k: v for k, v in meta.items() if k != "vae_config"}

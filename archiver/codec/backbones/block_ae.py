@@ -47,7 +47,7 @@ class BlockAutoencoder(ModelMixin, ConfigMixin):
     def __init__(self, kind: str = "block", latent_channels: int = 8, hidden_channels: int = 128,
                  encoder_blocks: int = 1, decoder_blocks: int = 3, refine_channels: int = 16,
                  block_out_channels: tuple = (8, 8, 8, 8), scaling_factor: float = 1.0,
-                 force_upcast: bool = False):
+                 force_upcast: bool = False, deblock_channels: int = 0, deblock_blocks: int = 0):
         super().__init__()
         d = 3 * BLOCK * BLOCK
         c, h = latent_channels, hidden_channels
@@ -62,6 +62,15 @@ class BlockAutoencoder(ModelMixin, ConfigMixin):
                                      *[_ResBlock(h) for _ in range(decoder_blocks)], _zero(nn.Conv2d(h, d, 3, padding=1)))
         r = refine_channels
         self.refine = nn.Sequential(nn.Conv2d(3, r, 3, padding=1), nn.SiLU(), _zero(nn.Conv2d(r, 3, 3, padding=1)))
+        # optional deeper full-resolution head (0 = none, as in weights release 1): it sees across
+        # block edges, which the per-block synthesis cannot; zero-initialised, so adding it to a
+        # trained model changes nothing until it is trained
+        self.deblock = None
+        if deblock_channels and deblock_blocks:
+            k = deblock_channels
+            self.deblock = nn.Sequential(nn.Conv2d(3, k, 3, padding=1), nn.SiLU(),
+                                         *[_ResBlock(k) for _ in range(deblock_blocks)],
+                                         _zero(nn.Conv2d(k, 3, 3, padding=1)))
 
     @torch.no_grad()
     def init_from_blocks(self, blocks: torch.Tensor) -> None:
@@ -89,6 +98,8 @@ class BlockAutoencoder(ModelMixin, ConfigMixin):
     def decode(self, z: torch.Tensor, return_dict: bool = True, **_):
         y = self.shuffle(self.synthesis(z) + self.dec_ctx(z))
         y = y + self.refine(y)
+        if self.deblock is not None:
+            y = y + self.deblock(y)
         return DecoderOutput(sample=y) if return_dict else (y,)
 
     def forward(self, x: torch.Tensor, sample_posterior: bool = False):
