@@ -2,12 +2,12 @@
 
 The denoiser from stage 2 learned the standard diffusion objective on Gaussian noise. What the
 decoder really hands it is different: a latent quantized with per-channel uniform steps, set to
-the timestep that SNR matching picks, then a few deterministic DDIM steps and the frozen
-autoencoder decoder. This stage runs exactly that path (``codec.pipeline.ddim``, the function
-the decoder calls) on random training crops at quality factors spanning the rates people use,
-and backpropagates a pixel loss against the *original* crop through the decoder and every DDIM
-step: L1 + (1 - MS-SSIM), plus a term on the radially averaged log power spectrum so that the
-denoiser is rewarded for putting back high-frequency energy instead of averaging it away.
+the timestep that SNR matching picks, then a few deterministic DDIM steps and the autoencoder
+decoder. This stage runs exactly that path (``codec.pipeline.ddim``, the function the decoder
+calls) on random training crops at quality factors spanning the rates people use, and
+backpropagates L1 + (1 - MS-SSIM) against the *original* crop through the decoder and every
+DDIM step. A term on the radially averaged log power spectrum exists (``SPECTRUM_WEIGHT``) but
+is off: the decoder met it with a periodic dot grid at the block corners (docs/training.md).
 
 The decoder learns with it because it was trained on clean latents only: fed coarsely
 quantized ones it draws 8x8 block edges and colour fringes that no latent-space denoiser can
@@ -40,14 +40,15 @@ VAL_S = (0.5, 1.41421, 4.0)
 #: the timestep rule trained for: t = round(T_SCALE * SNR-matched t), as the encoder computes it
 T_SCALE = 0.25
 MSSSIM_WEIGHT = 1.0
-SPECTRUM_WEIGHT = 0.06
+#: off: with it the decoder learned a dot grid at block corners that games the statistic
+SPECTRUM_WEIGHT = 0.0
 #: weight of the same fidelity loss (no spectrum term) on the no-diffusion decode of the batch:
 #: the decoder then serves ``--steps 0`` as a fidelity decode, and realism is the diffusion's job
-NODIFF_WEIGHT = 0.5
+NODIFF_WEIGHT = 0.0
 EMA_DECAY = 0.99
 #: a deeper full-resolution head added to the block autoencoder's decoder for this stage
 #: (``block_ae.BlockAutoencoder``'s deblock_*; None keeps the decoder's architecture)
-DEBLOCK: dict | None = {"deblock_channels": 32, "deblock_blocks": 1}
+DEBLOCK: dict | None = None
 MSSSIM_WEIGHTS = [0.0448, 0.2856, 0.3001]  # three scales: 128-px crops are too small for five
 LUMA = (0.299, 0.587, 0.114)
 
