@@ -231,7 +231,7 @@ class CheckerboardEntropyModel(CompressionModel):
 
     kind = 2
 
-    def __init__(self, latent_channels: int = 8, hyper_channels: int = 32, kind: str = "checkerboard"):
+    def __init__(self, latent_channels: int = 8, hyper_channels: int = 32):
         super().__init__()
         c, n = latent_channels, hyper_channels
         self.latent_channels, self.hyper_channels = c, n
