@@ -124,7 +124,27 @@ class ChannelGaussianEntropyModel(_RoundingCoder, nn.Module):
         return self.gaussian_conditional.decompress([data[side:]], self._expand(table_idx, b, shape))
 
 
-class HyperpriorEntropyModel(_RoundingCoder, CompressionModel):
+class _HyperpriorBase(CompressionModel):
+    """What the trained models share: a hyper path of stride 4 and compressai's CDF tables built
+    from the codec's fixed scale table."""
+
+    @staticmethod
+    def _pad4(u: torch.Tensor) -> torch.Tensor:
+        h, w = u.shape[-2:]
+        return F.pad(u, (0, (-w) % 4, 0, (-h) % 4))
+
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        return super().update(SCALE_TABLE if scale_table is None else scale_table, force=force,
+                              update_quantiles=update_quantiles)
+
+    def _ensure_tables(self) -> None:
+        """Build the CDF tables on first use if nobody called ``update`` after loading."""
+        coders = [m for m in self.modules() if isinstance(m, (EntropyBottleneck, GaussianConditional))]
+        if any(m._offset.numel() == 0 for m in coders):
+            self.update(force=True)
+
+
+class HyperpriorEntropyModel(_RoundingCoder, _HyperpriorBase):
     """Trainable scale hyperprior for the quantized latent of a backbone.
 
     Works in the quantization domain ``u = (y - mu_c) / (delta_c * s)`` so that one model serves
@@ -160,11 +180,6 @@ class HyperpriorEntropyModel(_RoundingCoder, CompressionModel):
         self.entropy_bottleneck = EntropyBottleneck(n)
         self.gaussian_conditional = GaussianConditional(None)
 
-    @staticmethod
-    def _pad4(u: torch.Tensor) -> torch.Tensor:
-        h, w = u.shape[-2:]
-        return F.pad(u, (0, (-w) % 4, 0, (-h) % 4))
-
     def _scales(self, z_hat: torch.Tensor, h: int, w: int) -> torch.Tensor:
         return F.softplus(self.h_s(z_hat))[..., :h, :w]
 
@@ -181,14 +196,6 @@ class HyperpriorEntropyModel(_RoundingCoder, CompressionModel):
         scales = self._scales(z_hat, h, w)
         u_hat, y_likelihoods = self.gaussian_conditional(u, scales)
         return {"u_hat": u_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
-
-    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
-        return super().update(SCALE_TABLE if scale_table is None else scale_table, force=force,
-                              update_quantiles=update_quantiles)
-
-    def _ensure_tables(self) -> None:
-        if self.gaussian_conditional._offset.numel() == 0 or self.entropy_bottleneck._offset.numel() == 0:
-            self.update(force=True)
 
     @torch.no_grad()
     def compress(self, q: torch.Tensor) -> bytes:
@@ -219,7 +226,7 @@ class HyperpriorEntropyModel(_RoundingCoder, CompressionModel):
         return self.gaussian_conditional.decompress([data[4 + zlen:]], idx)
 
 
-class CheckerboardEntropyModel(CompressionModel):
+class CheckerboardEntropyModel(_HyperpriorBase):
     """Mean-scale hyperprior with a two-pass checkerboard context, on step units ``u``.
 
     Anchors (half the cells) are coded from the hyper-latent alone; the others also see their
@@ -255,11 +262,6 @@ class CheckerboardEntropyModel(CompressionModel):
             forward_method="twopass",
         )
 
-    @staticmethod
-    def _pad4(u: torch.Tensor) -> torch.Tensor:
-        h, w = u.shape[-2:]
-        return F.pad(u, (0, (-w) % 4, 0, (-h) % 4))
-
     def forward(self, u: torch.Tensor) -> dict:
         """Training pass: ``{"u_hat", "likelihoods": {"y", "z"}}`` (see ``HyperpriorEntropyModel``)."""
         h, w = u.shape[-2:]
@@ -269,15 +271,6 @@ class CheckerboardEntropyModel(CompressionModel):
         out = self.latent_codec(up, self.h_s(z_hat))
         return {"u_hat": out["y_hat"][..., :h, :w],
                 "likelihoods": {"y": out["likelihoods"]["y"][..., :h, :w], "z": z_likelihoods}}
-
-    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
-        return super().update(SCALE_TABLE if scale_table is None else scale_table, force=force,
-                              update_quantiles=update_quantiles)
-
-    def _ensure_tables(self) -> None:
-        gc = self.latent_codec["y"].gaussian_conditional
-        if gc._offset.numel() == 0 or self.entropy_bottleneck._offset.numel() == 0:
-            self.update(force=True)
 
     @torch.no_grad()
     def encode(self, u: torch.Tensor) -> tuple[bytes, torch.Tensor]:
