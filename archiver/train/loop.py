@@ -43,6 +43,7 @@ class StageLoop:
     step: int = field(default=0, init=False)
     elapsed: float = field(default=0.0, init=False)
     best: float = field(default=0.0, init=False)
+    _last_eval: tuple = field(default=(-1, None), init=False)
 
     def _better(self, value: float) -> bool:
         return value > self.best if self.higher_is_better else value < self.best
@@ -65,6 +66,7 @@ class StageLoop:
 
     def _eval(self) -> dict:
         ev = self.evaluate()
+        self._last_eval = (self.step, ev)
         self.log.log(stage=self.stage, step=self.step, event="eval", **ev)
         if self._better(ev[self.score]):
             self.best = ev[self.score]
@@ -109,9 +111,14 @@ class StageLoop:
         except KeyboardInterrupt:  # a stopped run keeps its progress
             self._save()
             raise
-        ev = self.evaluate()
-        if self._better(ev[self.score]) or not self.best_file.exists():
-            self.best = ev[self.score] if self._better(ev[self.score]) or math.isinf(self.best) else self.best
+        # the weights are the ones just evaluated when the run ended on an evaluation step
+        step, ev = self._last_eval
+        if step != self.step:
+            ev = self.evaluate()
+        better = self._better(ev[self.score])
+        if better:
+            self.best = ev[self.score]
+        if better or not self.best_file.exists():
             self.export(ev, self.step)
         self._save()
         res = {"stage": self.stage, "step": self.step, "loss": last, self.score: ev[self.score],
