@@ -149,19 +149,33 @@ def codec_loss(x_hat: torch.Tensor, x: torch.Tensor, spectrum: LogSpectrum) -> t
     return loss, {"l1": l1.item(), "ms_ssim": ms.item(), "spectrum": spec.item()}
 
 
+def _aligned_crop(img: np.ndarray, lat: torch.Tensor, i: int, j: int, size: int):
+    """Latents are of the image cropped to a multiple of 8, so latent cell (i, j) is pixel block
+    (8i, 8j): the (latent, pixel) pair of one square crop."""
+    return lat[:, i:i + size, j:j + size], D.to_tensor(img[8 * i:8 * (i + size), 8 * j:8 * (j + size)])
+
+
 def _crops(pairs, mus, n: int, size: int, gen: np.random.Generator):
-    """Aligned (latent, pixel) crops: latents are of the image cropped to a multiple of 8, so latent
-    cell (i, j) is pixel block (8i, 8j). No flips: a flipped latent is not what the encoder makes."""
+    """Random aligned crops and their images' channel means. No flips: a flipped latent is not
+    what the encoder makes."""
     ys, xs, ms = [], [], []
     for _ in range(n):
         k = int(gen.integers(len(pairs)))
         img, lat = pairs[k]
         h, w = lat.shape[-2:]
-        i, j = int(gen.integers(h - size + 1)), int(gen.integers(w - size + 1))
-        ys.append(lat[:, i:i + size, j:j + size])
-        xs.append(D.to_tensor(img[8 * i:8 * (i + size), 8 * j:8 * (j + size)]))
+        y, x = _aligned_crop(img, lat, int(gen.integers(h - size + 1)), int(gen.integers(w - size + 1)), size)
+        ys.append(y)
+        xs.append(x)
         ms.append(mus[k])
     return torch.stack(ys), torch.stack(xs), torch.stack(ms).view(n, -1, 1, 1)
+
+
+def _center_crops(pairs, size: int):
+    """Centre crops of every pair and their images' channel means (the validation set)."""
+    crops = [_aligned_crop(img, lat, (lat.shape[1] - size) // 2, (lat.shape[2] - size) // 2, size)
+             for img, lat in pairs]
+    mus = torch.stack([lat.mean(dim=(1, 2)) for _, lat in pairs]).view(len(pairs), -1, 1, 1)
+    return torch.stack([y for y, _ in crops]), torch.stack([x for _, x in crops]), mus
 
 
 @torch.no_grad()
@@ -241,13 +255,7 @@ def train_codec(data_dir: Path, out: Path, *, steps: int, minutes: float | None,
     mus = [z.mean(dim=(1, 2)) for _, z in train]
     vs = min(min(z.shape[-2:]) for _, z in val_pairs)
     vs = max(4, min(vs - vs % 4, val_crop // 8))
-    val_y = torch.stack([z[:, (z.shape[1] - vs) // 2:(z.shape[1] - vs) // 2 + vs,
-                           (z.shape[2] - vs) // 2:(z.shape[2] - vs) // 2 + vs] for _, z in val_pairs])
-    val_x = torch.stack([D.to_tensor(a[8 * ((z.shape[1] - vs) // 2):8 * ((z.shape[1] - vs) // 2 + vs),
-                                       8 * ((z.shape[2] - vs) // 2):8 * ((z.shape[2] - vs) // 2 + vs)])
-                         for a, z in val_pairs])
-    val_mu = torch.stack([z.mean(dim=(1, 2)) for _, z in val_pairs]).view(len(val_pairs), -1, 1, 1)
-    val = (val_y, val_x, val_mu)
+    val = _center_crops(val_pairs, vs)
     spectrum, val_spectrum = LogSpectrum(8 * size, 4 * size), LogSpectrum(8 * vs, 4 * vs)
     log.log(stage="codec", event="data", train=len(train), val=len(val_pairs), crop_latent=size, val_crop_latent=vs)
 
