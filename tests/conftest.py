@@ -7,6 +7,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import threading
 
 import pytest
 
@@ -57,3 +58,33 @@ def fresh_pg_url(pg_server_url):
         c.execute(text(f"CREATE DATABASE {name}"))
     eng.dispose()
     return pg_server_url.replace("/postgres?", f"/{name}?")
+
+
+@pytest.fixture
+def drain_concurrently():
+    """``drain(queue_for, owner, workers=4, limit=3, complete=False)``: ``workers`` threads each
+    claim batches from their own queue handle (``queue_for(k)``, as owner ``owner(k)``) until
+    nothing is left, completing them if asked; returns every claimed path."""
+
+    def drain(queue_for, owner, workers: int = 4, limit: int = 3, complete: bool = False) -> list[str]:
+        got: list[list[str]] = [[] for _ in range(workers)]
+
+        def run(k):
+            q = queue_for(k)
+            while True:
+                items = q.claim(owner(k), limit=limit)
+                if not items:
+                    return
+                got[k].extend(i.path for i in items)
+                if complete:
+                    for i in items:
+                        q.complete(i.id)
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return [path for g in got for path in g]
+
+    return drain

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from datetime import timedelta
 
 import pytest
@@ -67,23 +66,9 @@ def test_claim_complete_and_reopen(wq):
     assert wq.get("/r/a.png")["state"] == PENDING
 
 
-def test_claims_never_overlap_under_contention(wq):
+def test_claims_never_overlap_under_contention(wq, drain_concurrently):
     wq.enqueue_many([(f"/r/{i}.png", "/r") for i in range(60)])
-    got: list[list] = [[] for _ in range(4)]
-
-    def run(k):
-        while True:
-            items = wq.claim(f"w{k}", limit=3)
-            if not items:
-                return
-            got[k].extend(i.path for i in items)
-
-    ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    every = [p for g in got for p in g]
+    every = drain_concurrently(lambda k: wq, lambda k: f"w{k}")
     assert len(every) == 60 and len(set(every)) == 60
 
 

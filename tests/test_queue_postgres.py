@@ -4,7 +4,6 @@ Ray cluster), on a throw-away local cluster; skipped where PostgreSQL or psycopg
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 
@@ -18,30 +17,13 @@ def catalog(fresh_pg_url):
     cat.close()
 
 
-def test_claims_never_overlap_on_postgresql(catalog):
+def test_claims_never_overlap_on_postgresql(catalog, drain_concurrently):
     from archiver.service.queue import WorkQueue
 
     wq = WorkQueue.for_catalog(catalog)
     assert wq.enqueue_many([(f"/r/{i}.png", "/r") for i in range(80)]) == 80
     assert wq.enqueue_many([(f"/r/{i}.png", "/r") for i in range(80)]) == 0
-    got: list[list[str]] = [[] for _ in range(4)]
-
-    def run(k):
-        q = WorkQueue.for_catalog(catalog)
-        while True:
-            items = q.claim(f"host{k}:1:1", limit=3)
-            if not items:
-                return
-            got[k].extend(i.path for i in items)
-            for i in items:
-                q.complete(i.id)
-
-    ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    every = [p for g in got for p in g]
+    every = drain_concurrently(lambda k: WorkQueue.for_catalog(catalog), lambda k: f"host{k}:1:1", complete=True)
     assert len(every) == 80 and len(set(every)) == 80
     assert wq.depth()["done"] == 80
 
