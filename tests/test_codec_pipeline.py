@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from archiver.codec import container, pipeline
+from archiver.codec import container, files, pipeline
 from archiver.codec.testing import PoolBackbone
 from archiver.errors import ContainerError, UsageError, WeightsMismatchError
 from archiver.imageio import load_image
@@ -199,7 +199,7 @@ def test_metadata_travels_through_the_bitstream(pool):
     restored = Image.Exif()
     restored.load(d.metadata.exif)
     assert restored[0x010F] == "ArchiverCam"
-    out = load_image(pipeline.image_bytes(d, "PNG"))  # and they are written to the output file
+    out = load_image(files.image_bytes(d, "PNG"))  # and they are written to the output file
     assert out.metadata.icc_profile == icc and out.metadata.xmp == xmp
     assert out.metadata.exif and b"ArchiverCam" in out.metadata.exif
 
@@ -250,20 +250,6 @@ def test_bad_arguments(pool):
         pipeline.encode_image(loaded, pool, bpp=-1)
     with pytest.raises(UsageError):
         pipeline.encode_image(loaded, pool, quality=101)
-
-
-def test_encode_and_decode_files(tmp_path, pool):
-    src = tmp_path / "in.png"
-    _photo(40, 30).save(src)
-    r = pipeline.encode_file(src, tmp_path / "x.dlc", backbone=pool, bpp=0.5)
-    assert (tmp_path / "x.dlc").stat().st_size == len(r.data)
-    pipeline.decode_file(tmp_path / "x.dlc", tmp_path / "out.webp", backbone=pool)
-    assert Image.open(tmp_path / "out.webp").format == "WEBP"
-    pipeline.decode_file(tmp_path / "x.dlc", tmp_path / "out", backbone=pool)
-    assert Image.open(tmp_path / "out").format == "PNG"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".archiver-tmp")]
-    with pytest.raises(UsageError):
-        pipeline.decode_file(tmp_path / "x.dlc", tmp_path / "out.nope", backbone=pool)
 
 
 def test_trained_hyperprior_is_used_when_the_backbone_has_one():

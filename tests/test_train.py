@@ -212,8 +212,9 @@ def test_codec_stage_trains_the_path_the_decoder_runs(tuned):
     same bitstream, so what the stage optimises is what users get."""
     from archiver.codec import container
     from archiver.codec.backbones.tiny import load_tiny
-    from archiver.codec.pipeline import _to_image, decode_bytes, encode_image
+    from archiver.codec.pipeline import decode_bytes, encode_image
     from archiver.codec.quantize import QuantParams, from_units, noise_variance
+    from archiver.codec.tensors import to_image
     from archiver.imageio import load_image
     from archiver.train.codec_tune import CodecPath, Decoding
 
@@ -233,7 +234,7 @@ def test_codec_stage_trains_the_path_the_decoder_runs(tuned):
     assert path.timestep(noise_variance(p, shape)) == header.t
     with torch.no_grad():
         x = path(Decoding(b.unet, b.vae), y_hat, noise_variance(p, shape))
-    mine = np.asarray(_to_image(x, img.width, img.height), dtype=np.int16)
+    mine = np.asarray(to_image(x, img.width, img.height), dtype=np.int16)
     assert np.abs(mine - real).max() <= 2
 
 

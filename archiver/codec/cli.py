@@ -27,11 +27,17 @@ def _box(text: str) -> tuple[int, int, int, int]:
 
 
 def _backbone(name, model, device):
-    from .pipeline import default_backbone
+    """The backbone the options name, the rest from the config (the codec itself reads none)."""
+    from ..config import load_config
+    from .backbones import get_backbone
 
+    cfg = load_config()
     if model and not name:
         name = "diffusers"
-    return default_backbone(name, model, device)
+    name = name or cfg.backbone
+    if name == "diffusers":
+        model = model or cfg.diffusers_model
+    return get_backbone(name, model_path=model, device=device or cfg.device)
 
 
 @click.command()
@@ -53,7 +59,8 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t
     from ..config import load_config
     from ..imageio import load_image
     from ..storage.atomic import write_bytes
-    from .pipeline import encode_image, output_file_mode
+    from .files import output_file_mode
+    from .pipeline import encode_image
 
     if bpp is not None and quality is not None:
         raise UsageError("give --bpp or --quality, not both")
@@ -93,7 +100,7 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t
 def decode(src, dst, steps, backbone_name, model, device, as_json):
     """Restore the .dlc file SRC to the image DST (format from its suffix, PNG by default)."""
     from .container import read_header
-    from .pipeline import decode_file, format_for
+    from .files import decode_file, format_for
 
     format_for(dst)  # refuse an unwritable suffix before any work
     _check_output(dst)

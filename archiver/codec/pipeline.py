@@ -4,53 +4,40 @@ Encode: pad -> autoencoder latent -> per-channel quantization (rate control pick
 factor) -> entropy coding -> timestep by SNR matching -> .dlc container.
 Decode: verify -> entropy decode -> dequantize -> x_t = sqrt(abar_t) * y_hat -> deterministic
 DDIM from t to 0 -> autoencoder decode -> crop -> original mode and metadata.
+
+This module only composes the steps; each concern has its own home: the DDIM sampler in
+``sampler``, rate control and the timestep search in ``ratecontrol``, pixels <-> tensors in
+``tensors``, files in ``files``, the backbone a header names in ``backbones.lookup``. The codec
+reads no configuration: callers hand in the backbone (and the steps) they configured.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import ContainerError, InputError, UsageError, WeightsMismatchError
-from ..imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage, load_image
+from ..errors import ContainerError, InputError, UsageError
+from ..imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage
 from . import container
 from .backbones.base import Backbone
+from .backbones.lookup import backbone_for
 from .entropy import ChannelGaussianEntropyModel, generic_entropy_model, get_entropy_model
 from .quantize import QuantParams, from_units, latent_roi, noise_variance, snr_timestep, to_units
+from .ratecontrol import QUALITY_MAX, QUALITY_MIN, choose_timestep, quality_to_s, rate_control, s_to_quality, search_timestep
+from .sampler import DEFAULT_STEPS, denoise
+from .tensors import deterministic, pad_to, to_image, to_tensor
 
-# deterministic cuBLAS needs this before the first CUDA call (harmless on CPU)
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-#: DDIM steps the encoder suggests when none are given (the decoder may override)
-DEFAULT_STEPS = 4
-#: quality Q in [0, 100] <-> quality factor s = 2 ** ((50 - Q) / 8): Q 50 = one step per latent std
-QUALITY_MIN, QUALITY_MAX = 0.0, 100.0
-#: rate control stops when the real bpp is this close to the target (the promise is 10%)
-RATE_TOLERANCE = 0.03
 #: finer steps inside protected regions
 DEFAULT_ROI_FACTOR = 2.0
 #: modes restored on decode (anything else comes back as RGB)
 _GRAY16 = ("I;16", "I;16B", "I;16L", "I")
-
-
-def quality_to_s(q: float) -> float:
-    """float32-exact, as the header stores it: the encoder uses exactly what the decoder reads."""
-    return float(np.float32(2.0 ** ((50.0 - q) / 8.0)))
-
-
-def s_to_quality(s: float) -> float:
-    return 50.0 - 8.0 * math.log2(s)
 
 
 @dataclass
@@ -86,106 +73,6 @@ class DecodedImage:
     seconds: float = 0.0
 
 
-# -- tensors <-> pixels -----------------------------------------------------------------------
-
-def _to_tensor(rgb: Image.Image) -> torch.Tensor:
-    a = np.asarray(rgb.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(a).permute(2, 0, 1)[None] / 127.5 - 1.0
-
-
-def _pad_to(x: torch.Tensor, stride: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % stride, (-w) % stride
-    if not (ph or pw):
-        return x
-    # reflection keeps edge statistics natural; it needs the pad smaller than the image
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def _to_image(x: torch.Tensor, width: int, height: int) -> Image.Image:
-    x = x[0, :, :height, :width].float().clamp(-1, 1)
-    a = torch.round((x + 1.0) * 127.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(a), "RGB")
-
-
-def codec_threads() -> int:
-    """CPU threads the codec always runs with. CPU kernels split their sums by thread count, so
-    1 and 2 threads give pixels up to 2 levels apart: a fixed count keeps "same bytes -> same
-    pixels" true whatever the caller set (``ARCHIVER_CODEC_THREADS``; encode and verify must agree)."""
-    try:
-        return max(1, int(os.environ.get("ARCHIVER_CODEC_THREADS", "4")))
-    except ValueError:
-        raise UsageError("ARCHIVER_CODEC_THREADS must be a positive integer") from None
-
-
-@contextmanager
-def _deterministic():
-    """Same bytes -> same pixels: deterministic kernels and a fixed CPU thread count."""
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    prev_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.set_num_threads(codec_threads())
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        torch.use_deterministic_algorithms(prev)
-        torch.backends.cudnn.benchmark = prev_bench
-        torch.set_num_threads(prev_threads)
-
-
-# -- diffusion --------------------------------------------------------------------------------
-
-def ddim_timesteps(t: int, steps: int) -> list[int]:
-    """Descending timesteps from t, evenly spaced, ``steps`` of them (fewer if t is small)."""
-    if t <= 0 or steps <= 0:
-        return []
-    ts = np.round(np.linspace(t, 0, steps + 1)[:-1]).astype(int)
-    return sorted({int(v) for v in ts if v > 0}, reverse=True)
-
-
-def ddim(model_output, alphas_cumprod: torch.Tensor, prediction: str, y_hat: torch.Tensor, t: int,
-         steps: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Deterministic DDIM (eta = 0) from ``x_t = sqrt(abar_t) * y_hat`` at step t down to 0.
-
-    Written from ``alphas_cumprod`` because diffusers' schedulers cannot start at an arbitrary t.
-    ``model_output(z, t)`` is the denoiser. The decoder runs it in float64 between model calls
-    (same bytes -> same pixels); training runs the very same steps in float32 to backpropagate
-    through them.
-    """
-    ts = ddim_timesteps(t, steps)
-    if not ts:
-        return y_hat
-    ac = alphas_cumprod.double()
-    z = math.sqrt(float(ac[t])) * y_hat.to(dtype)
-    for i, ti in enumerate(ts):
-        a = float(ac[ti])
-        a_prev = float(ac[ts[i + 1]]) if i + 1 < len(ts) else 1.0
-        out = model_output(z.float(), ti).to(dtype=dtype, device=z.device)
-        if prediction == "epsilon":
-            eps = out
-            x0 = (z - math.sqrt(1 - a) * eps) / math.sqrt(a)
-        elif prediction == "v_prediction":
-            x0 = math.sqrt(a) * z - math.sqrt(1 - a) * out
-            eps = math.sqrt(a) * out + math.sqrt(1 - a) * z
-        elif prediction == "sample":
-            x0 = out
-            eps = (z - math.sqrt(a) * x0) / math.sqrt(1 - a)
-        else:
-            raise UsageError(f"unsupported prediction type {prediction!r}")
-        z = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev) * eps
-    return z.float()
-
-
-def denoise(backbone: Backbone, y_hat: torch.Tensor, t: int, steps: int) -> torch.Tensor:
-    """The decoder's reverse process with the backbone's denoiser and schedule."""
-    return ddim(backbone.model_output, backbone.scheduler.alphas_cumprod,
-                backbone.scheduler.config.prediction_type, y_hat, t, steps)
-
-
 # -- encode -----------------------------------------------------------------------------------
 
 def _alpha_png(alpha: Image.Image) -> bytes:
@@ -206,7 +93,7 @@ class _Coder:
 
     def __init__(self, img: LoadedImage, backbone: Backbone, roi_regions, roi_factor: float):
         self.img, self.backbone = img, backbone
-        x = _pad_to(_to_tensor(img.rgb), backbone.stride)
+        x = pad_to(to_tensor(img.rgb), backbone.stride)
         self.y = backbone.encode(x.to(backbone.device)).float().cpu()
         c = self.y.shape[1]
         self.mu = self.y.mean(dim=(0, 2, 3))
@@ -234,6 +121,17 @@ class _Coder:
     def t_for(self, p: QuantParams) -> int:
         return snr_timestep(self.backbone.scheduler.alphas_cumprod, noise_variance(p, self.y.shape))
 
+    def bpp_at(self, quality: float) -> float:
+        """The real rate of the file at quality Q (what rate control bisects on)."""
+        return _bpp(self.pack(quality_to_s(quality), 0, 0), self.img)
+
+    def recon_at(self, s: float, t: int, steps: int) -> Image.Image:
+        """What the decoder would give for quality factor ``s`` starting at step ``t``."""
+        p = self.params(s)
+        y_hat = from_units(self.entropy.encode(to_units(self.y, p))[1], p)
+        z = denoise(self.backbone, y_hat.to(self.backbone.device), t, steps)
+        return to_image(self.backbone.decode(z), self.img.width, self.img.height)
+
     def pack(self, s: float, t: int, steps: int) -> bytes:
         """The complete .dlc file at quality factor ``s``."""
         payload, _ = self.entropy.encode(to_units(self.y, self.params(s)))
@@ -254,51 +152,7 @@ def _bpp(data: bytes, img: LoadedImage) -> float:
     return len(data) * 8.0 / (img.width * img.height)
 
 
-def _rate_control(coder: _Coder, target: float) -> tuple[float, Optional[str]]:
-    """Bisection on the quality Q (rate grows with Q) for the real file size; returns (Q, note)."""
-
-    def bpp_at(qv: float) -> float:
-        return _bpp(coder.pack(quality_to_s(qv), 0, 0), coder.img)
-
-    lo, hi = QUALITY_MIN, QUALITY_MAX
-    r_lo, r_hi = bpp_at(lo), bpp_at(hi)
-    if target <= r_lo:
-        note = None if r_lo <= target * 1.1 else (
-            f"target {target:g} bpp is below the lowest rate this image allows "
-            f"({r_lo:.4g} bpp at quality {lo:g}; headers and side information need that much)")
-        return lo, note
-    if target >= r_hi:
-        note = None if r_hi >= target * 0.9 else (
-            f"target {target:g} bpp is above the highest rate this codec reaches for it "
-            f"({r_hi:.4g} bpp at quality {hi:g})")
-        return hi, note
-    best_q, best_err = lo, abs(r_lo - target) / target
-    for _ in range(24):
-        mid = (lo + hi) / 2
-        r = bpp_at(mid)
-        err = abs(r - target) / target
-        if err < best_err:
-            best_q, best_err = mid, err
-        if err <= RATE_TOLERANCE:
-            break
-        if r > target:
-            hi = mid
-        else:
-            lo = mid
-    note = None
-    if best_err > 0.10:
-        note = (f"closest reachable rate is {best_err:.0%} off the target {target:g} bpp "
-                "(the rate jumps between neighbouring quality values for this image)")
-    return best_q, note
-
-
-def _score(original: Image.Image, recon: Image.Image) -> float:
-    from ..metrics import ms_ssim
-
-    return ms_ssim(original, recon)
-
-
-def encode_image(img: LoadedImage, backbone: Optional[Backbone] = None, *, bpp: Optional[float] = None,
+def encode_image(img: LoadedImage, backbone: Backbone, *, bpp: Optional[float] = None,
                  quality: Optional[float] = None, steps: Optional[int] = None, search_t: bool = False,
                  roi: Optional[Sequence[tuple[int, int, int, int]]] = None,
                  roi_factor: float = DEFAULT_ROI_FACTOR) -> EncodeResult:
@@ -318,22 +172,21 @@ def encode_image(img: LoadedImage, backbone: Optional[Backbone] = None, *, bpp: 
         raise UsageError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, not {quality}")
     if steps is not None and not (0 <= steps <= 255):
         raise UsageError(f"steps must be between 0 and 255, not {steps}")
-    if backbone is None:
-        backbone = default_backbone()
     n_steps = DEFAULT_STEPS if steps is None else int(steps)
-    with _deterministic():
+    with deterministic():
         coder = _Coder(img, backbone, roi, roi_factor)
         note = None
         if bpp is not None:
-            qv, note = _rate_control(coder, float(bpp))
+            qv, note = rate_control(coder.bpp_at, float(bpp))
         else:
             qv = 50.0 if quality is None else float(quality)
         s = quality_to_s(qv)
         t_snr = coder.t_for(coder.params(s))
-        t = int(round(t_snr * float(getattr(backbone, "t_scale", 1.0))))
+        t = choose_timestep(t_snr, getattr(backbone, "t_scale", 1.0))
         searched: list[dict] = []
         if search_t and n_steps > 0 and t_snr > 0:
-            t, searched = _search_t(coder, s, t_snr, n_steps)
+            t_max = len(backbone.scheduler.alphas_cumprod) - 1
+            t, searched = search_timestep(lambda tc: coder.recon_at(s, tc, n_steps), img.rgb, t_snr, t_max)
         data = coder.pack(s, t, n_steps if t > 0 else 0)
     return EncodeResult(
         data=data, bpp=_bpp(data, img), width=img.width, height=img.height, t=t,
@@ -343,56 +196,7 @@ def encode_image(img: LoadedImage, backbone: Optional[Backbone] = None, *, bpp: 
     )
 
 
-def _search_t(coder: _Coder, s: float, t_snr: int, n_steps: int) -> tuple[int, list[dict]]:
-    """Try a few timesteps around the SNR match (the encoder has the original) and keep the best."""
-    t_max = len(coder.backbone.scheduler.alphas_cumprod) - 1
-    candidates = sorted({0, *(min(t_max, max(1, round(t_snr * f))) for f in (0.5, 0.75, 1.0, 1.25, 1.5))})
-    p = coder.params(s)
-    y_hat = from_units(coder.entropy.encode(to_units(coder.y, p))[1], p)
-    results = []
-    for t in candidates:
-        z = denoise(coder.backbone, y_hat.to(coder.backbone.device), t, n_steps)
-        recon = _to_image(coder.backbone.decode(z), coder.img.width, coder.img.height)
-        results.append({"t": t, "ms_ssim": _score(coder.img.rgb, recon)})
-    best = max(results, key=lambda r: (r["ms_ssim"], -abs(r["t"] - t_snr)))
-    return best["t"], results
-
-
 # -- decode -----------------------------------------------------------------------------------
-
-def default_backbone(name: Optional[str] = None, model_path: Optional[str] = None, device: Optional[str] = None):
-    """The configured backbone (config: backbone, diffusers_model, device)."""
-    from ..config import load_config
-    from .backbones import get_backbone
-
-    cfg = load_config()
-    name = name or cfg.backbone
-    if name == "diffusers":
-        model_path = model_path or cfg.diffusers_model
-    return get_backbone(name, model_path=model_path, device=device or cfg.device)
-
-
-def _backbone_for(header: container.Header, backbone: Optional[Backbone]) -> Backbone:
-    if backbone is None:
-        backbone = default_backbone(header.backbone_id)
-    if backbone.weights_digest != header.weights_sha256 and header.backbone_id == "tiny":
-        # encoded by an earlier release of the embedded weights: the package keeps those, so an
-        # upgrade never strands archived files
-        from .backbones import get_backbone
-        from .backbones.tiny import find_release
-
-        release = find_release(header.weights_sha256)
-        if release is not None:
-            backbone = get_backbone("tiny", model_path=release, device=str(backbone.device))
-    if backbone.weights_digest != header.weights_sha256 or backbone.id != header.backbone_id:
-        raise WeightsMismatchError(
-            f"this file was encoded with backbone {header.backbone_id!r} weights "
-            f"sha256 {header.weights_sha256[:16]}..., but the loaded backbone is {backbone.id!r} "
-            f"with weights {backbone.weights_digest[:16]}...; decode it with the same weights")
-    if backbone.stride != header.stride or backbone.latent_channels != header.latent_channels:
-        raise ContainerError("the file's latent geometry does not match its backbone")
-    return backbone
-
 
 def _restore_mode(rgb: Image.Image, mode: str, alpha: Optional[Image.Image]) -> Image.Image:
     """Back to the original's mode where that is sensible (gray stays gray, alpha comes back)."""
@@ -421,7 +225,7 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
     if header.pixels > max_pixels:
         raise ContainerError(f"the .dlc file claims {header.width}x{header.height} pixels, over the "
                              f"limit of {max_pixels} (refused like a decompression bomb)")
-    backbone = _backbone_for(header, backbone)
+    backbone = backbone_for(header, backbone)
     n_steps = header.steps if steps is None else int(steps)
     shape = (1, header.latent_channels, header.latent_height, header.latent_width)
     alpha = None
@@ -436,7 +240,7 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
         except Exception:
             raise ContainerError("damaged .dlc file: unreadable alpha section") from None
         alpha = alpha.convert("L")
-    with _deterministic():
+    with deterministic():
         try:
             entropy = get_entropy_model(header.entropy_kind, backbone)
             u_hat = entropy.decode(sections[container.LATENT], shape)
@@ -447,97 +251,10 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
         y_hat = from_units(u_hat, p).to(backbone.device)
         z = denoise(backbone, y_hat, header.t, n_steps)
         x = backbone.decode(z)
-    rgb = _to_image(x, header.width, header.height)
+    rgb = to_image(x, header.width, header.height)
     meta = ImageMetadata(exif=sections.get(container.EXIF) or None,
                          icc_profile=sections.get(container.ICC) or None,
                          xmp=sections.get(container.XMP) or None)
     image = _restore_mode(rgb, header.mode, alpha)
     return DecodedImage(image=image, metadata=meta, header=header, steps=n_steps if header.t > 0 else 0,
                         seconds=time.perf_counter() - start)
-
-
-# -- files ------------------------------------------------------------------------------------
-
-def output_file_mode() -> int:
-    """Permissions a plainly created file would get (0666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _save_kwargs(fmt: str, meta: ImageMetadata) -> dict:
-    kw = {}
-    if meta.exif and fmt in ("PNG", "JPEG", "WEBP", "TIFF", "JXL", "AVIF", "HEIF"):
-        kw["exif"] = meta.exif
-    if meta.icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF", "JXL", "AVIF", "HEIF"):
-        kw["icc_profile"] = meta.icc_profile
-    if meta.xmp:
-        if fmt == "PNG":
-            from PIL.PngImagePlugin import PngInfo
-
-            info = PngInfo()
-            info.add_itxt("XML:com.adobe.xmp", meta.xmp.decode("utf-8", "replace"))
-            kw["pnginfo"] = info
-        elif fmt in ("JPEG", "WEBP", "TIFF", "JXL", "AVIF"):
-            kw["xmp"] = meta.xmp
-    if fmt == "JPEG":
-        kw["quality"] = 95
-    if fmt == "WEBP":
-        kw["lossless"] = True
-    return kw
-
-
-def format_for(path: str | Path) -> str:
-    """PIL format from the output suffix (PNG when there is none)."""
-    ext = Path(path).suffix.lower()
-    if not ext:
-        return "PNG"
-    fmt = Image.registered_extensions().get(ext)
-    if fmt is None or fmt not in Image.SAVE:
-        raise UsageError(f"{path}: cannot write images with suffix {ext!r} (try .png)")
-    return fmt
-
-
-def image_bytes(decoded: DecodedImage, fmt: str = "PNG") -> bytes:
-    """The decoded image serialised in ``fmt`` with the original's metadata."""
-    img = decoded.image
-    kw = _save_kwargs(fmt, decoded.metadata)
-    buf = io.BytesIO()
-    try:
-        img.save(buf, fmt, **kw)
-    except (OSError, ValueError, KeyError):
-        # the format cannot hold this mode (e.g. JPEG and alpha or 16 bits): the closest it can
-        fallback = img.convert("RGBA" if "A" in img.mode and fmt != "JPEG" else ("L" if img.mode in ("L", "LA", "I;16") else "RGB"))
-        buf = io.BytesIO()
-        fallback.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def encode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone] = None,
-                bpp: Optional[float] = None, quality: Optional[float] = None, steps: Optional[int] = None,
-                search_t: bool = False, roi=None, max_pixels: Optional[int] = None,
-                overwrite: bool = True) -> EncodeResult:
-    """Read an image file, encode it and write the .dlc atomically."""
-    from ..storage.atomic import write_bytes
-
-    img = load_image(src) if max_pixels is None else load_image(src, max_pixels=max_pixels)
-    result = encode_image(img, backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t, roi=roi)
-    write_bytes(dst, result.data, overwrite=overwrite, mode=output_file_mode())
-    return result
-
-
-def decode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone] = None,
-                steps: Optional[int] = None, overwrite: bool = True) -> DecodedImage:
-    """Decode a .dlc file to an image file (format from ``dst``'s suffix), written atomically."""
-    from ..storage.atomic import write_bytes
-
-    fmt = format_for(dst)
-    try:
-        data = Path(src).read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{src}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{src}: is a directory") from None
-    decoded = decode_bytes(data, backbone, steps=steps)
-    write_bytes(dst, image_bytes(decoded, fmt), overwrite=overwrite, mode=output_file_mode())
-    return decoded

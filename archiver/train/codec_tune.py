@@ -3,7 +3,7 @@
 The denoiser from stage 2 learned the standard diffusion objective on Gaussian noise. What the
 decoder really hands it is different: a latent quantized with per-channel uniform steps, set to
 the timestep that SNR matching picks, then a few deterministic DDIM steps and the autoencoder
-decoder. This stage runs exactly that path (``codec.pipeline.ddim``, the function the decoder
+decoder. This stage runs exactly that path (``codec.sampler.ddim``, the function the decoder
 calls) on random training crops at quality factors spanning the rates people use, and
 backpropagates L1 + (1 - MS-SSIM) against the *original* crop through the decoder and every
 DDIM step. A term on the radially averaged log power spectrum exists (``SPECTRUM_WEIGHT``) but
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..codec.backbones.tiny import build_scheduler, build_unet
-from ..codec.pipeline import DEFAULT_STEPS, ddim
+from ..codec.sampler import DEFAULT_STEPS, ddim
 from ..codec.quantize import snr_timestep
 from . import data as D
 from .common import Logger, ema_update, read_safetensors, save_safetensors
