@@ -73,8 +73,3 @@ def test_migrate_with_a_postgresql_catalog(catalog, tmp_path):
         assert not os.path.exists(p) and os.path.exists(p + ".axl")
     # check_exactly_once reads the SQLite catalog; here the catalog is the server's
     assert not (e["home"] / "catalog.sqlite").exists()
-    r = CliRunner().invoke(main, ["migrate", str(e["root"]), "--json", "--executor", "ray"], env=env)
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        assert r.exit_code == 2 and "needs Ray" in r.output
