@@ -64,6 +64,11 @@ class Config:
     max_attempts: int = 5
     #: refuse images with more pixels than this (decompression bombs)
     max_pixels: int = 178_956_970
+    #: shared catalog: this node's name in queue claims (default: the host name); unique per node
+    node_name: str | None = None
+    #: shared catalog: seconds after which a claim whose holder stopped renewing it (a dead node)
+    #: is taken over by another node; live holders renew every lease_seconds / 4
+    lease_seconds: float = 300.0
 
     @property
     def state_dir(self) -> Path:

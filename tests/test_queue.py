@@ -122,3 +122,23 @@ def test_stale_claims_of_dead_workers_are_requeued(wq):
     wq.now = lambda: utcnow() + timedelta(seconds=wq.lease_seconds + 1)
     assert wq.requeue_stale() == 1
     assert wq.get(c.path)["state"] == PENDING
+
+
+def test_node_names_decide_liveness_and_renew_keeps_a_claim_fresh(wq):
+    """A claim from another node is judged by its lease alone; its holder's heartbeat (renew)
+    keeps it from going stale; a claim taken over is no longer renewed by the old holder."""
+    wq.enqueue_many([("/r/a.png", "/r"), ("/r/b.png", "/r")])
+    here = worker_id("daemon", "node-a")
+    assert here.startswith("node-a:") and claimer_alive(here, "node-a") is True
+    assert claimer_alive(here, "node-b") is None  # seen from another node: use the lease
+    wq.node = "node-b"
+    [a] = wq.claim(here)
+    [b] = wq.claim(worker_id("daemon", "node-c"))
+    t0 = utcnow()
+    wq.now = lambda: t0 + timedelta(seconds=wq.lease_seconds * 0.75)
+    assert wq.renew(here, [a.id]) == 1  # node-a is alive and says so; node-c is silent
+    wq.now = lambda: t0 + timedelta(seconds=wq.lease_seconds * 1.5)
+    assert wq.requeue_stale() == 1
+    assert wq.get(a.path)["state"] == CLAIMED and wq.get(b.path)["state"] == PENDING
+    assert wq.renew(worker_id("daemon", "node-c"), [b.id]) == 0  # lost: the old holder can tell
+

@@ -28,18 +28,59 @@ def test_claims_never_overlap_on_postgresql(catalog, drain_concurrently):
     assert wq.depth()["done"] == 80
 
 
-def test_server_lock_excludes_a_second_daemon_on_any_host(catalog):
+def test_server_lock_allows_one_daemon_per_node_name(catalog):
     from archiver.catalog.db import Catalog
     from archiver.errors import CatalogError
     from archiver.service.lock import ServerCatalogLock
 
     other = Catalog(catalog.url)  # as if from another host: a separate engine and connection
     try:
-        first = ServerCatalogLock(catalog.engine).acquire()
-        with pytest.raises(CatalogError, match="another archiver daemon"):
-            ServerCatalogLock(other.engine).acquire()
+        first = ServerCatalogLock(catalog.engine, "node-a").acquire()
+        with pytest.raises(CatalogError, match="another archiver daemon with node name 'node-a'"):
+            ServerCatalogLock(other.engine, "node-a").acquire()
+        second = ServerCatalogLock(other.engine, "node-b").acquire()  # another node shares the catalog
         first.release()
-        ServerCatalogLock(other.engine).acquire().release()
+        ServerCatalogLock(other.engine, "node-a").acquire().release()
+        second.release()
+    finally:
+        other.close()
+
+
+def test_path_lock_excludes_other_nodes_and_dies_with_its_connection(catalog, tmp_path):
+    """One worker per file across nodes: a second node is told 'busy'; a killed holder's lock is
+    dropped by the server (its connection dies with it)."""
+    import subprocess
+    import sys
+
+    from archiver.catalog.db import Catalog
+    from archiver.service.lock import catalog_path_lock
+
+    other = Catalog(catalog.url)
+    try:
+        with catalog_path_lock(catalog.engine, "/r/a.png") as mine:
+            assert mine
+            with catalog_path_lock(other.engine, "/r/a.png") as theirs:
+                assert not theirs
+            with catalog_path_lock(other.engine, "/r/b.png") as theirs:
+                assert theirs  # other files are not held up
+        with catalog_path_lock(other.engine, "/r/a.png") as theirs:
+            assert theirs
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time; from archiver.catalog.db import Catalog;"
+             "from archiver.service.lock import catalog_path_lock;"
+             "c = Catalog(sys.argv[1]);\nwith catalog_path_lock(c.engine, '/r/a.png') as m:\n"
+             " print(m, flush=True); time.sleep(600)", catalog.url], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "True"
+        with catalog_path_lock(other.engine, "/r/a.png") as theirs:
+            assert not theirs
+        holder.kill()
+        holder.wait(10)
+        deadline = __import__("time").time() + 20
+        while True:
+            with catalog_path_lock(other.engine, "/r/a.png") as theirs:
+                if theirs:
+                    break
+            assert __import__("time").time() < deadline, "the dead holder's lock was not dropped"
     finally:
         other.close()
 

@@ -140,16 +140,24 @@ def wait_until(pred, timeout: float = 60, interval: float = 0.05, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def catalog_rows(home: Path) -> list[dict]:
+def _catalog_url(home: Path, url: str | None) -> str | None:
+    """The catalog to read: ``url`` (a shared PostgreSQL catalog) or the state dir's SQLite file."""
+    if url:
+        return url
+    db = home / "catalog.sqlite"
+    return f"sqlite:///{db}" if db.exists() else None
+
+
+def catalog_rows(home: Path, url: str | None = None) -> list[dict]:
     from archiver.catalog.db import Catalog
     from archiver.catalog.models import FileVersion
 
-    db = home / "catalog.sqlite"
-    if not db.exists():
+    url = _catalog_url(home, url)
+    if url is None:
         return []
     from sqlalchemy import select
 
-    cat = Catalog(f"sqlite:///{db}", migrate_schema=False)
+    cat = Catalog(url, migrate_schema=False)
     try:
         with cat.session() as s:
             return [r.to_dict() for r in s.scalars(select(FileVersion).order_by(FileVersion.id))]
@@ -157,31 +165,32 @@ def catalog_rows(home: Path) -> list[dict]:
         cat.close()
 
 
-def queue_rows(home: Path) -> list[dict]:
+def queue_rows(home: Path, url: str | None = None) -> list[dict]:
     from archiver.catalog.db import Catalog
     from archiver.service.queue import WorkQueue
 
-    db = home / "catalog.sqlite"
-    if not db.exists():
+    url = _catalog_url(home, url)
+    if url is None:
         return []
-    cat = Catalog(f"sqlite:///{db}", migrate_schema=False)
+    cat = Catalog(url, migrate_schema=False)
     try:
         return WorkQueue.for_catalog(cat).rows()
     finally:
         cat.close()
 
 
-def committed_paths(home: Path) -> set[str]:
-    return {r["path"] for r in catalog_rows(home) if r["state"] == "committed"}
+def committed_paths(home: Path, url: str | None = None) -> set[str]:
+    return {r["path"] for r in catalog_rows(home, url) if r["state"] == "committed"}
 
 
-def check_exactly_once(home: Path, originals: dict[str, bytes], *, require_all: bool = False) -> dict:
+def check_exactly_once(home: Path, originals: dict[str, bytes], *, require_all: bool = False,
+                       url: str | None = None) -> dict:
     """Every original is either archived exactly once (gone from disk, one sidecar that restores
     to its exact bytes, one committed catalog row pointing at it) or untouched (same bytes, no
     sidecar, no committed row). Returns counts."""
     from archiver.storage import lossless
 
-    rows = catalog_rows(home)
+    rows = catalog_rows(home, url)
     by_path: dict[str, list[dict]] = {}
     for r in rows:
         by_path.setdefault(r["path"], []).append(r)

@@ -48,7 +48,7 @@ class Daemon:
         self.stop_requested = 0
         self.reload_requested = False
         self.metrics = ServiceMetrics()
-        self.me = worker_id("daemon")
+        self.me = worker_id("daemon", self.cfg.node_name)
         self.in_flight: dict[Future, Item] = {}
         self.dirty: set[str] = set()  # changed again while being worked on: redo afterwards
         self._scan_thread: threading.Thread | None = None
@@ -58,6 +58,8 @@ class Daemon:
         self._last_depth = 0.0
         self._last_settle = 0.0
         self._last_ping = 0.0
+        self._last_renew = 0.0
+        self._last_takeover = time.monotonic()
         self._apply_config(self.cfg, first=True)
 
     # -- configuration ---------------------------------------------------------------------
@@ -86,11 +88,15 @@ class Daemon:
         if cfg.resolved_catalog_url() != self.cfg.resolved_catalog_url():
             log.error("catalog_url cannot change on reload; restart the daemon", extra={})
             cfg.catalog_url = self.cfg.catalog_url
+        if cfg.node_name != self.cfg.node_name:
+            log.error("node_name cannot change on reload; restart the daemon", extra={})
+            cfg.node_name = self.cfg.node_name
         if cfg.metrics_port != self.cfg.metrics_port:
             log.warning("metrics_port change needs a restart", extra={})
         old_workers = self.workers
         self._apply_config(cfg)
         self.queue.max_attempts, self.queue.backoff_seconds = cfg.max_attempts, cfg.retry_seconds
+        self.queue.lease_seconds = float(cfg.lease_seconds)
         if self.workers != old_workers:
             old = self.executor
             self.executor = make_executor(self.executor_kind, self.workers)
@@ -265,9 +271,26 @@ class Daemon:
         self.metrics.in_flight.set(len(self.in_flight))
         if self.cfg.rescan_seconds and now - self._last_scan >= self.cfg.rescan_seconds:
             self._start_scan()
+        self._claims(now)
         if self._wd and now - self._last_ping >= self._wd:
             self._last_ping = now
             sd_notify("WATCHDOG=1")
+
+    def _claims(self, now: float) -> None:
+        """Shared catalog upkeep: renew the claims in hand (a heartbeat, every lease/4) and take
+        over the claims of nodes that stopped renewing theirs (every lease/2)."""
+        lease = max(0.2, float(self.cfg.lease_seconds))
+        if self.in_flight and now - self._last_renew >= lease / 4:
+            self._last_renew = now
+            held = self.queue.renew(self.me, [i.id for i in self.in_flight.values()])
+            if held < len(self.in_flight):
+                log.warning("claims lost to another node (this one looked dead: lease_seconds too short?)",
+                            extra={"held": held, "in_flight": len(self.in_flight)})
+        if now - self._last_takeover >= lease / 2:
+            self._last_takeover = now
+            n = self.queue.requeue_stale()
+            if n:
+                log.warning("took over stale claims", extra={"count": n})
 
     def run(self) -> int:
         from ..catalog.db import Catalog
@@ -280,7 +303,7 @@ class Daemon:
         server_lock = None
         try:
             catalog = Catalog(url)
-            server_lock = ServerCatalogLock(catalog.engine).acquire()
+            server_lock = ServerCatalogLock(catalog.engine, self.cfg.node_name).acquire()
             return self._run(catalog, state_dir)
         finally:
             if server_lock is not None:
@@ -290,7 +313,8 @@ class Daemon:
     def _run(self, catalog, state_dir: Path) -> int:
         self.catalog = catalog
         self.queue = WorkQueue.for_catalog(catalog, max_attempts=self.cfg.max_attempts,
-                                           backoff_seconds=self.cfg.retry_seconds)
+                                           backoff_seconds=self.cfg.retry_seconds,
+                                           lease_seconds=float(self.cfg.lease_seconds), node=self.cfg.node_name)
         self.guard = RootGuard(state_dir / "roots.json", rebind=self.rebind_roots)
         self.watcher = Watcher(self.settle.touch)
         self._wd = watchdog_interval()
@@ -305,7 +329,8 @@ class Daemon:
         self.watcher.start()
         self._check_roots(force=True)
         self._start_scan()
-        log.info("daemon started", extra={"pid": os.getpid(), "roots": self.all_roots, "workers": self.workers,
+        log.info("daemon started", extra={"pid": os.getpid(), "node": self.queue.node, "claimer": self.me,
+                                          "roots": self.all_roots, "workers": self.workers,
                                           "catalog": _redact(catalog.url), "requeued_stale": stale,
                                           "settle_seconds": self.cfg.settle_seconds,
                                           "metrics_port": self.cfg.metrics_port or None})

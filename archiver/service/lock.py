@@ -1,4 +1,6 @@
-"""One daemon per catalog: an exclusive ``flock`` on a lock file in the state directory.
+"""One daemon per catalog and node; one worker per file across nodes.
+
+One daemon per catalog on a host: an exclusive ``flock`` on a lock file in the state directory.
 
 ``flock`` is released by the kernel when the process dies (even by kill -9), so a stale lock
 file never blocks a restart; only a live holder does.
@@ -8,7 +10,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import CatalogError
 
@@ -69,15 +73,26 @@ def lock_path_for(catalog_url: str, state_dir: Path) -> Path:
 
 
 class ServerCatalogLock:
-    """For a PostgreSQL catalog: a session advisory lock held on a dedicated connection, so two
-    daemons on *different hosts* sharing one catalog exclude each other too (flock is per host).
-    The server drops it when the connection dies."""
+    """For a PostgreSQL catalog: one daemon per *node name* (``node_name``, default the host name),
+    enforced by a session advisory lock on a dedicated connection (the server drops it when the
+    connection dies). Daemons on different nodes share the catalog and its queue; two with the
+    same node name would misjudge each other's claims (a pid means something only on its own
+    node), so the second is refused — on one host by the ``flock`` too, across hosts by this."""
 
-    KEY = int.from_bytes(b"archvrd1", "big") & 0x7FFFFFFFFFFFFFFF
+    NAMESPACE = int.from_bytes(b"arcd", "big") & 0x7FFFFFFF
 
-    def __init__(self, engine):
+    def __init__(self, engine, node: str | None = None):
+        from .queue import node_name
+
         self.engine = engine
+        self.node = node_name(node)
         self._conn = None
+
+    @property
+    def key(self) -> int:
+        import hashlib
+
+        return int.from_bytes(hashlib.sha256(self.node.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
     def acquire(self) -> "ServerCatalogLock":
         if self.engine.dialect.name != "postgresql":
@@ -85,11 +100,12 @@ class ServerCatalogLock:
         from sqlalchemy import text
 
         conn = self.engine.connect()
-        got = conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": self.KEY}).scalar()
+        got = conn.execute(text("select pg_try_advisory_lock(:ns, :k)"), {"ns": self.NAMESPACE, "k": self.key}).scalar()
         conn.commit()
         if not got:
             conn.close()
-            raise CatalogError("another archiver daemon (possibly on another host) already serves this catalog")
+            raise CatalogError(f"another archiver daemon with node name {self.node!r} already serves this catalog "
+                               "(give every node its own node_name)")
         self._conn = conn
         return self
 
@@ -98,8 +114,40 @@ class ServerCatalogLock:
             try:
                 from sqlalchemy import text
 
-                self._conn.execute(text("select pg_advisory_unlock(:k)"), {"k": self.KEY})
+                self._conn.execute(text("select pg_advisory_unlock(:ns, :k)"), {"ns": self.NAMESPACE, "k": self.key})
                 self._conn.commit()
             finally:
                 self._conn.close()
                 self._conn = None
+
+
+@contextmanager
+def catalog_path_lock(engine, path: str) -> Iterator[bool]:
+    """Across nodes, one worker per file at a time: on PostgreSQL a session advisory lock keyed
+    by the path, held on its own connection for the whole unit of work (``archive_file``'s
+    ``flock`` covers one host only). Yields False when another node holds it. The server drops
+    the lock when the holder's connection dies, so a killed worker never leaves it behind. On
+    SQLite (one host) it yields True and the ``flock`` does the work."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    import hashlib
+
+    from sqlalchemy import text
+
+    key = int.from_bytes(hashlib.sha256(path.encode()).digest()[:4], "big") & 0x7FFFFFFF
+    conn = engine.connect()
+    try:
+        got = bool(conn.execute(text("select pg_try_advisory_lock(:ns, :k)"), {"ns": PATH_NAMESPACE, "k": key}).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("select pg_advisory_unlock(:ns, :k)"), {"ns": PATH_NAMESPACE, "k": key})
+                conn.commit()
+    finally:
+        conn.close()
+
+
+PATH_NAMESPACE = int.from_bytes(b"arcp", "big") & 0x7FFFFFFF

@@ -292,8 +292,9 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
     roots = _check_roots(roots)
     t0 = time.time()
     catalog = Catalog(cfg.resolved_catalog_url())
-    queue = WorkQueue.for_catalog(catalog, max_attempts=max_attempts, backoff_seconds=0.0)
-    me = worker_id("migrate")
+    queue = WorkQueue.for_catalog(catalog, max_attempts=max_attempts, backoff_seconds=0.0,
+                                  lease_seconds=float(cfg.lease_seconds), node=cfg.node_name)
+    me = worker_id("migrate", cfg.node_name)
     stop = stopper or Stopper()
     restore = stop.install()
     stale = queue.requeue_stale()
@@ -318,9 +319,19 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
     outcomes: list[dict] = []
     aborted = False
 
+    lease = max(0.2, float(cfg.lease_seconds))
+    last_renew = last_takeover = time.monotonic()
+
     def results() -> Iterator[dict]:
-        nonlocal aborted
+        nonlocal aborted, last_renew, last_takeover
         while True:
+            now = time.monotonic()
+            if in_flight and now - last_renew >= lease / 4:  # heartbeat: our claims stay ours
+                last_renew = now
+                queue.renew(me, [i.id for i in in_flight.values()])
+            if now - last_takeover >= lease / 2:  # claims of a dead daemon or driver elsewhere
+                last_takeover = now
+                queue.requeue_stale()
             if not stop.event.is_set():
                 free = max(1, workers) - len(in_flight)
                 if free > 0:

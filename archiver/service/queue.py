@@ -8,8 +8,14 @@ only adds the queue discipline on top:
 - ``claim`` is atomic without database-specific locking: a conditional UPDATE that only one
   claimer can win (works the same on SQLite and PostgreSQL, across processes and hosts);
 - ``fail`` retries with exponential backoff and gives up after ``max_attempts``;
-- ``requeue_stale`` returns claims of dead workers (same host: pid gone; any host: lease expired)
-  to the queue, counting an attempt so a file that kills its worker cannot loop forever.
+- ``requeue_stale`` returns claims of dead workers (same node: pid gone; another node: lease
+  expired) to the queue, counting an attempt so a file that kills its worker cannot loop forever;
+- ``renew`` is the live claimer's heartbeat: it moves ``claimed_at`` forward for the rows in
+  hand, so a claim of a live worker on another node never goes stale however long the file takes.
+
+A claimer is named ``node:pid:starttime[:tag]``. The node is the config's ``node_name`` (default:
+the host name); two daemons sharing one catalog must have different node names, which the
+daemon enforces (``lock.ServerCatalogLock``), because a pid means something only on its own node.
 """
 
 from __future__ import annotations
@@ -38,10 +44,15 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
-def worker_id(tag: str = "") -> str:
-    """``host:pid:starttime[:tag]`` — enough to tell whether a claimer on this host is alive."""
+def node_name(name: str | None = None) -> str:
+    """This node's name in claims: the configured one, else the host name (no ':' allowed)."""
+    return (name or socket.gethostname()).replace(":", "_")
+
+
+def worker_id(tag: str = "", node: str | None = None) -> str:
+    """``node:pid:starttime[:tag]`` — enough to tell whether a claimer on this node is alive."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or 0}" + (f":{tag}" if tag else "")
+    return f"{node_name(node)}:{pid}:{_start_time(pid) or 0}" + (f":{tag}" if tag else "")
 
 
 def _pid_alive(pid: int, start: str | None = None) -> bool:
@@ -57,12 +68,12 @@ def _pid_alive(pid: int, start: str | None = None) -> bool:
     return True
 
 
-def claimer_alive(claimed_by: str | None) -> bool | None:
-    """True/False for a claimer on this host, None when it is elsewhere (use the lease)."""
+def claimer_alive(claimed_by: str | None, node: str | None = None) -> bool | None:
+    """True/False for a claimer on this node, None when it is elsewhere (use the lease)."""
     if not claimed_by:
         return False
     parts = claimed_by.split(":")
-    if len(parts) < 2 or parts[0] != socket.gethostname():
+    if len(parts) < 2 or parts[0] != node_name(node):
         return None
     try:
         return _pid_alive(int(parts[1]), parts[2] if len(parts) > 2 else None)
@@ -94,7 +105,7 @@ def default_model():
 class WorkQueue:
     def __init__(self, session_factory: Callable, model=None, *, max_attempts: int = 5,
                  backoff_seconds: float = 30.0, max_backoff_seconds: float = 3600.0,
-                 lease_seconds: float = 6 * 3600.0, clock: Callable[[], datetime] = utcnow):
+                 lease_seconds: float = 300.0, clock: Callable[[], datetime] = utcnow, node: str | None = None):
         self.Session = session_factory
         self.M = model if model is not None else default_model()
         self.max_attempts = max_attempts
@@ -102,6 +113,7 @@ class WorkQueue:
         self.max_backoff_seconds = max_backoff_seconds
         self.lease_seconds = lease_seconds
         self.now = clock
+        self.node = node_name(node)
 
     @classmethod
     def for_catalog(cls, catalog, **kw) -> "WorkQueue":
@@ -172,6 +184,19 @@ class WorkQueue:
                         break
         return out
 
+    def renew(self, worker: str, item_ids: Iterable[int]) -> int:
+        """Heartbeat: re-stamp ``worker``'s claims on ``item_ids``; returns how many it still holds
+        (fewer means another node took a claim over after this one looked dead)."""
+        ids = list(item_ids)
+        if not ids:
+            return 0
+        M = self.M
+        with self.Session() as s:
+            res = s.execute(update(M).where(M.id.in_(ids), M.state == CLAIMED, M.claimed_by == worker)
+                            .values(claimed_at=self.now()).execution_options(synchronize_session=False))
+            s.commit()
+            return int(res.rowcount or 0)
+
     def complete(self, item_id: int) -> None:
         self._set(item_id, state=DONE, claimed_by=None, claimed_at=None, last_error=None)
 
@@ -207,8 +232,8 @@ class WorkQueue:
         with self.Session() as s:
             rows = s.execute(select(M).where(M.state == CLAIMED)).scalars().all()
             for row in rows:
-                alive = claimer_alive(row.claimed_by)
-                if alive is None:  # another host: only the lease tells
+                alive = claimer_alive(row.claimed_by, self.node)
+                if alive is None:  # another node: only the lease (renewed while it works) tells
                     alive = row.claimed_at is not None and row.claimed_at > lease_cutoff
                 if alive:
                     continue
@@ -248,7 +273,7 @@ class WorkQueue:
         if roots is not None:
             q = q.where(M.root.in_(list(roots)))
         with self.Session() as s:
-            return [{c: getattr(r, c) for c in ("id", "path", "root", "state", "attempts", "last_error")}
+            return [{c: getattr(r, c) for c in ("id", "path", "root", "state", "attempts", "last_error", "claimed_by")}
                     for r in s.execute(q.order_by(M.id)).scalars()]
 
     def _set(self, item_id: int, **values) -> None:

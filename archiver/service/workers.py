@@ -96,8 +96,14 @@ def run_task(path: str, config: dict, root: str | None = None) -> dict:
         ctx = get_context(config)
         ctx.root = root
         from ..archive import archive_file
+        from .lock import catalog_path_lock
 
-        out = outcome_dict(archive_file(path, ctx), path)
+        with catalog_path_lock(ctx.catalog.engine, path) as mine:
+            if mine:
+                out = outcome_dict(archive_file(path, ctx), path)
+            else:
+                out = {"path": path, "status": "busy", "retry": True,
+                       "error": "another node is working on this file; retried later"}
     except ArchiverError as e:  # e.g. a bad policy or missing weights: retrying later may help after a fix
         out = {"path": path, "status": "failed", "error": str(e), "kind": type(e).__name__, "retry": True}
     except Exception as e:  # a bug or a transient problem (disk full, catalog busy): retry later
