@@ -238,10 +238,13 @@ class CheckerboardEntropyModel(_HyperpriorBase):
 
     kind = 2
 
-    def __init__(self, latent_channels: int = 8, hyper_channels: int = 32):
+    def __init__(self, latent_channels: int = 8, hyper_channels: int = 32, param_channels: tuple | None = None):
         super().__init__()
         c, n = latent_channels, hyper_channels
         self.latent_channels, self.hyper_channels = c, n
+        # hidden widths of the 1x1 parameter network: 8C suits a few channels (release 2); wide
+        # latents use narrower ones, as Minnen et al.'s 10C/3 and 8C/3
+        p1, p2 = param_channels or (8 * c, 8 * c)
         self.h_a = nn.Sequential(
             conv(c, n, kernel_size=3, stride=1), nn.GELU(),
             conv(n, n, kernel_size=5, stride=2), nn.GELU(),
@@ -256,8 +259,8 @@ class CheckerboardEntropyModel(_HyperpriorBase):
         self.latent_codec = CheckerboardLatentCodec(
             latent_codec={"y": GaussianConditionalLatentCodec(scale_table=SCALE_TABLE.tolist(), quantizer="ste")},
             entropy_parameters=nn.Sequential(
-                nn.Conv2d(4 * c, 8 * c, 1), nn.GELU(), nn.Conv2d(8 * c, 8 * c, 1), nn.GELU(),
-                nn.Conv2d(8 * c, 2 * c, 1)),
+                nn.Conv2d(4 * c, p1, 1), nn.GELU(), nn.Conv2d(p1, p2, 1), nn.GELU(),
+                nn.Conv2d(p2, 2 * c, 1)),
             context_prediction=CheckerboardMaskedConv2d(c, 2 * c, kernel_size=5, padding=2),
             forward_method="twopass",
         )

@@ -44,6 +44,31 @@ VAE_CONFIG = dict(
     force_upcast=False,
 )
 
+#: Weights release 3: a rate–distortion-trained transform (``rd_ae.py``, compressai's
+#: mean-scale hyperprior size at quality 3: N = 128, M = 192, stride 16) with its checkerboard
+#: entropy model trained jointly (``archiver train --stage rd``), a wide conv-only denoiser for
+#: the 192-channel latent, and a decoder fine-tuned for realism (``--stage realism``).
+RD_VAE_CONFIG = dict(
+    kind="rd",
+    channels=128,
+    latent_channels=192,
+    block_out_channels=[128, 128, 128, 128, 192],  # 5 entries = stride 16
+    scaling_factor=1.0,  # replaced by 1/std of the trained latents
+    force_upcast=False,
+)
+RD_ENTROPY_CONFIG = dict(kind="checkerboard", latent_channels=192, hyper_channels=128, param_channels=[640, 512])
+RD_UNET_CONFIG = dict(
+    sample_size=32,
+    in_channels=192,
+    out_channels=192,
+    down_block_types=["DownBlock2D", "DownBlock2D", "DownBlock2D"],
+    up_block_types=["UpBlock2D", "UpBlock2D", "UpBlock2D"],
+    block_out_channels=[96, 128, 160],
+    layers_per_block=1,
+    norm_num_groups=32,
+    add_attention=False,
+)
+
 #: The conventional alternative (AutoencoderKL, SD-like but small), kept for GPU training runs.
 CONV_VAE_CONFIG = dict(
     in_channels=3,
@@ -92,6 +117,10 @@ def build_vae(config: Optional[dict] = None):
         from .block_ae import BlockAutoencoder
 
         return BlockAutoencoder(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    if cfg.get("kind") == "rd":  # the rate–distortion-trained transform of release 3 (rd_ae.py)
+        from .rd_ae import RDAutoencoder
+
+        return RDAutoencoder(**{k: v for k, v in cfg.items() if not k.startswith("_")})
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(**cfg)
