@@ -4,7 +4,7 @@ decoded once into memory through ``load_image``, and served as random augmented 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,31 +41,63 @@ class ImageSet:
     images: list[np.ndarray]  # HxWx3 uint8
     info: dict
     skipped: list[str]
+    names: list[str] = field(default_factory=list)  # paths relative to the data folder
 
     def __len__(self):
         return len(self.images)
 
 
-def load_set(data_dir: str | Path, *, min_side: int, max_files: int | None = None) -> ImageSet:
+def _scale_for(rel: Path, scale: dict[str, float] | None) -> float:
+    """The resize factor for a file: by its top-level folder under the data folder."""
+    return float((scale or {}).get(rel.parts[0], 1.0)) if len(rel.parts) > 1 else 1.0
+
+
+def load_set(data_dir: str | Path, *, min_side: int, max_files: int | None = None,
+             scale: dict[str, float] | None = None) -> ImageSet:
+    """Decode the training images; ``scale`` resizes the images of named top-level folders (e.g.
+    ``{"imagenet-sample": 0.5}``: downscaling hides JPEG artefacts) before the size check."""
+    from PIL import Image
+
     root = Path(data_dir)
     files = list_images(root)
     info = fingerprint(root, files)
-    images, skipped = [], []
+    if scale:
+        info["scale"] = dict(scale)
+    images, skipped, names = [], [], []
     for p in files[:max_files] if max_files else files:
         try:
             im = load_image(p)
         except InputError as e:
             skipped.append(str(e))
             continue
-        a = np.asarray(im.rgb)
+        rgb, f = im.rgb, _scale_for(p.relative_to(root), scale)
+        if f != 1.0:
+            rgb = rgb.resize((max(1, round(rgb.width * f)), max(1, round(rgb.height * f))), Image.LANCZOS)
+        a = np.asarray(rgb)
         if min(a.shape[:2]) < min_side:
             skipped.append(f"{p}: smaller than {min_side} px")
             continue
         images.append(a)
+        names.append(p.relative_to(root).as_posix())
     if not images:
         raise UsageError(f"{root}: no usable image at least {min_side} px on each side")
     info["used"] = len(images)
-    return ImageSet(images, info, skipped)
+    return ImageSet(images, info, skipped, names)
+
+
+def holdout(s: ImageSet, n_val: int, val_side: int) -> tuple[list[int], list[int]]:
+    """(train indexes, validation indexes) into ``s.images``: the ``n_val`` images at least
+    ``val_side`` px a side whose names hash lowest. The choice depends on the names only, so
+    every stage, run, crop size and device validates on the same images, never trained on."""
+    def key(i: int) -> str:
+        return hashlib.sha256(s.names[i].encode()).hexdigest()
+
+    big = [i for i, a in enumerate(s.images) if min(a.shape[:2]) >= val_side]
+    if len(big) < 2:
+        raise UsageError(f"need at least 2 images of {val_side} px a side to hold some out for validation")
+    val = sorted(sorted(big, key=key)[:max(1, min(n_val, len(big) // 2))])
+    held = set(val)
+    return [i for i in range(len(s.images)) if i not in held], val
 
 
 def split(images: list[np.ndarray], n_val: int) -> tuple[list[np.ndarray], list[np.ndarray]]:

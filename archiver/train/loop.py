@@ -40,6 +40,12 @@ class StageLoop:
     ae_sha256: Optional[str] = None  # set: a checkpoint made for another autoencoder is not resumed
     eval_every: int = 100
     ckpt_every: int = 50
+    #: also checkpoint when this many seconds passed since the last one (fast GPU steps)
+    ckpt_seconds: Optional[float] = None
+    #: log (and read the loss back from the device, a GPU sync) every this many steps
+    log_every: int = 10
+    #: extra numbers logged with every evaluation (e.g. training pixels seen so far)
+    progress: Optional[Callable[[int], dict]] = None
     step: int = field(default=0, init=False)
     elapsed: float = field(default=0.0, init=False)
     best: float = field(default=0.0, init=False)
@@ -67,7 +73,8 @@ class StageLoop:
     def _eval(self) -> dict:
         ev = self.evaluate()
         self._last_eval = (self.step, ev)
-        self.log.log(stage=self.stage, step=self.step, event="eval", **ev)
+        self.log.log(stage=self.stage, step=self.step, event="eval", **ev,
+                     **(self.progress(self.step) if self.progress else {}))
         if self._better(ev[self.score]):
             self.best = ev[self.score]
             self.export(ev, self.step)
@@ -83,6 +90,7 @@ class StageLoop:
             self.best = start()
         t0, last = time.time() - self.elapsed, None
         budget = minutes * 60 if minutes else None
+        last_save, loss = time.time(), None
         try:
             while self.step < steps and (budget is None or self.elapsed < budget):
                 progress = max(self.step / steps, self.elapsed / budget if budget else 0.0)
@@ -91,8 +99,6 @@ class StageLoop:
                 gen = np.random.default_rng(step_seed(self.seed, self.step))
                 torch.manual_seed(step_seed(self.seed, self.step, 1))
                 loss, parts = self.loss(gen)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{self.stage} loss is not finite at step {self.step}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -100,16 +106,31 @@ class StageLoop:
                 extra = self.after_step(self.step) if self.after_step else {}
                 self.step += 1
                 self.elapsed = time.time() - t0
-                last = loss.item()
-                if self.step % 10 == 0 or self.step == 1:
+                now = time.time()
+                save = self.step % self.ckpt_every == 0 or bool(self.ckpt_seconds and now - last_save >= self.ckpt_seconds)
+                evaluate = self.step % self.eval_every == 0 or self.step == steps
+                logged = self.step % self.log_every == 0 or self.step == 1
+                if logged or save or evaluate or self.step == steps:
+                    # reading the loss back waits for the device: only when it is needed
+                    last = loss.item()
+                    if not math.isfinite(last):  # before anything is saved from these weights
+                        raise FloatingPointError(f"{self.stage} loss is not finite at step {self.step}")
+                if logged:  # stages may hand back 0-d tensors: read only when logged
+                    parts = {k: float(v) for k, v in {**parts, **extra}.items()}
                     self.log.log(stage=self.stage, step=self.step, loss=last, lr=self.optimizer.param_groups[0]["lr"],
-                                 sec=round(self.elapsed, 1), **parts, **extra)
-                if self.step % self.eval_every == 0 or self.step == steps:
+                                 sec=round(self.elapsed, 1), **parts)
+                if evaluate:
                     self._eval()
-                if self.step % self.ckpt_every == 0:
+                if save:
                     self._save()
-        except KeyboardInterrupt:  # a stopped run keeps its progress
-            self._save()
+                    last_save = now
+            if loss is not None and self.step > 0:  # the last steps may not have been read back
+                last = loss.item()
+                if not math.isfinite(last):
+                    raise FloatingPointError(f"{self.stage} loss is not finite at step {self.step}")
+        except KeyboardInterrupt:  # a stopped run keeps its progress (unless it has gone bad)
+            if loss is None or math.isfinite(loss.item()):
+                self._save()
             raise
         # the weights are the ones just evaluated when the run ended on an evaluation step
         step, ev = self._last_eval
