@@ -9,9 +9,16 @@ from ..codec.backbones.tiny import CONFIG_FILE, SCHEDULER_CONFIG, UNET_CONFIG, W
 from .common import read_safetensors, save_safetensors
 
 
+#: kept in float32: GDN's reparametrised beta/gamma sit near their tiny pedestal, where float16
+#: has no precision, and the hyper-latent bottleneck's quantiles set its rounding medians
+_KEEP_FLOAT32 = ("beta", "gamma", "entropy_bottleneck.")
+
+
 def _half(w: dict) -> dict:
-    """Float16 storage halves the shipped size; weights are cast back to float32 on load."""
-    return {k: v.half() if v.is_floating_point() else v for k, v in w.items()}
+    """Float16 storage halves the shipped size; weights are cast back to float32 on load (the
+    encoder and the decoder both use the same rounded weights, so a file decodes exactly)."""
+    return {k: v.half() if v.is_floating_point() and not any(m in k for m in _KEEP_FLOAT32) else v
+            for k, v in w.items()}
 
 
 def assemble(out: Path) -> Path | None:
@@ -21,15 +28,21 @@ def assemble(out: Path) -> Path | None:
         return None
     tensors, meta_all = {}, {}
     w, meta = read_safetensors(ae)
-    tuned_ae = out / "ae_codec_best.safetensors"
-    if tuned_ae.exists():  # stage "codec" fine-tuned the decoder (the encoder is the same)
-        w, tuned_meta = read_safetensors(tuned_ae)
-        meta = dict(meta, vae_config=tuned_meta.get("vae_config", meta["vae_config"]))
+    rd = meta["vae_config"].get("kind") == "rd"
+    # the decoder fine-tuned on the decode path (stage "codec", or "realism" for release 3; the
+    # encoder is the same)
+    for tuned_ae in (out / "ae_codec_best.safetensors", out / "ae_realism_best.safetensors"):
+        if tuned_ae.exists():
+            w, tuned_meta = read_safetensors(tuned_ae)
+            meta = dict(meta, vae_config=tuned_meta.get("vae_config", meta["vae_config"]))
     tensors.update({f"vae.{k}": v for k, v in _half(w).items()})
-    cfg = {"format": "archiver-tiny", "version": 1, "storage_dtype": {"vae": "float16", "unet": "float16", "entropy": "float32"}, "vae": meta["vae_config"], "scheduler": SCHEDULER_CONFIG}
+    # release 3 stores its (much larger) entropy model in float16 too, bottleneck excepted
+    storage = {"vae": "float16", "unet": "float16", "entropy": "float16" if rd else "float32"}
+    cfg = {"format": "archiver-tiny", "version": 1, "storage_dtype": storage, "vae": meta["vae_config"], "scheduler": SCHEDULER_CONFIG}
     meta_all["ae"] = {k: v for k, v in meta.items() if k != "vae_config"}
-    # the denoiser fine-tuned on the codec's decode path (stage "codec") replaces stage 2's
-    for stage, name in (("denoiser", "unet_best.safetensors"), ("codec", "unet_codec_best.safetensors")):
+    # the denoiser fine-tuned on the codec's decode path (stage "codec" or "realism") replaces stage 2's
+    for stage, name in (("denoiser", "unet_best.safetensors"), ("codec", "unet_codec_best.safetensors"),
+                        ("realism", "unet_realism_best.safetensors")):
         if (out / name).exists():
             w, meta = read_safetensors(out / name)
             tensors.update({f"unet.{k}": v for k, v in _half(w).items()})
@@ -45,12 +58,17 @@ def assemble(out: Path) -> Path | None:
     en = out / "entropy_best.safetensors"
     if en.exists():
         w, meta = read_safetensors(en)
-        tensors.update({f"entropy.{k}": v for k, v in w.items()})
+        tensors.update({f"entropy.{k}": v for k, v in (_half(w) if rd else w).items()})
         cfg["entropy"] = meta.get("entropy_config")
         meta_all["entropy"] = {k: v for k, v in meta.items() if k != "entropy_config"}
     cal = out / "calibration.json"
-    if "codec" in meta_all:  # fine-tuned for one timestep rule: that one
+    if "realism" in meta_all:  # release 3: its timestep rule, sampler noise and trained grid
+        r = meta_all["realism"]
+        cfg["codec"] = {"t_scale": float(r["t_scale"]), "eta": float(r["eta"]), "quant": "trained"}
+    elif "codec" in meta_all:  # fine-tuned for one timestep rule: that one
         cfg["codec"] = {"t_scale": float(meta_all["codec"]["t_scale"])}
+    elif rd:  # no realism stage yet: pure SNR matching, deterministic DDIM, the trained grid
+        cfg["codec"] = {"t_scale": 1.0, "quant": "trained"}
     elif cal.exists():  # written by archiver.train.calibrate
         c = json.loads(cal.read_text())
         cfg["codec"] = {"t_scale": float(c["t_scale"])}

@@ -31,26 +31,50 @@ def load_ae(out: Path):
     return vae.eval().requires_grad_(False), file_sha256(path)
 
 
-def crop8(a: np.ndarray) -> np.ndarray:
+def stride_of(vae) -> int:
+    """The autoencoder's downsampling (its config's ``block_out_channels`` gives it, as in diffusers)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def crop_to(a: np.ndarray, stride: int) -> np.ndarray:
+    """The image cropped to a multiple of ``stride``: latent cell (i, j) is then pixel block
+    (stride*i, stride*j)."""
     h, w = a.shape[:2]
-    return a[: h - h % 8, : w - w % 8]
+    return a[: h - h % stride, : w - w % stride]
+
+
+def crop8(a: np.ndarray) -> np.ndarray:
+    return crop_to(a, 8)
+
+
+def is_rd(vae) -> bool:
+    """A rate–distortion-trained autoencoder (release 3): its quantization grid is trained."""
+    return getattr(vae.config, "kind", None) == "rd"
 
 
 @torch.no_grad()
 def compute_stats(vae, images: list[np.ndarray], seed: int, n_crops: int = 48, crop: int = 128) -> dict:
     """Scaling factor (1 / std of the latent, as Stable Diffusion's) and per-channel steps.
 
-    The steps equalise each channel's share of pixel distortion: channel c's sensitivity w_c is
+    A rate–distortion-trained autoencoder was trained for step 1 in its own units: that grid, in
+    scaled units (``scaling_factor`` in every channel), is its channel steps. Otherwise the steps
+    equalise each channel's share of pixel distortion: channel c's sensitivity w_c is
     the pixel MSE that unit-variance noise in that channel causes through the decoder, and
     delta_c ~ 1/sqrt(w_c) (so step^2 * w_c is the same in every channel), normalised to
     mean(delta^2) = 1 so that the codec's global factor s keeps its meaning.
     """
+    dev = next(vae.parameters()).device
     gen = np.random.default_rng(seed)
-    crop = min(crop, min(min(a.shape[:2]) for a in images) // 8 * 8)
-    x = D.random_crops(images, n_crops, crop, gen)
-    ys = torch.cat([vae.encode(x[i:i + 8]).latent_dist.mean for i in range(0, len(x), 8)])
+    stride = stride_of(vae)
+    crop = min(crop, min(min(a.shape[:2]) for a in images) // stride * stride)
+    x = D.random_crops(images, n_crops, crop, gen).to(dev)
+    ys = torch.cat([vae.encode(x[i:i + 8]).latent_dist.mean.float() for i in range(0, len(x), 8)])
     sf = 1.0 / float(ys.std())
     c = ys.shape[1]
+    if is_rd(vae):
+        yc = (ys * sf).cpu()
+        return {"kind": "rd", "scaling_factor": sf, "channel_steps": torch.full((c,), sf),
+                "channel_std": yc.std(dim=(0, 2, 3)).tolist(), "channel_mean": yc.mean(dim=(0, 2, 3)).tolist()}
     base = torch.cat([vae.decode(ys[i:i + 8]).sample for i in range(0, 16, 8)])
     amp = 0.25 / sf  # noise of std 0.25 in the scaled latent: small, locally linear regime
     torch.manual_seed(seed)
@@ -63,7 +87,7 @@ def compute_stats(vae, images: list[np.ndarray], seed: int, n_crops: int = 48, c
     w = torch.tensor(w)
     delta = 1.0 / w.clamp_min(1e-12).sqrt()
     delta = delta / delta.pow(2).mean().sqrt()
-    yc = ys * sf
+    yc = (ys * sf).cpu()
     return {
         "scaling_factor": sf,
         "channel_steps": delta,
@@ -100,9 +124,10 @@ def latent_cache(out: Path, vae, ae_sha: str, images: list[np.ndarray], sf: floa
         if ck.get("ae_sha256") == ae_sha and ck.get("n") == len(images):
             return ck["latents"]
     lats = []
+    dev, stride = next(vae.parameters()).device, stride_of(vae)
     for i, a in enumerate(images):
-        x = D.to_tensor(crop8(a))[None]
-        lats.append((vae.encode(x).latent_dist.mean[0] * sf).contiguous())
+        x = D.to_tensor(crop_to(a, stride))[None].to(dev)
+        lats.append((vae.encode(x).latent_dist.mean[0].float() * sf).cpu().contiguous())
         if (i + 1) % 100 == 0:
             log.log(event="latent_cache", done=i + 1, of=len(images))
     save_checkpoint(path, latents=lats, ae_sha256=ae_sha, n=len(images))

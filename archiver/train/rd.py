@@ -1,0 +1,175 @@
+"""Stage ``rd`` (weights release 3): the autoencoder and its entropy model, trained jointly on
+rate + lambda x distortion, as compressai trains ``mbt2018-mean``.
+
+``y = g_a(x)`` is quantized in step units ``u = y / s`` (the codec's quality factor ``s``, no
+per-channel means: the entropy model predicts them) by the codec's own
+``CheckerboardEntropyModel`` (noise for the likelihoods, straight-through rounding around the
+predicted means for the decoder), and ``x_hat = g_s(u_hat * s)``. Loss per crop:
+
+    bpp + lambda(s) * 255^2 * MSE          (images in [0, 1], compressai's convention)
+
+with ``log2 s`` drawn uniformly from ``LOG2_S_RANGE`` and ``lambda(s) = LAMBDA / s^2`` (at high
+rate the distortion of a step ``s`` grows as ``s^2``, so this is where step ``s`` is the
+rate–distortion optimum): one transform serves every rate the codec's rate control picks.
+The bottleneck's quantiles get compressai's auxiliary loss.
+
+Validation holds out images of ``train/`` chosen by name (``data.holdout``), codes their centre
+crops at ``VAL_S`` with the real rANS coder and logs bits per pixel and PSNR against the number
+of training pixels seen: the learning curves of ``docs/training.md``. Exports: the autoencoder
+(``ae_best``), the entropy model (``entropy_best``) and the latent statistics (scaling factor,
+the trained grid as channel steps) that the denoiser and the codec need.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..codec.backbones.tiny import RD_ENTROPY_CONFIG, RD_VAE_CONFIG, build_vae
+from . import data as D
+from . import device as DV
+from .common import Logger, save_safetensors
+from .latents import ensure_stats, file_sha256
+from .loop import StageLoop
+
+#: lambda at s = 1 (compressai's mbt2018 quality 2); lambda(s) = LAMBDA / s^2
+LAMBDA = 0.0035
+#: log2 of the quality factor during training: lambda from 4x to 1/8x LAMBDA, ~0.05 .. 0.5 bpp
+LOG2_S_RANGE = (-1.0, 1.5)
+VAL_S = (0.5, 1.0, 2.0)
+#: validation: this many held-out images of at least VAL_SIDE px, their centre VAL_SIDE crops
+N_VAL, VAL_SIDE = 24, 256
+#: ImageNet-sample photos are JPEGs; see docs/training.md for the measurement behind 1.0
+DEFAULT_SCALE: dict[str, float] = {}
+
+
+def _lambda(s: torch.Tensor) -> torch.Tensor:
+    return LAMBDA / s.pow(2)
+
+
+def rd_forward(vae, entropy, x: torch.Tensor, s: torch.Tensor, dev: torch.device, amp: bool):
+    """(x_hat, bits per crop): the training pass of one batch at per-crop quality factors ``s``."""
+    with DV.autocast(dev, amp):
+        y = vae.g_a(x)
+    sv = s.view(-1, 1, 1, 1)
+    out = entropy(y.float() / sv)  # entropy model in float32: likelihoods are CDF differences
+    with DV.autocast(dev, amp):
+        x_hat = vae.g_s(out["u_hat"] * sv)
+    bits = sum((-torch.log2(v)).sum(dim=(1, 2, 3)) for v in out["likelihoods"].values())
+    return x_hat.float(), bits
+
+
+@torch.no_grad()
+def evaluate(vae, entropy, val: torch.Tensor) -> dict:
+    """Real rANS bits per pixel (a CPU copy of the entropy model codes every crop; the first one
+    must decode back exactly) and PSNR of the decode, at each validation quality factor."""
+    vae.eval()
+    entropy.eval()
+    coder = copy.deepcopy(entropy).cpu().float()
+    coder.update(force=True)
+    res, losses = {}, []
+    pixels = val.shape[-2] * val.shape[-1]
+    y = torch.cat([vae.g_a(val[i:i + 8]).float() for i in range(0, len(val), 8)])
+    for s in VAL_S:
+        u = (y / s).cpu()
+        bits, u_hats = [], []
+        for i in range(len(u)):
+            data, u_hat = coder.encode(u[i:i + 1])
+            if i == 0 and not torch.equal(coder.decode(data, tuple(u[i:i + 1].shape)), u_hat):
+                raise RuntimeError("entropy model does not round-trip")
+            bits.append(8 * len(data))
+            u_hats.append(u_hat)
+        y_hat = torch.cat(u_hats).to(val.device) * s
+        x_hat = torch.cat([vae.g_s(y_hat[i:i + 8]).float() for i in range(0, len(y_hat), 8)]).clamp(-1, 1)
+        mse = ((x_hat - val) * 127.5).pow(2).mean(dim=(1, 2, 3))
+        bpp = torch.tensor(bits, dtype=torch.float64) / pixels
+        psnr = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-6))
+        res[f"val_bpp_s{s:g}"] = float(bpp.mean())
+        res[f"val_psnr_s{s:g}"] = float(psnr.mean())
+        losses.append(float((bpp + LAMBDA / s**2 * mse.double().cpu()).mean()))
+    res["val_loss"] = float(np.mean(losses))  # the rate–distortion loss with real bits
+    vae.train()
+    entropy.train()
+    return res
+
+
+def build_models(vae_config: dict | None = None, entropy_config: dict | None = None):
+    from ..codec.entropy import build_entropy_model
+
+    vae = build_vae(dict(vae_config or RD_VAE_CONFIG))
+    cfg = dict(entropy_config or RD_ENTROPY_CONFIG, latent_channels=int(vae.config.latent_channels))
+    return vae, build_entropy_model(cfg), cfg
+
+
+def train_rd(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
+             lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
+             max_files: int | None = None, n_val: int = N_VAL, val_side: int = VAL_SIDE,
+             device: str = "auto", amp: bool = True, scale: dict | None = None, ckpt_seconds: float | None = 120,
+             log_every: int = 10, vae_config: dict | None = None, entropy_config: dict | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    dev = DV.pick(device)
+    env = DV.configure(dev)
+    imgs = D.load_set(data_dir, min_side=min(crop, val_side), max_files=max_files,
+                      scale=DEFAULT_SCALE if scale is None else scale)
+    train_ids, val_ids = D.holdout(imgs, n_val, val_side)
+    train = [imgs.images[i] for i in train_ids]
+    val_names = [imgs.names[i] for i in val_ids]
+    bank = DV.ImageBank(train, dev)
+    val = D.center_crops([imgs.images[i] for i in val_ids], val_side).to(dev)
+    log.log(stage="rd", event="data", **imgs.info, train=len(train), val=len(val), val_side=val_side,
+            val_names=val_names, skipped=len(imgs.skipped), **env)
+
+    torch.manual_seed(seed)
+    vae, entropy, ent_cfg = build_models(vae_config, entropy_config)
+    vae.to(dev).train()
+    entropy.to(dev).train()
+    if dev.type == "cuda":
+        vae.to(memory_format=torch.channels_last)
+    main_params = list(vae.parameters()) + [p for n, p in entropy.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in entropy.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(main_params, lr=lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    lo, hi = LOG2_S_RANGE
+    hparams = {"seed": seed, "crop": crop, "batch": batch, "lr": lr, "lambda": LAMBDA, "log2_s_range": list(LOG2_S_RANGE),
+               "amp_bf16": bool(amp and dev.type == "cuda"), "device": str(dev), "val_names": val_names}
+
+    def export(ev, step):
+        ae_path = out / "ae_best.safetensors"
+        vae_cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+        meta = {"data": imgs.info, "step": step, "pixels": step * batch * crop * crop, **hparams, **ev}
+        save_safetensors(ae_path, vae.state_dict(), {"format": "archiver-tiny-vae", "vae_config": vae_cfg, **meta})
+        save_safetensors(out / "entropy_best.safetensors", entropy.state_dict(),
+                         {"format": "archiver-tiny-entropy", "entropy_config": ent_cfg, "trained_jointly": True,
+                          "ae_sha256": file_sha256(ae_path), **meta})
+        ensure_stats(out, vae, file_sha256(ae_path), train, seed, log)  # scaling factor, the trained grid
+
+    def loss(gen):
+        x = bank.crops(batch, crop, gen)
+        s = torch.from_numpy(2.0 ** gen.uniform(lo, hi, batch)).float().to(dev)
+        x_hat, bits = rd_forward(vae, entropy, x, s, dev, amp)
+        bpp = bits / (crop * crop)
+        mse = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
+        dist = 255.0**2 / 4 * mse  # MSE of [0, 1] images times 255^2 (images here are in [-1, 1])
+        total = (bpp + _lambda(s) * dist).mean()
+        psnr = 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10)).mean()
+        return total, {"bpp": bpp.detach().mean(), "psnr": psnr}
+
+    def after_step(step):  # the bottleneck's quantiles have their own loss and optimizer
+        aux = entropy.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux.backward()
+        aux_opt.step()
+        return {"aux": aux.detach()}
+
+    loop = StageLoop(stage="rd", checkpoint=out / "rd.ckpt", best_file=out / "ae_best.safetensors", log=log,
+                     seed=seed, lr=lr, optimizer=opt, params=main_params,
+                     state={"vae": vae, "entropy": entropy, "opt": opt, "aux_opt": aux_opt}, loss=loss,
+                     evaluate=lambda: evaluate(vae, entropy, val), export=export, score="val_loss",
+                     after_step=after_step, eval_every=eval_every, ckpt_every=ckpt_every,
+                     ckpt_seconds=ckpt_seconds, log_every=log_every,
+                     progress=lambda step: {"pixels": step * batch * crop * crop})
+    res = loop.run(steps=steps, minutes=minutes, resume=resume)
+    return {**res, "pixels": loop.step * batch * crop * crop, "data": imgs.info}
