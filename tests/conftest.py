@@ -88,3 +88,22 @@ def drain_concurrently():
         return [path for g in got for path in g]
 
     return drain
+
+
+@pytest.fixture
+def interrupt_on_call(monkeypatch):
+    """``interrupt(module, name, n)``: the n-th call of ``module.name`` raises KeyboardInterrupt
+    (a user's Ctrl-C mid-training); ``monkeypatch.undo``-safe. Returns the original."""
+    def interrupt(module, name: str, n: int):
+        real, calls = getattr(module, name), []
+
+        def wrapped(*a, **k):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(module, name, wrapped)
+        return real
+
+    return interrupt

@@ -44,3 +44,35 @@ def test_no_steps_returns_the_latent_untouched_and_bad_prediction_is_refused():
     assert ddim(lambda z, t: z, ac, "epsilon", y, 0, 4) is y
     with pytest.raises(UsageError, match="prediction type"):
         ddim(lambda z, t: z, ac, "flow", y, 10, 2)
+
+
+def test_stochastic_ddim_is_seeded_by_the_stream():
+    """eta > 0 adds fresh noise each step: the same stream (seed) gives the same latent, another
+    stream other noise, and eta = 0 is the deterministic sampler bit for bit."""
+    from archiver.codec.sampler import stream_noise, stream_seed
+
+    ac = torch.linspace(0.999, 0.01, 1000, dtype=torch.float64)
+    x0 = torch.randn(1, 4, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y_hat = (x0 + 0.3).float()
+    def den(z, t):  # not an oracle (an oracle removes any noise added earlier): noise must matter
+        return 0.1 * z
+    seed = stream_seed(b"latent section bytes")
+    assert seed == stream_seed(b"latent section bytes") != stream_seed(b"other bytes")
+    a = ddim(den, ac, "epsilon", y_hat, 400, 4, eta=1.0, noise=stream_noise(seed))
+    b = ddim(den, ac, "epsilon", y_hat, 400, 4, eta=1.0, noise=stream_noise(seed))
+    c = ddim(den, ac, "epsilon", y_hat, 400, 4, eta=1.0, noise=stream_noise(seed + 1))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert torch.equal(ddim(den, ac, "epsilon", y_hat, 400, 4), ddim(den, ac, "epsilon", y_hat, 400, 4, eta=0.0))
+    with pytest.raises(ValueError, match="noise source"):
+        ddim(den, ac, "epsilon", y_hat, 400, 4, eta=1.0)
+
+
+def test_stochastic_ddim_keeps_the_marginal_variance():
+    """With a perfect denoiser of a known x0, DDIM with eta = 1 still lands on x0 (the noise it
+    adds is exactly what the following steps remove); the last step adds none."""
+    from archiver.codec.sampler import stream_noise
+
+    ac = torch.linspace(0.999, 0.01, 1000, dtype=torch.float64)
+    x0 = torch.randn(1, 4, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    z = ddim(_oracle(x0, ac, "epsilon"), ac, "epsilon", (x0 + 0.2).float(), 300, 4, eta=1.0, noise=stream_noise(3))
+    assert torch.allclose(z.double(), x0, atol=1e-4)

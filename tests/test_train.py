@@ -68,21 +68,13 @@ def test_metadata_records_config_and_data(trained, images):
     assert json.loads((out / "tiny.json").read_text()) == cfg
 
 
-def test_resume_continues_exactly(images, tmp_path, monkeypatch):
+def test_resume_continues_exactly(images, tmp_path, monkeypatch, interrupt_on_call):
     """A run stopped after 2 of 4 steps and resumed ends with the same weights as one that was
     never stopped (same data, noise and learning-rate schedule)."""
     import archiver.train.ae as ae
 
     straight = run(images, tmp_path / "a", "ae", 4)
-    real, calls = ae.ae_loss, []
-
-    def stop_at_third(*a, **k):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(ae, "ae_loss", stop_at_third)
+    real = interrupt_on_call(ae, "ae_loss", 3)
     with pytest.raises(KeyboardInterrupt):
         run(images, tmp_path / "b", "ae", 4)
     assert torch.load(tmp_path / "b" / "ae.ckpt", weights_only=True)["step"] == 2

@@ -31,7 +31,7 @@ from .backbones.lookup import backbone_for
 from .entropy import ChannelGaussianEntropyModel, generic_entropy_model, get_entropy_model
 from .quantize import QuantParams, from_units, latent_roi, noise_variance, snr_timestep, to_units
 from .ratecontrol import QUALITY_MAX, QUALITY_MIN, choose_timestep, quality_to_s, rate_control, s_to_quality, search_timestep
-from .sampler import DEFAULT_STEPS, denoise
+from .sampler import DEFAULT_STEPS, denoise, stream_seed
 from .tensors import deterministic, pad_to, to_image, to_tensor
 
 #: finer steps inside protected regions
@@ -96,7 +96,9 @@ class _Coder:
         x = pad_to(to_tensor(img.rgb), backbone.stride)
         self.y = backbone.encode(x.to(backbone.device)).float().cpu()
         c = self.y.shape[1]
-        self.mu = self.y.mean(dim=(0, 2, 3))
+        # a backbone trained on its own quantization grid (release 3) codes around zero: its
+        # entropy model predicts the means; others centre each channel on the image's mean
+        self.mu = torch.zeros(c) if getattr(backbone, "trained_grid", False) else self.y.mean(dim=(0, 2, 3))
         steps = backbone.channel_steps()
         self.delta = (torch.ones(c) if steps is None else steps.detach().float().cpu().reshape(c))
         if max(self.y.shape[-2:]) > 65535:
@@ -128,8 +130,9 @@ class _Coder:
     def recon_at(self, s: float, t: int, steps: int) -> Image.Image:
         """What the decoder would give for quality factor ``s`` starting at step ``t``."""
         p = self.params(s)
-        y_hat = from_units(self.entropy.encode(to_units(self.y, p))[1], p)
-        z = denoise(self.backbone, y_hat.to(self.backbone.device), t, steps)
+        payload, u_hat = self.entropy.encode(to_units(self.y, p))
+        y_hat = from_units(u_hat, p)
+        z = denoise(self.backbone, y_hat.to(self.backbone.device), t, steps, seed=stream_seed(payload))
         return to_image(self.backbone.decode(z), self.img.width, self.img.height)
 
     def pack(self, s: float, t: int, steps: int) -> bytes:
@@ -249,7 +252,7 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
         p = QuantParams(mu=torch.tensor(header.mu), delta=torch.tensor(header.delta), s=header.s,
                         roi=[tuple(b) for b in header.roi], roi_factor=header.roi_factor)
         y_hat = from_units(u_hat, p).to(backbone.device)
-        z = denoise(backbone, y_hat, header.t, n_steps)
+        z = denoise(backbone, y_hat, header.t, n_steps, seed=stream_seed(sections[container.LATENT]))
         x = backbone.decode(z)
     rgb = to_image(x, header.width, header.height)
     meta = ImageMetadata(exif=sections.get(container.EXIF) or None,

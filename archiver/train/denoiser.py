@@ -23,7 +23,7 @@ from .device import autocast
 from .loop import StageLoop
 from .latents import (center_latent_crops, ensure_stats, is_rd, latent_cache, load_ae, random_latent_crops,
                       stride_of)
-from .rd import N_VAL, VAL_SIDE
+from . import rd as RD
 
 LOW_T_MAX = 500
 LOW_T_FRACTION = 0.7
@@ -92,13 +92,13 @@ def train_denoiser(data_dir: Path, out: Path, *, steps: int, minutes: float | No
     crop = max(4, (crop // stride) - (crop // stride) % 4)  # pixels -> latent cells, a multiple of 4 for the UNet
     rd = is_rd(vae)
     # release 3 holds out the rd stage's validation images (by name) from every stage
-    imgs = D.load_set(data_dir, min_side=min(stride * crop, VAL_SIDE) if rd else stride * crop, max_files=max_files)
+    imgs = D.load_set(data_dir, min_side=min(stride * crop, RD.VAL_SIDE) if rd else stride * crop, max_files=max_files)
     stats = ensure_stats(out, vae, ae_sha, imgs.images, seed, log)
     sf, ch_steps = float(stats["scaling_factor"]), stats["channel_steps"].float().to(dev)
     lats = latent_cache(out, vae, ae_sha, imgs.images, sf, log)
     vae.cpu()
     if rd:
-        train_ids, val_ids = D.holdout(imgs, N_VAL, VAL_SIDE)
+        train_ids, val_ids = D.holdout(imgs, RD.N_VAL, RD.VAL_SIDE)
         train, val_l = [lats[i] for i in train_ids], [lats[i] for i in val_ids]
         train = [z for z in train if min(z.shape[-2:]) >= crop]
     else:

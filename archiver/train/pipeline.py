@@ -16,6 +16,16 @@ DEFAULTS = {
     "realism": dict(steps=100_000, batch=8, crop=256, lr=1e-4),
 }
 
+#: release 3's denoiser works on 192-channel latents at stride 16: 256-px crops are 16x16 cells
+R3_DEFAULTS = {"denoiser": dict(steps=100_000, batch=64, crop=256, lr=3e-4)}
+
+#: on a GPU, steps take milliseconds: evaluate, log and checkpoint less often (by steps and time)
+GPU_CADENCE = {
+    "rd": dict(eval_every=1000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
+    "denoiser": dict(eval_every=1000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
+    "realism": dict(eval_every=250, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
+}
+
 #: the stages of each recipe, in order ("all" is the current one, release 3)
 RECIPES = {
     "all": ("rd", "denoiser", "realism"),
@@ -27,6 +37,18 @@ PLAN = {"rd": 0.62, "denoiser": 0.12, "realism": 0.26, "ae": 0.26, "entropy": 0.
 
 #: stages that run on a GPU when one is asked for (the others are CPU-only and say so)
 DEVICE_STAGES = ("rd", "denoiser", "realism")
+
+
+def _release3(out: Path, stages) -> bool:
+    """Whether this run trains release 3: it has the rd stage, or the folder's autoencoder is rd."""
+    if "rd" in stages:
+        return True
+    ae = Path(out) / "ae_best.safetensors"
+    if not ae.exists():
+        return False
+    from .common import read_safetensors
+
+    return read_safetensors(ae)[1].get("vae_config", {}).get("kind") == "rd"
 
 
 def stage_minutes(stages, minutes):
@@ -62,15 +84,19 @@ def run(data_dir, out, *, stages, steps=None, minutes=None, batch=None, crop=Non
     log = Logger(out, quiet=quiet)
     dev = str(pick(device))
     budgets = stage_minutes(stages, minutes)
+    r3 = _release3(out, stages)
     results = []
     for st in stages:
-        d = DEFAULTS[st]
+        d = (R3_DEFAULTS if r3 else {}).get(st, DEFAULTS[st])
         kw = dict(steps=steps or d["steps"], minutes=budgets[st], batch=batch or d["batch"], crop=crop or d["crop"],
-                  lr=lr or d["lr"], seed=seed, resume=resume, log=log, max_files=max_files, **stage_kw)
+                  lr=lr or d["lr"], seed=seed, resume=resume, log=log, max_files=max_files)
         if st in DEVICE_STAGES:
             kw["device"] = dev
+            if dev.startswith("cuda"):
+                kw.update(GPU_CADENCE[st])
         elif dev != "cpu":
             log.log(stage=st, event=f"runs on the CPU (only {', '.join(DEVICE_STAGES)} use --device)")
+        kw.update(stage_kw)
         if st == "rd":
             from .rd import train_rd
             results.append(train_rd(Path(data_dir), out, **kw))

@@ -106,10 +106,11 @@ def build_models(vae_config: dict | None = None, entropy_config: dict | None = N
 
 def train_rd(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
              lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
-             max_files: int | None = None, n_val: int = N_VAL, val_side: int = VAL_SIDE,
+             max_files: int | None = None, n_val: int | None = None, val_side: int | None = None,
              device: str = "auto", amp: bool = True, scale: dict | None = None, ckpt_seconds: float | None = 120,
              log_every: int = 10, vae_config: dict | None = None, entropy_config: dict | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
+    n_val, val_side = n_val or N_VAL, val_side or VAL_SIDE
     dev = DV.pick(device)
     env = DV.configure(dev)
     imgs = D.load_set(data_dir, min_side=min(crop, val_side), max_files=max_files,
@@ -164,6 +165,12 @@ def train_rd(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
         aux_opt.step()
         return {"aux": aux.detach()}
 
+    def start():  # the untrained point: the first point of the learning curves
+        ev = evaluate(vae, entropy, val)
+        log.log(stage="rd", step=0, event="eval", pixels=0, **ev)
+        export(ev, 0)
+        return ev["val_loss"]
+
     loop = StageLoop(stage="rd", checkpoint=out / "rd.ckpt", best_file=out / "ae_best.safetensors", log=log,
                      seed=seed, lr=lr, optimizer=opt, params=main_params,
                      state={"vae": vae, "entropy": entropy, "opt": opt, "aux_opt": aux_opt}, loss=loss,
@@ -171,5 +178,5 @@ def train_rd(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
                      after_step=after_step, eval_every=eval_every, ckpt_every=ckpt_every,
                      ckpt_seconds=ckpt_seconds, log_every=log_every,
                      progress=lambda step: {"pixels": step * batch * crop * crop})
-    res = loop.run(steps=steps, minutes=minutes, resume=resume)
+    res = loop.run(steps=steps, minutes=minutes, resume=resume, start=start)
     return {**res, "pixels": loop.step * batch * crop * crop, "data": imgs.info}

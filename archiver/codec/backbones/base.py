@@ -31,6 +31,14 @@ class Backbone(abc.ABC):
     #: SNR matching; a model whose denoiser prefers less noise than that (measured on training
     #: images) ships a smaller value
     t_scale: float = 1.0
+    #: the sampler's noise (``codec.sampler.ddim``): 0 = deterministic DDIM; > 0 adds fresh noise
+    #: at each step, seeded from the stream, so a model trained for it samples texture instead of
+    #: its posterior mean (a blur). A property of the weights, so files name it by digest
+    eta: float = 0.0
+    #: True when the autoencoder was trained on its own quantization grid (a rate–distortion
+    #: latent, weights release 3): the encoder then codes around zero with the backbone's
+    #: channel steps (no per-image channel means)
+    trained_grid: bool = False
 
     @abc.abstractmethod
     def encode(self, x: torch.Tensor) -> torch.Tensor:

@@ -173,7 +173,8 @@ def _split(state: dict, prefix: str) -> dict:
     return {k[n:]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, device, t_scale: float = 1.0):
+def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, device, t_scale: float = 1.0,
+              eta: float = 0.0, trained_grid: bool = False):
     from .diffusers_backbone import DiffusersBackbone
 
     # channels-last convolutions are ~30% faster on CPU for these small channel counts
@@ -181,10 +182,12 @@ def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, devi
     unet.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     if entropy is not None:
         entropy.eval().requires_grad_(False)
-    return DiffusersBackbone.from_components(
+    backbone = DiffusersBackbone.from_components(
         vae, unet, scheduler, backbone_id=BACKBONE_ID, weights_digest=digest,
         channel_steps=channel_steps, entropy_model=entropy, device=device, t_scale=t_scale,
     )
+    backbone.eta, backbone.trained_grid = float(eta), bool(trained_grid)
+    return backbone
 
 
 def build_entropy(config: Optional[dict]):
@@ -220,9 +223,12 @@ def load_tiny(device: str = "auto", weights_dir: Optional[str | Path] = None):
             entropy.update(force=True)
     steps = state.get("channel_steps")
     dev = _resolve_device(device)
-    # t_scale: the codec's timestep calibration, measured on training images (archiver.train.calibrate)
+    # the codec settings the weights were trained for: the timestep rule (t_scale), the sampler's
+    # noise (eta, release 3) and whether the latent's quantization grid is trained (release 3)
+    codec = cfg.get("codec", {})
     return _assemble(vae, unet, build_scheduler(cfg["scheduler"]), digest=digest, channel_steps=steps,
-                     entropy=entropy, device=dev, t_scale=float(cfg.get("codec", {}).get("t_scale", 1.0)))
+                     entropy=entropy, device=dev, t_scale=float(codec.get("t_scale", 1.0)),
+                     eta=float(codec.get("eta", 0.0)), trained_grid=codec.get("quant") == "trained")
 
 
 def random_tiny(seed: int = 0, device: str = "cpu"):

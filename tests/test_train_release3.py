@@ -1,0 +1,183 @@
+"""Weights release 3's training (stages rd, denoiser, realism) on tiny synthetic images: each
+stage learns, resumes exactly, keeps the rd stage's held-out images out of training, and the
+assembled model is a working, deterministic codec backbone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from archiver.cli import main
+from archiver.codec import container
+from archiver.train import data as D
+from archiver.train import pipeline
+from archiver.train import rd as RD
+from archiver.train.common import read_safetensors
+
+
+@pytest.fixture(autouse=True)
+def small_validation(monkeypatch):
+    """Tiny images: validate on 2 held-out 64-px crops instead of 24 of 256 px."""
+    monkeypatch.setattr(RD, "N_VAL", 2)
+    monkeypatch.setattr(RD, "VAL_SIDE", 64)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:96, 0:112]
+    for i in range(6):
+        base = np.stack([np.sin(xx / (3 + i) + c) * np.cos(yy / (4 + c)) for c in range(3)], -1)
+        a = (base * 70 + 128 + rng.normal(0, 10, base.shape)).clip(0, 255).astype(np.uint8)
+        (d / ("sub" if i % 2 else "")).mkdir(exist_ok=True)
+        Image.fromarray(a).save(d / ("sub" if i % 2 else "") / f"img{i}.png")
+    return d
+
+
+def run(images, out, stage, steps, **kw):
+    return pipeline.run(images, out, stages=(stage,), steps=steps, batch=2, crop=64, seed=5, threads=1,
+                        quiet=True, device="cpu", **kw)["stages"][0]
+
+
+@pytest.fixture(scope="module")
+def r3(images, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(RD, "N_VAL", 2)
+    mp.setattr(RD, "VAL_SIDE", 64)
+    import archiver.train.realism as R
+
+    mp.setattr(R, "DISC_WARMUP", 1)  # the adversarial terms reach the generator from step 2
+    out = tmp_path_factory.mktemp("r3")
+    res = {st: run(images, out, st, 3) for st in ("rd", "denoiser")}
+    before = read_safetensors(out / "ae_best.safetensors")[0]
+    res["realism"] = run(images, out, "realism", 3, log_every=1)
+    mp.undo()
+    return out, res, before
+
+
+def test_stages_run_and_export_the_release3_model(r3):
+    out, res, _ = r3
+    assert res["rd"]["step"] == 3 and res["rd"]["pixels"] == 3 * 2 * 64 * 64
+    assert all(np.isfinite(r["loss"]) for r in res.values())
+    cfg = json.loads((out / "tiny.json").read_text())
+    assert cfg["vae"]["kind"] == "rd" and cfg["vae"]["latent_channels"] == 192
+    assert cfg["unet"]["in_channels"] == 192 and cfg["entropy"]["latent_channels"] == 192
+    assert cfg["codec"] == {"t_scale": 1.0, "eta": 1.0, "quant": "trained"}
+    # the rd stage's trained grid, in scaled latent units, is the scaling factor in every channel
+    w, meta = read_safetensors(out / "latent_stats.safetensors")
+    assert torch.allclose(w["channel_steps"], torch.full((192,), meta["stats"]["scaling_factor"]))
+    tensors, _ = read_safetensors(out / "tiny.safetensors")
+    assert tensors["vae.g_s.0.weight"].dtype == torch.float16
+    assert tensors["vae.g_a.1.gamma"].dtype == torch.float32  # GDN stays float32
+    assert tensors["entropy.entropy_bottleneck.quantiles"].dtype == torch.float32
+
+
+def test_rd_validation_logs_learning_curves_with_real_bits(r3):
+    out, _, _ = r3
+    evals = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
+    evals = [e for e in evals if e.get("stage") == "rd" and e.get("event") == "eval"]
+    assert evals and evals[-1]["pixels"] == 3 * 2 * 64 * 64
+    for s in RD.VAL_S:
+        assert evals[-1][f"val_bpp_s{s:g}"] > 0 and np.isfinite(evals[-1][f"val_psnr_s{s:g}"])
+    # coarser quantization never costs more bits
+    assert evals[-1]["val_bpp_s2"] <= evals[-1]["val_bpp_s0.5"]
+
+
+def test_realism_trains_the_decoder_and_denoiser_only(r3):
+    out, res, before = r3
+    after = read_safetensors(out / "ae_realism_best.safetensors")[0]
+    enc = [k for k in before if k.startswith("g_a.")]
+    assert enc and all(torch.equal(before[k], after[k]) for k in enc)  # the encoder is frozen
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("g_s."))  # the decoder moved
+    log = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
+    steps = [e for e in log if e.get("stage") == "realism" and "loss" in e and "step" in e]
+    assert any("adv" in e and "fm" in e and "d_loss" in e for e in steps)
+    _, meta = read_safetensors(out / "unet_realism_best.safetensors")
+    assert meta["eta"] == 1.0 and meta["t_scale"] == 1.0
+    assert "val_spectral_diff_s1" in meta and "val_spectral_plain_s1" in meta
+
+
+def test_assembled_model_codes_deterministically_with_seeded_noise(r3):
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.imageio import load_image
+
+    out, _, _ = r3
+    bb = load_tiny(device="cpu", weights_dir=out)
+    assert bb.stride == 16 and bb.eta == 1.0 and bb.trained_grid
+    img = load_image(next(out.parent.glob("imgs*")) / "img0.png")
+    enc = encode_image(img, bb, quality=40, steps=4)
+    header = container.read_header(enc.data)
+    assert header.entropy_kind == 2 and set(header.mu) == {0.0}  # coded around the predicted means
+    a = np.asarray(decode_bytes(enc.data, bb).image)
+    b = np.asarray(decode_bytes(enc.data, bb).image)
+    assert a.shape == (96, 112, 3) and np.array_equal(a, b)
+
+
+def test_rd_resume_continues_exactly(images, tmp_path, monkeypatch, interrupt_on_call):
+    """Stopped after 2 of 4 steps and resumed == never stopped (same crops, s, noise, schedule)."""
+    straight = run(images, tmp_path / "a", "rd", 4)
+    real = interrupt_on_call(RD, "rd_forward", 3)
+    with pytest.raises(KeyboardInterrupt):
+        run(images, tmp_path / "b", "rd", 4)
+    assert torch.load(tmp_path / "b" / "rd.ckpt", weights_only=True)["step"] == 2
+    monkeypatch.setattr(RD, "rd_forward", real)
+    resumed = run(images, tmp_path / "b", "rd", 4, resume=True)
+    assert resumed["step"] == straight["step"] == 4
+    wa = torch.load(tmp_path / "a" / "rd.ckpt", weights_only=True)["vae"]
+    wb = torch.load(tmp_path / "b" / "rd.ckpt", weights_only=True)["vae"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_rd_validation_loss_goes_down(images, tmp_path):
+    """Real bits + lambda x distortion on the held-out crops, untrained vs 40 steps."""
+    run(images, tmp_path, "rd", 40, eval_every=1000, lr=1e-3)
+    evals = [json.loads(line) for line in (tmp_path / "train.log").read_text().splitlines()]
+    evals = [e for e in evals if e.get("stage") == "rd" and e.get("event") == "eval"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 40
+    assert evals[-1]["val_loss"] < 0.9 * evals[0]["val_loss"]
+
+
+def test_holdout_is_stable_and_never_trained_on(images):
+    a = D.load_set(images, min_side=64)
+    b = D.load_set(images, min_side=32)
+    ta, va = D.holdout(a, 2, 64)
+    tb, vb = D.holdout(b, 2, 64)
+    assert [a.names[i] for i in va] == [b.names[i] for i in vb] and len(va) == 2
+    assert not set(ta) & set(va) and sorted(ta + va) == list(range(len(a.images)))
+
+
+def test_image_bank_crops_are_seeded_and_in_range(images):
+    from archiver.train.device import ImageBank
+
+    bank = ImageBank(D.load_set(images, min_side=64).images, torch.device("cpu"))
+    x1 = bank.crops(3, 48, np.random.default_rng(7))
+    x2 = bank.crops(3, 48, np.random.default_rng(7))
+    assert x1.shape == (3, 3, 48, 48) and torch.equal(x1, x2)
+    assert x1.min() >= -1 and x1.max() <= 1
+
+
+def test_plan_shares_the_minutes():
+    m = pipeline.stage_minutes(pipeline.RECIPES["all"], 12)
+    assert sum(m.values()) == pytest.approx(12) and m["rd"] > m["realism"] > m["denoiser"]
+    assert pipeline.stage_minutes(("rd",), 12) == {"rd": 12}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cli_cuda_without_a_gpu_is_a_clear_error(images, tmp_path):
+    r = CliRunner().invoke(main, ["train", str(images), "--out", str(tmp_path / "o"), "--stage", "rd",
+                                  "--steps", "1", "--device", "cuda"])
+    assert r.exit_code != 0 and "no CUDA GPU" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_rd_stage_on_the_gpu(images, tmp_path):
+    res = pipeline.run(images, tmp_path, stages=("rd",), steps=3, batch=2, crop=64, seed=5, quiet=True,
+                       device="cuda", eval_every=3)["stages"][0]
+    assert res["step"] == 3 and np.isfinite(res["loss"])
