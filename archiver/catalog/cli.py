@@ -75,7 +75,7 @@ def _human_archive(d: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def archive(paths, policy_path, config_path, dry_run, as_json):
     """Archive images per policy: compress, verify, record in the catalog, then replace/vault/keep the original."""
-    from ..archive import ArchiveContext, ArchiveOutcome, archive_file, recover_pending
+    from ..work import ArchiveContext, ArchiveOutcome, archive_file, recover_pending
 
     cfg = _config(config_path)
     files = _files(paths)
@@ -106,7 +106,7 @@ def archive(paths, policy_path, config_path, dry_run, as_json):
 
 
 def _codec(cfg):
-    from ..archive import DiffusionCodec
+    from ..work import DiffusionCodec
 
     return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device)
 
@@ -123,7 +123,7 @@ def restore(targets, to, as_of, force, config_path, as_json):
     lossless original, else the decoded reconstruction with the original's metadata."""
     from ..storage.vault import Vault
     from .db import open_catalog
-    from .restore import parse_time, restore as do_restore
+    from ..work.restore import parse_time, restore as do_restore
 
     cfg = _config(config_path)
     when = parse_time(as_of)
@@ -155,7 +155,7 @@ def verify(sample, no_decode, expire_vault, config_path, as_json):
     """Scrub: re-hash compressed files and vaulted originals, re-decode and compare; non-zero exit on any mismatch."""
     from ..storage.vault import Vault
     from .db import open_catalog
-    from .verify import expire_vault as do_expire, verify as do_verify
+    from ..work.verify import expire_vault as do_expire, verify as do_verify
 
     cfg = _config(config_path)
     cat = _guard_db(lambda: open_catalog(cfg))
@@ -184,7 +184,7 @@ def verify(sample, no_decode, expire_vault, config_path, as_json):
 def stats(config_path, as_json):
     """Files and bytes before/after, and the savings per policy rule and action."""
     from .db import open_catalog
-    from .verify import stats as do_stats
+    from ..work.verify import stats as do_stats
 
     cfg = _config(config_path)
     cat = _guard_db(lambda: open_catalog(cfg))

@@ -10,11 +10,11 @@ import datetime as dt
 import fnmatch
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import CatalogError
-from .models import (COMMITTED, IN_PROGRESS, TRANSITIONS, Event, FileVersion, Tag, utcnow)
+from .models import (COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, TRANSITIONS, Event, FileVersion, Tag, utcnow)
 
 LEGAL_HOLD = "legal-hold"
 
@@ -66,6 +66,20 @@ def latest_version(s: Session, path: str) -> Optional[FileVersion]:
 
 def versions(s: Session, path: str) -> list[FileVersion]:
     return list(s.scalars(select(FileVersion).where(FileVersion.path == path).order_by(FileVersion.id)))
+
+
+def paths_to_recover(s: Session) -> set[str]:
+    """Paths whose newest work was interrupted: rows in progress, or committed with the original
+    still to be removed."""
+    paths = set(s.scalars(select(FileVersion.path).where(FileVersion.state.in_(IN_PROGRESS))))
+    paths |= set(s.scalars(select(FileVersion.path).where(FileVersion.state == COMMITTED,
+                                                            FileVersion.original_status == ORIG_PRESENT)))
+    return paths
+
+
+def is_compressed_path(s: Session, path: str) -> bool:
+    """Whether ``path`` is a compressed file some row points at."""
+    return s.scalars(select(FileVersion.id).where(FileVersion.compressed_path == path).limit(1)).first() is not None
 
 
 def in_progress(s: Session) -> list[FileVersion]:
@@ -123,3 +137,40 @@ def events_for(s: Session, fv: FileVersion) -> list[Event]:
 
 def state_counts(s: Session) -> dict[str, int]:
     return dict(s.execute(select(FileVersion.state, func.count()).group_by(FileVersion.state)).all())
+
+
+def paths_and_compressed(s: Session) -> list[tuple[str, str | None]]:
+    return [tuple(r) for r in s.execute(select(FileVersion.path, FileVersion.compressed_path)).all()]
+
+
+def vaulted_with_sha(s: Session, shas: Iterable[str]) -> list[FileVersion]:
+    return list(s.scalars(select(FileVersion).where(FileVersion.sha256.in_(list(shas)), FileVersion.vault_path.is_not(None))))
+
+
+def savings(s: Session) -> dict:
+    """Files and bytes before/after per policy rule and action (committed versions), summed in
+    the database so it stays cheap on millions of rows. "After" is what stays on the source
+    disk: the compressed file plus the original where it was kept."""
+    F = FileVersion
+    kept = F.original_status.in_((ORIG_KEPT, ORIG_PRESENT))
+    after = func.coalesce(F.compressed_size, 0) + case((kept, func.coalesce(F.size, 0)), else_=0)
+    now = utcnow()
+    vaulted = case((F.vault_path.is_not(None) & (F.vault_expires_at.is_(None) | (F.vault_expires_at > now)),
+                    func.coalesce(F.size, 0)), else_=0)
+    counts = state_counts(s)
+    rows = s.execute(
+        select(F.rule, F.action, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(after), func.sum(vaulted))
+        .where(F.state == COMMITTED).group_by(F.rule, F.action).order_by(F.rule, F.action)).all()
+    total = {"files": 0, "bytes_before": 0, "bytes_after": 0, "vault_bytes": 0}
+    by = []
+    for rule, action, n, before, aft, vb in rows:
+        g = {"rule": rule or "-", "action": action or "-", "files": int(n), "bytes_before": int(before or 0),
+             "bytes_after": int(aft or 0)}
+        for k in ("files", "bytes_before", "bytes_after"):
+            total[k] += g[k]
+        total["vault_bytes"] += int(vb or 0)
+        by.append(g)
+    for g in by + [total]:
+        g["saved_bytes"] = g["bytes_before"] - g["bytes_after"]
+        g["saved_fraction"] = round(g["saved_bytes"] / g["bytes_before"], 4) if g["bytes_before"] else 0.0
+    return {"states": counts, "total": total, "by_rule": by}

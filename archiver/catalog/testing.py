@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..archive import Encoded
+from ..work.codec import Encoded
 
 TEST_POLICY = """
 version: 1
@@ -106,14 +106,14 @@ class FakeCodec:
 
 def random_tiny_codec(seed: int = 0):
     """The real diffusion codec on an untrained tiny backbone (deterministic per seed)."""
-    from ..archive import DiffusionCodec
+    from ..work.codec import DiffusionCodec
     from ..codec.backbones.tiny import random_tiny
 
     return DiffusionCodec(random_tiny(seed, device="cpu"), steps=2)
 
 
 def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None, **kw):
-    from ..archive import ArchiveContext
+    from ..work.context import ArchiveContext
     from ..storage.vault import Vault
     from .db import open_catalog
 

@@ -50,7 +50,7 @@ def get_context(config: dict):
     key = _key(config)
     ctx = _CONTEXTS.get(key)
     if ctx is None:
-        from ..archive import ArchiveContext
+        from ..work.context import ArchiveContext
         from dataclasses import fields
 
         from ..config import Config
@@ -95,7 +95,7 @@ def run_task(path: str, config: dict, root: str | None = None) -> dict:
     try:
         ctx = get_context(config)
         ctx.root = root
-        from ..archive import archive_file
+        from ..work import archive_file
         from .lock import catalog_path_lock
 
         with catalog_path_lock(ctx.catalog.engine, path) as mine:

@@ -6,9 +6,11 @@ the directory so the rename itself survives a power cut.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable, Optional
 
 TMP_PREFIX = ".archiver-tmp-"
 
@@ -61,3 +63,43 @@ def copy_file(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> P
 def is_temp_name(path: str | Path) -> bool:
     """Leftovers of an interrupted write; scanners must ignore and may delete them."""
     return Path(path).name.startswith(TMP_PREFIX)
+
+
+def _set_mode_owner(fd: int, mode: int, owner: tuple[int, int] | None) -> None:
+    if owner is not None and os.geteuid() == 0:
+        try:
+            os.fchown(fd, *owner)
+        except OSError:  # e.g. a filesystem without owners: the mode still applies
+            pass
+    os.fchmod(fd, mode & 0o7777)
+
+
+def create_new(path: Path, data: bytes, tmp: Path, *, mode: int | None = None,
+               owner: tuple[int, int] | None = None, before_link: Optional[Callable[[], None]] = None) -> None:
+    """Write a file that must not exist yet, crash-safely: ``tmp`` (a fixed name the caller can
+    clean up after a crash; fsynced) -> hard link to the final name (fails instead of clobbering)
+    -> drop ``tmp`` -> fsync the directory. ``mode`` and ``owner`` (the original's) are applied
+    so the new file is as readable as the original."""
+    tmp.unlink(missing_ok=True)  # a leftover of an earlier crash
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            _set_mode_owner(fd, mode if mode is not None else 0o644, owner)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if before_link is not None:
+            before_link()
+        try:
+            os.link(tmp, path)
+        except OSError as e:  # filesystems without hard links: rename, after checking the name is free
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK) or path.exists():
+                raise
+            os.rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from archiver.archive import archive_file
+from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FileVersion, SKIPPED
-from archiver.catalog.restore import restore
+from archiver.work.restore import restore
 from archiver.catalog.testing import make_context, write_jpeg
 from archiver.storage import lossless
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from archiver.archive import archive_file
+from archiver.work import archive_file
 from archiver.catalog import queries as q
-from archiver.catalog.restore import restore
+from archiver.work.restore import restore
 from archiver.catalog.testing import disk_problems, make_context, random_tiny_codec, write_jpeg
-from archiver.catalog.verify import verify
+from archiver.work.verify import verify
 from archiver.storage import lossless
 
 

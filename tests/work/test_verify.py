@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from archiver.archive import archive_file
+from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.testing import make_context, make_policy, write_jpeg, write_png
-from archiver.catalog.verify import expire_vault, stats, verify
+from archiver.work.verify import expire_vault, stats, verify
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_vault_expiry_never_deletes_the_last_good_copy(tmp_path):
     o = archive_file(a, ctx)
     Path(o.compressed_path).write_bytes(b"bit rot")
     assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2027, 1, 1)) == []
-    from archiver.catalog.restore import restore
+    from archiver.work.restore import restore
 
     assert restore(ctx.catalog, [str(a)], vault=ctx.vault)[0].source == "vault" and a.read_bytes() == orig
     ctx.catalog.close()

@@ -10,13 +10,13 @@ from unittest import mock
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from archiver import archive as archive_mod
-from archiver.archive import FAULT_STEPS, archive_file
+from archiver.work import faults as faults_mod
+from archiver.work import FAULT_STEPS, archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
-from archiver.catalog.restore import produce
+from archiver.work.restore import produce
 from archiver.catalog.testing import disk_problems, make_context, write_jpeg
-from archiver.catalog.verify import verify
+from archiver.work.verify import verify
 
 
 class Crash(BaseException):
@@ -28,7 +28,7 @@ def run_with_fault(ctx, src, step):
         if name == step:
             raise Crash(name)
 
-    with mock.patch.object(archive_mod, "_fault", fault):
+    with mock.patch.object(faults_mod, "fault", fault):
         try:
             return archive_file(src, ctx)
         except Crash:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from archiver.archive import archive_file
+from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import FileVersion
-from archiver.catalog.restore import destination, parse_time, restore
+from archiver.work.restore import destination, parse_time, restore
 from archiver.catalog.testing import make_context, make_policy, write_jpeg
 from archiver.errors import CatalogError, SafetyError
 
@@ -123,7 +123,7 @@ def test_permissions_kept_on_compressed_file_and_restore(tmp_path, ctx):
 
 def test_restored_original_is_not_archived_again(tmp_path, ctx):
     """Restoring in place brings the original back for good: a rerun (or the daemon) leaves it."""
-    from archiver.catalog.verify import verify
+    from archiver.work.verify import verify
 
     src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
     orig = src.read_bytes()

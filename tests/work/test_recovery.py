@@ -13,18 +13,18 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from archiver import archive as archive_mod
-from archiver.archive import FAULT_STEPS, archive_file
+from archiver.work import faults as faults_mod
+from archiver.work import FAULT_STEPS, archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FAILED, FileVersion
-from archiver.catalog.restore import produce, restore
+from archiver.work.restore import produce, restore
 from archiver.catalog.testing import disk_problems, make_context, write_jpeg
-from archiver.catalog.verify import verify
+from archiver.work.verify import verify
 from archiver.storage import atomic, lossless
 
 RUNNER = """
 import sys
-from archiver.archive import archive_file
+from archiver.work import archive_file
 from archiver.catalog.testing import make_context
 ctx = make_context(sys.argv[1])
 print(archive_file(sys.argv[2], ctx).state)
@@ -87,7 +87,7 @@ def test_kill9_at_every_step(tmp_path, kind, step):
 def test_recovery_routine_alone(tmp_path, step):
     """After a crash, the start-up recovery (no rerun of the file) already makes disk and
     catalog agree: the unfinished attempt is rolled back, or the committed one finished."""
-    from archiver.archive import recover_pending
+    from archiver.work import recover_pending
 
     src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
     orig = src.read_bytes()
@@ -146,7 +146,7 @@ class DiskFull:
             self._tick()
             return real_atomic(*a, **kw)
 
-        monkeypatch.setattr(archive_mod.os, "write", os_write)
+        monkeypatch.setattr(os, "write", os_write)
         monkeypatch.setattr(atomic, "write_bytes", atomic_write)
 
     def _tick(self):
@@ -327,7 +327,7 @@ def test_recover_pending_waits_for_a_busy_worker(tmp_path):
     import threading
     import time
 
-    from archiver.archive import path_lock, recover_pending
+    from archiver.work import path_lock, recover_pending
     from archiver.catalog.models import DISCOVERED, SKIPPED
 
     ctx = make_context(tmp_path / "state")
@@ -335,7 +335,7 @@ def test_recover_pending_waits_for_a_busy_worker(tmp_path):
     started = threading.Event()
 
     def worker():
-        with path_lock(ctx, src):
+        with path_lock(ctx.lock_dir, src):
             with ctx.catalog.session() as s:
                 q.transition(s, FileVersion(path=src), DISCOVERED)
             started.set()

@@ -11,14 +11,13 @@ import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-
 from ..errors import ArchiverError
 from ..storage import lossless
 from ..storage.vault import Vault, sha256_file
-from . import queries as q
-from .db import Catalog
-from .models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion, utcnow
+from ..catalog import queries as q
+from ..catalog.db import Catalog
+from ..catalog.models import COMMITTED, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion, utcnow
+from .codec import image_digest
 
 
 @dataclass
@@ -54,8 +53,6 @@ def _check_row(row: FileVersion, vault: Vault | None, codec, now: dt.datetime, d
                         else:
                             has_copy = True
                     elif codec is not None:
-                        from ..archive import image_digest
-
                         if image_digest(codec.decode(blob)) != row.reconstruction_sha256:
                             bad.append("reconstruction differs from the one verified at encode time")
                         else:
@@ -94,7 +91,7 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codec=None, sample: 
     now = now or utcnow()
     with catalog.session() as s:
         rows = q.committed(s)
-        stuck = list(s.scalars(select(FileVersion).where(FileVersion.state.in_(IN_PROGRESS))))
+        stuck = q.in_progress(s)
     rep = VerifyReport(total=len(rows))
     if 0 < sample < 1:
         rng = random.Random(seed)
@@ -119,11 +116,11 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codec=None, sample: 
 def _strays(catalog: Catalog) -> list[dict]:
     """Files beside archived ones that look like archiver output but that the catalog does not
     know (leftovers of a crash nobody recovered yet, or copies made by hand): reported, not touched."""
-    from ..archive import COMPRESSED_EXTS
     from ..storage.atomic import is_temp_name
+    from .archive import COMPRESSED_EXTS
 
     with catalog.session() as s:
-        rows = s.execute(select(FileVersion.path, FileVersion.compressed_path)).all()
+        rows = q.paths_and_compressed(s)
     known = {c for _, c in rows if c}
     out = []
     for d in sorted({str(Path(p).parent) for p, _ in rows}):
@@ -139,35 +136,9 @@ def _strays(catalog: Catalog) -> list[dict]:
 
 
 def stats(catalog: Catalog) -> dict:
-    """Files and bytes before/after per policy rule and action (committed versions), summed in
-    the database so it stays cheap on millions of rows. "After" is what stays on the source
-    disk: the compressed file plus the original where it was kept."""
-    from sqlalchemy import case, func
-
-    F = FileVersion
-    kept = F.original_status.in_((ORIG_KEPT, ORIG_PRESENT))
-    after = func.coalesce(F.compressed_size, 0) + case((kept, func.coalesce(F.size, 0)), else_=0)
-    now = utcnow()
-    vaulted = case((F.vault_path.is_not(None) & (F.vault_expires_at.is_(None) | (F.vault_expires_at > now)),
-                    func.coalesce(F.size, 0)), else_=0)
+    """Files and bytes before/after per policy rule and action (see ``queries.savings``)."""
     with catalog.session() as s:
-        counts = q.state_counts(s)
-        rows = s.execute(
-            select(F.rule, F.action, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(after), func.sum(vaulted))
-            .where(F.state == COMMITTED).group_by(F.rule, F.action).order_by(F.rule, F.action)).all()
-    total = {"files": 0, "bytes_before": 0, "bytes_after": 0, "vault_bytes": 0}
-    by = []
-    for rule, action, n, before, aft, vb in rows:
-        g = {"rule": rule or "-", "action": action or "-", "files": int(n), "bytes_before": int(before or 0),
-             "bytes_after": int(aft or 0)}
-        for k in ("files", "bytes_before", "bytes_after"):
-            total[k] += g[k]
-        total["vault_bytes"] += int(vb or 0)
-        by.append(g)
-    for g in by + [total]:
-        g["saved_bytes"] = g["bytes_before"] - g["bytes_after"]
-        g["saved_fraction"] = round(g["saved_bytes"] / g["bytes_before"], 4) if g["bytes_before"] else 0.0
-    return {"states": counts, "total": total, "by_rule": by}
+        return q.savings(s)
 
 
 def _replacement_intact(row: FileVersion) -> bool:
@@ -194,6 +165,6 @@ def expire_vault(catalog: Catalog, vault: Vault, now: dt.datetime | None = None)
     gone = vault.expire(now, keep=keep)
     if gone:
         with catalog.session() as s:
-            for r in s.scalars(select(FileVersion).where(FileVersion.sha256.in_(gone), FileVersion.vault_path.is_not(None))):
+            for r in q.vaulted_with_sha(s, gone):
                 q.transition(s, r, COMMITTED, kind="vault_expired", vault_path=None)
     return gone

@@ -18,9 +18,10 @@ from typing import Optional
 from ..errors import ArchiverError, CatalogError, SafetyError, UsageError
 from ..storage import atomic, lossless
 from ..storage.vault import Vault, sha256_file
-from . import queries as q
-from .db import Catalog
-from .models import COMMITTED, ORIG_KEPT, FileVersion
+from ..catalog import queries as q
+from ..catalog.db import Catalog
+from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
+from .codec import image_digest
 
 
 @dataclass
@@ -119,8 +120,6 @@ def produce(row: FileVersion, vault: Vault | None, codec=None) -> tuple[bytes, s
         raise ArchiverError(f"{row.path}: lossless restore does not match the catalog")
     if codec is None:
         raise ArchiverError(f"{row.path}: a diffusion reconstruction needs the codec")
-    from ..archive import image_digest
-
     img = codec.decode(blob)
     if row.reconstruction_sha256 and image_digest(img) != row.reconstruction_sha256:
         raise ArchiverError(f"{row.path}: the decoded reconstruction differs from the one verified at encode time "

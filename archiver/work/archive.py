@@ -1,0 +1,119 @@
+"""``archive_file``: run the steps on one job, under the path's lock, after recovery."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..catalog import queries as q
+from ..catalog.models import COMMITTED, FAILED, ORIG_KEPT, SKIPPED
+from ..errors import ArchiverError
+from ..storage import atomic
+from .check import Check
+from .classify import Classify
+from .codec import Encoded  # noqa: F401  (re-exported for callers of the old module)
+from .commit import Commit
+from .discover import Discover
+from .dispose import Dispose
+from .encode import Encode
+from .job import ArchiveOutcome, Job, Skip
+from .locks import path_lock
+from .recovery import recover
+from .vault import Vault
+from .write import Write
+from .writers import DryWriters, RealWriters
+
+#: extensions of the files archive writes beside originals
+COMPRESSED_EXTS = (".dlc", ".jxl", ".axl")
+
+
+def is_own_output(ctx, path: Path) -> bool:
+    """Compressed files and temp files written by archive are never archived themselves."""
+    if atomic.is_temp_name(path):
+        return True
+    if path.suffix not in COMPRESSED_EXTS:
+        return False
+    with ctx.catalog.session() as s:
+        return q.is_compressed_path(s, str(path))
+
+
+def archive_file(path: str | Path, ctx) -> ArchiveOutcome:
+    """Archive one file per policy; safe to call again on the same path at any time. With
+    ``ctx.dry_run`` the same steps run with writers that change nothing."""
+    p = Path(os.path.abspath(path))
+    sp = str(p)
+    if is_own_output(ctx, p):
+        return ArchiveOutcome(sp, SKIPPED, reasons=["an archiver output file, not an original"])
+    if ctx.dry_run:
+        return run_steps(Job(p, ctx.root), ctx, DryWriters(ctx))
+    with path_lock(ctx.lock_dir, sp):
+        recovered = recover(p, ctx)
+        with ctx.catalog.session() as s:
+            row = q.latest_version(s, sp)
+        if row is not None and row.state == COMMITTED:
+            if not (p.exists() or p.is_symlink()):
+                return ArchiveOutcome.of_row(row, "unchanged", recovered)
+            st = os.lstat(p)
+            if st.st_size == row.size and st.st_mtime_ns == row.mtime_ns and row.original_status == ORIG_KEPT:
+                return ArchiveOutcome.of_row(row, "unchanged", recovered)
+            # otherwise: a new version of the file gets a new row
+        return run_steps(Job(p, ctx.root, recovered), ctx, RealWriters(ctx))
+
+
+def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
+    """discover -> classify -> (encode -> write -> check, falling back until one is verified or
+    the action is keep) -> vault -> commit -> dispose."""
+    try:
+        early = Discover(ctx).run(job, w)
+        if early is not None:
+            return _dry(job, early) if w.dry else early
+        Classify(ctx).run(job, w)
+        while job.action in ("diffusion", "lossless"):
+            if Encode(ctx).run(job, w):
+                Write(ctx).run(job, w)
+                if Check(ctx).run(job, w):
+                    break
+        if job.action != "keep":
+            Vault(ctx).run(job, w)
+        Commit(ctx).run(job, w)
+        Dispose(ctx).run(job, w)
+    except Skip as e:
+        if job.row is None:
+            out = ArchiveOutcome(job.sp, e.state, error=str(e), reasons=[str(e)], recovered=job.recovered)
+            return _dry(job, out) if w.dry else out
+        w.record(job, e.state, kind="skip" if e.state == SKIPPED else "failed", error=str(e))
+    except (ArchiverError, OSError) as e:
+        if job.row is None:
+            raise
+        msg = f"{type(e).__name__}: {e}"
+        if job.row.state == COMMITTED:  # the replacement is safe; removing the original failed: retried next run
+            w.record(job, COMMITTED, kind="dispose_failed", error=msg)
+        else:
+            if job.compressed_path is not None:
+                try:
+                    w.discard_artifact(job, job.compressed_path, job.row.compressed_sha256)
+                except OSError:
+                    pass
+            w.record(job, FAILED, kind="failed", error=msg)
+    return _dry(job, None) if w.dry else _outcome(job)
+
+
+def _outcome(job: Job) -> ArchiveOutcome:
+    out = ArchiveOutcome.of_row(job.row, recovered=job.recovered)
+    out.fallback = job.fallback
+    return out
+
+
+def _dry(job: Job, early: ArchiveOutcome | None) -> ArchiveOutcome:
+    """What the dry run reports: the action the steps arrived at and the real sizes."""
+    if early is not None:
+        return ArchiveOutcome(job.sp, "dry-run", action="skip", error=early.error, reasons=early.reasons)
+    row = job.row
+    if row.state != COMMITTED:
+        return ArchiveOutcome(job.sp, "dry-run", action="skip", rule=row.rule, error=row.error,
+                              reasons=list(job.reasons), size_before=len(job.data), size_after=len(job.data))
+    size = len(job.data)
+    after = size if job.action == "keep" or job.encoded is None else len(job.encoded.data)
+    return ArchiveOutcome(job.sp, "dry-run", action=job.action, rule=row.rule, reasons=list(job.reasons),
+                          size_before=size, size_after=after, bpp=row.bpp, psnr=job.quality.get("psnr"),
+                          ms_ssim=job.quality.get("ms_ssim"), disposition=job.disposition, fallback=job.fallback)

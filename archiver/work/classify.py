@@ -1,0 +1,51 @@
+"""Step 2, classify: the policy decides the action from what the classifiers found and the
+file's facts (-> ``classified``, with rule, reasons, evidence and params). A ``legal-hold`` tag
+keeps the original whatever the policy says."""
+
+from __future__ import annotations
+
+from ..catalog import queries as q
+from ..catalog.models import CLASSIFIED
+from ..errors import InputError
+from . import faults
+from .job import Job, Skip
+
+
+class Classify:
+    name = "classify"
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def run(self, job: Job, w) -> None:
+        try:
+            d = self.ctx.policy.decide(job.sp, job.img, tags=job.tags)
+        except InputError as e:
+            raise Skip(str(e)) from None
+        job.params = dict(d.params or {})
+        job.action = d.action
+        job.reasons = list(d.reasons)
+        job.disposition = job.params.get("original", "keep" if job.action == "keep" else "vault")
+        if q.LEGAL_HOLD in job.tags and job.disposition != "keep":
+            job.disposition = "keep"
+            job.reasons.append("legal hold: the original is kept whatever the policy says")
+        job.regions = [list(map(int, b)) for b in (d.protected_regions or [])]
+        evidence = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in (d.evidence or {}).items()}
+        w.record(job, CLASSIFIED, policy=getattr(d, "policy", None) or getattr(self.ctx.policy, "name", None),
+                 rule=d.rule, reasons=job.reasons, classification={"evidence": evidence, "protected_regions": job.regions},
+                 action=job.action, params=job.params, disposition=job.disposition)
+        faults.fault("classified")
+
+
+def fall_back(job: Job, w, why: str, **clear) -> None:
+    """The current action cannot be used (``why``): diffusion falls back to lossless, lossless
+    to keeping the original. Recorded as a ``fallback`` event with the reason."""
+    job.reasons.append(why)
+    job.encoded = None
+    if job.action == "diffusion":
+        job.fallback, job.action = why, "lossless"
+        job.reasons.append("fell back to lossless")
+    else:
+        job.action = "keep"
+    w.record(job, CLASSIFIED, kind="fallback" if job.action == "lossless" else "action_changed",
+             action=job.action, reasons=job.reasons, **clear)

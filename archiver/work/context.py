@@ -1,0 +1,45 @@
+"""What every job of one run shares: the catalog, the policy, the vault, the diffusion codec and
+the limits, built once from a ``Config`` (per process in the service's workers)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..catalog.db import Catalog
+from ..catalog.models import utcnow
+from ..imageio import DEFAULT_MAX_PIXELS
+from ..storage.vault import Vault
+
+
+@dataclass
+class ArchiveContext:
+    catalog: Catalog
+    policy: Any  # archiver.policy.engine.Policy (anything with .decide)
+    vault: Optional[Vault] = None
+    codec: Any = None  # the diffusion codec (work.codec.DiffusionCodec, or a fake in tests)
+    dry_run: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    root: Optional[str] = None
+    now: Callable[[], dt.datetime] = utcnow
+    #: per-path locks (flock, striped) so two processes on this host never work on one file at once
+    lock_dir: Optional[Path] = None
+
+    @classmethod
+    def from_config(cls, config, *, policy=None, catalog: Catalog | None = None, dry_run: bool = False) -> "ArchiveContext":
+        from ..catalog.db import open_catalog
+        from ..policy.engine import load_policy
+        from .codec import DiffusionCodec
+
+        return cls(
+            catalog=catalog or open_catalog(config),
+            policy=policy if policy is not None and not isinstance(policy, (str, Path)) else load_policy(policy or config.policy),
+            vault=Vault(config.resolved_vault_dir()),
+            codec=DiffusionCodec(name=config.backbone, model_path=config.diffusers_model, device=config.device,
+                                 steps=config.decode_steps),
+            dry_run=dry_run,
+            max_pixels=config.max_pixels,
+            lock_dir=config.state_dir / "locks",
+        )

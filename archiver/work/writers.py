@@ -1,0 +1,103 @@
+"""Everything the steps change in the world goes through writers: the catalog row, the
+compressed file, the vault, the original. ``RealWriters`` do it (durably, in that order of
+trust); ``DryWriters`` do nothing but keep the artifact in memory and the row detached, so the
+dry run runs the very same steps and reports what they found."""
+
+from __future__ import annotations
+
+import hashlib
+import stat as statmod
+from pathlib import Path
+from typing import Optional
+
+from ..catalog import queries as q
+from ..catalog.models import TRANSITIONS, FileVersion, utcnow
+from ..errors import CatalogError
+from ..storage import atomic
+from . import faults, files
+
+
+class RealWriters:
+    dry = False
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    # the catalog
+    def latest(self, path: str) -> Optional[FileVersion]:
+        with self.ctx.catalog.session() as s:
+            return q.latest_version(s, path)
+
+    def record(self, job, state: str, kind: str | None = None, **fields) -> FileVersion:
+        """One transaction: the row moves to ``state`` with ``fields``, and an event is logged."""
+        with self.ctx.catalog.session() as s:
+            row = s.get(FileVersion, job.row.id) if job.row is not None and job.row.id else (job.row or FileVersion(path=job.sp))
+            q.transition(s, row, state, kind=kind, **fields)
+        job.row = row
+        return row
+
+    # the compressed file
+    def write_artifact(self, job, path: Path, data: bytes) -> None:
+        st = job.st
+        atomic.create_new(path, data, files.tmp_for(path, job.row.id), mode=statmod.S_IMODE(st.st_mode),
+                          owner=(st.st_uid, st.st_gid), before_link=lambda: faults.fault("during_write"))
+
+    def read_artifact(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+    def discard_artifact(self, job, path: Path, sha: str | None = None) -> None:
+        """Remove a compressed file this job wrote (only if it is still the one, by SHA-256)."""
+        if path.is_file() and (sha is None or hashlib.sha256(path.read_bytes()).hexdigest() == sha):
+            files.unlink_durable(path)
+
+    # the vault and the original
+    def vault_put(self, job, expires_at) -> Optional[str]:
+        return str(self.ctx.vault.put(job.path, job.sha256, expires_at=expires_at, source_path=job.sp))
+
+    def remove_original(self, job) -> None:
+        files.unlink_durable(job.path)
+
+
+class DryWriters:
+    """Writers that do nothing: the row stays detached (the state machine is still enforced),
+    the artifact lives in memory, the vault and the original are left alone."""
+
+    dry = True
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.artifacts: dict[Path, bytes] = {}
+
+    def latest(self, path: str) -> Optional[FileVersion]:
+        return None  # every dry job starts as if new: nothing in the catalog is touched
+
+    def record(self, job, state: str, kind: str | None = None, **fields) -> FileVersion:
+        row = job.row if job.row is not None else FileVersion(path=job.sp)
+        old = row.state if job.row is not None else None
+        if state not in TRANSITIONS.get(old, ()):
+            raise CatalogError(f"{job.sp}: illegal state change {old} -> {state}")
+        for k, v in fields.items():
+            setattr(row, k, v)
+        row.state, row.updated_at = state, utcnow()
+        job.row = row
+        return row
+
+    def write_artifact(self, job, path: Path, data: bytes) -> None:
+        self.artifacts[path] = bytes(data)
+
+    def read_artifact(self, path: Path) -> bytes:
+        return self.artifacts[path]
+
+    def discard_artifact(self, job, path: Path, sha: str | None = None) -> None:
+        self.artifacts.pop(path, None)
+
+    def vault_put(self, job, expires_at) -> Optional[str]:
+        return None
+
+    def remove_original(self, job) -> None:
+        return None
+
+
+def writers_for(ctx):
+    return DryWriters(ctx) if ctx.dry_run else RealWriters(ctx)
+
