@@ -201,7 +201,9 @@ def test_missing_or_unmounted_root_pauses_and_never_deletes(tmp_path):
     originals = _drop(root, ["before.png"])
     d = Daemon(e).ready()
     try:
-        wait_until(lambda: len(committed_paths(e["home"])) == 1, 30, what="first file archived")
+        # committed *and* disposed of (the original's removal is the transaction after the commit)
+        wait_until(lambda: [r["original_status"] for r in catalog_rows(e["home"])] == ["removed"], 30,
+                   what="first file archived")
         rows_before = catalog_rows(e["home"])
         # "unmount": the filesystem goes away, an empty mount point directory stays behind
         away = tmp_path / "away"
