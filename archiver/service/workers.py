@@ -167,6 +167,26 @@ def make_executor(kind: str, workers: int) -> Executor:
     raise UsageError(f"unknown executor {kind!r} (process, thread, ray)")
 
 
+def _ray_messages_to_stderr() -> None:
+    """Ray's driver prints cluster messages ("(raylet) A worker died ...") on stdout from a
+    thread, whatever ``log_to_driver`` says; stdout is archiver's report (``--json``), so they go
+    to stderr instead."""
+    try:
+        import ray._private.worker as rw
+
+        orig = rw.print_to_stdstream
+    except (ImportError, AttributeError):  # another Ray layout: leave it alone
+        return
+    if getattr(orig, "_archiver", False):
+        return
+
+    def to_stderr(data, *args, **kwargs):
+        return orig(dict(data, is_err=True), *args, **kwargs)
+
+    to_stderr._archiver = True
+    rw.print_to_stdstream = to_stderr
+
+
 class RayExecutor(Executor):
     """Runs ``run_task`` as Ray tasks (``RAY_ADDRESS`` picks the cluster; local Ray otherwise).
 
@@ -184,6 +204,7 @@ class RayExecutor(Executor):
 
             raise UsageError("--executor ray needs Ray: pip install 'archiver[ray]' (or pip install ray)") from None
         self._ray = ray
+        _ray_messages_to_stderr()
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
         self._gpus = float(os.environ.get("ARCHIVER_RAY_GPUS", "0"))
