@@ -94,7 +94,7 @@ def test_migrate_with_a_postgresql_catalog(catalog, tmp_path):
     from archiver.cli import main
     from test_service_helpers import png_bytes, setup_env
 
-    e = setup_env(tmp_path, catalog_url=catalog.url)
+    e = setup_env(tmp_path, catalog_url=catalog.url, vault_dir=str(tmp_path / "vault"))
     originals = {}
     for i in range(4):
         p = e["root"] / f"p{i}.png"

@@ -78,15 +78,15 @@ def setup_env(tmp_path: Path, *, roots=None, **settings) -> dict:
 class Daemon:
     """``archiver daemon`` as a subprocess with JSON logs captured to a file."""
 
-    def __init__(self, e: dict, *, executor: str = "thread", extra_env: dict | None = None):
+    def __init__(self, e: dict, *, executor: str = "thread", extra_env: dict | None = None, wrap=None):
+        """``wrap(argv) -> argv``: run the daemon under something (e.g. its own mount namespace)."""
         self.e = e
         self.log_path = e["tmp"] / f"daemon-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         env = dict(e["env"], **(extra_env or {}))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "archiver", "daemon", "--config", str(e["config"]), "--json-logs",
-             "--executor", executor],
-            stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        argv = [sys.executable, "-m", "archiver", "daemon", "--config", str(e["config"]), "--json-logs",
+                "--executor", executor]
+        self.proc = subprocess.Popen(wrap(argv) if wrap else argv, stdout=self._log, stderr=subprocess.STDOUT, env=env)
 
     def logs(self) -> list[dict]:
         out = []

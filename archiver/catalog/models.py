@@ -149,6 +149,20 @@ class Tag(Base):
     __table_args__ = (UniqueConstraint("path", "tag", name="uq_tags_path_tag"), Index("ix_tags_tag", "tag"))
 
 
+class SharedPlace(Base):
+    """A root or vault used by several nodes: the id in its marker file, as the first node saw it
+    (logic lives in archiver/service/places.py)."""
+
+    __tablename__ = "shared_places"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # root | vault
+    mark: Mapped[str] = mapped_column(String(64), nullable=False)
+    node: Mapped[Optional[str]] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
+
+
 # queue states (logic lives in archiver/service/queue.py)
 Q_PENDING, Q_CLAIMED, Q_DONE, Q_FAILED = "pending", "claimed", "done", "failed"
 

@@ -25,7 +25,8 @@ from ..config import Config, load_config
 from .lock import InstanceLock, ServerCatalogLock, lock_path_for
 from .metrics import ServiceMetrics
 from .notify import sd_notify, watchdog_interval
-from .queue import CLAIMED, Item, WorkQueue, worker_id
+from .places import Places, is_shared, require_shared_vault
+from .queue import CLAIMED, DONE, FAILED, Item, WorkQueue, worker_id
 from .roots import RootGuard
 from .scan import already_handled, handled_map, is_handled, norm_root, root_of
 from .settle import SettleTracker
@@ -59,6 +60,8 @@ class Daemon:
         self._last_settle = 0.0
         self._last_ping = 0.0
         self._last_renew = 0.0
+        self.places = None  # a shared catalog: places.Places, and the ids tasks check
+        self.place_marks: dict = {"roots": {}, "vault": None}
         self._last_takeover = time.monotonic()
         self._apply_config(self.cfg, first=True)
 
@@ -69,6 +72,8 @@ class Daemon:
         self.poll_roots = [norm_root(r) for r in cfg.poll_roots]
         self.all_roots = list(dict.fromkeys(self.roots + self.poll_roots))
         self.task_config = config_dict(cfg)
+        if is_shared(cfg.resolved_catalog_url()):
+            self.task_config["_places"] = self.place_marks
         self.workers = max(1, int(cfg.workers))
         if first:
             self.settle = SettleTracker(cfg.settle_seconds)
@@ -130,6 +135,13 @@ class Daemon:
         if back:
             self._start_scan(back)  # what happened while it was away
 
+    def _root_identity(self, root: str) -> str | None:
+        """Shared catalog: is this node's ``root`` the one the other nodes see (its marker id)?"""
+        mark, problem = self.places.register(root, "root")
+        if mark is not None:
+            self.place_marks["roots"][root] = mark
+        return problem
+
     def _start_scan(self, roots: list[str] | None = None) -> None:
         if self._scan_thread is not None and self._scan_thread.is_alive():
             if roots is None:
@@ -188,12 +200,22 @@ class Daemon:
                     continue
             except FileNotFoundError:
                 continue
-            if self.queue.enqueue(path, root):
+            if self.queue.enqueue(path, root, reopen=False):
                 log.debug("queued", extra={"path": path})
-            else:
-                row = self.queue.get(path)
-                if row and row["state"] == CLAIMED:
-                    self.dirty.add(path)
+                continue
+            row = self.queue.get(path)
+            if row and row["state"] == CLAIMED:
+                self.dirty.add(path)
+            elif row and row["state"] in (DONE, FAILED):
+                # a finished row is reopened only for a new version; look again, since another
+                # node may have finished it since the check above
+                try:
+                    if already_handled(self.catalog, path):
+                        continue
+                except FileNotFoundError:
+                    continue
+                if self.queue.enqueue(path, root):
+                    log.debug("queued again", extra={"path": path})
 
     def _wanted(self, path: str, root: str) -> bool:
         """A candidate name, not in a hidden directory below the root (snapshots, trash), and
@@ -297,6 +319,7 @@ class Daemon:
         from ..policy.engine import load_policy
 
         load_policy(self.cfg.policy)  # a broken policy stops the start with a clear error
+        require_shared_vault(self.cfg)
         state_dir = self.cfg.state_dir
         url = self.cfg.resolved_catalog_url()
         self.lock = InstanceLock(lock_path_for(url, state_dir)).acquire()
@@ -315,7 +338,19 @@ class Daemon:
         self.queue = WorkQueue.for_catalog(catalog, max_attempts=self.cfg.max_attempts,
                                            backoff_seconds=self.cfg.retry_seconds,
                                            lease_seconds=float(self.cfg.lease_seconds), node=self.cfg.node_name)
-        self.guard = RootGuard(state_dir / "roots.json", rebind=self.rebind_roots)
+        identity = None
+        if is_shared(catalog.url):
+            from ..errors import CatalogError
+
+            self.places = Places(catalog, self.queue.node)
+            vault = self.cfg.resolved_vault_dir()
+            vault.mkdir(parents=True, exist_ok=True)
+            mark, problem = self.places.register(str(vault), "vault")
+            if problem:
+                raise CatalogError(problem)
+            self.place_marks["vault"] = mark
+            identity = self._root_identity
+        self.guard = RootGuard(state_dir / "roots.json", rebind=self.rebind_roots, identity=identity)
         self.watcher = Watcher(self.settle.touch)
         self._wd = watchdog_interval()
         signal.signal(signal.SIGTERM, self._on_stop)

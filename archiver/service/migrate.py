@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator
 
 from ..config import Config
 from ..errors import UsageError
-from .queue import WorkQueue, worker_id
+from .places import Places, is_shared, require_shared_vault
+from .queue import WorkQueue, node_name, worker_id
 from .scan import handled_map, is_handled, norm_root
 from .watcher import walk
 from .workers import config_dict, make_executor, run_task
@@ -290,8 +291,14 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
     from ..output import progress
 
     roots = _check_roots(roots)
+    require_shared_vault(cfg)
     t0 = time.time()
     catalog = Catalog(cfg.resolved_catalog_url())
+    try:
+        places = _shared_places(catalog, cfg, roots)
+    except BaseException:
+        catalog.close()
+        raise
     queue = WorkQueue.for_catalog(catalog, max_attempts=max_attempts, backoff_seconds=0.0,
                                   lease_seconds=float(cfg.lease_seconds), node=cfg.node_name)
     me = worker_id("migrate", cfg.node_name)
@@ -314,6 +321,8 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
     queue.enqueue_many(todo)
     total = queue.depth(roots)["pending"]
     task_config = config_dict(cfg)
+    if places is not None:
+        task_config["_places"] = places
     ex = make_executor(executor, workers)
     in_flight: dict[Future, Any] = {}
     outcomes: list[dict] = []
@@ -376,6 +385,25 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                        seconds=time.time() - t0, interrupted=stop.event.is_set())
 
 
+
+
+def _shared_places(catalog, cfg: Config, roots: list[str]) -> dict | None:
+    """With a shared catalog: this node's view of the roots and vault, checked against the
+    catalog (refused outright when it differs), and the ids every task checks again where it runs."""
+    if not is_shared(cfg.resolved_catalog_url()):
+        return None
+    places = Places(catalog, node_name(cfg.node_name))
+    out: dict[str, Any] = {"roots": {}}
+    Path(cfg.resolved_vault_dir()).mkdir(parents=True, exist_ok=True)
+    for kind, path in [("vault", str(cfg.resolved_vault_dir()))] + [("root", r) for r in roots]:
+        mark, problem = places.register(path, kind)
+        if problem:
+            raise UsageError(problem)
+        if kind == "vault":
+            out["vault"] = mark
+        elif mark is not None:
+            out["roots"][path] = mark
+    return out
 
 
 def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted) -> dict:

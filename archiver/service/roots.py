@@ -32,8 +32,11 @@ def _is_empty(root: str) -> bool:
 
 
 class RootGuard:
-    def __init__(self, state_file: str | os.PathLike, *, rebind: bool = False):
+    def __init__(self, state_file: str | os.PathLike, *, rebind: bool = False, identity=None):
+        """``identity(root) -> reason | None``: an extra check once the device checks pass (with
+        a shared catalog: is this the root the other nodes see? see ``places``)."""
         self.state_file = Path(state_file)
+        self.identity = identity
         self._lock = threading.Lock()
         self._known: dict[str, dict] = {}
         self._paused: dict[str, str] = {}  # root -> reason
@@ -73,6 +76,11 @@ class RootGuard:
                 elif has_marker and not rec.get("marker"):
                     rec["marker"] = True
                     self._save()
+            if reason is None and self.identity is not None:
+                try:
+                    reason = self.identity(root)
+                except Exception as e:  # the catalog unreachable: do not guess, wait
+                    reason = f"cannot check the root against the shared catalog ({type(e).__name__}: {e})"
         with self._lock:
             was = self._paused.get(root)
             if reason:

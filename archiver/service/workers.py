@@ -1,6 +1,6 @@
 """The worker side: one pure task function and the pools that run it.
 
-``run_task(path, config) -> dict`` is the whole unit of work as a *pure function of its
+``run_task(path, config, root) -> dict`` is the whole unit of work as a *pure function of its
 arguments*: a path, a plain-dict config (picklable, JSON-able) in, a JSON-serialisable outcome
 out. It is what the daemon's process pool, ``archiver migrate`` and a Ray task all run; the
 catalog (named by ``config["catalog_url"]``) is where its side effects are recorded, so any
@@ -42,6 +42,8 @@ def config_dict(cfg) -> dict:
 
 
 def _key(config: dict) -> str:
+    # the shared places' ids change nothing the context builds (and are filled in as roots appear)
+    config = {k: v for k, v in config.items() if k != "_places"}
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -92,6 +94,15 @@ def run_task(path: str, config: dict, root: str | None = None) -> dict:
     from ..errors import ArchiverError
 
     t0 = time.perf_counter()
+    places = config.get("_places")
+    if places is not None:  # a shared catalog: does this node see the shared root and vault?
+        from .places import check_view
+
+        problem = (check_view(root, places.get("roots", {}).get(root), "root")
+                   or check_view(config.get("vault_dir"), places.get("vault"), "vault"))
+        if problem:
+            return {"path": path, "status": "refused", "error": problem, "retry": True,
+                    "seconds": round(time.perf_counter() - t0, 4), "worker_pid": os.getpid()}
     try:
         ctx = get_context(config)
         ctx.root = root
