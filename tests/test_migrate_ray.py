@@ -49,13 +49,6 @@ def _migrate(e, cluster, *extra) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _committed(e, url) -> int:
-    try:
-        return len(committed_paths(e["home"], url))
-    except Exception:  # the run has not created the catalog's tables yet
-        return 0
-
-
 def _run_kill_rerun(tmp_path, url, cluster, n: int, kill_after: int):
     (tmp_path / "shared").mkdir()
     e = setup_env(tmp_path / "shared", catalog_url=url, vault_dir=str(tmp_path / "shared" / "vault"))
@@ -65,7 +58,7 @@ def _run_kill_rerun(tmp_path, url, cluster, n: int, kill_after: int):
     try:
         deadline = time.time() + 600
         while first.poll() is None and time.time() < deadline and not killed:
-            if _committed(e, url) >= kill_after:
+            if len(committed_paths(e["home"], url)) >= kill_after:
                 for pid in cluster.task_processes("node2"):  # a worker of the second node, mid-task
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)

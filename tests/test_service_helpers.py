@@ -157,10 +157,16 @@ def catalog_rows(home: Path, url: str | None = None) -> list[dict]:
         return []
     from sqlalchemy import select
 
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     cat = Catalog(url, migrate_schema=False)
     try:
         with cat.session() as s:
             return [r.to_dict() for r in s.scalars(select(FileVersion).order_by(FileVersion.id))]
+    except (OperationalError, ProgrammingError) as e:
+        if "file_versions" in str(e):  # the command under test has not created the tables yet
+            return []
+        raise
     finally:
         cat.close()
 

@@ -118,7 +118,7 @@ def test_a_daemon_whose_mount_is_missing_pauses_the_root_and_takes_nothing_for_d
     share is not mounted). It pauses the root instead of working on, or forgetting, files that
     node-a sees; node-a's claims left by a kill -9 wait for node-a, not for node-b."""
     from test_daemon_e2e import _drop
-    from test_daemon_shared_catalog import _node
+    from test_daemon_shared_catalog import LEASE, _node
 
     root = tmp_path / "shared" / "photos"
     root.mkdir(parents=True)
@@ -155,7 +155,7 @@ def test_a_daemon_whose_mount_is_missing_pauses_the_root_and_takes_nothing_for_d
         rows_at_kill = {r["id"]: r for r in catalog_rows(a["home"], fresh_pg_url)}
         import time
 
-        time.sleep(3 * 3.0)  # three leases: node-b would have taken the claims over by now
+        time.sleep(3 * LEASE)  # three leases: node-b would have taken the claims over by now
         assert not [x for x in db.logs() if x.get("msg") == "handled"], "node-b worked without seeing the files"
         for r in catalog_rows(a["home"], fresh_pg_url):  # nothing recorded as removed or gone by node-b
             old = rows_at_kill.get(r["id"])
