@@ -95,3 +95,28 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
     for pe, p in zip(ema.parameters(), model.parameters()):
         if p.requires_grad:
             pe.lerp_(p, 1 - d)
+
+
+def standalone(command, prog_name: str) -> None:
+    """Run a ``python -m archiver.train.<tool>`` click command the way ``archiver`` runs its
+    own: a user error is one line on stderr (JSON too with --json) and its exit code."""
+    import click
+
+    from ..errors import ArchiverError
+    from ..output import to_json
+
+    try:
+        command.main(prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ArchiverError as e:
+        if "--json" in sys.argv:
+            click.echo(to_json({"error": str(e), "kind": type(e).__name__, "exit_code": e.exit_code}))
+        click.echo(f"{prog_name}: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo(f"{prog_name}: interrupted", err=True)
+        sys.exit(130)

@@ -202,8 +202,10 @@ def evaluate(path: RealismPath, model: Decoding, val: torch.Tensor, seed: int, p
                 psnrs.append(p)
     res["val_spectral"] = float(np.mean(spec))
     res["val_psnr"] = float(np.mean(psnrs))
-    cost = 0.0 if psnr_floor is None else max(0.0, psnr_floor - res["val_psnr"])
-    res["val_score"] = res["val_spectral"] + 10.0 * max(0.0, cost - MAX_PSNR_COST)
+    res["val_psnr_plain"] = float(np.mean([res[f"val_psnr_plain_s{s:g}"] for s in VAL_S]))
+    # the starting point's no-diffusion PSNR is the floor (None: this is the starting point)
+    floor = res["val_psnr_plain"] if psnr_floor is None else psnr_floor
+    res["val_score"] = res["val_spectral"] + 10.0 * max(0.0, floor - res["val_psnr"] - MAX_PSNR_COST)
     return res
 
 
@@ -274,9 +276,8 @@ def train_realism(data_dir: Path, out: Path, *, steps: int, minutes: float | Non
 
     def start():  # where the decode path stands before this stage, with and without diffusion
         ev = evaluate(path, ema, val, seed, None)
-        floor["psnr"] = float(np.mean([ev[f"val_psnr_plain_s{s:g}"] for s in VAL_S]))
+        floor["psnr"] = ev["val_psnr_plain"]
         floor_file.write_text(json.dumps(floor) + "\n")
-        ev = evaluate(path, ema, val, seed, floor["psnr"])
         log.log(stage="realism", step=0, event="eval", baseline="rd decoder + stage-2 denoiser", **ev)
         export(ev, 0)
         return ev["val_score"]
