@@ -23,6 +23,8 @@ from ..errors import CatalogError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
+#: execution option of ``Catalog.read_session`` connections
+READ_ONLY = "archiver_read_only"
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -38,7 +40,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # readers (the dashboard) take a plain snapshot and never hold up the writers
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -119,6 +122,7 @@ class Catalog:
         except OperationalError as e:
             raise CatalogError(f"cannot open catalog {url}: {e.orig}") from None
         self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -127,6 +131,18 @@ class Catalog:
             with s.begin():
                 yield s
         finally:
+            s.close()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A transaction for reading only: on SQLite a deferred BEGIN (a WAL snapshot) instead
+        of ``BEGIN IMMEDIATE``, so a long dashboard query never makes a writer wait. Rolled back
+        at the end: nothing done in it is kept."""
+        s = self._reader()
+        try:
+            yield s
+        finally:
+            s.rollback()
             s.close()
 
     def table_names(self) -> list[str]:

@@ -93,6 +93,8 @@ class FileVersion(Base):
     original_status: Mapped[Optional[str]] = mapped_column(String(16))  # present | removed | kept
     vault_path: Mapped[Optional[str]] = mapped_column(Text)
     vault_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    #: the small standard image (WebP/AVIF) written for file browsers (config ``preview:``)
+    preview_path: Mapped[Optional[str]] = mapped_column(Text)
     error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
@@ -104,6 +106,13 @@ class FileVersion(Base):
         Index("ix_file_versions_path", "path"),
         Index("ix_file_versions_state", "state"),
         Index("ix_file_versions_sha256", "sha256"),
+        # the dashboard: keyset pages per filter, time series, vault schedule (migration 0003)
+        Index("ix_file_versions_rule_id", "rule", "id"),
+        Index("ix_file_versions_codec_id", "codec", "id"),
+        Index("ix_file_versions_state_id", "state", "id"),
+        Index("ix_file_versions_updated_at", "updated_at"),
+        Index("ix_file_versions_committed_at", "committed_at"),
+        Index("ix_file_versions_vault_expires_at", "vault_expires_at"),
     )
 
     def to_dict(self) -> dict:
@@ -126,7 +135,8 @@ class Event(Base):
 
     file: Mapped[Optional[FileVersion]] = relationship(back_populates="events")
 
-    __table_args__ = (Index("ix_events_file_id", "file_id"), Index("ix_events_at", "at"))
+    __table_args__ = (Index("ix_events_file_id", "file_id"), Index("ix_events_at", "at"),
+                      Index("ix_events_kind_id", "kind", "id"))
 
     def to_dict(self) -> dict:
         return {c.name: getattr(self, c.name) for c in self.__table__.columns}

@@ -1,4 +1,4 @@
-"""Catalog operations used by archive/restore/verify/stats (and the service).
+"""Catalog operations used by archive/restore/verify/stats, the service and the dashboard.
 
 Every state change goes through ``transition``: it checks the move is allowed and appends an
 ``Event`` in the same transaction, so the state and its history never disagree.
@@ -174,3 +174,182 @@ def savings(s: Session) -> dict:
         g["saved_bytes"] = g["bytes_before"] - g["bytes_after"]
         g["saved_fraction"] = round(g["saved_bytes"] / g["bytes_before"], 4) if g["bytes_before"] else 0.0
     return {"states": counts, "total": total, "by_rule": by}
+
+
+# -- the dashboard (archiver/web) and other read-only views ------------------------------------
+# Everything below only reads, sums in the database and pages by id, so it stays cheap on
+# catalogs of millions of rows (see bench/web_overview.py).
+
+def bytes_after():
+    """What a committed row leaves on the source disk: its compressed file plus the original
+    where it was kept (the same definition as ``stats``)."""
+    from sqlalchemy import case
+
+    F = FileVersion
+    kept = F.original_status.in_((ORIG_KEPT, ORIG_PRESENT))
+    return func.coalesce(F.compressed_size, 0) + case((kept, func.coalesce(F.size, 0)), else_=0)
+
+
+def _position(s: Session, haystack, needle: str):
+    """1-based position of ``needle`` in ``haystack`` (0 when absent), on SQLite and PostgreSQL."""
+    fn = func.strpos if s.get_bind().dialect.name == "postgresql" else func.instr
+    return fn(haystack, needle)
+
+
+def top_folder(s: Session):
+    """The first directory below the row's root ("." for files directly in the root)."""
+    from sqlalchemy import case
+
+    F = FileVersion
+    rel = func.substr(F.path, func.length(func.coalesce(F.root, "")) + 2)
+    slash = _position(s, rel, "/")
+    return case((F.root.is_(None), "?"), (slash > 0, func.substr(rel, 1, slash - 1)), else_=".")
+
+
+def savings_by(s: Session, key: str) -> list[dict]:
+    """Committed files and bytes before/after grouped by ``rule``, ``codec``, ``action`` or
+    ``folder`` (root + first directory below it), biggest saving first."""
+    F = FileVersion
+    if key == "folder":
+        cols = [F.root, top_folder(s)]
+    elif key in ("rule", "codec", "action"):
+        cols = [getattr(F, key)]
+    else:
+        raise ValueError(f"savings_by: unknown key {key!r}")
+    stmt = (select(*cols, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(bytes_after()))
+            .where(F.state == COMMITTED).group_by(*cols))
+    out = []
+    for *k, n, before, after in s.execute(stmt):
+        name = (f"{k[0]}/{k[1]}" if k[1] != "." else k[0]) if key == "folder" and k[0] else (k[-1] or "-")
+        before, after = int(before or 0), int(after or 0)
+        out.append({"key": name, "files": int(n), "bytes_before": before, "bytes_after": after,
+                    "saved_bytes": before - after, "saved_fraction": round((before - after) / before, 4) if before else 0.0})
+    out.sort(key=lambda g: (-g["saved_bytes"], g["key"]))
+    return out
+
+
+def bytes_over_time(s: Session) -> list[dict]:
+    """Per day of commit: the cumulative bytes before and after archiving, oldest first."""
+    F = FileVersion
+    day = func.date(F.committed_at)
+    rows = s.execute(select(day, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(bytes_after()))
+                     .where(F.state == COMMITTED, F.committed_at.is_not(None)).group_by(day).order_by(day)).all()
+    out, before, after, files = [], 0, 0, 0
+    for d, n, b, a in rows:
+        files, before, after = files + int(n), before + int(b or 0), after + int(a or 0)
+        out.append({"day": str(d)[:10], "files": files, "bytes_before": before, "bytes_after": after})
+    return out
+
+
+def vault_schedule(s: Session, now: dt.datetime | None = None) -> dict:
+    """Originals in the vault (per the catalog) and the days their retention ends."""
+    F = FileVersion
+    now = now or utcnow()
+    live = (F.vault_path.is_not(None) & (F.vault_expires_at.is_(None) | (F.vault_expires_at > now)))
+    day = func.date(F.vault_expires_at)
+    rows = s.execute(select(day, func.count(), func.sum(func.coalesce(F.size, 0)))
+                     .where(F.state == COMMITTED, live).group_by(day).order_by(day)).all()
+    frees = [{"day": str(d)[:10] if d else None, "files": int(n), "bytes": int(b or 0)} for d, n, b in rows]
+    overdue = s.execute(select(func.count(), func.sum(func.coalesce(F.size, 0)))
+                        .where(F.state == COMMITTED, F.vault_path.is_not(None), F.vault_expires_at <= now)).one()
+    return {"files": sum(f["files"] for f in frees), "bytes": sum(f["bytes"] for f in frees),
+            "frees": [f for f in frees if f["day"]], "kept_forever": next((f for f in frees if not f["day"]), None),
+            "past_retention": {"files": int(overdue[0] or 0), "bytes": int(overdue[1] or 0)}}
+
+
+#: event kinds that mean something did not go as the policy asked
+PROBLEM_EVENTS = ("failed", "fallback", "bad_input", "skip", "rollback", "dispose_failed", "vault_missing",
+                  "original_changed", "action_changed")
+
+
+def recent_problems(s: Session, limit: int = 20) -> list[dict]:
+    """The newest failure/fallback events with their reasons (newest first)."""
+    rows = s.scalars(select(Event).where(Event.kind.in_(PROBLEM_EVENTS)).order_by(Event.id.desc()).limit(limit))
+    out = []
+    for ev in rows:
+        d = ev.detail or {}
+        reasons = d.get("reasons") or []
+        why = d.get("error") or next((r for r in reversed(reasons) if r != "fell back to lossless"), None)
+        out.append({"id": ev.id, "file_id": ev.file_id, "path": ev.path, "at": ev.at, "kind": ev.kind,
+                    "to_state": ev.to_state, "action": d.get("action"), "why": why})
+    return out
+
+
+def queue_depth(s: Session) -> dict[str, int]:
+    from .models import WorkQueue
+
+    return {k: int(v) for k, v in s.execute(select(WorkQueue.state, func.count()).group_by(WorkQueue.state))}
+
+
+def last_event_at(s: Session) -> Optional[dt.datetime]:
+    return s.scalars(select(Event.at).order_by(Event.id.desc()).limit(1)).first()
+
+
+#: what the browser can filter on exactly (each has a (column, id) index)
+BROWSE_FILTERS = ("rule", "codec", "state", "action")
+#: the most rows one page may hold
+MAX_PAGE = 500
+
+
+def _browse_where(*, path: str | None = None, since: dt.datetime | None = None, until: dt.datetime | None = None,
+                  **exact: str | None) -> list:
+    F = FileVersion
+    where = []
+    for k, v in exact.items():
+        if k not in BROWSE_FILTERS:
+            raise ValueError(f"browse: unknown filter {k!r}")
+        if v:
+            where.append(getattr(F, k) == v)
+    if path:
+        if path.startswith("/"):  # a directory or file prefix: an index range on path
+            where.append(F.path.startswith(path, autoescape=True))
+        else:  # a name fragment anywhere in the path (a scan, stopped by the page limit)
+            where.append(F.path.contains(path, autoescape=True))
+    if since is not None:
+        where.append(F.updated_at >= since)
+    if until is not None:
+        where.append(F.updated_at < until)
+    return where
+
+
+def browse(s: Session, *, before_id: int | None = None, limit: int = 50, **filters) -> dict:
+    """One page of file versions, newest first, matching ``filters`` (see ``_browse_where``).
+    Keyset pagination: the next page starts below ``next_before``, so page 1000 costs what
+    page 1 costs."""
+    F = FileVersion
+    limit = max(1, min(int(limit), MAX_PAGE))
+    where = _browse_where(**filters)
+    if before_id is not None:
+        where.append(F.id < before_id)
+    cols = (F.id, F.path, F.state, F.action, F.rule, F.codec, F.size, F.compressed_size, F.original_status,
+            F.updated_at, F.error)
+    rows = s.execute(select(*cols).where(*where).order_by(F.id.desc()).limit(limit + 1)).all()
+    items = [dict(zip((c.key for c in cols), r)) for r in rows[:limit]]
+    return {"items": items, "next_before": items[-1]["id"] if len(rows) > limit else None}
+
+
+def browse_count(s: Session, cap: int = 10_000, **filters) -> tuple[int, bool]:
+    """How many rows match (counting at most ``cap``: (count, more_than_cap))."""
+    F = FileVersion
+    inner = select(F.id).where(*_browse_where(**filters)).limit(cap + 1).subquery()
+    n = int(s.execute(select(func.count()).select_from(inner)).scalar_one())
+    return min(n, cap), n > cap
+
+
+def distinct_values(s: Session, column: str, limit: int = 200) -> list[str]:
+    """The values a filter column takes (for the browser's choices)."""
+    if column not in BROWSE_FILTERS:
+        raise ValueError(f"distinct_values: unknown column {column!r}")
+    col = getattr(FileVersion, column)
+    return [v for v in s.scalars(select(col).where(col.is_not(None)).distinct().order_by(col).limit(limit))]
+
+
+def file_detail(s: Session, file_id: int) -> Optional[dict]:
+    """One row with its events, tags and the other versions of the same path."""
+    fv = s.get(FileVersion, file_id)
+    if fv is None:
+        return None
+    others = s.execute(select(FileVersion.id, FileVersion.state, FileVersion.updated_at)
+                       .where(FileVersion.path == fv.path, FileVersion.id != fv.id).order_by(FileVersion.id)).all()
+    return {"file": fv.to_dict(), "events": [e.to_dict() for e in events_for(s, fv)], "tags": tags_for(s, fv.path),
+            "versions": [{"id": i, "state": st, "updated_at": u} for i, st, u in others]}

@@ -59,6 +59,45 @@ class InstanceLock:
         self.release()
 
 
+def lock_holder(path: str | os.PathLike) -> int | None:
+    """The pid holding the flock on ``path``, read from /proc/locks without touching the lock
+    (probing by locking would make a daemon starting at that moment fail). None when nobody
+    holds it, or where /proc/locks does not exist."""
+    try:
+        st = os.stat(path)
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    want = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] != "WRITE":
+            continue
+        try:
+            pid = int(parts[4])
+            major, minor, ino = parts[5].split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == want:
+                return pid
+        except ValueError:
+            continue
+    return None
+
+
+def server_lock_held(engine) -> bool | None:
+    """Whether some session holds the daemon's advisory lock on a PostgreSQL catalog (None on
+    other databases); read from pg_locks, never by taking the lock."""
+    if engine.dialect.name != "postgresql":
+        return None
+    from sqlalchemy import text
+
+    key = ServerCatalogLock.KEY
+    with engine.connect() as conn:
+        n = conn.execute(text("select count(*) from pg_locks where locktype = 'advisory' and granted "
+                              "and classid = :hi and objid = :lo and objsubid = 1"),
+                         {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
+    return bool(n)
+
+
 def lock_path_for(catalog_url: str, state_dir: Path) -> Path:
     """Beside a SQLite catalog file; otherwise (a server catalog) in the state directory,
     named after the URL so two catalogs on one host do not share a lock."""
