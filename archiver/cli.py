@@ -30,6 +30,7 @@ COMMANDS = {
     "migrate": "archiver.service.cli:migrate",
     "bench": "archiver.bench.cli:bench",
     "train": "archiver.train.cli:train",
+    "serve": "archiver.web.cli:serve",
 }
 
 

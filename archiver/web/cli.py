@@ -1,0 +1,45 @@
+"""``archiver serve``: the web dashboard."""
+
+from __future__ import annotations
+
+import click
+
+from ..output import emit
+
+
+@click.command()
+@click.option("--host", default=None, help="address to bind (default: web.host, else 127.0.0.1)")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="port (default: web.port, else 8765; 0 = any free)")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="request threads")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config file")
+@click.option("--json", "as_json", is_flag=True, help="print where it serves as JSON (one line), then serve")
+def serve(host, port, threads, config_path, as_json):
+    """Serve the dashboard: overview, file browser, original-vs-decoded file pages, bench results.
+
+    Read-only unless web.token is set in the config; restores then need that token."""
+    import sys
+
+    from ..config import load_config
+    from .server import build_app, make_server, url_of
+    from .settings import web_settings
+
+    cfg = load_config(config_path)
+    settings = web_settings(cfg, host=host, port=port)
+    try:
+        server = make_server(build_app(cfg, settings), settings, threads=threads)
+    except OSError as e:
+        from ..errors import UsageError
+
+        raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}") from None
+    url = url_of(server, settings)
+    info = {"url": url, "host": settings.host, "port": server.effective_port, "writable": bool(settings.token),
+            "loopback_only": settings.loopback}
+    emit(info, as_json, f"archiver dashboard on {url} ({'restores need the token' if settings.token else 'read-only'})"
+         + ("" if settings.loopback else "\nwarning: listening beyond this machine; anyone who reaches it can see the archive"))
+    sys.stdout.flush()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()

@@ -1,0 +1,132 @@
+"""The two pictures of a file page: the original (while one is kept) and what the archive gives
+back (the decoded reconstruction, or the lossless file's exact original).
+
+Images are found only through a catalog row, never through a path from the request, so the web
+can show nothing the catalog does not name. Formats a browser cannot show (TIFF, BMP, PNM) and
+decoded reconstructions are converted to PNG once and cached under ``cache_dir``, named by the
+content's SHA-256 so a changed file never shows a stale picture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import ArchiverError
+from ..storage import atomic, lossless
+
+#: what browsers show as they are (Chromium shows AVIF too, but not every browser does)
+BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+#: diffusion decodes are CPU- and memory-heavy: one at a time, whatever the server's thread count
+_DECODE_LOCK = threading.Lock()
+
+
+@dataclass
+class Picture:
+    data: bytes
+    mimetype: str
+    source: str  # vault | original | lossless | reconstruction
+
+
+class NoPicture(ArchiverError):
+    """There is nothing to show for this side of the file page (said in words on the page)."""
+
+    exit_code = 1
+
+
+def _sniff(data: bytes) -> str | None:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.format
+    except Exception:
+        return None
+
+
+def _as_png(img: Image.Image) -> bytes:
+    if img.mode not in ("RGB", "RGBA", "L", "LA"):
+        img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    out = io.BytesIO()
+    img.save(out, "PNG", compress_level=1)  # fast: this is a cache, not an archive
+    return out.getvalue()
+
+
+class Pictures:
+    def __init__(self, cache_dir: str | Path, vault=None, codec_factory=None):
+        self.cache_dir = Path(cache_dir)
+        self.vault = vault
+        self._codec_factory = codec_factory
+        self._codec = None
+
+    @property
+    def codec(self):
+        if self._codec is None and self._codec_factory is not None:
+            self._codec = self._codec_factory()
+        return self._codec
+
+    # -- cache --------------------------------------------------------------------------------
+    def _cached(self, key: str, make) -> bytes:
+        p = self.cache_dir / key[:2] / f"{key}.png"
+        if p.is_file():
+            return p.read_bytes()
+        data = make()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(p, data)
+        return data
+
+    def _displayable(self, data: bytes, source: str) -> Picture:
+        fmt = _sniff(data)
+        if fmt in BROWSER_FORMATS:
+            return Picture(data, BROWSER_FORMATS[fmt], source)
+        if fmt is None:
+            raise NoPicture(f"the {source} copy is not a readable image")
+        key = hashlib.sha256(data).hexdigest()
+        return Picture(self._cached(key, lambda: _as_png(Image.open(io.BytesIO(data)))), "image/png", source)
+
+    # -- the two sides ------------------------------------------------------------------------
+    def original(self, row) -> Picture:
+        """The original bytes: from the vault while kept there, else the file if it is still on
+        disk unchanged, else rebuilt exactly from a lossless file."""
+        if row.vault_path and row.sha256:
+            vp = Path(row.vault_path)
+            if vp.is_file() and vp.stat().st_size == row.size:
+                return self._displayable(vp.read_bytes(), "vault")
+        p = Path(row.path)
+        if row.original_status in ("kept", "present") and p.is_file() and not p.is_symlink():
+            data = p.read_bytes()
+            if hashlib.sha256(data).hexdigest() == row.sha256:
+                return self._displayable(data, "original")
+        if row.action == "lossless" and row.restore_exact == "bytes" and row.compressed_path:
+            return self._displayable(lossless.restore(self._compressed(row)), "lossless")
+        raise NoPicture("the original is no longer kept (vault retention ended or it was replaced)")
+
+    def decoded(self, row) -> Picture:
+        """What a restore without the original gives back."""
+        if not row.compressed_path:
+            raise NoPicture("no compressed file: the policy kept this file as it is")
+        blob = self._compressed(row)
+        if row.action == "lossless":
+            return self._displayable(lossless.restore(blob), "lossless")
+        key = row.compressed_sha256 or hashlib.sha256(blob).hexdigest()
+
+        def decode() -> bytes:
+            if self.codec is None:
+                raise NoPicture("no diffusion codec available to decode this file")
+            with _DECODE_LOCK:
+                return _as_png(self.codec.decode(blob))
+
+        return Picture(self._cached(key, decode), "image/png", "reconstruction")
+
+    def _compressed(self, row) -> bytes:
+        cp = Path(row.compressed_path)
+        try:
+            blob = cp.read_bytes()
+        except OSError as e:
+            raise NoPicture(f"the compressed file {cp.name} cannot be read ({e.strerror})") from None
+        if row.compressed_sha256 and hashlib.sha256(blob).hexdigest() != row.compressed_sha256:
+            raise NoPicture(f"the compressed file {cp.name} is damaged (SHA-256 differs from the catalog)")
+        return blob

@@ -1,0 +1,67 @@
+"""Running the dashboard: waitress (a production WSGI server, pure Python) on the configured
+address, either in the foreground (``archiver serve``) or on a thread of the daemon."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .settings import WebSettings
+
+log = logging.getLogger("archiver.web")
+
+
+def build_app(cfg, settings: WebSettings, catalog=None):
+    """The app for ``cfg`` (opening the catalog unless one is given)."""
+    from ..catalog.db import open_catalog
+    from ..storage.vault import Vault
+    from .app import create_app
+
+    def codec():
+        from ..archive import DiffusionCodec
+
+        return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device,
+                              steps=cfg.decode_steps)
+
+    from .plot import bytes_svg
+
+    catalog = catalog or open_catalog(cfg)
+    bytes_svg([])  # import and warm up matplotlib now, not on the first visitor's request
+    return create_app(cfg, settings, catalog, vault=Vault(cfg.resolved_vault_dir()), codec_factory=codec)
+
+
+def make_server(app, settings: WebSettings, threads: int = 4):
+    """A bound waitress server (``.effective_port`` is the real port when 0 was asked)."""
+    from waitress.server import create_server
+
+    return create_server(app, host=settings.host, port=settings.port, threads=threads, ident="archiver",
+                         clear_untrusted_proxy_headers=True)
+
+
+def url_of(server, settings: WebSettings) -> str:
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{server.effective_port}/"
+
+
+class BackgroundServer:
+    """The dashboard on a daemon thread (``web.with_daemon``); ``stop()`` closes it."""
+
+    def __init__(self, cfg, settings: WebSettings):
+        self.server = make_server(build_app(cfg, settings), settings)
+        self.url = url_of(self.server, settings)
+        self._thread = threading.Thread(target=self._run, name="archiver-web", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except OSError:  # closed under it at stop()
+            pass
+
+    def start(self) -> "BackgroundServer":
+        self._thread.start()
+        log.info("dashboard serving", extra={"url": self.url})
+        return self
+
+    def stop(self) -> None:
+        self.server.close()
+        self._thread.join(timeout=5)

@@ -1,0 +1,157 @@
+"""What each page shows, as plain data: the HTML pages render it, the JSON API returns it, so
+the two never disagree. All SQL lives in ``archiver.catalog.queries``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from ..catalog import queries as q
+from ..errors import UsageError
+
+#: top folders shown on the overview (the rest are summed into one line)
+TOP_FOLDERS = 15
+
+
+def daemon_status(cfg, catalog) -> dict:
+    """Is a daemon serving this catalog (who holds its lock), read without taking the lock."""
+    from ..service.lock import lock_holder, lock_path_for, server_lock_held
+
+    url = catalog.url
+    pid = lock_holder(lock_path_for(url, cfg.state_dir))
+    if pid is not None:
+        return {"running": True, "pid": pid, "where": "this host"}
+    try:
+        held = server_lock_held(catalog.engine)
+    except Exception:  # a status panel never breaks the page
+        held = None
+    return {"running": bool(held), "pid": None, "where": "another process or host" if held else None}
+
+
+def _fold(groups: list[dict], n: int) -> list[dict]:
+    if len(groups) <= n:
+        return groups
+    rest = groups[n:]
+    other = {"key": f"({len(rest)} more)", "files": sum(g["files"] for g in rest),
+             "bytes_before": sum(g["bytes_before"] for g in rest), "bytes_after": sum(g["bytes_after"] for g in rest)}
+    other["saved_bytes"] = other["bytes_before"] - other["bytes_after"]
+    other["saved_fraction"] = round(other["saved_bytes"] / other["bytes_before"], 4) if other["bytes_before"] else 0.0
+    return groups[:n] + [other]
+
+
+def overview(cfg, catalog, *, problems: int = 20) -> dict:
+    with catalog.read_session() as s:
+        by_rule = q.savings_by(s, "rule")
+        data = {
+            "states": q.state_counts(s),
+            "by_rule": by_rule,
+            "by_codec": q.savings_by(s, "codec"),
+            "by_folder": _fold(q.savings_by(s, "folder"), TOP_FOLDERS),
+            "over_time": q.bytes_over_time(s),
+            "vault": q.vault_schedule(s),
+            "problems": q.recent_problems(s, problems),
+            "queue": q.queue_depth(s),
+            "last_event_at": q.last_event_at(s),
+        }
+    before = sum(g["bytes_before"] for g in by_rule)
+    after = sum(g["bytes_after"] for g in by_rule)
+    data["total"] = {"files": sum(g["files"] for g in by_rule), "bytes_before": before, "bytes_after": after,
+                     "saved_bytes": before - after, "saved_fraction": round((before - after) / before, 4) if before else 0.0}
+    data["daemon"] = daemon_status(cfg, catalog)
+    return data
+
+
+# -- the browser ---------------------------------------------------------------------------------
+def _day(text: str | None, name: str, end: bool = False) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        d = dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{name}: not a date (YYYY-MM-DD): {text!r}") from None
+    return dt.datetime.combine(d + dt.timedelta(days=1) if end else d, dt.time())
+
+
+def _int(text, name: str, lo: int, hi: int | None = None) -> int | None:
+    if text in (None, ""):
+        return None
+    try:
+        v = int(text)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name}: not a whole number: {text!r}") from None
+    if v < lo or (hi is not None and v > hi):
+        raise UsageError(f"{name}: must be between {lo} and {hi}" if hi else f"{name}: must be at least {lo}")
+    return v
+
+
+def browse_filters(args) -> dict:
+    """The browser's filters from request arguments, checked (bad ones are a UsageError)."""
+    f = {k: (args.get(k) or "").strip() or None for k in ("path", *q.BROWSE_FILTERS)}
+    for k, v in f.items():
+        if v is not None and len(v) > 4096:
+            raise UsageError(f"{k}: too long")
+    f["since"] = _day(args.get("since"), "since")
+    f["until"] = _day(args.get("until"), "until", end=True)
+    return f
+
+
+def browse(catalog, args, *, default_limit: int = 50) -> dict:
+    filters = browse_filters(args)
+    limit = _int(args.get("limit"), "limit", 1, q.MAX_PAGE) or default_limit
+    before = _int(args.get("before"), "before", 1)
+    with catalog.read_session() as s:
+        page = q.browse(s, before_id=before, limit=limit, **filters)
+        count, more = q.browse_count(s, **filters)
+        choices = {k: q.distinct_values(s, k) for k in q.BROWSE_FILTERS}
+    shown = {k: (args.get(k) or "").strip() or None for k in ("path", *q.BROWSE_FILTERS, "since", "until")}
+    query = {k: v for k, v in shown.items() if v}
+    if args.get("limit"):
+        query["limit"] = limit
+    return {"filters": shown, "query": query, "limit": limit, "before": before, "count": count,
+            "count_capped": more, "choices": choices, **page}
+
+
+def file_detail(catalog, file_id: int) -> dict | None:
+    with catalog.read_session() as s:
+        d = q.file_detail(s, file_id)
+    if d is None:
+        return None
+    f = d["file"]
+    cls = f.get("classification") or {}
+    d["regions"] = [list(map(int, b)) for b in (cls.get("protected_regions") or []) if len(b) == 4]
+    d["evidence"] = cls.get("evidence") or {}
+    return d
+
+
+# -- the bench page ------------------------------------------------------------------------------
+def bench_runs(bench_dir: Path | None) -> list[dict]:
+    """Published ``archiver bench`` runs: folders holding a results.json or a summary.md."""
+    if bench_dir is None or not bench_dir.is_dir():
+        return []
+    runs = []
+    for d in sorted(p for p in bench_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not ((d / "results.json").is_file() or (d / "summary.md").is_file()):
+            continue
+        info = {"name": d.name, "has_summary": (d / "summary.md").is_file()}
+        try:
+            r = json.loads((d / "results.json").read_text())
+            cfg = r.get("config") or {}
+            info.update(images=r.get("images_done"), bpps=cfg.get("bpps"), codecs=cfg.get("codecs"),
+                        seconds=r.get("seconds"), verdicts=r.get("verdicts") or [])
+        except (OSError, ValueError, AttributeError):
+            pass
+        runs.append(info)
+    return runs
+
+
+def bench_run(bench_dir: Path | None, name: str) -> dict | None:
+    runs = {r["name"]: r for r in bench_runs(bench_dir)}
+    if name not in runs:
+        return None
+    d = bench_dir / name
+    run = dict(runs[name])
+    run["summary_md"] = (d / "summary.md").read_text() if run["has_summary"] else None
+    run["images"] = sorted(os.path.relpath(p, d) for p in d.rglob("*.png"))
+    return run
