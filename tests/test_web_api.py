@@ -126,7 +126,7 @@ def test_file_page_and_detail(client, coll):
     assert html.count('class="region"') == 1  # the protected region as a box
     assert "MS-SSIM" in html and "restore-form" in html
     d = client.get(f"/api/files/{ids['forest']}").get_json()
-    assert d["file"]["rule"] == "textures" and d["regions"] == [[20, 16, 84, 70]]
+    assert d["file"]["rule"] == "textures" and d["regions"] == [[128, 8, 160, 40]]
     assert [e["kind"] for e in d["events"]][:2] == ["discovered", "classified"]
     assert client.get("/api/files/999999").status_code == 404
     assert client.get("/files/999999").status_code == 404

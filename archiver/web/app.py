@@ -68,7 +68,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     csrf = CSRFProtect(app)
     pictures = Pictures(settings.cache_dir, vault=vault, codec_factory=codec_factory)
     bench_dir = settings.resolved_bench_dir()
-    app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%",
+    app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%", json=_json_text,
                                  when=lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "–")
     app.jinja_env.globals.update(writable=bool(settings.token))
 
@@ -251,6 +251,13 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
         return r
 
     return app
+
+
+def _json_text(v) -> str:
+    """Event details and evidence as readable JSON (the template escapes it)."""
+    import json
+
+    return json.dumps(v, ensure_ascii=False, default=str, sort_keys=True)
 
 
 def _restore_status(result: dict) -> int:

@@ -27,6 +27,7 @@ def _svg(points: tuple) -> str:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    import matplotlib.dates as mdates
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
@@ -42,6 +43,9 @@ def _svg(points: tuple) -> str:
         ax.fill_between(days, [p["bytes_after"] for p in series], [p["bytes_before"] for p in series],
                         color="#86efac", alpha=0.35, label="saved")
         ax.legend(loc="upper left", frameon=False, fontsize=8)
+        span = (days[-1] - days[0]).days
+        ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, span // 6)) if span <= 60 else mdates.AutoDateLocator())
+        ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
         fig.autofmt_xdate()
     else:
         ax.text(0.5, 0.5, "nothing archived yet", ha="center", va="center", transform=ax.transAxes)

@@ -43,6 +43,39 @@ default:
 """
 
 
+def landscape(seed: int = 0, size: tuple[int, int] = (192, 128)) -> "np.ndarray":
+    """A synthetic photo-like scene (sky, hills, textured grass) that a person can recognise on
+    a screenshot, unlike a plain gradient."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+
+    def noise(scale: int) -> "np.ndarray":
+        g = rng.random((h // scale + 2, w // scale + 2)).astype(np.float32)
+        return np.kron(g, np.ones((scale, scale), np.float32))[:h, :w]
+
+    texture = sum(noise(s) / s ** 0.5 for s in (1, 2, 4, 8))
+    texture = (texture - texture.mean()) / texture.std()
+    horizon = h * 0.45 + 10 * np.sin(x / w * 6.28 + seed) + 6 * np.sin(x / w * 17)
+    sky = np.stack([110 + 60 * y / h, 160 + 50 * y / h, np.full_like(y, 235)], -1)
+    grass = np.stack([60 + 12 * texture, 120 + 25 * texture + 30 * (y / h), 40 + 10 * texture], -1)
+    img = np.where((y > horizon)[..., None], grass, sky)
+    sun = ((x - w * 0.75) ** 2 + (y - h * 0.18) ** 2) < (h * 0.08) ** 2
+    img[sun] = (255, 236, 150)
+    return np.clip(img, 0, 255).astype("uint8")
+
+
+def write_photo(path: str | Path, seed: int = 0, size=(192, 128), quality: int = 92) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(landscape(seed, size)).save(path, "JPEG", quality=quality)
+    return path
+
+
 def make_collection(tmp: str | Path, *, codec=None) -> tuple[object, dict[str, int]]:
     """Archive a few images under ``tmp/photos``; returns (context, {name: catalog id})."""
     from ..archive import archive_file
@@ -55,7 +88,7 @@ def make_collection(tmp: str | Path, *, codec=None) -> tuple[object, dict[str, i
     ctx.policy = parse_policy_text(POLICY, "web-test")
     photos = tmp / "photos"
     files = {
-        "forest": write_jpeg(photos / "tex" / "forest.jpg", seed=1, size=(192, 128)),
+        "forest": write_photo(photos / "tex" / "forest.jpg", seed=1),
         "strict": write_jpeg(photos / "strict" / "wall.jpg", seed=2),
         "vaulted": write_jpeg(photos / "vault" / "beach.jpg", seed=3),
         "graphic": write_png(photos / "misc" / "chart.png", seed=4),
@@ -69,9 +102,9 @@ def make_collection(tmp: str | Path, *, codec=None) -> tuple[object, dict[str, i
         ctx.root = str(photos)
         out = archive_file(p, ctx)
         ids[name] = out.file_id
-    with ctx.catalog.session() as s:  # a protected region to draw on the forest's file page
+    with ctx.catalog.session() as s:  # a protected region (around the sun) to draw on the forest's file page
         row = q.latest_version(s, str(files["forest"]))
         cls = dict(row.classification or {})
-        cls["protected_regions"] = [[20, 16, 84, 70]]
+        cls["protected_regions"] = [[128, 8, 160, 40]]
         row.classification = cls
     return ctx, ids

@@ -29,10 +29,18 @@
     swap.textContent = "showing: " + showing;
     applySplit();
   }
+  function fitWidth() {
+    // as large as the stage allows, both ways: the whole picture is visible without scrolling
+    const stage = canvas.parentElement;
+    const w = naturalWidth(), h = top.naturalHeight || under.naturalHeight || Number(canvas.dataset.height) || 0;
+    if (!w || !h) return "";
+    const room = Math.min(stage.clientWidth, (window.innerHeight * 0.78 - 4) * w / h);
+    return Math.max(64, Math.floor(room)) + "px";
+  }
   function setZoom(z) {
     const w = naturalWidth();
     if (z === "fit" || !w) {
-      canvas.style.width = "";
+      canvas.style.width = fitWidth();
       canvas.classList.remove("zoomed", "pixels");
     } else {
       canvas.style.width = (w * Number(z)) + "px";
@@ -64,5 +72,10 @@
       }).catch(() => { notes.textContent += `${name}: not available. `; });
     });
   });
+  [top, under].forEach((img) => img.addEventListener("load", () => {
+    if ((canvas.dataset.zoom || "fit") === "fit") setZoom("fit");
+  }));
+  window.addEventListener("resize", () => { if ((canvas.dataset.zoom || "fit") === "fit") setZoom("fit"); });
   applyMode();
+  setZoom("fit");
 })();
