@@ -307,3 +307,39 @@ def test_loopback_detection():
     assert web_settings(Config()).loopback
     assert web_settings(Config(web={"host": "::1"})).loopback
     assert not web_settings(Config(web={"host": "0.0.0.0"})).loopback
+
+
+def test_overview_sums_follow_the_catalog(coll):
+    """The sums are kept while nothing changes, computed again after a change (at once with
+    overview_refresh_s 0; not before the refresh time otherwise, and the page says so)."""
+    from archiver.catalog import queries as q
+    from archiver.catalog.models import FileVersion
+
+    _, ctx, ids = coll
+    fresh = _app(coll, overview_refresh_s=0).test_client()
+    lazy = _app(coll, overview_refresh_s=3600).test_client()
+    a, b = fresh.get("/api/overview").get_json(), lazy.get("/api/overview").get_json()
+    assert a["sums_current"] and b["sums_current"] and a["total"] == b["total"]
+    with ctx.catalog.session() as s:  # one more kept file: a change the sums must show
+        row = s.get(FileVersion, ids["kept"])
+        new = q.transition(s, FileVersion(path=row.path + ".v2", root=row.root, size=1000), "discovered")
+        q.transition(s, new, "classified", rule="keepers", action="keep")
+        q.transition(s, new, "committed", original_status="kept", committed_at=row.committed_at)
+    a2, b2 = fresh.get("/api/overview").get_json(), lazy.get("/api/overview").get_json()
+    assert a2["total"]["files"] == a["total"]["files"] + 1 and a2["sums_current"]
+    assert b2["total"] == b["total"] and not b2["sums_current"]  # kept, and said to be older
+    assert b2["states"]["committed"] == a2["states"]["committed"]  # counts are always live
+    assert "computed again" in lazy.get("/").get_data(as_text=True)
+
+
+def test_vault_schedule_counts_forever_and_overdue(coll):
+    import datetime as dt
+
+    from archiver.catalog import queries as q
+
+    _, ctx, _ = coll
+    with ctx.catalog.read_session() as s:
+        now = q.vault_schedule(s)
+        later = q.vault_schedule(s, dt.datetime.utcnow() + dt.timedelta(days=10))  # past the 3-day retention
+    assert now["past_retention"]["files"] == 0 and later["past_retention"]["files"] == 1
+    assert later["files"] == now["files"] - 1 and len(later["frees"]) == len(now["frees"]) - 1

@@ -16,6 +16,7 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp",
 
 def _files(paths) -> list[tuple[Path, str]]:
     """(file, root) pairs: named files as given, directories walked for images (our outputs skipped)."""
+    from ..preview import is_preview
     from ..storage.atomic import is_temp_name
 
     out = []
@@ -26,7 +27,7 @@ def _files(paths) -> list[tuple[Path, str]]:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
                     f = Path(dirpath) / name
-                    if f.suffix.lower() in IMAGE_EXTS and not is_temp_name(f):
+                    if f.suffix.lower() in IMAGE_EXTS and not is_temp_name(f) and not is_preview(f):
                         out.append((f, root))
         else:
             out.append((p, os.path.abspath(p.parent)))

@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any, Optional
 
 from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, event)
+                        UniqueConstraint, event, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -106,13 +106,17 @@ class FileVersion(Base):
         Index("ix_file_versions_path", "path"),
         Index("ix_file_versions_state", "state"),
         Index("ix_file_versions_sha256", "sha256"),
-        # the dashboard: keyset pages per filter, time series, vault schedule (migration 0003)
+        # the dashboard (migration 0003): keyset pages per filter, and covering indexes for the
+        # overview's sums (per rule/codec/day, per top folder, the vault per expiry day)
         Index("ix_file_versions_rule_id", "rule", "id"),
         Index("ix_file_versions_codec_id", "codec", "id"),
         Index("ix_file_versions_state_id", "state", "id"),
         Index("ix_file_versions_updated_at", "updated_at"),
-        Index("ix_file_versions_committed_at", "committed_at"),
-        Index("ix_file_versions_vault_expires_at", "vault_expires_at"),
+        Index("ix_file_versions_overview", "state", "rule", "codec", "committed_at", "original_status", "size",
+              "compressed_size"),
+        Index("ix_file_versions_folders", "state", "root", "path", "original_status", "size", "compressed_size"),
+        Index("ix_file_versions_vault", "vault_expires_at", "size", sqlite_where=text("vault_path IS NOT NULL"),
+              postgresql_where=text("vault_path IS NOT NULL")),
     )
 
     def to_dict(self) -> dict:

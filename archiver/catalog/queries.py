@@ -206,54 +206,86 @@ def top_folder(s: Session):
     return case((F.root.is_(None), "?"), (slash > 0, func.substr(rel, 1, slash - 1)), else_=".")
 
 
-def savings_by(s: Session, key: str) -> list[dict]:
-    """Committed files and bytes before/after grouped by ``rule``, ``codec``, ``action`` or
-    ``folder`` (root + first directory below it), biggest saving first."""
-    F = FileVersion
-    if key == "folder":
-        cols = [F.root, top_folder(s)]
-    elif key in ("rule", "codec", "action"):
-        cols = [getattr(F, key)]
-    else:
-        raise ValueError(f"savings_by: unknown key {key!r}")
-    stmt = (select(*cols, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(bytes_after()))
-            .where(F.state == COMMITTED).group_by(*cols))
-    out = []
-    for *k, n, before, after in s.execute(stmt):
-        name = (f"{k[0]}/{k[1]}" if k[1] != "." else k[0]) if key == "folder" and k[0] else (k[-1] or "-")
-        before, after = int(before or 0), int(after or 0)
-        out.append({"key": name, "files": int(n), "bytes_before": before, "bytes_after": after,
-                    "saved_bytes": before - after, "saved_fraction": round((before - after) / before, 4) if before else 0.0})
+def _group(key: str, files: int, before: int, after: int) -> dict:
+    return {"key": key, "files": files, "bytes_before": before, "bytes_after": after, "saved_bytes": before - after,
+            "saved_fraction": round((before - after) / before, 4) if before else 0.0}
+
+
+def _ranked(acc: dict) -> list[dict]:
+    out = [_group(k, *v) for k, v in acc.items()]
     out.sort(key=lambda g: (-g["saved_bytes"], g["key"]))
     return out
 
 
-def bytes_over_time(s: Session) -> list[dict]:
-    """Per day of commit: the cumulative bytes before and after archiving, oldest first."""
+def committed_summary(s: Session) -> dict:
+    """Committed files and bytes before/after per rule, per codec and per day of commit
+    (cumulative, oldest first), from one pass over the covering index ix_file_versions_overview."""
     F = FileVersion
     day = func.date(F.committed_at)
-    rows = s.execute(select(day, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(bytes_after()))
-                     .where(F.state == COMMITTED, F.committed_at.is_not(None)).group_by(day).order_by(day)).all()
-    out, before, after, files = [], 0, 0, 0
-    for d, n, b, a in rows:
-        files, before, after = files + int(n), before + int(b or 0), after + int(a or 0)
-        out.append({"day": str(d)[:10], "files": files, "bytes_before": before, "bytes_after": after})
-    return out
+    rows = s.execute(select(F.rule, F.codec, day, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(bytes_after()))
+                     .where(F.state == COMMITTED).group_by(F.rule, F.codec, day)).all()
+    by_rule: dict = {}
+    by_codec: dict = {}
+    by_day: dict = {}
+    for rule, codec, d, n, before, after in rows:
+        n, before, after = int(n), int(before or 0), int(after or 0)
+        for acc, k in ((by_rule, rule or "-"), (by_codec, codec or "-"), (by_day, str(d)[:10] if d else None)):
+            f, b, a = acc.get(k, (0, 0, 0))
+            acc[k] = (f + n, b + before, a + after)
+    over_time, files, before, after = [], 0, 0, 0
+    for d in sorted(k for k in by_day if k):
+        n, b, a = by_day[d]
+        files, before, after = files + n, before + b, after + a
+        over_time.append({"day": d, "files": files, "bytes_before": before, "bytes_after": after})
+    return {"by_rule": _ranked(by_rule), "by_codec": _ranked(by_codec), "over_time": over_time}
+
+
+def _position(s: Session, haystack, needle: str):
+    """1-based position of ``needle`` in ``haystack`` (0 when absent), on SQLite and PostgreSQL."""
+    fn = func.strpos if s.get_bind().dialect.name == "postgresql" else func.instr
+    return fn(haystack, needle)
+
+
+def top_folder(s: Session):
+    """The first directory below the row's root ("." for files directly in the root)."""
+    from sqlalchemy import case
+
+    F = FileVersion
+    rel = func.substr(F.path, func.length(func.coalesce(F.root, "")) + 2)
+    slash = _position(s, rel, "/")
+    return case((F.root.is_(None), "?"), (slash > 0, func.substr(rel, 1, slash - 1)), else_=".")
+
+
+def savings_by_folder(s: Session) -> list[dict]:
+    """Committed files and bytes before/after per root + first directory below it, biggest
+    saving first (covering index ix_file_versions_folders)."""
+    F = FileVersion
+    folder = top_folder(s)
+    rows = s.execute(select(F.root, folder, func.count(), func.sum(func.coalesce(F.size, 0)), func.sum(bytes_after()))
+                     .where(F.state == COMMITTED).group_by(F.root, folder))
+    acc = {}
+    for root, top, n, before, after in rows:
+        key = f"{root}/{top}" if root and top != "." else (root or "?")
+        f, b, a = acc.get(key, (0, 0, 0))
+        acc[key] = (f + int(n), b + int(before or 0), a + int(after or 0))
+    return _ranked(acc)
 
 
 def vault_schedule(s: Session, now: dt.datetime | None = None) -> dict:
-    """Originals in the vault (per the catalog) and the days their retention ends."""
+    """Originals in the vault (per the catalog) and the days their retention ends (partial
+    covering index ix_file_versions_vault)."""
     F = FileVersion
     now = now or utcnow()
-    live = (F.vault_path.is_not(None) & (F.vault_expires_at.is_(None) | (F.vault_expires_at > now)))
     day = func.date(F.vault_expires_at)
-    rows = s.execute(select(day, func.count(), func.sum(func.coalesce(F.size, 0)))
-                     .where(F.state == COMMITTED, live).group_by(day).order_by(day)).all()
-    frees = [{"day": str(d)[:10] if d else None, "files": int(n), "bytes": int(b or 0)} for d, n, b in rows]
-    overdue = s.execute(select(func.count(), func.sum(func.coalesce(F.size, 0)))
-                        .where(F.state == COMMITTED, F.vault_path.is_not(None), F.vault_expires_at <= now)).one()
-    return {"files": sum(f["files"] for f in frees), "bytes": sum(f["bytes"] for f in frees),
-            "frees": [f for f in frees if f["day"]], "kept_forever": next((f for f in frees if not f["day"]), None),
+    vaulted = F.vault_path.is_not(None)
+    size = func.sum(func.coalesce(F.size, 0))
+    frees = [{"day": str(d)[:10], "files": int(n), "bytes": int(b or 0)} for d, n, b in s.execute(
+        select(day, func.count(), size).where(vaulted, F.vault_expires_at > now).group_by(day).order_by(day))]
+    forever = s.execute(select(func.count(), size).where(vaulted, F.vault_expires_at.is_(None))).one()
+    overdue = s.execute(select(func.count(), size).where(vaulted, F.vault_expires_at <= now)).one()
+    kept = {"files": int(forever[0] or 0), "bytes": int(forever[1] or 0)}
+    return {"files": sum(f["files"] for f in frees) + kept["files"], "bytes": sum(f["bytes"] for f in frees) + kept["bytes"],
+            "frees": frees, "kept_forever": kept if kept["files"] else None,
             "past_retention": {"files": int(overdue[0] or 0), "bytes": int(overdue[1] or 0)}}
 
 
@@ -279,6 +311,12 @@ def queue_depth(s: Session) -> dict[str, int]:
     from .models import WorkQueue
 
     return {k: int(v) for k, v in s.execute(select(WorkQueue.state, func.count()).group_by(WorkQueue.state))}
+
+
+def last_event_id(s: Session) -> int:
+    """The newest event's id: every change to the catalog appends one, so it says whether
+    anything changed since it was last read."""
+    return int(s.scalars(select(func.max(Event.id))).first() or 0)
 
 
 def last_event_at(s: Session) -> Optional[dt.datetime]:

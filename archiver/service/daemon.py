@@ -314,6 +314,22 @@ class Daemon:
             if n:
                 log.warning("took over stale claims", extra={"count": n})
 
+    def _start_web(self, catalog):
+        """The dashboard on a thread when ``web.with_daemon`` is set; a dashboard that cannot
+        start (port taken) is logged, and archiving goes on without it."""
+        from ..web.settings import web_settings
+
+        settings = web_settings(self.cfg)
+        if not settings.with_daemon:
+            return None
+        from ..web.server import BackgroundServer
+
+        try:
+            return BackgroundServer(self.cfg, settings).start()
+        except Exception as e:
+            log.error("dashboard not started", extra={"error": str(e), "host": settings.host, "port": settings.port})
+            return None
+
     def run(self) -> int:
         from ..catalog.db import Catalog
         from ..policy.engine import load_policy
@@ -361,6 +377,7 @@ class Daemon:
             log.warning("no roots configured; only queued work will be done", extra={})
         self.executor = make_executor(self.executor_kind, self.workers)
         server = self.metrics.serve(self.cfg.metrics_port)
+        web = self._start_web(catalog)
         self.watcher.start()
         self._check_roots(force=True)
         self._start_scan()
@@ -422,6 +439,8 @@ class Daemon:
             self.watcher.stop()
             if server is not None:
                 server.shutdown()
+            if web is not None:
+                web.stop()
             catalog.close()
 
 

@@ -83,19 +83,16 @@ def lock_holder(path: str | os.PathLike) -> int | None:
     return None
 
 
-def server_lock_held(engine) -> bool | None:
-    """Whether some session holds the daemon's advisory lock on a PostgreSQL catalog (None on
-    other databases); read from pg_locks, never by taking the lock."""
+def server_locks_held(engine) -> int | None:
+    """How many daemons (one per node name) hold their advisory lock on a PostgreSQL catalog
+    (None on other databases); read from pg_locks, never by taking a lock."""
     if engine.dialect.name != "postgresql":
         return None
     from sqlalchemy import text
 
-    key = ServerCatalogLock.KEY
-    with engine.connect() as conn:
-        n = conn.execute(text("select count(*) from pg_locks where locktype = 'advisory' and granted "
-                              "and classid = :hi and objid = :lo and objsubid = 1"),
-                         {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
-    return bool(n)
+    with engine.connect() as conn:  # two-int4 advisory keys show as classid/objid with objsubid 2
+        return int(conn.execute(text("select count(*) from pg_locks where locktype = 'advisory' and granted "
+                                     "and classid = :ns and objsubid = 2"), {"ns": ServerCatalogLock.NAMESPACE}).scalar())
 
 
 def lock_path_for(catalog_url: str, state_dir: Path) -> Path:

@@ -29,10 +29,13 @@ IMAGE_SUFFIXES = (
 
 
 def is_candidate(path: str | os.PathLike) -> bool:
-    """A path worth considering: an image name, not a temp file, not hidden, not our output."""
+    """A path worth considering: an image name, not a temp file, not hidden, not our output
+    (compressed files, previews)."""
+    from ..preview import is_preview
+
     p = Path(path)
     name = p.name
-    if not name or name.startswith(".") or is_temp_name(p):
+    if not name or name.startswith(".") or is_temp_name(p) or is_preview(name):
         return False
     low = name.lower()
     if low.endswith(OUTPUT_SUFFIXES) or low.endswith((".part", ".tmp", ".crdownload", "~")):

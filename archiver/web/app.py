@@ -68,6 +68,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     csrf = CSRFProtect(app)
     pictures = Pictures(settings.cache_dir, vault=vault, codec_factory=codec_factory)
     bench_dir = settings.resolved_bench_dir()
+    overview = views.Overview(cfg, catalog, refresh_s=settings.overview_refresh_s)
     app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%", json=_json_text,
                                  when=lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "–")
     app.jinja_env.globals.update(writable=bool(settings.token))
@@ -138,7 +139,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     def overview_page():
         from .plot import bytes_svg
 
-        d = views.overview(cfg, catalog)
+        d = overview.get()
         return render_template("overview.html", d=d, plot=bytes_svg(d["over_time"]))
 
     @app.get("/files")
@@ -179,7 +180,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     # -- the API ---------------------------------------------------------------------------------
     @app.get("/api/overview")
     def api_overview():
-        return jsonify(views.overview(cfg, catalog))
+        return jsonify(overview.get())
 
     @app.get("/api/status")
     def api_status():

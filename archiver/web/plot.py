@@ -15,7 +15,7 @@ def _human(n: float, _pos=None) -> str:
 
 
 def bytes_svg(series: list[dict]) -> str:
-    """``series``: ``queries.bytes_over_time`` output. An empty catalog gets an empty frame.
+    """``series``: ``committed_summary(...)['over_time']``. An empty catalog gets an empty frame.
     Drawing takes a few hundred ms, so the last few plots are kept (keyed by their data: a new
     commit changes the data and so draws anew)."""
     return _svg(tuple((p["day"], p["bytes_before"], p["bytes_after"]) for p in series))

@@ -27,6 +27,8 @@ class WebSettings:
     bench_dir: str | None = None
     #: decoded images for the file pages (default: <state dir>/web-cache)
     cache_dir: str | None = None
+    #: while the catalog keeps changing, the overview's sums are computed again at most this often
+    overview_refresh_s: float = 10.0
 
     @property
     def loopback(self) -> bool:
@@ -48,7 +50,7 @@ def web_settings(cfg, **overrides) -> WebSettings:
     """``cfg.web`` (a mapping) plus non-None ``overrides`` (command-line options)."""
     raw = dict(getattr(cfg, "web", None) or {})
     if not isinstance(raw, dict):
-        raise UsageError("config 'web' must be a mapping (host, port, token, with_daemon, bench_dir, cache_dir)")
+        raise UsageError("config 'web' must be a mapping (host, port, token, with_daemon, bench_dir, cache_dir, overview_refresh_s)")
     known = set(WebSettings.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -61,6 +63,8 @@ def web_settings(cfg, **overrides) -> WebSettings:
         if not isinstance(ws.token, str) or len(ws.token) < MIN_TOKEN_LEN:
             raise UsageError(f"web.token must be a string of at least {MIN_TOKEN_LEN} characters "
                              "(e.g. the output of: python -c 'import secrets; print(secrets.token_urlsafe())')")
+    if not isinstance(ws.overview_refresh_s, (int, float)) or ws.overview_refresh_s < 0:
+        raise UsageError("web.overview_refresh_s must be a number of seconds (0 or more)")
     if not isinstance(ws.with_daemon, bool):
         raise UsageError("web.with_daemon must be true or false")
     if ws.cache_dir is None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 from ..catalog import queries as q
@@ -17,17 +19,17 @@ TOP_FOLDERS = 15
 
 def daemon_status(cfg, catalog) -> dict:
     """Is a daemon serving this catalog (who holds its lock), read without taking the lock."""
-    from ..service.lock import lock_holder, lock_path_for, server_lock_held
+    from ..service.lock import lock_holder, lock_path_for, server_locks_held
 
     url = catalog.url
     pid = lock_holder(lock_path_for(url, cfg.state_dir))
     if pid is not None:
         return {"running": True, "pid": pid, "where": "this host"}
     try:
-        held = server_lock_held(catalog.engine)
+        held = server_locks_held(catalog.engine)
     except Exception:  # a status panel never breaks the page
         held = None
-    return {"running": bool(held), "pid": None, "where": "another process or host" if held else None}
+    return {"running": bool(held), "pid": None, "where": f"{held} node(s) of a shared catalog" if held else None}
 
 
 def _fold(groups: list[dict], n: int) -> list[dict]:
@@ -41,26 +43,42 @@ def _fold(groups: list[dict], n: int) -> list[dict]:
     return groups[:n] + [other]
 
 
-def overview(cfg, catalog, *, problems: int = 20) -> dict:
-    with catalog.read_session() as s:
-        by_rule = q.savings_by(s, "rule")
-        data = {
-            "states": q.state_counts(s),
-            "by_rule": by_rule,
-            "by_codec": q.savings_by(s, "codec"),
-            "by_folder": _fold(q.savings_by(s, "folder"), TOP_FOLDERS),
-            "over_time": q.bytes_over_time(s),
-            "vault": q.vault_schedule(s),
-            "problems": q.recent_problems(s, problems),
-            "queue": q.queue_depth(s),
-            "last_event_at": q.last_event_at(s),
-        }
-    before = sum(g["bytes_before"] for g in by_rule)
-    after = sum(g["bytes_after"] for g in by_rule)
-    data["total"] = {"files": sum(g["files"] for g in by_rule), "bytes_before": before, "bytes_after": after,
-                     "saved_bytes": before - after, "saved_fraction": round((before - after) / before, 4) if before else 0.0}
-    data["daemon"] = daemon_status(cfg, catalog)
-    return data
+class Overview:
+    """The overview's figures. The sums over every committed row (per rule, codec, day, folder,
+    the vault) are kept and computed again only when the catalog changed (a new event) — and
+    while it keeps changing, at most every ``refresh_s`` seconds, so a busy daemon does not make
+    every visit pay for them. The state counts, queue, daemon and failures are read each time."""
+
+    def __init__(self, cfg, catalog, refresh_s: float = 10.0):
+        self.cfg, self.catalog, self.refresh_s = cfg, catalog, refresh_s
+        self._sums: dict | None = None
+        self._key = -1
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def _compute(self, key: int) -> None:
+        with self.catalog.read_session() as s:
+            summary = q.committed_summary(s)
+            sums = {**summary, "by_folder": _fold(q.savings_by_folder(s), TOP_FOLDERS), "vault": q.vault_schedule(s)}
+        before = sum(g["bytes_before"] for g in summary["by_rule"])
+        after = sum(g["bytes_after"] for g in summary["by_rule"])
+        sums["total"] = {"files": sum(g["files"] for g in summary["by_rule"]), "bytes_before": before,
+                         "bytes_after": after, "saved_bytes": before - after,
+                         "saved_fraction": round((before - after) / before, 4) if before else 0.0}
+        sums["as_of"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        self._sums, self._key, self._at = sums, key, time.monotonic()
+
+    def get(self, problems: int = 20) -> dict:
+        with self.catalog.read_session() as s:
+            key = q.last_event_id(s)
+            live = {"states": q.state_counts(s), "problems": q.recent_problems(s, problems), "queue": q.queue_depth(s),
+                    "last_event_at": q.last_event_at(s)}
+        with self._lock:  # one computation at a time; the others wait for it and share it
+            if self._sums is None or (key != self._key and time.monotonic() - self._at >= self.refresh_s):
+                self._compute(key)
+            data = dict(self._sums)
+        data.update(live, daemon=daemon_status(self.cfg, self.catalog), sums_current=key == self._key)
+        return data
 
 
 # -- the browser ---------------------------------------------------------------------------------
