@@ -69,6 +69,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     pictures = Pictures(settings.cache_dir, vault=vault, codec_factory=codec_factory)
     bench_dir = settings.resolved_bench_dir()
     overview = views.Overview(cfg, catalog, refresh_s=settings.overview_refresh_s)
+    app.extensions["archiver.overview"] = overview  # the benchmark empties it to time a cold visit
     app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%", json=_json_text,
                                  when=lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "–")
     app.jinja_env.globals.update(writable=bool(settings.token))
