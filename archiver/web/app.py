@@ -68,8 +68,8 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     csrf = CSRFProtect(app)
     pictures = Pictures(settings.cache_dir, vault=vault, codec_factory=codec_factory)
     bench_dir = settings.resolved_bench_dir()
-    overview = views.Overview(cfg, catalog, refresh_s=settings.overview_refresh_s)
-    app.extensions["archiver.overview"] = overview  # the benchmark empties it to time a cold visit
+    pages = views.Views(cfg, catalog, refresh_s=settings.overview_refresh_s)
+    app.extensions["archiver.views"] = pages  # the benchmark empties its caches to time a cold visit
     app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%", json=_json_text,
                                  when=lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "–")
     app.jinja_env.globals.update(writable=bool(settings.token))
@@ -140,12 +140,12 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     def overview_page():
         from .plot import bytes_svg
 
-        d = overview.get()
+        d = pages.overview()
         return render_template("overview.html", d=d, plot=bytes_svg(d["over_time"]))
 
     @app.get("/files")
     def browse_page():
-        return render_template("browse.html", d=views.browse(catalog, request.args))
+        return render_template("browse.html", d=pages.browse(request.args))
 
     @app.get("/files/<int:file_id>")
     def file_page(file_id: int):
@@ -181,7 +181,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     # -- the API ---------------------------------------------------------------------------------
     @app.get("/api/overview")
     def api_overview():
-        return jsonify(overview.get())
+        return jsonify(pages.overview())
 
     @app.get("/api/status")
     def api_status():
@@ -194,9 +194,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
 
     @app.get("/api/files")
     def api_browse():
-        d = views.browse(catalog, request.args)
-        d.pop("choices")
-        return jsonify(d)
+        return jsonify(pages.browse(request.args, choices=False))
 
     @app.get("/api/files/<int:file_id>")
     def api_file(file_id: int):

@@ -43,42 +43,70 @@ def _fold(groups: list[dict], n: int) -> list[dict]:
     return groups[:n] + [other]
 
 
-class Overview:
-    """The overview's figures. The sums over every committed row (per rule, codec, day, folder,
-    the vault) are kept and computed again only when the catalog changed (a new event) — and
-    while it keeps changing, at most every ``refresh_s`` seconds, so a busy daemon does not make
-    every visit pay for them. The state counts, queue, daemon and failures are read each time."""
+class ChangeCache:
+    """A value computed from the whole catalog, kept until the catalog changes (a new event) —
+    and while it keeps changing, computed again at most every ``refresh_s`` seconds, so a busy
+    daemon does not make every visit pay for it. One computation at a time; others share it."""
 
-    def __init__(self, cfg, catalog, refresh_s: float = 10.0):
-        self.cfg, self.catalog, self.refresh_s = cfg, catalog, refresh_s
-        self._sums: dict | None = None
+    def __init__(self, catalog, compute, refresh_s: float = 10.0):
+        self.catalog, self.compute, self.refresh_s = catalog, compute, refresh_s
+        self.value = None
         self._key = -1
         self._at = 0.0
         self._lock = threading.Lock()
 
-    def _compute(self, key: int) -> None:
-        with self.catalog.read_session() as s:
-            summary = q.committed_summary(s)
-            sums = {**summary, "by_folder": _fold(q.savings_by_folder(s), TOP_FOLDERS), "vault": q.vault_schedule(s)}
-        before = sum(g["bytes_before"] for g in summary["by_rule"])
-        after = sum(g["bytes_after"] for g in summary["by_rule"])
-        sums["total"] = {"files": sum(g["files"] for g in summary["by_rule"]), "bytes_before": before,
-                         "bytes_after": after, "saved_bytes": before - after,
-                         "saved_fraction": round((before - after) / before, 4) if before else 0.0}
-        sums["as_of"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
-        self._sums, self._key, self._at = sums, key, time.monotonic()
+    def clear(self) -> None:
+        with self._lock:
+            self.value = None
 
-    def get(self, problems: int = 20) -> dict:
+    def get(self, key: int):
+        """(value, current): ``current`` is False while a change is not in the value yet."""
+        with self._lock:
+            if self.value is None or (key != self._key and time.monotonic() - self._at >= self.refresh_s):
+                with self.catalog.read_session() as s:
+                    self.value = self.compute(s)
+                self._key, self._at = key, time.monotonic()
+            return self.value, key == self._key
+
+
+def _sums(s) -> dict:
+    summary = q.committed_summary(s)
+    sums = {**summary, "by_folder": _fold(q.savings_by_folder(s), TOP_FOLDERS), "vault": q.vault_schedule(s)}
+    before = sum(g["bytes_before"] for g in summary["by_rule"])
+    after = sum(g["bytes_after"] for g in summary["by_rule"])
+    sums["total"] = {"files": sum(g["files"] for g in summary["by_rule"]), "bytes_before": before, "bytes_after": after,
+                     "saved_bytes": before - after, "saved_fraction": round((before - after) / before, 4) if before else 0.0}
+    sums["as_of"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return sums
+
+
+class Views:
+    """What the pages show. The overview's sums over every committed row (per rule, codec, day,
+    folder, the vault) and the browser's filter choices come from ``ChangeCache``s; the state
+    counts, queue, daemon, failures and every page of rows are read on each request."""
+
+    def __init__(self, cfg, catalog, refresh_s: float = 10.0):
+        self.cfg, self.catalog = cfg, catalog
+        self.sums = ChangeCache(catalog, _sums, refresh_s)
+        self.choices = ChangeCache(catalog, lambda s: {k: q.distinct_values(s, k) for k in q.BROWSE_FILTERS}, refresh_s)
+
+    def _key(self) -> int:
+        with self.catalog.read_session() as s:
+            return q.last_event_id(s)
+
+    def overview(self, problems: int = 20) -> dict:
         with self.catalog.read_session() as s:
             key = q.last_event_id(s)
             live = {"states": q.state_counts(s), "problems": q.recent_problems(s, problems), "queue": q.queue_depth(s),
                     "last_event_at": q.last_event_at(s)}
-        with self._lock:  # one computation at a time; the others wait for it and share it
-            if self._sums is None or (key != self._key and time.monotonic() - self._at >= self.refresh_s):
-                self._compute(key)
-            data = dict(self._sums)
-        data.update(live, daemon=daemon_status(self.cfg, self.catalog), sums_current=key == self._key)
-        return data
+        sums, current = self.sums.get(key)
+        return {**sums, **live, "daemon": daemon_status(self.cfg, self.catalog), "sums_current": current}
+
+    def browse(self, args, *, default_limit: int = 50, choices: bool = True) -> dict:
+        d = browse(self.catalog, args, default_limit=default_limit)
+        if choices:
+            d["choices"] = self.choices.get(self._key())[0]
+        return d
 
 
 # -- the browser ---------------------------------------------------------------------------------
@@ -116,19 +144,19 @@ def browse_filters(args) -> dict:
 
 
 def browse(catalog, args, *, default_limit: int = 50) -> dict:
+    """One page of the browser (filters checked; a bad one is a UsageError)."""
     filters = browse_filters(args)
     limit = _int(args.get("limit"), "limit", 1, q.MAX_PAGE) or default_limit
     before = _int(args.get("before"), "before", 1)
     with catalog.read_session() as s:
         page = q.browse(s, before_id=before, limit=limit, **filters)
         count, more = q.browse_count(s, **filters)
-        choices = {k: q.distinct_values(s, k) for k in q.BROWSE_FILTERS}
     shown = {k: (args.get(k) or "").strip() or None for k in ("path", *q.BROWSE_FILTERS, "since", "until")}
     query = {k: v for k, v in shown.items() if v}
     if args.get("limit"):
         query["limit"] = limit
     return {"filters": shown, "query": query, "limit": limit, "before": before, "count": count,
-            "count_capped": more, "choices": choices, **page}
+            "count_capped": more, **page}
 
 
 def file_detail(catalog, file_id: int) -> dict | None:
