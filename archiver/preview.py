@@ -5,8 +5,9 @@ still show a thumbnail where the original was replaced by a ``.dlc``/``.jxl``/``
 A preview is never mistaken for an original: its name always ends in ``.preview.webp`` or
 ``.preview.avif`` (``is_preview``), which the watcher, migrate and ``archive`` skip; it is
 recorded on the catalog row (``preview_path``) with an event, and removed when the file is
-restored. It is made from the original's pixels (orientation applied) while they are in memory.
-Writing a preview is a convenience: it never fails the archiving of a file.
+restored. The step that writes it is ``archiver.work.preview``: after the original was removed,
+from the original's pixels (orientation applied) while they are in memory. Writing a preview is
+a convenience: it never fails the archiving of a file.
 """
 
 from __future__ import annotations
@@ -89,43 +90,3 @@ def render(img, ps: PreviewSettings) -> bytes:
     fmt = FORMATS[ps.format][0]
     im.save(out, fmt, quality=ps.quality, **({"method": 4} if fmt == "WEBP" else {}))
     return out.getvalue()
-
-
-def write_preview(catalog, file_id: int, img, ps: PreviewSettings) -> str | None:
-    """Write the preview of catalog row ``file_id`` and record it; returns its path, or None
-    (with a ``preview_failed`` event) when it could not be written."""
-    from .catalog import queries as q
-    from .catalog.models import FileVersion
-    from .storage import atomic
-
-    with catalog.session() as s:
-        row = s.get(FileVersion, file_id)
-        path, root = row.path, row.root
-    try:
-        dest = preview_path(ps, path, root)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(dest, render(img, ps), mode=0o644)
-    except (OSError, UsageError, ValueError) as e:
-        with catalog.session() as s:
-            q.add_event(s, "preview_failed", fv=s.get(FileVersion, file_id), error=str(e))
-        return None
-    with catalog.session() as s:
-        row = s.get(FileVersion, file_id)
-        q.transition(s, row, row.state, kind="preview_written", preview_path=str(dest))
-    return str(dest)
-
-
-def remove_preview(catalog, file_id: int) -> bool:
-    """Delete the row's preview (if any) and forget it; True when one was removed."""
-    from .catalog import queries as q
-    from .catalog.models import FileVersion
-
-    with catalog.session() as s:
-        row = s.get(FileVersion, file_id)
-        if row is None or not row.preview_path:
-            return False
-        p = Path(row.preview_path)
-        if is_preview(p):  # never delete anything that is not named as a preview
-            p.unlink(missing_ok=True)
-        q.transition(s, row, row.state, kind="preview_removed", preview_path=None)
-    return True

@@ -58,3 +58,90 @@ def test_previews_are_never_taken_for_originals(tmp_path):
     assert [Path(p).name for p in walk(tmp_path)] == ["a.jpg", "c.webp"]
     assert not is_candidate(tmp_path / "a.jpg.preview.webp")
     assert sorted(f.name for f, _ in _files([tmp_path])) == ["a.jpg", "c.webp"]
+
+
+# -- the preview step of the unit of work ---------------------------------------------------------
+def _ctx(tmp_path, **ps):
+    from archiver.catalog.testing import make_context
+
+    ctx = make_context(tmp_path / "state")
+    ctx.preview = PreviewSettings(**ps)
+    return ctx
+
+
+def _row(ctx, fid):
+    from archiver.catalog.models import FileVersion
+
+    with ctx.catalog.session() as s:
+        return s.get(FileVersion, fid)
+
+
+def test_archive_writes_and_records_a_preview_beside_the_file(tmp_path):
+    from archiver.catalog import queries as q
+    from archiver.catalog.testing import write_jpeg
+    from archiver.work import archive_file
+
+    ctx = _ctx(tmp_path)
+    src = write_jpeg(tmp_path / "c" / "photos" / "a.jpg", size=(640, 480))
+    kept = write_jpeg(tmp_path / "c" / "keep" / "b.jpg")
+    o = archive_file(src, ctx)
+    assert (o.state, o.original_status) == ("committed", "removed")
+    row = _row(ctx, o.file_id)
+    p = Path(row.preview_path)
+    assert p == src.with_name("a.jpg.preview.webp") and p.is_file()
+    im = Image.open(p)
+    assert im.format == "WEBP" and im.size == (512, 384)
+    with ctx.catalog.session() as s:
+        assert "preview_written" in [e.kind for e in q.events_for(s, row)]
+    # the original stays where the policy keeps it: no preview needed, none written
+    o2 = archive_file(kept, ctx)
+    assert o2.original_status == "kept" and _row(ctx, o2.file_id).preview_path is None
+    assert not list(kept.parent.glob("*.preview.*"))
+    # the preview is not a new original to archive
+    assert archive_file(p, ctx).state == "skipped"
+
+
+def test_mirror_tree_dry_run_and_failure(tmp_path):
+    from archiver.catalog import queries as q
+    from archiver.catalog.testing import write_jpeg
+    from archiver.work import archive_file
+
+    mirror = tmp_path / "mirror"
+    ctx = _ctx(tmp_path, where="mirror", mirror_dir=str(mirror), format="avif", size=128)
+    ctx.root = str(tmp_path / "c")
+    src = write_jpeg(tmp_path / "c" / "2019" / "a.jpg")
+    dry = write_jpeg(tmp_path / "c" / "2019" / "d.jpg", seed=2)
+    ctx.dry_run = True
+    archive_file(dry, ctx)
+    assert not mirror.exists()  # the dry run writes nothing
+    ctx.dry_run = False
+    o = archive_file(src, ctx)
+    assert _row(ctx, o.file_id).preview_path == str(mirror / "2019" / "a.jpg.preview.avif")
+    assert Image.open(mirror / "2019" / "a.jpg.preview.avif").format == "AVIF"
+    # a preview that cannot be written is an event; the file is archived all the same
+    blocked = write_jpeg(tmp_path / "c" / "2020" / "b.jpg", seed=3)
+    (mirror / "2020").write_bytes(b"a file where the folder should be")
+    o = archive_file(blocked, ctx)
+    assert (o.state, o.original_status) == ("committed", "removed")
+    row = _row(ctx, o.file_id)
+    assert row.preview_path is None
+    with ctx.catalog.session() as s:
+        assert "preview_failed" in [e.kind for e in q.events_for(s, row)]
+
+
+def test_restore_in_place_removes_the_preview_restore_elsewhere_keeps_it(tmp_path):
+    from archiver.catalog.testing import write_jpeg
+    from archiver.work import archive_file, restore
+
+    ctx = _ctx(tmp_path)
+    a = write_jpeg(tmp_path / "c" / "a.jpg")
+    b = write_jpeg(tmp_path / "c" / "b.jpg", seed=1)
+    ia, ib = archive_file(a, ctx).file_id, archive_file(b, ctx).file_id
+    pa, pb = Path(_row(ctx, ia).preview_path), Path(_row(ctx, ib).preview_path)
+    assert pa.is_file() and pb.is_file()
+    (r,) = restore(ctx.catalog, [str(ia)], vault=ctx.vault)
+    assert r.status == "restored" and a.is_file()
+    assert not pa.exists() and _row(ctx, ia).preview_path is None
+    (r,) = restore(ctx.catalog, [str(ib)], vault=ctx.vault, to=tmp_path / "elsewhere")
+    assert r.status == "restored" and not b.exists()
+    assert pb.is_file() and _row(ctx, ib).preview_path == str(pb)  # the folder still needs its thumbnail

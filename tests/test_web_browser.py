@@ -59,7 +59,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     _need_browser()
-    from archiver.archive import DiffusionCodec
+    from archiver.work import DiffusionCodec
 
     tmp = tmp_path_factory.mktemp("webe2e")
     ctx, ids = make_collection(tmp, codec=DiffusionCodec(name="tiny", device="cpu"))

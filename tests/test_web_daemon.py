@@ -9,16 +9,17 @@ import urllib.request
 
 import pytest
 
-from test_service_helpers import Daemon, committed_paths, free_port, png_bytes, setup_env, wait_until
+from test_service_helpers import (Daemon, catalog_rows, committed_paths, free_port, png_bytes, queue_rows, setup_env,
+                                  wait_until)
 
 
 def _get(url: str) -> dict:
     return json.loads(urllib.request.urlopen(url, timeout=10).read())
 
 
-def test_daemon_serves_the_dashboard(tmp_path):
+def test_daemon_serves_the_dashboard_and_writes_previews_it_never_archives(tmp_path):
     port = free_port()
-    e = setup_env(tmp_path, web={"with_daemon": True, "port": port})
+    e = setup_env(tmp_path, web={"with_daemon": True, "port": port}, preview={"size": 32})
     d = Daemon(e).ready()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -31,6 +32,12 @@ def test_daemon_serves_the_dashboard(tmp_path):
         assert _get(base + "/api/overview")["total"]["files"] == 1
         html = urllib.request.urlopen(base + "/", timeout=10).read().decode()
         assert f"running (pid {d.proc.pid})" in html
+        preview = e["root"] / "a.png.preview.webp"
+        wait_until(preview.is_file, 30, what="preview written")
+        (e["root"] / "b.png").write_bytes(png_bytes(2, 48))  # one more file, after the preview appeared
+        wait_until(lambda: str(e["root"] / "b.png") in committed_paths(e["home"]), 60, what="second file archived")
+        assert str(preview) not in {r["path"] for r in catalog_rows(e["home"])}
+        assert str(preview) not in {r["path"] for r in queue_rows(e["home"])}
     finally:
         assert d.stop() == 0
     with pytest.raises(urllib.error.URLError):

@@ -152,8 +152,7 @@ def savings(s: Session) -> dict:
     the database so it stays cheap on millions of rows. "After" is what stays on the source
     disk: the compressed file plus the original where it was kept."""
     F = FileVersion
-    kept = F.original_status.in_((ORIG_KEPT, ORIG_PRESENT))
-    after = func.coalesce(F.compressed_size, 0) + case((kept, func.coalesce(F.size, 0)), else_=0)
+    after = bytes_after()
     now = utcnow()
     vaulted = case((F.vault_path.is_not(None) & (F.vault_expires_at.is_(None) | (F.vault_expires_at > now)),
                     func.coalesce(F.size, 0)), else_=0)
@@ -182,28 +181,10 @@ def savings(s: Session) -> dict:
 
 def bytes_after():
     """What a committed row leaves on the source disk: its compressed file plus the original
-    where it was kept (the same definition as ``stats``)."""
-    from sqlalchemy import case
-
+    where it was kept (``savings``/``stats`` and the dashboard all use this one definition)."""
     F = FileVersion
     kept = F.original_status.in_((ORIG_KEPT, ORIG_PRESENT))
     return func.coalesce(F.compressed_size, 0) + case((kept, func.coalesce(F.size, 0)), else_=0)
-
-
-def _position(s: Session, haystack, needle: str):
-    """1-based position of ``needle`` in ``haystack`` (0 when absent), on SQLite and PostgreSQL."""
-    fn = func.strpos if s.get_bind().dialect.name == "postgresql" else func.instr
-    return fn(haystack, needle)
-
-
-def top_folder(s: Session):
-    """The first directory below the row's root ("." for files directly in the root)."""
-    from sqlalchemy import case
-
-    F = FileVersion
-    rel = func.substr(F.path, func.length(func.coalesce(F.root, "")) + 2)
-    slash = _position(s, rel, "/")
-    return case((F.root.is_(None), "?"), (slash > 0, func.substr(rel, 1, slash - 1)), else_=".")
 
 
 def _group(key: str, files: int, before: int, after: int) -> dict:
@@ -248,8 +229,6 @@ def _position(s: Session, haystack, needle: str):
 
 def top_folder(s: Session):
     """The first directory below the row's root ("." for files directly in the root)."""
-    from sqlalchemy import case
-
     F = FileVersion
     rel = func.substr(F.path, func.length(func.coalesce(F.root, "")) + 2)
     slash = _position(s, rel, "/")

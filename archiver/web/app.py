@@ -236,19 +236,14 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
         return resp
 
     def _restore(file_id: int) -> dict:
-        from ..catalog.restore import restore
+        from ..work import restore
 
         _row(file_id)  # 404 for an unknown id
         try:
             results = restore(catalog, [str(file_id)], vault=vault, codec=pictures.codec)
         except CatalogError as e:
             return {"id": file_id, "status": "refused", "message": str(e)}
-        r = results[0].to_dict()
-        if r["status"] == "restored":
-            from ..preview import remove_preview
-
-            remove_preview(catalog, file_id)
-        return r
+        return results[0].to_dict()
 
     return app
 

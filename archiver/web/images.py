@@ -122,11 +122,9 @@ class Pictures:
         return Picture(self._cached(key, decode), "image/png", "reconstruction")
 
     def _compressed(self, row) -> bytes:
-        cp = Path(row.compressed_path)
+        from ..work.restore import read_compressed
+
         try:
-            blob = cp.read_bytes()
-        except OSError as e:
-            raise NoPicture(f"the compressed file {cp.name} cannot be read ({e.strerror})") from None
-        if row.compressed_sha256 and hashlib.sha256(blob).hexdigest() != row.compressed_sha256:
-            raise NoPicture(f"the compressed file {cp.name} is damaged (SHA-256 differs from the catalog)")
-        return blob
+            return read_compressed(row)
+        except ArchiverError as e:
+            raise NoPicture(str(e)) from None

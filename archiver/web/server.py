@@ -18,7 +18,7 @@ def build_app(cfg, settings: WebSettings, catalog=None):
     from .app import create_app
 
     def codec():
-        from ..archive import DiffusionCodec
+        from ..work import DiffusionCodec
 
         return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device,
                               steps=cfg.decode_steps)

@@ -10,37 +10,20 @@ from ..catalog.testing import make_context, write_jpeg, write_png
 
 TOKEN = "test-token-0123456789abcdef"
 
-#: the catalog tests' policy, plus diffusion with a vaulted original (the file page then has
-#: both pictures: the original from the vault and the decoded reconstruction)
-POLICY = """
-version: 1
-name: web-test
-defaults:
-  bpp: 0.5
-  floor: {min_psnr: 0.0, min_ms_ssim: 0.0, min_region_psnr: 0.0}
-  original: replace
-  retention_days: 7
-rules:
-  - name: keepers
-    when: {path: ["**/keep/**"]}
-    action: keep
-  - name: strict
-    when: {path: ["**/strict/**"]}
-    action: diffusion
-    floor: {min_psnr: 99.0, min_ms_ssim: 0.999, min_region_psnr: 99.0}
-  - name: textures
-    when: {path: ["**/tex/**"]}
-    action: diffusion
-    original: vault
-    retention_days: 30
-  - name: vaulted
-    when: {path: ["**/vault/**"]}
-    action: lossless
-    original: vault
-    retention_days: 3
-default:
-  action: lossless
-"""
+
+def _policy_text() -> str:
+    """The catalog tests' policy, with its diffusion rule keeping the original in the vault (the
+    file page then has both pictures: the original from the vault and the decoded image)."""
+    import yaml
+
+    from ..catalog.testing import TEST_POLICY
+
+    p = yaml.safe_load(TEST_POLICY)
+    p["name"] = "web-test"
+    for rule in p["rules"]:
+        if rule["name"] == "tex":
+            rule.update(name="textures", original="vault", retention_days=30)
+    return yaml.safe_dump(p, sort_keys=False)
 
 
 def landscape(seed: int = 0, size: tuple[int, int] = (192, 128)) -> "np.ndarray":
@@ -76,16 +59,21 @@ def write_photo(path: str | Path, seed: int = 0, size=(192, 128), quality: int =
     return path
 
 
-def make_collection(tmp: str | Path, *, codec=None) -> tuple[object, dict[str, int]]:
-    """Archive a few images under ``tmp/photos``; returns (context, {name: catalog id})."""
-    from ..archive import archive_file
+def make_collection(tmp: str | Path, *, codec=None, preview: bool = True) -> tuple[object, dict[str, int]]:
+    """Archive a few images under ``tmp/photos`` (with 512-px WebP previews beside the files
+    whose originals left); returns (context, {name: catalog id})."""
+    from ..work import archive_file
     from ..catalog import queries as q
 
     tmp = Path(tmp)
     from ..policy.engine import parse_policy_text
 
     ctx = make_context(tmp, codec=codec)
-    ctx.policy = parse_policy_text(POLICY, "web-test")
+    ctx.policy = parse_policy_text(_policy_text(), "web-test")
+    if preview:
+        from ..preview import PreviewSettings
+
+        ctx.preview = PreviewSettings()
     photos = tmp / "photos"
     files = {
         "forest": write_photo(photos / "tex" / "forest.jpg", seed=1),

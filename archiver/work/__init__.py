@@ -3,7 +3,7 @@
 ``archive_file(path, ctx)`` takes the path's lock, runs recovery for it (``recovery``), then
 runs the steps on one ``Job`` record (``job``), each step one module:
 
-    discover -> classify -> encode -> write -> check -> vault -> commit -> dispose
+    discover -> classify -> encode -> write -> check -> vault -> commit -> dispose -> preview
                               ^                  |
                               '-- fall back -----'   (diffusion -> lossless -> keep)
 

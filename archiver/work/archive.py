@@ -18,6 +18,7 @@ from .dispose import Dispose
 from .encode import Encode
 from .job import ArchiveOutcome, Job, Skip
 from .locks import path_lock
+from .preview import Preview
 from .recovery import recover
 from .vault import Vault
 from .write import Write
@@ -28,8 +29,10 @@ COMPRESSED_EXTS = (".dlc", ".jxl", ".axl")
 
 
 def is_own_output(ctx, path: Path) -> bool:
-    """Compressed files and temp files written by archive are never archived themselves."""
-    if atomic.is_temp_name(path):
+    """Compressed files, previews and temp files written by archive are never archived themselves."""
+    from ..preview import is_preview
+
+    if atomic.is_temp_name(path) or is_preview(path):
         return True
     if path.suffix not in COMPRESSED_EXTS:
         return False
@@ -62,7 +65,7 @@ def archive_file(path: str | Path, ctx) -> ArchiveOutcome:
 
 def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
     """discover -> classify -> (encode -> write -> check, falling back until one is verified or
-    the action is keep) -> vault -> commit -> dispose."""
+    the action is keep) -> vault -> commit -> dispose -> preview (if configured)."""
     try:
         early = Discover(ctx).run(job, w)
         if early is not None:
@@ -77,6 +80,7 @@ def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
             Vault(ctx).run(job, w)
         Commit(ctx).run(job, w)
         Dispose(ctx).run(job, w)
+        Preview(ctx).run(job, w)
     except Skip as e:
         if job.row is None:
             out = ArchiveOutcome(job.sp, e.state, error=str(e), reasons=[str(e)], recovered=job.recovered)

@@ -26,11 +26,14 @@ class ArchiveContext:
     now: Callable[[], dt.datetime] = utcnow
     #: per-path locks (flock, striped) so two processes on this host never work on one file at once
     lock_dir: Optional[Path] = None
+    #: previews for file browsers (archiver.preview.PreviewSettings); None = none written
+    preview: Any = None
 
     @classmethod
     def from_config(cls, config, *, policy=None, catalog: Catalog | None = None, dry_run: bool = False) -> "ArchiveContext":
         from ..catalog.db import open_catalog
         from ..policy.engine import load_policy
+        from ..preview import preview_settings
         from .codec import DiffusionCodec
 
         return cls(
@@ -42,4 +45,5 @@ class ArchiveContext:
             dry_run=dry_run,
             max_pixels=config.max_pixels,
             lock_dir=config.state_dir / "locks",
+            preview=preview_settings(config),
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ArchiverError, CatalogError, SafetyError, UsageError
+from ..preview import is_preview
 from ..storage import atomic, lossless
 from ..storage.vault import Vault, sha256_file
 from ..catalog import queries as q
@@ -90,6 +91,18 @@ def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes
     return out.getvalue()
 
 
+def read_compressed(row: FileVersion) -> bytes:
+    """The row's compressed file, checked against the catalog's SHA-256."""
+    cp = Path(row.compressed_path)
+    try:
+        blob = cp.read_bytes()
+    except OSError as e:
+        raise ArchiverError(f"{row.path}: compressed file {cp} unreadable ({e.strerror})") from None
+    if row.compressed_sha256 and hashlib.sha256(blob).hexdigest() != row.compressed_sha256:
+        raise ArchiverError(f"{row.path}: compressed file {cp} is damaged (SHA-256 mismatch)")
+    return blob
+
+
 def produce(row: FileVersion, vault: Vault | None, codec=None) -> tuple[bytes, str, str]:
     """(bytes, source, exactness) for ``row``, best source first; raises ArchiverError when none."""
     if vault is not None and row.sha256:
@@ -103,13 +116,7 @@ def produce(row: FileVersion, vault: Vault | None, codec=None) -> tuple[bytes, s
         return p.read_bytes(), "original", "bytes"
     if not row.compressed_path:
         raise ArchiverError(f"{row.path}: no vaulted original, no original on disk and no compressed file")
-    cp = Path(row.compressed_path)
-    try:
-        blob = cp.read_bytes()
-    except OSError as e:
-        raise ArchiverError(f"{row.path}: compressed file {cp} unreadable ({e.strerror})") from None
-    if row.compressed_sha256 and hashlib.sha256(blob).hexdigest() != row.compressed_sha256:
-        raise ArchiverError(f"{row.path}: compressed file {cp} is damaged (SHA-256 mismatch)")
+    blob = read_compressed(row)
     if row.action == "lossless":
         data = lossless.restore(blob)
         digest = hashlib.sha256(data).hexdigest()
@@ -180,4 +187,9 @@ def _restore_one(catalog, row, vault, codec, to, force) -> RestoreResult:
         if exact == "bytes" and str(dest) == r.path and r.original_status != ORIG_KEPT:
             # the original is back where it was: it stays (archive/daemon see it as unchanged)
             q.transition(s, r, COMMITTED, kind="original_restored", original_status=ORIG_KEPT)
+        preview = r.preview_path if str(dest) == r.path else None
+        if preview:  # the file itself is back beside it: its stand-in thumbnail goes
+            q.transition(s, r, COMMITTED, kind="preview_removed", preview_path=None)
+    if preview and is_preview(preview):  # only ever a file named as a preview
+        Path(preview).unlink(missing_ok=True)
     return res

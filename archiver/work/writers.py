@@ -57,6 +57,16 @@ class RealWriters:
     def remove_original(self, job) -> None:
         files.unlink_durable(job.path)
 
+    # extras that are no part of the archive's safety
+    def write_preview(self, job, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(path, data, mode=0o644)
+
+    def event(self, job, kind: str, **detail) -> None:
+        """An event on the job's row without a change of state (e.g. a preview that failed)."""
+        with self.ctx.catalog.session() as s:
+            q.add_event(s, kind, fv=s.get(FileVersion, job.row.id), **detail)
+
 
 class DryWriters:
     """Writers that do nothing: the row stays detached (the state machine is still enforced),
@@ -95,6 +105,12 @@ class DryWriters:
         return None
 
     def remove_original(self, job) -> None:
+        return None
+
+    def write_preview(self, job, path: Path, data: bytes) -> None:
+        return None
+
+    def event(self, job, kind: str, **detail) -> None:
         return None
 
 
