@@ -282,6 +282,8 @@ def test_restore_of_an_unfinished_file_is_refused(client, coll):
 def test_foreign_host_header_is_refused(client):
     """DNS rebinding: a page on another site that resolves its name to 127.0.0.1 gets nothing."""
     assert client.get("/api/overview", headers={"Host": "evil.example:8765"}).status_code == 400
+    r = client.get("/", headers={"Host": "evil.example"})
+    assert r.status_code == 400 and b"untrusted Host" in r.data
     assert client.get("/api/overview", headers={"Host": "127.0.0.1:8765"}).status_code == 200
 
 

@@ -101,6 +101,10 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
 
     @app.errorhandler(400)
     def _400(e):
+        from werkzeug.exceptions import SecurityError
+
+        if isinstance(e, SecurityError):  # an untrusted Host: answer without building any URL from it
+            return Response("untrusted Host header\n", status=400, mimetype="text/plain")
         return _error(400, getattr(e, "description", "bad request"))
 
     @app.errorhandler(405)
