@@ -106,7 +106,7 @@ class FileVersion(Base):
         Index("ix_file_versions_path", "path"),
         Index("ix_file_versions_state", "state"),
         Index("ix_file_versions_sha256", "sha256"),
-        # the dashboard (migration 0003): keyset pages per filter, and covering indexes for the
+        # the dashboard (migration 0004): keyset pages per filter, and covering indexes for the
         # overview's sums (per rule/codec/day, per top folder, the vault per expiry day)
         Index("ix_file_versions_rule_id", "rule", "id"),
         Index("ix_file_versions_codec_id", "codec", "id"),

@@ -6,14 +6,14 @@ rows per rule/codec/day and per top folder, and the vault per expiry day: coveri
 those read narrow index entries instead of whole rows (5-10x faster on 100,000 rows). The
 failures panel reads events by kind.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
