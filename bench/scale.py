@@ -67,7 +67,10 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres")
         self.port = 20000 + (os.getpid() * 7) % 20000
-        r = _as_pg(f"initdb -D {self.dir}/data -A trust -U postgres >/dev/null && pg_ctl -D {self.dir}/data "
+        from conftest import _pg_binary
+
+        self.pg_ctl = _pg_binary("pg_ctl")
+        r = _as_pg(f"{_pg_binary('initdb')} -D {self.dir}/data -A trust -U postgres >/dev/null && {self.pg_ctl} -D {self.dir}/data "
                    f"-o \"-k {self.dir} -p {self.port} -c listen_addresses=''\" -l {self.dir}/log -w start", self.dir)
         if r.returncode != 0:
             raise SystemExit(f"cannot start PostgreSQL: {r.stderr[-800:]}")
@@ -86,7 +89,7 @@ class Postgres:
         return self.server.replace("/postgres?", f"/{name}?")
 
     def stop(self) -> None:
-        _as_pg(f"pg_ctl -D {self.dir}/data stop -m immediate", self.dir)
+        _as_pg(f"{self.pg_ctl} -D {self.dir}/data stop -m immediate", self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

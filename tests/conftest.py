@@ -19,12 +19,24 @@ def _as_pg(cmd: str, cwd: str):
     return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+def _pg_binary(name: str) -> str | None:
+    """On PATH, else where Debian's postgresql package keeps it (/usr/lib/postgresql/<ver>/bin)."""
+    import glob
+
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    return versions[-1] if versions else None
+
+
 @pytest.fixture(scope="session")
 def pg_server_url():
     """A throw-away local PostgreSQL cluster for the whole run (skips where PostgreSQL's server
     binaries, psycopg or a 'postgres' user are missing)."""
     pytest.importorskip("psycopg")
-    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
+    if not initdb or not pg_ctl:
         pytest.skip("PostgreSQL server binaries not installed")
     if os.geteuid() == 0:
         try:
@@ -35,13 +47,13 @@ def pg_server_url():
     if os.geteuid() == 0:
         shutil.chown(d, "postgres")
     port = 20000 + os.getpid() % 20000
-    r = _as_pg(f"initdb -D {d}/data -A trust -U postgres >/dev/null && "
-               f"pg_ctl -D {d}/data -o \"-k {d} -p {port} -c listen_addresses='' -c fsync=off\" -l {d}/log -w start", d)
+    r = _as_pg(f"{initdb} -D {d}/data -A trust -U postgres >/dev/null && "
+               f"{pg_ctl} -D {d}/data -o \"-k {d} -p {port} -c listen_addresses='' -c fsync=off\" -l {d}/log -w start", d)
     if r.returncode != 0:
         shutil.rmtree(d, ignore_errors=True)
         pytest.skip(f"cannot start a PostgreSQL cluster: {r.stderr[-500:]}")
     yield f"postgresql+psycopg://postgres@/postgres?host={d}&port={port}"
-    _as_pg(f"pg_ctl -D {d}/data stop -m immediate", d)
+    _as_pg(f"{pg_ctl} -D {d}/data stop -m immediate", d)
     shutil.rmtree(d, ignore_errors=True)
 
 
