@@ -307,13 +307,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below on a timeout
     pg = Postgres()
     res: dict = {"cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         if a.what in ("catalog", "all"):
             res["catalog"] = bench_catalog(pg, a.files, a.threads)
+            print(json.dumps(res["catalog"]), file=sys.stderr, flush=True)
         if a.what in ("ray", "all"):
             res["ray"] = bench_ray(pg, a.images, a.size)
+            print(json.dumps(res["ray"]), file=sys.stderr, flush=True)
         if a.what in ("daemons", "all"):
             res["daemons"] = bench_daemons(pg, a.images, a.size)
     finally:

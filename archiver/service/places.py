@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import UsageError
-from .roots import MARKER as ROOT_MARKER
+from .roots import MARKER as ROOT_MARKER, is_empty
 
 VAULT_MARKER = ".archiver-vault"
 MARKERS = {"root": ROOT_MARKER, "vault": VAULT_MARKER}
@@ -65,14 +65,6 @@ def check_view(directory: str | None, expected: str | None, kind: str) -> str | 
         return (f"{directory}: {MARKERS[kind]} holds {local}, the catalog recorded {expected}: another "
                 "filesystem is mounted at this path on this node; nothing was touched")
     return None
-
-
-def _is_empty(directory: str) -> bool:
-    try:
-        with os.scandir(directory) as it:
-            return next(it, None) is None
-    except OSError:
-        return True
 
 
 def _create_mark(directory: str, kind: str) -> str:
@@ -148,7 +140,7 @@ class Places:
         if not local:
             if not os.path.isdir(path):
                 return None, f"{path}: the shared {kind} is missing on this node"
-            if kind == "root" and _is_empty(path):
+            if kind == "root" and is_empty(path):
                 return None, None
             local = _create_mark(path, kind)
         recorded = self._record(path, kind, local)

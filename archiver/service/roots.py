@@ -23,7 +23,7 @@ log = logging.getLogger("archiver.service.roots")
 MARKER = ".archiver-root"
 
 
-def _is_empty(root: str) -> bool:
+def is_empty(root: str) -> bool:
     try:
         with os.scandir(root) as it:
             return next(it, None) is None
@@ -65,7 +65,7 @@ class RootGuard:
                 if rec is None:
                     # an empty root may be a mount point whose filesystem is not mounted yet:
                     # record its device only once it holds something
-                    if not _is_empty(root):
+                    if not is_empty(root):
                         self._known[root] = {"st_dev": st.st_dev, "marker": has_marker}
                         self._save()
                 elif rec.get("st_dev") != st.st_dev:
