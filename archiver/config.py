@@ -42,6 +42,9 @@ class Config:
     backbone: str = "tiny"
     #: for the diffusers backbone: a local directory in diffusers layout, or a repo id found in the HF cache
     diffusers_model: str | None = None
+    #: adapter folder for that model (``archiver train adapter``): its trained entropy model and
+    #: quantization steps. Files coded with it name it and decode only with it
+    adapter: str | None = None
     #: torch device ("cpu", "cuda", "auto")
     device: str = "auto"
     #: DDIM steps at decode time
@@ -73,6 +76,12 @@ class Config:
     web: dict = field(default_factory=dict)
     #: small standard previews beside archived files or in a mirror tree (see archiver/preview.py); None = off
     preview: dict | None = None
+
+    def __post_init__(self):
+        if self.adapter is not None and not (isinstance(self.adapter, str) and self.adapter.strip()):
+            raise UsageError("config setting adapter: must be the path of an adapter folder (or null)")
+        if self.adapter is not None and self.backbone != "diffusers":
+            raise UsageError(f"config setting adapter: is for backbone: diffusers (the backbone is {self.backbone!r})")
 
     @property
     def state_dir(self) -> Path:

@@ -56,3 +56,10 @@ class SafetyError(ArchiverError):
     """An operation was refused because it could lose data (overwrite, path escape, changed source)."""
 
     exit_code = 9
+
+
+class AdapterError(ArchiverError):
+    """An adapter (a backbone's trained entropy model and quantization steps) is missing, damaged,
+    made for other backbone weights, or not the one a bitstream was coded with."""
+
+    exit_code = 10

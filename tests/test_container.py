@@ -56,8 +56,9 @@ def test_truncated_files_are_refused(cut):
         container.read_header(data[:cut])
 
 
-def test_every_altered_byte_is_detected():
-    data = container.pack(_header(), SECTIONS)
+@pytest.mark.parametrize("adapter", [None, "cd" * 32])
+def test_every_altered_byte_is_detected(adapter):
+    data = container.pack(_header(adapter_sha256=adapter), SECTIONS)
     for i in range(len(data)):
         bad = bytearray(data)
         bad[i] ^= 0x40
@@ -71,13 +72,52 @@ def test_appended_bytes_are_refused():
         container.unpack(data + b"\x00")
 
 
+def _resealed(data: bytes) -> bytes:
+    body = bytes(data[:-32])
+    return body + hashlib.sha256(body).digest()
+
+
 def test_unknown_version_is_named():
     data = bytearray(container.pack(_header(), SECTIONS))
-    data[8] = 2
-    body = bytes(data[:-32])
-    data = body + hashlib.sha256(body).digest()  # even a well-formed future file
-    with pytest.raises(ContainerError, match="unknown .dlc format version 2"):
-        container.read_header(data)
+    data[8] = 3
+    with pytest.raises(ContainerError, match="unknown .dlc format version 3"):
+        container.read_header(_resealed(data))  # even a well-formed future file
+
+
+def test_without_an_adapter_the_file_is_version_1_as_before():
+    """Files that need no optional field are byte-identical to what earlier releases wrote."""
+    data = container.pack(_header(), SECTIONS)
+    assert data[8] == 1
+    assert container.read_header(data).adapter_sha256 is None
+
+
+def test_adapter_digest_makes_a_version_2_file():
+    data = container.pack(_header(adapter_sha256="cd" * 32), SECTIONS)
+    assert data[8] == 2
+    h, sections = container.unpack(data)
+    assert h.adapter_sha256 == "cd" * 32 and h.version == 2 and sections == SECTIONS
+    v1 = container.pack(_header(), SECTIONS)
+    (hlen1,) = struct.unpack_from("<I", v1, 9)
+    (hlen2,) = struct.unpack_from("<I", data, 9)
+    assert hlen2 == hlen1 + 1 + 2 + 32, "v2 = v1 header + count + (tag, length) + digest"
+    assert data[13:13 + hlen1] == v1[13:13 + hlen1]
+
+
+def test_unknown_optional_field_is_refused():
+    data = bytearray(container.pack(_header(adapter_sha256="cd" * 32), SECTIONS))
+    (hlen,) = struct.unpack_from("<I", data, 9)
+    tag_at = 13 + hlen - 32 - 2
+    assert data[tag_at] == container.FIELD_ADAPTER
+    data[tag_at] = 99
+    with pytest.raises(ContainerError, match="unknown .dlc header field 99"):
+        container.read_header(_resealed(data))
+
+
+def test_version_1_file_with_a_v2_tail_is_refused():
+    data = bytearray(container.pack(_header(adapter_sha256="cd" * 32), SECTIONS))
+    data[8] = 1  # the tail is then trailing garbage in a v1 header
+    with pytest.raises(ContainerError, match="header length"):
+        container.read_header(_resealed(data))
 
 
 def test_not_a_container():

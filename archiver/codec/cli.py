@@ -26,18 +26,18 @@ def _box(text: str) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def _backbone(name, model, device):
+def _backbone(name, model, device, adapter=None):
     """The backbone the options name, the rest from the config (the codec itself reads none)."""
     from ..config import load_config
-    from .backbones import get_backbone
+    from .backbones.lookup import configured_backbone
 
-    cfg = load_config()
     if model and not name:
         name = "diffusers"
-    name = name or cfg.backbone
-    if name == "diffusers":
-        model = model or cfg.diffusers_model
-    return get_backbone(name, model_path=model, device=device or cfg.device)
+    return configured_backbone(load_config(), name=name, model=model, device=device, adapter=adapter)
+
+
+_ADAPTER_HELP = ("adapter folder for the diffusers model (default: adapter in the config, with its model); "
+                 "'none' for the generic entropy model")
 
 
 @click.command()
@@ -50,11 +50,12 @@ def _backbone(name, model, device):
               help="Backbone (default from the config: tiny).")
 @click.option("--model", type=str, default=None, help="diffusers model directory or cached repo id.")
 @click.option("--device", type=str, default=None, help="cpu, cuda or auto.")
+@click.option("--adapter", type=str, default=None, help=_ADAPTER_HELP)
 @click.option("--search-t", is_flag=True, help="Try timesteps around the SNR match and keep the best (slower).")
 @click.option("--roi", multiple=True, metavar="L,T,R,B",
               help="Protected region in pixels, coded with finer steps (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t, roi, as_json):
+def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter, search_t, roi, as_json):
     """Compress image SRC into the .dlc file DST."""
     from ..config import load_config
     from ..imageio import load_image
@@ -68,12 +69,12 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t
     cfg = load_config()
     boxes = [_box(b) for b in roi]
     img = load_image(src, max_pixels=cfg.max_pixels)  # bad input fails before a model loads
-    backbone = _backbone(backbone_name, model, device)
+    backbone = _backbone(backbone_name, model, device, adapter)
     r = encode_image(img, backbone, bpp=bpp, quality=quality, search_t=search_t, roi=boxes or None,
                      steps=cfg.decode_steps if steps is None else steps)
     write_bytes(dst, r.data, mode=output_file_mode())
     data = {"input": str(src), "output": str(dst), **r.summary(), "backbone": backbone.id,
-            "weights_sha256": backbone.weights_digest}
+            "weights_sha256": backbone.weights_digest, "adapter_sha256": getattr(backbone, "adapter_digest", None)}
 
     def human(d):
         lines = [f"{src} -> {dst}: {human_bytes(d['size_bytes'])}, {d['bpp']:.4f} bpp "
@@ -96,8 +97,9 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, search_t
               help="Backbone (default: the one the file names).")
 @click.option("--model", type=str, default=None, help="diffusers model directory or cached repo id.")
 @click.option("--device", type=str, default=None, help="cpu, cuda or auto.")
+@click.option("--adapter", type=str, default=None, help=_ADAPTER_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def decode(src, dst, steps, backbone_name, model, device, as_json):
+def decode(src, dst, steps, backbone_name, model, device, adapter, as_json):
     """Restore the .dlc file SRC to the image DST (format from its suffix, PNG by default)."""
     from .container import read_header
     from .files import decode_file, format_for
@@ -108,12 +110,12 @@ def decode(src, dst, steps, backbone_name, model, device, as_json):
         raise UsageError(f"{src}: no such file")
     header = read_header(src.read_bytes())  # damaged files are refused before loading a model
     name = backbone_name or (None if model is None else "diffusers") or header.backbone_id
-    backbone = _backbone(name, model, device)
+    backbone = _backbone(name, model, device, adapter)
     d = decode_file(src, dst, backbone=backbone, steps=steps)
     h = d.header
     data = {"input": str(src), "output": str(dst), "width": h.width, "height": h.height,
             "mode": d.image.mode, "original_mode": h.mode, "t": h.t, "steps": d.steps,
-            "backbone": h.backbone_id, "weights_sha256": h.weights_sha256,
+            "backbone": h.backbone_id, "weights_sha256": h.weights_sha256, "adapter_sha256": h.adapter_sha256,
             "bpp": src.stat().st_size * 8 / h.pixels, "seconds": d.seconds,
             "metadata": {"exif": bool(d.metadata.exif), "icc": bool(d.metadata.icc_profile), "xmp": bool(d.metadata.xmp)}}
     emit(data, as_json, lambda x: (f"{src} -> {dst}: {x['width']}x{x['height']} {x['mode']}, t={x['t']}, "

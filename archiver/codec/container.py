@@ -1,9 +1,13 @@
-"""The ``.dlc`` container, version 1 (byte layout in docs/codec.md).
+"""The ``.dlc`` container, versions 1 and 2 (byte layout in docs/codec.md).
 
     magic(8) | version(1) | header_len(u32) | header | sections... | SHA-256(32)
 
 The checksum covers every byte before it and is verified right after the magic and version,
 before any field is trusted, so a truncated or altered file is refused before decoding starts.
+
+Version 2 is version 1's header followed by a list of optional fields (tag, length, bytes); the
+only one so far names the adapter the file was coded with. A file without optional fields is
+written as version 1, byte for byte what earlier releases wrote, so old readers still read it.
 """
 
 from __future__ import annotations
@@ -11,17 +15,24 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ..errors import ContainerError
 
 MAGIC = b"\x89DLC\r\n\x1a\n"
-VERSION = 1
+#: the newest version this module writes; a file without optional fields is still version 1
+VERSION = 2
+VERSIONS = (1, 2)
 DIGEST_LEN = 32
 SUFFIX = ".dlc"
 
 #: section tags
 LATENT, ALPHA, EXIF, ICC, XMP = b"Q", b"A", b"E", b"I", b"X"
 SECTION_NAMES = {LATENT: "latent", ALPHA: "alpha", EXIF: "exif", ICC: "icc", XMP: "xmp"}
+
+#: optional header fields (version 2): tag -> name. An unknown tag is refused, not skipped: a
+#: field a newer archiver wrote may change how the latent decodes
+FIELD_ADAPTER = 1
 
 
 @dataclass
@@ -43,7 +54,9 @@ class Header:
     delta: list[float]
     roi_factor: float = 1.0
     roi: list[tuple[int, int, int, int]] = field(default_factory=list)
-    version: int = VERSION
+    #: SHA-256 (hex) of the adapter (trained entropy model and steps) the file was coded with
+    adapter_sha256: Optional[str] = None
+    version: int = 1
     #: section tag -> size in bytes (filled by read_header)
     section_sizes: dict[str, int] = field(default_factory=dict)
 
@@ -97,14 +110,34 @@ def _pack_header(h: Header) -> bytes:
     out += struct.pack("<fB", h.roi_factor, len(h.roi))
     for box in h.roi:
         out += struct.pack("<4H", *box)
+    optional = _optional_fields(h)
+    if optional:
+        out += struct.pack("<B", len(optional))
+        for tag, payload in optional:
+            out += struct.pack("<BB", tag, len(payload)) + payload
     return bytes(out)
+
+
+def _optional_fields(h: Header) -> list[tuple[int, bytes]]:
+    fields_ = []
+    if h.adapter_sha256 is not None:
+        digest = bytes.fromhex(h.adapter_sha256)
+        if len(digest) != DIGEST_LEN:
+            raise ValueError("adapter digest must be a SHA-256")
+        fields_.append((FIELD_ADAPTER, digest))
+    return fields_
+
+
+def format_version(h: Header) -> int:
+    """The version a header is written as: 2 only when it carries an optional field."""
+    return 2 if _optional_fields(h) else 1
 
 
 def pack(h: Header, sections: dict[bytes, bytes]) -> bytes:
     """Serialise a header and its sections (empty sections are left out) into a .dlc file."""
     header = _pack_header(h)
     out = bytearray(MAGIC)
-    out += struct.pack("<BI", VERSION, len(header))
+    out += struct.pack("<BI", format_version(h), len(header))
     out += header
     for tag in (LATENT, ALPHA, EXIF, ICC, XMP):
         payload = sections.get(tag)
@@ -124,8 +157,9 @@ def _verify(data: bytes) -> int:
             raise ContainerError("truncated .dlc file")
         raise ContainerError("not a .dlc file (bad magic)")
     version = data[len(MAGIC)]
-    if version != VERSION:
-        raise ContainerError(f"unknown .dlc format version {version} (this archiver reads version {VERSION})")
+    if version not in VERSIONS:
+        raise ContainerError(f"unknown .dlc format version {version} (this archiver reads versions "
+                             f"{', '.join(map(str, VERSIONS))})")
     end = len(data) - DIGEST_LEN
     if end < len(MAGIC) + 5 or hashlib.sha256(data[:end]).digest() != data[end:]:
         raise ContainerError("checksum mismatch: the .dlc file is truncated or altered")
@@ -151,6 +185,21 @@ def unpack(data: bytes) -> tuple[Header, dict[bytes, bytes]]:
     vals = hr.unpack(f"{c}f{c}f")
     roi_factor, nroi = hr.unpack("fB")
     roi = [tuple(hr.unpack("4H")) for _ in range(nroi)]
+    version = data[len(MAGIC)]
+    adapter = None
+    if version >= 2:
+        (nfields,) = hr.unpack("B")
+        seen = set()
+        for _ in range(nfields):
+            tag, n = hr.unpack("BB")
+            payload = hr.take(n)
+            if tag in seen:
+                raise ContainerError(f"damaged .dlc file: header field {tag} repeated")
+            seen.add(tag)
+            if tag == FIELD_ADAPTER and n == DIGEST_LEN:
+                adapter = payload.hex()
+            else:
+                raise ContainerError(f"unknown .dlc header field {tag} (written by a newer archiver?)")
     if hr.pos != hr.end:
         raise ContainerError("damaged .dlc file: header length does not match its fields")
     if width < 1 or height < 1 or stride < 1 or c < 1:
@@ -170,7 +219,7 @@ def unpack(data: bytes) -> tuple[Header, dict[bytes, bytes]]:
         backbone_id=backbone_id, weights_sha256=digest, width=width, height=height, mode=mode,
         stride=stride, latent_channels=c, latent_height=lh, latent_width=lw, entropy_kind=kind,
         t=t, steps=steps, s=s, mu=list(vals[:c]), delta=list(vals[c:]), roi_factor=roi_factor,
-        roi=roi, version=VERSION,
+        roi=roi, adapter_sha256=adapter, version=version,
         section_sizes={SECTION_NAMES.get(k, k.hex()): len(v) for k, v in sections.items()},
     )
     return header, sections

@@ -238,7 +238,11 @@ class CheckerboardEntropyModel(_HyperpriorBase):
 
     kind = 2
 
-    def __init__(self, latent_channels: int = 8, hyper_channels: int = 32, param_channels: tuple | None = None):
+    def __init__(self, latent_channels: int = 8, hyper_channels: int = 32, param_channels: tuple | None = None,
+                 bottleneck_init_scale: float = 10.0):
+        """``bottleneck_init_scale`` only shapes the untrained model: compressai's default (10)
+        starts the hyper-latent's density wide, so its first hundreds of steps pay several bits
+        per hyper-latent element; 1.0 lets a short run (an adapter) gain from its first steps."""
         super().__init__()
         c, n = latent_channels, hyper_channels
         self.latent_channels, self.hyper_channels = c, n
@@ -255,7 +259,7 @@ class CheckerboardEntropyModel(_HyperpriorBase):
             deconv(n, 2 * n, kernel_size=5, stride=2), nn.GELU(),
             conv(2 * n, 2 * c, kernel_size=3, stride=1),
         )
-        self.entropy_bottleneck = EntropyBottleneck(n)
+        self.entropy_bottleneck = EntropyBottleneck(n, init_scale=bottleneck_init_scale)
         self.latent_codec = CheckerboardLatentCodec(
             latent_codec={"y": GaussianConditionalLatentCodec(scale_table=SCALE_TABLE.tolist(), quantizer="ste")},
             entropy_parameters=nn.Sequential(

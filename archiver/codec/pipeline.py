@@ -145,6 +145,7 @@ class _Coder:
             stride=self.backbone.stride, latent_channels=c, latent_height=lh, latent_width=lw,
             entropy_kind=self.kind, t=t, steps=steps, s=s, mu=self.mu.tolist(),
             delta=self.delta.tolist(), roi_factor=self.roi_factor, roi=self.roi,
+            adapter_sha256=getattr(self.backbone, "adapter_digest", None),
         )
         sections = dict(self.sections)
         sections[container.LATENT] = payload

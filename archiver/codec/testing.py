@@ -118,3 +118,23 @@ class PoolBackbone:
 
     def entropy_model(self):
         return None
+
+
+def pink_noise_images(root: str | Path, n: int, size: int = 128, seed: int = 0) -> Path:
+    """``n`` PNGs of coloured 1/f noise (the power spectrum of natural photos), for training tests
+    that need latents with natural-image correlations; written into ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    f = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.fftfreq(size)[None, :] ** 2)
+    f[0, 0] = 1.0
+    for i in range(n):
+        mix = rng.normal(0, 0.3, (3, 3)) + np.eye(3)  # correlated colour channels
+        planes = [np.real(np.fft.ifft2(np.fft.fft2(rng.normal(0, 1, (size, size))) / f**1.1)) for _ in range(3)]
+        a = np.stack(planes, -1) @ mix
+        a = (a - a.mean()) / a.std() * 50 + 128 + rng.normal(0, 3, a.shape)
+        Image.fromarray(a.clip(0, 255).astype(np.uint8)).save(root / f"pink{i:03d}.png")
+    return root

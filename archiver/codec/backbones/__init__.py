@@ -18,8 +18,20 @@ _cache: dict[tuple, Backbone] = {}
 _lock = threading.Lock()
 
 
-def get_backbone(name: str = "tiny", *, model_path: str | Path | None = None, device: str = "auto") -> Backbone:
-    """The backbone called ``name``: "tiny" (embedded weights) or "diffusers" (needs ``model_path``)."""
+def get_backbone(name: str = "tiny", *, model_path: str | Path | None = None, device: str = "auto",
+                 adapter: str | Path | None = None) -> Backbone:
+    """The backbone called ``name``: "tiny" (embedded weights) or "diffusers" (needs ``model_path``),
+    with the adapter in folder ``adapter`` attached if one is given (``codec/adapter.py``)."""
+    if adapter:
+        from ..adapter import attach, load_adapter
+
+        base = get_backbone(name, model_path=model_path, device=device)
+        ad = load_adapter(adapter)
+        key = (name, str(model_path) if model_path else None, str(device), ad.digest)
+        with _lock:
+            if key not in _cache:
+                _cache[key] = attach(base, ad)
+            return _cache[key]
     key = (name, str(model_path) if model_path else None, str(device))
     with _lock:
         if key in _cache:

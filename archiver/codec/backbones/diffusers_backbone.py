@@ -93,9 +93,19 @@ def _class_name(component_dir: Path) -> str:
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto``: CUDA when there is one. Asking for a device this machine lacks is a usage error
+    (one line), not a traceback from deep inside torch."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: no CUDA device is available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def _downsampling(block_out_channels) -> int:

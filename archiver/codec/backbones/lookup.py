@@ -3,7 +3,8 @@
 A header names its backbone and the SHA-256 of the weights that encoded it. Decoding needs those
 very weights, so an upgrade of the embedded model must not strand files: the package keeps every
 earlier release of the ``tiny`` weights under ``archiver/weights/releases/`` and they are found by
-digest here. Anything else is refused with a clear error rather than decoded into a wrong image.
+digest here. A file coded with an adapter also needs that adapter (``codec/adapter.py``).
+Anything else is refused with a clear error rather than decoded into a wrong image.
 """
 
 from __future__ import annotations
@@ -38,4 +39,22 @@ def backbone_for(header, backbone: Optional[Backbone] = None, *, model_path: str
             f"with weights {backbone.weights_digest[:16]}...; decode it with the same weights")
     if backbone.stride != header.stride or backbone.latent_channels != header.latent_channels:
         raise ContainerError("the file's latent geometry does not match its backbone")
-    return backbone
+    from ..adapter import backbone_for_header
+
+    return backbone_for_header(header.adapter_sha256, backbone)  # the adapter the file names, or none
+
+
+def configured_backbone(cfg, *, name: Optional[str] = None, model: Optional[str] = None,
+                        device: Optional[str] = None, adapter: Optional[str] = None) -> Backbone:
+    """The backbone a command asked for, the rest from the configuration object ``cfg``
+    (backbone, diffusers_model, device, adapter). The config's adapter goes with the config's
+    model only; ``adapter="none"`` loads none."""
+    from . import get_backbone
+
+    name = name or cfg.backbone
+    if name == "diffusers":
+        model = model or cfg.diffusers_model
+    if adapter is None and name == cfg.backbone and (name != "diffusers" or model == cfg.diffusers_model):
+        adapter = getattr(cfg, "adapter", None)
+    return get_backbone(name, model_path=model, device=device or cfg.device,
+                        adapter=None if adapter == "none" else adapter)
