@@ -31,6 +31,7 @@ from archiver.codec.backbones.diffusers_backbone import DiffusersBackbone
 from archiver.codec.container import read_header
 from archiver.codec.entropy import generic_entropy_model
 from archiver.codec.quantize import QuantParams, to_units
+from archiver.codec.tensors import to_tensor
 from archiver.codec.testing import build_tiny_sd, pink_noise_images, tiny_sd_dir
 from archiver.errors import AdapterError, UsageError
 from archiver.imageio import load_image
@@ -103,7 +104,7 @@ def _same_latents(adapter, backbone, paths, log2_s=(-2.0, 0.0, 2.0)):
     res = {"adapter": [0, 0.0], "generic": [0, 0.0]}
     for p in paths:
         img = load_image(p)
-        y = backbone.encode(pipeline._to_tensor(img.rgb)).float()
+        y = backbone.encode(to_tensor(img.rgb)).float()
         for ls in log2_s:
             q = QuantParams(mu=y.mean(dim=(0, 2, 3)), delta=adapter.channel_steps, s=2.0**ls)
             u = to_units(y, q)

@@ -99,14 +99,38 @@ def test_adapter_digest_makes_a_version_2_file():
     v1 = container.pack(_header(), SECTIONS)
     (hlen1,) = struct.unpack_from("<I", v1, 9)
     (hlen2,) = struct.unpack_from("<I", data, 9)
-    assert hlen2 == hlen1 + 1 + 2 + 32, "v2 = v1 header + count + (tag, length) + digest"
-    assert data[13:13 + hlen1] == v1[13:13 + hlen1]
+    assert hlen2 == hlen1 + 1 + 1 + 3 + 32, "v2 = v1 header + qmode + count + (tag, u16 length) + digest"
+    at = v1.index(struct.pack("<f", 0.5), 13) + 4  # the qmode byte follows f32 s
+    assert data[13:at] == v1[13:at] and data[at] == container.QMODE_HEADER
+    assert data[at + 1:13 + hlen1 + 1] == v1[at:13 + hlen1], "then v1's fields"
+
+
+def test_quantization_mode_1_stores_no_mu_or_delta():
+    h = _header(qmode=container.QMODE_BACKBONE, mu=[], delta=[])
+    data = container.pack(h, SECTIONS)
+    assert data[8] == 2
+    back = container.read_header(data)
+    assert back.qmode == 1 and back.mu == [] and back.delta == [] and back.adapter_sha256 is None
+    (hlen,) = struct.unpack_from("<I", data, 9)
+    (hlen1,) = struct.unpack_from("<I", container.pack(_header(), SECTIONS), 9)
+    assert hlen == hlen1 + 1 + 1 - 2 * 4 * 4, "qmode + field count, minus mu and delta"
+    with pytest.raises(ValueError):
+        container.pack(_header(qmode=1), SECTIONS)  # mu/delta given with mode 1
+
+
+def test_unknown_quantization_mode_is_refused():
+    data = bytearray(container.pack(_header(qmode=container.QMODE_BACKBONE, mu=[], delta=[]), SECTIONS))
+    at = data.index(struct.pack("<f", 0.5), 13) + 4
+    assert data[at] == 1
+    data[at] = 7
+    with pytest.raises(ContainerError, match="unknown quantization mode 7"):
+        container.read_header(_resealed(data))
 
 
 def test_unknown_optional_field_is_refused():
     data = bytearray(container.pack(_header(adapter_sha256="cd" * 32), SECTIONS))
     (hlen,) = struct.unpack_from("<I", data, 9)
-    tag_at = 13 + hlen - 32 - 2
+    tag_at = 13 + hlen - 32 - 3
     assert data[tag_at] == container.FIELD_ADAPTER
     data[tag_at] = 99
     with pytest.raises(ContainerError, match="unknown .dlc header field 99"):
@@ -115,8 +139,8 @@ def test_unknown_optional_field_is_refused():
 
 def test_version_1_file_with_a_v2_tail_is_refused():
     data = bytearray(container.pack(_header(adapter_sha256="cd" * 32), SECTIONS))
-    data[8] = 1  # the tail is then trailing garbage in a v1 header
-    with pytest.raises(ContainerError, match="header length"):
+    data[8] = 1  # read as v1, the fields no longer line up
+    with pytest.raises(ContainerError):
         container.read_header(_resealed(data))
 
 

@@ -209,7 +209,10 @@ class AdaptedBackbone(Backbone):
     def __init__(self, base: Backbone, adapter: Adapter):
         self.base, self.adapter = base, adapter
         self.adapter_digest = adapter.digest
-        for name in ("id", "stride", "latent_channels", "weights_digest", "scheduler", "device", "dtype"):
+        # the interface's attributes, including the ones Backbone gives defaults (eta, ...), are the
+        # backbone's own: only steps, entropy model and (when it says so) t_scale are the adapter's
+        for name in ("id", "stride", "latent_channels", "weights_digest", "scheduler", "device", "dtype",
+                     "eta", "trained_grid"):
             setattr(self, name, getattr(base, name))
         self.t_scale = adapter.t_scale if adapter.t_scale is not None else float(getattr(base, "t_scale", 1.0))
 

@@ -5,9 +5,10 @@
 The checksum covers every byte before it and is verified right after the magic and version,
 before any field is trusted, so a truncated or altered file is refused before decoding starts.
 
-Version 2 is version 1's header followed by a list of optional fields (tag, length, bytes); the
-only one so far names the adapter the file was coded with. A file without optional fields is
-written as version 1, byte for byte what earlier releases wrote, so old readers still read it.
+Version 2 adds a quantization mode (whether mu and delta are in the header or the backbone's)
+and a list of optional fields (tag, length, bytes) after the ROI boxes; the one field so far
+names the adapter the file was coded with. A file that needs neither is written as version 1,
+byte for byte what earlier releases wrote, so older readers still read it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,14 @@ SUFFIX = ".dlc"
 LATENT, ALPHA, EXIF, ICC, XMP = b"Q", b"A", b"E", b"I", b"X"
 SECTION_NAMES = {LATENT: "latent", ALPHA: "alpha", EXIF: "exif", ICC: "icc", XMP: "xmp"}
 
-#: optional header fields (version 2): tag -> name. An unknown tag is refused, not skipped: a
-#: field a newer archiver wrote may change how the latent decodes
-FIELD_ADAPTER = 1
+#: optional header fields (version 2). An unknown tag is refused, not skipped: a field a newer
+#: archiver wrote may change how the latent decodes
+FIELD_ADAPTER = 1  # SHA-256 of the adapter the file was coded with (codec/adapter.py)
+
+#: quantization modes (version 2): 0 = mu and delta per channel in the header (as version 1);
+#: 1 = none stored: mu = 0 and delta = the backbone's trained steps (pinned by its digest)
+QMODE_HEADER, QMODE_BACKBONE = 0, 1
+QMODES = (QMODE_HEADER, QMODE_BACKBONE)
 
 
 @dataclass
@@ -56,6 +62,8 @@ class Header:
     roi: list[tuple[int, int, int, int]] = field(default_factory=list)
     #: SHA-256 (hex) of the adapter (trained entropy model and steps) the file was coded with
     adapter_sha256: Optional[str] = None
+    #: where mu and delta come from (QMODE_*); with QMODE_BACKBONE, mu and delta are empty lists
+    qmode: int = QMODE_HEADER
     version: int = 1
     #: section tag -> size in bytes (filled by read_header)
     section_sizes: dict[str, int] = field(default_factory=dict)
@@ -97,8 +105,12 @@ def _short_str(s: str) -> bytes:
 
 def _pack_header(h: Header) -> bytes:
     c = h.latent_channels
-    if len(h.mu) != c or len(h.delta) != c:
-        raise ValueError("mu/delta must have one value per latent channel")
+    if h.qmode not in QMODES:
+        raise ValueError(f"unknown quantization mode {h.qmode}")
+    n_params = c if h.qmode == QMODE_HEADER else 0
+    if len(h.mu) != n_params or len(h.delta) != n_params:
+        raise ValueError(f"mu/delta must have {n_params} values (quantization mode {h.qmode})")
+    v2 = format_version(h) == 2
     out = bytearray()
     out += _short_str(h.backbone_id)
     out += bytes.fromhex(h.weights_sha256)
@@ -106,15 +118,17 @@ def _pack_header(h: Header) -> bytes:
     out += _short_str(h.mode)
     out += struct.pack("<BBHHB", h.stride, c, h.latent_height, h.latent_width, h.entropy_kind)
     out += struct.pack("<HBf", h.t, h.steps, h.s)
-    out += struct.pack(f"<{c}f{c}f", *h.mu, *h.delta)
+    if v2:
+        out += struct.pack("<B", h.qmode)
+    out += struct.pack(f"<{n_params}f{n_params}f", *h.mu, *h.delta)
     out += struct.pack("<fB", h.roi_factor, len(h.roi))
     for box in h.roi:
         out += struct.pack("<4H", *box)
-    optional = _optional_fields(h)
-    if optional:
+    if v2:
+        optional = _optional_fields(h)
         out += struct.pack("<B", len(optional))
         for tag, payload in optional:
-            out += struct.pack("<BB", tag, len(payload)) + payload
+            out += struct.pack("<BH", tag, len(payload)) + payload
     return bytes(out)
 
 
@@ -129,8 +143,9 @@ def _optional_fields(h: Header) -> list[tuple[int, bytes]]:
 
 
 def format_version(h: Header) -> int:
-    """The version a header is written as: 2 only when it carries an optional field."""
-    return 2 if _optional_fields(h) else 1
+    """The version a header is written as: 2 only when it needs what version 1 cannot say (a
+    quantization mode other than 0, or an optional field), so other files stay byte-identical v1."""
+    return 2 if h.qmode != QMODE_HEADER or _optional_fields(h) else 1
 
 
 def pack(h: Header, sections: dict[bytes, bytes]) -> bytes:
@@ -182,16 +197,20 @@ def unpack(data: bytes) -> tuple[Header, dict[bytes, bytes]]:
     mode = hr.short_str()
     stride, c, lh, lw, kind = hr.unpack("BBHHB")
     t, steps, s = hr.unpack("HBf")
-    vals = hr.unpack(f"{c}f{c}f")
+    version = data[len(MAGIC)]
+    qmode = hr.unpack("B")[0] if version >= 2 else QMODE_HEADER
+    if qmode not in QMODES:
+        raise ContainerError(f"unknown quantization mode {qmode} (written by a newer archiver?)")
+    n_params = c if qmode == QMODE_HEADER else 0
+    vals = hr.unpack(f"{n_params}f{n_params}f")
     roi_factor, nroi = hr.unpack("fB")
     roi = [tuple(hr.unpack("4H")) for _ in range(nroi)]
-    version = data[len(MAGIC)]
     adapter = None
     if version >= 2:
         (nfields,) = hr.unpack("B")
         seen = set()
         for _ in range(nfields):
-            tag, n = hr.unpack("BB")
+            tag, n = hr.unpack("BH")
             payload = hr.take(n)
             if tag in seen:
                 raise ContainerError(f"damaged .dlc file: header field {tag} repeated")
@@ -218,8 +237,8 @@ def unpack(data: bytes) -> tuple[Header, dict[bytes, bytes]]:
     header = Header(
         backbone_id=backbone_id, weights_sha256=digest, width=width, height=height, mode=mode,
         stride=stride, latent_channels=c, latent_height=lh, latent_width=lw, entropy_kind=kind,
-        t=t, steps=steps, s=s, mu=list(vals[:c]), delta=list(vals[c:]), roi_factor=roi_factor,
-        roi=roi, adapter_sha256=adapter, version=version,
+        t=t, steps=steps, s=s, mu=list(vals[:n_params]), delta=list(vals[n_params:]), roi_factor=roi_factor,
+        roi=roi, adapter_sha256=adapter, qmode=qmode, version=version,
         section_sizes={SECTION_NAMES.get(k, k.hex()): len(v) for k, v in sections.items()},
     )
     return header, sections

@@ -250,6 +250,8 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
             u_hat = entropy.decode(sections[container.LATENT], shape)
         except (ValueError, RuntimeError) as e:
             raise ContainerError(f"cannot decode the latent: {e}") from None
+        if header.qmode != container.QMODE_HEADER:
+            raise ContainerError(f"quantization mode {header.qmode} is not decodable by this archiver yet")
         p = QuantParams(mu=torch.tensor(header.mu), delta=torch.tensor(header.delta), s=header.s,
                         roi=[tuple(b) for b in header.roi], roi_factor=header.roi_factor)
         y_hat = from_units(u_hat, p).to(backbone.device)
