@@ -109,7 +109,7 @@ def archive(paths, policy_path, config_path, dry_run, as_json):
 def _codec(cfg):
     from ..work import DiffusionCodec
 
-    return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device)
+    return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device, adapter=cfg.adapter)
 
 
 @click.command()

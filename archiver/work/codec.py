@@ -54,15 +54,17 @@ class DiffusionCodec:
     """The project's latent-diffusion codec (``archiver.codec.pipeline``), backbone loaded lazily."""
 
     def __init__(self, backbone=None, *, name: str = "tiny", model_path=None, device: str = "auto",
-                 steps: int | None = None):
+                 steps: int | None = None, adapter=None):
         self._backbone, self.name, self.model_path, self.device, self.steps = backbone, name, model_path, device, steps
+        self.adapter = adapter  # the diffusers model's adapter folder (config: adapter)
 
     @property
     def backbone(self):
         if self._backbone is None:
             from ..codec.backbones import get_backbone
 
-            self._backbone = get_backbone(self.name, model_path=self.model_path, device=self.device)
+            self._backbone = get_backbone(self.name, model_path=self.model_path, device=self.device,
+                                          adapter=self.adapter)
         return self._backbone
 
     def encode(self, img: LoadedImage, params: dict, regions: list) -> Encoded:

@@ -41,7 +41,7 @@ class ArchiveContext:
             policy=policy if policy is not None and not isinstance(policy, (str, Path)) else load_policy(policy or config.policy),
             vault=Vault(config.resolved_vault_dir()),
             codec=DiffusionCodec(name=config.backbone, model_path=config.diffusers_model, device=config.device,
-                                 steps=config.decode_steps),
+                                 steps=config.decode_steps, adapter=config.adapter),
             dry_run=dry_run,
             max_pixels=config.max_pixels,
             lock_dir=config.state_dir / "locks",
