@@ -39,10 +39,11 @@ import torch
 from ..errors import UsageError
 from . import data as D
 from .common import Logger, load_checkpoint, save_checkpoint, set_threads
+from .device import configure, pick
 from .entropy import RateObjective, evaluate, to_u
 from .latents import random_latent_crops
 from .loop import StageLoop
-from .pipeline import _sigterm_saves
+from .pipeline import sigterm_saves
 
 STAGE = "adapter"
 #: log2 of the quality factor s seen in training: a 4-channel latent at stride 8 (SD) needs
@@ -78,12 +79,6 @@ def check_out(out: Path, model_dir: Path) -> Path:
         raise UsageError(f"{out}: the adapter goes beside the model folder, not inside it "
                          "(the model folder stays as it was downloaded)")
     return out
-
-
-def training_device(device: str) -> torch.device:
-    from ..codec.backbones.diffusers_backbone import pick_device
-
-    return pick_device(device)
 
 
 def _fit(a: np.ndarray, max_side: int, stride: int, gen: np.random.Generator) -> np.ndarray:
@@ -198,17 +193,14 @@ def train_adapter(data_dir: Path, *, model: str, backbone_name: str = "diffusers
                   backbone=None) -> dict:
     """Train an adapter for the diffusers model ``model`` on the images in ``data_dir``.
     ``backbone``: that model already loaded (default: loaded from ``model`` on ``device``)."""
-    from ..codec.adapter import keep_previous, save_adapter
-    from ..codec.backbones import get_backbone
     from ..codec.backbones.diffusers_backbone import resolve_model_dir
-    from ..codec.entropy import build_entropy_model
 
     if backbone_name != "diffusers":
         raise UsageError(f"adapters are trained for diffusers models (--backbone diffusers), not {backbone_name!r}")
     for name, v in (("--steps", steps), ("--batch", batch), ("--eval-every", eval_every)):
         if v < 1:
             raise UsageError(f"{name} must be at least 1")
-    dev = training_device(device)
+    dev = pick(device)
     model_dir = resolve_model_dir(model)
     if out is None:
         if not Path(model).expanduser().is_dir():
@@ -218,7 +210,19 @@ def train_adapter(data_dir: Path, *, model: str, backbone_name: str = "diffusers
     work = out / TRAINING_DIR
     work.mkdir(parents=True, exist_ok=True)
     set_threads(threads)
-    _sigterm_saves()
+    with sigterm_saves():
+        return _train(data_dir, model_dir=model_dir, dev=dev, out=out, work=work, steps=steps,
+                      minutes=minutes, batch=batch, crop=crop, lr=lr, seed=seed, resume=resume, max_files=max_files,
+                      max_side=max_side, eval_every=eval_every, ckpt_every=ckpt_every, n_val=n_val,
+                      hyper_channels=hyper_channels, quiet=quiet, backbone=backbone)
+
+
+def _train(data_dir, *, model_dir, dev, out, work, steps, minutes, batch, crop, lr, seed, resume, max_files,
+           max_side, eval_every, ckpt_every, n_val, hyper_channels, quiet, backbone) -> dict:
+    from ..codec.adapter import keep_previous, load_adapter, save_adapter
+    from ..codec.backbones import get_backbone
+    from ..codec.entropy import build_entropy_model
+
     log = Logger(work, quiet=quiet)
     kept = keep_previous(out)  # files coded with the adapter being replaced must keep decoding
     if kept is not None:
@@ -243,6 +247,7 @@ def train_adapter(data_dir: Path, *, model: str, backbone_name: str = "diffusers
     log.log(stage=STAGE, event="data", images=len(lats), train=len(train), val=len(val), crop_cells=lcrop,
             device=str(dev), generic_val_bpp=generic["val_bpp"])
 
+    log.log(stage=STAGE, event="device", **configure(dev))  # TF32 on CUDA, after the latents are cached
     torch.manual_seed(seed)
     ent_cfg = {"kind": ENTROPY_KIND, "latent_channels": c,
                "hyper_channels": hyper_channels or hyper_channels_for(c), **ENTROPY_START}
@@ -287,8 +292,6 @@ def train_adapter(data_dir: Path, *, model: str, backbone_name: str = "diffusers
                      evaluate=evaluate_adapter, export=export, score="val_ratio", after_step=rate.after_step,
                      ae_sha256=backbone.weights_digest, eval_every=eval_every, ckpt_every=ckpt_every)
     res = loop.run(steps=steps, minutes=minutes, resume=resume)
-    from ..codec.adapter import load_adapter
-
     adapter = load_adapter(out)
     ev = adapter.config["training"]["validation"]  # of the exported (best) adapter
     return {**res, "adapter": str(out), "sha256": adapter.digest, "device": str(dev), "data": imgs.info,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from .common import Logger, set_threads
@@ -59,28 +60,45 @@ def stage_minutes(stages, minutes):
     return {st: minutes * PLAN[st] / total for st in stages}
 
 
-def _sigterm_saves() -> None:
-    """``kill`` (SIGTERM) stops a background run like Ctrl-C: the stage saves its checkpoint first."""
+@contextlib.contextmanager
+def sigterm_saves():
+    """``kill`` (SIGTERM) stops a background run like Ctrl-C: the stage saves its checkpoint first.
+    The previous handler comes back afterwards (a process that trained, e.g. a test run, must
+    not keep turning SIGTERM into KeyboardInterrupt)."""
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        def stop(signum, frame):
-            raise KeyboardInterrupt
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-        signal.signal(signal.SIGTERM, stop)
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run(data_dir, out, *, stages, steps=None, minutes=None, batch=None, crop=None, lr=None, resume=False,
         seed=0, threads=2, max_files=None, quiet=False, device="auto", **stage_kw) -> dict:
     """Run ``stages`` in order. ``stage_kw`` (eval_every, ckpt_every, ...) go to every stage;
     ``device`` to the stages that can use a GPU."""
+    with sigterm_saves():
+        return _run(data_dir, out, stages=stages, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr,
+                    resume=resume, seed=seed, threads=threads, max_files=max_files, quiet=quiet, device=device,
+                    **stage_kw)
+
+
+def _run(data_dir, out, *, stages, steps, minutes, batch, crop, lr, resume, seed, threads, max_files, quiet, device,
+         **stage_kw) -> dict:
     from .device import pick
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(threads)
-    _sigterm_saves()
     log = Logger(out, quiet=quiet)
     dev = str(pick(device))
     budgets = stage_minutes(stages, minutes)
