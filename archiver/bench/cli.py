@@ -69,13 +69,15 @@ def _human(result: dict) -> str:
 @click.option("--model", "model_path", default=None,
               help="Weights directory for tiny (default: the shipped ones) or model directory for diffusers.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device for ours.")
+@click.option("--adapter", default=None, help="Adapter folder for the diffusers model (docs/stable-diffusion.md).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def bench(directory, bpp, codecs, steps, limit, out, crop_images, backbone, model_path, device, as_json):
+def bench(directory, bpp, codecs, steps, limit, out, crop_images, backbone, model_path, device, adapter, as_json):
     """Benchmark every image in DIRECTORY at each target rate: real bpp, PSNR, MS-SSIM, spectral
     distance (LPIPS/FID only with local weights), encode/decode s per megapixel and peak memory."""
     from .runner import BenchConfig, run_bench
 
     cfg = BenchConfig(images=directory, bpps=_floats(bpp), codecs=_codecs(codecs), steps=steps, limit=limit,
-                      out=out, crop_images=crop_images, backbone=backbone, model_path=model_path, device=device, show_progress=not as_json)
+                      out=out, crop_images=crop_images, backbone=backbone, model_path=model_path, device=device, adapter=adapter,
+                      show_progress=not as_json)
     result = run_bench(cfg)
     emit(result, as_json, _human)

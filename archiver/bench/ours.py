@@ -22,7 +22,8 @@ class OursUnavailable(Exception):
 
 
 class Ours:
-    def __init__(self, backbone_name: str = "tiny", device: str = "cpu", model_path: str | None = None):
+    def __init__(self, backbone_name: str = "tiny", device: str = "cpu", model_path: str | None = None,
+                 adapter: str | None = None):
         try:
             from ..codec import pipeline
             from ..codec.backbones import get_backbone
@@ -34,7 +35,7 @@ class Ours:
 
                 self.backbone = random_tiny(0, device=device)
             else:
-                self.backbone = get_backbone(backbone_name, model_path=model_path, device=device)
+                self.backbone = get_backbone(backbone_name, model_path=model_path, device=device, adapter=adapter)
         except Exception as e:  # missing or damaged weights are a reason to skip, not to crash
             raise OursUnavailable(f"backbone {backbone_name!r} could not be loaded: {e}") from None
         self.pipeline = pipeline

@@ -39,6 +39,7 @@ class BenchConfig:
     backbone: str = "tiny"
     #: weights directory (tiny) or model directory (diffusers); None = the shipped tiny weights
     model_path: str | None = None
+    adapter: str | None = None  # adapter folder for a diffusers backbone
     device: str = "cpu"
     show_progress: bool = True
     #: metric names to skip (e.g. {"lpips", "fid"} in tests)
@@ -132,7 +133,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         from .ours import Ours, OursUnavailable
 
         try:
-            ours = Ours(cfg.backbone, cfg.device, cfg.model_path)
+            ours = Ours(cfg.backbone, cfg.device, cfg.model_path, adapter=cfg.adapter)
         except OursUnavailable as e:
             for c in neural:
                 unavailable[c] = str(e)
@@ -197,6 +198,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             "limit": cfg.limit,
             "backbone": cfg.backbone,
             "model_path": cfg.model_path,
+            "adapter": cfg.adapter,
             "device": cfg.device,
             "out": str(cfg.out) if cfg.out else None,
         },

@@ -231,20 +231,21 @@ def _train(data_dir, *, model_dir, dev, out, work, steps, minutes, batch, crop, 
     if backbone is None:
         backbone = get_backbone("diffusers", model_path=str(model_dir), device=str(dev))
     stride, c = backbone.stride, backbone.latent_channels
-    imgs = D.load_set(data_dir, min_side=max(stride * 4, min(crop, 64)), max_files=max_files)
-    lats = latent_cache(work, backbone, imgs, max_side=max_side, seed=seed, log=log)
+    lcrop = crop // stride // 4 * 4  # latent cells, a multiple of the hyper path's stride
+    if lcrop < 4:
+        raise UsageError(f"--crop must be at least {4 * stride} px for this model (stride {stride})")
+    # images smaller than a training crop are skipped (they would shrink every crop to their size)
+    imgs = D.load_set(data_dir, min_side=lcrop * stride, max_files=max_files)
+    lats = latent_cache(work, backbone, imgs, max_side=max(max_side, lcrop * stride), seed=seed, log=log)
     quant = _stats(work, backbone, lats, seed, log)
     ch_steps = quant["channel_steps"]
     train, val_l = D.split(lats, n_val)
-    side = min(min(z.shape[-2:]) for z in lats)
-    lcrop = max(4, min(crop // stride, side) // 4 * 4)
-    if lcrop > side:
-        raise UsageError(f"images are too small: need at least {4 * stride} px a side")
     vs = min(min(z.shape[-2:]) for z in val_l)
     val = torch.stack([z[:, (z.shape[1] - v) // 2:(z.shape[1] - v) // 2 + v, (z.shape[2] - v) // 2:(z.shape[2] - v) // 2 + v]
                        for z in val_l for v in [min(vs // 4 * 4, 32)]])
     generic = evaluate(None, val, ch_steps, VAL_LOG2_S, stride)
-    log.log(stage=STAGE, event="data", images=len(lats), train=len(train), val=len(val), crop_cells=lcrop,
+    log.log(stage=STAGE, event="data", images=len(lats), skipped=len(imgs.skipped), train=len(train), val=len(val),
+            crop_cells=lcrop,
             device=str(dev), generic_val_bpp=generic["val_bpp"])
 
     log.log(stage=STAGE, event="device", **configure(dev))  # TF32 on CUDA, after the latents are cached
