@@ -71,6 +71,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     pages = views.Views(cfg, catalog, refresh_s=settings.overview_refresh_s)
     app.extensions["archiver.views"] = pages  # the benchmark empties its caches to time a cold visit
     app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%", json=_json_text,
+                                 num=lambda n: f"{n or 0:,}",
                                  when=lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "–")
     app.jinja_env.globals.update(writable=bool(settings.token))
 
