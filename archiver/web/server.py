@@ -21,7 +21,7 @@ def build_app(cfg, settings: WebSettings, catalog=None):
         from ..work import DiffusionCodec
 
         return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device,
-                              steps=cfg.decode_steps)
+                              steps=cfg.decode_steps, adapter=cfg.adapter)
 
     from .plot import bytes_svg
 
