@@ -5,8 +5,12 @@
 
 - classify/faces and classify/text: every image must be protected (action != diffusion);
   reports that recall, and the recall of the matching detector alone (faces.found / text.found).
-- kodak/: the images without people (list below, judged by eye) should mostly be eligible for
-  diffusion; reports the share protected and why. Kodak images with people should be protected.
+- negatives: people-free, text-free photos from train/ (bench/negatives.txt, judged by eye): at
+  most 10% should be protected; reports the share protected, by rule, and the detectors' false
+  hits, separately for the ImageNet part (where the face thresholds were checked) and the BSDS
+  part (held out).
+- kodak/ (evaluation only, never tuned on): the images without people (list below, judged by eye)
+  should mostly be eligible for diffusion; Kodak images with people should be protected.
 - time per megapixel of the policy decision (lazy: only the classifiers needed) and of running
   all classifiers, after a warm-up (model loading is reported separately).
 """
@@ -24,6 +28,13 @@ from pathlib import Path
 KODAK_PEOPLE = {"kodim04", "kodim05", "kodim10", "kodim12", "kodim14", "kodim15", "kodim17", "kodim18"}
 #: people-free Kodak images with legible text (boat name, shop sign, sail number): protecting them is right
 KODAK_TEXT = {"kodim06", "kodim08", "kodim09"}
+#: people-free, text-free photos from train/, one path (relative to the data folder) a line
+NEGATIVES = Path(__file__).resolve().parent / "negatives.txt"
+
+
+def negatives(data: Path) -> list[Path]:
+    lines = [ln.strip() for ln in NEGATIVES.read_text().splitlines()]
+    return [data / ln for ln in lines if ln and not ln.startswith("#")]
 
 
 def main(argv=None) -> int:
@@ -55,6 +66,7 @@ def main(argv=None) -> int:
         "faces": sorted((data / "classify" / "faces").glob("*")),
         "text": sorted((data / "classify" / "text").glob("*")),
         "kodak": sorted((data / "kodak").glob("*.png")),
+        "negatives": negatives(data),
     }
     if args.limit:
         sets = {k: v[: args.limit] for k, v in sets.items()}
@@ -81,6 +93,7 @@ def main(argv=None) -> int:
             rows.append({
                 "set": set_name,
                 "file": f.name,
+                "part": "bsds" if "bsds500" in f.parts else "imagenet" if "imagenet-sample" in f.parts else "",
                 "megapixels": round(mp, 3),
                 "action": d.action,
                 "rule": d.rule,
@@ -111,7 +124,23 @@ def main(argv=None) -> int:
     kodak = [r for r in rows if r["set"] == "kodak"]
     people = [r for r in kodak if r["file"].split(".")[0] in KODAK_PEOPLE]
     eligible = [r for r in kodak if r["file"].split(".")[0] not in KODAK_PEOPLE]
+    neg = [r for r in rows if r["set"] == "negatives"]
     total_mp = sum(r["megapixels"] for r in rows)
+
+    def negative_summary(rs):
+        prot = [r for r in rs if r["action"] != "diffusion"]
+        by_rule: dict[str, int] = {}
+        for r in prot:
+            by_rule[r["rule"]] = by_rule.get(r["rule"], 0) + 1
+        return {
+            "photos": len(rs),
+            "protected": round(share(rs, lambda r: r["action"] != "diffusion"), 4),
+            "protected_by_rule": by_rule,
+            "protected_files": {r["file"]: r["rule"] for r in prot},
+            "face_false_positives": [r["file"] for r in rs if r["faces_found"]],
+            "text_false_positives": [r["file"] for r in rs if r["text_found"]],
+        }
+
     summary = {
         "policy": policy.name,
         "images": len(rows),
@@ -119,6 +148,9 @@ def main(argv=None) -> int:
         "faces_detector_recall": share(faces, lambda r: r["faces_found"]),
         "text_protected_recall": share(text, lambda r: r["action"] != "diffusion"),
         "text_detector_recall": share(text, lambda r: r["text_found"]),
+        "negatives": negative_summary(neg),
+        "negatives_imagenet_tuning": negative_summary([r for r in neg if r["part"] == "imagenet"]),
+        "negatives_bsds_held_out": negative_summary([r for r in neg if r["part"] == "bsds"]),
         "kodak_people_protected": share(people, lambda r: r["action"] != "diffusion"),
         "kodak_people_face_found": share(people, lambda r: r["faces_found"]),
         "kodak_eligible_protected": share(eligible, lambda r: r["action"] != "diffusion"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from archiver.policy import load_policy
 from archiver.policy.classifiers import box_area_fraction, run_classifier, scale_boxes
 from archiver.policy.subject import Subject
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(os.environ.get("ARCHIVER_SHARED_DATA") or Path(__file__).resolve().parent.parent.parent / "shared" / "data")
 needs_data = pytest.mark.skipif(not (DATA / "kodak").is_dir(), reason=f"shared data not found at {DATA}")
 
 
@@ -125,6 +126,50 @@ def test_no_face_in_texture_or_graphics():
     for im in (texture_image(), flat_graphic()):
         r = classify("faces", im)
         assert not r.found and r.regions == []
+
+
+def test_faces_combine_blazeface_and_confirmed_cascades(monkeypatch):
+    """The decision rule, with the detectors replaced by fixed answers: BlazeFace alone decides
+    when sure; a cascade hit counts only when BlazeFace confirms it on a crop, or when the
+    cascades are very sure; everything weaker becomes a weak region for the quality guard."""
+    from archiver.policy.classifiers import faces
+
+    im = loaded(texture_image(800, 600))
+    hits = {"blaze": [], "haar": [], "crop": 0.0}
+    monkeypatch.setattr(faces, "blaze_search", lambda rgb: hits["blaze"])
+    monkeypatch.setattr(faces, "detect", lambda gray: hits["haar"])
+
+    def haar(neighbours, cascade="frontal", box=(100, 100, 160, 160)):
+        return {"box": box, "cascade": cascade, "neighbours": neighbours, "strength": neighbours / faces.THRESHOLD[cascade]}
+
+    def run():
+        return run_classifier("faces", Subject(None, im))
+
+    r = run()
+    assert not r.found and r.details["weak_regions"] == [] and r.error is None
+    crops = {(10, 10, 90, 110): 0.9, (400, 300, 460, 370): 0.5}
+    monkeypatch.setattr(faces, "confirm", lambda rgb, box: crops.get(tuple(box), hits["crop"]))
+    hits["blaze"] = [(0.9, "full", (10, 10, 90, 110)), (0.95, "short", (400, 300, 460, 370))]
+    r = run()  # a confident whole-image hit counts only when its crop confirms it
+    assert r.found and r.regions == [(10, 10, 90, 110)] and r.score == pytest.approx(0.9)
+    assert r.details["weak_regions"] == [(400, 300, 460, 370)] and "BlazeFace full-range" in r.reason
+    hits["blaze"], hits["haar"] = [], [haar(7)]  # a flower-like cascade hit BlazeFace does not confirm
+    r = run()
+    assert not r.found and len(r.details["weak_regions"]) == 1
+    hits["crop"] = 0.9  # ... confirmed on its crop
+    r = run()
+    assert r.found and "frontal cascade, confirmed by BlazeFace on its crop (0.90)" in r.reason
+    hits["crop"], hits["haar"] = 0.0, [haar(12)]  # the cascades alone are very sure
+    r = run()
+    assert r.found and "cascade alone" in r.reason
+
+
+@needs_data
+def test_blazeface_rejects_the_cascade_false_hits_of_the_issue():
+    """Flowers and a bee that the Haar cascades alone called faces (issue 13) are no longer faces."""
+    for name in ("n02206856_bee.JPEG", "n04604644_worm_fence.JPEG", "n01534433_junco.JPEG"):
+        r = run_classifier("faces", Subject(DATA / "train" / "imagenet-sample" / name))
+        assert not r.found, (name, r.reason)
 
 
 # -- evidence -------------------------------------------------------------------------------

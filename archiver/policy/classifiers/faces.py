@@ -1,25 +1,32 @@
-"""Faces: OpenCV Haar cascades (shipped inside the opencv-python wheel, ``cv2.data``), offline.
+"""Faces: BlazeFace (short- and full-range models shipped inside the ``mediapipe`` wheel) with
+OpenCV Haar cascades (shipped inside the opencv-python wheel, ``cv2.data``) as proposals; offline.
 
-Generative decoding can change a face's identity, so recall matters more than precision here.
-Cascades: frontal (default and alt2) and profile, the profile also on the mirrored image (the
-cascade only knows one side). The image is first brought to a fixed working size of ~0.25 MP (small
-images upscaled so that small faces reach the cascades' 20-24 px window, large ones downscaled
-for speed), luma equalised; boxes are mapped back to original pixels.
+Generative decoding can change a face's identity, so recall matters most; but a detector that
+fires on flowers and sewing machines sends good photos to lossless for nothing. So:
 
-Settings were chosen on the shared data (bench/classifiers.py): on the 43 face photos the
-frontal cascade's best detection has >= 14 neighbours, on people-free Kodak photos false
-frontal and alt2 hits reach 5 (kodim19's lifebuoy, kodim22) and profile ones 2, hence the
-thresholds 6, 6 and 4 below.
-alt2 found no face the others missed on this data, but it gives large close-up faces a second
-chance (kodim15: frontal 9, alt2 8 neighbours) for one more pass.
-0.18 MP would save 32% CPU but leaves large faces (kodim15's child) with 5-7 neighbours, too
-close to the threshold; 0.25 MP gives them 9-10. Smallest face searched: 20 px, about 5% of the
-short side of a 3:2 photo.
+- Candidates come from two detectors: BlazeFace (run by the LiteRT interpreter, see
+  ``BlazeFace``) on the whole image (full-range model: faces up to ~5 m; short-range model:
+  close-ups) and, for large images, on 2x2 overlapping tiles; and the Haar cascades (frontal
+  default and alt2, profile also on the mirrored image) on a ~0.25 MP working copy, down to
+  ~4.5% of the short side.
+- Every candidate is *confirmed* by BlazeFace's short-range model on a crop around it, cut from
+  the original pixels, where even a small face fills the model's input (as the text classifier
+  confirms its detector's boxes by reading them). A face is found when a candidate's crop scores
+  >= ``CROP_MIN``, or when the cascades alone are very sure (``HAAR_SURE`` times their neighbour
+  threshold). Unconfirmed candidates are reported as ``weak_regions``: not enough to block
+  diffusion, but the engine adds them to the protected regions so that the quality guard checks
+  them.
 
-Score of a face: ``0.5 + 0.5 * (neighbours - threshold) / (2 * threshold)`` clipped to 1
-(0.5 = just at the threshold), +0.1 when several cascades agree. Candidates with at least half
-the threshold are reported as ``weak_regions``: not enough to block diffusion, but the engine
-adds them to the protected regions so the quality guard checks them.
+Thresholds (bench/classifiers.py, docs/policies.md). On the 43 photos of people in
+classify/faces the best confirmed candidate's crop scores >= 0.907 and the best cascade hit has
+>= 3.3 times its threshold. On the 93 people-free ImageNet photos of bench/negatives.txt (the
+part used to choose) false candidates' crops reach 0.676 (a ladybird), false cascade hits 1.5
+times the threshold. ``CROP_MIN`` = 0.8 lies between; ``HAAR_SURE`` = 2.
+
+Cascade settings: a face needs 6 neighbours (frontal), 6 (alt2) or 4 (profile); candidates
+need half. Smallest face searched: 20 px on the working copy, about 5% of the short side of a
+3:2 photo. Score of a face: its crop's BlazeFace score; for a cascade-only face
+``0.5 + 0.5 * (neighbours - threshold) / (2 * threshold)`` clipped to 1.
 """
 
 from __future__ import annotations
@@ -42,6 +49,18 @@ SCALE_FACTOR = 1.2
 #: smallest face searched, as a share of the working image's shorter side
 MIN_FACE_FRACTION = 0.045
 
+#: BlazeFace short-range score on a candidate's crop that confirms a face
+CROP_MIN = 0.8
+#: BlazeFace detections from this score on are candidates (and weak regions when not confirmed)
+WEAK_MIN = 0.3
+#: a cascade hit this many times its neighbour threshold counts without confirmation
+HAAR_SURE = 2.0
+#: crop around a cascade candidate for confirmation: side = CROP_EXPAND x the candidate's side
+CROP_EXPAND = 2.0
+CROP_SIDE = 256
+#: images whose shorter side is at least this many pixels are also searched in 2x2 tiles
+TILE_MIN_SIDE = 800
+
 _models = PerThreadModels()
 
 
@@ -60,6 +79,143 @@ def _build_cascades() -> dict:
 def _cascades():
     """One set of cascades per thread (CascadeClassifier is not thread-safe)."""
     return _models.get("cascades", _build_cascades)
+
+
+#: BlazeFace models in the mediapipe wheel: input side, SSD anchor strides and anchors per cell
+#: (mediapipe/modules/face_detection/face_detection_{short,full}_range*.pbtxt)
+BLAZE = {
+    "short": ("face_detection_short_range.tflite", 128, (8, 16), (2, 6)),
+    "full": ("face_detection_full_range_sparse.tflite", 192, (4,), (1,)),
+}
+
+
+def _anchor_centres(size: int, strides, per_cell) -> np.ndarray:
+    """SSD anchor centres (x, y) in 0..1, cell by cell; BlazeFace's anchors have a fixed size of 1."""
+    out = []
+    for stride, n in zip(strides, per_cell):
+        g = size // stride
+        ys, xs = np.meshgrid((np.arange(g) + 0.5) / g, (np.arange(g) + 0.5) / g, indexing="ij")
+        out.append(np.repeat(np.stack([xs.ravel(), ys.ravel()], 1), n, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+class BlazeFace:
+    """One BlazeFace model from the mediapipe wheel, run by the LiteRT interpreter (``ai-edge-litert``).
+
+    mediapipe's own graph runner is not fork-safe (a worker forked after the parent ran it aborts
+    in malloc), so only the model files come from mediapipe; the pre- and post-processing of its
+    face-detection graph (letterbox to a square in [-1, 1], anchor decoding, sigmoid scores,
+    weighted non-maximum suppression at IoU 0.3) is done here."""
+
+    def __init__(self, kind: str) -> None:
+        import importlib.util
+        from pathlib import Path
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        name, self.size, strides, per_cell = BLAZE[kind]
+        spec = importlib.util.find_spec("mediapipe")  # located, never imported (its import costs ~2.5 s)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("the mediapipe package (BlazeFace models) is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / "modules" / "face_detection" / name
+        from ...quiet import quiet_stderr
+
+        with quiet_stderr():  # TFLite announces its XNNPACK delegate on fd 2
+            self.it = Interpreter(model_path=str(path), num_threads=1)
+            self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]["index"]
+        outs = sorted(self.it.get_output_details(), key=lambda o: -o["shape"][-1])
+        self.reg, self.cls = outs[0]["index"], outs[1]["index"]
+        self.anchors = _anchor_centres(self.size, strides, per_cell)
+
+    def __call__(self, rgb: np.ndarray, min_score: float) -> list[tuple[float, tuple[int, int, int, int]]]:
+        import cv2
+
+        h, w = rgb.shape[:2]
+        n = self.size
+        f = n / max(h, w)
+        rw, rh = max(1, round(w * f)), max(1, round(h * f))
+        px, py = (n - rw) // 2, (n - rh) // 2
+        x = np.full((n, n, 3), -1.0, np.float32)  # letterbox border: black, as mediapipe pads
+        small = cv2.resize(np.ascontiguousarray(rgb), (rw, rh), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        x[py : py + rh, px : px + rw] = small.astype(np.float32) / 127.5 - 1.0
+        self.it.set_tensor(self.inp, x[None])
+        self.it.invoke()
+        raw = self.it.get_tensor(self.reg)[0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(self.it.get_tensor(self.cls)[0, :, 0].astype(np.float64), -100, 100)))
+        keep = np.nonzero(scores >= min_score)[0]
+        if not len(keep):
+            return []
+        a, r = self.anchors[keep], raw[keep, :4] / n
+        cx, cy, bw, bh = a[:, 0] + r[:, 0], a[:, 1] + r[:, 1], r[:, 2], r[:, 3]
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1) * n  # letterboxed pixels
+        boxes = (boxes - [px, py, px, py]) / f  # original pixels
+        out = []
+        for score, box in _weighted_nms(scores[keep], boxes):
+            l, t, rr, b = box
+            l, t, rr, b = max(0, int(l)), max(0, int(t)), min(w, int(np.ceil(rr))), min(h, int(np.ceil(b)))
+            if rr > l and b > t:
+                out.append((float(score), (l, t, rr, b)))
+        return out
+
+
+def _weighted_nms(scores: np.ndarray, boxes: np.ndarray, iou: float = 0.3):
+    """mediapipe's WEIGHTED non-maximum suppression: each cluster's box is the score-weighted mean."""
+    order = list(np.argsort(-scores))
+    while order:
+        top = order[0]
+        ov = [i for i in order if _iou(boxes[top], boxes[i]) > iou]
+        wts = scores[ov][:, None]
+        yield scores[top], (boxes[ov] * wts).sum(0) / wts.sum()
+        order = [i for i in order if i not in ov]
+
+
+def _build_blazeface() -> dict:
+    return {k: BlazeFace(k) for k in BLAZE}
+
+
+def _blazeface():
+    return _models.get("blazeface", _build_blazeface)
+
+
+def blaze(rgb: np.ndarray, model: str) -> list[tuple[float, tuple[int, int, int, int]]]:
+    """BlazeFace detections on an RGB uint8 array: [(score, (left, top, right, bottom))] in its pixels."""
+    return _blazeface()[model](rgb, WEAK_MIN)
+
+
+def _tiles(w: int, h: int) -> list[tuple[int, int, int, int]]:
+    """2x2 tiles of 2/3 of each side, overlapping by 1/3: a face cut by one tile's edge lies whole in another."""
+    tw, th = (2 * w) // 3, (2 * h) // 3
+    return [(x, y, x + tw, y + th) for y in (0, h - th) for x in (0, w - tw)]
+
+
+def blaze_search(rgb: np.ndarray) -> list[tuple[float, str, tuple[int, int, int, int]]]:
+    """BlazeFace over the whole image (both models) and, for large images, over tiles."""
+    found = [(s, "full", b) for s, b in blaze(rgb, "full")] + [(s, "short", b) for s, b in blaze(rgb, "short")]
+    h, w = rgb.shape[:2]
+    if min(h, w) >= TILE_MIN_SIDE:
+        for l, t, r, b in _tiles(w, h):
+            for s, (bl, bt, br, bb) in blaze(rgb[t:b, l:r], "full"):
+                found.append((s, "full", (bl + l, bt + t, br + l, bb + t)))
+    return found
+
+
+def confirm(rgb: np.ndarray, box) -> float:
+    """BlazeFace short-range score on a crop around a candidate box (original pixels); 0 when it sees no face."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    l, t, r, b = box
+    cx, cy, side = (l + r) / 2, (t + b) / 2, max(r - l, b - t) * CROP_EXPAND
+    L, T = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+    R, B = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+    if R - L < 8 or B - T < 8:
+        return 0.0
+    crop = rgb[T:B, L:R]
+    f = CROP_SIDE / max(crop.shape[:2])
+    crop = cv2.resize(crop, (max(1, round(crop.shape[1] * f)), max(1, round(crop.shape[0] * f))),
+                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    return max((s for s, _ in blaze(crop, "short")), default=0.0)
 
 
 def _iou(a, b) -> float:
@@ -115,32 +271,52 @@ def classify(subject) -> ClassifierResult:
 
     img = subject.image
     w0, h0 = img.width, img.height
-    # fixed working size: downscale big images (speed), upscale small ones (small faces)
-    rgb, _ = subject.work(WORK_PIXELS)
+    rgb = np.asarray(img.rgb)
+    # cascades on a fixed working size: downscale big images (speed), upscale small ones (small faces)
+    work, _ = subject.work(WORK_PIXELS)
     f = (WORK_PIXELS / float(w0 * h0)) ** 0.5
     if f > 1.05:
-        rgb = cv2.resize(rgb, (max(1, round(w0 * f)), max(1, round(h0 * f))), interpolation=cv2.INTER_LINEAR)
-    gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))
+        work = cv2.resize(work, (max(1, round(w0 * f)), max(1, round(h0 * f))), interpolation=cv2.INTER_LINEAR)
+    gray = cv2.equalizeHist(cv2.cvtColor(np.ascontiguousarray(work), cv2.COLOR_RGB2GRAY))
     scale = w0 / gray.shape[1]
-    cands = merge(detect(gray))
-    cands.sort(key=lambda f: -f["score"])
-    faces = [f for f in cands if f["strength"] >= 1.0]
-    weak = [f for f in cands if f["strength"] < 1.0]
-    boxes = scale_boxes([f["box"] for f in faces], scale, w0, h0)
-    score = max((f["score"] for f in cands), default=0.0)
+
+    cands: list[tuple[tuple[int, int, int, int], str, dict | None]] = []  # (box, found by, cascade hit)
+    for sc, model, box in blaze_search(rgb):
+        cands.append((box, f"BlazeFace {model}-range {sc:.2f}", None))
+    for c in merge(detect(gray)):
+        box = scale_boxes([c["box"]], scale, w0, h0)
+        if box:
+            cands.append((box[0], "+".join(sorted(c["cascades"])) + " cascade", c))
+    faces: list[dict] = []  # {box (original pixels), score, by}
+    weak: list = []
+    checked: list[tuple[tuple[int, int, int, int], float]] = []
+    for box, by, c in cands:
+        if any(_iou(box, x["box"]) > 0.3 for x in faces):
+            continue  # this face is already confirmed
+        conf = next((v for b, v in checked if _iou(box, b) > 0.5), None)
+        if conf is None:
+            conf = confirm(rgb, box)
+            checked.append((box, conf))
+        if conf >= CROP_MIN:
+            faces.append({"box": box, "score": conf, "by": f"{by}, confirmed by BlazeFace on its crop ({conf:.2f})"})
+        elif c is not None and c["strength"] >= HAAR_SURE:
+            faces.append({"box": box, "score": c["score"], "by": f"{by} alone ({c['neighbours']} neighbours)"})
+        else:
+            weak.append(box)
+    faces = _dedupe(faces)
+    faces.sort(key=lambda x: -x["score"])
+    boxes = [x["box"] for x in faces]
+    score = max((x["score"] for x in faces), default=0.0)
     area = box_area_fraction(boxes, w0, h0)
     if faces:
-        reason = (
-            f"{len(faces)} face(s) by Haar cascades (best score {score:.2f}, "
-            f"{'+'.join(sorted(faces[0]['cascades']))}, {faces[0]['neighbours']} neighbours)"
-        )
+        reason = f"{len(faces)} face(s): {faces[0]['by']}" + (f" (+{len(faces) - 1} more)" if len(faces) > 1 else "")
     else:
-        reason = "no face found by the frontal, frontal_alt2 and profile Haar cascades"
+        reason = "no face: no BlazeFace or Haar cascade candidate confirmed by BlazeFace on its crop"
         if weak:
-            reason += f" ({len(weak)} weak candidate(s) below the threshold, best score {score:.2f})"
+            reason += f" ({len(weak)} weak candidate(s) kept for the quality guard)"
     return ClassifierResult(
         name="faces",
-        score=score,
+        score=float(score),
         found=bool(faces),
         regions=boxes,
         reason=reason,
@@ -148,7 +324,17 @@ def classify(subject) -> ClassifierResult:
             "count": len(faces),
             "area": area,
             "max_size": max((max(b[2] - b[0], b[3] - b[1]) for b in boxes), default=0),
-            "scores": [round(f["score"], 3) for f in faces],
-            "weak_regions": scale_boxes([f["box"] for f in weak], scale, w0, h0),
+            "scores": [round(x["score"], 3) for x in faces],
+            "by": [x["by"] for x in faces],
+            "weak_regions": [b for b in weak if not any(_iou(b, x) > 0.3 for x in boxes)],
         },
     )
+
+
+def _dedupe(faces: list[dict]) -> list[dict]:
+    """One entry per face when models and tiles saw it more than once (the best score keeps it)."""
+    out: list[dict] = []
+    for x in sorted(faces, key=lambda x: -x["score"]):
+        if not any(_iou(x["box"], y["box"]) > 0.3 for y in out):
+            out.append(x)
+    return out
