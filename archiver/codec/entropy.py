@@ -31,6 +31,9 @@ from torch import nn
 with warnings.catch_warnings():  # compressai's optional imports emit deprecation noise
     warnings.simplefilter("ignore", FutureWarning)
     warnings.simplefilter("ignore", DeprecationWarning)
+    from . import compressai_light
+
+    compressai_light.load()  # without its point-cloud half (start-up time)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
     from compressai.layers import CheckerboardMaskedConv2d
     from compressai.latent_codecs import CheckerboardLatentCodec, GaussianConditionalLatentCodec
