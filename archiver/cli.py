@@ -7,6 +7,7 @@ assembles them and turns user errors into one clear line and an exit code (never
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -34,6 +35,58 @@ COMMANDS = {
 }
 
 
+def _use_config(ctx, param, value):
+    """An explicit ``--config`` becomes ``$ARCHIVER_CONFIG`` for the whole process, so that every
+    ``load_config()`` (catalog, codec, workers started later) reads the same file."""
+    if value:
+        from .errors import UsageError
+
+        path = os.path.abspath(value)
+        if not os.path.isfile(path):
+            raise UsageError(f"{value}: config file not found")
+        os.environ["ARCHIVER_CONFIG"] = path
+    return value
+
+
+def _use_verbose(ctx, param, value):
+    if value:
+        import logging
+
+        from .service.logs import setup_logging
+
+        setup_logging(False, logging.DEBUG)
+    return value
+
+
+def common_options(cmd: click.Command) -> click.Command:
+    """Give every command ``--config FILE`` and ``-v/--verbose`` (commands that declare their own
+    keep them; the config path is exported either way)."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            common_options(sub)
+        return cmd
+    if getattr(cmd, "_archiver_common", False):
+        return cmd
+    cmd._archiver_common = True
+    opts = {o: p for p in cmd.params for o in getattr(p, "opts", ())}
+    if "--config" in opts:
+        own = opts["--config"].callback
+
+        def chained(ctx, param, value, own=own):
+            value = _use_config(ctx, param, value)
+            return own(ctx, param, value) if own else value
+
+        opts["--config"].callback = chained
+    else:
+        cmd.params.append(click.Option(["--config", "_config"], type=click.Path(dir_okay=False), expose_value=False,
+                                       callback=_use_config, is_eager=True,
+                                       help="config file (default: $ARCHIVER_CONFIG, ./archiver.yaml, $XDG_CONFIG_HOME/archiver/config.yaml, /etc/archiver/config.yaml)"))
+    if "-v" not in opts and "--verbose" not in opts:
+        cmd.params.append(click.Option(["-v", "--verbose", "_verbose"], is_flag=True, expose_value=False,
+                                       callback=_use_verbose, help="debug logging on stderr"))
+    return cmd
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(COMMANDS)
@@ -49,7 +102,7 @@ class LazyGroup(click.Group):
             if e.name == module:  # an area not installed in this build
                 return None
             raise
-        return getattr(mod, attr)
+        return common_options(getattr(mod, attr))
 
     def invoke(self, ctx):
         try:

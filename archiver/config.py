@@ -1,7 +1,10 @@
 """Configuration: one YAML file (see config.example.yaml), overridable per command.
 
 Looked up in this order: ``--config FILE``, ``$ARCHIVER_CONFIG``, ``./archiver.yaml``,
-``~/.config/archiver/config.yaml``, ``/etc/archiver/config.yaml``; otherwise defaults.
+``$XDG_CONFIG_HOME/archiver/config.yaml`` (default ``~/.config``), ``archiver/config.yaml`` in each
+of ``$XDG_CONFIG_DIRS`` (default ``/etc/xdg``), ``/etc/archiver/config.yaml``; otherwise defaults.
+A file named by ``--config`` or ``$ARCHIVER_CONFIG`` must exist. ``Config.source`` says which
+file was read (None: defaults).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import yaml
 
 from .errors import UsageError
 
-SEARCH_PATHS = (
-    Path("archiver.yaml"),
-    Path.home() / ".config" / "archiver" / "config.yaml",
-    Path("/etc/archiver/config.yaml"),
-)
+def search_paths() -> list[Path]:
+    """Where a config file is looked for when none is named (XDG Base Directory order)."""
+    xdg_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    xdg_dirs = [d for d in (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":") if d]
+    return [Path("archiver.yaml"), Path(xdg_home) / "archiver" / "config.yaml",
+            *(Path(d) / "archiver" / "config.yaml" for d in xdg_dirs), Path("/etc/archiver/config.yaml")]
 
 
 def default_state_dir() -> Path:
@@ -83,6 +87,9 @@ class Config:
         if self.adapter is not None and self.backbone != "diffusers":
             raise UsageError(f"config setting adapter: is for backbone: diffusers (the backbone is {self.backbone!r})")
 
+    #: the file these settings were read from (None: built-in defaults); set by load_config
+    source = None
+
     @property
     def state_dir(self) -> Path:
         return default_state_dir()
@@ -98,12 +105,10 @@ class Config:
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     """Read the config file (if any) and apply non-None ``overrides``."""
-    candidates = [Path(path)] if path else []
-    if not path and os.environ.get("ARCHIVER_CONFIG"):
-        candidates.append(Path(os.environ["ARCHIVER_CONFIG"]))
-    if not candidates:
-        candidates.extend(SEARCH_PATHS)
+    named = path or os.environ.get("ARCHIVER_CONFIG") or None
+    candidates = [Path(named)] if named else search_paths()
     data: dict[str, Any] = {}
+    source: Path | None = None
     for c in candidates:
         if c.is_file():
             try:
@@ -112,12 +117,15 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
                 raise UsageError(f"{c}: invalid YAML: {e}") from None
             if not isinstance(data, dict):
                 raise UsageError(f"{c}: the config must be a mapping of settings")
+            source = c.absolute()
             break
-        if path:
-            raise UsageError(f"{c}: config file not found")
+        if named:
+            raise UsageError(f"{c}: config file not found" + ("" if path else " (named by $ARCHIVER_CONFIG)"))
     known = {f.name for f in fields(Config)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise UsageError(f"unknown config setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return Config(**data)
+    cfg = Config(**data)
+    cfg.source = source
+    return cfg

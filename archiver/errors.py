@@ -3,6 +3,12 @@
 Every error a user can cause (bad input, wrong weights, corrupt container, bad policy) is an
 ``ArchiverError`` subclass with its own exit code, so the CLI can print one clear line and exit
 without a traceback. Anything else reaching the CLI is a bug and keeps its traceback.
+
+The codes are part of the interface (scripts and systemd units test them); the table is in
+README.md and docs/operations.md: 0 ok, 1 other failure (or some files failed), 2 usage/config,
+3 bad input image, 4 damaged .dlc, 5 weights mismatch, 6 bad policy, 7 catalog failure,
+8 verification found problems, 9 refused as unsafe, 10 adapter missing or different,
+11 not in the catalog, 12 locked by another process, 130 interrupted.
 """
 
 
@@ -44,6 +50,18 @@ class CatalogError(ArchiverError):
     """Catalog problems (locked, schema too new, missing record)."""
 
     exit_code = 7
+
+
+class NotInCatalogError(CatalogError):
+    """Nothing in the catalog matches the path or pattern asked for (restore, show, forget)."""
+
+    exit_code = 11
+
+
+class LockedError(CatalogError):
+    """Another process holds the lock (a daemon already serves this catalog)."""
+
+    exit_code = 12
 
 
 class VerifyError(ArchiverError):

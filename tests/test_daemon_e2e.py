@@ -34,7 +34,7 @@ def test_slow_writer_is_never_encoded_before_it_is_complete_and_a_second_daemon_
         # one daemon per catalog: a second one is refused with a clear error
         r = subprocess.run([sys.executable, "-m", "archiver", "daemon", "--config", str(e["config"])],
                            env=e["env"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 7
+        assert r.returncode == 12  # LockedError
         assert "another archiver daemon already serves this catalog" in r.stderr
         assert f"pid {d.proc.pid}" in r.stderr
         data = png_bytes(7, 64)

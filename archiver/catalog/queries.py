@@ -7,13 +7,13 @@ Every state change goes through ``transition``: it checks the move is allowed an
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 from typing import Any, Iterable, Optional
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from ..errors import CatalogError
+from ..globs import glob_regex, is_glob
 from .models import (COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, TRANSITIONS, Event, FileVersion, Tag, utcnow)
 
 LEGAL_HOLD = "legal-hold"
@@ -99,8 +99,9 @@ def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = Non
     rows = committed(s, as_of=as_of)
     if target.isdigit():
         rows = [r for r in rows if r.id == int(target)]
-    elif any(ch in target for ch in "*?["):
-        rows = [r for r in rows if fnmatch.fnmatchcase(r.path, target)]
+    elif is_glob(target):  # the policy's glob meaning: '*' within a directory, '**' across
+        rx = glob_regex(target, ignore_case=False)
+        rows = [r for r in rows if rx.search(r.path)]
     else:
         exact = [r for r in rows if r.path == target]
         prefix = target.rstrip("/") + "/"  # a directory: everything archived under it

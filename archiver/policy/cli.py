@@ -43,16 +43,17 @@ def _human_decision(d: dict) -> str:
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--policy", "policy_path", type=click.Path(), default=None, help="policy file or shipped policy name (default: the shipped default.yaml)")
+@click.option("--policy", "policy_path", type=click.Path(), default=None, help="policy file or shipped policy name (default: the config's policy, else the shipped default.yaml)")
 @click.option("--tag", "tags", multiple=True, help="catalog tag to assume for every file (e.g. legal-hold); repeatable")
 @click.option("--all", "run_all", is_flag=True, help="run every classifier, not only those the rules needed")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 def classify(ctx, paths, policy_path, tags, run_all, as_json):
     """Decide per image what the policy would do, with the rule that fired, why, and the regions found."""
+    from ..config import load_config
     from .engine import load_policy
 
-    policy = load_policy(policy_path)
+    policy = load_policy(policy_path or load_config().policy)
     files = iter_images(paths)
     if not files:
         raise InputError(f"no images found in {', '.join(paths)}")

@@ -7,7 +7,6 @@ first), using the YAML node marks, so a person can fix a policy without guessing
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import re
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import PolicyError
+from ..globs import glob_regex  # noqa: F401 - re-exported for the engine
 from .classifiers import COST, FIELDS
 
 ACTIONS = ("diffusion", "lossless", "keep")
@@ -289,44 +289,6 @@ def parse_condition(node: Any, line: int, probs: _Problems) -> Condition | None:
         return None
     probs.add(line, f"a condition must be a string, list or mapping, not {type(node).__name__}")
     return None
-
-
-# -- glob matching --------------------------------------------------------------------------
-def glob_regex(pattern: str) -> re.Pattern:
-    """Path glob: '**' spans directories, '*' and '?' stay inside one; a pattern without '/'
-    matches the file name, a relative one matches anywhere in the path; case-insensitive
-    (when in doubt, a near match protects)."""
-    p = pattern.replace("\\", "/")
-    anchored = p.startswith("/")
-    out, i = [], 0
-    while i < len(p):
-        if p.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif p.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif p[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif p[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif p[i] == "[":
-            j = p.find("]", i + 1)
-            if j == -1:
-                out.append(re.escape(p[i]))
-                i += 1
-            else:
-                out.append(fnmatch.translate(p[i : j + 1])[4:-3])
-                i = j + 1
-        else:
-            out.append(re.escape(p[i]))
-            i += 1
-    body = "".join(out)
-    if anchored:
-        return re.compile("^" + body + "$", re.IGNORECASE)
-    return re.compile("(?:^|/)" + body + "$", re.IGNORECASE)
 
 
 # -- the whole file -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CatalogError
+from ..errors import LockedError
 
 
 class InstanceLock:
@@ -35,7 +35,7 @@ class InstanceLock:
                 pass
             os.close(fd)
             who = f" (pid {holder})" if holder else ""
-            raise CatalogError(
+            raise LockedError(
                 f"another archiver daemon already serves this catalog{who}; lock file {self.path}"
             ) from None
         os.ftruncate(fd, 0)
@@ -140,8 +140,8 @@ class ServerCatalogLock:
         conn.commit()
         if not got:
             conn.close()
-            raise CatalogError(f"another archiver daemon with node name {self.node!r} already serves this catalog "
-                               "(give every node its own node_name)")
+            raise LockedError(f"another archiver daemon with node name {self.node!r} already serves this catalog "
+                              "(give every node its own node_name)")
         self._conn = conn
         return self
 

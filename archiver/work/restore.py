@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import ArchiverError, CatalogError, SafetyError, UsageError
+from ..errors import ArchiverError, NotInCatalogError, SafetyError, UsageError
 from ..preview import is_preview
 from ..storage import atomic, lossless
 from ..storage.vault import Vault, sha256_file
@@ -146,7 +146,7 @@ def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None,
             key = t if t.isdigit() or t.startswith("/") else os.path.abspath(t)
             found = q.find_for_restore(s, key, as_of=as_of)
             if not found:
-                raise CatalogError(f"{t}: nothing committed in the catalog matches" + (f" as of {as_of}" if as_of else ""))
+                raise NotInCatalogError(f"{t}: nothing committed in the catalog matches" + (f" as of {as_of}" if as_of else ""))
             rows.extend(found)
     results = []
     for row in rows:

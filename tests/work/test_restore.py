@@ -14,7 +14,7 @@ from archiver.catalog import queries as q
 from archiver.catalog.models import FileVersion
 from archiver.work.restore import destination, parse_time, restore
 from archiver.catalog.testing import make_context, make_policy, write_jpeg
-from archiver.errors import CatalogError, SafetyError
+from archiver.errors import CatalogError, NotInCatalogError, SafetyError
 
 
 @pytest.fixture
@@ -45,7 +45,12 @@ def test_glob_id_and_mtime(tmp_path, ctx):
     archive_file(a, ctx), archive_file(b, ctx)
     out = tmp_path / "out"
     res = restore(ctx.catalog, [str(tmp_path / "c" / "plain" / "*")], vault=ctx.vault, to=out)
+    # the policy's glob meaning: '*' stays within the directory, '**' crosses into sub-directories
+    assert sorted(Path(r.dest).relative_to(out).as_posix() for r in res) == ["a.jpg"]
+    res = restore(ctx.catalog, [str(tmp_path / "c" / "plain" / "**")], vault=ctx.vault, to=out, force=True)
     assert sorted(Path(r.dest).relative_to(out).as_posix() for r in res) == ["a.jpg", "sub/b.jpg"]
+    assert [r.dest for r in restore(ctx.catalog, [str(tmp_path / "c" / "**" / "b.jpg")], vault=ctx.vault,
+                                    to=tmp_path / "outb")] == [str(tmp_path / "outb" / "sub" / "b.jpg")]
     assert os.stat(out / "a.jpg").st_mtime_ns == 1_600_000_000_000_000_000
     with ctx.catalog.session() as s:
         fid = q.latest_version(s, str(b)).id
@@ -53,7 +58,7 @@ def test_glob_id_and_mtime(tmp_path, ctx):
     assert len(res) == 1 and Path(res[0].dest).name == "b.jpg"
     res = restore(ctx.catalog, [str(tmp_path / "c" / "plain")], vault=ctx.vault, to=tmp_path / "out3")  # a directory
     assert len(res) == 2
-    with pytest.raises(CatalogError):
+    with pytest.raises(NotInCatalogError):
         restore(ctx.catalog, ["/nothing/like/this/*.png"], vault=ctx.vault)
 
 
@@ -108,7 +113,7 @@ def test_cli_restore_exit_codes_and_json(tmp_path):
     r = run("restore", str(src), "--force")
     assert r.returncode == 0 and src.read_bytes() == orig and "restored" in r.stdout
     r = run("restore", "/no/such/file.jpg")
-    assert r.returncode == 7 and "Traceback" not in r.stderr
+    assert r.returncode == 11 and "Traceback" not in r.stderr
 
 
 def test_permissions_kept_on_compressed_file_and_restore(tmp_path, ctx):
