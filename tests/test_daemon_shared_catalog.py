@@ -81,6 +81,6 @@ def test_a_second_daemon_with_the_same_node_name_is_refused(tmp_path, fresh_pg_u
     try:
         r = subprocess.run([sys.executable, "-m", "archiver", "daemon", "--config", str(twin["config"])],
                            env=twin["env"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 7 and "node name 'node-a' already serves this catalog" in r.stderr
+        assert r.returncode == 12 and "node name 'node-a' already serves this catalog" in r.stderr
     finally:
         assert d.stop() == 0
