@@ -31,8 +31,9 @@ class SettleTracker:
         self._wall = wallclock
         self._lock = threading.Lock()
         self._seen: dict[str, _Seen | None] = {}
-        #: also hold back files some process has open for writing (Linux /proc; processes of
-        #: other users are only visible to root)
+        #: also hold back files some process has open for writing (Linux /proc; other users'
+        #: processes are visible only with CAP_SYS_PTRACE, which the shipped systemd unit grants;
+        #: without it a warning says how many processes could not be checked)
         self.check_open_writers = True
 
     def __len__(self) -> int:
@@ -106,15 +107,22 @@ def open_for_writing(paths) -> set[str]:
         pids = [d for d in os.listdir("/proc") if d.isdigit()]
     except OSError:
         return busy
+    hidden = 0
     for pid in pids:
         fd_dir = f"/proc/{pid}/fd"
         try:
             fds = os.listdir(fd_dir)
+        except PermissionError:
+            hidden += 1  # another user's process, and we lack CAP_SYS_PTRACE
+            continue
         except OSError:
             continue
         for fd in fds:
             try:
                 target = os.readlink(f"{fd_dir}/{fd}")
+            except PermissionError:  # listed (CAP_DAC_READ_SEARCH) but not readable without CAP_SYS_PTRACE
+                hidden += 1
+                break
             except OSError:
                 continue
             if target in wanted:
@@ -125,7 +133,32 @@ def open_for_writing(paths) -> set[str]:
                     flags = os.O_WRONLY  # cannot tell: assume the worst
                 if flags & (os.O_WRONLY | os.O_RDWR):
                     busy.add(wanted[target])
+    _note_hidden(hidden)
     return busy
+
+
+#: processes whose open files the last sweep could not see (0 = it saw every writer)
+hidden_processes = 0
+_hidden_warned = False
+
+
+def _note_hidden(n: int) -> None:
+    global hidden_processes, _hidden_warned
+    hidden_processes = n
+    if n and not _hidden_warned:
+        _hidden_warned = True
+        import logging
+
+        logging.getLogger("archiver.settle").warning(
+            "cannot see the open files of %d process(es) of other users: a file they are still writing is "
+            "held back only by the settle window; grant CAP_SYS_PTRACE (see docs/operations.md, systemd)", n,
+            extra={"hidden_processes": n})
+
+
+def writer_visibility() -> int:
+    """How many running processes' open files this process cannot inspect (for ``doctor``)."""
+    open_for_writing([])
+    return hidden_processes
 
 
 def _is_regular(mode: int) -> bool:

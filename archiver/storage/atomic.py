@@ -23,9 +23,10 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True, mode: int | None = None) -> Path:
+def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True, mode: int | None = None,
+                owner: tuple[int, int] | None = None) -> Path:
     """Atomically write ``data`` to ``path``. With ``overwrite=False`` an existing file is an error
-    (``FileExistsError``) and is left untouched."""
+    (``FileExistsError``) and is left untouched. ``owner`` = (uid, gid) to give it (see ``set_owner``)."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".part", dir=directory)
@@ -33,9 +34,10 @@ def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True, mode: 
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)  # before the owner changes: afterwards it needs CAP_FOWNER
+            set_owner(f.fileno(), owner)
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -65,13 +67,41 @@ def is_temp_name(path: str | Path) -> bool:
     return Path(path).name.startswith(TMP_PREFIX)
 
 
-def _set_mode_owner(fd: int, mode: int, owner: tuple[int, int] | None) -> None:
-    if owner is not None and os.geteuid() == 0:
+_owner_warned = False
+
+
+def set_owner(fd: int, owner: tuple[int, int] | None) -> bool:
+    """Give a written file the original's owner and group. Tried whenever they differ from ours,
+    not only as root: a service user with CAP_CHOWN (the shipped systemd unit grants it) may, and
+    any user may hand a file to one of its own groups. Returns False (and logs one warning per
+    process) when the system refused; the file keeps the service user's ownership."""
+    global _owner_warned
+    if owner is None or tuple(owner) == (os.geteuid(), os.getegid()):
+        return True
+    uid, gid = owner
+    try:
+        os.fchown(fd, uid, gid)
+        return True
+    except PermissionError:
         try:
-            os.fchown(fd, *owner)
-        except OSError:  # e.g. a filesystem without owners: the mode still applies
+            os.fchown(fd, -1, gid)  # at least the group, when we belong to it
+        except OSError:
             pass
-    os.fchmod(fd, mode & 0o7777)
+    except OSError:  # e.g. a filesystem without owners: the mode still applies
+        return False
+    if not _owner_warned:
+        _owner_warned = True
+        import logging
+
+        logging.getLogger("archiver.storage").warning(
+            "cannot give written files their original owner (uid %s, gid %s): running as uid %s without "
+            "CAP_CHOWN; see docs/operations.md (systemd)", uid, gid, os.geteuid(), extra={"uid": uid, "gid": gid})
+    return False
+
+
+def _set_mode_owner(fd: int, mode: int, owner: tuple[int, int] | None) -> None:
+    os.fchmod(fd, mode & 0o7777)  # before the owner changes: afterwards it would need CAP_FOWNER
+    set_owner(fd, owner)
 
 
 def create_new(path: Path, data: bytes, tmp: Path, *, mode: int | None = None,

@@ -172,12 +172,8 @@ def _restore_one(catalog, row, vault, codec, to, force) -> RestoreResult:
         res.message = str(e)
         return res
     dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_bytes(dest, data, overwrite=force, mode=(row.mode & 0o7777) if row.mode is not None else 0o644)
-    if row.uid is not None and os.geteuid() == 0:
-        try:
-            os.chown(dest, row.uid, row.gid)
-        except OSError:
-            pass
+    atomic.write_bytes(dest, data, overwrite=force, mode=(row.mode & 0o7777) if row.mode is not None else 0o644,
+                       owner=(row.uid, row.gid) if row.uid is not None else None)
     if row.mtime_ns and exact == "bytes":
         os.utime(dest, ns=(row.mtime_ns, row.mtime_ns))
     res.source, res.exact, res.status = source, exact, "restored"
