@@ -26,6 +26,7 @@ COMMANDS = {
     "restore": "archiver.catalog.cli:restore",
     "verify": "archiver.catalog.cli:verify",
     "stats": "archiver.catalog.cli:stats",
+    "doctor": "archiver.doctor:doctor",
     "tag": "archiver.catalog.cli:tag",
     "daemon": "archiver.service.cli:daemon",
     "migrate": "archiver.service.cli:migrate",

@@ -69,6 +69,9 @@ class Config:
     retry_seconds: float = 30.0
     #: daemon: attempts before a file's queue entry is marked failed
     max_attempts: int = 5
+    #: migrate/daemon: refuse to start (and pause) with less free space than this on the state,
+    #: vault or root filesystems (None: 1 GiB, at least 2% of the disk)
+    min_free_bytes: int | None = None
     #: refuse images with more pixels than this (decompression bombs)
     max_pixels: int = 178_956_970
     #: shared catalog: this node's name in queue claims (default: the host name); unique per node

@@ -142,10 +142,26 @@ hidden_processes = 0
 _hidden_warned = False
 
 
+CAP_SYS_PTRACE = 19
+
+
+def has_capability(bit: int) -> bool:
+    """Whether this process holds a capability (its effective set, /proc/self/status)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(eff >> bit & 1)
+
+
 def _note_hidden(n: int) -> None:
+    """Remember how many processes the sweep could not inspect; warn once when that is because
+    we lack CAP_SYS_PTRACE (with it, only processes in other user namespaces, e.g. sandboxed
+    browsers, stay hidden, and nothing can be done about those)."""
     global hidden_processes, _hidden_warned
     hidden_processes = n
-    if n and not _hidden_warned:
+    if n and not _hidden_warned and not has_capability(CAP_SYS_PTRACE):
         _hidden_warned = True
         import logging
 
