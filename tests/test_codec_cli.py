@@ -165,3 +165,19 @@ def test_roi_option(files, tmp_path):
     assert read_header((tmp_path / "r.dlc").read_bytes()).roi == [(0, 0, 2, 2)]
     r = run("encode", d / "in.jpg", tmp_path / "r.dlc", "--model", tiny_sd_dir(), "--roi", "5,5,1,1")
     assert r.exit_code == UsageError.exit_code
+
+
+def test_decode_refuses_to_overwrite_without_force(tmp_path):
+    """Like restore: an existing file is somebody's data."""
+    from PIL import Image
+
+    src = tmp_path / "in.png"
+    Image.new("RGB", (64, 48), (90, 140, 60)).save(src)
+    r = run("encode", src, tmp_path / "in.dlc", "--quality", "40")
+    assert r.exit_code == 0, r.output
+    dst = tmp_path / "out.png"
+    dst.write_bytes(b"precious")
+    r = run("decode", tmp_path / "in.dlc", dst)
+    assert r.exit_code == 9 and "exists; use --force" in r.output and dst.read_bytes() == b"precious"
+    r = run("decode", tmp_path / "in.dlc", dst, "--force")
+    assert r.exit_code == 0 and dst.read_bytes() != b"precious"

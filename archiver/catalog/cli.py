@@ -117,9 +117,11 @@ def _codec(cfg):
 @click.option("--to", "to", type=click.Path(file_okay=False), default=None, help="restore under this directory (same relative paths)")
 @click.option("--as-of", "as_of", default=None, help="the version committed at or before this ISO time (UTC unless a zone is given)")
 @click.option("--force", is_flag=True, help="overwrite existing files")
+@click.option("--lossy-suffix", default=None, metavar="SUFFIX",
+              help="name approximate (diffusion) restores NAME<SUFFIX>.EXT, e.g. --lossy-suffix .reconstructed")
 @click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def restore(targets, to, as_of, force, config_path, as_json):
+def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
     """Restore originals (PATH, catalog ID or GLOB): from the vault if still there, else the exact
     lossless original, else the decoded reconstruction with the original's metadata."""
     from ..storage.vault import Vault
@@ -130,7 +132,7 @@ def restore(targets, to, as_of, force, config_path, as_json):
     when = parse_time(as_of)
     cat = _guard_db(lambda: open_catalog(cfg))
     results = _guard_db(lambda: do_restore(cat, list(targets), vault=Vault(cfg.resolved_vault_dir()), codec=_codec(cfg),
-                                            to=to, as_of=when, force=force))
+                                            to=to, as_of=when, force=force, lossy_suffix=lossy_suffix))
     data = [r.to_dict() for r in results]
 
     def human(rows):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
+from ..errors import SafetyError, UsageError
 from ..output import emit, human_bytes
 
 
@@ -98,14 +98,17 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
 @click.option("--model", type=str, default=None, help="diffusers model directory or cached repo id.")
 @click.option("--device", type=str, default=None, help="cpu, cuda or auto.")
 @click.option("--adapter", type=str, default=None, help=_ADAPTER_HELP)
+@click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def decode(src, dst, steps, backbone_name, model, device, adapter, as_json):
+def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_json):
     """Restore the .dlc file SRC to the image DST (format from its suffix, PNG by default)."""
     from .container import read_header
     from .files import decode_file, format_for
 
     format_for(dst)  # refuse an unwritable suffix before any work
     _check_output(dst)
+    if (dst.exists() or dst.is_symlink()) and not force:
+        raise SafetyError(f"{dst} exists; use --force to overwrite")  # as restore does
     if not src.is_file():
         raise UsageError(f"{src}: no such file")
     header = read_header(src.read_bytes())  # damaged files are refused before loading a model

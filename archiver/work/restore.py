@@ -74,20 +74,71 @@ def destination(row: FileVersion, to: str | Path | None) -> Path:
     return dest
 
 
+#: XMP namespace of the note written into approximate restores
+XMP_NS = "https://archiver.invalid/ns/1.0/"
+
+
+def lossy_note(row: FileVersion) -> str:
+    """The sentence a reconstruction carries, so that nobody mistakes it for the original."""
+    return (f"Approximate reconstruction by archiver of {os.path.basename(row.path)} "
+            f"(catalog id {row.id}, {row.codec or 'diffusion'} codec, original SHA-256 {row.sha256}); "
+            "not the original pixels")
+
+
+def _mark_xmp(xmp: bytes | None, note: str) -> bytes:
+    """An XMP packet with the note (dc:description and archiver:reconstruction); an existing
+    packet is kept and the note added to it."""
+    from xml.sax.saxutils import escape
+
+    desc = (f'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+            f'xmlns:archiver="{XMP_NS}" archiver:reconstruction="approximate">'
+            f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{escape(note)}</rdf:li></rdf:Alt></dc:description>'
+            f"</rdf:Description>")
+    text = (xmp or b"").decode("utf-8", "replace")
+    if "</rdf:RDF>" in text:
+        return text.replace("</rdf:RDF>", desc + "</rdf:RDF>", 1).encode()
+    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">' + desc +
+            '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
+
+
+def _mark_exif(exif: bytes | None, note: str) -> bytes:
+    """EXIF with the note in ImageDescription (kept from the original otherwise)."""
+    from PIL import Image
+
+    e = Image.Exif()
+    if exif:
+        try:
+            e.load(exif)
+        except Exception:  # noqa: BLE001 - unreadable EXIF: start a fresh one rather than lose the note
+            e = Image.Exif()
+    e[0x010E] = note[:1000]
+    return e.tobytes()
+
+
 def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes:
+    """The decoded image in the original's format, with its EXIF/ICC/XMP, marked as a reconstruction."""
     fmt = (row.format or "PNG").upper()
     out = io.BytesIO()
+    note = lossy_note(row)
     kw = {k: v for k, v in img.info.items() if k in ("exif", "icc_profile", "xmp") and v}
+    kw["exif"] = _mark_exif(kw.get("exif"), note)
+    kw["xmp"] = _mark_xmp(kw.get("xmp"), note)
     if fmt in ("JPEG", "MPO"):
         if img.mode not in ("RGB", "L", "CMYK"):
             img = img.convert("RGB")
         img.save(out, "JPEG", quality=95, **kw)
-    else:
-        try:
-            img.save(out, fmt, **kw)
-        except (KeyError, OSError, ValueError):
-            out = io.BytesIO()
-            img.save(out, "PNG", **kw)
+        return out.getvalue()
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", kw.pop("xmp").decode())
+    info.add_text("Comment", note)
+    try:
+        img.save(out, fmt, **(dict(kw, xmp=_mark_xmp(None, note)) if fmt != "PNG" else dict(kw, pnginfo=info)))
+    except (KeyError, OSError, ValueError, TypeError):
+        out = io.BytesIO()
+        img.save(out, "PNG", pnginfo=info, **{k: v for k, v in kw.items() if k != "xmp"})
     return out.getvalue()
 
 
@@ -135,7 +186,12 @@ def produce(row: FileVersion, vault: Vault | None, codec=None) -> tuple[bytes, s
 
 
 def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None, codec=None,
-            to: str | Path | None = None, as_of: dt.datetime | None = None, force: bool = False) -> list[RestoreResult]:
+            to: str | Path | None = None, as_of: dt.datetime | None = None, force: bool = False,
+            lossy_suffix: str | None = None) -> list[RestoreResult]:
+    """Restore ``targets`` (ids, paths, directories, globs). An approximate restore (a diffusion
+    reconstruction) is marked in its XMP and EXIF, gets the original's mtime like any restore, and
+    with ``lossy_suffix`` (e.g. ".reconstructed") is written as NAME<suffix>.EXT beside where the
+    original would go, so that it cannot be taken for the original."""
     if to is not None:
         if Path(to).exists() and not Path(to).is_dir():
             raise UsageError(f"--to {to}: not a directory")
@@ -150,11 +206,11 @@ def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None,
             rows.extend(found)
     results = []
     for row in rows:
-        results.append(_restore_one(catalog, row, vault, codec, to, force))
+        results.append(_restore_one(catalog, row, vault, codec, to, force, lossy_suffix))
     return results
 
 
-def _restore_one(catalog, row, vault, codec, to, force) -> RestoreResult:
+def _restore_one(catalog, row, vault, codec, to, force, lossy_suffix=None) -> RestoreResult:
     try:
         dest = destination(row, to)
     except SafetyError as e:
@@ -163,19 +219,27 @@ def _restore_one(catalog, row, vault, codec, to, force) -> RestoreResult:
     if dest.is_file() and not dest.is_symlink() and row.sha256 and sha256_file(dest) == row.sha256:
         res.source, res.exact, res.status, res.message = "original", "bytes", "present", "identical file already there"
         return res
-    if (dest.exists() or dest.is_symlink()) and not force:
+    if (dest.exists() or dest.is_symlink()) and not force and not lossy_suffix:
         res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
-        return res
+        return res  # refused before any decoding (with a suffix the name is known only after)
     try:
         data, source, exact = produce(row, vault, codec)
     except ArchiverError as e:
         res.message = str(e)
         return res
+    if exact == "approx" and lossy_suffix:
+        dest = dest.with_name(dest.stem + lossy_suffix + dest.suffix)
+        res.dest = str(dest)
+    if (dest.exists() or dest.is_symlink()) and not force:
+        res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
+        return res
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(dest, data, overwrite=force, mode=(row.mode & 0o7777) if row.mode is not None else 0o644,
                        owner=(row.uid, row.gid) if row.uid is not None else None)
-    if row.mtime_ns and exact == "bytes":
+    if row.mtime_ns:  # the original's time, also for a reconstruction (its XMP/EXIF say what it is)
         os.utime(dest, ns=(row.mtime_ns, row.mtime_ns))
+    if exact == "approx":
+        res.message = "approximate reconstruction (marked in its XMP and EXIF)"
     res.source, res.exact, res.status = source, exact, "restored"
     with catalog.session() as s:
         r = s.get(FileVersion, row.id)

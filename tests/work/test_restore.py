@@ -139,3 +139,30 @@ def test_restored_original_is_not_archived_again(tmp_path, ctx):
     assert verify(ctx.catalog, vault=ctx.vault).mismatches == []
     with ctx.catalog.session() as s:
         assert len(q.versions(s, str(src))) == 1
+
+
+def test_an_approximate_restore_is_marked_and_keeps_the_original_mtime(tmp_path, ctx):
+    """A diffusion reconstruction says what it is (XMP and EXIF), carries the original's mtime,
+    and with a suffix cannot be mistaken for the original by its name either."""
+    from PIL import Image
+
+    from archiver.catalog.testing import write_jpeg as wj
+    from archiver.work import archive_file as af
+
+    src = wj(tmp_path / "c" / "tex" / "a.jpg", size=(160, 120))
+    os.utime(src, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+    assert af(src, ctx).action == "diffusion"
+    out = tmp_path / "out"
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out)
+    assert (r.source, r.exact, r.status) == ("reconstruction", "approx", "restored") and "marked" in r.message
+    got = out / "a.jpg"
+    assert os.stat(got).st_mtime_ns == 1_500_000_000_000_000_000
+    with Image.open(got) as im:
+        xmp = im.info.get("xmp", b"")
+        desc = im.getexif().get(0x010E, "")
+    assert b'archiver:reconstruction="approximate"' in xmp and b"Approximate reconstruction by archiver" in xmp
+    assert desc.startswith("Approximate reconstruction by archiver of a.jpg")
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out, lossy_suffix=".reconstructed")
+    assert r.dest == str(out / "a.reconstructed.jpg") and (out / "a.reconstructed.jpg").is_file()
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out, lossy_suffix=".reconstructed")
+    assert r.status == "refused"  # the suffixed name is not overwritten either without force
