@@ -185,23 +185,27 @@ def verify(sample, no_decode, expire_vault, config_path, as_json):
 @click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def stats(config_path, as_json):
-    """Files and bytes before/after, and the savings per policy rule and action."""
+    """Disk use before and now (outputs, vault, catalog), savings per rule, and fallbacks per reason."""
+    from .accounting import disk_accounting
     from .db import open_catalog
-    from ..work.verify import stats as do_stats
 
     cfg = _config(config_path)
     cat = _guard_db(lambda: open_catalog(cfg))
-    data = _guard_db(lambda: do_stats(cat))
+    data = _guard_db(lambda: disk_accounting(cat, cfg.resolved_vault_dir()))
 
     def human(d):
-        t = d["total"]
-        lines = [f"{'rule':<20} {'action':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>7}"]
+        n = d["now"]
+        lines = [f"disk: {human_bytes(d['bytes_before'])} before -> {human_bytes(d['bytes_now'])} now "
+                 f"({d['change_fraction'] * 100:+.1f}%): outputs {human_bytes(n['outputs'])}, "
+                 f"vault {human_bytes(n['vault'])}, catalog {human_bytes(n['catalog'])}"]
+        lines.append(f"{'rule':<20} {'action':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>7}")
         for g in d["by_rule"]:
             lines.append(f"{g['rule']:<20} {g['action']:<10} {g['files']:>6} {human_bytes(g['bytes_before']):>11} "
                          f"{human_bytes(g['bytes_after']):>11} {g['saved_fraction'] * 100:>6.1f}%")
-        lines.append(f"{'total':<31} {t['files']:>6} {human_bytes(t['bytes_before']):>11} {human_bytes(t['bytes_after']):>11} "
-                     f"{t['saved_fraction'] * 100:>6.1f}%")
-        lines.append(f"vault: {human_bytes(t['vault_bytes'])}; states: " + ", ".join(f"{k} {v}" for k, v in sorted(d["states"].items())))
+        for f in d["by_fallback_reason"]:
+            lines.append(f"fell back ({f['files']} file(s), {human_bytes(f['bytes_before'])}, rules "
+                         f"{', '.join(f['rules'])}): {f['reason']}")
+        lines.append("states: " + ", ".join(f"{k} {v}" for k, v in sorted(d["states"].items())))
         return "\n".join(lines)
 
     emit(data, as_json, human)

@@ -27,7 +27,10 @@ class Base(DeclarativeBase):
 # -- states -----------------------------------------------------------------------------------
 DISCOVERED, CLASSIFIED, ENCODED, VERIFIED = "discovered", "classified", "encoded", "verified"
 COMMITTED, SKIPPED, FAILED = "committed", "skipped", "failed"
-STATES = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED, COMMITTED, SKIPPED, FAILED)
+#: an operator's `archiver forget`: the row and its events stay for audit; verify, restore and
+#: stats no longer count it (see archiver/catalog/forget.py)
+FORGOTTEN = "forgotten"
+STATES = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED, COMMITTED, SKIPPED, FAILED, FORGOTTEN)
 IN_PROGRESS = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED)
 TERMINAL = (COMMITTED, SKIPPED, FAILED)
 
@@ -40,9 +43,10 @@ TRANSITIONS: dict[Optional[str], tuple[str, ...]] = {
     CLASSIFIED: (DISCOVERED, CLASSIFIED, ENCODED, COMMITTED, SKIPPED, FAILED),
     ENCODED: (DISCOVERED, CLASSIFIED, VERIFIED, SKIPPED, FAILED),
     VERIFIED: (DISCOVERED, CLASSIFIED, COMMITTED, SKIPPED, FAILED),
-    COMMITTED: (COMMITTED,),  # only the original's disposition / vault fields change afterwards
-    SKIPPED: (DISCOVERED,),  # retry: the file changed, or a new attempt
-    FAILED: (DISCOVERED,),
+    COMMITTED: (COMMITTED, FORGOTTEN),  # only the original's disposition / vault fields change afterwards
+    SKIPPED: (DISCOVERED, FORGOTTEN),  # retry: the file changed, or a new attempt
+    FAILED: (DISCOVERED, FORGOTTEN),
+    FORGOTTEN: (),
 }
 
 # what became of the original file

@@ -371,3 +371,74 @@ def file_detail(s: Session, file_id: int) -> Optional[dict]:
                        .where(FileVersion.path == fv.path, FileVersion.id != fv.id).order_by(FileVersion.id)).all()
     return {"file": fv.to_dict(), "events": [e.to_dict() for e in events_for(s, fv)], "tags": tags_for(s, fv.path),
             "versions": [{"id": i, "state": st, "updated_at": u} for i, st, u in others]}
+
+
+# -- the operator's view: reasons, listings, one file ----------------------------------------
+FELL_BACK = "fell back to "
+
+
+def fallback_reason(reasons) -> str | None:
+    """The reason a codec fell back (the entry before "fell back to ..."), or None."""
+    reasons = list(reasons or [])
+    for i, r in enumerate(reasons):
+        if isinstance(r, str) and r.startswith(FELL_BACK) and i:
+            return reasons[i - 1]
+    return None
+
+
+def fallback_counts(s: Session) -> list[dict]:
+    """Committed versions whose codec fell back, grouped by the reason (files and bytes)."""
+    from sqlalchemy import String, cast
+
+    F = FileVersion
+    q = select(F.rule, F.reasons, F.size).where(F.state == COMMITTED, cast(F.reasons, String).like(f"%{FELL_BACK}%"))
+    groups: dict[str, dict] = {}
+    for rule, reasons, size in s.execute(q):
+        why = fallback_reason(reasons) or "unknown"
+        g = groups.setdefault(why, {"reason": why, "files": 0, "bytes_before": 0, "rules": set()})
+        g["files"] += 1
+        g["bytes_before"] += int(size or 0)
+        g["rules"].add(rule or "-")
+    out = sorted(groups.values(), key=lambda g: -g["files"])
+    for g in out:
+        g["rules"] = sorted(g["rules"])
+    return out
+
+
+def list_versions(s: Session, *, status: str | None = None, rule: str | None = None, codec: str | None = None,
+                  action: str | None = None, pattern: str | None = None, since: dt.datetime | None = None,
+                  until: dt.datetime | None = None, all_versions: bool = False, limit: int | None = None
+                  ) -> list[FileVersion]:
+    """Catalog entries for ``ls``: the newest version per path unless ``all_versions``; filters
+    on state, rule, codec, action, a path glob (the policy's glob meaning) and update time."""
+    F = FileVersion
+    q = select(F)
+    if not all_versions:
+        newest = select(func.max(F.id)).group_by(F.path).scalar_subquery()
+        q = q.where(F.id.in_(newest))
+    if status:
+        q = q.where(F.state == status)
+    if rule:
+        q = q.where(F.rule == rule)
+    if codec:
+        q = q.where(F.codec == codec)
+    if action:
+        q = q.where(F.action == action)
+    if since:
+        q = q.where(F.updated_at >= since)
+    if until:
+        q = q.where(F.updated_at <= until)
+    q = q.order_by(F.path, F.id)
+    rows = list(s.scalars(q))
+    if pattern:
+        rx = glob_regex(pattern, ignore_case=False)
+        rows = [r for r in rows if rx.search(r.path)]
+    return rows[:limit] if limit else rows
+
+
+def versions_for_target(s: Session, target: str) -> list[FileVersion]:
+    """Every version of a path (or of a catalog id's path), oldest first."""
+    if target.isdigit():
+        r = s.get(FileVersion, int(target))
+        return versions(s, r.path) if r else []
+    return versions(s, target)

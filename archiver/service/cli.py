@@ -49,6 +49,13 @@ def _plan_human(r: dict) -> str:
     for e in r["rules"]:
         lines.append(f"  {e['rule']}: estimate {e.get('estimate') or '-'}; e.g. {e['examples'][0]['path']}"
                      + (f" ({e['examples'][0]['why']})" if e["examples"][0]["why"] else ""))
+    v = r.get("vault") or {}
+    if v.get("bytes"):
+        lines.append(f"  vault: the originals of {human_bytes(v['bytes'])} are kept there too until their retention "
+                     "ends; then the daemon (or `archiver verify --expire-vault`) deletes them:")
+        lines += [f"    {human_bytes(f['bytes'])} after {f['retention_days']} day(s), on {f['frees_on']}" for f in v["frees"]]
+        lines.append(f"  disk until then: ~{human_bytes(r['bytes_after_estimate'] + v['bytes'])} "
+                     f"(outputs + vault) instead of {human_bytes(r['bytes_before'])}")
     if r["unreadable"]:
         lines.append(f"  {len(r['unreadable'])} unreadable file(s) would be skipped:")
         lines += [f"    {u['path']}: {u['error']}" for u in r["unreadable"][:20]]
@@ -70,6 +77,11 @@ def _run_human(r: dict) -> str:
         lines.append(f"  {e['rule']:<18} {e['action']:<10} {e['files']:>6} {human_bytes(e['bytes_before']):>11} "
                      f"{human_bytes(e['bytes_after']):>11} {human_bytes(e['saved']):>11}")
     lines.append(f"  total: {human_bytes(r['bytes_before'])} -> {human_bytes(r['bytes_after'])}, saved {human_bytes(r['saved'])}")
+    for fb in r.get("fallbacks", []):
+        lines.append(f"  fell back ({fb['files']}): {fb['reason']}; e.g. {fb['examples'][0]}")
+    if r.get("skipped"):
+        lines.append(f"  {len(r['skipped'])} skipped (not archived, left as they are):")
+        lines += [f"    {f['path']}: {f['error']}" for f in r["skipped"][:30]]
     if r["failures"]:
         lines.append(f"  {len(r['failures'])} failure(s):")
         lines += [f"    {f['path']}: {f['error']}" for f in r["failures"][:30]]

@@ -22,6 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..config import Config, load_config
+from ..errors import NoSpaceError
 from .lock import InstanceLock, ServerCatalogLock, lock_path_for
 from .metrics import ServiceMetrics
 from .notify import sd_notify, watchdog_interval
@@ -37,6 +38,10 @@ log = logging.getLogger("archiver.service.daemon")
 
 #: consecutive failed main-loop rounds (with backoff, a few minutes) before the daemon gives up
 MAX_LOOP_ERRORS = 12
+#: how often the daemon expires vaulted originals past their retention (first time: at start)
+VAULT_EXPIRY_SECONDS = 3600.0
+#: how often it checks free space (it takes no new work while a filesystem is nearly full)
+SPACE_CHECK_SECONDS = 30.0
 
 
 class Daemon:
@@ -59,6 +64,9 @@ class Daemon:
         self._last_depth = 0.0
         self._last_settle = 0.0
         self._last_ping = 0.0
+        self._last_expiry = -VAULT_EXPIRY_SECONDS  # expire once right after the start
+        self._last_space = 0.0
+        self.space_problems: list[str] = []
         self._last_renew = 0.0
         self.places = None  # a shared catalog: places.Places, and the ids tasks check
         self.place_marks: dict = {"roots": {}, "vault": None}
@@ -233,7 +241,7 @@ class Daemon:
 
     def _fill_workers(self) -> None:
         free = self.workers - len(self.in_flight)
-        if free <= 0 or self.stop_requested:
+        if free <= 0 or self.stop_requested or self.space_problems:
             return
         paused = list(self.guard.paused())
         items = self.queue.claim(self.me, free, roots=self.all_roots, exclude_roots=paused)
@@ -267,9 +275,14 @@ class Daemon:
                                                   "attempt": item.attempts + 1, "error": out.get("error")})
             else:
                 self.queue.complete(item.id)
-                log.info("handled", extra={k: out.get(k) for k in (
-                    "path", "status", "action", "rule", "bytes_before", "bytes_after", "seconds", "error")
-                    if out.get(k) is not None})
+                extra = {k: out.get(k) for k in (
+                    "path", "status", "action", "rule", "fallback", "bytes_before", "bytes_after", "seconds", "error")
+                    if out.get(k) is not None}
+                if out.get("reasons"):
+                    extra["reason"] = out["reasons"][0]
+                # a skipped file (truncated, corrupt, not an image) is something an operator must see
+                bad = out.get("status") in ("skipped", "failed") and out.get("error")
+                log.log(logging.WARNING if bad else logging.INFO, "not archived" if bad else "handled", extra=extra)
             self.metrics.observe_outcome(out)
             if item.path in self.dirty:
                 self.dirty.discard(item.path)
@@ -294,9 +307,41 @@ class Daemon:
         if self.cfg.rescan_seconds and now - self._last_scan >= self.cfg.rescan_seconds:
             self._start_scan()
         self._claims(now)
+        if now - self._last_expiry >= VAULT_EXPIRY_SECONDS:
+            self._last_expiry = now
+            self._expire_vault()
+        if now - self._last_space >= SPACE_CHECK_SECONDS:
+            self._last_space = now
+            self._check_space()
         if self._wd and now - self._last_ping >= self._wd:
             self._last_ping = now
             sd_notify("WATCHDOG=1")
+
+    def _expire_vault(self) -> None:
+        """The daemon expires the vault itself (originals past their retention, never under legal
+        hold, never the last good copy), so that disk use goes down without a separate timer."""
+        from ..storage.vault import Vault
+        from ..work import expire_vault
+
+        try:
+            gone = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()))
+        except Exception as e:  # noqa: BLE001 - retried at the next interval
+            log.warning("vault expiry failed", extra={"error": str(e)})
+            return
+        if gone:
+            log.info("vault expired", extra={"originals": len(gone)})
+
+    def _check_space(self) -> None:
+        """Pause claiming new work while a filesystem we write to is nearly full (and say so)."""
+        from ..storage.space import low_space
+
+        problems = low_space([self.cfg.state_dir, self.cfg.resolved_vault_dir(), *self.all_roots],
+                             min_free=self.cfg.min_free_bytes)
+        if problems and not self.space_problems:
+            log.warning("low on disk space: not taking new work", extra={"problems": problems})
+        elif self.space_problems and not problems:
+            log.info("disk space available again: taking work", extra={})
+        self.space_problems = problems
 
     def _claims(self, now: float) -> None:
         """Shared catalog upkeep: renew the claims in hand (a heartbeat, every lease/4) and take
@@ -336,6 +381,12 @@ class Daemon:
 
         load_policy(self.cfg.policy)  # a broken policy stops the start with a clear error
         require_shared_vault(self.cfg)
+        from ..storage.space import low_space
+
+        problems = low_space([self.cfg.state_dir, self.cfg.resolved_vault_dir(), *self.all_roots],
+                             min_free=self.cfg.min_free_bytes)
+        if problems:
+            raise NoSpaceError("not enough free disk space to start: " + "; ".join(problems))
         state_dir = self.cfg.state_dir
         url = self.cfg.resolved_catalog_url()
         self.lock = InstanceLock(lock_path_for(url, state_dir)).acquire()

@@ -61,7 +61,8 @@ def plan_task(path: str, config: dict) -> dict:
         d = pol.decide(path, img, tags=tuple(config.get("_tags", {}).get(path, ())))
         out = {"path": path, "status": "planned", "rule": d.rule, "action": d.action, "bytes_before": size,
                "width": img.width, "height": img.height, "format": img.original_format or "?",
-               "reasons": d.reasons, "original": d.params.get("original")}
+               "reasons": d.reasons, "original": d.params.get("original"),
+               "retention_days": d.params.get("retention_days")}
         if d.action == "diffusion":
             bpp = float(d.params.get("bpp") or pol.defaults.get("bpp") or 0.15)
             meta = sum(len(x or b"") for x in (img.metadata.exif, img.metadata.icc_profile, img.metadata.xmp))
@@ -173,10 +174,10 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", show
                 st = os.stat(p)
             except OSError:
                 continue
-            if is_handled(known.get(p), st, retry_failed=True):
-                already += 1
-            else:
+            if not is_handled(known.get(p), st, retry_failed=True):
                 files.append(p)
+        mine = set(files)
+        already += sum(1 for p, rec in known.items() if rec[2] in _DONE and p not in mine)
     if catalog is not None:
         tags = _tags(catalog, files)
         catalog.close()
@@ -242,7 +243,9 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
     rows.sort(key=lambda e: -e["savings_estimate"])
     before = sum(e["bytes_before"] for e in rows)
     after = sum(e["bytes_after_estimate"] for e in rows)
+    vault = _vault_share(planned)
     return {
+        "vault": vault,
         "dry_run": True, "roots": roots, "policy": cfg.policy or "default", "files": sum(e["files"] for e in rows),
         "already_archived": already, "unreadable": unreadable, "not_planned": not_planned,
         "interrupted": interrupted, "bytes_before": before, "bytes_after_estimate": after,
@@ -251,6 +254,21 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
         "note": "diffusion estimates assume the quality guard accepts the encode; a rejected one "
                 "falls back to lossless and saves less",
     }
+
+
+def _vault_share(planned) -> dict:
+    """What the vault will hold on top of the estimate (originals kept for their retention
+    period, then deleted by the daemon or `verify --expire-vault`), and from when it frees."""
+    import datetime as dt
+
+    by_days: dict[int, int] = defaultdict(int)
+    for r in planned:
+        if r.get("status") == "planned" and r.get("original") == "vault" and r.get("action") != "keep":
+            by_days[int(r.get("retention_days") or 0)] += int(r["bytes_before"])
+    today = dt.date.today()
+    frees = [{"bytes": b, "retention_days": d, "frees_on": (today + dt.timedelta(days=d)).isoformat()}
+             for d, b in sorted(by_days.items())]
+    return {"bytes": sum(by_days.values()), "frees": frees}
 
 
 def _open_catalog_readonly(cfg: Config):
@@ -314,10 +332,18 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                 st = os.stat(p)
             except OSError:
                 continue
-            if is_handled(known.get(p), st, retry_failed=True):
-                already += 1
-            else:
+            if not is_handled(known.get(p), st, retry_failed=True):
                 todo.append((p, root))
+        todo_paths = {p for p, _ in todo if p.startswith(root.rstrip(os.sep) + os.sep)}
+        # handled by earlier runs: every path under the root whose newest version is done, also
+        # those replaced by their compressed output (the walk no longer finds them)
+        already += sum(1 for p, rec in known.items() if rec[2] in _DONE and p not in todo_paths)
+    try:
+        _check_space(cfg, roots, todo, workers)
+    except Exception:
+        restore()
+        catalog.close()
+        raise
     queue.enqueue_many(todo)
     total = queue.depth(roots)["pending"]
     task_config = config_dict(cfg)
@@ -406,6 +432,27 @@ def _shared_places(catalog, cfg: Config, roots: list[str]) -> dict | None:
     return out
 
 
+_DONE = ("committed", "skipped")
+
+
+def _check_space(cfg: Config, roots, todo, workers: int) -> None:
+    """Refuse to start when a filesystem we write to lacks the reserve plus room for the files
+    in hand (each worker may hold a compressed output beside its original, and a vault copy)."""
+    from ..errors import NoSpaceError
+    from ..storage.space import low_space
+
+    largest = 0
+    for p, _ in todo:
+        try:
+            largest = max(largest, os.stat(p).st_size)
+        except OSError:
+            pass
+    problems = low_space([cfg.state_dir, cfg.resolved_vault_dir(), *roots], 2 * largest * max(1, workers),
+                         min_free=cfg.min_free_bytes)
+    if problems:
+        raise NoSpaceError("not enough free disk space to start the migration: " + "; ".join(problems))
+
+
 def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted) -> dict:
     by_status: dict[str, int] = defaultdict(int)
     rules: dict[tuple, dict] = {}
@@ -429,7 +476,20 @@ def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrup
     rows = sorted(rules.values(), key=lambda e: -(e["bytes_before"] - e["bytes_after"]))
     for e in rows:
         e["saved"] = e["bytes_before"] - e["bytes_after"]
+    # every file with its reason: the rule's first reason, the fallback's reason when the codec
+    # fell back, the error when it was skipped or failed
+    detail = [{"path": o.get("path"), "status": o.get("status"), "rule": o.get("rule"), "action": o.get("action"),
+               "reason": (o.get("reasons") or [None])[0], "fallback": o.get("fallback"), "error": o.get("error"),
+               "bytes_before": o.get("bytes_before"), "bytes_after": o.get("bytes_after")} for o in outcomes]
+    fallbacks: dict[str, list[str]] = defaultdict(list)
+    for d in detail:
+        if d["fallback"]:
+            fallbacks[d["fallback"]].append(d["path"])
     return {
+        "outcomes": detail,
+        "fallbacks": [{"reason": k, "files": len(v), "examples": v[:3]} for k, v in
+                      sorted(fallbacks.items(), key=lambda kv: -len(kv[1]))],
+        "skipped": [{"path": d["path"], "error": d["error"]} for d in detail if d["status"] == "skipped"],
         "dry_run": False, "roots": roots, "policy": cfg.policy or "default", "interrupted": interrupted,
         "files": len(outcomes), "by_outcome": dict(by_status), "already_archived": already,
         "requeued_after_crash": stale, "bytes_before": before, "bytes_after": after, "saved": before - after,

@@ -1,0 +1,65 @@
+"""Disk accounting: what the archived files took before, and what archiving takes now, split
+into the outputs on the source disks, the vault and the catalog itself.
+
+"Before" and "outputs" come from the catalog (committed versions, summed in SQL); the vault and
+the catalog are measured on disk, because that is what the operator's ``df`` sees (the vault
+also holds copies the retention period has not freed yet).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import queries as q
+
+
+def _tree_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
+
+
+def catalog_bytes(catalog) -> int | None:
+    """The catalog's size on disk: the SQLite file with its WAL and shared memory, or the
+    PostgreSQL database's size."""
+    url = catalog.url
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///"):])
+        return sum(os.stat(p).st_blocks * 512 for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
+    try:
+        from sqlalchemy import text
+
+        with catalog.engine.connect() as c:
+            return int(c.execute(text("select pg_database_size(current_database())")).scalar())
+    except Exception:  # noqa: BLE001 - another server: unknown, not an error
+        return None
+
+
+def disk_accounting(catalog, vault_dir: Path) -> dict:
+    with catalog.session() as s:
+        sav = q.savings(s)
+        fallbacks = q.fallback_counts(s)
+    t = sav["total"]
+    vault = _tree_bytes(vault_dir) if vault_dir.exists() else 0
+    cat = catalog_bytes(catalog) or 0
+    now = t["bytes_after"] + vault + cat
+    before = t["bytes_before"]
+    return {
+        "bytes_before": before,
+        "bytes_now": now,
+        "now": {"outputs": t["bytes_after"], "vault": vault, "catalog": cat},
+        "change_bytes": now - before,
+        "change_fraction": round((now - before) / before, 4) if before else 0.0,
+        "vault_retained_bytes": t["vault_bytes"],
+        "by_rule": sav["by_rule"],
+        "by_fallback_reason": fallbacks,
+        "states": sav["states"],
+        "note": "outputs = compressed files plus originals left in place; vault = originals kept for their "
+                "retention period (the daemon deletes them when it ends); catalog = its database",
+    }
