@@ -57,6 +57,7 @@ def disk_accounting(catalog, vault_dir: Path) -> dict:
         "change_bytes": now - before,
         "change_fraction": round((now - before) / before, 4) if before else 0.0,
         "vault_retained_bytes": t["vault_bytes"],
+        "total": t,
         "by_rule": sav["by_rule"],
         "by_fallback_reason": fallbacks,
         "states": sav["states"],

@@ -202,6 +202,9 @@ def stats(config_path, as_json):
         for g in d["by_rule"]:
             lines.append(f"{g['rule']:<20} {g['action']:<10} {g['files']:>6} {human_bytes(g['bytes_before']):>11} "
                          f"{human_bytes(g['bytes_after']):>11} {g['saved_fraction'] * 100:>6.1f}%")
+        t = d["total"]
+        lines.append(f"{'total':<31} {t['files']:>6} {human_bytes(t['bytes_before']):>11} {human_bytes(t['bytes_after']):>11} "
+                     f"{t['saved_fraction'] * 100:>6.1f}%")
         for f in d["by_fallback_reason"]:
             lines.append(f"fell back ({f['files']} file(s), {human_bytes(f['bytes_before'])}, rules "
                          f"{', '.join(f['rules'])}): {f['reason']}")
