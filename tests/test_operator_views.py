@@ -122,3 +122,38 @@ def test_migrate_refuses_to_start_without_free_space(migrated, tmp_path):
         assert (migrated["photos"] / "plain" / "new.jpg").exists()
     finally:
         cfg.write_text(text)
+
+
+def test_the_daemon_expires_the_vault_and_pauses_on_low_space(tmp_path):
+    """Housekeeping, without the daemon's loop: vaulted originals past retention go, and a nearly
+    full disk stops the claiming of new work until space is back."""
+    import datetime as dt
+
+    from archiver.catalog.models import FileVersion
+    from archiver.catalog.testing import make_context
+    from archiver.config import Config
+    from archiver.service.daemon import Daemon
+    from archiver.work import archive_file
+
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "vault" / "a.jpg")
+    archive_file(src, ctx)
+    with ctx.catalog.session() as s:
+        vp = s.query(FileVersion).one().vault_path
+    assert Path(vp).is_file()
+    cfg = Config(catalog_url=ctx.catalog.url, vault_dir=str(tmp_path / "state" / "vault"))
+    d = Daemon(config=cfg)
+    d.catalog = ctx.catalog
+    d._expire_vault()
+    assert Path(vp).is_file()  # within its retention period (3 days): kept
+    d._expire_vault(now=dt.datetime.now() + dt.timedelta(days=4))
+    assert not Path(vp).exists()
+    with ctx.catalog.session() as s:
+        assert s.query(FileVersion).one().vault_path is None
+    d.cfg.min_free_bytes = 1 << 62
+    d._check_space()
+    assert d.space_problems and "free of" in d.space_problems[0]
+    d.cfg.min_free_bytes = 0
+    d._check_space()
+    assert d.space_problems == []
+    ctx.catalog.close()

@@ -317,14 +317,14 @@ class Daemon:
             self._last_ping = now
             sd_notify("WATCHDOG=1")
 
-    def _expire_vault(self) -> None:
+    def _expire_vault(self, now=None) -> None:
         """The daemon expires the vault itself (originals past their retention, never under legal
         hold, never the last good copy), so that disk use goes down without a separate timer."""
         from ..storage.vault import Vault
         from ..work import expire_vault
 
         try:
-            gone = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()))
+            gone = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()), now=now)
         except Exception as e:  # noqa: BLE001 - retried at the next interval
             log.warning("vault expiry failed", extra={"error": str(e)})
             return
