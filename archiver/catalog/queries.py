@@ -377,6 +377,14 @@ def file_detail(s: Session, file_id: int) -> Optional[dict]:
 FELL_BACK = "fell back to "
 
 
+def reason_kind(reason: str) -> str:
+    """A reason without its measured value, for grouping ("protected-region PSNR 17.7dB below
+    the floor 32.0dB" and "... 23.9dB below ..." are one kind)."""
+    import re
+
+    return re.sub(r"-?\d+(?:\.\d+)?\s*dB below", "below", reason)
+
+
 def fallback_reason(reasons) -> str | None:
     """The reason a codec fell back (the entry before "fell back to ..."), or None."""
     reasons = list(reasons or [])
@@ -394,7 +402,7 @@ def fallback_counts(s: Session) -> list[dict]:
     q = select(F.rule, F.reasons, F.size).where(F.state == COMMITTED, cast(F.reasons, String).like(f"%{FELL_BACK}%"))
     groups: dict[str, dict] = {}
     for rule, reasons, size in s.execute(q):
-        why = fallback_reason(reasons) or "unknown"
+        why = reason_kind(fallback_reason(reasons) or "unknown")
         g = groups.setdefault(why, {"reason": why, "files": 0, "bytes_before": 0, "rules": set()})
         g["files"] += 1
         g["bytes_before"] += int(size or 0)

@@ -334,10 +334,11 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                 continue
             if not is_handled(known.get(p), st, retry_failed=True):
                 todo.append((p, root))
-        todo_paths = {p for p, _ in todo if p.startswith(root.rstrip(os.sep) + os.sep)}
         # handled by earlier runs: every path under the root whose newest version is done, also
-        # those replaced by their compressed output (the walk no longer finds them)
-        already += sum(1 for p, rec in known.items() if rec[2] in _DONE and p not in todo_paths)
+        # those replaced by their compressed output (the walk no longer finds them), but not
+        # those this run does (again): the new ones and the claims an interrupted run left
+        busy = {p for p, _ in todo} | _queued_paths(catalog, root)
+        already += sum(1 for p, rec in known.items() if rec[2] in _DONE and p not in busy)
     try:
         _check_space(cfg, roots, todo, workers)
     except Exception:
@@ -435,6 +436,18 @@ def _shared_places(catalog, cfg: Config, roots: list[str]) -> dict | None:
 _DONE = ("committed", "skipped")
 
 
+def _queued_paths(catalog, root: str) -> set[str]:
+    """Paths under ``root`` waiting in the queue or claimed (an interrupted run's leftovers)."""
+    from sqlalchemy import select
+
+    from ..catalog.models import Q_CLAIMED, Q_PENDING, WorkQueue
+
+    prefix = root.rstrip(os.sep) + os.sep
+    with catalog.session() as s:
+        return set(s.scalars(select(WorkQueue.path).where(WorkQueue.state.in_((Q_PENDING, Q_CLAIMED)),
+                                                           WorkQueue.path.startswith(prefix, autoescape=True))))
+
+
 def _check_space(cfg: Config, roots, todo, workers: int) -> None:
     """Refuse to start when a filesystem we write to lacks the reserve plus room for the files
     in hand (each worker may hold a compressed output beside its original, and a vault copy)."""
@@ -484,7 +497,9 @@ def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrup
     fallbacks: dict[str, list[str]] = defaultdict(list)
     for d in detail:
         if d["fallback"]:
-            fallbacks[d["fallback"]].append(d["path"])
+            from ..catalog.queries import reason_kind
+
+            fallbacks[reason_kind(d["fallback"])].append(d["path"])
     return {
         "outcomes": detail,
         "fallbacks": [{"reason": k, "files": len(v), "examples": v[:3]} for k, v in
