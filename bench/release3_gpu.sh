@@ -26,7 +26,8 @@ if [ "${1:-}" = prepare ]; then
     # the GPU image has torch, numpy, PIL, safetensors, click, einops, scipy, torch-geometric...
     # but not these (docs/training.md); pure-Python ones are py3 wheels, compressai is built for cp312
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 \
         -d .whl compressai==1.2.8 diffusers==0.42.1 pytorch-msssim==1.0.0 importlib_metadata
     rm -rf .r3data && "$PY" -m archiver.train.pack "${SOURCE:-../shared/data/train}" .r3data/train --max-mb "${PACK_MB:-26}"
     tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
