@@ -56,9 +56,12 @@ def _human(res: dict) -> str:
 @click.option("--threads", type=int, default=2, show_default=True, help="torch CPU threads")
 @click.option("--device", type=str, default="auto", show_default=True,
               help="cuda, cpu or auto (cuda when present) for the rd, denoiser and realism stages")
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="bfloat16 autocast for the convolutions on CUDA (entropy models always float32)")
 @click.option("--max-files", type=int, default=None, help="use only the first N images (for quick tries)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
-def tiny(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, threads, device, max_files, as_json):
+def tiny(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, threads, device, amp, max_files,
+         as_json):
     """Train the embedded tiny backbone on the images in DATA_DIR (never on the evaluation set).
 
     Release 3 (the default, `--stage all`): the autoencoder and its entropy model trained
@@ -76,7 +79,7 @@ def tiny(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, th
     stages = pipeline.RECIPES.get(stage, (stage,))
     res = pipeline.run(data_dir, out, stages=stages, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr,
                        resume=resume, seed=seed, threads=threads, max_files=max_files, quiet=as_json,
-                       device=device)
+                       device=device, amp=amp)
     emit(res, as_json, _human)
 
 

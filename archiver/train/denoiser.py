@@ -79,7 +79,7 @@ def evaluate(unet, val: torch.Tensor, abar: torch.Tensor, steps: torch.Tensor, s
 
 def train_denoiser(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
                    lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
-                   max_files: int | None = None, n_val: int = 12, device: str = "cpu",
+                   max_files: int | None = None, n_val: int = 12, device: str = "cpu", amp: bool = True,
                    ckpt_seconds: float | None = None, log_every: int = 10) -> dict:
     from .device import configure, pick
 
@@ -128,7 +128,7 @@ def train_denoiser(data_dir: Path, out: Path, *, steps: int, minutes: float | No
         t = sample_timesteps(batch, gen, low_max=low_t_max).to(dev)
         quant = torch.from_numpy(gen.random(batch) < QUANT_NOISE_FRACTION).to(dev)
         x_t, eps = noisy_latents(y, t, abar, ch_steps, quant)
-        with autocast(dev):
+        with autocast(dev, amp):
             pred = unet(x_t, t).sample
         return F.mse_loss(pred.float(), eps), {}
 

@@ -22,7 +22,8 @@ R3_DEFAULTS = {"denoiser": dict(steps=100_000, batch=64, crop=256, lr=3e-4)}
 
 #: on a GPU, steps take milliseconds: evaluate, log and checkpoint less often (by steps and time)
 GPU_CADENCE = {
-    "rd": dict(eval_every=1000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
+    # each rd evaluation codes 72 crops with the CPU's rANS coder (seconds): not too often
+    "rd": dict(eval_every=2000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
     "denoiser": dict(eval_every=1000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
     "realism": dict(eval_every=250, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
 }
@@ -83,17 +84,17 @@ def sigterm_saves():
 
 
 def run(data_dir, out, *, stages, steps=None, minutes=None, batch=None, crop=None, lr=None, resume=False,
-        seed=0, threads=2, max_files=None, quiet=False, device="auto", **stage_kw) -> dict:
+        seed=0, threads=2, max_files=None, quiet=False, device="auto", amp=True, **stage_kw) -> dict:
     """Run ``stages`` in order. ``stage_kw`` (eval_every, ckpt_every, ...) go to every stage;
-    ``device`` to the stages that can use a GPU."""
+    ``device`` (and ``amp``: bfloat16 autocast on CUDA) to the stages that can use a GPU."""
     with sigterm_saves():
         return _run(data_dir, out, stages=stages, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr,
                     resume=resume, seed=seed, threads=threads, max_files=max_files, quiet=quiet, device=device,
-                    **stage_kw)
+                    amp=amp, **stage_kw)
 
 
 def _run(data_dir, out, *, stages, steps, minutes, batch, crop, lr, resume, seed, threads, max_files, quiet, device,
-         **stage_kw) -> dict:
+         amp, **stage_kw) -> dict:
     from .device import pick
 
     out = Path(out)
@@ -109,7 +110,7 @@ def _run(data_dir, out, *, stages, steps, minutes, batch, crop, lr, resume, seed
         kw = dict(steps=steps or d["steps"], minutes=budgets[st], batch=batch or d["batch"], crop=crop or d["crop"],
                   lr=lr or d["lr"], seed=seed, resume=resume, log=log, max_files=max_files)
         if st in DEVICE_STAGES:
-            kw["device"] = dev
+            kw["device"], kw["amp"] = dev, amp
             if dev.startswith("cuda"):
                 kw.update(GPU_CADENCE[st])
         elif dev != "cpu":
