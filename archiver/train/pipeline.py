@@ -25,7 +25,7 @@ GPU_CADENCE = {
     # each rd evaluation codes 72 crops with the CPU's rANS coder (seconds): not too often
     "rd": dict(eval_every=2000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
     "denoiser": dict(eval_every=1000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
-    "realism": dict(eval_every=250, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
+    "realism": dict(eval_every=400, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
 }
 
 #: the stages of each recipe, in order ("all" is the current one, release 3)
