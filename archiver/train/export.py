@@ -10,8 +10,9 @@ from .common import read_safetensors, save_safetensors
 
 
 #: kept in float32: GDN's reparametrised beta/gamma sit near their tiny pedestal, where float16
-#: has no precision, and the hyper-latent bottleneck's quantiles set its rounding medians
-_KEEP_FLOAT32 = ("beta", "gamma", "entropy_bottleneck.")
+#: has no precision; the hyper-latent bottleneck's quantiles set its rounding medians; the
+#: Gaussian's scale table and bounds are constants of the bitstream
+_KEEP_FLOAT32 = ("beta", "gamma", "entropy_bottleneck.", "scale_table", "scale_bound", ".bound")
 
 
 def _half(w: dict) -> dict:
