@@ -114,10 +114,23 @@ def test_assembled_model_codes_deterministically_with_seeded_noise(r3):
     img = load_image(next(out.parent.glob("imgs*")) / "img0.png")
     enc = encode_image(img, bb, quality=40, steps=4)
     header = container.read_header(enc.data)
-    assert header.entropy_kind == 2 and set(header.mu) == {0.0}  # coded around the predicted means
+    # format v2, quantization mode 1: the trained grid, nothing per channel in the file
+    assert header.entropy_kind == 2 and header.version == 2 and header.qmode == container.QMODE_BACKBONE
+    assert header.mu == [] and header.delta == []
     a = np.asarray(decode_bytes(enc.data, bb).image)
     b = np.asarray(decode_bytes(enc.data, bb).image)
     assert a.shape == (96, 112, 3) and np.array_equal(a, b)
+    # mode 1 needs the backbone's steps; one without is refused in one line, not a crash
+    from archiver.codec.pipeline import _quant_params
+    from archiver.errors import ContainerError
+
+    class NoSteps:
+        def channel_steps(self):
+            return None
+
+    with pytest.raises(ContainerError, match="quantization steps are its backbone's"):
+        _quant_params(header, NoSteps())
+    assert torch.equal(_quant_params(header, bb).delta, bb.channel_steps().float())
 
 
 def test_rd_resume_continues_exactly(images, tmp_path, monkeypatch, interrupt_on_call):

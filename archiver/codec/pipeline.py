@@ -98,9 +98,14 @@ class _Coder:
         c = self.y.shape[1]
         # a backbone trained on its own quantization grid (release 3) codes around zero: its
         # entropy model predicts the means; others centre each channel on the image's mean
-        self.mu = torch.zeros(c) if getattr(backbone, "trained_grid", False) else self.y.mean(dim=(0, 2, 3))
         steps = backbone.channel_steps()
         self.delta = (torch.ones(c) if steps is None else steps.detach().float().cpu().reshape(c))
+        # a backbone trained on its own quantization grid (release 3) codes around zero with its
+        # own steps: nothing per channel goes into the file (format v2, quantization mode 1);
+        # others centre each channel on the image's mean and send mu and delta
+        grid = bool(getattr(backbone, "trained_grid", False)) and steps is not None
+        self.qmode = container.QMODE_BACKBONE if grid else container.QMODE_HEADER
+        self.mu = torch.zeros(c) if grid else self.y.mean(dim=(0, 2, 3))
         if max(self.y.shape[-2:]) > 65535:
             raise InputError(f"{img.width}x{img.height}: too long a side for the .dlc format")
         self.roi = latent_roi(roi_regions, backbone.stride, tuple(self.y.shape[-2:]))
@@ -143,8 +148,9 @@ class _Coder:
             backbone_id=self.backbone.id, weights_sha256=self.backbone.weights_digest,
             width=self.img.width, height=self.img.height, mode=self.img.original_mode,
             stride=self.backbone.stride, latent_channels=c, latent_height=lh, latent_width=lw,
-            entropy_kind=self.kind, t=t, steps=steps, s=s, mu=self.mu.tolist(),
-            delta=self.delta.tolist(), roi_factor=self.roi_factor, roi=self.roi,
+            entropy_kind=self.kind, t=t, steps=steps, s=s, qmode=self.qmode,
+            mu=[] if self.qmode else self.mu.tolist(), delta=[] if self.qmode else self.delta.tolist(),
+            roi_factor=self.roi_factor, roi=self.roi,
             adapter_sha256=getattr(self.backbone, "adapter_digest", None),
         )
         sections = dict(self.sections)
@@ -219,6 +225,22 @@ def _restore_mode(rgb: Image.Image, mode: str, alpha: Optional[Image.Image]) -> 
     return rgb
 
 
+def _quant_params(header: container.Header, backbone: Backbone) -> QuantParams:
+    """The file's mu and delta: from its header (mode 0), or zero means and the backbone's
+    trained steps (mode 1, pinned by the weights digest the header names)."""
+    c = header.latent_channels
+    if header.qmode == container.QMODE_BACKBONE:
+        steps = backbone.channel_steps()
+        if steps is None or steps.numel() != c:
+            raise ContainerError("this file's quantization steps are its backbone's, and the backbone has none for "
+                                 f"{c} channels")
+        mu, delta = torch.zeros(c), steps.detach().float().cpu().reshape(c)
+    else:
+        mu, delta = torch.tensor(header.mu), torch.tensor(header.delta)
+    return QuantParams(mu=mu, delta=delta, s=header.s, roi=[tuple(b) for b in header.roi],
+                       roi_factor=header.roi_factor)
+
+
 def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Optional[int] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode .dlc bytes (verified first) to an image in the original's mode, with its metadata."""
@@ -250,10 +272,7 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
             u_hat = entropy.decode(sections[container.LATENT], shape)
         except (ValueError, RuntimeError) as e:
             raise ContainerError(f"cannot decode the latent: {e}") from None
-        if header.qmode != container.QMODE_HEADER:
-            raise ContainerError(f"quantization mode {header.qmode} is not decodable by this archiver yet")
-        p = QuantParams(mu=torch.tensor(header.mu), delta=torch.tensor(header.delta), s=header.s,
-                        roi=[tuple(b) for b in header.roi], roi_factor=header.roi_factor)
+        p = _quant_params(header, backbone)
         y_hat = from_units(u_hat, p).to(backbone.device)
         z = denoise(backbone, y_hat, header.t, n_steps, seed=stream_seed(sections[container.LATENT]))
         x = backbone.decode(z)
