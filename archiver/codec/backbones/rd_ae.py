@@ -28,6 +28,9 @@ from diffusers.models.modeling_utils import ModelMixin
 with warnings.catch_warnings():  # compressai's optional imports emit deprecation noise
     warnings.simplefilter("ignore", FutureWarning)
     warnings.simplefilter("ignore", DeprecationWarning)
+    from .. import compressai_light
+
+    compressai_light.load()  # without its point-cloud half (start-up time)
     from compressai.layers import GDN
     from compressai.models.utils import conv, deconv
 
