@@ -55,8 +55,13 @@ if [ "$DEVICE" != cpu ]; then nvidia-smi --query-gpu=name,memory.total --format=
 start=$(date +%s)
 status=0
 # shellcheck disable=SC2086  # EXTRA is a list of options
-"$PY" -m archiver train "$DATA" --stage all --device "$DEVICE" --minutes "$MINUTES" --out "$RUN" --resume \
-    --threads "${THREADS:-8}" $EXTRA || status=$?
+# TRAIN_LIMIT_S (optional): a hard wall-clock cap, so that the copy below always runs inside the
+# device tool's limit even when loading or evaluation takes longer than planned (SIGTERM: the
+# stage in progress saves its checkpoint; the stages finished before it are already assembled)
+limit=()
+if [ -n "${TRAIN_LIMIT_S:-}" ]; then limit=(timeout -s TERM -k 30 "$TRAIN_LIMIT_S"); fi
+"${limit[@]}" "$PY" -m archiver train "$DATA" --stage all --device "$DEVICE" --minutes "$MINUTES" --out "$RUN" \
+    --resume --threads "${THREADS:-8}" $EXTRA || status=$?
 echo "training: $(( $(date +%s) - start )) s wall, exit status $status"
 # whatever the stages finished (the model is assembled after each) comes back, even after a failure
 cp "$RUN/train.log" "$RESULTS/" 2>/dev/null || true
