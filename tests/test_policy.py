@@ -287,7 +287,7 @@ rules:
     assert "bad.yaml:13:" in msg and "min_ssim" in msg and "min_ms_ssim" in msg
     assert "bad.yaml:14:" in msg and "duplicate rule name (first at line 3)" in msg
     assert "bad.yaml:16:" in msg and "'original' must be keep" in msg
-    assert "bad.yaml:19:" in msg and "only applies to the diffusion action" in msg
+    assert "bad.yaml:19:" in msg and "'bpp' is the diffusion codec's rate" in msg
     assert "bad.yaml:20:" in msg and "unknown key 'colour'" in msg
     assert err_lines(e) == sorted(err_lines(e))
 
@@ -311,6 +311,16 @@ rules:
         ("rules:\n  - name: x\n    when: format in png\n    action: keep\n", 3, "'in' needs a list"),
         ("rules:\n  - action: keep\n", 2, "missing 'name'"),
         ("rules: []\ndefault: zap\n", 2, "'default' must be one of"),
+        ("defaults: {bpp: 0.1}\nrules:\n  - name: x\n    action: lossless\n    fallback: [avfi]\n", 5, "did you mean 'avif'"),
+        ("rules:\n  - name: x\n    action: avif\n    floor: {min_psnr: 30}\n    fallback: [lossless, keep]\n", 5,
+         "'keep' is what happens when every codec fails"),
+        ("rules:\n  - name: x\n    action: best\n    floor: {min_psnr: 30}\n", 3, "'best' needs 'among'"),
+        ("rules:\n  - name: x\n    action: avif\n    among: [jxl]\n    floor: {min_psnr: 30}\n", 4, "'among' lists the candidates"),
+        ("rules:\n  - name: x\n    action: keep\n    fallback: [lossless]\n", 4, "has no fallback"),
+        ("rules:\n  - name: x\n    action: jxl\n    floor: {min_psnr: 30}\n    budget: lots\n", 5, "'budget' is a size"),
+        ("rules:\n  - name: x\n    action: lossless\n    budget: 4 KB\n", 4, "only applies to lossy codecs"),
+        ("rules:\n  - name: x\n    action: avif\n", 3, "needs a quality floor"),
+        ("rules:\n  - name: x\n    action: best\n    among: [avif, diffusion]\n    floor: {min_psnr: 1}\n", 3, "needs 'bpp'"),
     ],
 )
 def test_error_messages(text, line, fragment):
@@ -323,3 +333,36 @@ def test_error_messages(text, line, fragment):
 def test_missing_policy_file(tmp_path):
     with pytest.raises(PolicyError, match="policy file not found"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_fallbacks_best_and_budgets_resolve_into_the_decision_params():
+    pol = parse_policy_text("""\
+defaults:
+  bpp: 0.15
+  floor: {min_psnr: 24, min_ms_ssim: 0.85, min_region_psnr: 32}
+rules:
+  - name: photos
+    when: size > 1000
+    action: diffusion
+    fallback: [avif, lossless]
+  - name: shots
+    when: size > 10
+    action: best
+    among: [avif, jxl]
+    budget: 0.5 bpp
+  - name: plain-lossy
+    when: size > 5
+    action: jxl
+  - name: docs
+    when: size > 1
+    action: lossless
+default: keep
+""", "p.yaml")
+    by = {r.name: r for r in pol.rules}
+    assert by["photos"].params["fallback"] == ["avif", "lossless"] and by["photos"].params["bpp"] == 0.15
+    assert by["shots"].params["among"] == ["avif", "jxl"] and by["shots"].params["budget"] == {"bpp": 0.5}
+    assert by["shots"].params["fallback"] == ["lossless"] and "bpp" not in by["shots"].params
+    assert by["shots"].params["floor"]["min_region_psnr"] == 32
+    assert by["plain-lossy"].params["fallback"] == ["lossless"], "a lossy action falls back to lossless unless told"
+    assert by["docs"].params["fallback"] == [] and "floor" not in by["docs"].params
+    assert pol.default.action == "keep"

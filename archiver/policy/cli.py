@@ -35,9 +35,16 @@ def _human_decision(d: dict) -> str:
             shown = ", ".join("(" + ",".join(map(str, b)) + ")" for b in regs[:4])
             extra = f"; regions {shown}" + (f" +{len(regs) - 4} more" if len(regs) > 4 else "")
         lines.append(f"    {name:<8} score {ev['score']:.2f}: {ev['reason']}{extra}")
-    if d["action"] == "diffusion":
-        p = d["params"]
-        lines.append(f"    encode at {p.get('bpp')} bpp, floor {p.get('floor')}, original -> {p.get('original')}")
+    p = d["params"]
+    if d["codecs"]:
+        how = [f"tries {' -> '.join(d['codecs'])} -> keep"]
+        if p.get("bpp") is not None:
+            how.append(f"diffusion at {p['bpp']} bpp")
+        if p.get("floor"):
+            how.append(f"floor {p['floor']}")
+        if p.get("budget"):
+            how.append(f"budget {p['budget']}")
+        lines.append("    " + ", ".join(how) + f", original -> {p.get('original')}")
     return "\n".join(lines)
 
 

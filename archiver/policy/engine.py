@@ -42,9 +42,16 @@ class Decision:
     seconds: float = 0.0
 
     @property
+    def codecs(self) -> list[str]:
+        """The codecs this decision tries, in order (the action, ``best``'s candidates, the fallbacks)."""
+        from ..codecs.choice import order
+
+        return order(self.action, self.params)
+
+    @property
     def protected(self) -> bool:
-        """True when the image is kept out of generative compression."""
-        return self.action != "diffusion"
+        """True when the image is kept out of generative compression (no codec on the way invents detail)."""
+        return "diffusion" not in self.codecs
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +60,7 @@ class Decision:
             "rule": self.rule,
             "policy": self.policy,
             "params": self.params,
+            "codecs": self.codecs,
             "reasons": list(self.reasons),
             "evidence": {k: v.to_dict() for k, v in self.evidence.items()},
             "protected_regions": [list(map(int, b)) for b in self.protected_regions],

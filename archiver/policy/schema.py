@@ -14,17 +14,25 @@ from typing import Any
 
 import yaml
 
+from .. import codecs
 from ..errors import PolicyError
 from ..globs import glob_regex  # noqa: F401 - re-exported for the engine
 from .classifiers import COST, FIELDS
 
-ACTIONS = ("diffusion", "lossless", "keep")
+#: every registered codec, plus ``keep`` (leave the file alone) and ``best`` (the smallest passing
+#: file among the codecs listed in ``among``, or with ``budget`` the best quality within it)
+CODECS = codecs.names()
+ACTIONS = CODECS + ("keep", "best")
 ORIGINAL = ("replace", "vault", "keep")
 FLOOR_KEYS = ("min_psnr", "min_ms_ssim", "min_region_psnr")
 TOP_KEYS = ("version", "name", "description", "defaults", "rules", "default")
 PARAM_KEYS = ("bpp", "floor", "original", "retention_days")
-RULE_KEYS = ("name", "description", "when", "action") + PARAM_KEYS
-DEFAULT_KEYS = ("action",) + PARAM_KEYS
+#: what a rule adds to the parameters: the codecs tried after its action, ``best``'s candidates, a size budget
+CHAIN_KEYS = ("fallback", "among", "budget")
+RULE_KEYS = ("name", "description", "when", "action") + PARAM_KEYS + CHAIN_KEYS
+DEFAULT_KEYS = ("action",) + PARAM_KEYS + CHAIN_KEYS
+#: the fallback a lossy action gets when the rule names none: an exact copy, as before fallbacks existed
+DEFAULT_FALLBACK = ("lossless",)
 
 #: file fields a condition may test (besides exif.<Tag> and the classifier fields)
 FILE_FIELDS = ("size", "width", "height", "megapixels", "format", "ext", "name", "path", "tags")
@@ -333,25 +341,96 @@ def _params(m: dict, defaults: dict, where: str, probs: _Problems, action: str |
     # resolve against the policy defaults
     out = {"original": p.get("original", defaults.get("original", "vault")),
            "retention_days": p.get("retention_days", defaults.get("retention_days", 30))}
-    if action == "diffusion":
+    chain = _chain(m, where, probs, action)
+    out.update(chain)
+    tried = ([] if action in ("keep", "best") else [action]) + chain.get("among", []) + chain.get("fallback", [])
+    lossy = [c for c in tried if codecs.is_lossy(c)]
+    if "diffusion" in tried:
         out["bpp"] = p.get("bpp", defaults.get("bpp"))
+        if out["bpp"] is None and "bpp" not in m:
+            probs.add(_line(m, "action"), f"{where}: the diffusion codec needs 'bpp' (here or in 'defaults')")
+    elif "bpp" in m:
+        probs.add(_line(m, "bpp"), f"{where}: 'bpp' is the diffusion codec's rate, and this rule never uses it")
+    if lossy:
         floor = dict(defaults.get("floor", {}))
         floor.update(p.get("floor", {}))
         out["floor"] = floor
-        if out["bpp"] is None and "bpp" not in m:
-            probs.add(_line(m, "action"), f"{where}: a diffusion action needs 'bpp' (here or in 'defaults')")
         missing = [k for k in FLOOR_KEYS if k not in floor]
         if missing and "floor" not in p and not probs.items:
-            probs.add(_line(m, "action"), f"{where}: a diffusion action needs a quality floor ({', '.join(missing)} missing; set them here or in 'defaults')")
+            probs.add(_line(m, "action"), f"{where}: a lossy codec ({', '.join(lossy)}) needs a quality floor "
+                      f"({', '.join(missing)} missing; set them here or in 'defaults')")
     else:
-        for k in ("bpp", "floor"):
+        for k in ("floor", "budget"):
             if k in m:
-                probs.add(_line(m, k), f"{where}: '{k}' only applies to the diffusion action, not {action}")
+                probs.add(_line(m, k), f"{where}: '{k}' only applies to lossy codecs, and this rule uses none")
     if action == "keep":
         if "original" in p and p["original"] != "keep":
             probs.add(_line(m, "original"), f"{where}: action 'keep' leaves the file alone, so 'original' must be keep")
         out["original"] = "keep"
         out["retention_days"] = 0
+    return out
+
+
+def _codec_list(m: dict, key: str, where: str, probs: _Problems) -> list[str]:
+    v = m[key]
+    line = _line(m, key)
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        probs.add(line, f"{where}: '{key}' must be a list of codecs, e.g. [{', '.join(CODECS[:2])}]")
+        return []
+    out = []
+    for i, name in enumerate(v):
+        if name not in CODECS:
+            hint = " ('keep' is what happens when every codec fails)" if name == "keep" else ""
+            probs.add(_line(v, i, line), f"{where}: '{key}' names unknown codec {name!r}{hint}"
+                      + _suggest(name, CODECS) + f"; known: {', '.join(CODECS)}")
+        elif name in out:
+            probs.add(_line(v, i, line), f"{where}: '{key}' names {name} twice")
+        else:
+            out.append(name)
+    return out
+
+
+def parse_budget(v: Any) -> dict | None:
+    """'0.25 bpp' -> {'bpp': 0.25}; '40 KB' or 40000 -> {'bytes': 40000}; None when unreadable."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*([\d.]+)\s*bpp\s*", v, re.IGNORECASE)
+        if m:
+            return {"bpp": float(m.group(1))} if float(m.group(1)) > 0 else None
+        v = parse_size(v)
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+        return {"bytes": int(v)}
+    return None
+
+
+def _chain(m: dict, where: str, probs: _Problems, action: str) -> dict:
+    """``fallback`` (codecs tried in order after the action), ``among`` (``best``'s candidates), ``budget``."""
+    out: dict[str, Any] = {}
+    if action == "best":
+        if "among" not in m:
+            probs.add(_line(m, "action"), f"{where}: 'best' needs 'among', the codecs to compare (e.g. [diffusion, avif, jxl])")
+        else:
+            out["among"] = _codec_list(m, "among", where, probs)
+            if not out["among"] and not isinstance(m["among"], str) and isinstance(m["among"], list) and not m["among"]:
+                probs.add(_line(m, "among"), f"{where}: 'among' needs at least one codec")
+    elif "among" in m:
+        probs.add(_line(m, "among"), f"{where}: 'among' lists the candidates of action 'best', not of {action}")
+    if action == "keep":
+        if "fallback" in m:
+            probs.add(_line(m, "fallback"), f"{where}: action 'keep' tries no codec, so it has no fallback")
+        return out
+    if "fallback" in m:
+        out["fallback"] = [c for c in _codec_list(m, "fallback", where, probs) if c != action]
+    else:
+        lossy = action == "best" or codecs.is_lossy(action)
+        out["fallback"] = list(DEFAULT_FALLBACK) if lossy else []
+    if "budget" in m:
+        b = parse_budget(m["budget"])
+        if b is None:
+            probs.add(_line(m, "budget"), f"{where}: 'budget' is a size per image such as '40 KB' or '0.25 bpp', got {m['budget']!r}")
+        else:
+            out["budget"] = b
     return out
 
 

@@ -1,0 +1,19 @@
+"""AVIF (AV1 still images, Pillow's own plugin) at the policy's floor."""
+
+from __future__ import annotations
+
+from .conventional import PillowLossyCodec
+from .registry import register_codec
+
+
+@register_codec("avif")
+class AvifCodec(PillowLossyCodec):
+    version = 1
+    ext = ".avif"
+    pil_format = "AVIF"
+    summary = "conventional lossy: AVIF at the smallest quality that meets the floor"
+    #: libaom speed 6 (Pillow's default): 0 is slowest/smallest, 10 fastest
+    speed = 6
+
+    def save_options(self) -> dict:
+        return {"speed": self.speed, "max_threads": 1}

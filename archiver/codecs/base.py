@@ -1,0 +1,280 @@
+"""What every codec is: encode, decode, verify, restore, and a declared exactness.
+
+A codec turns an original (``Source``) into artifact bytes plus the facts the catalog records
+(``Encoded``), and back. It says up front how exact it is (``Exactness``), and it judges its own
+output: ``verify`` at encode time against the original (the quality floor for approximate codecs,
+identity for exact ones), ``restore`` later against what the catalog recorded (so a scrub and a
+restore ask the same question). Codecs never read configuration: ``CodecSettings`` is built by
+the caller. Heavy libraries (torch, the backbone, pillow plugins) load lazily, on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, Optional
+
+from PIL import Image
+
+from ..errors import ArchiverError
+from ..imageio import LoadedImage
+
+
+class Exactness(str, Enum):
+    """How close a restore comes to the original, as the codec guarantees it."""
+
+    BYTES = "bytes"  # the original file, byte for byte
+    PIXELS = "pixels"  # the same pixels and metadata; the file bytes may differ
+    APPROX = "approx"  # an approximation that met the quality floor when it was made
+
+
+class CodecRefused(ArchiverError):
+    """This codec cannot serve this image (unsupported mode, output not smaller, floor not
+    reachable, no backbone): the caller moves on to the next codec in the policy's list."""
+
+    exit_code = 3
+
+
+@dataclass
+class Source:
+    """The original as the codecs see it: decoded pixels, its file bytes, and the regions a
+    policy protects (faces, text), in pixels (left, top, right, bottom)."""
+
+    image: LoadedImage
+    data: bytes
+    regions: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    @property
+    def pixels(self) -> int:
+        return max(1, self.image.width * self.image.height)
+
+
+@dataclass
+class Target:
+    """What the policy asks of a lossy encode: a quality floor, a rate target for the diffusion
+    codec, and optionally a byte budget (then: the best quality within it)."""
+
+    floor: dict[str, float] = field(default_factory=dict)
+    bpp: Optional[float] = None
+    budget_bytes: Optional[int] = None
+
+    @classmethod
+    def from_params(cls, params: dict, pixels: int) -> "Target":
+        budget = params.get("budget")
+        nbytes = None
+        if isinstance(budget, dict):
+            if budget.get("bytes") is not None:
+                nbytes = int(budget["bytes"])
+            elif budget.get("bpp") is not None:
+                nbytes = int(float(budget["bpp"]) * pixels / 8)
+        return cls(floor=dict(params.get("floor") or {}), bpp=params.get("bpp"), budget_bytes=nbytes)
+
+
+@dataclass
+class Encoded:
+    """Artifact bytes plus the facts the catalog records about them."""
+
+    data: bytes
+    codec: str
+    codec_version: int
+    ext: str
+    bpp: float
+    backbone: Optional[str] = None
+    backbone_digest: Optional[str] = None
+    #: codec-specific settings chosen for this image (quality, t, effort...), for the catalog
+    params: dict[str, Any] = field(default_factory=dict)
+    #: quality measured while choosing the settings (the read-back check measures again)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def facts(self) -> dict:
+        """The catalog's columns for this artifact."""
+        return {"codec": self.codec, "codec_version": self.codec_version, "codec_params": dict(self.params),
+                "bpp": self.bpp, "backbone": self.backbone, "backbone_digest": self.backbone_digest}
+
+
+@dataclass
+class Verdict:
+    """``verify``'s answer: does this artifact stand in for the original?"""
+
+    ok: bool
+    why: str = ""
+    exact: Optional[str] = None  # bytes | pixels | approx: what this file really achieves
+    psnr: Optional[float] = None
+    ms_ssim: Optional[float] = None
+    region_psnr: Optional[float] = None
+    reconstruction_sha256: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Recorded:
+    """What the catalog recorded about an artifact when it was verified (for restore and scrub)."""
+
+    sha256: Optional[str] = None  # the original file's
+    reconstruction_sha256: Optional[str] = None
+    format: Optional[str] = None  # the original's PIL format: restores are written in it
+    path: str = ""
+
+    @classmethod
+    def from_row(cls, row) -> "Recorded":
+        return cls(sha256=row.sha256, reconstruction_sha256=row.reconstruction_sha256, format=row.format,
+                   path=row.path or "")
+
+
+@dataclass
+class Restored:
+    data: bytes
+    exact: str  # bytes | pixels | approx
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """Per-installation codec settings, built by callers from their configuration."""
+
+    backbone: str = "tiny"
+    model_path: Optional[str] = None
+    device: str = "auto"
+    decode_steps: Optional[int] = None
+
+    @classmethod
+    def from_config(cls, cfg) -> "CodecSettings":
+        return cls(backbone=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device,
+                   decode_steps=cfg.decode_steps)
+
+
+class Codec:
+    """The base of every codec. Subclasses register with ``@register_codec("name")`` and set
+    ``version`` (bumped whenever the artifact format changes: decoders keep reading every earlier
+    version), ``ext`` (the artifact's file suffix) and ``exactness``."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    ext: ClassVar[str] = ""
+    exactness: ClassVar[Exactness] = Exactness.APPROX
+    #: a line for ``archiver`` listings and the dry run
+    summary: ClassVar[str] = ""
+
+    def __init__(self, settings: CodecSettings | None = None):
+        self.settings = settings or CodecSettings()
+
+    @property
+    def lossy(self) -> bool:
+        return self.exactness is Exactness.APPROX
+
+    # -- the interface -------------------------------------------------------------------------
+    def encode(self, source: Source, target: Target) -> Encoded:
+        """The artifact for ``source``; raises ``CodecRefused`` when this codec cannot serve it."""
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> Image.Image:
+        """The image an artifact holds, its metadata (exif, icc_profile, xmp) in ``.info``."""
+        raise NotImplementedError
+
+    def verify(self, data: bytes, source: Source, target: Target) -> Verdict:
+        """Does ``data`` (as read back from disk) stand in for ``source``? Approximate codecs:
+        the quality guard against ``target.floor``; exact codecs: identity."""
+        try:
+            recon = self.decode(data)
+        except Exception as e:  # whatever the reason, an unverifiable file is not a replacement
+            return Verdict(False, f"compressed file does not decode ({type(e).__name__}: {e})")
+        v = measure(source, recon)
+        why = guard(v, target.floor)
+        v.ok, v.why, v.exact = why is None, why or "", Exactness.APPROX.value
+        v.reconstruction_sha256 = image_digest(recon)
+        return v
+
+    def restore(self, data: bytes, recorded: Recorded) -> Restored:
+        """The file to give back for an artifact, checked against what was recorded; raises
+        ``ArchiverError`` when the artifact no longer gives that (scrub uses this too)."""
+        img = self.decode(data)
+        if recorded.reconstruction_sha256 and image_digest(img) != recorded.reconstruction_sha256:
+            raise ArchiverError(f"{recorded.path}: the decoded reconstruction differs from the one verified at "
+                                "encode time (other weights or a non-deterministic device?)")
+        return Restored(reconstruction_bytes(img, recorded.format), Exactness.APPROX.value)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "ext": self.ext, "exactness": self.exactness.value,
+                "summary": self.summary}
+
+
+# -- shared by the lossy codecs -------------------------------------------------------------------
+FLOOR_CHECKS = (("min_psnr", "psnr", "PSNR", "dB"), ("min_ms_ssim", "ms_ssim", "MS-SSIM", ""),
+                ("min_region_psnr", "region_psnr", "protected-region PSNR", "dB"))
+
+
+def measure(source: Source, recon: Image.Image) -> Verdict:
+    """PSNR and MS-SSIM over the whole image and the lowest PSNR inside a protected region."""
+    from ..metrics import ms_ssim, psnr
+
+    rgb = recon.convert("RGB")
+    orig = source.image.rgb
+    if rgb.size != orig.size:
+        return Verdict(False, "reconstruction has the wrong size", psnr=0.0, ms_ssim=0.0, region_psnr=0.0)
+    v = Verdict(False, psnr=_finite(psnr(orig, rgb)), ms_ssim=ms_ssim(orig, rgb))
+    if source.image.alpha is not None:  # transparency counts in the whole-image PSNR
+        if "A" not in recon.getbands():
+            return Verdict(False, "reconstruction lost the transparency", psnr=0.0, ms_ssim=v.ms_ssim)
+        import numpy as np
+
+        v.psnr = min(v.psnr, _finite(psnr(np.asarray(source.image.alpha), np.asarray(recon.getchannel("A")))))
+    vals = []
+    for box in source.regions or ():
+        left, top, right, bottom = (int(x) for x in box)
+        left, top = max(0, left), max(0, top)
+        right, bottom = min(rgb.width, right), min(rgb.height, bottom)
+        if right > left and bottom > top:
+            vals.append(_finite(psnr(orig, rgb, box=(left, top, right, bottom))))
+    if vals:
+        v.region_psnr = min(vals)
+    return v
+
+
+def _finite(x: float) -> float:
+    """Identical pixels give an infinite PSNR; JSON and databases want a number."""
+    return 999.0 if math.isinf(x) else float(x)
+
+
+def guard(v: Verdict, floor: dict) -> Optional[str]:
+    """The quality guard, one for every lossy codec: None when ``v`` meets the floor, else why not."""
+    if v.why:
+        return v.why
+    for fk, qk, label, unit in FLOOR_CHECKS:
+        lim, val = floor.get(fk), getattr(v, qk)
+        if lim is not None and val is not None and val < lim:
+            return f"quality guard: {label} {val:.3f}{unit} below the floor {lim}{unit}"
+    return None
+
+
+def image_digest(img: Image.Image) -> str:
+    """SHA-256 of a decoded image (mode, size, pixels): the reconstruction's identity."""
+    h = hashlib.sha256(f"{img.mode}:{img.width}x{img.height}:".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
+
+
+def reconstruction_bytes(img: Image.Image, fmt: str | None) -> bytes:
+    """An approximate restore written in the original's format (JPEG at quality 95), with the
+    metadata the decoder put in ``img.info``; PNG when that format cannot hold the image."""
+    fmt = (fmt or "PNG").upper()
+    out = io.BytesIO()
+    kw = {k: v for k, v in img.info.items() if k in ("exif", "icc_profile", "xmp") and v}
+    if fmt in ("JPEG", "MPO"):
+        if img.mode not in ("RGB", "L", "CMYK"):
+            img = img.convert("RGB")
+        img.save(out, "JPEG", quality=95, **kw)
+    else:
+        try:
+            img.save(out, fmt, **kw)
+        except (KeyError, OSError, ValueError):
+            out = io.BytesIO()
+            img.save(out, "PNG", **kw)
+    return out.getvalue()

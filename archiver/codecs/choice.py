@@ -1,0 +1,139 @@
+"""Which codec an image gets: the policy's action, then its ``fallback`` list, or ``best``.
+
+``Choice`` turns a decision (action + params) into codecs from the registry, in the order they
+are tried, and keeps what happened to each (``attempts``), so the catalog, the dry run and the
+report can say which codec a file got and why. The caller owns writing: it takes each candidate
+from ``candidates``, writes it, reads it back, verifies it and reports the verdict with
+``record``; the first that passes is the one. When none does, the original is kept.
+
+- plain action ``X`` with ``fallback: [Y, Z]``: X, then Y, then Z (lazily: a later codec is
+  only run when the earlier one failed);
+- ``best`` among ``[A, B, C]``: every one is encoded and verified in memory; without a budget
+  the smallest passing file comes first, with ``budget`` the best quality within it (MS-SSIM,
+  then PSNR); then the ``fallback`` list as above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterator, Optional
+
+from .base import Codec, CodecRefused, CodecSettings, Encoded, Source, Target, Verdict
+from .registry import get_codec
+
+KEEP, BEST = "keep", "best"
+
+
+def order(action: str, params: dict) -> list[str]:
+    """Codec names in the order a decision tries them (``keep`` is what is left after all)."""
+    if action == KEEP:
+        return []
+    head = list(params.get("among") or []) if action == BEST else [action]
+    return head + [c for c in params.get("fallback") or [] if c not in head]
+
+
+@dataclass
+class Attempt:
+    """One codec's try: what it made and whether it passed (``why`` when not)."""
+
+    codec: str
+    ok: bool
+    why: str = ""
+    size: Optional[int] = None
+    bpp: Optional[float] = None
+    psnr: Optional[float] = None
+    ms_ssim: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        if self.ok:
+            q = f", PSNR {self.psnr:.1f} dB, MS-SSIM {self.ms_ssim:.3f}" if self.psnr is not None and self.ms_ssim is not None else ""
+            return f"{self.codec}: {self.size} bytes ({self.bpp:.3f} bpp){q}"
+        return f"{self.codec}: {self.why}"
+
+
+class Choice:
+    def __init__(self, action: str, params: dict, settings: CodecSettings | None = None):
+        self.action, self.params, self.settings = action, dict(params or {}), settings
+        self.order = order(action, self.params)
+        self.attempts: list[Attempt] = []
+        #: for ``best``: every candidate that met the floor in memory, in the order offered
+        self.ranking: list[Attempt] = []
+        self.target: Target | None = None
+
+    @property
+    def fallback(self) -> list[str]:
+        return [c for c in self.params.get("fallback") or []]
+
+    def codec(self, name: str) -> Codec:
+        return get_codec(name, self.settings)
+
+    def candidates(self, source: Source) -> Iterator[tuple[Codec, Encoded]]:
+        """(codec, artifact) pairs in the order to write and check them."""
+        self.target = Target.from_params(self.params, source.pixels)
+        if self.action == BEST:
+            among = list(self.params.get("among") or [])
+            yield from self._ranked(source, among)
+            rest = [c for c in self.order if c not in among]
+        else:
+            rest = self.order
+        for name in rest:
+            enc = self._encode(name, source)
+            if enc is not None:
+                yield self.codec(name), enc
+
+    def record(self, codec: Codec, enc: Encoded, verdict: Verdict) -> None:
+        """The caller's read-back check of a candidate."""
+        self.attempts.append(Attempt(codec.name, verdict.ok, verdict.why, enc.size, enc.bpp, verdict.psnr,
+                                     verdict.ms_ssim))
+
+    def _encode(self, name: str, source: Source) -> Optional[Encoded]:
+        try:
+            return self.codec(name).encode(source, self.target)
+        except CodecRefused as e:
+            why = str(e)
+        except Exception as e:  # a codec bug must not stop the file from being archived safely
+            why = f"{name} codec error ({type(e).__name__}: {e})"
+        self.attempts.append(Attempt(name, False, why))
+        return None
+
+    def _ranked(self, source: Source, among: list[str]) -> Iterator[tuple[Codec, Encoded]]:
+        passed: list[tuple[Codec, Encoded, Verdict]] = []
+        for name in among:
+            enc = self._encode(name, source)
+            if enc is None:
+                continue
+            codec = self.codec(name)
+            v = codec.verify(enc.data, source, self.target)
+            if not v.ok:
+                self.record(codec, enc, v)
+                continue
+            passed.append((codec, enc, v))
+        if self.target.budget_bytes is not None:
+            passed.sort(key=lambda p: (-(p[2].ms_ssim or 0.0), -(p[2].psnr or 0.0), p[1].size))
+        else:
+            passed.sort(key=lambda p: (p[1].size, p[0].name))
+        self.ranking = [Attempt(c.name, True, "", e.size, e.bpp, v.psnr, v.ms_ssim) for c, e, v in passed]
+        for codec, enc, _ in passed:
+            yield codec, enc
+
+    def reasons(self) -> list[str]:
+        """One line per codec tried, for the catalog's reasons and the reports."""
+        return [a.line() for a in self.attempts]
+
+    def why_chosen(self, name: str | None) -> str:
+        """A sentence on the outcome: which codec and, when it was not simply the first choice, why."""
+        failed = "; ".join(a.line() for a in self.attempts if not a.ok)
+        if name is None:
+            return f"original kept: {', '.join(self.order) or 'no codec'} could not make a verified smaller file" + (
+                f" ({failed})" if failed else "")
+        if self.action == BEST:
+            basis = ("the best quality within the budget" if self.target and self.target.budget_bytes is not None
+                     else "the smallest file meeting the floor")
+            ranked = ", ".join(f"{a.codec} {a.size} B" for a in self.ranking)
+            return f"{name}: {basis} ({ranked or 'none met it'})" + (f"; not: {failed}" if failed else "")
+        if failed:
+            return f"{name} after {failed}"
+        return f"{name}: first choice" + (", met the floor" if self.codec(name).lossy else "")

@@ -1,0 +1,132 @@
+"""Conventional lossy codecs through Pillow, encoded at the policy's floor.
+
+"At the floor" means the smallest file whose decoded image still meets the policy's quality
+floor, measured by the same guard as every lossy codec (PSNR, MS-SSIM, protected-region PSNR):
+a bisection on the codec's quality setting, each candidate really encoded, decoded and measured.
+With a byte budget it is the other way round: the highest quality whose file fits the budget
+(and it must still meet the floor). The winning candidate's bytes are the artifact: nothing is
+re-encoded after it was measured.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Optional
+
+from PIL import Image
+
+from ..imageio import LoadedImage
+from .base import Codec, CodecRefused, Encoded, Exactness, Source, Target, Verdict, guard, measure
+
+#: a quality used when a policy gives neither a floor nor a budget
+DEFAULT_QUALITY = 60
+
+
+def pixels_of(img: LoadedImage) -> Image.Image:
+    """What is coded: gray stays gray, transparency is kept (and measured), otherwise RGB."""
+    if img.alpha is not None:
+        base = img.rgb.convert("L" if img.grayscale else "RGB")
+        return Image.merge("LA" if img.grayscale else "RGBA", (*base.split(), img.alpha))
+    return img.rgb.convert("L") if img.grayscale else img.rgb
+
+
+class PillowLossyCodec(Codec):
+    """A lossy format Pillow writes; subclasses set ``pil_format``, the quality range and
+    ``save_options``."""
+
+    exactness = Exactness.APPROX
+    pil_format = ""
+    quality_range = (1, 95)
+
+    def save_options(self) -> dict:
+        return {}
+
+    def _plugin(self) -> None:
+        """Import whatever registers ``pil_format`` with Pillow."""
+
+    def encode_at(self, img: LoadedImage, quality: int) -> bytes:
+        self._plugin()
+        buf = io.BytesIO()
+        pixels_of(img).save(buf, self.pil_format, quality=int(quality), **img.metadata.pil_save_kwargs(),
+                            **self.save_options())
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> Image.Image:
+        self._plugin()
+        img = Image.open(io.BytesIO(data))
+        if img.format != self.pil_format:
+            raise ValueError(f"not a {self.pil_format} file ({img.format})")
+        img.load()
+        exif = img.info.get("exif")
+        if exif and not exif.startswith(b"Exif\x00\x00"):  # libjxl hands back the bare TIFF block
+            img.info["exif"] = b"Exif\x00\x00" + exif
+        return img
+
+    def encode(self, source: Source, target: Target) -> Encoded:
+        tried: dict[int, tuple[bytes, Optional[Verdict]]] = {}
+
+        def size_at(q: int) -> int:
+            if q not in tried:
+                tried[q] = (self.encode_at(source.image, q), None)
+            return len(tried[q][0])
+
+        def verdict_at(q: int) -> Verdict:
+            data, v = tried.get(q, (None, None))
+            if data is None:
+                size_at(q)
+                data = tried[q][0]
+            if v is None:
+                v = measure(source, self.decode(data))
+                why = guard(v, target.floor)
+                v.ok, v.why = why is None, why or ""
+                tried[q] = (data, v)
+            return v
+
+        lo, hi = self.quality_range
+        if target.budget_bytes is not None:
+            q = _last_true(lambda x: size_at(x) <= target.budget_bytes, lo, hi)
+            if q is None:
+                raise CodecRefused(f"{self.name}: even quality {lo} is over the budget "
+                                   f"({size_at(lo)} > {target.budget_bytes} bytes)")
+            v = verdict_at(q)
+            if not v.ok:
+                raise CodecRefused(f"{self.name}: the best quality within the budget misses the floor ({v.why})")
+        elif target.floor:
+            if not verdict_at(hi).ok:
+                raise CodecRefused(f"{self.name}: the floor is out of reach even at quality {hi} ({verdict_at(hi).why})")
+            q = _first_true(lambda x: verdict_at(x).ok, lo, hi)
+            # the metrics are not strictly monotone in quality: keep the smallest passing file
+            q = min((k for k, (_, v) in tried.items() if v is not None and v.ok), key=lambda k: (len(tried[k][0]), k))
+        else:
+            q = DEFAULT_QUALITY
+        data = tried[q][0] if q in tried else self.encode_at(source.image, q)
+        if len(data) >= len(source.data):
+            raise CodecRefused(f"{self.name} output not smaller ({len(data)} >= {len(source.data)} bytes)")
+        v = tried.get(q, (None, None))[1]
+        return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels,
+                       params={"quality": q, **self.save_options(), "probes": len(tried)},
+                       quality=v.to_dict() if v is not None else {})
+
+
+def _first_true(pred, lo: int, hi: int) -> int:
+    """The smallest integer in [lo, hi] where ``pred`` holds, ``pred`` assumed monotone and true at hi."""
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def _last_true(pred, lo: int, hi: int) -> Optional[int]:
+    """The largest integer in [lo, hi] where ``pred`` holds (monotone, true at the low end), or None."""
+    if not pred(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if pred(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

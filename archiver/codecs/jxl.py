@@ -1,0 +1,22 @@
+"""Lossy JPEG XL (libjxl through pillow-jxl-plugin) at the policy's floor."""
+
+from __future__ import annotations
+
+from .conventional import PillowLossyCodec
+from .registry import register_codec
+
+
+@register_codec("jxl")
+class JxlCodec(PillowLossyCodec):
+    version = 1
+    ext = ".jxl"
+    pil_format = "JXL"
+    summary = "conventional lossy: JPEG XL at the smallest quality that meets the floor"
+    #: libjxl effort 7 (its default): 1 fastest, 9 smallest
+    effort = 7
+
+    def _plugin(self) -> None:
+        import pillow_jxl  # noqa: F401  registers JXL with Pillow
+
+    def save_options(self) -> dict:
+        return {"effort": self.effort, "lossless": False, "num_threads": 1}

@@ -1,0 +1,64 @@
+"""The lossless codec (``archiver.storage.lossless``) as a ``Codec``: JPEG -> JPEG XL with JPEG
+reconstruction data (the identical bytes come back), other images -> lossless JPEG XL (the same
+pixels and metadata come back). Declared exactness: pixels; each file records whether it also
+gives the bytes back."""
+
+from __future__ import annotations
+
+import hashlib
+
+from PIL import Image
+
+from ..errors import ArchiverError
+from .base import Codec, CodecRefused, Encoded, Exactness, Recorded, Restored, Source, Target, Verdict
+from .registry import register_codec
+
+
+@register_codec("lossless")
+class LosslessCodec(Codec):
+    version = 1
+    ext = ".jxl"
+    exactness = Exactness.PIXELS
+    summary = "exact: JPEG -> JPEG XL (bytes back), others -> lossless JPEG XL (pixels back)"
+
+    def encode(self, source: Source, target: Target) -> Encoded:
+        from ..storage import lossless
+
+        try:
+            blob, ext = lossless.compress(source.data)
+        except lossless.LosslessUnsupported as e:
+            raise CodecRefused(f"lossless recompression not possible ({e})") from None
+        if len(blob) >= len(source.data):
+            raise CodecRefused(f"lossless version not smaller ({len(blob)} >= {len(source.data)} bytes)")
+        return Encoded(blob, self.name, self.version, ext, len(blob) * 8 / source.pixels,
+                       params={"container": ext.lstrip(".")})
+
+    def decode(self, data: bytes) -> Image.Image:
+        from ..storage import lossless
+
+        return lossless.restore_image(data)
+
+    def verify(self, data: bytes, source: Source, target: Target) -> Verdict:
+        from ..storage import lossless
+
+        try:
+            back = lossless.restore(data)
+        except ArchiverError as e:
+            return Verdict(False, f"lossless file does not decode ({e})")
+        digest = hashlib.sha256(back).hexdigest()
+        if back == source.data:
+            return Verdict(True, exact=Exactness.BYTES.value, ms_ssim=1.0, reconstruction_sha256=digest)
+        if lossless.same_pixels(back, source.data):
+            return Verdict(True, exact=Exactness.PIXELS.value, ms_ssim=1.0, reconstruction_sha256=digest)
+        return Verdict(False, "lossless restore differs from the original")
+
+    def restore(self, data: bytes, recorded: Recorded) -> Restored:
+        from ..storage import lossless
+
+        back = lossless.restore(data)
+        digest = hashlib.sha256(back).hexdigest()
+        if digest == recorded.sha256:
+            return Restored(back, Exactness.BYTES.value)
+        if digest == recorded.reconstruction_sha256:
+            return Restored(back, Exactness.PIXELS.value)
+        raise ArchiverError(f"{recorded.path}: lossless restore does not match the catalog")

@@ -1,0 +1,70 @@
+"""The diffusion codec behind the Codec interface (PoolBackbone: pixels can be checked)."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from archiver.codec import container
+from archiver.codec.testing import PoolBackbone
+from archiver.codecs import CodecRefused, CodecSettings, Recorded, Source, Target
+from archiver.codecs.diffusion import DiffusionCodec
+from archiver.imageio import load_image
+
+
+def _src(w=96, h=64, regions=()):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.clip(np.stack([xx * 2.5, yy * 3.5, 128 + 40 * np.sin(xx / 4)], -1) + rng.normal(0, 8, (h, w, 3)), 0, 255)
+    buf = io.BytesIO()
+    Image.fromarray(a.astype(np.uint8)).save(buf, "PNG")
+    return Source(load_image(buf.getvalue()), buf.getvalue(), list(regions))
+
+
+@pytest.fixture
+def codec():
+    return DiffusionCodec(CodecSettings(decode_steps=2), backbone=PoolBackbone())
+
+
+def test_encode_records_the_facts_and_verify_applies_the_floor(codec):
+    src = _src()
+    enc = codec.encode(src, Target(floor={"min_psnr": 10.0}, bpp=0.3))
+    assert enc.codec == "diffusion" and enc.ext == ".dlc" and enc.backbone == "pool"
+    h = container.read_header(enc.data)
+    assert enc.backbone_digest == "00" * 32 and h.t > 0 and h.steps == 2 == enc.params["steps"]
+    assert enc.bpp == pytest.approx(enc.size * 8 / (96 * 64)) and enc.params["target_bpp"] == 0.3
+    assert codec.verify(enc.data, src, Target(floor={"min_psnr": 10.0})).ok
+    strict = codec.verify(enc.data, src, Target(floor={"min_psnr": 60.0}))
+    assert not strict.ok and "PSNR" in strict.why and strict.exact == "approx"
+
+
+def test_a_budget_caps_the_rate(codec):
+    src = _src(160, 128)
+    free = codec.encode(src, Target(bpp=1.0))
+    capped = codec.encode(src, Target(bpp=1.0, budget_bytes=free.size // 3))
+    assert capped.size <= free.size // 3
+    with pytest.raises(CodecRefused, match="budget"):
+        codec.encode(src, Target(bpp=1.0, budget_bytes=10))
+
+
+def test_protected_regions_get_finer_steps(codec):
+    plain = codec.encode(_src(), Target(bpp=0.3))
+    roi = codec.encode(_src(regions=[(0, 0, 32, 32)]), Target(bpp=0.3))
+    assert container.read_header(roi.data).roi and not container.read_header(plain.data).roi
+
+
+def test_restore_checks_the_recorded_reconstruction(codec):
+    src = _src()
+    enc = codec.encode(src, Target(bpp=0.5))
+    v = codec.verify(enc.data, src, Target())
+    back = codec.restore(enc.data, Recorded(reconstruction_sha256=v.reconstruction_sha256, format="PNG", path="a.png"))
+    assert back.exact == "approx" and Image.open(io.BytesIO(back.data)).format == "PNG"
+    with pytest.raises(Exception, match="differs"):
+        codec.restore(enc.data, Recorded(reconstruction_sha256="0" * 64, format="PNG", path="a.png"))
+
+
+def test_no_backbone_is_a_refusal_not_a_crash():
+    codec = DiffusionCodec(CodecSettings(backbone="diffusers", model_path=None))
+    with pytest.raises(CodecRefused, match="unavailable"):
+        codec.encode(_src(), Target(bpp=0.2))
