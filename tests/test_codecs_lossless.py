@@ -48,12 +48,22 @@ def test_png_comes_back_with_the_same_pixels():
         codec.restore(enc.data, Recorded(sha256="0" * 64, reconstruction_sha256="1" * 64, path="a.png"))
 
 
-def test_a_file_it_cannot_shrink_is_refused():
-    codec = get_codec("lossless")
+def test_a_file_it_cannot_shrink_is_not_a_candidate():
+    from archiver.codecs.choice import Choice
+
     small = io.BytesIO()
     Image.new("L", (4, 4)).save(small, "PNG", optimize=True)
-    with pytest.raises(CodecRefused, match="not smaller"):
-        codec.encode(_src(small.getvalue()), Target())
+    c = Choice("lossless", {})
+    assert list(c.candidates(_src(small.getvalue()))) == []
+    assert "lossless output not smaller" in c.attempts[0].why and c.why_chosen(None).startswith("original kept")
+
+
+def test_what_it_cannot_code_exactly_is_refused():
+    codec = get_codec("lossless")
+    buf = io.BytesIO()
+    Image.new("CMYK", (32, 32), (1, 2, 3, 4)).save(buf, "TIFF")
+    with pytest.raises(CodecRefused, match="not possible"):
+        codec.encode(_src(buf.getvalue()), Target())
 
 
 def test_a_different_original_fails_verification():

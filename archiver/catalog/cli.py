@@ -106,10 +106,11 @@ def archive(paths, policy_path, config_path, dry_run, as_json):
         raise SystemExit(InputError.exit_code)
 
 
-def _codec(cfg):
-    from ..work import DiffusionCodec
+def _codecs(cfg):
+    """The codec registry with this installation's settings (each archived file names its codec)."""
+    from ..work import Codecs
 
-    return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device, adapter=cfg.adapter)
+    return Codecs.from_config(cfg)
 
 
 @click.command()
@@ -118,12 +119,13 @@ def _codec(cfg):
 @click.option("--as-of", "as_of", default=None, help="the version committed at or before this ISO time (UTC unless a zone is given)")
 @click.option("--force", is_flag=True, help="overwrite existing files")
 @click.option("--lossy-suffix", default=None, metavar="SUFFIX",
-              help="name approximate (diffusion) restores NAME<SUFFIX>.EXT, e.g. --lossy-suffix .reconstructed")
+              help="name approximate (lossy-codec) restores NAME<SUFFIX>.EXT, e.g. --lossy-suffix .reconstructed")
 @click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
-    """Restore originals (PATH, catalog ID or GLOB): from the vault if still there, else the exact
-    lossless original, else the decoded reconstruction with the original's metadata."""
+    """Restore originals (PATH, catalog ID or GLOB): from the vault if still there, else through
+    the file's codec: the exact original from an exact codec, the verified reconstruction (with
+    the original's metadata, marked as a reconstruction) from a lossy one."""
     from ..storage.vault import Vault
     from .db import open_catalog
     from ..work.restore import parse_time, restore as do_restore
@@ -131,7 +133,7 @@ def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
     cfg = _config(config_path)
     when = parse_time(as_of)
     cat = _guard_db(lambda: open_catalog(cfg))
-    results = _guard_db(lambda: do_restore(cat, list(targets), vault=Vault(cfg.resolved_vault_dir()), codec=_codec(cfg),
+    results = _guard_db(lambda: do_restore(cat, list(targets), vault=Vault(cfg.resolved_vault_dir()), codecs=_codecs(cfg),
                                             to=to, as_of=when, force=force, lossy_suffix=lossy_suffix))
     data = [r.to_dict() for r in results]
 
@@ -163,7 +165,7 @@ def verify(sample, no_decode, expire_vault, config_path, as_json):
     cfg = _config(config_path)
     cat = _guard_db(lambda: open_catalog(cfg))
     vault = Vault(cfg.resolved_vault_dir())
-    rep = _guard_db(lambda: do_verify(cat, vault=vault, codec=_codec(cfg), sample=sample, decode=not no_decode,
+    rep = _guard_db(lambda: do_verify(cat, vault=vault, codecs=_codecs(cfg), sample=sample, decode=not no_decode,
                                       progress=lambda it: progress(it, desc="verify", enabled=not as_json)))
     if expire_vault:
         rep.expired = _guard_db(lambda: do_expire(cat, vault))

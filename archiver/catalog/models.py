@@ -79,7 +79,9 @@ class FileVersion(Base):
     action: Mapped[Optional[str]] = mapped_column(String(16))  # diffusion | lossless | keep
     params: Mapped[Optional[Any]] = mapped_column(JSON)
     # the compressed replacement
-    codec: Mapped[Optional[str]] = mapped_column(String(32))  # dlc | jxl-jpeg | axl
+    codec: Mapped[Optional[str]] = mapped_column(String(32))  # a registry name: diffusion | lossless | avif | jxl
+    codec_version: Mapped[Optional[int]] = mapped_column(Integer)  # the codec's artifact format version
+    codec_params: Mapped[Optional[Any]] = mapped_column(JSON)  # settings chosen for this file (quality, t...)
     backbone: Mapped[Optional[str]] = mapped_column(String(64))
     backbone_digest: Mapped[Optional[str]] = mapped_column(String(64))
     compressed_path: Mapped[Optional[str]] = mapped_column(Text)

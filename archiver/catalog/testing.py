@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..work.codec import Encoded
+from ..codecs import Codec, Encoded, Exactness
 
 TEST_POLICY = """
 version: 1
@@ -84,13 +84,19 @@ def write_png(path: str | Path, seed: int = 0, size=(64, 48)) -> Path:
     return path
 
 
-class FakeCodec:
-    """A stand-in for the diffusion codec: low-quality WebP inside a marker. Deterministic."""
+class FakeCodec(Codec):
+    """A stand-in for the diffusion codec (registered name ``diffusion``, so rows and restores
+    behave as with the real one): low-quality WebP inside a marker. Deterministic and fast."""
 
-    def encode(self, img, params, regions) -> Encoded:
+    name = "diffusion"
+    ext = ".dlc"
+    exactness = Exactness.APPROX
+
+    def encode(self, source, target) -> Encoded:
         b = io.BytesIO()
-        img.rgb.save(b, "WEBP", quality=20)
-        return Encoded(b"FAKEDLC1" + b.getvalue(), ".dlc", "fake", None, "fake", "0" * 64)
+        source.image.rgb.save(b, "WEBP", quality=20)
+        data = b"FAKEDLC1" + b.getvalue()
+        return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels, "fake", "0" * 64)
 
     def decode(self, data: bytes) -> Image.Image:
         from ..errors import ContainerError
@@ -106,21 +112,26 @@ class FakeCodec:
 
 def random_tiny_codec(seed: int = 0):
     """The real diffusion codec on an untrained tiny backbone (deterministic per seed)."""
-    from ..work.codec import DiffusionCodec
     from ..codec.backbones.tiny import random_tiny
+    from ..codecs import CodecSettings
+    from ..codecs.diffusion import DiffusionCodec
 
-    return DiffusionCodec(random_tiny(seed, device="cpu"), steps=2)
+    return DiffusionCodec(CodecSettings(decode_steps=2), backbone=random_tiny(seed, device="cpu"))
 
 
 def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None, **kw):
-    from ..work.context import ArchiveContext
+    """A context on a fresh SQLite catalog with ``TEST_POLICY``; ``codec`` stands in for the
+    diffusion codec (default: ``FakeCodec``); the other codecs are the registry's own."""
     from ..storage.vault import Vault
+    from ..work.codec import Codecs
+    from ..work.context import ArchiveContext
     from .db import open_catalog
 
     tmp = Path(tmp)
     cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}")
-    return ArchiveContext(catalog=cat, policy=make_policy(), vault=Vault(tmp / "vault"),
-                          codec=codec if codec is not None else FakeCodec(), lock_dir=tmp / "locks", **kw)
+    codecs = Codecs(overrides={"diffusion": codec if codec is not None else FakeCodec()})
+    return ArchiveContext(catalog=cat, policy=make_policy(), vault=Vault(tmp / "vault"), codecs=codecs,
+                          lock_dir=tmp / "locks", **kw)
 
 
 def disk_problems(ctx, directory: str | Path) -> list[str]:
@@ -130,6 +141,7 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
     import hashlib
 
     from .models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
+    from ..codecs import suffixes
     from ..storage.atomic import is_temp_name
 
     problems = []
@@ -158,6 +170,6 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
         if f.is_file():
             if is_temp_name(f):
                 problems.append(f"temp leftover {f}")
-            elif f.suffix in (".dlc", ".jxl", ".axl") and str(f) not in known:
+            elif f.suffix in suffixes() and str(f) not in known:
                 problems.append(f"unknown compressed file {f}")
     return problems

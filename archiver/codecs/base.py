@@ -11,7 +11,6 @@ the caller. Heavy libraries (torch, the backbone, pillow plugins) load lazily, o
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -132,8 +131,13 @@ class Recorded:
 
 @dataclass
 class Restored:
-    data: bytes
+    """What an artifact gives back: the original file's bytes (exact codecs), or the decoded
+    image that matches the recorded reconstruction (approximate ones; the restore workflow
+    writes it in the original's format, marked as a reconstruction)."""
+
     exact: str  # bytes | pixels | approx
+    data: Optional[bytes] = None
+    image: Optional[Image.Image] = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,8 @@ class Codec:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1
     ext: ClassVar[str] = ""
+    #: every suffix its artifacts may have (``ext`` unless a codec writes several)
+    exts: ClassVar[tuple[str, ...]] = ()
     exactness: ClassVar[Exactness] = Exactness.APPROX
     #: a line for ``archiver`` listings and the dry run
     summary: ClassVar[str] = ""
@@ -193,13 +199,13 @@ class Codec:
         return v
 
     def restore(self, data: bytes, recorded: Recorded) -> Restored:
-        """The file to give back for an artifact, checked against what was recorded; raises
+        """What an artifact gives back, checked against what was recorded; raises
         ``ArchiverError`` when the artifact no longer gives that (scrub uses this too)."""
         img = self.decode(data)
         if recorded.reconstruction_sha256 and image_digest(img) != recorded.reconstruction_sha256:
             raise ArchiverError(f"{recorded.path}: the decoded reconstruction differs from the one verified at "
                                 "encode time (other weights or a non-deterministic device?)")
-        return Restored(reconstruction_bytes(img, recorded.format), Exactness.APPROX.value)
+        return Restored(Exactness.APPROX.value, image=img)
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "ext": self.ext, "exactness": self.exactness.value,
@@ -259,22 +265,3 @@ def image_digest(img: Image.Image) -> str:
     h = hashlib.sha256(f"{img.mode}:{img.width}x{img.height}:".encode())
     h.update(img.tobytes())
     return h.hexdigest()
-
-
-def reconstruction_bytes(img: Image.Image, fmt: str | None) -> bytes:
-    """An approximate restore written in the original's format (JPEG at quality 95), with the
-    metadata the decoder put in ``img.info``; PNG when that format cannot hold the image."""
-    fmt = (fmt or "PNG").upper()
-    out = io.BytesIO()
-    kw = {k: v for k, v in img.info.items() if k in ("exif", "icc_profile", "xmp") and v}
-    if fmt in ("JPEG", "MPO"):
-        if img.mode not in ("RGB", "L", "CMYK"):
-            img = img.convert("RGB")
-        img.save(out, "JPEG", quality=95, **kw)
-    else:
-        try:
-            img.save(out, fmt, **kw)
-        except (KeyError, OSError, ValueError):
-            out = io.BytesIO()
-            img.save(out, "PNG", **kw)
-    return out.getvalue()

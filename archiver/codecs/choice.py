@@ -16,8 +16,9 @@ from ``candidates``, writes it, reads it back, verifies it and reports the verdi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
+from ..errors import ArchiverError
 from .base import Codec, CodecRefused, CodecSettings, Encoded, Source, Target, Verdict
 from .registry import get_codec
 
@@ -55,8 +56,10 @@ class Attempt:
 
 
 class Choice:
-    def __init__(self, action: str, params: dict, settings: CodecSettings | None = None):
+    def __init__(self, action: str, params: dict, settings: CodecSettings | None = None,
+                 get: Optional[Callable[[str], Codec]] = None):
         self.action, self.params, self.settings = action, dict(params or {}), settings
+        self._get = get or (lambda name: get_codec(name, settings))
         self.order = order(action, self.params)
         self.attempts: list[Attempt] = []
         #: for ``best``: every candidate that met the floor in memory, in the order offered
@@ -68,7 +71,7 @@ class Choice:
         return [c for c in self.params.get("fallback") or []]
 
     def codec(self, name: str) -> Codec:
-        return get_codec(name, self.settings)
+        return self._get(name)
 
     def candidates(self, source: Source) -> Iterator[tuple[Codec, Encoded]]:
         """(codec, artifact) pairs in the order to write and check them."""
@@ -91,9 +94,14 @@ class Choice:
 
     def _encode(self, name: str, source: Source) -> Optional[Encoded]:
         try:
-            return self.codec(name).encode(source, self.target)
+            enc = self.codec(name).encode(source, self.target)
+            if enc.size >= len(source.data):  # never replace a file with a bigger one
+                raise CodecRefused(f"{name} output not smaller ({enc.size} >= {len(source.data)} bytes)")
+            return enc
         except CodecRefused as e:
             why = str(e)
+        except ArchiverError as e:  # e.g. no weights for the configured backbone: protect, don't fail
+            why = f"{name} codec unavailable ({e})"
         except Exception as e:  # a codec bug must not stop the file from being archived safely
             why = f"{name} codec error ({type(e).__name__}: {e})"
         self.attempts.append(Attempt(name, False, why))

@@ -100,8 +100,6 @@ class PillowLossyCodec(Codec):
         else:
             q = DEFAULT_QUALITY
         data = tried[q][0] if q in tried else self.encode_at(source.image, q)
-        if len(data) >= len(source.data):
-            raise CodecRefused(f"{self.name} output not smaller ({len(data)} >= {len(source.data)} bytes)")
         v = tried.get(q, (None, None))[1]
         return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels,
                        params={"quality": q, **self.save_options(), "probes": len(tried)},

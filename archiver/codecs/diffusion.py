@@ -48,8 +48,6 @@ class DiffusionCodec(Codec):
                              roi=[tuple(b) for b in source.regions] or None)
         except ArchiverError as e:  # e.g. no weights for the configured backbone
             raise CodecRefused(f"diffusion codec unavailable ({e})") from None
-        if r.size_bytes >= len(source.data):
-            raise CodecRefused(f"diffusion output not smaller ({r.size_bytes} >= {len(source.data)} bytes)")
         if target.budget_bytes is not None and r.size_bytes > target.budget_bytes:
             raise CodecRefused(f"diffusion output over the budget ({r.size_bytes} > {target.budget_bytes} bytes)")
         return Encoded(r.data, self.name, self.version, self.ext, float(r.bpp), self.backbone.id,

@@ -18,6 +18,7 @@ from .registry import register_codec
 class LosslessCodec(Codec):
     version = 1
     ext = ".jxl"
+    exts = (".jxl", ".axl")
     exactness = Exactness.PIXELS
     summary = "exact: JPEG -> JPEG XL (bytes back), others -> lossless JPEG XL (pixels back)"
 
@@ -28,8 +29,6 @@ class LosslessCodec(Codec):
             blob, ext = lossless.compress(source.data)
         except lossless.LosslessUnsupported as e:
             raise CodecRefused(f"lossless recompression not possible ({e})") from None
-        if len(blob) >= len(source.data):
-            raise CodecRefused(f"lossless version not smaller ({len(blob)} >= {len(source.data)} bytes)")
         return Encoded(blob, self.name, self.version, ext, len(blob) * 8 / source.pixels,
                        params={"container": ext.lstrip(".")})
 
@@ -58,7 +57,7 @@ class LosslessCodec(Codec):
         back = lossless.restore(data)
         digest = hashlib.sha256(back).hexdigest()
         if digest == recorded.sha256:
-            return Restored(back, Exactness.BYTES.value)
+            return Restored(Exactness.BYTES.value, back)
         if digest == recorded.reconstruction_sha256:
-            return Restored(back, Exactness.PIXELS.value)
+            return Restored(Exactness.PIXELS.value, back)
         raise ArchiverError(f"{recorded.path}: lossless restore does not match the catalog")

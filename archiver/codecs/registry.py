@@ -38,6 +38,16 @@ def names() -> tuple[str, ...]:
     return tuple(_CLASSES)
 
 
+def suffixes() -> tuple[str, ...]:
+    """Every suffix a registered codec's artifacts may have: the one home for "is this ours?"."""
+    out: list[str] = []
+    for cls in _CLASSES.values():
+        for ext in cls.exts or (cls.ext,):
+            if ext and ext not in out:
+                out.append(ext)
+    return tuple(out)
+
+
 def codec_class(name: str) -> type[Codec]:
     try:
         return _CLASSES[name]

@@ -5,13 +5,13 @@ runs the steps on one ``Job`` record (``job``), each step one module:
 
     discover -> classify -> encode -> write -> check -> vault -> commit -> dispose -> preview
                               ^                  |
-                              '-- fall back -----'   (diffusion -> lossless -> keep)
+                              '-- next codec ----'   (the action, then its fallback list; none left: keep)
 
 Every change to the world goes through a writer (``writers``): the catalog transition (with its
 event) is recorded *before* moving on, so a crash anywhere is recognisable on the next run. The
-dry run runs the very same steps with ``DryWriters``, which change nothing. The codec is asked
-for an artifact in exactly one place (``encode``) and to verify the artifact read back from disk
-in one other (``check``), through ``codec.codec_for``.
+dry run runs the very same steps with ``DryWriters``, which change nothing. Codecs come from the
+registry (``archiver.codecs``, through ``codec.Codecs``): one is asked for an artifact in exactly
+one place (``encode``) and to verify the artifact read back from disk in one other (``check``).
 
 The invariant, enforced by the order of the steps and again by ``recovery``: an original is
 removed only after the compressed file was written atomically, read back from disk and verified
@@ -23,7 +23,7 @@ at their start.
 """
 
 from .archive import COMPRESSED_EXTS, archive_file, is_own_output, run_steps
-from .codec import DiffusionCodec, Encoded, image_digest
+from .codec import Codecs, image_digest
 from .context import ArchiveContext
 from .faults import FAULT_ENV, FAULT_STEPS
 from .job import ArchiveOutcome, Job
@@ -33,7 +33,7 @@ from .restore import RestoreResult, parse_time, restore
 from .verify import VerifyReport, expire_vault, stats, verify
 
 __all__ = [
-    "COMPRESSED_EXTS", "FAULT_ENV", "FAULT_STEPS", "ArchiveContext", "ArchiveOutcome", "DiffusionCodec", "Encoded",
+    "COMPRESSED_EXTS", "FAULT_ENV", "FAULT_STEPS", "ArchiveContext", "ArchiveOutcome", "Codecs",
     "Job", "RestoreResult", "VerifyReport", "archive_file", "expire_vault", "image_digest", "is_own_output",
     "parse_time", "path_lock", "recover", "recover_pending", "restore", "run_steps", "stats", "verify",
 ]

@@ -6,12 +6,12 @@ import os
 from pathlib import Path
 
 from ..catalog import queries as q
+from .. import codecs
 from ..catalog.models import COMMITTED, FAILED, ORIG_KEPT, SKIPPED
 from ..errors import ArchiverError
 from ..storage import atomic
 from .check import Check
 from .classify import Classify
-from .codec import Encoded  # noqa: F401  (re-exported for callers of the old module)
 from .commit import Commit
 from .discover import Discover
 from .dispose import Dispose
@@ -24,8 +24,8 @@ from .vault import Vault
 from .write import Write
 from .writers import DryWriters, RealWriters
 
-#: extensions of the files archive writes beside originals
-COMPRESSED_EXTS = (".dlc", ".jxl", ".axl")
+#: extensions of the files archive writes beside originals (every registered codec's)
+COMPRESSED_EXTS = codecs.suffixes()
 
 
 def is_own_output(ctx, path: Path) -> bool:
@@ -64,14 +64,14 @@ def archive_file(path: str | Path, ctx) -> ArchiveOutcome:
 
 
 def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
-    """discover -> classify -> (encode -> write -> check, falling back until one is verified or
-    the action is keep) -> vault -> commit -> dispose -> preview (if configured)."""
+    """discover -> classify -> (encode -> write -> check, codec after codec until one is verified
+    or none is left: keep) -> vault -> commit -> dispose -> preview (if configured)."""
     try:
         early = Discover(ctx).run(job, w)
         if early is not None:
             return _dry(job, early) if w.dry else early
         Classify(ctx).run(job, w)
-        while job.action in ("diffusion", "lossless"):
+        while job.action != "keep":
             if Encode(ctx).run(job, w):
                 Write(ctx).run(job, w)
                 if Check(ctx).run(job, w):
@@ -102,9 +102,14 @@ def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
     return _dry(job, None) if w.dry else _outcome(job)
 
 
+def _attempts(job: Job) -> list[dict]:
+    return [a.to_dict() for a in job.choice.attempts] if job.choice is not None else []
+
+
 def _outcome(job: Job) -> ArchiveOutcome:
     out = ArchiveOutcome.of_row(job.row, recovered=job.recovered)
     out.fallback = job.fallback
+    out.attempts = _attempts(job)
     return out
 
 
@@ -120,4 +125,5 @@ def _dry(job: Job, early: ArchiveOutcome | None) -> ArchiveOutcome:
     after = size if job.action == "keep" or job.encoded is None else len(job.encoded.data)
     return ArchiveOutcome(job.sp, "dry-run", action=job.action, rule=row.rule, reasons=list(job.reasons),
                           size_before=size, size_after=after, bpp=row.bpp, psnr=job.quality.get("psnr"),
-                          ms_ssim=job.quality.get("ms_ssim"), disposition=job.disposition, fallback=job.fallback)
+                          ms_ssim=job.quality.get("ms_ssim"), disposition=job.disposition, fallback=job.fallback,
+                          attempts=_attempts(job))

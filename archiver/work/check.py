@@ -1,15 +1,16 @@
 """Step 5, re-read and check: the compressed file is read back from disk, must hash to what was
-written, and the codec must verify it against the original (-> ``verified``, with the quality
-and the reconstruction's identity). A refused file is deleted and the job falls back."""
+written, and its codec must verify it against the original (-> ``verified``, with the quality,
+the reconstruction's identity and how exact a restore will be). A refused file is deleted and
+the job moves on to the next codec."""
 
 from __future__ import annotations
 
 import hashlib
 
 from ..catalog.models import VERIFIED
+from ..codecs import Verdict
 from . import faults
 from .classify import fall_back
-from .codec import Verdict, codec_for
 from .job import Job
 
 
@@ -25,13 +26,17 @@ class Check:
         if hashlib.sha256(disk).hexdigest() != job.row.compressed_sha256:
             verdict = Verdict(False, "the compressed file does not read back identically")
         else:
-            verdict = codec_for(job.action, self.ctx).verify(disk, job)
+            verdict = job.codec.verify(disk, job.source, job.choice.target)
+        job.choice.record(job.codec, job.encoded, verdict)
         if verdict.ok:
-            job.quality = verdict.facts
-            w.record(job, VERIFIED, **verdict.facts)
+            job.quality = {"psnr": verdict.psnr, "ms_ssim": verdict.ms_ssim, "region_psnr": verdict.region_psnr,
+                           "reconstruction_sha256": verdict.reconstruction_sha256, "restore_exact": verdict.exact}
+            job.reasons.append(job.choice.why_chosen(job.codec.name))
+            w.record(job, VERIFIED, reasons=job.reasons, **job.quality)
             faults.fault("verified")
             return True
         w.discard_artifact(job, cp)
         job.compressed_path = None
-        fall_back(job, w, verdict.why, compressed_path=None, compressed_sha256=None, compressed_size=None, bpp=None)
+        fall_back(job, w, f"{job.codec.name}: {verdict.why}", compressed_path=None, compressed_sha256=None,
+                  compressed_size=None, bpp=None, codec=None, codec_version=None, codec_params=None)
         return False

@@ -1,11 +1,13 @@
 """Step 2, classify: the policy decides the action from what the classifiers found and the
-file's facts (-> ``classified``, with rule, reasons, evidence and params). A ``legal-hold`` tag
+file's facts (-> ``classified``, with rule, reasons, evidence and params), and the codecs that
+action allows are lined up in order (``codecs.choice``). A ``legal-hold`` tag
 keeps the original whatever the policy says."""
 
 from __future__ import annotations
 
 from ..catalog import queries as q
 from ..catalog.models import CLASSIFIED
+from ..codecs import Source
 from ..errors import InputError
 from . import faults
 from .job import Job, Skip
@@ -30,6 +32,9 @@ class Classify:
             job.disposition = "keep"
             job.reasons.append("legal hold: the original is kept whatever the policy says")
         job.regions = [list(map(int, b)) for b in (d.protected_regions or [])]
+        job.source = Source(job.img, job.data, [tuple(b) for b in job.regions])
+        job.choice = self.ctx.codecs.choice(job.action, job.params)
+        job.candidates = job.choice.candidates(job.source)
         evidence = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in (d.evidence or {}).items()}
         w.record(job, CLASSIFIED, policy=getattr(d, "policy", None) or getattr(self.ctx.policy, "name", None),
                  rule=d.rule, reasons=job.reasons, classification={"evidence": evidence, "protected_regions": job.regions},
@@ -38,14 +43,9 @@ class Classify:
 
 
 def fall_back(job: Job, w, why: str, **clear) -> None:
-    """The current action cannot be used (``why``): diffusion falls back to lossless, lossless
-    to keeping the original. Recorded as a ``fallback`` event with the reason."""
+    """The codec being tried cannot be used (``why``): the job moves on to the next codec the
+    decision allows (``encode`` takes it). Recorded as a ``fallback`` event with the reason."""
     job.reasons.append(why)
+    job.fallback = job.fallback or why
     job.encoded = None
-    if job.action == "diffusion":
-        job.fallback, job.action = why, "lossless"
-        job.reasons.append("fell back to lossless")
-    else:
-        job.action = "keep"
-    w.record(job, CLASSIFIED, kind="fallback" if job.action == "lossless" else "action_changed",
-             action=job.action, reasons=job.reasons, **clear)
+    w.record(job, CLASSIFIED, kind="fallback", action=job.action, reasons=job.reasons, **clear)

@@ -1,4 +1,4 @@
-"""What every job of one run shares: the catalog, the policy, the vault, the diffusion codec and
+"""What every job of one run shares: the catalog, the policy, the vault, the codecs and
 the limits, built once from a ``Config`` (per process in the service's workers)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ class ArchiveContext:
     catalog: Catalog
     policy: Any  # archiver.policy.engine.Policy (anything with .decide)
     vault: Optional[Vault] = None
-    codec: Any = None  # the diffusion codec (work.codec.DiffusionCodec, or a fake in tests)
+    codecs: Any = None  # work.codec.Codecs: the registry's codecs with this installation's settings
     dry_run: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     root: Optional[str] = None
@@ -34,16 +34,21 @@ class ArchiveContext:
         from ..catalog.db import open_catalog
         from ..policy.engine import load_policy
         from ..preview import preview_settings
-        from .codec import DiffusionCodec
+        from .codec import Codecs
 
         return cls(
             catalog=catalog or open_catalog(config),
             policy=policy if policy is not None and not isinstance(policy, (str, Path)) else load_policy(policy or config.policy),
             vault=Vault(config.resolved_vault_dir()),
-            codec=DiffusionCodec(name=config.backbone, model_path=config.diffusers_model, device=config.device,
-                                 steps=config.decode_steps, adapter=config.adapter),
+            codecs=Codecs.from_config(config),
             dry_run=dry_run,
             max_pixels=config.max_pixels,
             lock_dir=config.state_dir / "locks",
             preview=preview_settings(config),
         )
+
+    def __post_init__(self):
+        if self.codecs is None:
+            from .codec import Codecs
+
+            self.codecs = Codecs()

@@ -1,11 +1,10 @@
-"""Step 3, encode: ask the action's codec for an artifact, in memory. No codec, a codec error,
-or an artifact that is not smaller than the original -> fall back (diffusion -> lossless ->
-keep), with the reason recorded."""
+"""Step 3, encode: the next codec the decision allows makes an artifact, in memory. Codecs that
+refuse (unsupported image, output not smaller, floor out of reach, no backbone, a codec bug)
+are passed over with their reason recorded; when none is left, the original is kept."""
 
 from __future__ import annotations
 
-from .classify import fall_back
-from .codec import Unavailable, codec_for
+from ..catalog.models import CLASSIFIED
 from .job import Job
 
 
@@ -16,15 +15,21 @@ class Encode:
         self.ctx = ctx
 
     def run(self, job: Job, w) -> bool:
-        """True with ``job.encoded`` set; False after falling back."""
-        try:
-            enc = codec_for(job.action, self.ctx).encode(job)
-        except Unavailable as e:
-            fall_back(job, w, str(e))
+        """True with ``job.codec`` / ``job.encoded`` set; False when no codec is left (-> keep)."""
+        seen = len(job.choice.attempts)
+        nxt = next(job.candidates, None)
+        refused = [a for a in job.choice.attempts[seen:] if not a.ok]
+        job.reasons.extend(a.line() for a in refused)
+        if refused:
+            job.fallback = job.fallback or refused[0].line()
+        if nxt is None:
+            job.action, job.codec, job.encoded = "keep", None, None
+            job.reasons.append(job.choice.why_chosen(None))
+            w.record(job, CLASSIFIED, kind="action_changed", action="keep", reasons=job.reasons)
             return False
-        if len(enc.data) >= len(job.data):
-            what = "lossless version" if job.action == "lossless" else "diffusion output"
-            fall_back(job, w, f"{what} not smaller ({len(enc.data)} >= {len(job.data)} bytes); original kept")
-            return False
-        job.encoded = enc
+        job.codec, job.encoded = nxt
+        if job.action != job.codec.name:
+            job.action = job.codec.name
+            w.record(job, CLASSIFIED, kind="fallback" if job.fallback else "codec_chosen", action=job.action,
+                     reasons=job.reasons)
         return True

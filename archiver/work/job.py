@@ -44,8 +44,14 @@ class Job:
     disposition: Optional[str] = None
     regions: list[list[int]] = field(default_factory=list)
     fallback: Optional[str] = None
+    # the codecs the decision allows, in order (codecs.choice.Choice), the original as they see
+    # it (codecs.Source), the candidates still to try, and the one being tried
+    choice: Any = None
+    source: Any = None
+    candidates: Any = None
+    codec: Any = None
     # encode / write / check
-    encoded: Any = None  # work.codec.Encoded
+    encoded: Any = None  # codecs.Encoded
     compressed_path: Optional[Path] = None
     quality: dict = field(default_factory=dict)
     # vault
@@ -80,6 +86,8 @@ class ArchiveOutcome:
     fallback: str | None = None
     error: str | None = None
     recovered: str | None = None
+    #: every codec tried for this file: codec, ok, why, size, bpp, psnr, ms_ssim
+    attempts: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

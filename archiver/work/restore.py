@@ -1,5 +1,6 @@
-"""Getting files back: the vaulted original when it is still there, else the exact lossless
-original, else the decoded reconstruction with the original's metadata.
+"""Getting files back: the vaulted original when it is still there, else what the file's codec
+(``codecs.codec_for(row)``) gives back: the exact original from an exact codec, the verified
+reconstruction with the original's metadata from a lossy one.
 
 Never overwrites an existing file without ``force``; with ``to`` every destination must stay
 inside that directory (a catalog path with ``..`` or an absolute escape is refused).
@@ -15,14 +16,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..codecs import Exactness, Recorded
 from ..errors import ArchiverError, NotInCatalogError, SafetyError, UsageError
 from ..preview import is_preview
-from ..storage import atomic, lossless
+from ..storage import atomic
 from ..storage.vault import Vault, sha256_file
 from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
-from .codec import image_digest
+from .codec import Codecs
 
 
 @dataclass
@@ -154,8 +156,10 @@ def read_compressed(row: FileVersion) -> bytes:
     return blob
 
 
-def produce(row: FileVersion, vault: Vault | None, codec=None) -> tuple[bytes, str, str]:
-    """(bytes, source, exactness) for ``row``, best source first; raises ArchiverError when none."""
+def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, str, str]:
+    """(bytes, source, exactness) for ``row``, best source first: the vaulted original, the original
+    still on disk, else what the row's codec gives back (checked against what the catalog recorded
+    when it was verified); raises ArchiverError when none."""
     if vault is not None and row.sha256:
         vp = Path(row.vault_path) if row.vault_path else vault.get(row.sha256)
         if vp and vp.is_file():
@@ -168,27 +172,16 @@ def produce(row: FileVersion, vault: Vault | None, codec=None) -> tuple[bytes, s
     if not row.compressed_path:
         raise ArchiverError(f"{row.path}: no vaulted original, no original on disk and no compressed file")
     blob = read_compressed(row)
-    if row.action == "lossless":
-        data = lossless.restore(blob)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest == row.sha256:
-            return data, "lossless", "bytes"
-        if digest == row.reconstruction_sha256:
-            return data, "lossless", "pixels"
-        raise ArchiverError(f"{row.path}: lossless restore does not match the catalog")
-    if codec is None:
-        raise ArchiverError(f"{row.path}: a diffusion reconstruction needs the codec")
-    img = codec.decode(blob)
-    if row.reconstruction_sha256 and image_digest(img) != row.reconstruction_sha256:
-        raise ArchiverError(f"{row.path}: the decoded reconstruction differs from the one verified at encode time "
-                            "(other weights or a non-deterministic device?)")
-    return _reconstruction_bytes(row, img, None), "reconstruction", "approx"
+    got = (codecs or Codecs()).for_row(row).restore(blob, Recorded.from_row(row))
+    if got.exact == Exactness.APPROX.value:  # the verified reconstruction, written in the original's format
+        return _reconstruction_bytes(row, got.image, None), "reconstruction", got.exact
+    return got.data, "lossless", got.exact
 
 
-def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None, codec=None,
+def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None, codecs=None,
             to: str | Path | None = None, as_of: dt.datetime | None = None, force: bool = False,
             lossy_suffix: str | None = None) -> list[RestoreResult]:
-    """Restore ``targets`` (ids, paths, directories, globs). An approximate restore (a diffusion
+    """Restore ``targets`` (ids, paths, directories, globs). An approximate restore (a lossy codec's
     reconstruction) is marked in its XMP and EXIF, gets the original's mtime like any restore, and
     with ``lossy_suffix`` (e.g. ".reconstructed") is written as NAME<suffix>.EXT beside where the
     original would go, so that it cannot be taken for the original."""
@@ -206,11 +199,11 @@ def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None,
             rows.extend(found)
     results = []
     for row in rows:
-        results.append(_restore_one(catalog, row, vault, codec, to, force, lossy_suffix))
+        results.append(_restore_one(catalog, row, vault, codecs, to, force, lossy_suffix))
     return results
 
 
-def _restore_one(catalog, row, vault, codec, to, force, lossy_suffix=None) -> RestoreResult:
+def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> RestoreResult:
     try:
         dest = destination(row, to)
     except SafetyError as e:
@@ -223,7 +216,7 @@ def _restore_one(catalog, row, vault, codec, to, force, lossy_suffix=None) -> Re
         res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
         return res  # refused before any decoding (with a suffix the name is known only after)
     try:
-        data, source, exact = produce(row, vault, codec)
+        data, source, exact = produce(row, vault, codecs)
     except ArchiverError as e:
         res.message = str(e)
         return res

@@ -20,12 +20,12 @@ class Write:
     def run(self, job: Job, w) -> None:
         enc = job.encoded
         cp = files.sidecar_path(job.path, enc.ext, job.row.id)
-        w.record(job, CLASSIFIED, kind="write_intent", compressed_path=str(cp), codec=enc.codec, action=job.action)
+        w.record(job, CLASSIFIED, kind="write_intent", compressed_path=str(cp), codec=enc.codec,
+                 codec_version=enc.codec_version, action=job.action)
         faults.fault("write_intent")
         w.write_artifact(job, cp, enc.data)
         job.compressed_path = cp
         faults.fault("written")
         w.record(job, ENCODED, compressed_sha256=hashlib.sha256(enc.data).hexdigest(), compressed_size=len(enc.data),
-                 bpp=enc.bpp if enc.bpp is not None else len(enc.data) * 8 / max(1, job.pixels),
-                 backbone=enc.backbone, backbone_digest=enc.backbone_digest)
+                 bpp=enc.bpp, codec_params=enc.params, backbone=enc.backbone, backbone_digest=enc.backbone_digest)
         faults.fault("encoded")

@@ -37,14 +37,14 @@ def test_diffusion_end_to_end(tmp_path, ctx):
     data = Path(r.compressed_path).read_bytes()
     h = read_header(data)
     assert (h.width, h.height) == (96, 64) and h.backbone_id == r.backbone == "tiny"
-    assert r.backbone_digest == ctx.codec.backbone.weights_digest
+    assert r.backbone_digest == ctx.codecs.get("diffusion").backbone.weights_digest
     assert r.bpp == pytest.approx(len(data) * 8 / (96 * 64), rel=0.01)  # the real file size
     assert r.psnr is not None and r.ms_ssim is not None
     # a second process-independent decode gives the same reconstruction (verify re-decodes)
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
     assert rep.mismatches == [] and rep.ok == 1
     out = tmp_path / "out"
-    (res,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out)
+    (res,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=out)
     assert res.source == "reconstruction"
     img = Image.open(out / "a.jpg")
     assert img.size == (96, 64) and img.format == "JPEG"
@@ -72,5 +72,5 @@ def test_shipped_default_policy(tmp_path, codec):
     o_ev, o_small = archive_file(ev, ctx), archive_file(small, ctx)
     assert (o_ev.action, o_ev.rule, o_ev.disposition) == ("keep", "evidence", "keep") and ev.read_bytes() == before
     assert o_small.rule == "tiny-images" and o_small.action == "lossless" and o_small.disposition == "vault"
-    assert verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec).mismatches == []
+    assert verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs).mismatches == []
     ctx.catalog.close()

@@ -43,7 +43,7 @@ def nothing_lost(ctx, src: Path, orig: bytes, diffusion: bool) -> None:
     with ctx.catalog.session() as s:
         rows = [r for r in q.versions(s, str(src)) if r.state == COMMITTED]
     assert rows, "original gone without a committed catalog row"
-    data, source, exact = produce(rows[-1], ctx.vault, ctx.codec)
+    data, source, exact = produce(rows[-1], ctx.vault, ctx.codecs)
     if diffusion and source == "reconstruction":
         assert exact == "approx" and data
     else:
@@ -71,11 +71,11 @@ def test_kill9_at_every_step(tmp_path, kind, step):
         assert o.state in (COMMITTED, "unchanged"), o
         assert disk_problems(ctx, tmp_path / "c") == []
         nothing_lost(ctx, src, orig, kind == "tex")
-        rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+        rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
         assert rep.mismatches == [] and rep.ok == rep.total >= 1
         if kind != "tex":
             out = tmp_path / "restored"
-            res = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out)
+            res = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=out)
             assert res[0].status in ("restored", "present") and (out / "a.jpg").read_bytes() == orig
         with ctx.catalog.session() as s:
             assert len([x for x in q.versions(s, str(src))]) == 1  # recovered in place, no duplicate versions

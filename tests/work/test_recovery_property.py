@@ -42,7 +42,7 @@ def restorable(ctx, src, content: bytes, diffusion: bool) -> bool:
     with ctx.catalog.session() as s:
         rows = [r for r in q.versions(s, str(src)) if r.state == COMMITTED and r.sha256 == digest]
     for r in rows:
-        data, source, exact = produce(r, ctx.vault, ctx.codec)
+        data, source, exact = produce(r, ctx.vault, ctx.codecs)
         if data == content or (diffusion and source == "reconstruction"):
             return True
     return False
@@ -82,6 +82,6 @@ def test_any_crash_sequence_loses_nothing(kind, first, second, edit):
             assert disk_problems(ctx, d / "c") == []
             for c in contents:
                 assert restorable(ctx, src, c, kind == "tex"), "a version was lost"
-            assert verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec).mismatches == []
+            assert verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs).mismatches == []
         finally:
             ctx.catalog.close()

@@ -36,7 +36,7 @@ def _archive_some(tmp_path, ctx):
 
 def test_clean_catalog_verifies(tmp_path, ctx):
     _archive_some(tmp_path, ctx)
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
     assert rep.mismatches == [] and rep.checked == rep.total == rep.ok == 5
 
 
@@ -53,7 +53,7 @@ def test_every_kind_of_damage_is_reported(tmp_path, ctx):
     Path(vrow.vault_path).unlink()
     Path(outs["tex"].compressed_path).write_bytes(b"FAKEDLC1garbage")
     files["keep"].unlink()  # a kept original deleted by someone: a warning, not ours to lose
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
     bad = {Path(m["path"]).name: m["problem"] for m in rep.mismatches}
     assert set(bad) == {"a.jpg", "v.jpg", "t.jpg"}
     assert "damaged" in bad["a.jpg"] and "missing" in bad["v.jpg"]
@@ -63,9 +63,10 @@ def test_every_kind_of_damage_is_reported(tmp_path, ctx):
 def test_decoded_reconstruction_is_compared(tmp_path, ctx):
     """Same bytes, different decoder (e.g. other weights): the reconstruction hash catches it."""
     files, outs = _archive_some(tmp_path, ctx)
-    real = ctx.codec.decode
-    ctx.codec.decode = lambda data: real(data).transpose(0)
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    fake = ctx.codecs.get("diffusion")
+    real = fake.decode
+    fake.decode = lambda data: real(data).transpose(0)
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
     assert [Path(m["path"]).name for m in rep.mismatches] == ["t.jpg"]
     assert "differs" in rep.mismatches[0]["problem"]
 
@@ -74,7 +75,7 @@ def test_strays_are_reported(tmp_path, ctx):
     files, outs = _archive_some(tmp_path, ctx)
     (tmp_path / "c" / "plain" / "copy.jpg.jxl").write_bytes(b"x")
     (tmp_path / "c" / "plain" / ".archiver-tmp-a.jpg.jxl.9.part").write_bytes(b"x")
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
     assert rep.mismatches == []
     assert sorted(Path(w["path"]).name for w in rep.warnings if "unknown" in w["problem"]) == [
         ".archiver-tmp-a.jpg.jxl.9.part", "copy.jpg.jxl"]
@@ -82,7 +83,7 @@ def test_strays_are_reported(tmp_path, ctx):
 
 def test_sample_checks_a_fraction(tmp_path, ctx):
     _archive_some(tmp_path, ctx)
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec, sample=0.4, seed=1)
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs, sample=0.4, seed=1)
     assert 1 <= rep.checked < rep.total == 5
 
 
@@ -113,7 +114,7 @@ def test_vault_expiry_respects_legal_hold(tmp_path):
     with ctx.catalog.session() as s:
         ra, rb = q.latest_version(s, str(a)), q.latest_version(s, str(b))
     assert gone == [ra.sha256] and ra.vault_path is None and Path(rb.vault_path).is_file()
-    assert verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec).mismatches == []  # a still has its .jxl
+    assert verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs).mismatches == []  # a still has its .jxl
     ctx.catalog.close()
 
 
