@@ -85,7 +85,9 @@ def test_renames_into_place_burst_and_metrics(tmp_path):
 
         def scrape():
             t = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            return t if 'archiver_files_total{action="lossless",outcome="committed"} 80.0' in t else None
+            want = ('archiver_files_total{action="lossless",outcome="committed"} 80.0',
+                    'archiver_files_total{action="keep",outcome="committed"} 1.0')
+            return t if all(w in t for w in want) else None  # the two counters move independently
 
         text = wait_until(scrape, 20, interval=0.3, what="metrics to count every file")
     finally:
