@@ -166,11 +166,11 @@ class FakeOurs:
         from types import SimpleNamespace
 
         res = CONVENTIONAL["jpeg"].search(img.rgb, bpp)
-        return SimpleNamespace(data=res.data, bpp=res.bpp, t=123, quality=float(res.quality))
+        return SimpleNamespace(data=res.data, bpp=res.bpp, params={"t": 123, "quality": float(res.quality), "steps": steps})
 
-    def decode(self, data, steps):
+    def decode(self, data, steps):  # None: as the header says (with diffusion); 0: none
         im = CONVENTIONAL["jpeg"].decode(data)
-        return im if steps else im.resize((im.width // 4, im.height // 4)).resize(im.size)
+        return im if steps != 0 else im.resize((im.width // 4, im.height // 4)).resize(im.size)
 
     def autoencode(self, rgb):
         return rgb.copy()

@@ -50,13 +50,13 @@ def _cli(e, *args):
     return r
 
 
-def test_dry_run_changes_nothing_and_projects_savings_per_rule(tmp_path):
+def test_dry_run_changes_nothing_and_predicts_what_the_real_run_does(tmp_path):
     e = setup_env(tmp_path)
     policy = tmp_path / "diffusion.yaml"
     policy.write_text(POLICY_WITH_DIFFUSION)
     _collection(e["root"])
     (e["root"] / "photos").mkdir()
-    (e["root"] / "photos" / "big.png").write_bytes(png_bytes(5, 256))
+    (e["root"] / "photos" / "big.png").write_bytes(png_bytes(5, 128))
     before = _snapshot(e["root"])
     r = _cli(e, str(e["root"]), "--dry-run", "--json", "--executor", "thread", "--policy", str(policy))
     assert r.exit_code == 0, r.output
@@ -64,15 +64,28 @@ def test_dry_run_changes_nothing_and_projects_savings_per_rule(tmp_path):
     assert _snapshot(e["root"]) == before
     assert not (e["home"] / "catalog.sqlite").exists()
     rules = {x["rule"]: x for x in rep["rules"]}
-    assert rules["keepers"]["action"] == "keep" and rules["keepers"]["savings_estimate"] == 0
-    assert rules["default"]["files"] == 6 and 0 < rules["default"]["bytes_after_estimate"] < rules["default"]["bytes_before"]
-    assert "measured" in rules["default"]["estimate"]
-    # diffusion: target bpp * pixels / 8 plus the container overhead
-    assert rules["photos"]["bytes_after_estimate"] == int(0.1 * 256 * 256 / 8) + 256
+    assert rules["keepers"]["action"] == "keep" and rules["keepers"]["savings_predicted"] == 0
+    assert rules["default"]["files"] == 6 and 0 < rules["default"]["bytes_after_predicted"] < rules["default"]["bytes_before"]
     assert [u["path"] for u in rep["unreadable"]] == [str(e["root"] / "broken.png")]
-    assert rep["savings_estimate"] == rep["bytes_before"] - rep["bytes_after_estimate"] > 0
-    human = _cli(e, str(e["root"]), "--dry-run", "--executor", "thread")
-    assert human.exit_code == 0 and "nothing was changed" in human.output and "keepers" in human.output
+    assert rep["savings_predicted"] == rep["bytes_before"] - rep["bytes_after_predicted"] > 0
+    assert "same steps as the real run" in rep["method"]
+    by_path = {f["path"]: f for f in rep["predictions"]}
+    big = by_path[str(e["root"] / "photos" / "big.png")]
+    assert big["rule"] == "photos" and big["codec"] and big["why"] and big["attempts"][0]["codec"] == "diffusion"
+    assert sum(v["files"] for v in rep["codecs"].values()) == rep["files"] == 8
+    # the real run does what was predicted, file by file and byte for byte
+    real = json.loads(_cli(e, str(e["root"]), "--json", "--executor", "thread", "--policy", str(policy)).output)
+    rows = {r["path"]: r for r in catalog_rows(e["home"])}
+    for path, f in by_path.items():
+        row = rows[path]
+        assert row["action"] == f["codec"], (path, row["action"], f)
+        if f["codec"] != "keep":
+            assert row["compressed_size"] == f["bytes_after"], path
+    broken = len(before[str(e["root"] / "broken.png")][2])  # skipped: counted by the run, not predicted
+    assert real["bytes_before"] - broken == rep["bytes_before"]
+    assert real["bytes_after"] - broken == rep["bytes_after_predicted"]
+    human = _cli(e, str(e["root"] / "keep"), "--dry-run", "--executor", "thread")
+    assert human.exit_code == 0 and "nothing was changed" in human.output
 
 
 def test_run_reports_and_a_rerun_has_nothing_left(tmp_path):
@@ -269,7 +282,7 @@ def test_ray_executor_maps_tasks_to_remote_functions(tmp_path, monkeypatch):
     r = _cli(e, str(e["root"]), "--dry-run", "--json", "--executor", "ray")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["files"] == 3
-    assert ("plan_task", {"num_cpus": 1, "num_gpus": 0, "max_retries": 2}) in calls
+    assert ("predict_task", {"num_cpus": 1, "num_gpus": 1.0, "max_retries": 2}) in calls  # it encodes too
     # the real run needs a catalog every node can reach
     r = _cli(e, str(e["root"]), "--executor", "ray")
     assert r.exit_code == 2 and "PostgreSQL" in r.output

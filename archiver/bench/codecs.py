@@ -91,11 +91,19 @@ class ConventionalCodec:
         return SearchResult(quality=best, data=data, bpp=len(data) * 8 / pixels, tried=tried)
 
 
+def _archive_options(name: str) -> dict:
+    """The encoder settings the archive's own codec uses (``archiver.codecs``): the bench measures
+    AVIF and JPEG XL exactly as ``archive`` writes them."""
+    from ..codecs import get_codec
+
+    return {k: v for k, v in get_codec(name).save_options().items() if k != "lossless"}
+
+
 CONVENTIONAL: dict[str, ConventionalCodec] = {
     "jpeg": ConventionalCodec("jpeg", "JPEG", 1, 95, {"optimize": True}, ".jpg"),
     "webp": ConventionalCodec("webp", "WEBP", 0, 100, {"method": 6}, ".webp"),
-    "avif": ConventionalCodec("avif", "AVIF", 0, 100, {"speed": 6, "max_threads": 1}, ".avif"),
-    "jxl": ConventionalCodec("jxl", "JXL", 0, 99, {"effort": 7, "num_threads": 1}, ".jxl"),
+    "avif": ConventionalCodec("avif", "AVIF", 0, 100, _archive_options("avif"), ".avif"),
+    "jxl": ConventionalCodec("jxl", "JXL", 0, 99, _archive_options("jxl"), ".jxl"),
 }
 
 #: the project's own entries, handled by archiver.bench.ours

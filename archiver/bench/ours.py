@@ -1,7 +1,9 @@
-"""The project's own entries, measured through the codec's public contract only
-(``archiver.codec.pipeline`` and ``archiver.codec.backbones``):
+"""The project's own entries. ``ours`` is the archive's own diffusion codec from the registry
+(``archiver.codecs``: what ``archive`` runs); the two diagnostics look inside it through the
+codec's public contract (``archiver.codec.pipeline`` and ``archiver.codec.backbones``):
 
-- ``ours``: encode_image at the target bpp, decode_bytes with diffusion (``steps``);
+- ``ours``: the registry's ``diffusion`` codec at the target bpp (its rate control), decoded as
+  a restore decodes it;
 - ``ours-nodiff``: the very same bytes decoded with ``steps=0`` (plain autoencoder decode of the
   dequantized latent), so the difference between the two is the diffusion step alone;
 - ``ae``: the autoencoder alone (encode -> decode, no quantization), a ceiling at no fixed rate.
@@ -46,11 +48,23 @@ class Ours:
         except Exception:  # pragma: no cover - describe is optional sugar
             return {"id": getattr(self.backbone, "id", "?")}
 
+    def codec(self, steps: int | None):
+        """The registry's diffusion codec on this backbone (what ``archive`` encodes with)."""
+        from ..codecs import CodecSettings
+        from ..codecs.diffusion import DiffusionCodec
+
+        return DiffusionCodec(CodecSettings(decode_steps=steps), backbone=self.backbone)
+
     def encode(self, img: LoadedImage, bpp: float, steps: int | None) -> Any:
-        """-> EncodeResult (``.data``, ``.bpp``; ``.t`` and ``.quality`` when present)."""
-        return self.pipeline.encode_image(img, self.backbone, bpp=bpp, steps=steps)
+        """-> the codec's ``Encoded`` (``.data``, ``.bpp``, ``.params``: quality, t, steps, rate_note)."""
+        from ..codecs import Source, Target
+
+        return self.codec(steps).encode(Source(img, b""), Target(bpp=bpp))
 
     def decode(self, data: bytes, steps: int | None) -> Image.Image:
+        """``steps`` None: as a restore decodes (the header's steps); a number: that many (0 = none)."""
+        if steps is None:
+            return self.codec(None).decode(data).convert("RGB")
         return self.pipeline.decode_bytes(data, self.backbone, steps=steps).image.convert("RGB")
 
     def autoencode(self, rgb: Image.Image) -> Image.Image:

@@ -262,10 +262,10 @@ def run_bench(cfg: BenchConfig) -> dict:
                 with _failures(failures, name, "ours/ours-nodiff", b):
                     enc = measure(lambda: ours.encode(img, b, cfg.steps))
                     res = enc.value
-                    extra = {k: _finite(getattr(res, k, None)) for k in ("t", "quality", "rate_note", "entropy_model")}
-                    extra["steps"] = cfg.steps if cfg.steps is not None else getattr(res, "steps", None)  # header default
+                    extra = {k: _finite(res.params.get(k)) for k in ("t", "quality", "rate_note", "entropy_model")}
+                    extra["steps"] = res.params.get("steps")  # what the header says, which the decoder runs
                     if "ours" in neural:
-                        dec = measure(lambda: ours.decode(res.data, cfg.steps))
+                        dec = measure(lambda: ours.decode(res.data, None))
                         add(name, "ours", b, rgb, dec.value, len(res.data), enc, dec, extra)
                     if "ours-nodiff" in neural:
                         dec = measure(lambda: ours.decode(res.data, 0))

@@ -52,7 +52,9 @@ class DiffusionCodec(Codec):
             raise CodecRefused(f"diffusion output over the budget ({r.size_bytes} > {target.budget_bytes} bytes)")
         return Encoded(r.data, self.name, self.version, self.ext, float(r.bpp), self.backbone.id,
                        self.backbone.weights_digest,
-                       params={"quality": round(r.quality, 3), "t": r.t, "steps": r.steps, "target_bpp": bpp})
+                       params={"quality": round(r.quality, 3), "t": r.t, "steps": r.steps, "target_bpp": bpp,
+                               "entropy_model": r.entropy_model,
+                               **({"rate_note": r.rate_note} if r.rate_note else {})})
 
     def decode(self, data: bytes) -> Image.Image:
         from ..codec.pipeline import decode_bytes

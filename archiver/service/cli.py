@@ -40,27 +40,30 @@ def daemon(config_path, json_logs, rebind_roots, executor, verbose, as_json):
 def _plan_human(r: dict) -> str:
     lines = [f"dry run: {r['files']} file(s) under {', '.join(r['roots'])} with policy {r['policy']}"
              + (f" ({r['already_archived']} more already handled by earlier runs)" if r["already_archived"] else "")]
-    lines.append(f"  {'rule':<18} {'action':<10} {'files':>6} {'before':>11} {'after (est.)':>13} {'saved':>11}")
+    lines.append(f"  {'rule':<18} {'codec':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>11}")
     for e in r["rules"]:
         lines.append(f"  {e['rule']:<18} {e['action']:<10} {e['files']:>6} {human_bytes(e['bytes_before']):>11} "
-                     f"{human_bytes(e['bytes_after_estimate']):>13} {human_bytes(e['savings_estimate']):>11}")
-    lines.append(f"  total: {human_bytes(r['bytes_before'])} -> ~{human_bytes(r['bytes_after_estimate'])}, "
-                 f"saving ~{human_bytes(r['savings_estimate'])} ({r['savings_ratio']:.0%})")
+                     f"{human_bytes(e['bytes_after_predicted']):>11} {human_bytes(e['savings_predicted']):>11}")
+    lines.append(f"  total: {human_bytes(r['bytes_before'])} -> {human_bytes(r['bytes_after_predicted'])}, "
+                 f"saving {human_bytes(r['savings_predicted'])} ({r['savings_ratio']:.0%})")
+    if r["codecs"]:
+        lines.append("  codecs: " + ", ".join(f"{k} {v['files']} ({v['share']:.0%})" for k, v in r["codecs"].items()))
     for e in r["rules"]:
-        lines.append(f"  {e['rule']}: estimate {e.get('estimate') or '-'}; e.g. {e['examples'][0]['path']}"
-                     + (f" ({e['examples'][0]['why']})" if e["examples"][0]["why"] else ""))
+        ex = e["examples"][0]
+        lines.append(f"  {e['rule']} -> {e['action']}: e.g. {ex['path']}" + (f" ({ex['why']})" if ex["why"] else ""))
     v = r.get("vault") or {}
     if v.get("bytes"):
         lines.append(f"  vault: the originals of {human_bytes(v['bytes'])} are kept there too until their retention "
                      "ends; then the daemon (or `archiver verify --expire-vault`) deletes them:")
         lines += [f"    {human_bytes(f['bytes'])} after {f['retention_days']} day(s), on {f['frees_on']}" for f in v["frees"]]
-        lines.append(f"  disk until then: ~{human_bytes(r['bytes_after_estimate'] + v['bytes'])} "
+        lines.append(f"  disk until then: ~{human_bytes(r['bytes_after_predicted'] + v['bytes'])} "
                      f"(outputs + vault) instead of {human_bytes(r['bytes_before'])}")
     if r["unreadable"]:
         lines.append(f"  {len(r['unreadable'])} unreadable file(s) would be skipped:")
         lines += [f"    {u['path']}: {u['error']}" for u in r["unreadable"][:20]]
     if r["interrupted"]:
-        lines.append(f"  interrupted: {r['not_planned']} file(s) not classified")
+        lines.append(f"  interrupted: {r['not_planned']} file(s) not predicted")
+    lines.append(f"  how: {r['method']} (--json lists every file with its codec and why)")
     lines.append("  nothing was changed")
     return "\n".join(lines)
 
@@ -94,7 +97,7 @@ def _run_human(r: dict) -> str:
 @click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--policy", type=str, help="policy file (or a shipped policy name); default: the config's or the shipped default")
-@click.option("--dry-run", is_flag=True, help="classify and project savings per rule; change nothing")
+@click.option("--dry-run", is_flag=True, help="predict the codec and size of every file (the real steps, nothing written)")
 @click.option("--workers", type=click.IntRange(1, 256), help="parallel workers (default: config 'workers')")
 @click.option("--executor", type=click.Choice(["process", "thread", "ray"]), default="process", show_default=True,
               help="where tasks run; 'ray' uses RAY_ADDRESS (catalog must then be PostgreSQL)")

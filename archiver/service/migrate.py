@@ -5,17 +5,17 @@ is marked done only after ``archive_file`` committed it, so an interrupted migra
 SIGTERM, kill -9, power cut) is resumed by running the same command again — finished files are
 recognised from the catalog and not redone.
 
-The dry run touches nothing (no file, no catalog write): it classifies every file with the
-policy and projects the result per rule. Estimates: ``diffusion`` = target bpp * pixels / 8 plus
-the container's header and metadata; ``lossless`` = the ratio measured by really recompressing
-(in memory) a sample of each rule's files per format; ``keep`` = unchanged.
+The dry run touches nothing (no file, no catalog write): it runs the real steps on every file
+with writers that do nothing (``work.writers.DryWriters``): classify, encode with each codec the
+rule allows, decode and check against the floor, fall back as the real run would. Its figures
+are therefore predictions of the real run (same codec, same bytes), not estimates; it costs
+about what the real run costs, minus the writes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import threading
 import time
@@ -31,47 +31,32 @@ from .places import Places, is_shared, require_shared_vault
 from .queue import WorkQueue, node_name, worker_id
 from .scan import handled_map, is_handled, norm_root
 from .watcher import walk
-from .workers import config_dict, make_executor, run_task
+from .workers import config_dict, get_context, make_executor, run_task
 
 log = logging.getLogger("archiver.service.migrate")
 
-#: container header + sections overhead of a .dlc beyond the entropy-coded payload (bytes)
-DLC_OVERHEAD = 256
-#: used only when a lossless sample cannot be measured at all
-FALLBACK_LOSSLESS_RATIO = {"JPEG": 0.80, "PNG": 0.70, "TIFF": 0.55, "BMP": 0.40}
-LOSSLESS_SAMPLE = 6
-
-_POLICIES: dict[str, Any] = {}
+#: what the dry run's figures are, in its report
+PREDICTION = ("predicted per file: the same steps as the real run (classify, encode with each codec "
+              "the rule allows, decode and check against the floor), with nothing written")
 
 
 # -- pure task functions (picklable; run in processes or on Ray) -------------------------------
-def plan_task(path: str, config: dict) -> dict:
-    """What the policy would do with ``path`` and a size estimate. Reads only."""
-    from ..imageio import load_image
-    from ..policy.engine import load_policy
-
+def predict_task(path: str, config: dict) -> dict:
+    """What the real run would do with ``path``: the very steps, with writers that change
+    nothing (``work.writers.DryWriters``), so codec, size and reasons are the real run's."""
     t0 = time.perf_counter()
     try:
-        size = os.stat(path).st_size
-        key = f"{config.get('policy')}:{config.get('_policy_stamp')}"
-        pol = _POLICIES.get(key)
-        if pol is None:
-            pol = _POLICIES[key] = load_policy(config.get("policy"))
-        img = load_image(path, max_pixels=int(config.get("max_pixels") or 178_956_970))
-        d = pol.decide(path, img, tags=tuple(config.get("_tags", {}).get(path, ())))
-        out = {"path": path, "status": "planned", "rule": d.rule, "action": d.action, "bytes_before": size,
-               "width": img.width, "height": img.height, "format": img.original_format or "?",
-               "reasons": d.reasons, "original": d.params.get("original"),
-               "retention_days": d.params.get("retention_days")}
-        if d.action == "diffusion":
-            bpp = float(d.params.get("bpp") or pol.defaults.get("bpp") or 0.15)
-            meta = sum(len(x or b"") for x in (img.metadata.exif, img.metadata.icc_profile, img.metadata.xmp))
-            out["bytes_after"] = min(size, int(bpp * img.width * img.height / 8) + DLC_OVERHEAD + meta)
-            out["estimate"] = f"{bpp} bpp * pixels / 8"
-        elif d.action == "keep":
-            out["bytes_after"], out["estimate"] = size, "unchanged"
+        from ..work import archive_file
+
+        ctx = get_context(config, dry=True)
+        o = archive_file(path, ctx).to_dict()
+        if o["action"] == "skip":
+            out = {"path": path, "status": "unreadable", "error": o.get("error"), "bytes_before": _size(path)}
         else:
-            out["bytes_after"], out["estimate"] = None, "measured sample ratio"
+            out = {"path": path, "status": "planned", "rule": o["rule"], "action": o["action"],
+                   "bytes_before": o["size_before"], "bytes_after": o["size_after"], "reasons": o["reasons"],
+                   "attempts": o.get("attempts") or [], "original": o.get("disposition"),
+                   "retention_days": o.get("retention_days"), "psnr": o.get("psnr"), "ms_ssim": o.get("ms_ssim")}
     except Exception as e:  # unreadable files are reported, never fatal
         out = {"path": path, "status": "unreadable", "error": str(e), "kind": type(e).__name__,
                "bytes_before": _size(path)}
@@ -79,15 +64,7 @@ def plan_task(path: str, config: dict) -> dict:
     return out
 
 
-def measure_lossless(path: str) -> dict:
-    """Really recompress ``path`` in memory; the size it would have."""
-    try:
-        from ..storage.lossless import compress
-
-        data, ext = compress(path)
-        return {"path": path, "bytes_after": len(data), "ext": ext}
-    except Exception as e:
-        return {"path": path, "bytes_after": None, "error": str(e)}
+predict_task.encodes = True  # type: ignore[attr-defined]  (Ray gives it a GPU like run_task)
 
 
 def _size(path: str) -> int:
@@ -186,78 +163,53 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", show
     stop = Stopper()
     restore = stop.install()
     try:
-        planned = list(progress(_bounded_map(ex, plan_task, ((p, config) for p in files), 2 * max(1, workers), stop),
-                                total=len(files), desc="classifying", enabled=show_progress))
-        # lossless: measure a sample per (rule, format) and apply its ratio to the rest
-        groups: dict[tuple, list[dict]] = defaultdict(list)
-        for r in planned:
-            if r["status"] == "planned" and r["action"] == "lossless":
-                groups[(r["rule"], r["format"])].append(r)
-        rng = random.Random(0)
-        sample = [x for g in groups.values() for x in rng.sample(g, min(LOSSLESS_SAMPLE, len(g)))]
-        measured = {m["path"]: m for m in _bounded_map(ex, measure_lossless, ((s["path"],) for s in sample),
-                                                       2 * max(1, workers), stop)}
+        planned = list(progress(_bounded_map(ex, predict_task, ((p, config) for p in files), 2 * max(1, workers), stop),
+                                total=len(files), desc="predicting", enabled=show_progress))
     finally:
         restore()
         ex.shutdown(wait=True, cancel_futures=True)
-    for (rule, fmt), group in groups.items():
-        pairs = [(g["bytes_before"], measured[g["path"]]["bytes_after"]) for g in group
-                 if g["path"] in measured and measured[g["path"]].get("bytes_after") is not None]
-        if pairs:
-            ratio = sum(a for _, a in pairs) / max(1, sum(b for b, _ in pairs))
-            how = f"ratio {ratio:.3f} measured on {len(pairs)} file(s)"
-        else:
-            ratio = FALLBACK_LOSSLESS_RATIO.get(fmt.upper(), 1.0)
-            how = f"typical ratio {ratio:.2f} for {fmt} (sample could not be measured)"
-        for g in group:
-            m = measured.get(g["path"])
-            exact = m is not None and m.get("bytes_after") is not None
-            # a recompression that does not shrink the file keeps the original instead
-            g["bytes_after"] = min(g["bytes_before"], m["bytes_after"] if exact else int(g["bytes_before"] * ratio))
-            g["estimate"] = "measured" if exact else how
     return _plan_report(roots, cfg, planned, already, time.time() - t0, interrupted=stop.event.is_set(),
                         not_planned=len(files) - len(planned))
 
 
 def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_planned) -> dict:
+    """Per rule and codec, and per file: which codec each file would get, why, and its size."""
     rules: dict[tuple, dict] = {}
-    unreadable = []
+    unreadable, files = [], []
     for r in planned:
         if r["status"] != "planned":
             unreadable.append({"path": r["path"], "error": r.get("error")})
             continue
+        why = (r.get("reasons") or [""])[-1]  # the codec choice's own sentence comes last
+        files.append({"path": r["path"], "rule": r["rule"], "codec": r["action"], "bytes_before": r["bytes_before"],
+                      "bytes_after": r["bytes_after"], "why": why, "attempts": r.get("attempts") or []})
         k = (r["rule"], r["action"])
         e = rules.setdefault(k, {"rule": r["rule"], "action": r["action"], "files": 0, "bytes_before": 0,
-                                 "bytes_after_estimate": 0, "estimates": set(), "examples": []})
+                                 "bytes_after_predicted": 0, "examples": []})
         e["files"] += 1
         if len(e["examples"]) < 3:
-            e["examples"].append({"path": r["path"], "why": (r.get("reasons") or [""])[0]})
+            e["examples"].append({"path": r["path"], "why": why})
         e["bytes_before"] += r["bytes_before"]
-        e["bytes_after_estimate"] += r["bytes_after"]
-        e["estimates"].add(r.get("estimate"))
-    rows = []
-    for e in rules.values():
-        e["savings_estimate"] = e["bytes_before"] - e["bytes_after_estimate"]
-        e["estimate"] = "; ".join(sorted(x for x in e.pop("estimates") if x))
-        rows.append(e)
-    rows.sort(key=lambda e: -e["savings_estimate"])
+        e["bytes_after_predicted"] += r["bytes_after"]
+    rows = list(rules.values())
+    for e in rows:
+        e["savings_predicted"] = e["bytes_before"] - e["bytes_after_predicted"]
+    rows.sort(key=lambda e: -e["savings_predicted"])
     before = sum(e["bytes_before"] for e in rows)
-    after = sum(e["bytes_after_estimate"] for e in rows)
-    vault = _vault_share(planned)
+    after = sum(e["bytes_after_predicted"] for e in rows)
     return {
-        "vault": vault,
-        "dry_run": True, "roots": roots, "policy": cfg.policy or "default", "files": sum(e["files"] for e in rows),
+        "vault": _vault_share(planned),
+        "dry_run": True, "roots": roots, "policy": cfg.policy or "default", "files": len(files),
         "already_archived": already, "unreadable": unreadable, "not_planned": not_planned,
-        "interrupted": interrupted, "bytes_before": before, "bytes_after_estimate": after,
-        "savings_estimate": before - after, "savings_ratio": (1 - after / before) if before else 0.0,
-        "rules": rows, "seconds": round(seconds, 2),
-        "note": "diffusion estimates assume the quality guard accepts the encode; a rejected one "
-                "falls back to lossless and saves less",
+        "interrupted": interrupted, "bytes_before": before, "bytes_after_predicted": after,
+        "savings_predicted": before - after, "savings_ratio": (1 - after / before) if before else 0.0,
+        "rules": rows, "codecs": _codec_shares(planned), "predictions": files, "seconds": round(seconds, 2),
+        "method": PREDICTION,
     }
 
 
 def _vault_share(planned) -> dict:
-    """What the vault will hold on top of the estimate (originals kept for their retention
+    """What the vault will hold on top of the prediction (originals kept for their retention
     period, then deleted by the daemon or `verify --expire-vault`), and from when it frees."""
     import datetime as dt
 
@@ -269,6 +221,20 @@ def _vault_share(planned) -> dict:
     frees = [{"bytes": b, "retention_days": d, "frees_on": (today + dt.timedelta(days=d)).isoformat()}
              for d, b in sorted(by_days.items())]
     return {"bytes": sum(by_days.values()), "frees": frees}
+
+
+def _codec_shares(planned: list[dict]) -> dict[str, dict]:
+    """Files and bytes per codec the files would get (``keep``: left as they are)."""
+    out: dict[str, dict] = {}
+    ok = [r for r in planned if r["status"] == "planned"]
+    for r in ok:
+        e = out.setdefault(r["action"], {"files": 0, "bytes_before": 0, "bytes_after": 0})
+        e["files"] += 1
+        e["bytes_before"] += r["bytes_before"]
+        e["bytes_after"] += r["bytes_after"]
+    for e in out.values():
+        e["share"] = round(e["files"] / len(ok), 4)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["files"]))
 
 
 def _open_catalog_readonly(cfg: Config):

@@ -47,9 +47,11 @@ def _key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def get_context(config: dict):
-    """The archive context for ``config``, built once per process (models load once)."""
-    key = _key(config)
+def get_context(config: dict, *, dry: bool = False):
+    """The archive context for ``config``, built once per process (models load once). ``dry``:
+    the dry run's, whose catalog is only read (the real one if it exists, else an empty one in
+    memory): a dry run must not create or migrate the catalog."""
+    key = _key(config) + (":dry" if dry else "")
     ctx = _CONTEXTS.get(key)
     if ctx is None:
         from ..work.context import ArchiveContext
@@ -59,7 +61,14 @@ def get_context(config: dict):
 
         known = {f.name for f in fields(Config)}
         cfg = Config(**{k: v for k, v in config.items() if k in known})
-        ctx = ArchiveContext.from_config(cfg)
+        if dry:
+            from ..catalog.db import open_catalog
+            from .migrate import _open_catalog_readonly
+
+            catalog = _open_catalog_readonly(cfg) or open_catalog("sqlite://")
+            ctx = ArchiveContext.from_config(cfg, catalog=catalog, dry_run=True)
+        else:
+            ctx = ArchiveContext.from_config(cfg)
         for old in _CONTEXTS.values():  # a reloaded config replaces the old models, not piles up
             try:
                 old.catalog.close()
@@ -123,6 +132,9 @@ def run_task(path: str, config: dict, root: str | None = None) -> dict:
     out["seconds"] = round(time.perf_counter() - t0, 4)
     out["worker_pid"] = os.getpid()
     return out
+
+
+run_task.encodes = True  # type: ignore[attr-defined]  (Ray gives it a GPU when there are some)
 
 
 # -- pools --------------------------------------------------------------------------------------
@@ -222,10 +234,10 @@ class RayExecutor(Executor):
         self._remotes: dict = {}
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        """``fn`` is a module-level task function (run_task, or migrate's plan/measure tasks)."""
+        """``fn`` is a module-level task function (run_task, or migrate's predict_task)."""
         remote = self._remotes.get(fn)
         if remote is None:
-            gpus = self._gpus if fn is run_task else 0  # only the encode wants a GPU
+            gpus = self._gpus if getattr(fn, "encodes", False) else 0  # only encoding tasks want a GPU
             remote = self._remotes[fn] = self._ray.remote(num_cpus=1, num_gpus=gpus, max_retries=2)(fn)
         return remote.remote(*args, **kwargs).future()
 

@@ -126,4 +126,4 @@ def _dry(job: Job, early: ArchiveOutcome | None) -> ArchiveOutcome:
     return ArchiveOutcome(job.sp, "dry-run", action=job.action, rule=row.rule, reasons=list(job.reasons),
                           size_before=size, size_after=after, bpp=row.bpp, psnr=job.quality.get("psnr"),
                           ms_ssim=job.quality.get("ms_ssim"), disposition=job.disposition, fallback=job.fallback,
-                          attempts=_attempts(job))
+                          attempts=_attempts(job), retention_days=job.params.get("retention_days"))

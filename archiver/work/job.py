@@ -88,6 +88,8 @@ class ArchiveOutcome:
     recovered: str | None = None
     #: every codec tried for this file: codec, ok, why, size, bpp, psnr, ms_ssim
     attempts: list[dict] = field(default_factory=list)
+    #: the rule's retention for a vaulted original (dry run: what the vault will hold, and how long)
+    retention_days: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
