@@ -80,6 +80,8 @@ def _run_human(r: dict) -> str:
         lines.append(f"  {e['rule']:<18} {e['action']:<10} {e['files']:>6} {human_bytes(e['bytes_before']):>11} "
                      f"{human_bytes(e['bytes_after']):>11} {human_bytes(e['saved']):>11}")
     lines.append(f"  total: {human_bytes(r['bytes_before'])} -> {human_bytes(r['bytes_after'])}, saved {human_bytes(r['saved'])}")
+    if r.get("codecs"):
+        lines.append("  codecs: " + ", ".join(f"{k} {v['files']} ({v['share']:.0%})" for k, v in r["codecs"].items()))
     for fb in r.get("fallbacks", []):
         lines.append(f"  fell back ({fb['files']}): {fb['reason']}; e.g. {fb['examples'][0]}")
     if r.get("skipped"):

@@ -475,5 +475,10 @@ def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrup
         "files": len(outcomes), "by_outcome": dict(by_status), "already_archived": already,
         "requeued_after_crash": stale, "bytes_before": before, "bytes_after": after, "saved": before - after,
         "rules": rows, "failures": failures, "queue_left": left, "seconds": round(seconds, 2),
+        "codecs": _codec_shares([{"status": "planned", "action": o.get("action") or "keep",
+                                  "bytes_before": int(o.get("bytes_before") or 0),
+                                  "bytes_after": int(o["bytes_after"] if o.get("bytes_after") is not None
+                                                     else o.get("bytes_before") or 0)}
+                                 for o in outcomes if o.get("status") in ("committed", "unchanged")]),
         "images_per_min": round(len(outcomes) / seconds * 60, 2) if seconds > 0 else None,
     }

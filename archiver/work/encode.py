@@ -5,6 +5,7 @@ are passed over with their reason recorded; when none is left, the original is k
 from __future__ import annotations
 
 from ..catalog.models import CLASSIFIED
+from ..catalog.queries import FELL_BACK
 from .job import Job
 
 
@@ -30,6 +31,8 @@ class Encode:
         job.codec, job.encoded = nxt
         if job.action != job.codec.name:
             job.action = job.codec.name
+            if job.fallback:  # the line before it says why (catalog.queries.fallback_reason reads it)
+                job.reasons.append(f"{FELL_BACK}{job.action}")
             w.record(job, CLASSIFIED, kind="fallback" if job.fallback else "codec_chosen", action=job.action,
                      reasons=job.reasons)
         return True
