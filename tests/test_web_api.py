@@ -26,12 +26,10 @@ def coll(tmp_path_factory):
 
 
 def _app(coll, token=TOKEN, **web):
-    from archiver.catalog.testing import FakeCodec
-
     tmp, ctx, _ = coll
     cfg = Config(catalog_url=ctx.catalog.url, vault_dir=str(tmp / "vault"),
                  web={"token": token, "cache_dir": str(tmp / "web-cache"), **web})
-    return create_app(cfg, web_settings(cfg), ctx.catalog, vault=ctx.vault, codec_factory=FakeCodec)
+    return create_app(cfg, web_settings(cfg), ctx.catalog, vault=ctx.vault, codecs_factory=lambda: ctx.codecs)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +64,7 @@ def test_api_overview_numbers_match_the_catalog(client, coll):
     assert set(rules) == {"textures", "strict", "vaulted", "default", "keepers"}
     assert d["total"]["files"] == 5 and d["states"] == {"committed": 5, "skipped": 1}
     assert d["total"]["bytes_after"] < d["total"]["bytes_before"]
-    assert {g["key"] for g in d["by_codec"]} >= {"fake", "jxl-jpeg"}
+    assert {g["key"] for g in d["by_codec"]} >= {"diffusion", "lossless"}
     folders = {g["key"].rsplit("/", 1)[-1] for g in d["by_folder"]}
     assert folders == {"tex", "strict", "vault", "misc", "keep"}
     assert d["vault"]["files"] == 2 and [f["files"] for f in d["vault"]["frees"]] == [1, 1]  # 3 and 30 days
@@ -83,7 +81,7 @@ def test_browse_filters(client, coll):
     assert sorted(by()) == sorted(ids.values())
     assert by(rule="textures") == [ids["forest"]]
     assert by(state="skipped") == [ids["broken"]]
-    assert by(codec="fake") == [ids["forest"]]
+    assert by(codec="diffusion") == [ids["forest"]]
     assert by(action="keep") == [ids["kept"]]
     assert by(path="beach") == [ids["vaulted"]]  # a name fragment
     assert sorted(by(path=str(tmp / "photos" / "misc"))) == sorted([ids["graphic"], ids["broken"]])  # a prefix

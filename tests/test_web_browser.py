@@ -59,10 +59,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     _need_browser()
-    from archiver.work import DiffusionCodec
+    from archiver.codecs import CodecSettings, get_codec
 
     tmp = tmp_path_factory.mktemp("webe2e")
-    ctx, ids = make_collection(tmp, codec=DiffusionCodec(name="tiny", device="cpu"))
+    ctx, ids = make_collection(tmp, codec=get_codec("diffusion", CodecSettings(device="cpu")))
     port = _free_port()
     cfg = tmp / "archiver.yaml"
     cfg.write_text(json.dumps({"catalog_url": ctx.catalog.url, "vault_dir": str(tmp / "vault"), "device": "cpu",

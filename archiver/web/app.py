@@ -53,9 +53,9 @@ def _bearer() -> str | None:
     return auth[7:].strip() if auth.lower().startswith("bearer ") else None
 
 
-def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory=None) -> Flask:
-    """``catalog``: an open ``Catalog``; ``codec_factory()``: the diffusion codec, built on the
-    first decode (torch is slow to import)."""
+def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factory=None) -> Flask:
+    """``catalog``: an open ``Catalog``; ``codecs_factory()``: the codec registry for this
+    installation (``work.codec.Codecs``), built on the first decode (torch is slow to import)."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # sessions and CSRF tokens end with the process
@@ -66,7 +66,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
     )
     app.json.sort_keys = False
     csrf = CSRFProtect(app)
-    pictures = Pictures(settings.cache_dir, vault=vault, codec_factory=codec_factory)
+    pictures = Pictures(settings.cache_dir, vault=vault, codecs_factory=codecs_factory)
     bench_dir = settings.resolved_bench_dir()
     pages = views.Views(cfg, catalog, refresh_s=settings.overview_refresh_s)
     app.extensions["archiver.views"] = pages  # the benchmark empties its caches to time a cold visit
@@ -245,7 +245,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codec_factory
 
         _row(file_id)  # 404 for an unknown id
         try:
-            results = restore(catalog, [str(file_id)], vault=vault, codec=pictures.codec)
+            results = restore(catalog, [str(file_id)], vault=vault, codecs=pictures.codecs)
         except CatalogError as e:
             return {"id": file_id, "status": "refused", "message": str(e)}
         return results[0].to_dict()

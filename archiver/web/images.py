@@ -17,8 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..codecs import Exactness, Recorded
 from ..errors import ArchiverError
-from ..storage import atomic, lossless
+from ..storage import atomic
 
 #: what browsers show as they are (Chromium shows AVIF too, but not every browser does)
 BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
@@ -56,17 +57,20 @@ def _as_png(img: Image.Image) -> bytes:
 
 
 class Pictures:
-    def __init__(self, cache_dir: str | Path, vault=None, codec_factory=None):
+    def __init__(self, cache_dir: str | Path, vault=None, codecs_factory=None):
         self.cache_dir = Path(cache_dir)
         self.vault = vault
-        self._codec_factory = codec_factory
-        self._codec = None
+        self._codecs_factory = codecs_factory
+        self._codecs = None
 
     @property
-    def codec(self):
-        if self._codec is None and self._codec_factory is not None:
-            self._codec = self._codec_factory()
-        return self._codec
+    def codecs(self):
+        """The codec registry for this installation (``work.codec.Codecs``), built on first use."""
+        if self._codecs is None:
+            from ..work.codec import Codecs
+
+            self._codecs = self._codecs_factory() if self._codecs_factory is not None else Codecs()
+        return self._codecs
 
     # -- cache --------------------------------------------------------------------------------
     def _cached(self, key: str, make) -> bytes:
@@ -100,8 +104,8 @@ class Pictures:
             data = p.read_bytes()
             if hashlib.sha256(data).hexdigest() == row.sha256:
                 return self._displayable(data, "original")
-        if row.action == "lossless" and row.restore_exact == "bytes" and row.compressed_path:
-            return self._displayable(lossless.restore(self._compressed(row)), "lossless")
+        if row.restore_exact == "bytes" and row.compressed_path:  # an exact codec gives the very file back
+            return self._displayable(self._restored(row, self._compressed(row)), "lossless")
         raise NoPicture("the original is no longer kept (vault retention ended or it was replaced)")
 
     def decoded(self, row) -> Picture:
@@ -109,17 +113,26 @@ class Pictures:
         if not row.compressed_path:
             raise NoPicture("no compressed file: the policy kept this file as it is")
         blob = self._compressed(row)
-        if row.action == "lossless":
-            return self._displayable(lossless.restore(blob), "lossless")
+        codec = self._codec(row)
+        if codec.exactness is not Exactness.APPROX:
+            return self._displayable(self._restored(row, blob), "lossless")
         key = row.compressed_sha256 or hashlib.sha256(blob).hexdigest()
 
         def decode() -> bytes:
-            if self.codec is None:
-                raise NoPicture("no diffusion codec available to decode this file")
             with _DECODE_LOCK:
-                return _as_png(self.codec.decode(blob))
+                return _as_png(codec.decode(blob))
 
         return Picture(self._cached(key, decode), "image/png", "reconstruction")
+
+    def _codec(self, row):
+        try:
+            return self.codecs.for_row(row)
+        except ArchiverError as e:
+            raise NoPicture(str(e)) from None
+
+    def _restored(self, row, blob: bytes) -> bytes:
+        """What the row's (exact) codec gives back, checked against the catalog."""
+        return self._codec(row).restore(blob, Recorded.from_row(row)).data
 
     def _compressed(self, row) -> bytes:
         from ..work.restore import read_compressed

@@ -17,17 +17,16 @@ def build_app(cfg, settings: WebSettings, catalog=None):
     from ..storage.vault import Vault
     from .app import create_app
 
-    def codec():
-        from ..work import DiffusionCodec
+    def codecs():
+        from ..work import Codecs
 
-        return DiffusionCodec(name=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device,
-                              steps=cfg.decode_steps, adapter=cfg.adapter)
+        return Codecs.from_config(cfg)
 
     from .plot import bytes_svg
 
     catalog = catalog or open_catalog(cfg)
     bytes_svg([])  # import and warm up matplotlib now, not on the first visitor's request
-    return create_app(cfg, settings, catalog, vault=Vault(cfg.resolved_vault_dir()), codec_factory=codec)
+    return create_app(cfg, settings, catalog, vault=Vault(cfg.resolved_vault_dir()), codecs_factory=codecs)
 
 
 def make_server(app, settings: WebSettings, threads: int = 4):

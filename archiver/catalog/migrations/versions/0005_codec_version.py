@@ -2,14 +2,14 @@
 and the old per-format codec names rewritten to the registry's ('dlc' -> 'diffusion',
 'jxl-jpeg' / 'axl' -> 'lossless'), so ``codecs.codec_for(row)`` opens every archived file.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
