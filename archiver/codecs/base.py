@@ -148,11 +148,13 @@ class CodecSettings:
     model_path: Optional[str] = None
     device: str = "auto"
     decode_steps: Optional[int] = None
+    #: a diffusers model's adapter folder (config ``adapter``), attached to the backbone
+    adapter: Optional[str] = None
 
     @classmethod
     def from_config(cls, cfg) -> "CodecSettings":
         return cls(backbone=cfg.backbone, model_path=cfg.diffusers_model, device=cfg.device,
-                   decode_steps=cfg.decode_steps)
+                   decode_steps=cfg.decode_steps, adapter=getattr(cfg, "adapter", None))
 
 
 class Codec:

@@ -34,7 +34,7 @@ class DiffusionCodec(Codec):
             from ..codec.backbones import get_backbone
 
             s = self.settings
-            self._backbone = get_backbone(s.backbone, model_path=s.model_path, device=s.device)
+            self._backbone = get_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
         return self._backbone
 
     def encode(self, source: Source, target: Target) -> Encoded:
