@@ -96,14 +96,14 @@ class Choice:
         try:
             enc = self.codec(name).encode(source, self.target)
             if enc.size >= len(source.data):  # never replace a file with a bigger one
-                raise CodecRefused(f"{name} output not smaller ({enc.size} >= {len(source.data)} bytes)")
+                raise CodecRefused(f"output not smaller ({enc.size} >= {len(source.data)} bytes)")
             return enc
         except CodecRefused as e:
             why = str(e)
         except ArchiverError as e:  # e.g. no weights for the configured backbone: protect, don't fail
-            why = f"{name} codec unavailable ({e})"
+            why = f"unavailable ({e})"
         except Exception as e:  # a codec bug must not stop the file from being archived safely
-            why = f"{name} codec error ({type(e).__name__}: {e})"
+            why = f"codec error ({type(e).__name__}: {e})"
         self.attempts.append(Attempt(name, False, why))
         return None
 
@@ -135,8 +135,7 @@ class Choice:
         """A sentence on the outcome: which codec and, when it was not simply the first choice, why."""
         failed = "; ".join(a.line() for a in self.attempts if not a.ok)
         if name is None:
-            return f"original kept: {', '.join(self.order) or 'no codec'} could not make a verified smaller file" + (
-                f" ({failed})" if failed else "")
+            return f"original kept: {failed}" if failed else "original kept: the rule tries no codec"
         if self.action == BEST:
             basis = ("the best quality within the budget" if self.target and self.target.budget_bytes is not None
                      else "the smallest file meeting the floor")

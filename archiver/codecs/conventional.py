@@ -86,14 +86,14 @@ class PillowLossyCodec(Codec):
         if target.budget_bytes is not None:
             q = _last_true(lambda x: size_at(x) <= target.budget_bytes, lo, hi)
             if q is None:
-                raise CodecRefused(f"{self.name}: even quality {lo} is over the budget "
+                raise CodecRefused(f"even quality {lo} is over the budget "
                                    f"({size_at(lo)} > {target.budget_bytes} bytes)")
             v = verdict_at(q)
             if not v.ok:
-                raise CodecRefused(f"{self.name}: the best quality within the budget misses the floor ({v.why})")
+                raise CodecRefused(f"the best quality within the budget misses the floor ({v.why})")
         elif target.floor:
             if not verdict_at(hi).ok:
-                raise CodecRefused(f"{self.name}: the floor is out of reach even at quality {hi} ({verdict_at(hi).why})")
+                raise CodecRefused(f"the floor is out of reach even at quality {hi} ({verdict_at(hi).why})")
             q = _first_true(lambda x: verdict_at(x).ok, lo, hi)
             # the metrics are not strictly monotone in quality: keep the smallest passing file
             q = min((k for k, (_, v) in tried.items() if v is not None and v.ok), key=lambda k: (len(tried[k][0]), k))

@@ -47,9 +47,9 @@ class DiffusionCodec(Codec):
             r = encode_image(source.image, self.backbone, bpp=bpp, steps=self.settings.decode_steps,
                              roi=[tuple(b) for b in source.regions] or None)
         except ArchiverError as e:  # e.g. no weights for the configured backbone
-            raise CodecRefused(f"diffusion codec unavailable ({e})") from None
+            raise CodecRefused(f"unavailable ({e})") from None
         if target.budget_bytes is not None and r.size_bytes > target.budget_bytes:
-            raise CodecRefused(f"diffusion output over the budget ({r.size_bytes} > {target.budget_bytes} bytes)")
+            raise CodecRefused(f"output over the budget ({r.size_bytes} > {target.budget_bytes} bytes)")
         return Encoded(r.data, self.name, self.version, self.ext, float(r.bpp), self.backbone.id,
                        self.backbone.weights_digest,
                        params={"quality": round(r.quality, 3), "t": r.t, "steps": r.steps, "target_bpp": bpp,

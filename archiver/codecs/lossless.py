@@ -28,7 +28,7 @@ class LosslessCodec(Codec):
         try:
             blob, ext = lossless.compress(source.data)
         except lossless.LosslessUnsupported as e:
-            raise CodecRefused(f"lossless recompression not possible ({e})") from None
+            raise CodecRefused(f"recompression not possible ({e})") from None
         return Encoded(blob, self.name, self.version, ext, len(blob) * 8 / source.pixels,
                        params={"container": ext.lstrip(".")})
 

@@ -51,6 +51,12 @@ def _plan_human(r: dict) -> str:
     for e in r["rules"]:
         ex = e["examples"][0]
         lines.append(f"  {e['rule']} -> {e['action']}: e.g. {ex['path']}" + (f" ({ex['why']})" if ex["why"] else ""))
+    fell = [f for f in r.get("predictions", []) if any(not a["ok"] for a in f["attempts"])]
+    if fell:
+        lines.append(f"  {len(fell)} file(s) would not get their rule's first codec:")
+        lines += [f"    {f['path']}: {f['why']}" for f in fell[:20]]
+        if len(fell) > 20:
+            lines.append(f"    ... and {len(fell) - 20} more (--json lists them all)")
     v = r.get("vault") or {}
     if v.get("bytes"):
         lines.append(f"  vault: the originals of {human_bytes(v['bytes'])} are kept there too until their retention "
