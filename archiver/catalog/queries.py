@@ -281,7 +281,7 @@ def recent_problems(s: Session, limit: int = 20) -> list[dict]:
     for ev in rows:
         d = ev.detail or {}
         reasons = d.get("reasons") or []
-        why = d.get("error") or next((r for r in reversed(reasons) if r != "fell back to lossless"), None)
+        why = d.get("error") or next((r for r in reversed(reasons) if not str(r).startswith(FELL_BACK)), None)
         out.append({"id": ev.id, "file_id": ev.file_id, "path": ev.path, "at": ev.at, "kind": ev.kind,
                     "to_state": ev.to_state, "action": d.get("action"), "why": why})
     return out

@@ -153,7 +153,7 @@ def test_an_approximate_restore_is_marked_and_keeps_the_original_mtime(tmp_path,
     os.utime(src, ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
     assert af(src, ctx).action == "diffusion"
     out = tmp_path / "out"
-    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out)
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=out)
     assert (r.source, r.exact, r.status) == ("reconstruction", "approx", "restored") and "marked" in r.message
     got = out / "a.jpg"
     assert os.stat(got).st_mtime_ns == 1_500_000_000_000_000_000
@@ -162,7 +162,7 @@ def test_an_approximate_restore_is_marked_and_keeps_the_original_mtime(tmp_path,
         desc = im.getexif().get(0x010E, "")
     assert b'archiver:reconstruction="approximate"' in xmp and b"Approximate reconstruction by archiver" in xmp
     assert desc.startswith("Approximate reconstruction by archiver of a.jpg")
-    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out, lossy_suffix=".reconstructed")
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=out, lossy_suffix=".reconstructed")
     assert r.dest == str(out / "a.reconstructed.jpg") and (out / "a.reconstructed.jpg").is_file()
-    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=out, lossy_suffix=".reconstructed")
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=out, lossy_suffix=".reconstructed")
     assert r.status == "refused"  # the suffixed name is not overwritten either without force
