@@ -59,7 +59,7 @@ def test_restore_checks_the_recorded_reconstruction(codec):
     enc = codec.encode(src, Target(bpp=0.5))
     v = codec.verify(enc.data, src, Target())
     back = codec.restore(enc.data, Recorded(reconstruction_sha256=v.reconstruction_sha256, format="PNG", path="a.png"))
-    assert back.exact == "approx" and Image.open(io.BytesIO(back.data)).format == "PNG"
+    assert back.exact == "approx" and back.image.size == (96, 64) and back.data is None
     with pytest.raises(Exception, match="differs"):
         codec.restore(enc.data, Recorded(reconstruction_sha256="0" * 64, format="PNG", path="a.png"))
 

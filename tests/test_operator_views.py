@@ -48,7 +48,7 @@ def migrated(tmp_path_factory):
 def test_migrate_reports_reasons_skipped_files_and_progress_lines(migrated):
     r = migrated["first"]
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "fell back (1): quality guard" in r.stdout and "strict/s.jpg" in r.stdout
+    assert "fell back (1): diffusion: quality guard" in r.stdout and "strict/s.jpg" in r.stdout  # which codec, and why
     assert "1 skipped" in r.stdout and "broken.jpg" in r.stdout
     assert "archiving: " in r.stderr and "/min" in r.stderr  # progress lines although stderr is a pipe
 
@@ -79,7 +79,7 @@ def test_ls_filters_and_show(migrated):
     assert len(json.loads(run("ls", "--rule", "keepers", "--json").stdout)["entries"]) == 1
     assert json.loads(run("ls", str(photos / "*"), "--json").stdout)["entries"] == []  # '*' stays in photos/
     r = run("show", photos / "strict" / "s.jpg")
-    assert r.returncode == 0 and "fell back: quality guard" in r.stdout and "committed" in r.stdout
+    assert r.returncode == 0 and "fell back: diffusion: quality guard" in r.stdout and "committed" in r.stdout
     v = json.loads(run("show", photos / "strict" / "s.jpg", "--json").stdout)["versions"][-1]
     assert v["fallback"] and any(e["kind"] == "fallback" for e in v["events"])
     r = run("show", "/nowhere/x.jpg", check=False)
