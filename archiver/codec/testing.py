@@ -6,8 +6,11 @@ They are saved with ``save_pretrained`` so that the very code path that loads SD
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -52,11 +55,12 @@ def build_tiny_sd(root: str | Path, *, conditional: bool = True, prediction_type
             vocab_size=9, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
             num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1))
         text.save_pretrained(root / "text_encoder", safe_serialization=True)
-        src = Path(tempfile.mkdtemp(prefix="archiver-tok-"))
-        _tokenizer_files(src)
-        tok = CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"),
-                            model_max_length=8, pad_token="<|endoftext|>")
-        tok.save_pretrained(root / "tokenizer")
+        with tempfile.TemporaryDirectory(prefix="archiver-tok-") as tmp:
+            src = Path(tmp)
+            _tokenizer_files(src)
+            tok = CLIPTokenizer(str(src / "vocab.json"), str(src / "merges.txt"),
+                                model_max_length=8, pad_token="<|endoftext|>")
+            tok.save_pretrained(root / "tokenizer")
     else:
         unet = UNet2DModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=4,
@@ -72,10 +76,25 @@ def build_tiny_sd(root: str | Path, *, conditional: bool = True, prediction_type
 
 
 @functools.lru_cache(maxsize=None)
-def tiny_sd_dir(conditional: bool = True, prediction_type: str = "epsilon", vae_kind: str = "kl") -> Path:
-    """A per-process cached tiny model directory (built on first use)."""
+def _process_dir() -> Path:
+    """One temporary folder per process for the cached models, removed when the process exits
+    (only by the process that made it: a forked child exiting must not delete its parent's)."""
     root = Path(tempfile.mkdtemp(prefix="archiver-tiny-sd-"))
-    return build_tiny_sd(root / "model", conditional=conditional, prediction_type=prediction_type,
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            shutil.rmtree(root, ignore_errors=True)
+
+    atexit.register(remove)
+    return root
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_sd_dir(conditional: bool = True, prediction_type: str = "epsilon", vae_kind: str = "kl") -> Path:
+    """A per-process cached tiny model directory (built on first use, removed at exit)."""
+    name = f"{'cond' if conditional else 'uncond'}-{prediction_type}-{vae_kind}"
+    return build_tiny_sd(_process_dir() / name, conditional=conditional, prediction_type=prediction_type,
                          vae_kind=vae_kind)
 
 
