@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from archiver.cli import main
 from archiver.codec import pipeline
@@ -342,3 +343,49 @@ def test_bench_measures_the_codec_with_the_adapter(trained, held_out, tmp_path):
     # the adapter's steps follow the latent's scale, so rate control reaches the target; the
     # generic steps (1.0) cannot on this random model's tiny latents (issue 16's question)
     assert a["bpp"] == pytest.approx(0.1, rel=0.1) and g["bpp"] < a["bpp"]
+
+
+def test_migrate_codes_with_the_configured_adapter_and_restore_needs_it(trained, held_out, tmp_path):
+    """The storage path a user takes: `adapter:` in the config, `archiver migrate` writes .dlc
+    files that name it, `archiver restore` without it is refused (exit 10, nothing changed) and
+    with it restores the picture. Quality floors are zero: the tiny model's weights are random."""
+    from test_service_helpers import FAST_POLICY, catalog_rows, setup_env, write_config
+
+    policy = tmp_path / "diffusion.yaml"
+    policy.write_text(FAST_POLICY.replace("rules:\n", "rules:\n  - name: photos\n    when:\n      path: [\"**/photos/**\"]\n"
+                                          "    action: diffusion\n    bpp: 0.1\n    floor: {min_psnr: 0, min_ms_ssim: 0}\n"))
+    e = setup_env(tmp_path, policy=str(policy), backbone="diffusers", diffusers_model=str(model_dir()),
+                  adapter=str(trained[0]), device="cpu")
+    photo = e["root"] / "photos" / "a.png"
+    photo.parent.mkdir()
+    shutil.copy(held_out[0], photo)
+    env = {"ARCHIVER_HOME": str(e["home"]), "ARCHIVER_CONFIG": str(e["config"])}
+    r = run_cli("migrate", e["root"], "--json", "--executor", "thread", env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["by_outcome"] == {"committed": 1}
+    row = [x for x in catalog_rows(e["home"]) if x["path"] == str(photo)][-1]
+    assert row["action"] == "diffusion" and not photo.exists()
+    dlc = Path(row["compressed_path"])
+    assert read_header(dlc.read_bytes()).adapter_sha256 == adapter_digest(trained[0])
+
+    write_config(e["config"], **{k: v for k, v in e["settings"].items() if k != "adapter"})
+    r = run_cli("restore", photo, env=env)
+    assert r.exit_code == 10 and "no adapter is loaded" in r.output, r.output
+    assert "Traceback" not in r.output and not photo.exists() and dlc.is_file()
+
+    other = tmp_path / "other.adapter"  # another adapter for the same model: refused too
+    shutil.copytree(trained[0], other, ignore=shutil.ignore_patterns("training", "previous"))
+    cfg = json.loads((other / "adapter.json").read_text())
+    cfg["training"]["note"] = "another adapter"
+    (other / "adapter.json").write_text(json.dumps(cfg))
+    write_config(e["config"], **{**e["settings"], "adapter": str(other)})
+    r = run_cli("restore", photo, "--json", env=env)
+    assert r.exit_code == 10, r.output
+    (res,) = json.loads(r.output)["results"]
+    assert res["status"] == "error" and res["exit_code"] == 10 and "decode with --adapter" in res["message"]
+    assert not photo.exists() and dlc.is_file()
+
+    write_config(e["config"], **e["settings"])
+    r = run_cli("restore", photo, "--json", env=env)
+    assert r.exit_code == 0, r.output
+    assert Image.open(photo).size == Image.open(held_out[0]).size

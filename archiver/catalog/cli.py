@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import ArchiverError, CatalogError, InputError, SafetyError, VerifyError
+from ..errors import AdapterError, ArchiverError, CatalogError, InputError, SafetyError, VerifyError
 from ..output import emit, human_bytes, progress
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -142,7 +142,10 @@ def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
                          + (f": {r['message']}" if r["message"] else "") for r in rows)
 
     emit({"results": data}, as_json, human=lambda d: human(d["results"]))
-    if any(r.status == "error" for r in results):
+    errors = [r for r in results if r.status == "error"]
+    if errors and all(r.exit_code == AdapterError.exit_code for r in errors):
+        raise SystemExit(AdapterError.exit_code)  # only a missing/different adapter: its own code
+    if errors:
         raise SystemExit(1)
     if any(r.status == "refused" for r in results):
         raise SystemExit(SafetyError.exit_code)

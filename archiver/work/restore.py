@@ -36,6 +36,8 @@ class RestoreResult:
     exact: str  # bytes | pixels | approx | -
     status: str  # restored | present | refused | error
     message: str = ""
+    #: with status "error": the failure's exit code (10: the file's adapter is not available)
+    exit_code: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -218,7 +220,7 @@ def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> R
     try:
         data, source, exact = produce(row, vault, codecs)
     except ArchiverError as e:
-        res.message = str(e)
+        res.message, res.exit_code = str(e), e.exit_code
         return res
     if exact == "approx" and lossy_suffix:
         dest = dest.with_name(dest.stem + lossy_suffix + dest.suffix)
