@@ -78,12 +78,16 @@ def test_pack_keeps_the_validation_images_first_and_the_budget(tmp_path, monkeyp
     p = pack.plan(src, max_bytes=int(5.5 * size), first=("b",))
     assert len(p["files"]) == 5 and p["files"][:2] == p["validation"]
     assert all(f.startswith("b/") for f in p["files"][2:])  # then the --first folder
+    assert pack.plan(src, max_bytes=10**9, validation_only=True)["files"] == p["validation"]
     r = CliRunner().invoke(pack.main, [str(src), str(tmp_path / "out"), "--max-mb", str(5.5 * size / 1e6),
                                        "--first", "b", "--json"])
     assert r.exit_code == 0, r.output
     copied = sorted(q.relative_to(tmp_path / "out").as_posix() for q in (tmp_path / "out").rglob("*.png"))
     assert copied == sorted(p["files"])
     assert (tmp_path / "out" / p["files"][0]).read_bytes() == (src / p["files"][0]).read_bytes()
+    r = CliRunner().invoke(pack.main, [str(src), str(tmp_path / "val"), "--validation-only"])
+    assert r.exit_code == 0 and sorted(q.name for q in (tmp_path / "val").iterdir()) == sorted(
+        n.replace("/", "__") for n in p["validation"])
     r = subprocess.run([sys.executable, "-m", "archiver.train.pack", str(src), str(tmp_path / "out")],
                        capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr

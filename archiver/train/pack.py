@@ -10,6 +10,8 @@ their relative paths, in this order until ``--max-mb``:
 3. the rest of DATA_DIR, by name hash (a spread over every source, not the first folder).
 
 ``python -m archiver.train.pack DATA_DIR OUT_DIR [--max-mb 26] [--first bsds500/train ...] [--json]``
+``--validation-only`` copies just the validation images, flat (``bsds500__test__100007.jpg``):
+a folder to run ``archiver bench`` on (the release decision is made there, never on Kodak).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..output import emit
 DEFAULT_FIRST = ("bsds500/train", "bsds500/val")
 
 
-def plan(data_dir: Path, max_bytes: int, first=DEFAULT_FIRST) -> dict:
+def plan(data_dir: Path, max_bytes: int, first=DEFAULT_FIRST, validation_only: bool = False) -> dict:
     """The relative paths to copy, in order, and what they hold."""
     from . import data as D
     from . import rd as RD
@@ -39,6 +41,8 @@ def plan(data_dir: Path, max_bytes: int, first=DEFAULT_FIRST) -> dict:
     key = lambda n: hashlib.sha256(n.encode()).hexdigest()  # noqa: E731
     firsts = [n for f in first for n in names if n.startswith(f.rstrip("/") + "/")]
     rest = sorted((n for n in names if n not in set(firsts)), key=key)
+    if validation_only:
+        firsts, rest = [], []
     chosen, total = [], 0
     for n in dict.fromkeys(val + firsts + rest):  # ordered, without repeats
         size = (root / n).stat().st_size
@@ -57,15 +61,16 @@ def plan(data_dir: Path, max_bytes: int, first=DEFAULT_FIRST) -> dict:
 @click.option("--max-mb", type=float, default=26.0, show_default=True)
 @click.option("--first", multiple=True, default=DEFAULT_FIRST, show_default=True,
               help="folders (relative to DATA_DIR) taken whole before the rest")
+@click.option("--validation-only", is_flag=True, help="copy only the held-out validation images")
 @click.option("--json", "as_json", is_flag=True)
-def main(data_dir, out_dir, max_mb, first, as_json):
+def main(data_dir, out_dir, max_mb, first, validation_only, as_json):
     """Copy a size-limited training pack of DATA_DIR into OUT_DIR (see the module docs)."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out}: not empty (remove it first; the pack is rebuilt whole)")
-    p = plan(data_dir, int(max_mb * 1e6), first)
+    p = plan(data_dir, int(max_mb * 1e6), first, validation_only)
     for n in p["files"]:
-        dst = out / n
+        dst = out / (n.replace("/", "__") if validation_only else n)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(data_dir) / n, dst)
     res = {"out": str(out), "files": len(p["files"]), "of": p["of"], "mb": round(p["bytes"] / 1e6, 2),
