@@ -32,11 +32,12 @@ def _log(path, points):
         f.write(json.dumps({"stage": "rd", "step": 1, "loss": 1.0}) + "\n")
 
 
-def test_psnr_at_interpolates_in_log_rate_and_never_extrapolates():
+def test_psnr_at_interpolates_in_log_rate_and_reaches_only_a_little_beyond():
     rec = {"val_bpp_s1": 0.1, "val_psnr_s1": 25.0, "val_bpp_s0.5": 0.4, "val_psnr_s0.5": 29.0}
     assert curves.psnr_at(rec, 0.2) == pytest.approx(27.0)  # halfway in log(bpp)
     assert curves.psnr_at(rec, 0.1) == pytest.approx(25.0)
-    assert curves.psnr_at(rec, 0.05) is None and curves.psnr_at(rec, 0.5) is None
+    assert curves.psnr_at(rec, 0.45) == pytest.approx(29.0 + 4.0 * math.log(0.45 / 0.4) / math.log(4))
+    assert curves.psnr_at(rec, 0.05) is None and curves.psnr_at(rec, 0.6) is None
 
 
 def test_extrapolation_finds_the_pixels_a_target_needs(tmp_path):

@@ -59,15 +59,25 @@ def rd_points(rec: dict) -> list[tuple[float, float]]:
     return sorted(pts)
 
 
+#: how far beyond its lowest / highest measured rate an evaluation's curve is extended (a factor
+#: in bpp, along the end segment's slope): enough to bridge a point that sits just off a target
+RATE_REACH = 1.25
+
+
 def psnr_at(rec: dict, bpp: float) -> Optional[float]:
-    """PSNR at ``bpp``, interpolated linearly in log(bpp) between the evaluation's points
-    (None when ``bpp`` is outside them: no extrapolation along the rate axis)."""
-    pts = rd_points(rec)
-    for (b0, p0), (b1, p1) in zip(pts, pts[1:]):
-        if b0 <= bpp <= b1 and b1 > b0 > 0:
-            w = (math.log(bpp) - math.log(b0)) / (math.log(b1) - math.log(b0))
-            return p0 + w * (p1 - p0)
-    return None
+    """PSNR at ``bpp``, linear in log(bpp) between the evaluation's points; up to ``RATE_REACH``
+    beyond its end points along the end segment (None further out)."""
+    pts = [(b, p) for b, p in rd_points(rec) if b > 0]
+    if len(pts) < 2:
+        return None
+    if not pts[0][0] / RATE_REACH <= bpp <= pts[-1][0] * RATE_REACH:
+        return None
+    i = next((k for k in range(len(pts) - 1) if bpp <= pts[k + 1][0]), len(pts) - 2)
+    (b0, p0), (b1, p1) = pts[i], pts[i + 1]
+    if b1 <= b0:
+        return None
+    w = (math.log(bpp) - math.log(b0)) / (math.log(b1) - math.log(b0))
+    return p0 + w * (p1 - p0)
 
 
 def fit_log_pixels(pixels, values) -> Optional[tuple[float, float]]:
