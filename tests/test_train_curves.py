@@ -61,6 +61,12 @@ def test_cli_plots_and_reports(tmp_path):
     res = json.loads(r.output)
     assert res["runs"][tmp_path.name]["evaluations"] == 6 and res["extrapolation"]["pixels_needed"] > 0
     assert Image.open(png).size[0] > 500
+    # both panels hold curves (the bpp panel was once left empty when no baseline was given):
+    # coloured (non-grey) pixels inside each half of the figure
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 60
+    half = rgb.shape[1] // 2
+    assert coloured[:, :half].sum() > 200 and coloured[:, half:].sum() > 200
     r = subprocess.run([sys.executable, "-m", "archiver.train.curves", str(tmp_path / "nowhere")],
                        capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and r.stderr.strip().endswith("no train.log") and "Traceback" not in r.stderr

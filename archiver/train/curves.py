@@ -178,14 +178,14 @@ def plot(runs: dict[str, list[dict]], png: Path, bpps=(0.1, 0.2, 0.3), reference
             if keep:
                 ax1.plot(px[keep], [v[i] for i in keep], marker="o", ms=3, color=colors.get(b),
                          label=f"{name}: PSNR at {b:g} bpp")
+        keys = sorted({k for r in evals for k in r if k.startswith("val_bpp_s")}, key=lambda k: float(k[9:]))
+        for k in keys:
+            ax2.plot(px, [r.get(k, np.nan) for r in evals], marker="o", ms=3, label=f"{name}: s = {k[9:]}")
     if reference:
         for b in bpps:
             v = psnr_at(reference, b)
             if v is not None:
                 ax1.axhline(v, ls="--", lw=1, color=colors.get(b), label=f"{reference_name} at {b:g} bpp: {v:.2f} dB")
-        keys = sorted({k for r in evals for k in r if k.startswith("val_bpp_s")}, key=lambda k: float(k[9:]))
-        for k in keys:
-            ax2.plot(px, [r.get(k, np.nan) for r in evals], marker="o", ms=3, label=f"{name}: s = {k[9:]}")
     for ax in (ax1, ax2):
         ax.set_xscale("log")
         ax.set_xlabel("training pixels seen")
