@@ -171,7 +171,8 @@ def plot(runs: dict[str, list[dict]], png: Path, bpps=(0.1, 0.2, 0.3), reference
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = dict(zip(bpps, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
     for name, evals in runs.items():
-        px = np.array([max(r["pixels"], 1) for r in evals], dtype=float)
+        evals = [r for r in evals if r["pixels"] > 0]  # the step-0 evaluation has no place on a log axis
+        px = np.array([r["pixels"] for r in evals], dtype=float)
         for b in bpps:
             v = [psnr_at(r, b) for r in evals]
             keep = [i for i, x in enumerate(v) if x is not None]
