@@ -34,7 +34,9 @@ def _free_port(ip: str) -> int:
 
 
 class RayCluster:
-    def __init__(self, homes: dict[str, Path], *, cpus_per_node: int = 1):
+    def __init__(self, homes: dict[str, Path], *, cpus_per_node: int = 1,
+                 node_env: dict[str, dict[str, str]] | None = None):
+        """``node_env``: extra environment for one node's Ray processes (its workers inherit it)."""
         self.tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # Ray's socket paths must stay short
         self.port = _free_port(HEAD_IP)
         self.address = f"{HEAD_IP}:{self.port}"
@@ -44,6 +46,7 @@ class RayCluster:
                         PYTHONPATH=os.pathsep.join([REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
         self.env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         self.homes = homes
+        self.node_env = node_env or {}
         self.nodes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
 
@@ -51,7 +54,7 @@ class RayCluster:
     def _start(self, name: str, args: list[str]) -> None:
         log = Path(self.tmp) / f"{name}.out"
         self.logs[name] = log
-        env = dict(self.env, ARCHIVER_HOME=str(self.homes[name]))
+        env = dict(self.env, ARCHIVER_HOME=str(self.homes[name]), **self.node_env.get(name, {}))
         with open(log, "wb") as f:
             self.nodes[name] = subprocess.Popen(
                 [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",

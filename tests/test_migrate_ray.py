@@ -1,5 +1,7 @@
 """``archiver migrate --executor ray`` on a real two-node local Ray cluster with the catalog on a
-throw-away PostgreSQL: a Ray worker process is killed mid-run, the same command is run again,
+throw-away PostgreSQL: a Ray worker process of the second node is killed mid-task (parked at a known
+step by ``ARCHIVER_FAULT_HOLD``, so the kill happens on fast and slow machines alike) while the
+head goes on committing, the same command is run again,
 and every file ends up archived exactly once, no original lost, ``verify`` clean. Skipped
 where Ray or PostgreSQL is missing (CI installs both)."""
 
@@ -14,6 +16,7 @@ import time
 
 import pytest
 
+from archiver.work.faults import HOLD_ENV
 from ray_cluster import RayCluster
 from test_service_helpers import check_exactly_once, committed_paths, png_bytes, setup_env
 
@@ -21,11 +24,22 @@ pytest.importorskip("ray")
 
 
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, request):
+    """Two nodes whose workers park at a step (``ARCHIVER_FAULT_HOLD``, once per node): node2's
+    first task at ``request.param`` (default ``written``) so that the test can kill a node2
+    worker certainly mid-task however fast the machine, the head's first task right at the start
+    so that the head cannot run every file before node2 has a worker (it is let go once node2's
+    task is parked)."""
+    step = getattr(request, "param", "written")
+    holds = tmp_path / "holds"
+    holds.mkdir()
     homes = {"head": tmp_path / "head-home", "node2": tmp_path / "node2-home"}
     for h in homes.values():
         h.mkdir()
-    c = RayCluster(homes).start(2)
+    node_env = {"head": {HOLD_ENV: f"discovered:{holds / 'head'}"},
+                "node2": {HOLD_ENV: f"{step}:{holds / 'node2'}"}}
+    c = RayCluster(homes, node_env=node_env).start(2)
+    c.holds = holds
     try:
         yield c
     finally:
@@ -54,21 +68,28 @@ def _run_kill_rerun(tmp_path, url, cluster, n: int, kill_after: int):
     e = setup_env(tmp_path / "shared", catalog_url=url, vault_dir=str(tmp_path / "shared" / "vault"))
     originals = _collection(e["root"], n)
     first = _migrate(e, cluster)
-    killed = []
+    held = cluster.holds / "node2"
     try:
-        deadline = time.time() + 600
-        while first.poll() is None and time.time() < deadline and not killed:
-            if len(committed_paths(e["home"], url)) >= kill_after:
-                for pid in cluster.task_processes("node2"):  # a worker of the second node, mid-task
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                    break
+        deadline = time.time() + 300
+        while first.poll() is None and not held.exists() and time.time() < deadline:
             time.sleep(0.05)
+        assert held.exists(), "no task reached node2 (its worker never parked at the hold step)"
+        pid = int(held.read_text())  # the marker appears with its pid in it (a hard link)
+        assert pid in cluster.task_processes("node2"), f"pid {pid} is not a busy Ray worker of node2"
+        # the head goes on: files are committed while node2's worker is parked mid-task
+        (cluster.holds / "head.release").touch()
+        while (first.poll() is None and len(committed_paths(e["home"], url)) < kill_after
+               and time.time() < deadline):
+            time.sleep(0.05)
+        assert len(committed_paths(e["home"], url)) >= kill_after, "the head did not go on working"
+        assert pid in cluster.task_processes("node2"), "node2's worker left its task before the kill"
+        os.kill(pid, signal.SIGKILL)  # a worker of the second node, mid-task
         out, err = first.communicate(timeout=600)
     finally:
+        for name in ("head", "node2"):  # never leave a worker parked
+            (cluster.holds / f"{name}.release").touch()
         if first.poll() is None:
             first.kill()
-    assert killed, "no Ray worker was busy on node2 to be killed"
     assert first.returncode in (0, 1), err[-3000:]
     report = json.loads(out)
     assert report["files"] + report["already_archived"] <= n
@@ -94,5 +115,6 @@ def test_migrate_on_a_two_node_ray_cluster_survives_a_killed_worker(tmp_path, fr
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("cluster", ["committed"], indirect=True)  # killed between commit and removal
 def test_migrate_200_images_on_ray_with_a_killed_worker(tmp_path, fresh_pg_url, cluster):
     _run_kill_rerun(tmp_path, fresh_pg_url, cluster, n=200, kill_after=60)
