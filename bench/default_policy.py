@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 from collections import Counter
@@ -35,11 +36,19 @@ def migrate(out: Path, *args: str) -> dict:
     return json.loads(r.stdout)
 
 
+def writable(root: Path) -> None:
+    """The shared data is read-only and copytree keeps modes: the real run must be able to
+    replace the copies (as any user, not only root)."""
+    for p in [root, *root.rglob("*")]:
+        p.chmod(p.stat().st_mode | stat.S_IWUSR)
+
+
 def main(out: Path, sources: list[Path]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "coll").is_dir():
         for src in sources:
             shutil.copytree(src, out / "coll" / src.resolve().name)
+        writable(out / "coll")
     (out / "config.yaml").write_text(os.environ.get("ARCHIVER_BENCH_CONFIG", "workers: 2\n"))
     steps = {}
     for name, args in (("dry", ("--dry-run",)), ("real", ())):
