@@ -98,6 +98,15 @@ def test_training_writes_an_adapter_beside_the_model_and_records_its_saving(trai
     assert float(steps.pow(2).mean().sqrt()) == pytest.approx(cfg["quantization"]["latent_rms"], rel=1e-4)
 
 
+def another_adapter(adapter: Path, out: Path) -> Path:
+    """A valid adapter for the same model with another digest (a copy with one changed note)."""
+    shutil.copytree(adapter, out, ignore=shutil.ignore_patterns("training", "previous"))
+    cfg = json.loads((out / "adapter.json").read_text())
+    cfg["training"]["note"] = "another adapter"
+    (out / "adapter.json").write_text(json.dumps(cfg))
+    return out
+
+
 def _same_latents(adapter, backbone, paths, log2_s=(-2.0, 0.0, 2.0)):
     """Bytes and squared quantization error in step units of both entropy models on the same
     latents with the same steps (so the same quality)."""
@@ -155,12 +164,7 @@ def test_decoding_refuses_a_missing_or_different_adapter(adapted, bare, held_out
     with pytest.raises(AdapterError, match="no adapter is loaded") as e:
         pipeline.decode_bytes(r.data, bare)
     assert e.value.exit_code == 10
-    other_dir = tmp_path / "other.adapter"
-    shutil.copytree(trained[0], other_dir, ignore=shutil.ignore_patterns("training", "previous"))
-    cfg = json.loads((other_dir / "adapter.json").read_text())
-    cfg["training"]["note"] = "another adapter"
-    (other_dir / "adapter.json").write_text(json.dumps(cfg))
-    other = attach(bare, load_adapter(other_dir))
+    other = attach(bare, load_adapter(another_adapter(trained[0], tmp_path / "other.adapter")))
     with pytest.raises(AdapterError, match="is .*; decode with --adapter"):
         pipeline.decode_bytes(r.data, other)
     # a file made without an adapter decodes with the bare backbone even when one is attached
@@ -373,11 +377,7 @@ def test_migrate_codes_with_the_configured_adapter_and_restore_needs_it(trained,
     assert r.exit_code == 10 and "no adapter is loaded" in r.output, r.output
     assert "Traceback" not in r.output and not photo.exists() and dlc.is_file()
 
-    other = tmp_path / "other.adapter"  # another adapter for the same model: refused too
-    shutil.copytree(trained[0], other, ignore=shutil.ignore_patterns("training", "previous"))
-    cfg = json.loads((other / "adapter.json").read_text())
-    cfg["training"]["note"] = "another adapter"
-    (other / "adapter.json").write_text(json.dumps(cfg))
+    other = another_adapter(trained[0], tmp_path / "other.adapter")  # for the same model: refused too
     write_config(e["config"], **{**e["settings"], "adapter": str(other)})
     r = run_cli("restore", photo, "--json", env=env)
     assert r.exit_code == 10, r.output
