@@ -145,13 +145,17 @@ def _model(state: dict) -> Check:
         return Check("model", "fail", "no usable config")
     name = cfg.backbone
     try:
-        from .codec.backbones import get_backbone
+        from .codec.backbones.lookup import configured_backbone
 
-        b = get_backbone(name, model_path=cfg.diffusers_model, device="cpu")
+        # with the config's adapter: a missing or mismatched one would make every diffusion
+        # file fall back to another codec
+        b = configured_backbone(cfg, device="cpu")
     except Exception as e:  # noqa: BLE001
         return Check("model", "fail", f"backbone {name}: {e}")
-    return Check("model", "ok", f"backbone {b.id}, weights sha256 {b.weights_digest[:16]}...",
-                 {"backbone": b.id, "weights_sha256": b.weights_digest})
+    adapter = getattr(b, "adapter_digest", None)
+    return Check("model", "ok", f"backbone {b.id}, weights sha256 {b.weights_digest[:16]}..."
+                 + (f", adapter sha256 {adapter[:16]}..." if adapter else ""),
+                 {"backbone": b.id, "weights_sha256": b.weights_digest, "adapter_sha256": adapter})
 
 
 def _detectors(state: dict) -> Check:

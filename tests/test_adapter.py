@@ -372,6 +372,14 @@ def test_migrate_codes_with_the_configured_adapter_and_restore_needs_it(trained,
     dlc = Path(row["compressed_path"])
     assert read_header(dlc.read_bytes()).adapter_sha256 == adapter_digest(trained[0])
 
+    r = run_cli("doctor", "--json", env=env)  # the operator's check names the adapter in use
+    model = {c["name"]: c for c in json.loads(r.output)["checks"]}["model"]
+    assert model["status"] == "ok" and model["data"]["adapter_sha256"] == adapter_digest(trained[0])
+    write_config(e["config"], **{**e["settings"], "adapter": str(tmp_path / "missing.adapter")})
+    r = run_cli("doctor", "--json", env=env)
+    model = {c["name"]: c for c in json.loads(r.output)["checks"]}["model"]
+    assert r.exit_code == 1 and model["status"] == "fail" and "adapter not found" in model["detail"], r.output
+
     write_config(e["config"], **{k: v for k, v in e["settings"].items() if k != "adapter"})
     r = run_cli("restore", photo, env=env)
     assert r.exit_code == 10 and "no adapter is loaded" in r.output, r.output
