@@ -62,3 +62,125 @@ def test_nothing_written_outside_the_documented_directories(tmp_path):
     run("stats")
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
     assert sorted(p.name for p in work.iterdir()) == ["a.dlc", "a.png", "b.png"]
+
+
+# -- what each command imports (issue 13, "Fast start-up"; figures in docs/operations.md) --------
+
+#: packages (and parts of them) a command pays for at start-up only if it really uses them
+HEAVY = ("torch", "torch._dynamo", "torch._inductor", "diffusers", "transformers", "torchvision", "huggingface_hub",
+         "compressai", "scipy", "scipy.stats", "sympy", "triton", "torch_geometric", "sqlalchemy", "cv2", "onnxruntime")
+
+#: runs the CLI in this process, then reports which of HEAVY were imported (last stdout line)
+PROBE = """
+import json, sys
+from archiver.cli import main
+code = 0
+try:
+    main(sys.argv[1:], prog_name="archiver")
+except SystemExit as e:
+    code = e.code
+heavy = %r
+print("PROBE " + json.dumps({"exit": code, "loaded": [m for m in heavy if m in sys.modules],
+                              "modules": sorted(m for m in sys.modules if m.startswith("diffusers."))}))
+""" % (HEAVY,)
+
+
+def probe(*args, cwd=None, env=None) -> dict:
+    e = dict(os.environ, PYTHONPATH=str(ROOT))
+    e.pop("ARCHIVER_CONFIG", None)
+    e.update(env or {})
+    r = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, env=e,
+                       cwd=cwd, timeout=600)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("PROBE ")]
+    assert lines, r.stderr
+    import json
+
+    out = json.loads(lines[-1][6:])
+    assert out["exit"] in (0, None), (args, r.stdout, r.stderr)
+    return out
+
+
+def test_help_status_and_a_lossless_restore_import_no_codec_libraries(tmp_path):
+    """`archiver --help`, `status` and restoring lossless files (decoded from their .axl / .jxl,
+    the vault emptied) never import torch, diffusers or anything else the diffusion codec needs."""
+    photos, home = tmp_path / "photos", tmp_path / "home"
+    photos.mkdir()
+    yy, xx = np.mgrid[0:64, 0:96]
+    smooth = np.stack([xx * 2, yy * 3, (xx + yy) % 256], axis=-1).astype(np.uint8)  # lossless shrinks it
+    Image.fromarray(smooth).save(photos / "a.png", compress_level=0)
+    Image.fromarray(smooth).save(photos / "b.jpg", quality=90)
+    env = {"ARCHIVER_HOME": str(home)}
+    env_run = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    env_run.pop("ARCHIVER_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "archiver", "archive", "--policy", "evidence", str(photos)],
+                       capture_output=True, text=True, env=env_run, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png.axl", "b.jpg.jxl"]
+    for p in (home / "vault").rglob("*"):  # restore must decode the compressed files themselves
+        if p.is_file():
+            p.unlink()
+
+    codec_libs = {"torch", "diffusers", "transformers", "torchvision", "huggingface_hub", "compressai", "scipy"}
+    for args in (["--help"], ["status"], ["restore", photos / "a.png", photos / "b.jpg"]):
+        out = probe(*args, env=env)
+        assert codec_libs.isdisjoint(out["loaded"]), (args, out["loaded"])
+    assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a.png.axl", "b.jpg", "b.jpg.jxl"]
+    assert "torch" not in probe("--help")["loaded"] and "sqlalchemy" not in probe("--help")["loaded"]
+
+
+def test_a_tiny_dlc_decode_imports_only_what_it_uses(tmp_path):
+    """`archiver decode` of a release-2 .dlc in a fresh process: the same pixels as the day the
+    fixture was written, with diffusers' UNet module but not the rest of diffusers (every other
+    autoencoder, UNet and transformer model), torch._dynamo/_inductor (sympy, triton),
+    transformers, torchvision or scipy.stats."""
+    src = ROOT / "tests" / "data" / "dlc" / "r2-294c50bd-q40.dlc"
+    out = probe("decode", src, tmp_path / "out.png")
+    want = np.asarray(Image.open(src.with_suffix(".decoded.png")))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), want)
+    assert "torch" in out["loaded"] and "diffusers.models.unets.unet_2d" in out["modules"]
+    unwanted = {"torch._dynamo", "torch._inductor", "transformers", "torchvision", "scipy.stats", "sympy", "triton",
+                "torch_geometric", "sqlalchemy", "cv2", "onnxruntime"}
+    assert unwanted.isdisjoint(out["loaded"]), out["loaded"]
+    for m in ("diffusers.models.autoencoders.autoencoder_kl", "diffusers.models.unets.unet_2d_condition",
+              "diffusers.models.transformers.transformer_sd3", "diffusers.hooks", "diffusers.pipelines"):
+        assert m not in out["modules"], m
+
+
+def test_the_light_diffusers_import_leaves_all_of_diffusers_usable():
+    """After the codec's light import, every other diffusers class still imports (the deferred
+    packages run their real __init__ on demand), as the same class objects, and nothing stays
+    hidden: torch._dynamo imports and diffusers still sees transformers as installed."""
+    out = py("import sys\n"
+             "from archiver.codec import diffusers_light\n"
+             "diffusers_light.load()\n"
+             "import diffusers.models.unets.unet_2d as u2, diffusers.models.unets as unets\n"
+             "from diffusers import AutoencoderKL, UNet2DModel, UNet2DConditionModel, DDIMScheduler\n"
+             "from diffusers.models.autoencoders import AutoencoderTiny\n"
+             "from diffusers.utils import is_transformers_available\n"
+             "import torch._dynamo, transformers\n"
+             "print(UNet2DModel is u2.UNet2DModel, unets.UNet2DConditionModel is UNet2DConditionModel,\n"
+             "      AutoencoderTiny.__name__, is_transformers_available(), sys.modules['torch._dynamo'] is not None)")
+    assert out == "True True AutoencoderTiny True True"
+
+
+def test_an_unexpected_diffusers_layout_falls_back_to_the_plain_import():
+    out = py("import sys\n"
+             "from archiver.codec import diffusers_light\n"
+             "diffusers_light._LAZY_PACKAGES = ('diffusers.models.no_such_package',)\n"
+             "diffusers_light.load()\n"
+             "from diffusers.models.unets.unet_2d import UNet2DModel\n"
+             "print('diffusers.models.autoencoders.autoencoder_kl' in sys.modules,\n"
+             "      sys.modules.get('torch._dynamo', 0) is not None, sys.modules.get('transformers', 0) is not None)")
+    assert out == "True True True"
+
+
+def test_norm_ppf_is_scipy_stats_norm_ppf():
+    """The CDF tables are built with scipy.special.ndtri instead of scipy.stats.norm.ppf: the same
+    doubles (tail masses compressai and the codec use, and a sweep)."""
+    import scipy.stats
+
+    from archiver.codec.entropy import norm_ppf
+
+    qs = [1e-9 / 2, 1e-9, 1e-6, 0.5, 1 - 1e-9] + list(np.random.default_rng(0).uniform(0, 1, 200))
+    for q in qs:
+        assert norm_ppf(q) == scipy.stats.norm.ppf(q)

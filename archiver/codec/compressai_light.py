@@ -13,6 +13,7 @@ falls back to the plain import: slower, never wrong.
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import sys
 
@@ -45,6 +46,26 @@ def load() -> None:
     """Make ``compressai.entropy_models``, ``.layers``, ``.latent_codecs`` and ``.models`` importable cheaply."""
     if "compressai" in sys.modules:
         return
+    # compressai.entropy_models runs `import scipy.stats` (~0.7 CPU-seconds) for one call,
+    # ``norm.ppf`` in GaussianConditional.update, which the codec's entropy models replace by the
+    # same function from scipy.special (entropy.py ``norm_ppf``). While compressai loads,
+    # ``scipy.stats`` is a placeholder; afterwards ``scipy.stats`` is scipy's own lazy submodule
+    # attribute: anyone who does call ``norm.ppf`` gets the real module then.
+    placeholder = None
+    if "scipy.stats" not in sys.modules:
+        import types
+
+        placeholder = sys.modules["scipy.stats"] = types.ModuleType("scipy.stats")
+    try:
+        _load()
+        for name in ("compressai.entropy_models", "compressai.layers", "compressai.latent_codecs", "compressai.models"):
+            importlib.import_module(name)
+    finally:
+        if placeholder is not None and sys.modules.get("scipy.stats") is placeholder:
+            del sys.modules["scipy.stats"]
+
+
+def _load() -> None:
     try:
         _exec_trimmed(*_TRIMS[0])
         reg = _exec_trimmed(*_TRIMS[1])

@@ -10,14 +10,19 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from PIL import Image
 
 from ..errors import UsageError
 from ..imageio import ImageMetadata, load_image
-from .backbones.base import Backbone
-from .pipeline import DecodedImage, EncodeResult, decode_bytes, encode_image
+
+if TYPE_CHECKING:
+    from .backbones.base import Backbone
+    from .pipeline import DecodedImage, EncodeResult
+
+# the pipeline (torch) is imported by the functions that code: checking an output name or a
+# file's header must not cost a torch import (docs/operations.md, "Start-up time")
 
 
 def output_file_mode() -> int:
@@ -80,6 +85,7 @@ def encode_file(src: str | Path, dst: str | Path, backbone: Backbone, *, bpp: Op
                 roi=None, max_pixels: Optional[int] = None, overwrite: bool = True) -> EncodeResult:
     """Read an image file, encode it and write the .dlc atomically."""
     from ..storage.atomic import write_bytes
+    from .pipeline import encode_image
 
     img = load_image(src) if max_pixels is None else load_image(src, max_pixels=max_pixels)
     result = encode_image(img, backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t, roi=roi)
@@ -91,6 +97,7 @@ def decode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone
                 steps: Optional[int] = None, overwrite: bool = True) -> DecodedImage:
     """Decode a .dlc file to an image file (format from ``dst``'s suffix), written atomically."""
     from ..storage.atomic import write_bytes
+    from .pipeline import decode_bytes
 
     fmt = format_for(dst)
     try:

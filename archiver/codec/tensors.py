@@ -7,6 +7,7 @@ exactly alike.
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 
 import numpy as np
@@ -54,19 +55,30 @@ def codec_threads() -> int:
         raise UsageError("ARCHIVER_CODEC_THREADS must be a positive integer") from None
 
 
+def _use_deterministic(mode: bool, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms`` for eager kernels. The public call also sets the
+    switch for ``torch.compile``d code, and to reach it imports ``torch._inductor`` and with it
+    ``torch._dynamo``: ~1.5 CPU-seconds of every decode's start-up, for code archiver never
+    compiles. The eager switch is the same either way; once inductor is loaded, the public call."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
+
+
 @contextmanager
 def deterministic():
     """Same bytes -> same pixels: deterministic kernels and a fixed CPU thread count."""
     prev = torch.are_deterministic_algorithms_enabled()
     prev_bench = torch.backends.cudnn.benchmark
     prev_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _use_deterministic(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
     torch.set_num_threads(codec_threads())
     try:
         with torch.no_grad():
             yield
     finally:
-        torch.use_deterministic_algorithms(prev)
+        _use_deterministic(prev)
         torch.backends.cudnn.benchmark = prev_bench
         torch.set_num_threads(prev_threads)

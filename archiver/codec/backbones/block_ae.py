@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .. import diffusers_light
+
+diffusers_light.load()  # only the diffusers modules used here (start-up time)
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput

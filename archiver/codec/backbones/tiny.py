@@ -121,19 +121,28 @@ def build_vae(config: Optional[dict] = None):
         from .rd_ae import RDAutoencoder
 
         return RDAutoencoder(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-    from diffusers import AutoencoderKL
+    from .. import diffusers_light
+
+    diffusers_light.load()
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     return AutoencoderKL(**cfg)
 
 
 def build_unet(config: Optional[dict] = None):
-    from diffusers import UNet2DModel
+    from .. import diffusers_light
+
+    diffusers_light.load()  # the UNet's module, not all of diffusers (start-up time)
+    from diffusers.models.unets.unet_2d import UNet2DModel
 
     return UNet2DModel(**(config or UNET_CONFIG))
 
 
 def build_scheduler(config: Optional[dict] = None):
-    from diffusers import DDIMScheduler
+    from .. import diffusers_light
+
+    diffusers_light.load()
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     return DDIMScheduler(**(config or SCHEDULER_CONFIG))
 
@@ -177,9 +186,11 @@ def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, devi
               eta: float = 0.0, trained_grid: bool = False):
     from .diffusers_backbone import DiffusersBackbone
 
-    # channels-last convolutions are ~30% faster on CPU for these small channel counts
-    vae.eval().requires_grad_(False).to(memory_format=torch.channels_last)
-    unet.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    # channels-last convolutions are ~30% faster on CPU for these small channel counts (torch's own
+    # Module.to: diffusers' override would import its offloading hooks and torch._dynamo, ~1.5
+    # CPU-seconds of start-up, to check for offloading these freshly built models cannot have)
+    torch.nn.Module.to(vae.eval().requires_grad_(False), memory_format=torch.channels_last)
+    torch.nn.Module.to(unet.eval().requires_grad_(False), memory_format=torch.channels_last)
     if entropy is not None:
         entropy.eval().requires_grad_(False)
     backbone = DiffusersBackbone.from_components(

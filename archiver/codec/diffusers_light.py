@@ -1,0 +1,110 @@
+"""Import the diffusers classes the embedded backbones use without the rest of diffusers.
+
+Why: ``from diffusers.models.autoencoders.vae import ...`` runs the ``__init__`` of
+``diffusers.models.autoencoders``, which imports every autoencoder diffusers ships (~40, some
+pulling ``transformers``); ``unet_2d`` does the same through ``diffusers.models.unets`` and
+``diffusers.models.transformers`` (~100 transformer models); and ``diffusers.utils`` imports
+``torch._dynamo`` (with sympy, triton and torch.distributed) only to get the ``torch.compile``
+hint ``maybe_allow_in_graph``; ``diffusers.quantizers`` imports ``transformers``. Together that was ~5 of the ~8 CPU-seconds of an ``archiver
+decode`` of a small .dlc (docs/operations.md, "Start-up time").
+
+``load()`` makes those three sub-packages plain namespaces while the codec's modules load (each
+runs its real ``__init__`` the first time anything else is asked of it, so later imports of any
+other diffusers class work as usual), and hides ``torch._dynamo`` and ``transformers`` during
+that import, so diffusers takes its own fallbacks for them: ``maybe_allow_in_graph`` = identity
+(a ``torch.compile`` hint; archiver never compiles) and a placeholder for transformers'
+quantization config (used only by quantized pipelines, which archiver does not build). Nothing
+the codec's arithmetic depends on. The classes are
+diffusers' own, loaded from diffusers' own files: decoded pixels are bit-identical (the
+release fixtures in tests/data/dlc check it). When anything is unexpected (another diffusers
+layout) it falls back to the plain import: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+import types
+
+#: sub-packages whose ``__init__`` imports every model of its kind
+_LAZY_PACKAGES = ("diffusers.models.autoencoders", "diffusers.models.unets", "diffusers.models.transformers")
+#: what the embedded backbones import (block_ae.py, rd_ae.py, tiny.py)
+_NEEDED = ("diffusers.configuration_utils", "diffusers.models.modeling_utils", "diffusers.models.modeling_outputs",
+           "diffusers.models.autoencoders.vae", "diffusers.models.unets.unet_2d",
+           "diffusers.schedulers.scheduling_ddim")
+
+_lock = threading.RLock()
+
+
+def _deferred_package(name: str) -> types.ModuleType:
+    """The package ``name`` without running its ``__init__`` until an attribute that is not a
+    loaded submodule is asked for (PEP 562 ``__getattr__``)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError(name)
+    mod = importlib.util.module_from_spec(spec)
+
+    def __getattr__(attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        if importlib.util.find_spec(f"{name}.{attr}") is not None:  # a submodule: load just that
+            return importlib.import_module(f"{name}.{attr}")
+        with _lock:
+            if mod.__dict__.get("__getattr__") is __getattr__:
+                del mod.__dict__["__getattr__"]
+                spec.loader.exec_module(mod)  # the real __init__, in the same module object
+        try:
+            return mod.__dict__[attr]
+        except KeyError:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
+
+    mod.__getattr__ = __getattr__
+    sys.modules[name] = mod
+    parent, _, child = name.rpartition(".")
+    setattr(sys.modules[parent], child, mod)
+    return mod
+
+
+def load() -> None:
+    """Make the modules in ``_NEEDED`` importable cheaply (idempotent; a no-op once diffusers
+    was imported some other way: there is nothing left to save)."""
+    with _lock:
+        if "diffusers" in sys.modules:
+            return
+        import torch  # noqa: F401  imported normally, before anything is hidden
+
+        hidden: list[str] = []
+
+        def hide(name: str) -> None:
+            if name not in sys.modules:
+                sys.modules[name] = None  # `import name` raises ImportError meanwhile
+                hidden.append(name)
+
+        try:
+            hide("torch._dynamo")
+            import diffusers.models  # noqa: F401  diffusers' lazy top level (and diffusers.utils)
+
+            # only now: diffusers.utils records which packages are installed (find_spec would
+            # report a hidden one as missing for the rest of the process)
+            hide("transformers")
+            for name in _LAZY_PACKAGES:
+                _deferred_package(name)
+            for name in _NEEDED:
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - any surprise: forget the partial modules, import the plain way
+            for k in [k for k in sys.modules if k == "diffusers" or k.startswith("diffusers.")]:
+                del sys.modules[k]
+            _unhide(hidden)
+            hidden.clear()
+            for name in _NEEDED:
+                importlib.import_module(name)
+        finally:
+            _unhide(hidden)
+
+
+def _unhide(names) -> None:
+    for name in names:
+        if sys.modules.get(name, 0) is None:
+            del sys.modules[name]
