@@ -139,6 +139,17 @@ def _policy(state: dict) -> Check:
     return Check("policy", "ok", f"'{p.name}' ({p.source}), {len(p.rules)} rules")
 
 
+def _codecs(state: dict) -> Check:
+    """Every registered codec this installation can run; one that cannot is skipped by the chain
+    (the next codec in the rule's list is tried), so it is a warning, not a failure."""
+    from . import codecs
+
+    missing = {n: why for n in codecs.names() if (why := codecs.codec_class(n).unavailable())}
+    ok = [n for n in codecs.names() if n not in missing]
+    detail = ", ".join(ok) + "".join(f"; {n} unavailable: {why}" for n, why in missing.items())
+    return Check("codecs", "warn" if missing else "ok", detail, {"available": ok, "unavailable": missing})
+
+
 def _model(state: dict) -> Check:
     cfg = state.get("cfg")
     if cfg is None:
@@ -197,8 +208,8 @@ def _writers(state: dict) -> Check:
     return Check("open-writer check", "ok", "sees every process's open files", {"hidden_processes": 0})
 
 
-CHECKS: list[Callable[[dict], Check]] = [_config, _catalog, _vault, _space, _roots, _policy, _model, _detectors, _gpu,
-                                         _writers]
+CHECKS: list[Callable[[dict], Check]] = [_config, _catalog, _vault, _space, _roots, _policy, _codecs, _model,
+                                         _detectors, _gpu, _writers]
 
 
 def run_checks() -> list[Check]:

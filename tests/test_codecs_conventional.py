@@ -134,3 +134,19 @@ def test_damaged_artifacts_fail_verification_not_crash():
     v = codec.verify(enc.data[: len(enc.data) // 2], src, Target(floor={"min_psnr": 28.0}))
     assert not v.ok and "does not decode" in v.why
     assert not get_codec("avif").verify(enc.data, src, Target()).ok, "a JPEG XL file is not an AVIF"
+
+
+def test_without_avif_support_the_chain_says_why_and_moves_on(monkeypatch):
+    """A Pillow that cannot write AVIF: a clear reason (not Pillow's KeyError), then the next codec."""
+    from PIL import features
+
+    from archiver.codecs.choice import Choice
+
+    real = features.check
+    monkeypatch.setattr(features, "check", lambda f, *a, **k: False if f == "avif" else real(f, *a, **k))
+    ch = Choice("avif", {"floor": FLOOR, "fallback": ["jxl", "lossless"]})
+    codec, enc = next(ch.candidates(_source(_photo())))
+    assert codec.name == "jxl" and enc.codec == "jxl"
+    (a,) = ch.attempts
+    assert (a.codec, a.ok) == ("avif", False) and a.why == ("unavailable (this Pillow cannot write AVIF "
+                                                           "(Pillow >= 11.3 wheels include libavif))")

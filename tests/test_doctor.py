@@ -33,6 +33,8 @@ def test_doctor_reports_config_vault_space_and_problems(tmp_path):
     assert c["catalog"]["status"] == "ok" and "not created yet" in c["catalog"]["detail"]
     assert c["model"]["status"] == "ok" and c["model"]["data"]["backbone"] == "tiny"
     assert {"vault", "policy", "gpu", "detectors", "open-writer check"} <= set(c)
+    assert c["codecs"]["status"] == "ok"
+    assert c["codecs"]["data"]["available"] == ["diffusion", "lossless", "avif", "jxl"]
     assert not (tmp_path / "state").exists()  # looking creates nothing
 
     (tmp_path / "photos").mkdir()
@@ -46,3 +48,17 @@ def test_doctor_reports_a_broken_config_instead_of_failing(tmp_path):
     r, c = doctor(tmp_path, "workers: [not a number\n")
     assert r.returncode == 1 and c["config"]["status"] == "fail" and "invalid YAML" in c["config"]["detail"]
     assert "Traceback" not in r.stderr
+
+
+def test_doctor_warns_about_a_codec_this_installation_cannot_run(monkeypatch):
+    """A Pillow without AVIF: the chain skips avif (next codec), and doctor says why."""
+    from PIL import features
+
+    from archiver.doctor import _codecs
+
+    real = features.check
+    monkeypatch.setattr(features, "check", lambda f, *a, **k: False if f == "avif" else real(f, *a, **k))
+    c = _codecs({})
+    why = "this Pillow cannot write AVIF (Pillow >= 11.3 wheels include libavif)"
+    assert c.status == "warn" and c.data["unavailable"] == {"avif": why}
+    assert "avif unavailable" in c.detail and "avif" not in c.data["available"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from .conventional import PillowLossyCodec
 from .registry import register_codec
 
@@ -14,6 +16,14 @@ class AvifCodec(PillowLossyCodec):
     summary = "conventional lossy: AVIF at the smallest quality that meets the floor"
     #: libaom speed 6 (Pillow's default): 0 is slowest/smallest, 10 fastest
     speed = 6
+
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        from PIL import features
+
+        if features.check("avif"):
+            return None
+        return "this Pillow cannot write AVIF (Pillow >= 11.3 wheels include libavif)"
 
     def save_options(self) -> dict:
         return {"speed": self.speed, "max_threads": 1}

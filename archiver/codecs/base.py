@@ -178,6 +178,12 @@ class Codec:
     def lossy(self) -> bool:
         return self.exactness is Exactness.APPROX
 
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        """Why this codec cannot run on this installation (a library or plugin missing), or None.
+        The chain then moves on to the next codec; ``archiver doctor`` shows it."""
+        return None
+
     # -- the interface -------------------------------------------------------------------------
     def encode(self, source: Source, target: Target) -> Encoded:
         """The artifact for ``source``; raises ``CodecRefused`` when this codec cannot serve it."""

@@ -15,6 +15,7 @@ from typing import Optional
 
 from PIL import Image
 
+from ..errors import ArchiverError
 from ..imageio import LoadedImage
 from .base import Codec, CodecRefused, Encoded, Exactness, Source, Target, Verdict, guard, measure
 
@@ -42,7 +43,10 @@ class PillowLossyCodec(Codec):
         return {}
 
     def _plugin(self) -> None:
-        """Import whatever registers ``pil_format`` with Pillow."""
+        """Make sure Pillow can write ``pil_format`` (a clear error instead of Pillow's KeyError)."""
+        why = self.unavailable()
+        if why:
+            raise ArchiverError(why)
 
     def encode_at(self, img: LoadedImage, quality: int) -> bytes:
         self._plugin()

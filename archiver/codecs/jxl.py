@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Optional
+
 from .conventional import PillowLossyCodec
 from .registry import register_codec
 
@@ -15,7 +18,14 @@ class JxlCodec(PillowLossyCodec):
     #: libjxl effort 7 (its default): 1 fastest, 9 smallest
     effort = 7
 
+    @classmethod
+    def unavailable(cls) -> Optional[str]:
+        if importlib.util.find_spec("pillow_jxl") is None:
+            return "pillow-jxl-plugin is not installed (pip install pillow-jxl-plugin)"
+        return None
+
     def _plugin(self) -> None:
+        super()._plugin()
         import pillow_jxl  # noqa: F401  registers JXL with Pillow
 
     def save_options(self) -> dict:
