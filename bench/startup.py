@@ -70,27 +70,31 @@ def _prepare(argv: list[str], env: dict, cwd: Path) -> None:
         raise SystemExit(f"bench/startup.py: {' '.join(argv)} failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
 
 
-def setup(work: Path, image: Path | None, env: dict) -> dict[str, list[str]]:
-    """Prepare inputs (not timed) and return case name -> argv."""
-    arch = [sys.executable, "-m", "archiver"]
-    src = work / "a.png"
-    if image:
-        shutil.copyfile(image, src)
-    else:
-        make_image(src)
-    _prepare([*arch, "encode", str(src), str(work / "a.dlc")], env, work)
-    photos = work / "photos"
-    photos.mkdir()
-    shutil.copyfile(src, photos / "p.png")
-    from PIL import Image
+CASES = ("help", "status", "restore-lossless", "decode-dlc", "import-torch")
 
-    Image.open(src).convert("RGB").save(photos / "j.jpg", quality=90)
-    _prepare([*arch, "archive", "--policy", "evidence", str(photos)], env, work)
-    restore = [*arch, "restore", str(photos / "p.png"), str(photos / "j.jpg")]
+
+def setup(work: Path, image: Path | None, env: dict, cases) -> dict[str, list[str]]:
+    """Prepare the inputs ``cases`` need (not timed) and return case name -> argv."""
+    arch = [sys.executable, "-m", "archiver"]
+    src, photos = work / "a.png", work / "photos"
+    if {"decode-dlc", "restore-lossless"} & set(cases):
+        if image:
+            shutil.copyfile(image, src)
+        else:
+            make_image(src)
+    if "decode-dlc" in cases:
+        _prepare([*arch, "encode", str(src), str(work / "a.dlc")], env, work)
+    if "restore-lossless" in cases:
+        from PIL import Image
+
+        photos.mkdir()
+        shutil.copyfile(src, photos / "p.png")
+        Image.open(src).convert("RGB").save(photos / "j.jpg", quality=90)
+        _prepare([*arch, "archive", "--policy", "evidence", str(photos)], env, work)
     return {
         "help": [*arch, "--help"],
         "status": [*arch, "status"],
-        "restore-lossless": restore,
+        "restore-lossless": [*arch, "restore", str(photos / "p.png"), str(photos / "j.jpg")],
         "decode-dlc": [*arch, "decode", "--force", str(work / "a.dlc"), str(work / "out.png")],
         "import-torch": [sys.executable, "-c", "import torch"],
     }
@@ -125,11 +129,11 @@ def main(argv=None) -> int:
         home = work / "home"
         env = dict(os.environ, ARCHIVER_HOME=str(home), PYTHONPATH=str(args.repo.resolve()))
         env.pop("ARCHIVER_CONFIG", None)
-        cases = setup(work, args.image, env)
-        names = args.cases or list(cases)
-        unknown = [n for n in names if n not in cases]
+        names = args.cases or list(CASES)
+        unknown = [n for n in names if n not in CASES]
         if unknown:
-            ap.error(f"unknown case(s) {', '.join(unknown)} (known: {', '.join(cases)})")
+            ap.error(f"unknown case(s) {', '.join(unknown)} (known: {', '.join(CASES)})")
+        cases = setup(work, args.image, env, names)
         load_before = os.getloadavg()
         results = []
         for name in names:
