@@ -1,23 +1,24 @@
 """Import the diffusers classes the embedded backbones use without the rest of diffusers.
 
 Why: ``from diffusers.models.autoencoders.vae import ...`` runs the ``__init__`` of
-``diffusers.models.autoencoders``, which imports every autoencoder diffusers ships (~40, some
-pulling ``transformers``); ``unet_2d`` does the same through ``diffusers.models.unets`` and
-``diffusers.models.transformers`` (~100 transformer models); and ``diffusers.utils`` imports
-``torch._dynamo`` (with sympy, triton and torch.distributed) only to get the ``torch.compile``
-hint ``maybe_allow_in_graph``; ``diffusers.quantizers`` imports ``transformers``. Together that was ~5 of the ~8 CPU-seconds of an ``archiver
-decode`` of a small .dlc (docs/operations.md, "Start-up time").
+``diffusers.models.autoencoders``, which imports every autoencoder diffusers ships (~40);
+``unet_2d`` does the same through ``diffusers.models.unets`` and ``diffusers.models.transformers``
+(~100 transformer models); ``diffusers.utils`` imports ``torch._dynamo`` (with sympy, triton and
+torch.distributed) only for the ``torch.compile`` hint ``maybe_allow_in_graph``; and
+``diffusers.quantizers`` imports ``transformers``. Together with ``torch._inductor`` (see
+``tensors._use_deterministic``) that was ~5 of the ~10 CPU-seconds of an ``archiver decode`` of a
+small .dlc (docs/operations.md, "Start-up time").
 
 ``load()`` makes those three sub-packages plain namespaces while the codec's modules load (each
 runs its real ``__init__`` the first time anything else is asked of it, so later imports of any
-other diffusers class work as usual), and hides ``torch._dynamo`` and ``transformers`` during
-that import, so diffusers takes its own fallbacks for them: ``maybe_allow_in_graph`` = identity
-(a ``torch.compile`` hint; archiver never compiles) and a placeholder for transformers'
-quantization config (used only by quantized pipelines, which archiver does not build). Nothing
-the codec's arithmetic depends on. The classes are
-diffusers' own, loaded from diffusers' own files: decoded pixels are bit-identical (the
-release fixtures in tests/data/dlc check it). When anything is unexpected (another diffusers
-layout) it falls back to the plain import: slower, never wrong.
+other diffusers class work as usual, as the same class objects), and hides ``torch._dynamo`` and
+``transformers`` during that import, so diffusers takes its own fallbacks for them:
+``maybe_allow_in_graph`` = identity (a ``torch.compile`` hint; archiver never compiles) and a
+placeholder for transformers' quantization config (used only by quantized pipelines, which
+archiver does not build). Nothing the codec computes depends on either. The classes are
+diffusers' own, loaded from diffusers' own files: decoded pixels are bit-identical (the release
+fixtures in tests/data/dlc check it, in a fresh process). When anything is unexpected (another
+diffusers layout) it falls back to the plain import: slower, never wrong.
 """
 
 from __future__ import annotations
