@@ -1,0 +1,257 @@
+#!/usr/bin/env python
+"""Compare weights releases of the embedded model with each other and with AVIF/WebP/JPEG/JPEG XL,
+at equal bytes, on a folder of images (the ship decision: docs/benchmarks.md, "Release 3").
+
+    python bench/release_compare.py run DIR OUT --model r3=DIR [--model r2=DIR ...] [--codecs avif,webp,jxl,jpeg]
+    python bench/release_compare.py report OUT [OUT ...] [--png PLOT.png] [--json]
+
+`archiver bench` finds each codec's setting for a target rate by bisection (about ten real
+encodes per image and rate); on a shared 2-core machine that is too slow for a 17 M-parameter
+model. Here each model codes every image at a few fixed qualities (each a real file: real
+bytes, decoded with the model's diffusion steps and with none), and its figures at 0.1, 0.2 and
+0.3 bpp are read off the image's own curve, linear in log(bpp) between the two measured points
+around the rate (never extrapolated: an image whose points do not bracket a rate is left out of
+that rate, and the report says how many images each rate holds). Conventional codecs get the
+bench's bisection at each rate (real equal bytes). ``run`` appends one JSON line per measurement
+to OUT/points.jsonl and skips what is there: it can be stopped and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RATES = (0.1, 0.2, 0.3)
+QUALITIES = (38, 50, 62)
+EXTRA_LOW, EXTRA_HIGH = 26, 74  # added when the fixed ones do not bracket 0.1 / 0.3 bpp
+METRICS = ("psnr", "ms_ssim", "spectral_distance")
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def _done(points: Path) -> set:
+    if not points.is_file():
+        return set()
+    return {(r["image"], r["codec"], r.get("quality"), r.get("target_bpp"))
+            for r in map(json.loads, points.read_text().splitlines())}
+
+
+def _measure(orig: np.ndarray, rec) -> dict:
+    from archiver.metrics import ms_ssim, psnr, spectral_distance
+
+    rec = np.asarray(rec.convert("RGB"))
+    return {"psnr": psnr(orig, rec), "ms_ssim": ms_ssim(orig, rec), "spectral_distance": spectral_distance(orig, rec)}
+
+
+@click.group()
+def cli():
+    """Release comparison at equal bytes (see the module docs)."""
+
+
+@cli.command()
+@click.argument("images", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--model", "models", multiple=True, required=True,
+              help="NAME=WEIGHTS_DIR (repeatable); NAME@0.5=DIR decodes those weights with t_scale 0.5")
+@click.option("--codecs", default="avif,webp,jxl,jpeg", show_default=True)
+def run(images, out, models, codecs):
+    """Measure every image: each model at fixed qualities, each codec at each rate."""
+    import torch
+
+    from archiver.bench.codecs import get_codec
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.imageio import load_image
+
+    torch.set_num_threads(2)
+    out.mkdir(parents=True, exist_ok=True)
+    points = out / "points.jsonl"
+    done = _done(points)
+    bbs = {}
+    for m in models:
+        name, _, wd = m.partition("=")
+        bbs[name] = bb = load_tiny(device="cpu", weights_dir=wd or None)
+        if "@" in name:  # NAME@T_SCALE: the same weights, decoding from t_scale x the SNR-matched step
+            bb.t_scale = float(name.partition("@")[2])
+    conv = [get_codec(c) for c in codecs.split(",") if c]
+    conv = [c for c in conv if c.available()[0]]
+    with open(points, "a") as log:
+        def put(rec):
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+
+        for path in _images(images):
+            img = load_image(path)
+            orig = np.asarray(img.rgb.convert("RGB"))
+            for c in conv:
+                for b in RATES:
+                    if (path.name, c.name, None, b) in done:
+                        continue
+                    found = c.search(img.rgb.convert("RGB"), b)
+                    rec = c.decode(found.data)
+                    put({"image": path.name, "codec": c.name, "target_bpp": b, "quality": None,
+                         "bpp": len(found.data) * 8 / (img.width * img.height), **_measure(orig, rec)})
+            for name, bb in bbs.items():
+                got, tried = [], []
+                qs = list(QUALITIES)
+                while qs:
+                    q = qs.pop(0)
+                    tried.append(q)
+                    if (path.name, name, q, None) in done:
+                        continue
+                    with torch.no_grad():
+                        enc = encode_image(img, bb, quality=float(q))
+                        t0, c0 = time.perf_counter(), time.process_time()
+                        diff = decode_bytes(enc.data, bb)
+                        dec_wall, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
+                        # the no-diffusion decode does not depend on t: measured for the plain name only
+                        plain = None if "@" in name else decode_bytes(enc.data, bb, steps=0)
+                    put({"image": path.name, "codec": name, "quality": q, "target_bpp": None, "bpp": enc.bpp,
+                         "t": enc.t, "decode_s": dec_wall, "decode_cpu_s": dec_cpu, "pixels": img.width * img.height,
+                         **_measure(orig, diff.image),
+                         **({} if plain is None else
+                            {f"nodiff_{k}": v for k, v in _measure(orig, plain.image).items()})})
+                    got.append(enc.bpp)
+                    if not qs and got:  # widen the sweep when it does not bracket the published rates
+                        if min(got) > RATES[0] and EXTRA_LOW not in tried:
+                            qs.append(EXTRA_LOW)
+                        elif max(got) < RATES[-1] and EXTRA_HIGH not in tried:
+                            qs.append(EXTRA_HIGH)
+            click.echo(f"{path.name} done", err=True)
+
+
+def _interp(pts: list[tuple[float, float]], bpp: float):
+    """Value at ``bpp`` on an image's curve, linear in log(bpp) between bracketing points."""
+    pts = sorted(pts)
+    for (b0, v0), (b1, v1) in zip(pts, pts[1:]):
+        if b0 <= bpp <= b1 and b1 > b0:
+            w = (math.log(bpp) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return v0 + w * (v1 - v0)
+    return None
+
+
+def summarize(out: list[Path], only: tuple = ()) -> dict:
+    """Mean figures per codec and rate over the same images for every codec: those every codec
+    measured and, for the models, whose curves bracket the rate (paired, not each on its own)."""
+    recs = [json.loads(line) for d in out for line in (Path(d) / "points.jsonl").read_text().splitlines()]
+    by: dict = {}
+    for r in recs:
+        if not only or r["codec"] in only:
+            by.setdefault(r["codec"], []).append(r)
+    res: dict = {"rates": {}}
+    for b in RATES:
+        table: dict = {}  # codec -> image -> {metric: value}
+        for codec, rs in by.items():
+            per_img: dict = {}
+            for r in rs:
+                per_img.setdefault(r["image"], []).append(r)
+            keys = METRICS + (tuple(f"nodiff_{m}" for m in METRICS) if all("nodiff_psnr" in r for r in rs) else ())
+            for im, img_rs in per_img.items():
+                if img_rs[0]["quality"] is None:  # conventional: measured at the rate
+                    hit = [r for r in img_rs if r["target_bpp"] == b]
+                    got = {k: hit[0][k] for k in METRICS + ("bpp",)} if hit else None
+                else:
+                    got = {k: _interp([(r["bpp"], r[k]) for r in img_rs], b) for k in keys}
+                    got["bpp"] = b
+                if got and None not in got.values():
+                    table.setdefault(codec, {})[im] = got
+        common = set.intersection(*(set(v) for v in table.values())) if table else set()
+        row = {}
+        for codec, imgs in table.items():
+            vals = [imgs[im] for im in sorted(common)]
+            if vals:
+                row[codec] = {"n": len(vals), **{k: float(np.mean([v[k] for v in vals])) for k in vals[0]}}
+        res["rates"][f"{b:g}"] = row
+        res.setdefault("images", {})[f"{b:g}"] = sorted(common)
+    # decode time of a model: seconds per megapixel (its diffusion steps), over every point measured
+    res["decode"] = {c: {"s_per_mp": float(np.mean([r["decode_s"] / r["pixels"] * 1e6 for r in rs])),
+                         "cpu_s_per_mp": float(np.mean([r["decode_cpu_s"] / r["pixels"] * 1e6 for r in rs]))}
+                     for c, rs in by.items() if rs[0]["quality"] is not None}
+    res["per_image"] = _per_image(by)
+    return res
+
+
+def _per_image(by: dict) -> dict:
+    """Per image and rate, each model's and each codec's MS-SSIM (for 'better on N of M')."""
+    out: dict = {}
+    for codec, rs in by.items():
+        per_img = {}
+        for r in rs:
+            per_img.setdefault(r["image"], []).append(r)
+        for im, img_rs in per_img.items():
+            for b in RATES:
+                if img_rs[0]["quality"] is None:
+                    v = next((r["ms_ssim"] for r in img_rs if r["target_bpp"] == b), None)
+                else:
+                    v = _interp([(r["bpp"], r["ms_ssim"]) for r in img_rs], b)
+                out.setdefault(f"{b:g}", {}).setdefault(im, {})[codec] = v
+    return out
+
+
+def plot(out: list[Path], png: Path, title: str, only: tuple = ()) -> None:
+    """Rate–quality curves: each model's points averaged per quality, conventional codecs per rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = summarize(out, only)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    codecs = sorted({c for row in res["rates"].values() for c in row})
+    for ax, k, label in zip(axes, METRICS, ("PSNR (dB) ↑", "MS-SSIM ↑", "spectral distance ↓")):
+        for c in codecs:
+            xs = [float(b) for b, row in res["rates"].items() if row.get(c, {}).get(k) is not None]
+            ys = [res["rates"][f"{b:g}"][c][k] for b in xs]
+            style = "-o" if c.startswith("r") else "--s"
+            ax.plot([res["rates"][f"{b:g}"][c]["bpp"] for b in xs], ys, style, ms=4, label=c)
+            if c.startswith("r") and "@" not in c:
+                ys2 = [res["rates"][f"{b:g}"][c].get(f"nodiff_{k}") for b in xs]
+                ax.plot(xs, ys2, ":", lw=1, label=f"{c} no diffusion")
+        ax.set_xlabel("bits per pixel (real file size)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+
+
+@cli.command()
+@click.argument("out", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--png", type=click.Path(path_type=Path), default=None)
+@click.option("--title", default="rate–quality at equal bytes")
+@click.option("--only", default="", help="these codecs only (comma-separated): the images they all have")
+@click.option("--json", "as_json", is_flag=True)
+def report(out, png, title, only, as_json):
+    """Means per codec and rate (and a plot)."""
+    only = tuple(c for c in only.split(",") if c)
+    res = summarize(out, only)
+    if png:
+        plot(out, png, title, only)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in res.items() if k != "per_image"}, indent=1))
+        return
+    for b, row in res["rates"].items():
+        for c, v in sorted(row.items()):
+            nd = "" if v.get("nodiff_psnr") is None else (
+                f"  | no diffusion {v['nodiff_psnr']:.2f} dB {v['nodiff_ms_ssim']:.4f} {v['nodiff_spectral_distance']:.3f}")
+            click.echo(f"{b} {c:6s} n={v['n']:2d} bpp {v['bpp']:.3f}  {v['psnr']:.2f} dB  MS-SSIM {v['ms_ssim']:.4f}"
+                       f"  spectral {v['spectral_distance']:.3f}{nd}")
+    for c, d in res["decode"].items():
+        click.echo(f"decode {c}: {d['s_per_mp']:.2f} s/MP wall, {d['cpu_s_per_mp']:.2f} CPU-s/MP")
+
+
+if __name__ == "__main__":
+    cli()
