@@ -141,14 +141,28 @@ def _interp(pts: list[tuple[float, float]], bpp: float):
     return None
 
 
-def summarize(out: list[Path], only: tuple = ()) -> dict:
+def _bench_records(bench_results: tuple) -> list[dict]:
+    """Records of an earlier `archiver bench` run (NAME=results.json), as codecs 'NAME:codec'
+    measured at each target rate: e.g. the published release-2 Kodak run."""
+    out = []
+    for spec in bench_results:
+        name, _, path = spec.partition("=")
+        for r in json.loads(Path(path).read_text())["records"]:
+            if r.get("target_bpp") in RATES and r.get("psnr") is not None:
+                out.append({"image": r["image"], "codec": f"{name}:{r['codec']}", "quality": None,
+                            "target_bpp": r["target_bpp"], "bpp": r["bpp"], **{k: r[k] for k in METRICS}})
+    return out
+
+
+def summarize(out: list[Path], only: tuple = (), bench_results: tuple = (), alias: dict | None = None) -> dict:
     """Mean figures per codec and rate over the same images for every codec: those every codec
     measured and, for the models, whose curves bracket the rate (paired, not each on its own)."""
     recs = [json.loads(line) for d in out for line in (Path(d) / "points.jsonl").read_text().splitlines()]
+    recs += _bench_records(bench_results)
     by: dict = {}
     for r in recs:
         if not only or r["codec"] in only:
-            by.setdefault(r["codec"], []).append(r)
+            by.setdefault((alias or {}).get(r["codec"], r["codec"]), []).append(r)
     res: dict = {"rates": {}}
     for b in RATES:
         table: dict = {}  # codec -> image -> {metric: value}
@@ -199,25 +213,38 @@ def _per_image(by: dict) -> dict:
     return out
 
 
-def plot(out: list[Path], png: Path, title: str, only: tuple = ()) -> None:
+def _label(codec: str) -> str:
+    """'r3@0.25' -> 'release 3, t_scale 0.25'; 'r2:webp' (an earlier bench run's codec) -> 'WebP'."""
+    name, _, inner = codec.partition(":")
+    base, _, ts = name.partition("@")
+    rel = f"release {base[1:]}" if base[:1] == "r" and base[1:].isdigit() else base
+    if inner:
+        return {"ours": rel, "ours-nodiff": f"{rel}, no diffusion", "avif": "AVIF", "webp": "WebP", "jpeg": "JPEG",
+                "jxl": "JPEG XL"}.get(inner, inner)
+    return {"avif": "AVIF", "webp": "WebP", "jpeg": "JPEG", "jxl": "JPEG XL"}.get(codec, rel + (f", t_scale {ts}" if ts else ""))
+
+
+def plot(out: list[Path], png: Path, title: str, only: tuple = (), bench_results: tuple = (),
+         alias: dict | None = None) -> None:
     """Rate–quality curves: each model's points averaged per quality, conventional codecs per rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    res = summarize(out, only)
+    res = summarize(out, only, bench_results, alias)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     codecs = sorted({c for row in res["rates"].values() for c in row})
     for ax, k, label in zip(axes, METRICS, ("PSNR (dB) ↑", "MS-SSIM ↑", "spectral distance ↓")):
         for c in codecs:
             xs = [float(b) for b, row in res["rates"].items() if row.get(c, {}).get(k) is not None]
             ys = [res["rates"][f"{b:g}"][c][k] for b in xs]
-            style = "-o" if c.startswith("r") else "--s"
-            ax.plot([res["rates"][f"{b:g}"][c]["bpp"] for b in xs], ys, style, ms=4, label=c)
-            if c.startswith("r") and "@" not in c:
-                ys2 = [res["rates"][f"{b:g}"][c].get(f"nodiff_{k}") for b in xs]
-                ax.plot(xs, ys2, ":", lw=1, label=f"{c} no diffusion")
+            model = c.startswith("r") and ":" not in c or c.endswith(":ours")
+            style = "-o" if model else "--s"
+            ax.plot([res["rates"][f"{b:g}"][c]["bpp"] for b in xs], ys, style, ms=4, label=_label(c))
+            ys2 = [res["rates"][f"{b:g}"][c].get(f"nodiff_{k}") for b in xs]
+            if model and ":" not in c and ys2 and None not in ys2:
+                ax.plot(xs, ys2, ":", lw=1, label=f"{_label(c).split(',')[0]}, no diffusion")
         ax.set_xlabel("bits per pixel (real file size)")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
@@ -233,13 +260,16 @@ def plot(out: list[Path], png: Path, title: str, only: tuple = ()) -> None:
 @click.option("--png", type=click.Path(path_type=Path), default=None)
 @click.option("--title", default="rate–quality at equal bytes")
 @click.option("--only", default="", help="these codecs only (comma-separated): the images they all have")
+@click.option("--bench-results", multiple=True, help="NAME=results.json of an `archiver bench` run on the same images")
+@click.option("--alias", multiple=True, help="OLD=NEW: report codec OLD under the name NEW (after --only)")
 @click.option("--json", "as_json", is_flag=True)
-def report(out, png, title, only, as_json):
+def report(out, png, title, only, bench_results, alias, as_json):
     """Means per codec and rate (and a plot)."""
     only = tuple(c for c in only.split(",") if c)
-    res = summarize(out, only)
+    alias = dict(a.split("=", 1) for a in alias)
+    res = summarize(out, only, bench_results, alias)
     if png:
-        plot(out, png, title, only)
+        plot(out, png, title, only, bench_results, alias)
     if as_json:
         click.echo(json.dumps({k: v for k, v in res.items() if k != "per_image"}, indent=1))
         return

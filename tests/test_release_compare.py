@@ -1,0 +1,58 @@
+"""bench/release_compare.py, the release-3 ship measurement: a model's figures at a rate come from
+each image's own curve (log-bpp interpolation, never extrapolated) and every codec in a table is
+averaged over the same images."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "release_compare.py"
+
+
+@pytest.fixture(scope="module")
+def rc():
+    spec = importlib.util.spec_from_file_location("release_compare", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _model_point(image, codec, q, bpp, psnr):
+    return {"image": image, "codec": codec, "quality": q, "target_bpp": None, "bpp": bpp, "psnr": psnr,
+            "ms_ssim": psnr / 30, "spectral_distance": 1.0, "nodiff_psnr": psnr + 1, "nodiff_ms_ssim": 0.9,
+            "nodiff_spectral_distance": 2.0, "decode_s": 1.0, "decode_cpu_s": 2.0, "pixels": 1_000_000}
+
+
+def test_interpolates_in_log_rate_and_never_extrapolates(rc):
+    pts = [(0.05, 20.0), (0.2, 26.0), (0.4, 28.0)]
+    assert rc._interp(pts, 0.1) == pytest.approx(23.0)  # halfway between 0.05 and 0.2 in log(bpp)
+    assert rc._interp(pts, 0.3) == pytest.approx(26.0 + 2.0 * math.log(1.5) / math.log(2))
+    assert rc._interp(pts, 0.5) is None and rc._interp(pts, 0.04) is None
+
+
+def test_tables_pair_the_images_and_read_earlier_bench_runs(rc, tmp_path):
+    recs = [_model_point("a.png", "r3", q, b, p) for q, b, p in ((38, 0.05, 20), (50, 0.2, 26), (62, 0.4, 28))]
+    # b.png's curve stops short of 0.3 bpp: it drops out of that rate for every codec
+    recs += [_model_point("b.png", "r3", q, b, p) for q, b, p in ((38, 0.08, 22), (50, 0.25, 27))]
+    recs += [_model_point("a.png", "r2", q, b, p) for q, b, p in ((38, 0.06, 21), (62, 0.5, 27))]
+    (tmp_path / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    bench = tmp_path / "results.json"
+    bench.write_text(json.dumps({"records": [
+        {"image": i, "codec": "webp", "target_bpp": b, "bpp": b, "psnr": 25.0, "ms_ssim": 0.9, "spectral_distance": 0.5}
+        for i in ("a.png", "b.png") for b in (0.1, 0.2, 0.3)]}))
+    res = rc.summarize([tmp_path], bench_results=(f"old={bench}",), alias={"r3": "r3@1"})
+    # r2 has only a.png: every codec's row at each rate averages a.png alone
+    assert res["images"] == {"0.1": ["a.png"], "0.2": ["a.png"], "0.3": ["a.png"]}
+    row = res["rates"]["0.1"]
+    assert set(row) == {"r3@1", "r2", "old:webp"} and row["r3@1"]["n"] == 1
+    assert row["r3@1"]["psnr"] == pytest.approx(23.0) and row["r3@1"]["nodiff_psnr"] == pytest.approx(24.0)
+    assert row["old:webp"]["psnr"] == 25.0
+    only = rc.summarize([tmp_path], only=("r3",))  # r3 alone: b.png counts where its curve brackets the rate
+    assert only["images"]["0.2"] == ["a.png", "b.png"] and only["images"]["0.3"] == ["a.png"]
+    assert only["decode"]["r3"]["cpu_s_per_mp"] == pytest.approx(2.0)
+    assert rc._label("r3@0.25") == "release 3, t_scale 0.25" and rc._label("old:webp") == "WebP"
