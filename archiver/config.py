@@ -106,8 +106,73 @@ class Config:
         return Path(self.vault_dir) if self.vault_dir else self.state_dir / "vault"
 
 
+#: numeric ranges (inclusive; None = open)
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "decode_steps": (0, 1000), "settle_seconds": (0, None), "rescan_seconds": (0, None), "workers": (1, 256),
+    "metrics_port": (0, 65535), "retry_seconds": (0, None), "max_attempts": (1, None), "max_pixels": (1, None),
+    "lease_seconds": (1, None), "min_free_bytes": (0, None),
+}
+#: settings that name directories (absolute; an existing path must be a directory, and at least its
+#: parent must exist — a missing root itself is an unmounted one, paused by the daemon)
+EXISTING_DIRS = ("roots", "poll_roots")
+#: settings that name paths which must be absolute (created when missing)
+ABSOLUTE_PATHS = ("vault_dir",)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _schema_errors(data: dict[str, Any]) -> list[str]:
+    """Every problem with ``data`` (types, ranges, paths), one line each, naming its key."""
+    import typing
+
+    from pydantic import ConfigDict, ValidationError, create_model
+
+    hints = typing.get_type_hints(Config)
+    schema = create_model("ConfigSchema", __config__=ConfigDict(strict=True, extra="forbid"),
+                          **{f.name: (hints[f.name], None) for f in fields(Config)})
+    errors: list[str] = []
+    try:
+        schema.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            what = {"list_type": "must be a list (write `- item` lines, even for one entry)"}.get(err["type"], err["msg"].lower())
+            errors.append(f"{key}: {what} (got {err.get('input')!r})")
+    bad = {e.split(":", 1)[0].split(".", 1)[0] for e in errors}
+    for key, (lo, hi) in RANGES.items():
+        v = data.get(key)
+        if key in bad or v is None or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            span = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            errors.append(f"{key}: must be {span} (got {v!r})")
+    for key in EXISTING_DIRS:
+        if key in bad or not isinstance(data.get(key), list):
+            continue
+        for i, d in enumerate(data[key]):
+            if not isinstance(d, str):
+                continue
+            full = os.path.expanduser(d)
+            if not os.path.isabs(full):
+                errors.append(f"{key}[{i}]: must be an absolute path (got {d!r})")
+            elif os.path.lexists(full) and not os.path.isdir(full):
+                errors.append(f"{key}[{i}]: not a directory (got {d!r})")
+            elif not os.path.isdir(os.path.dirname(full.rstrip(os.sep)) or os.sep):
+                errors.append(f"{key}[{i}]: no such directory, nor its parent (got {d!r})")
+            # a root that is missing itself (an unmounted mount point) is paused by the daemon's
+            # root guard, never treated as empty: not a configuration error
+    for key in ABSOLUTE_PATHS:
+        v = data.get(key)
+        if key not in bad and isinstance(v, str) and not os.path.isabs(os.path.expanduser(v)):
+            errors.append(f"{key}: must be an absolute path (got {v!r})")
+    dev = data.get("device")
+    if "device" not in bad and isinstance(dev, str) and dev.split(":", 1)[0] not in DEVICES:
+        errors.append(f"device: must be one of {', '.join(DEVICES)} (or cuda:N) (got {dev!r})")
+    return errors
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
-    """Read the config file (if any) and apply non-None ``overrides``."""
+    """Read the config file (if any), apply non-None ``overrides`` and validate the result:
+    ``UsageError`` (exit 2) with one line per problem, each naming its key."""
     named = path or os.environ.get("ARCHIVER_CONFIG") or None
     candidates = [Path(named)] if named else search_paths()
     data: dict[str, Any] = {}
@@ -117,7 +182,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
             try:
                 data = yaml.safe_load(c.read_text()) or {}
             except yaml.YAMLError as e:
-                raise UsageError(f"{c}: invalid YAML: {e}") from None
+                raise UsageError(f"{c}: invalid YAML: {' '.join(str(e).split())}") from None
+            except (OSError, UnicodeDecodeError) as e:
+                raise UsageError(f"{c}: cannot read the config ({e})") from None
             if not isinstance(data, dict):
                 raise UsageError(f"{c}: the config must be a mapping of settings")
             source = c.absolute()
@@ -125,10 +192,13 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         if named:
             raise UsageError(f"{c}: config file not found" + ("" if path else " (named by $ARCHIVER_CONFIG)"))
     known = {f.name for f in fields(Config)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(str(k) for k in set(data) - known)
     if unknown:
-        raise UsageError(f"unknown config setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        raise UsageError(f"{source}: unknown config setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     data.update({k: v for k, v in overrides.items() if v is not None})
+    errors = _schema_errors(data)
+    if errors:
+        raise UsageError("\n".join(f"{source or 'settings'}: {e}" for e in errors))
     cfg = Config(**data)
     cfg.source = source
     return cfg

@@ -9,6 +9,8 @@ silently.
 from __future__ import annotations
 
 import io
+import os
+import stat as statmod
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,10 +61,28 @@ class LoadedImage:
     bit_depth: int
     metadata: ImageMetadata
     notes: list[str] = field(default_factory=list)
+    #: frames in the file (animations, multi-page TIFF); ``rgb`` is only the first
+    frames: int = 1
+    #: bits per sample as stored in the file (Pillow reads 16-bit colour PNG/TIFF as 8 bits)
+    stored_bit_depth: int = 8
 
     @property
     def megapixels(self) -> float:
         return self.width * self.height / 1e6
+
+    def unfaithful(self) -> list[str]:
+        """Why ``rgb`` (+ ``alpha``) is not the whole image: what a coder working from them would
+        silently drop. Empty when the 8-bit RGB(A) pixels are everything the file holds."""
+        out = []
+        if self.frames > 1:
+            out.append(f"{self.frames} frames (only one would be kept)")
+        if self.stored_bit_depth > 8:
+            out.append(f"{self.stored_bit_depth}-bit samples (8 would be kept)")
+        if self.original_mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            out.append(f"{self.original_mode} colour model (converted to RGB)")
+        if self.original_mode in ("F", "I"):
+            out.append(f"{'floating-point' if self.original_mode == 'F' else '32-bit integer'} pixels")
+        return out
 
 
 def _metadata(img: Image.Image) -> ImageMetadata:
@@ -115,27 +135,58 @@ def _cmyk_to_rgb(img: Image.Image, meta: ImageMetadata, notes: list[str]) -> Ima
     return img.convert("RGB")
 
 
+def read_regular_file(path: str | Path) -> bytes:
+    """A file's bytes, refusing anything but a regular file *before* reading: a FIFO named
+    ``*.jpg`` would block forever, a device would never end. ``InputError`` with the reason."""
+    name = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, not an image") from None
+    except OSError as e:
+        raise InputError(f"{name}: cannot open ({e.strerror})") from None
+    st = os.fstat(fd)
+    if not statmod.S_ISREG(st.st_mode):
+        os.close(fd)
+        if statmod.S_ISDIR(st.st_mode):
+            raise InputError(f"{name}: is a directory, not an image")
+        raise InputError(f"{name}: not a regular file (FIFOs, devices and sockets are never read)")
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def stored_bit_depth(img: Image.Image, data: bytes | None = None) -> int:
+    """Bits per sample as the file stores them (not as Pillow hands them over)."""
+    if data is not None and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 24:
+        return int(data[24])
+    bits = getattr(img, "tag_v2", {}).get(258) if img.format == "TIFF" else None
+    if bits:
+        try:
+            return max(int(b) for b in (bits if isinstance(bits, (tuple, list)) else (bits,)))
+        except (TypeError, ValueError):
+            pass
+    return {"I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32, "1": 1}.get(img.mode, 8)
+
+
 def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Open, fully decode and normalise an image, or raise ``InputError`` with a clear reason."""
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     if not isinstance(source, (bytes, bytearray)):
-        p = Path(source)
-        if not p.exists():
-            raise InputError(f"{name}: no such file")
-        if p.is_dir():
-            raise InputError(f"{name}: is a directory, not an image")
+        source = read_regular_file(source)
     old_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
-            with fp:
+            with io.BytesIO(source) as fp:
                 try:
                     img = Image.open(fp)
                     fmt = img.format
                     n_frames = getattr(img, "n_frames", 1)  # needs the open file
                     img.load()
+                    depth = stored_bit_depth(img, bytes(source[:32]))
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
                     raise InputError(f"{name}: refused as a decompression bomb ({e})") from None
                 except UnidentifiedImageError:
@@ -149,6 +200,8 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     notes: list[str] = []
     if n_frames > 1:
         notes.append(f"multi-frame image: only the first of {n_frames} frames is used")
+    if depth > 8 and img.mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+        notes.append(f"{depth}-bit samples read as 8 bits")
     original_mode = img.mode
     try:
         orientation = img.getexif().get(0x0112, 1)
@@ -194,4 +247,6 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
         bit_depth=bit_depth,
         metadata=meta,
         notes=notes,
+        frames=n_frames,
+        stored_bit_depth=max(depth, 16 if bit_depth == 16 else 8),
     )

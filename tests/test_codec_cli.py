@@ -181,3 +181,46 @@ def test_decode_refuses_to_overwrite_without_force(tmp_path):
     assert r.exit_code == 9 and "exists; use --force" in r.output and dst.read_bytes() == b"precious"
     r = run("decode", tmp_path / "in.dlc", dst, "--force")
     assert r.exit_code == 0 and dst.read_bytes() != b"precious"
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png", "axl"])
+def test_decode_reads_every_lossless_output_kind(files, tmp_path, kind):
+    """Issue 11 #9: `archiver decode` rejected .jxl and .axl with "bad magic", although outputs
+    are documented to decode without the catalog; a damaged one is refused, never wrong."""
+    import io
+
+    from archiver.errors import ArchiverError
+    from archiver.storage import lossless
+
+    d, _ = files
+    if kind == "jpeg":
+        src = (d / "in.jpg").read_bytes()
+        blob, out = lossless.compress(src)[0], tmp_path / "o.jpg"
+    else:
+        b = io.BytesIO()
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, (16, 20, 3), dtype=np.uint8)).save(b, "PNG")
+        src, out = b.getvalue(), tmp_path / "o.png"
+        if kind == "png":
+            blob = lossless.compress(src)[0]
+        else:  # a file of the earlier private format
+            im = Image.open(io.BytesIO(src))
+            payload = lossless._encoder("RGB", container=False)(im.tobytes(), 20, 16, jpeg_encode=False)
+            h = json.dumps({"format": "PNG", "mode": "RGB", "size": [20, 16], "meta": {}}).encode()
+            blob = lossless.AXL_MAGIC + struct.pack(">BI", 1, len(h)) + h + payload
+    f = tmp_path / f"x.{kind}.jxl"
+    f.write_bytes(blob)
+    r = run("decode", f, out, "--json")
+    assert r.exit_code == 0, r.output
+    assert (out.read_bytes() == src) if kind == "jpeg" else lossless.same_pixels(out.read_bytes(), src)
+    r = run("decode", f, tmp_path / "as.webp")  # another format: the pixels
+    assert r.exit_code == 0 and Image.open(tmp_path / "as.webp").size == Image.open(io.BytesIO(src)).size
+    if kind != "axl":  # damage in the pixel data: refused (any damage: refused or harmless, test_lossless)
+        i = len(blob) // 3
+        f.write_bytes(blob[:i] + bytes([blob[i] ^ 0xFF]) + blob[i + 1:])
+        r = run("decode", f, tmp_path / "bad.png")
+        assert "Traceback" not in r.output
+        if r.exit_code == 0:
+            back = (tmp_path / "bad.png").read_bytes()
+            assert back == src or lossless.same_pixels(back, src)
+        else:
+            assert r.exit_code == ArchiverError.exit_code and not (tmp_path / "bad.png").exists()

@@ -111,6 +111,6 @@ def test_migrate_with_a_postgresql_catalog(catalog, tmp_path):
         rows = {fv.path: fv.state for fv in s.scalars(select(FileVersion))}
     assert rows == {p: "committed" for p in originals}
     for p in originals:
-        assert not os.path.exists(p) and os.path.exists(p + ".axl")
+        assert not os.path.exists(p) and os.path.exists(p + ".jxl")
     # check_exactly_once reads the SQLite catalog; here the catalog is the server's
     assert not (e["home"] / "catalog.sqlite").exists()

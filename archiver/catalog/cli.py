@@ -132,7 +132,7 @@ def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
 
     cfg = _config(config_path)
     when = parse_time(as_of)
-    cat = _guard_db(lambda: open_catalog(cfg))
+    cat = _guard_db(lambda: open_catalog(cfg, must_exist=True))
     results = _guard_db(lambda: do_restore(cat, list(targets), vault=Vault(cfg.resolved_vault_dir()), codecs=_codecs(cfg),
                                             to=to, as_of=when, force=force, lossy_suffix=lossy_suffix))
     data = [r.to_dict() for r in results]
@@ -166,7 +166,7 @@ def verify(sample, no_decode, expire_vault, config_path, as_json):
     from ..work.verify import expire_vault as do_expire, verify as do_verify
 
     cfg = _config(config_path)
-    cat = _guard_db(lambda: open_catalog(cfg))
+    cat = _guard_db(lambda: open_catalog(cfg, must_exist=True))
     vault = Vault(cfg.resolved_vault_dir())
     rep = _guard_db(lambda: do_verify(cat, vault=vault, codecs=_codecs(cfg), sample=sample, decode=not no_decode,
                                       progress=lambda it: progress(it, desc="verify", enabled=not as_json)))
@@ -195,7 +195,7 @@ def stats(config_path, as_json):
     from .db import open_catalog
 
     cfg = _config(config_path)
-    cat = _guard_db(lambda: open_catalog(cfg))
+    cat = _guard_db(lambda: open_catalog(cfg, must_exist=True))
     data = _guard_db(lambda: disk_accounting(cat, cfg.resolved_vault_dir()))
 
     def human(d):

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import CatalogError
@@ -31,6 +31,9 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook issue BEGIN itself
+        # a row another tool wrote with bytes that are not UTF-8 must not make every query fail:
+        # it is read with the bad bytes escaped (surrogates) and reported as such
+        dbapi_conn.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA journal_mode = WAL")
@@ -111,14 +114,21 @@ def migrate(engine: Engine) -> str:
 class Catalog:
     """An open catalog: ``with cat.session() as s:`` is one transaction (commit or roll back)."""
 
-    def __init__(self, url: str, *, migrate_schema: bool = True):
+    def __init__(self, url: str, *, migrate_schema: bool = True, must_exist: bool = False):
         self.url = url
+        if must_exist:
+            _check_exists(url)
         try:
             self.engine = make_engine(url)
+            if must_exist and current_revision(self.engine) is None:
+                self.engine.dispose()
+                raise CatalogError(f"{_shown(url)} is not an archiver catalog (no schema); wrong ARCHIVER_HOME or catalog_url?")
             if migrate_schema:
                 migrate(self.engine)
         except CatalogError:
             raise
+        except DatabaseError as e:  # e.g. a zeroed or foreign file: "file is not a database"
+            raise CatalogError(f"cannot open catalog {_shown(url)}: {getattr(e, 'orig', e)}") from None
         except OperationalError as e:
             raise CatalogError(f"cannot open catalog {url}: {e.orig}") from None
         self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
@@ -158,11 +168,34 @@ class Catalog:
         self.close()
 
 
-def open_catalog(url_or_config=None) -> Catalog:
-    """Open (and migrate) the catalog named by a URL, a ``Config``, or the default config."""
+def _shown(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _check_exists(url: str) -> None:
+    """For commands that only read what was archived (verify, restore, stats): a SQLite catalog
+    that is not there is an error, not a new empty catalog that reports "checked 0 of 0"."""
+    if url.startswith("sqlite") and "///" in url:
+        path = url.split("///", 1)[1].split("?", 1)[0]
+        if path and path != ":memory:":
+            p = Path(path)
+            if not p.is_file():
+                raise CatalogError(f"no catalog at {p} (wrong ARCHIVER_HOME or catalog_url? nothing was archived there)")
+            if p.stat().st_size == 0:
+                raise CatalogError(f"{p} is empty, not an archiver catalog (wrong ARCHIVER_HOME or catalog_url?)")
+
+
+def open_catalog(url_or_config=None, *, must_exist: bool = False) -> Catalog:
+    """Open (and migrate) the catalog named by a URL, a ``Config``, or the default config. With
+    ``must_exist`` a catalog that does not exist yet (or is not one) is a ``CatalogError``."""
     if url_or_config is None:
         from ..config import load_config
 
         url_or_config = load_config()
     url = url_or_config if isinstance(url_or_config, str) else url_or_config.resolved_catalog_url()
-    return Catalog(url)
+    return Catalog(url, must_exist=must_exist)

@@ -43,7 +43,9 @@ TRANSITIONS: dict[Optional[str], tuple[str, ...]] = {
     CLASSIFIED: (DISCOVERED, CLASSIFIED, ENCODED, COMMITTED, SKIPPED, FAILED),
     ENCODED: (DISCOVERED, CLASSIFIED, VERIFIED, SKIPPED, FAILED),
     VERIFIED: (DISCOVERED, CLASSIFIED, COMMITTED, SKIPPED, FAILED),
-    COMMITTED: (COMMITTED, FORGOTTEN),  # only the original's disposition / vault fields change afterwards
+    # afterwards only the original's disposition / vault fields change, except that a version whose
+    # replacement was lost before its original could be removed is not archived after all: failed
+    COMMITTED: (COMMITTED, FAILED, FORGOTTEN),
     SKIPPED: (DISCOVERED, FORGOTTEN),  # retry: the file changed, or a new attempt
     FAILED: (DISCOVERED, FORGOTTEN),
     FORGOTTEN: (),

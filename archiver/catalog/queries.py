@@ -97,15 +97,17 @@ def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = Non
     """Committed versions matching a numeric id, an exact path, a directory or a glob: the newest
     per path (committed at or before ``as_of`` when given)."""
     rows = committed(s, as_of=as_of)
-    if target.isdigit():
+    exact = [r for r in rows if r.path == target]  # first: a name may contain [ ] * ? itself
+    if exact:
+        rows = exact
+    elif target.isdigit():
         rows = [r for r in rows if r.id == int(target)]
     elif is_glob(target):  # the policy's glob meaning: '*' within a directory, '**' across
         rx = glob_regex(target, ignore_case=False)
         rows = [r for r in rows if rx.search(r.path)]
     else:
-        exact = [r for r in rows if r.path == target]
         prefix = target.rstrip("/") + "/"  # a directory: everything archived under it
-        rows = exact or [r for r in rows if r.path.startswith(prefix)]
+        rows = [r for r in rows if r.path.startswith(prefix)]
     newest: dict[str, FileVersion] = {}
     for r in rows:
         newest[r.path] = r  # ordered by id: the last one wins

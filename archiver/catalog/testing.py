@@ -75,7 +75,7 @@ def write_jpeg(path: str | Path, seed: int = 0, size=(160, 120), quality: int = 
     return path
 
 
-def write_png(path: str | Path, seed: int = 0, size=(64, 48)) -> Path:
+def write_png(path: str | Path, seed: int = 0, size=(160, 120)) -> Path:
     """A flat-coloured graphic: compresses well losslessly."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -101,17 +101,24 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
 @click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_json):
-    """Restore the .dlc file SRC to the image DST (format from its suffix, PNG by default)."""
+    """Restore SRC — a .dlc, or a lossless .jxl/.axl written by archive — to the image DST (format
+    from its suffix, PNG by default). No catalog is needed."""
     from .container import read_header
     from .files import decode_file, format_for
 
-    format_for(dst)  # refuse an unwritable suffix before any work
+    fmt = format_for(dst)  # refuse an unwritable suffix before any work
     _check_output(dst)
     if (dst.exists() or dst.is_symlink()) and not force:
         raise SafetyError(f"{dst} exists; use --force to overwrite")  # as restore does
     if not src.is_file():
         raise UsageError(f"{src}: no such file")
-    header = read_header(src.read_bytes())  # damaged files are refused before loading a model
+    blob = src.read_bytes()
+    if not blob.startswith(b"\x89DLC"):
+        from ..storage import lossless
+
+        if blob.startswith(lossless.JXL_SIGNATURE) or blob.startswith(lossless.AXL_MAGIC) or blob[:2] == b"\xff\x0a":
+            return _decode_lossless(src, dst, fmt, blob, as_json)
+    header = read_header(blob)  # damaged files are refused before loading a model
     name = backbone_name or (None if model is None else "diffusers") or header.backbone_id
     backbone = _backbone(name, model, device, adapter)
     d = decode_file(src, dst, backbone=backbone, steps=steps)
@@ -123,3 +130,36 @@ def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_jso
             "metadata": {"exif": bool(d.metadata.exif), "icc": bool(d.metadata.icc_profile), "xmp": bool(d.metadata.xmp)}}
     emit(data, as_json, lambda x: (f"{src} -> {dst}: {x['width']}x{x['height']} {x['mode']}, t={x['t']}, "
                                    f"{x['steps']} steps, {x['seconds']:.2f} s"))
+
+
+def _decode_lossless(src: Path, dst: Path, fmt: str, blob: bytes, as_json: bool) -> None:
+    """The original back from a lossless file (checked against the record it carries): its own
+    bytes when DST asks for its own format, else its pixels in DST's format."""
+    import io
+
+    from PIL import Image
+
+    from ..storage import lossless
+    from ..storage.atomic import write_bytes
+    from .files import output_file_mode
+
+    back = lossless.restore(blob)  # ArchiverError (exit 1) on any damage
+    with Image.open(io.BytesIO(back)) as im:
+        orig_fmt, size, mode = im.format, im.size, im.mode
+        if orig_fmt == fmt:
+            out = back
+        else:
+            buf = io.BytesIO()
+            keep = {k: v for k, v in im.info.items() if k in ("icc_profile", "exif") and v}
+            try:
+                im.save(buf, fmt, **keep)
+            except (OSError, ValueError, KeyError):
+                buf = io.BytesIO()
+                im.convert("RGBA" if "A" in im.mode else "RGB").save(buf, fmt, **keep)
+            out = buf.getvalue()
+    write_bytes(dst, out, mode=output_file_mode())
+    kind = lossless.kind_of(blob) or "jpeg"
+    data = {"input": str(src), "output": str(dst), "kind": f"lossless-{kind}", "original_format": orig_fmt,
+            "width": size[0], "height": size[1], "mode": mode, "exact": orig_fmt == fmt}
+    emit(data, as_json, lambda x: (f"{src} -> {dst}: lossless ({x['original_format']}, {x['width']}x{x['height']} "
+                                   f"{x['mode']}){'' if x['exact'] else ', converted to ' + fmt}"))

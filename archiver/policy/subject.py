@@ -64,7 +64,7 @@ class Subject:
                     exif.load(self._image.metadata.exif)
                 except Exception:
                     exif = None
-        elif self.path is not None:
+        elif self.path is not None and _regular(self.path):  # a FIFO would block the open forever
             try:
                 with Image.open(self.path) as im:
                     h.update(format=im.format, width=im.width, height=im.height)
@@ -140,3 +140,13 @@ class Subject:
                 scale = w / img.width
             self._work[max_pixels] = (np.asarray(img), scale)
         return self._work[max_pixels]
+
+
+def _regular(path) -> bool:
+    import os
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

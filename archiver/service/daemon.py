@@ -424,6 +424,9 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         stale = self.queue.requeue_stale()
+        from .migrate import _recover
+
+        _recover(self.cfg, catalog)  # single-host catalogs: finish what a crash left (one daemon per catalog)
         if not self.all_roots:
             log.warning("no roots configured; only queued work will be done", extra={})
         self.executor = make_executor(self.executor_kind, self.workers)

@@ -289,6 +289,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
     stop = stopper or Stopper()
     restore = stop.install()
     stale = queue.requeue_stale()
+    _recover(cfg, catalog)
     already = 0
     todo: list[tuple[str, str]] = []
     for root in roots:
@@ -430,6 +431,20 @@ def _check_space(cfg: Config, roots, todo, workers: int) -> None:
                          min_free=cfg.min_free_bytes)
     if problems:
         raise NoSpaceError("not enough free disk space to start the migration: " + "; ".join(problems))
+
+
+def _recover(cfg: Config, catalog) -> list:
+    """Finish or roll back what an interrupted run left (rows in progress, originals still to be
+    removed through the invariant's gate). Only with a single-host (SQLite) catalog: with a
+    shared catalog another node may be working on those files right now."""
+    if not cfg.resolved_catalog_url().startswith("sqlite"):
+        return []
+    from ..work import ArchiveContext, recover_pending
+
+    done = recover_pending(ArchiveContext.from_config(cfg, catalog=catalog))
+    for path, note in done:
+        log.info("recovered", extra={"path": path, "note": note})
+    return done
 
 
 def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted) -> dict:

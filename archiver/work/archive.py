@@ -20,12 +20,21 @@ from .job import ArchiveOutcome, Job, Skip
 from .locks import path_lock
 from .preview import Preview
 from .recovery import recover
+from .restore import is_restored_copy
 from .vault import Vault
 from .write import Write
 from .writers import DryWriters, RealWriters
 
 #: extensions of the files archive writes beside originals (every registered codec's)
 COMPRESSED_EXTS = codecs.suffixes()
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def is_own_output(ctx, path: Path) -> bool:
@@ -45,6 +54,10 @@ def archive_file(path: str | Path, ctx) -> ArchiveOutcome:
     ``ctx.dry_run`` the same steps run with writers that change nothing."""
     p = Path(os.path.abspath(path))
     sp = str(p)
+    if not _utf8(sp):
+        shown = os.fsencode(sp).decode("utf-8", "backslashreplace")
+        return ArchiveOutcome(shown, SKIPPED, error=f"{shown}: the name is not valid UTF-8 and cannot be recorded in the "
+                              "catalog; left untouched (rename it to archive it)")
     if is_own_output(ctx, p):
         return ArchiveOutcome(sp, SKIPPED, reasons=["an archiver output file, not an original"])
     if ctx.dry_run:
@@ -57,7 +70,8 @@ def archive_file(path: str | Path, ctx) -> ArchiveOutcome:
             if not (p.exists() or p.is_symlink()):
                 return ArchiveOutcome.of_row(row, "unchanged", recovered)
             st = os.lstat(p)
-            if st.st_size == row.size and st.st_mtime_ns == row.mtime_ns and row.original_status == ORIG_KEPT:
+            same = (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns) or is_restored_copy(row, st)
+            if same and row.original_status == ORIG_KEPT:
                 return ArchiveOutcome.of_row(row, "unchanged", recovered)
             # otherwise: a new version of the file gets a new row
         return run_steps(Job(p, ctx.root, recovered), ctx, RealWriters(ctx))

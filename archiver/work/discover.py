@@ -1,6 +1,7 @@
 """Step 1, discover: read the original once, hash it, decode it, record it (-> ``discovered``).
 
-Only regular files are read (``O_NOFOLLOW``: symlinks and devices are left alone). Bad input
+Only regular files are read (``O_NOFOLLOW``: symlinks and devices are left alone; a FIFO is
+never opened for a blocking read), and only when no process has them open for writing. Bad input
 (truncated, corrupt, a bomb, not an image) ends the job as ``skipped`` with the reason; the
 original is never touched. A file already skipped with the same content is not tried again.
 """
@@ -44,6 +45,8 @@ class Discover:
             raise Skip(f"{sp}: no such file") from None
         if not statmod.S_ISREG(st0.st_mode):
             raise Skip(f"{sp}: not a regular file (symlinks and devices are left alone)")
+        if files.open_for_writing(job.path):
+            raise Skip(f"{sp}: another process has it open for writing; left alone (tried again later)")
         try:
             job.data, job.st = files.read_original(job.path)
         except OSError as e:

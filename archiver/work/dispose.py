@@ -1,11 +1,12 @@
-"""Step 8, dispose: for ``replace``/``vault`` the original is removed, and only if it is still
-byte-identical to what was archived (a file overwritten meanwhile is a new version, left alone).
-``keep``: nothing happens."""
+"""Step 8, dispose: for ``replace``/``vault`` the original is removed through the invariant's
+gate (``invariant.remove_original``): only if the replacement, read back from disk, still gives
+what the catalog promises, the original is byte-identical to what was archived, nobody has it
+open for writing, and the vault copy (if any) verifies. ``keep``: nothing happens."""
 
 from __future__ import annotations
 
-from ..catalog.models import COMMITTED, ORIG_REMOVED
-from . import faults, files
+from ..catalog.models import COMMITTED, FAILED, ORIG_KEPT, ORIG_REMOVED
+from . import faults, invariant
 from .job import Job
 
 
@@ -18,11 +19,26 @@ class Dispose:
     def run(self, job: Job, w) -> None:
         if job.disposition not in ("replace", "vault"):
             return
-        st = job.st
-        if files.same_file(job.path, st.st_size, st.st_mtime_ns, job.sha256):
-            w.remove_original(job)
+        why = w.remove_original(job)
+        if why is None:
             faults.fault("removed")
             w.record(job, COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
-        else:
+            return
+        kind, text = why
+        if kind == invariant.CHANGED:
             w.record(job, COMMITTED, kind="original_changed", original_status=ORIG_REMOVED,
                      error="the original was overwritten after verification; the new content is a new version")
+        elif kind == invariant.BUSY:  # committed, original present: the next run (recovery) tries again
+            w.record(job, COMMITTED, kind="dispose_failed", error=f"original not removed yet: {text}")
+        elif kind == invariant.NO_VAULT:
+            w.record(job, COMMITTED, kind="vault_missing", original_status=ORIG_KEPT, error=f"original kept: {text}")
+        else:
+            lost(job.row, w.discard_lost, lambda **kw: w.record(job, FAILED, **kw), text)
+
+
+def lost(row, discard, record, text: str) -> None:
+    """The replacement is gone or damaged before the original was removed: this version is not
+    archived after all (-> ``failed``, so it is tried again); the original stays untouched."""
+    discard(row)
+    record(kind="replacement_lost", error=f"original kept: {text}", original_status=None, compressed_path=None,
+           compressed_sha256=None, compressed_size=None, reconstruction_sha256=None, vault_path=None)

@@ -5,8 +5,10 @@
   only if it is the one written (by SHA-256 when known), and the file is processed again. The
   original was never touched before ``committed``.
 - a ``committed`` row whose original is still present (crash between commit and removal) is
-  finished: the original is removed only if it is still byte-identical to what was archived,
-  and, for ``vault``, the vault copy verifies.
+  finished through the same gate as the dispose step (``invariant.remove_original``): the
+  replacement is read back and checked against the catalog, the original must be byte-identical
+  and not open for writing, the vault copy (for ``vault``) must verify. A replacement that is
+  gone or damaged by then turns the row ``failed`` and keeps the original, to be archived again.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from pathlib import Path
 from ..catalog import queries as q
 from ..catalog.models import COMMITTED, FAILED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED
 from ..storage.vault import sha256_file
-from . import files
+from . import files, invariant
+from .dispose import lost
 from .locks import path_lock
+from .writers import discard_lost
 
 
 def recover(p: Path, ctx) -> str | None:
@@ -33,9 +37,10 @@ def recover(p: Path, ctx) -> str | None:
             if row.compressed_path:
                 cp = Path(row.compressed_path)
                 files.tmp_for(cp, row.id).unlink(missing_ok=True)
-                if cp.is_file() and (row.compressed_sha256 is None or sha256_file(cp) == row.compressed_sha256):
+                if cp.is_file():  # written by this row (its name was free and recorded first): ours
+                    damaged = row.compressed_sha256 is not None and sha256_file(cp) != row.compressed_sha256
                     files.unlink_durable(cp)
-                    note += f", removed unfinished {cp.name}"
+                    note += f", removed {'damaged' if damaged else 'unfinished'} {cp.name}"
             q.transition(s, row, FAILED, kind="rollback", error=note, compressed_path=None,
                          compressed_sha256=None, compressed_size=None, reconstruction_sha256=None)
             return note
@@ -43,19 +48,25 @@ def recover(p: Path, ctx) -> str | None:
             if not p.exists():
                 q.transition(s, row, COMMITTED, kind="original_gone", original_status=ORIG_REMOVED)
                 return "original already gone after commit; catalog updated"
-            if not files.same_file(p, row.size, row.mtime_ns, row.sha256):
+            why = invariant.remove_original(row, p, ctx)
+            if why is None:
+                q.transition(s, row, COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
+                return "finished removing the original after commit"
+            kind, text = why
+            if kind == invariant.CHANGED:
                 # overwritten outside archiver: this version's original is no longer on disk (its
                 # replacement is), and the new content is archived as a new version
                 q.transition(s, row, COMMITTED, kind="original_changed", original_status=ORIG_REMOVED,
                              error="the original was overwritten after commit; the new content is a new version")
                 return "original changed after commit; not removed"
-            if row.disposition == "vault" and not (ctx.vault and ctx.vault.check(row.sha256)):
+            if kind == invariant.BUSY:
+                return f"original not removed yet: {text}"
+            if kind == invariant.NO_VAULT:
                 q.transition(s, row, COMMITTED, kind="vault_missing", original_status=ORIG_KEPT,
                              error="vault copy missing at recovery; original kept")
                 return "vault copy missing; original kept"
-            files.unlink_durable(p)
-            q.transition(s, row, COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
-            return "finished removing the original after commit"
+            lost(row, discard_lost, lambda **kw: q.transition(s, row, FAILED, **kw), text)
+            return f"replacement lost before the original was removed; original kept ({text})"
     return None
 
 

@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..codecs import Exactness, Recorded
+from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..codecs import Exactness
 from ..errors import ArchiverError, NotInCatalogError, SafetyError, UsageError
 from ..preview import is_preview
 from ..storage import atomic
@@ -24,7 +27,7 @@ from ..storage.vault import Vault, sha256_file
 from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
-from .codec import Codecs
+from .invariant import replacement_holds
 
 
 @dataclass
@@ -59,9 +62,13 @@ def parse_time(text: str | None) -> Optional[dt.datetime]:
 
 
 def destination(row: FileVersion, to: str | Path | None) -> Path:
-    """Where ``row`` is restored: its own path, or the same path relative to its root under ``to``."""
+    """Where ``row`` is restored: its own path, or the same path relative to its root under ``to``.
+    Either way the destination must not be reached through a symbolic link that leads out of the
+    tree (a parent directory replaced by a link since the file was archived)."""
     if to is None:
-        return Path(row.path)
+        dest = Path(row.path)
+        _no_links_below(dest, Path(row.root) if row.root else None)
+        return dest
     base = Path(os.path.realpath(to))
     rel = None
     if row.root:
@@ -76,6 +83,18 @@ def destination(row: FileVersion, to: str | Path | None) -> Path:
     if os.path.commonpath([str(base), str(real)]) != str(base) or real == base:
         raise SafetyError(f"{row.path}: restoring to {dest} would leave {base}; refused")
     return dest
+
+
+def _no_links_below(dest: Path, root: Path | None) -> None:
+    """Refuse when a directory between the archived root and ``dest`` is now a symlink (the root
+    itself may be one: that is how the tree was given)."""
+    top = root if root is not None and (root == dest.parent or root in dest.parents) else Path(dest.anchor)
+    d = dest.parent
+    while d != top and d != d.parent:
+        if d.is_symlink():
+            raise SafetyError(f"{dest}: {d} is now a symbolic link (to {os.path.realpath(d)}); restoring through it "
+                              "could write outside the tree; refused (use --to)")
+        d = d.parent
 
 
 #: XMP namespace of the note written into approximate restores
@@ -129,10 +148,10 @@ def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes
     kw["exif"] = _mark_exif(kw.get("exif"), note)
     kw["xmp"] = _mark_xmp(kw.get("xmp"), note)
     if fmt in ("JPEG", "MPO"):
-        if img.mode not in ("RGB", "L", "CMYK"):
+        if img.mode not in ("RGB", "L"):
             img = img.convert("RGB")
         img.save(out, "JPEG", quality=95, **kw)
-        return out.getvalue()
+        return _readable(row, img, out.getvalue())
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
@@ -140,10 +159,24 @@ def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes
     info.add_text("Comment", note)
     try:
         img.save(out, fmt, **(dict(kw, xmp=_mark_xmp(None, note)) if fmt != "PNG" else dict(kw, pnginfo=info)))
-    except (KeyError, OSError, ValueError, TypeError):
+        return _readable(row, img, out.getvalue())
+    except (KeyError, OSError, ValueError, TypeError, ArchiverError):  # the format cannot hold it: PNG
         out = io.BytesIO()
         img.save(out, "PNG", pnginfo=info, **{k: v for k, v in kw.items() if k != "xmp"})
-    return out.getvalue()
+    return _readable(row, img, out.getvalue())
+
+
+def _readable(row: FileVersion, img, data: bytes) -> bytes:
+    """A reconstruction is written only if a reader opens it again at its size (CMYK or float
+    TIFFs used to be written that no reader opened)."""
+    try:
+        with Image.open(io.BytesIO(data)) as back:
+            back.load()
+            if back.size == img.size:
+                return data
+    except Exception:  # noqa: BLE001 - any failure to read it back is the finding
+        pass
+    raise ArchiverError(f"{row.path}: the reconstruction does not read back as an image")
 
 
 def read_compressed(row: FileVersion) -> bytes:
@@ -164,17 +197,25 @@ def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, 
     when it was verified); raises ArchiverError when none."""
     if vault is not None and row.sha256:
         vp = Path(row.vault_path) if row.vault_path else vault.get(row.sha256)
-        if vp and vp.is_file():
-            data = vp.read_bytes()
-            if hashlib.sha256(data).hexdigest() == row.sha256:
-                return data, "vault", "bytes"
+        try:
+            if vp and vp.is_file():
+                data = vp.read_bytes()
+                if hashlib.sha256(data).hexdigest() == row.sha256:
+                    return data, "vault", "bytes"
+        except OSError:
+            pass
     p = Path(row.path)
-    if row.sha256 and p.is_file() and not p.is_symlink() and sha256_file(p) == row.sha256:
-        return p.read_bytes(), "original", "bytes"
+    try:
+        if row.sha256 and p.is_file() and not p.is_symlink() and sha256_file(p) == row.sha256:
+            return p.read_bytes(), "original", "bytes"
+    except OSError:
+        pass
     if not row.compressed_path:
         raise ArchiverError(f"{row.path}: no vaulted original, no original on disk and no compressed file")
-    blob = read_compressed(row)
-    got = (codecs or Codecs()).for_row(row).restore(blob, Recorded.from_row(row))
+    held = replacement_holds(row, codecs)
+    if not held.ok:
+        raise ArchiverError(f"{row.path}: {held.why}")
+    got = held.restored
     if got.exact == Exactness.APPROX.value:  # the verified reconstruction, written in the original's format
         return _reconstruction_bytes(row, got.image, None), "reconstruction", got.exact
     return got.data, "lossless", got.exact
@@ -228,23 +269,49 @@ def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> R
     if (dest.exists() or dest.is_symlink()) and not force:
         res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
         return res
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_bytes(dest, data, overwrite=force, mode=(row.mode & 0o7777) if row.mode is not None else 0o644,
-                       owner=(row.uid, row.gid) if row.uid is not None else None)
-    if row.mtime_ns:  # the original's time, also for a reconstruction (its XMP/EXIF say what it is)
-        os.utime(dest, ns=(row.mtime_ns, row.mtime_ns))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(dest, data, overwrite=force, mode=(row.mode & 0o7777) if row.mode is not None else 0o644,
+                           owner=(row.uid, row.gid) if row.uid is not None else None)
+    except OSError as e:  # a full, read-only or immutable destination: this file fails, the batch goes on
+        res.message = f"cannot write {dest}: {e.strerror or e}"
+        return res
+    try:
+        if row.mtime_ns:  # the original's time, also for a reconstruction (its XMP/EXIF say what it is)
+            os.utime(dest, ns=(row.mtime_ns, row.mtime_ns))
+    except OSError:
+        pass
     if exact == "approx":
         res.message = "approximate reconstruction (marked in its XMP and EXIF)"
     res.source, res.exact, res.status = source, exact, "restored"
+    try:
+        _record_restore(catalog, row, dest, data, source, exact)
+    except SQLAlchemyError as e:  # a read-only catalog does not stop a restore
+        res.message = (res.message + "; " if res.message else "") + \
+            f"restored, but the catalog could not record it ({getattr(e, 'orig', e)})"
+    return res
+
+
+def _record_restore(catalog, row, dest: Path, data: bytes, source: str, exact: str) -> None:
     with catalog.session() as s:
         r = s.get(FileVersion, row.id)
         q.add_event(s, "restored", fv=r, dest=str(dest), source=source, exact=exact)
-        if exact == "bytes" and str(dest) == r.path and r.original_status != ORIG_KEPT:
-            # the original is back where it was: it stays (archive/daemon see it as unchanged)
-            q.transition(s, r, COMMITTED, kind="original_restored", original_status=ORIG_KEPT)
         preview = r.preview_path if str(dest) == r.path else None
+        if str(dest) == r.path:
+            # the original (or its exact pixels, or a marked reconstruction) is back where it was: it
+            # stays, and archive and the daemon recognise the restored file as this version
+            st = os.stat(dest)
+            params = dict(r.params or {})
+            params["restored"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                  "sha256": hashlib.sha256(data).hexdigest(), "exact": exact}
+            q.transition(s, r, COMMITTED, kind="original_restored", original_status=ORIG_KEPT, params=params)
         if preview:  # the file itself is back beside it: its stand-in thumbnail goes
             q.transition(s, r, COMMITTED, kind="preview_removed", preview_path=None)
     if preview and is_preview(preview):  # only ever a file named as a preview
         Path(preview).unlink(missing_ok=True)
-    return res
+
+
+def is_restored_copy(row: FileVersion, st: os.stat_result) -> bool:
+    """Whether the file at ``row.path`` with stat ``st`` is the one restore put there."""
+    rec = (row.params or {}).get("restored") or {}
+    return rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns

@@ -50,12 +50,18 @@ class RealWriters:
         if path.is_file() and (sha is None or hashlib.sha256(path.read_bytes()).hexdigest() == sha):
             files.unlink_durable(path)
 
+    def discard_lost(self, row) -> None:
+        discard_lost(row)
+
     # the vault and the original
     def vault_put(self, job, expires_at) -> Optional[str]:
         return str(self.ctx.vault.put(job.path, job.sha256, expires_at=expires_at, source_path=job.sp))
 
-    def remove_original(self, job) -> None:
-        files.unlink_durable(job.path)
+    def remove_original(self, job):
+        """The original goes only through the invariant's gate: (kind, why) when it stays."""
+        from .invariant import remove_original
+
+        return remove_original(job.row, job.path, self.ctx)
 
     # extras that are no part of the archive's safety
     def write_preview(self, job, path: Path, data: bytes) -> None:
@@ -101,10 +107,13 @@ class DryWriters:
     def discard_artifact(self, job, path: Path, sha: str | None = None) -> None:
         self.artifacts.pop(path, None)
 
+    def discard_lost(self, row) -> None:
+        return None
+
     def vault_put(self, job, expires_at) -> Optional[str]:
         return None
 
-    def remove_original(self, job) -> None:
+    def remove_original(self, job):
         return None
 
     def write_preview(self, job, path: Path, data: bytes) -> None:
@@ -112,6 +121,16 @@ class DryWriters:
 
     def event(self, job, kind: str, **detail) -> None:
         return None
+
+
+def discard_lost(row) -> None:
+    """Remove a replacement that failed the invariant (damaged, or not decoding to what the
+    catalog promises) and its temp leftover: it is nobody's copy of anything."""
+    if row.compressed_path:
+        cp = Path(row.compressed_path)
+        files.tmp_for(cp, row.id).unlink(missing_ok=True)
+        if cp.is_file():
+            files.unlink_durable(cp)
 
 
 def writers_for(ctx):

@@ -166,3 +166,127 @@ def test_an_approximate_restore_is_marked_and_keeps_the_original_mtime(tmp_path,
     assert r.dest == str(out / "a.reconstructed.jpg") and (out / "a.reconstructed.jpg").is_file()
     (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=out, lossy_suffix=".reconstructed")
     assert r.status == "refused"  # the suffixed name is not overwritten either without force
+
+
+# -- issue 11 findings -------------------------------------------------------------------------
+def test_exact_path_with_glob_characters(tmp_path, ctx):
+    """#19: restore by exact path failed for names containing [ ] * ?."""
+    src = write_jpeg(tmp_path / "c" / "plain" / "a[1]*?.jpg")
+    orig = src.read_bytes()
+    archive_file(src, ctx)
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "restored" and src.read_bytes() == orig
+
+
+def test_pixel_exact_in_place_restore_is_not_archived_again(tmp_path, ctx):
+    """#20: an in-place restore that is only pixel-exact was archived again (x.png.3.axl)."""
+    import io
+
+    from PIL import Image
+
+    from archiver.catalog.testing import smooth_image
+
+    src = tmp_path / "c" / "plain" / "x.png"
+    src.parent.mkdir(parents=True)
+    b = io.BytesIO()
+    Image.fromarray(smooth_image(1, (160, 120)) // 16 * 16).save(b, "PNG", compress_level=1)
+    src.write_bytes(b.getvalue())
+    mtime = os.stat(src).st_mtime_ns
+    assert archive_file(src, ctx).state == "committed" and not src.exists()
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "restored" and r.exact == "pixels" and src.read_bytes() != b.getvalue()
+    assert os.stat(src).st_mtime_ns == mtime  # #22: mtime kept on pixel-exact restores too
+    o = archive_file(src, ctx)
+    assert o.state == "unchanged" and sorted(p.name for p in src.parent.iterdir()) == ["x.png", "x.png.jxl"]
+
+
+def test_diffusion_restore_keeps_mtime(tmp_path, ctx):
+    """#22: mtime was lost on diffusion restores."""
+    src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg", size=(160, 120))
+    mtime = os.stat(src).st_mtime_ns
+    archive_file(src, ctx)
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=tmp_path / "out")
+    assert r.source == "reconstruction" and os.stat(tmp_path / "out" / "a.jpg").st_mtime_ns == mtime
+
+
+def test_symlinked_parent_is_not_followed(tmp_path, ctx):
+    """#21: without --to, restore followed a symlinked parent directory out of the tree."""
+    src = write_jpeg(tmp_path / "c" / "plain" / "sub" / "a.jpg")
+    ctx.root = str(tmp_path / "c")
+    archive_file(src, ctx)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "c" / "plain" / "sub" / "a.jpg.jxl").rename(tmp_path / "a.jpg.jxl")
+    (tmp_path / "c" / "plain" / "sub").rmdir()
+    (tmp_path / "c" / "plain" / "sub").symlink_to(outside)
+    (tmp_path / "a.jpg.jxl").rename(outside / "a.jpg.jxl")  # the compressed file is reachable
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "refused" and "symbolic link" in r.message and not (outside / "a.jpg").exists()
+
+
+def test_full_or_unwritable_destination_fails_that_file_only(tmp_path, ctx, monkeypatch):
+    """#15: restore into a full or immutable --to gave a traceback and abandoned the batch."""
+    import errno
+
+    from archiver.storage import atomic
+
+    a = write_jpeg(tmp_path / "c" / "plain" / "a.jpg", seed=1)
+    b = write_jpeg(tmp_path / "c" / "plain" / "b.jpg", seed=2)
+    ctx.root = str(tmp_path / "c")
+    archive_file(a, ctx), archive_file(b, ctx)
+    real = atomic.write_bytes
+
+    def full(path, data, **kw):
+        if Path(path).name == "a.jpg":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(atomic, "write_bytes", full)
+    res = {Path(r.path).name: r for r in restore(ctx.catalog, [str(tmp_path / "c")], vault=ctx.vault, to=tmp_path / "o")}
+    assert res["a.jpg"].status == "error" and "No space left" in res["a.jpg"].message
+    assert res["b.jpg"].status == "restored"
+
+
+def test_restore_with_a_read_only_catalog(tmp_path):
+    """#15: restore needed a writable catalog."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"catalog_url: sqlite:///{tmp_path / 'db' / 'cat.sqlite'}\nvault_dir: {tmp_path / 'vault'}\n")
+    make_policy(tmp_path / "p.yaml")
+    src = write_jpeg(tmp_path / "c" / "a.jpg")
+    orig = src.read_bytes()
+    env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home"))
+    run = lambda *a: subprocess.run([sys.executable, "-m", "archiver", *a, "--config", str(cfg)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300, env=env)
+    assert run("archive", str(src), "--policy", str(tmp_path / "p.yaml")).returncode == 0
+    db = tmp_path / "db"
+    os.chmod(db / "cat.sqlite", 0o444)
+    os.chmod(db, 0o555)
+    try:
+        r = run("restore", str(src), "--to", str(tmp_path / "out"))
+        if os.geteuid() != 0:  # root writes anyway; for others the catalog really is read-only
+            assert "could not record" in r.stdout or r.returncode == 0
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "out" / "a.jpg").read_bytes() == orig
+    finally:
+        os.chmod(db, 0o755)
+
+
+def test_a_row_that_is_not_utf8_blocks_nothing(tmp_path, ctx):
+    """#16: one catalog row that was not valid UTF-8 blocked restore and verify for every file."""
+    import sqlite3
+
+    from archiver.work import verify
+
+    a = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    orig = a.read_bytes()
+    archive_file(a, ctx)
+    archive_file(write_jpeg(tmp_path / "c" / "plain" / "b.jpg", seed=4), ctx)
+    con = sqlite3.connect(tmp_path / "state" / "catalog.sqlite")
+    con.execute("UPDATE file_versions SET path = CAST(? AS TEXT) WHERE path LIKE '%b.jpg'",
+                (str(tmp_path / "c" / "plain").encode() + b"/b\xe9.jpg",))
+    con.commit()
+    con.close()
+    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    assert rep.checked == 2 and any("not valid UTF-8" in w["problem"] for w in rep.warnings)
+    (r,) = restore(ctx.catalog, [str(a)], vault=ctx.vault)
+    assert r.status == "restored" and a.read_bytes() == orig

@@ -152,3 +152,25 @@ def test_vault_expiry_never_deletes_the_last_good_copy(tmp_path):
 
     assert restore(ctx.catalog, [str(a)], vault=ctx.vault)[0].source == "vault" and a.read_bytes() == orig
     ctx.catalog.close()
+
+
+@pytest.mark.parametrize("home", ["empty", "zeroed", "mistyped"])
+def test_verify_on_a_wrong_archiver_home_is_an_error(tmp_path, home):
+    """#8: verify on an empty, zeroed or mistyped ARCHIVER_HOME printed "checked 0 of 0", exited 0
+    and created a catalog."""
+    h = tmp_path / "home"
+    h.mkdir()
+    if home == "empty":
+        (h / "catalog.sqlite").write_bytes(b"")
+    elif home == "zeroed":
+        (h / "catalog.sqlite").write_bytes(bytes(8192))
+    else:
+        h = tmp_path / "hmoe"
+    for cmd in ("verify", "stats", "restore"):
+        args = [cmd] + (["/x/a.jpg"] if cmd == "restore" else [])
+        r = subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, ARCHIVER_HOME=str(h)))
+        assert r.returncode == 7 and "Traceback" not in r.stderr and "catalog" in r.stderr, (cmd, r.stderr)
+    assert not (tmp_path / "hmoe").exists()
+    if home != "mistyped":
+        assert sorted(p.name for p in h.iterdir()) == ["catalog.sqlite"]

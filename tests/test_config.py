@@ -1,0 +1,72 @@
+"""Configuration is validated against a schema: every problem is one line naming its key, exit 2,
+never a traceback, never a silent default (issue 11 #11-13)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from archiver.config import load_config
+from archiver.errors import UsageError
+
+
+def _cfg(tmp_path, text):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("roots: /srv/photos\n", "roots: must be a list"),  # #11: read character by character, watched /
+    ("poll_roots: /mnt/nas\n", "poll_roots: must be a list"),
+    ("workers: two\n", "workers: input should be a valid integer"),  # #12
+    ("metrics_port: 99999\n", "metrics_port: must be between 0 and 65535"),  # #12
+    ("workers: 0\n", "workers: must be between 1 and 256"),
+    ("settle_seconds: -3\n", "settle_seconds: must be at least 0"),
+    ("decode_steps: 4.5\n", "decode_steps: input should be a valid integer"),
+    ("roots: [photos]\n", "roots[0]: must be an absolute path"),
+    ("roots: [/no/such/dir/anywhere]\n", "roots[0]: no such directory, nor its parent"),
+    ("vault_dir: relative/vault\n", "vault_dir: must be an absolute path"),
+    ("device: gpu\n", "device: must be one of"),
+    ("backbone: [tiny]\n", "backbone: input should be a valid string"),
+])
+def test_bad_settings_are_one_clear_line_with_the_key(tmp_path, text, expect):
+    with pytest.raises(UsageError) as e:
+        load_config(_cfg(tmp_path, text))
+    assert expect in str(e.value) and str(e.value).count("\n") == 0
+
+
+def test_several_problems_are_several_lines(tmp_path):
+    with pytest.raises(UsageError) as e:
+        load_config(_cfg(tmp_path, "workers: 0\nmetrics_port: -1\nroots: /x\n"))
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and all(str(tmp_path / "cfg.yaml") in line for line in lines)
+
+
+def test_a_root_that_is_a_file_is_refused_and_a_missing_one_is_not(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match=r"roots\[0\]: not a directory"):
+        load_config(_cfg(tmp_path, f"roots: [{tmp_path / 'f'}]\n"))
+    assert load_config(_cfg(tmp_path, f"roots: [{tmp_path / 'unmounted'}]\n")).roots  # paused by the daemon
+
+
+def test_a_good_config_loads(tmp_path):
+    cfg = load_config(_cfg(tmp_path, f"roots: [{tmp_path}]\nworkers: 2\nsettle_seconds: 3\nmetrics_port: 9100\n"))
+    assert cfg.roots == [str(tmp_path)] and cfg.workers == 2 and cfg.settle_seconds == 3
+
+
+def test_missing_archiver_config_is_an_error_not_the_defaults(tmp_path, monkeypatch):
+    """#13: ARCHIVER_CONFIG naming a missing file silently fell back to the defaults."""
+    monkeypatch.setenv("ARCHIVER_CONFIG", str(tmp_path / "nope.yaml"))
+    with pytest.raises(UsageError, match="ARCHIVER_CONFIG .*nope.yaml: config file not found"):
+        load_config()
+
+
+@pytest.mark.parametrize("text,code", [("roots: /srv/photos\n", 2), ("workers: two\n", 2), ("metrics_port: 99999\n", 2)])
+def test_cli_gives_exit_2_and_no_traceback(tmp_path, text, code):
+    cfg = _cfg(tmp_path, text)
+    for args in (["daemon", "--config", str(cfg)], ["migrate", str(tmp_path), "--dry-run", "--config", str(cfg)]):
+        r = subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home")))
+        assert r.returncode == code and "Traceback" not in r.stderr and "error:" in r.stderr, (args, r.stderr)
