@@ -101,7 +101,7 @@ def test_a_reconstruction_written_in_a_format_that_cannot_hold_it_falls_back_to_
     from archiver.work.restore import _reconstruction_bytes
 
     img = Image.fromarray(smooth_image(2, (40, 30))).convert("RGBA")
-    data = _reconstruction_bytes(FileVersion(path="/x.bmp", format="XBM"), img)
+    data = _reconstruction_bytes(FileVersion(path="/x.bmp", format="XBM"), img, None)
     assert Image.open(io.BytesIO(data)).size == (40, 30)
 
 
