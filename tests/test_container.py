@@ -158,24 +158,13 @@ def test_consistent_checksum_but_inconsistent_geometry_is_refused():
 
 
 # -- fuzzing (issue 11): no exception but ContainerError, whatever the bytes -----------------------
-def _reseal(data: bytes) -> bytes:
-    """A fresh checksum over mutated bytes, so the parser behind it is reached."""
-    body = data[:-container.DIGEST_LEN] if len(data) > container.DIGEST_LEN else data
-    return body + hashlib.sha256(body).digest()
-
-
-def _seeds():
-    return [container.pack(_header(), SECTIONS), container.pack(_header(roi=[], mode="L"), {container.LATENT: b"x"}),
-            container.pack(_header(latent_channels=1, mu=[0.0], delta=[1.0], roi=[(1, 2, 3, 4)] * 3), SECTIONS)]
-
-
 def _fuzz(n):
     import sys
 
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
     import fuzzing
 
-    rep = fuzzing.run(container.unpack, _seeds(), n, (ContainerError,), seed=n, reseal=_reseal)
+    rep = fuzzing.fuzz_dlc(n, seed=n)
     assert rep["other"] == {}, rep["other"]
     assert rep["inputs"] == n and rep["documented_errors"] > n // 4 and rep["accepted"] > 0
     return rep

@@ -110,11 +110,22 @@ def _with_record(jxl: bytes, record: dict) -> bytes:
     return jxl[:head] + _box(RECORD_BOX, json.dumps(record, sort_keys=True).encode()) + jxl[head:]
 
 
+#: the box types of ISO/IEC 18181-2 (JPEG XL file format); a file with any other box than these
+#: and the restore record is refused: without it, a record box whose type was damaged would pass
+#: as "another JPEG XL file" and its (unchecked) codestream be taken at its word
+STANDARD_BOXES = frozenset({b"JXL ", b"ftyp", b"jxlc", b"jxlp", b"jxll", b"jxli", b"jbrd", b"Exif", b"xml ",
+                            b"jumb", b"brob", b"jhgm"})
+
+
 def _record(data: bytes) -> dict | None:
     """The ``axlr`` record of a .jxl written here, or None for another JPEG XL file."""
     if not data.startswith(JXL_SIGNATURE):
         return None
-    found = [(a, b) for kind, a, b in _boxes(data) if kind == RECORD_BOX]
+    boxes = _boxes(data)
+    odd = sorted({kind for kind, _, _ in boxes if kind not in STANDARD_BOXES and kind != RECORD_BOX})
+    if odd:
+        raise ArchiverError(f"damaged or foreign JPEG XL container: unknown box {odd[0]!r}")
+    found = [(a, b) for kind, a, b in boxes if kind == RECORD_BOX]
     if not found:
         return None
     if len(found) > 1:

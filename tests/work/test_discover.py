@@ -96,9 +96,9 @@ def test_long_names_are_archived(tmp_path, ctx, n):
         assert q.latest_version(s, str(src)).compressed_path == o.compressed_path
 
 
-def test_migrate_skips_a_name_that_is_not_utf8(tmp_path):
+def test_migrate_skips_a_name_that_is_not_utf8(tmp_path, caplog):
     """#14: migrate died with a traceback before any work; the daemon logged one on every scan."""
-    from archiver.service.watcher import is_candidate
+    from archiver.service.watcher import is_candidate, walk
 
     d = tmp_path / "c"
     write_jpeg(d / "good.jpg")
@@ -106,6 +106,10 @@ def test_migrate_skips_a_name_that_is_not_utf8(tmp_path):
     with open(bad, "wb") as f:
         f.write((d / "good.jpg").read_bytes())
     assert not is_candidate(os.fsdecode(bad))
+    with caplog.at_level("WARNING", logger="archiver.service.watcher"):
+        for _ in range(3):  # the daemon's scans: the good file each time, one warning in all
+            assert list(walk(d)) == [str(d / "good.jpg")]
+    assert len([r for r in caplog.records if "not valid UTF-8" in r.getMessage()]) <= 1
     r = subprocess.run([sys.executable, "-m", "archiver", "migrate", str(d), "--executor", "thread", "--json"],
                        capture_output=True, timeout=300, env=dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home")))
     assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-2000:]

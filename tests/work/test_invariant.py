@@ -2,8 +2,6 @@
 the catalog promises. A crash at every step, then the artifact removed or corrupted before the
 next run: the original is never lost (issue 11 #4 and the fault corpus)."""
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,63 +13,22 @@ from archiver.catalog.testing import disk_problems, make_context, write_jpeg, wr
 from archiver.work import FAULT_STEPS, archive_file, recover_pending, verify
 from archiver.work.invariant import LOST, replacement_holds, why_not_remove
 
-RUNNER = """
-import sys
-from archiver.work import archive_file
-from archiver.catalog.testing import make_context
-ctx = make_context(sys.argv[1])
-print(archive_file(sys.argv[2], ctx).state)
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import faultcorpus  # noqa: E402  (tests/faultcorpus.py: the corpus, shared with bench/fuzz_faults.py)
 
-#: the count of every trial of the corpus (reported in the issue's closing note)
-TRIALS = []
-
-
-class Crash(BaseException):
-    """A death nothing in archive catches (open transactions roll back as on a kill)."""
-
-
-def _crash_in_process(state, src, step):
-    from unittest import mock
-
-    from archiver.work import faults
-
-    def fault(name):
-        if name == step:
-            raise Crash(name)
-
-    ctx = make_context(state)
-    try:
-        with mock.patch.object(faults, "fault", fault):
-            archive_file(src, ctx)
-    except Crash:
-        pass
-    finally:
-        ctx.catalog.close()
-
-
-def _crash(state, src, step):
-    r = subprocess.run([sys.executable, "-c", RUNNER, str(state), str(src)], env=dict(os.environ, ARCHIVER_FAULT=step),
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == -9, r.stderr[-2000:]
-
-
-def _compressed(ctx, src):
-    with ctx.catalog.session() as s:
-        r = q.latest_version(s, str(src))
-    return Path(r.compressed_path) if r is not None and r.compressed_path else None
-
-
-CASES = [(kind, step, harm) for kind in ("plain", "vault", "tex") for step in FAULT_STEPS
-         for harm in ("remove", "corrupt")
-         if not (kind != "vault" and step == "vaulted")]
+_crash = faultcorpus.crash_kill9
+#: the default run: every kind of file, every step, the artifact removed or corrupted (in process);
+#: bench/fuzz_faults.py runs every harm with fresh images and real kills (docs/safety.md)
+CASES = faultcorpus.cases(harms=("remove", "corrupt"))
+#: steps after which an artifact exists on disk (a harm before them has nothing to harm)
+ARTIFACT_STEPS = FAULT_STEPS[FAULT_STEPS.index("written"):]
 
 
 @pytest.mark.parametrize("kind,step,harm", CASES, ids=[f"{k}-{s}-{h}" for k, s, h in CASES])
 def test_crash_then_artifact_removed_or_corrupted(tmp_path, kind, step, harm):
     """The original exists right after the crash unless a verified removal happened (step
     'removed'); the artifact is then harmed; the next run must not lose the original."""
-    _crash_then_harm(tmp_path, kind, step, harm, _crash_in_process)
+    _check(faultcorpus.trial(tmp_path, kind, step, harm))
 
 
 KILL_CASES = [c for c in CASES if c[0] == "plain" or c[1] in ("committed", "vaulted")]
@@ -81,43 +38,37 @@ KILL_CASES = [c for c in CASES if c[0] == "plain" or c[1] in ("committed", "vaul
 @pytest.mark.parametrize("kind,step,harm", KILL_CASES, ids=[f"{k}-{s}-{h}" for k, s, h in KILL_CASES])
 def test_kill9_then_artifact_removed_or_corrupted(tmp_path, kind, step, harm):
     """The same with a real SIGKILL of a separate process."""
-    _crash_then_harm(tmp_path, kind, step, harm, _crash)
+    _check(faultcorpus.trial(tmp_path, kind, step, harm, crash=_crash))
 
 
 def test_kill9_after_commit_then_artifact_corrupted(tmp_path):
     """The default run's real-kill variant: the case #4 was about."""
-    _crash_then_harm(tmp_path, "plain", "committed", "corrupt", _crash)
+    _check(faultcorpus.trial(tmp_path, "plain", "committed", "corrupt", crash=_crash))
 
 
-def _crash_then_harm(tmp_path, kind, step, harm, crash):
-    src = write_jpeg(tmp_path / "c" / kind / "a.jpg", seed=5, size=(96, 64))
-    orig = src.read_bytes()
-    crash(tmp_path / "state", src, step)
-    ctx = make_context(tmp_path / "state")
-    try:
-        present = src.exists()
-        cp = _compressed(ctx, src) or next((p for p in src.parent.iterdir() if p.suffix in (".jxl", ".dlc")), None)
-        if cp is not None and cp.exists():
-            if harm == "remove":
-                cp.unlink()
-            else:
-                b = bytearray(cp.read_bytes())
-                b[len(b) // 2] ^= 0xFF
-                cp.write_bytes(bytes(b))
-        recover_pending(ctx)
-        o = archive_file(src, ctx)
-        TRIALS.append((kind, step, harm))
-        if present:  # the original existed when the artifact was harmed: it must survive
-            assert src.exists() or o.state == COMMITTED, o
-            if not src.exists():  # archived again from the intact original: a verified replacement
-                with ctx.catalog.session() as s:
-                    row = q.latest_version(s, str(src))
-                assert replacement_holds(row, ctx.codec).ok
-            else:
-                assert src.read_bytes() == orig
-        assert disk_problems(ctx, tmp_path / "c") == [] or not present
-    finally:
-        ctx.catalog.close()
+def test_the_corpus_harms_a_real_artifact(tmp_path):
+    """Not vacuous: every kind is really archived (a JPEG too small for JPEG XL would be kept and
+    nothing harmed), and a harm after a verified removal is reported, not hidden."""
+    r = faultcorpus.trial(tmp_path / "a", "plain", "removed", "corrupt")
+    assert r["harmed"] and r["action"] == "lossless" and not r["present_after_crash"]
+    assert r["problems"] and not r["restored"]  # the only copy was damaged: verify's business
+    r = faultcorpus.trial(tmp_path / "b", "vault", "removed", "remove")
+    assert r["harmed"] and r["restored"] and r["exact"] == "bytes"  # the vault copy
+
+
+def _check(r):
+    assert not r["lost"], r
+    if r["step"] in ARTIFACT_STEPS:
+        assert r["harmed"], r  # the trial reached a real artifact
+    if r["present_after_crash"]:
+        assert r["problems"] == [], r
+        assert r["on_disk"] or r["restored"], r
+
+
+def _compressed(ctx, src):
+    with ctx.catalog.session() as s:
+        r = q.latest_version(s, str(src))
+    return Path(r.compressed_path) if r is not None and r.compressed_path else None
 
 
 def test_recovery_never_removes_an_original_whose_replacement_is_gone(tmp_path):

@@ -271,6 +271,54 @@ def test_restore_with_a_read_only_catalog(tmp_path):
         os.chmod(db, 0o755)
 
 
+def test_restore_when_the_catalog_refuses_writes(tmp_path, ctx):
+    """#15 in process (the test above cannot make a file read-only for root): every write to the
+    catalog fails as on a read-only database; the restore still happens and says so."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    orig = src.read_bytes()
+    archive_file(src, ctx)
+
+    def read_only(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            raise OperationalError(statement, params, Exception("attempt to write a readonly database"))
+
+    event.listen(ctx.catalog.engine, "before_cursor_execute", read_only)
+    try:
+        (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, to=tmp_path / "out")
+    finally:
+        event.remove(ctx.catalog.engine, "before_cursor_execute", read_only)
+    assert r.status == "restored" and "could not record" in r.message
+    assert (tmp_path / "out" / "a.jpg").read_bytes() == orig
+
+
+def test_png_restore_through_the_catalog_with_another_zlib_build(tmp_path, ctx, monkeypatch):
+    """#7: the catalog recorded the hash of re-created PNG bytes, so with another zlib or Pillow
+    build (simulated: another deflate level) every such restore and verify was refused. The
+    promise is the pixels and metadata, and that is what is checked."""
+    from PIL import Image
+
+    from archiver.catalog.testing import write_png
+    from archiver.storage import lossless
+    from archiver.work import verify
+
+    src = write_png(tmp_path / "c" / "plain" / "g.png", size=(160, 120))
+    orig = src.read_bytes()
+    assert archive_file(src, ctx).state == "committed" and not src.exists()
+    real = Image.Image.save
+
+    def other_build(self, fp, format=None, **kw):
+        return real(self, fp, format, **({**kw, "compress_level": 1} if format == "PNG" else kw))
+
+    monkeypatch.setattr(Image.Image, "save", other_build)
+    assert verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec).mismatches == []
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "restored" and r.exact == "pixels", r
+    assert src.read_bytes() != orig and lossless.content_digest(src.read_bytes()) == lossless.content_digest(orig)
+
+
 def test_a_row_that_is_not_utf8_blocks_nothing(tmp_path, ctx):
     """#16: one catalog row that was not valid UTF-8 blocked restore and verify for every file."""
     import sqlite3

@@ -1,0 +1,151 @@
+"""The crash corpus (issue 11), shared by tests/work/test_invariant.py and bench/fuzz_faults.py:
+archive one file, crash at a step boundary (in process, or a real SIGKILL of another process),
+harm the artifact (remove, corrupt, truncate, swap in another valid file), run recovery and
+archive again, then ask what a user would: is the original still there, or does ``restore``
+give it back as exactly as the catalog promises? ``trial`` returns the facts; a trial whose
+original is neither on disk nor restorable has lost it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from archiver.catalog import queries as q
+from archiver.catalog.testing import disk_problems, make_context, write_jpeg, write_png
+from archiver.work import FAULT_STEPS, archive_file, recover_pending, restore
+
+RUNNER = """
+import sys
+from archiver.work import archive_file
+from archiver.catalog.testing import make_context
+ctx = make_context(sys.argv[1])
+print(archive_file(sys.argv[2], ctx).state)
+"""
+
+#: the directory (and so the test policy's rule) of each kind of file
+KINDS = {"plain": "jpeg, lossless, replace (bytes back)", "png": "png, lossless, replace (pixels back)",
+         "vault": "jpeg, lossless, vault", "tex": "diffusion (approximate)"}
+HARMS = ("none", "remove", "corrupt", "truncate", "swap")
+
+
+class Crash(BaseException):
+    """A death nothing in archive catches (open transactions roll back as on a kill)."""
+
+
+def crash_in_process(state: Path, src: Path, step: str) -> None:
+    from unittest import mock
+
+    from archiver.work import faults
+
+    def fault(name):
+        if name == step:
+            raise Crash(name)
+
+    ctx = make_context(state)
+    try:
+        with mock.patch.object(faults, "fault", fault):
+            archive_file(src, ctx)
+    except Crash:
+        pass
+    finally:
+        ctx.catalog.close()
+
+
+def crash_kill9(state: Path, src: Path, step: str) -> None:
+    r = subprocess.run([sys.executable, "-c", RUNNER, str(state), str(src)], env=dict(os.environ, ARCHIVER_FAULT=step),
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != -9:
+        raise AssertionError(f"the run was not killed at {step}: rc {r.returncode}\n{r.stderr[-2000:]}")
+
+
+def cases(kinds=tuple(KINDS), harms=HARMS) -> list[tuple[str, str, str]]:
+    return [(kind, step, harm) for kind in kinds for step in FAULT_STEPS for harm in harms
+            if not (kind != "vault" and step == "vaulted")]
+
+
+def _original(root: Path, kind: str, seed: int) -> Path:
+    if kind == "png":
+        return write_png(root / kind / f"g{seed}.png", seed=seed, size=(160, 120))
+    return write_jpeg(root / kind / f"a{seed}.jpg", seed=seed, size=(160 + seed % 5 * 8, 120))  # smaller as JPEG XL
+
+
+def _artifact(ctx, src: Path) -> Path | None:
+    with ctx.catalog.session() as s:
+        r = q.latest_version(s, str(src))
+    if r is not None and r.compressed_path:
+        return Path(r.compressed_path)
+    return next((p for p in src.parent.iterdir() if p.name.startswith(src.name) and p.suffix in (".jxl", ".dlc")), None)
+
+
+def _harm(cp: Path | None, harm: str, other: Path | None) -> bool:
+    if cp is None or not cp.exists() or harm == "none":
+        return False
+    if harm == "remove":
+        cp.unlink()
+    elif harm == "corrupt":
+        b = bytearray(cp.read_bytes())
+        b[len(b) // 2] ^= 0xFF
+        cp.write_bytes(bytes(b))
+    elif harm == "truncate":
+        cp.write_bytes(cp.read_bytes()[: len(cp.read_bytes()) // 2])
+    elif harm == "swap":  # another file's valid artifact in its place
+        if other is None or not other.exists():
+            return False
+        shutil.copyfile(other, cp)
+    return True
+
+
+def trial(tmp: Path, kind: str, step: str, harm: str, crash=crash_in_process, seed: int = 5) -> dict:
+    """One crash-then-harm trial in ``tmp``; returns what happened (``lost`` must be False)."""
+    from archiver.storage import lossless
+
+    root = tmp / "c"
+    src = _original(root, kind, seed)
+    orig = src.read_bytes()
+    other = None
+    if harm == "swap":  # a finished archive of another file of the same kind, to swap in
+        ctx = make_context(tmp / "state")
+        try:
+            o = archive_file(_original(root, kind, seed + 1000), ctx)
+            other = Path(o.compressed_path) if o.compressed_path else None
+        finally:
+            ctx.catalog.close()
+    crash(tmp / "state", src, step)
+    ctx = make_context(tmp / "state")
+    try:
+        present = src.exists() and src.read_bytes() == orig
+        harmed = _harm(_artifact(ctx, src), harm, other)
+        recover_pending(ctx)
+        out = archive_file(src, ctx)
+        on_disk = src.exists() and src.read_bytes() == orig
+        restored = exact = None
+        if not on_disk:
+            to = tmp / "restored"
+            res = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=to)
+            ok = [r for r in res if r.status == "restored"]
+            if ok:
+                back, exact = Path(ok[0].dest).read_bytes(), ok[0].exact
+                if exact == "bytes":
+                    restored = back == orig
+                elif exact == "pixels":
+                    restored = lossless.content_digest(back) == lossless.content_digest(orig)
+                else:  # approximate by policy: the decoded reconstruction the catalog recorded
+                    restored = kind == "tex"
+            else:
+                restored = False
+        problems = disk_problems(ctx, root)
+        # lost: the original was there when the artifact was harmed and is neither on disk nor
+        # restorable. An artifact harmed after a verified removal (step 'removed', no vault) is the
+        # damage verify reports (``problems``), not a loss by archiver.
+        return {"kind": kind, "step": step, "harm": harm, "seed": seed, "present_after_crash": present,
+                "harmed": harmed, "state": out.state, "action": out.action, "on_disk": on_disk,
+                "restored": restored, "exact": exact, "lost": present and not on_disk and not restored,
+                "problems": problems}
+    finally:
+        ctx.catalog.close()
+
+
+__all__ = ["Crash", "FAULT_STEPS", "HARMS", "KINDS", "cases", "crash_in_process", "crash_kill9", "trial"]
