@@ -124,7 +124,7 @@ def trial(tmp: Path, kind: str, step: str, harm: str, crash=crash_in_process, se
         restored = exact = None
         if not on_disk:
             to = tmp / "restored"
-            res = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=to)
+            res = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=to)
             ok = [r for r in res if r.status == "restored"]
             if ok:
                 back, exact = Path(ok[0].dest).read_bytes(), ok[0].exact

@@ -94,6 +94,9 @@ class Choice:
 
     def _encode(self, name: str, source: Source) -> Optional[Encoded]:
         try:
+            refusal = self.codec(name).refusal(source)
+            if refusal:
+                raise CodecRefused(refusal)
             enc = self.codec(name).encode(source, self.target)
             if enc.size >= len(source.data):  # never replace a file with a bigger one
                 raise CodecRefused(f"output not smaller ({enc.size} >= {len(source.data)} bytes)")

@@ -1,7 +1,9 @@
 """Step 5, re-read and check: the compressed file is read back from disk, must hash to what was
 written, and its codec must verify it against the original (-> ``verified``, with the quality,
-the reconstruction's identity and how exact a restore will be). A refused file is deleted and
-the job moves on to the next codec."""
+the reconstruction's identity, how exact a restore will be, and what the codec learned from the
+file read back, e.g. a lossy reconstruction's fingerprint). The same codec's ``restore`` asks
+the same question later (``invariant.replacement_holds``: before an original is removed, by
+recovery, restore and verify). A refused file is deleted and the job moves on to the next codec."""
 
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ class Check:
             job.quality = {"psnr": verdict.psnr, "ms_ssim": verdict.ms_ssim, "region_psnr": verdict.region_psnr,
                            "reconstruction_sha256": verdict.reconstruction_sha256, "restore_exact": verdict.exact}
             job.reasons.append(job.choice.why_chosen(job.codec.name))
-            w.record(job, VERIFIED, reasons=job.reasons, **job.quality)
+            extra = {"codec_params": {**job.encoded.params, **verdict.params}} if verdict.params else {}
+            w.record(job, VERIFIED, reasons=job.reasons, **job.quality, **extra)
             faults.fault("verified")
             return True
         w.discard_artifact(job, cp)

@@ -32,6 +32,8 @@ class Held:
     why: str = ""
     restored: Optional[Restored] = None
     note: str = ""
+    #: the codec's own error, when it refused (restore re-raises it: e.g. exit 10, a missing adapter)
+    error: Optional[ArchiverError] = None
 
 
 def replacement_holds(row: FileVersion, codecs=None) -> Held:
@@ -52,7 +54,7 @@ def replacement_holds(row: FileVersion, codecs=None) -> Held:
     try:
         got = (codecs or Codecs()).for_row(row).restore(disk, Recorded.from_row(row))
     except ArchiverError as e:
-        return Held(False, f"compressed file does not give back what the catalog recorded ({e})")
+        return Held(False, f"compressed file does not give back what the catalog recorded ({e})", error=e)
     except Exception as e:  # noqa: BLE001 - a decoder crash on stored bytes is a finding, never a pass
         return Held(False, f"compressed file does not decode ({type(e).__name__}: {e})")
     return Held(True, restored=got, note=got.note)

@@ -213,6 +213,8 @@ def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, 
     if not row.compressed_path:
         raise ArchiverError(f"{row.path}: no vaulted original, no original on disk and no compressed file")
     held = replacement_holds(row, codecs)
+    if held.error is not None:  # the codec's own reason and exit code (10: the file's adapter is missing)
+        raise held.error
     if not held.ok:
         raise ArchiverError(f"{row.path}: {held.why}")
     got = held.restored

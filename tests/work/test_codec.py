@@ -14,7 +14,7 @@ from archiver.catalog.models import COMMITTED
 from archiver.catalog.testing import make_context, smooth_image
 from archiver.storage import lossless
 from archiver.work import archive_file, restore, verify
-from archiver.work import guard
+from archiver.codecs import base
 
 
 @pytest.fixture
@@ -96,6 +96,32 @@ def test_cmyk_and_float_tiffs_are_not_diffused(tmp_path, ctx, mode):
         assert src.read_bytes() == b.getvalue()
 
 
+@pytest.mark.parametrize("what", ["frames", "16-bit", "CMYK"])
+def test_no_lossy_codec_of_the_registry_takes_an_image_it_would_cut_down(what):
+    """#1, #2, #5 for every lossy codec (diffusion, AVIF, lossy JPEG XL), not only diffusion:
+    the refusal sits in the codec base and the choice asks it before any encoding."""
+    from archiver.codecs import Source, get_codec, is_lossy, names
+    from archiver.codecs.choice import Choice
+    from archiver.imageio import load_image
+
+    if what == "frames":
+        data = _frames("PNG")
+    elif what == "16-bit":
+        data = _cv2_png((np.cumsum(np.ones((48, 64, 3)), axis=1) * 900).astype(np.uint16))
+    else:
+        b = io.BytesIO()
+        Image.fromarray(smooth_image(1, (64, 48))).convert("CMYK").save(b, "TIFF")
+        data = b.getvalue()
+    source = Source(load_image(data), data)
+    lossy = [n for n in names() if is_lossy(n)]
+    assert {"diffusion", "avif", "jxl"} <= set(lossy)
+    for name in lossy:
+        assert "faithfully" in (get_codec(name).refusal(source) or ""), name
+    choice = Choice("best", {"among": lossy})
+    assert list(choice.candidates(source)) == []
+    assert all("faithfully" in a.why for a in choice.attempts) and len(choice.attempts) == len(lossy)
+
+
 def test_a_reconstruction_written_in_a_format_that_cannot_hold_it_falls_back_to_a_readable_file(tmp_path):
     from archiver.catalog.models import FileVersion
     from archiver.work.restore import _reconstruction_bytes
@@ -112,11 +138,11 @@ def test_fingerprint_tolerates_a_device_but_not_damage():
     jitter = a.copy()
     idx = rng.choice(a.size, 20000, replace=False)
     jitter.flat[idx] += rng.choice([-1, 1], 20000)
-    fp = guard.fingerprint(Image.fromarray(a.astype(np.uint8)))
-    assert guard.same_fingerprint(guard.fingerprint(Image.fromarray(np.clip(jitter, 0, 255).astype(np.uint8))), fp)
+    fp = base.fingerprint(Image.fromarray(a.astype(np.uint8)))
+    assert base.same_fingerprint(base.fingerprint(Image.fromarray(np.clip(jitter, 0, 255).astype(np.uint8))), fp)
     damaged = a.copy()
     damaged[100:180, 200:300] = 0
-    assert not guard.same_fingerprint(guard.fingerprint(Image.fromarray(damaged.astype(np.uint8))), fp)
+    assert not base.same_fingerprint(base.fingerprint(Image.fromarray(damaged.astype(np.uint8))), fp)
 
 
 def test_verify_and_restore_accept_another_devices_decode(tmp_path, ctx):
@@ -126,18 +152,19 @@ def test_verify_and_restore_accept_another_devices_decode(tmp_path, ctx):
 
     src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg", size=(160, 120))
     archive_file(src, ctx)
-    real = ctx.codec.decode
+    codec = ctx.codecs.get("diffusion")
+    real = codec.decode
 
     def other_device(data):
         a = np.asarray(real(data)).astype(np.int16)
         a[::7, ::5] += 1
         return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
-    ctx.codec.decode = other_device
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    codec.decode = other_device
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
     assert rep.mismatches == [] and any("another device" in w["problem"] for w in rep.warnings)
-    assert restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=tmp_path / "o")[0].status == "restored"
-    ctx.codec.decode = lambda data: Image.fromarray(255 - np.asarray(real(data)))
-    assert verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec).mismatches
+    assert restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=tmp_path / "o")[0].status == "restored"
+    codec.decode = lambda data: Image.fromarray(255 - np.asarray(real(data)))
+    assert verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs).mismatches
     with ctx.catalog.session() as s:
-        assert "fingerprint" in q.latest_version(s, str(src)).params
+        assert "fingerprint" in q.latest_version(s, str(src)).codec_params

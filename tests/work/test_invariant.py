@@ -85,8 +85,8 @@ def test_recovery_never_removes_an_original_whose_replacement_is_gone(tmp_path):
         r = q.latest_version(s, str(src))
         assert r.state == FAILED and "replacement_lost" in [e.kind for e in q.events_for(s, r)]
     o = archive_file(src, ctx)  # archived again, properly
-    assert o.state == COMMITTED and not src.exists() and replacement_holds(_row(ctx, src), ctx.codec).ok
-    assert verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec).mismatches == []
+    assert o.state == COMMITTED and not src.exists() and replacement_holds(_row(ctx, src), ctx.codecs).ok
+    assert verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs).mismatches == []
     ctx.catalog.close()
 
 

@@ -205,7 +205,7 @@ def test_diffusion_restore_keeps_mtime(tmp_path, ctx):
     src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg", size=(160, 120))
     mtime = os.stat(src).st_mtime_ns
     archive_file(src, ctx)
-    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codec=ctx.codec, to=tmp_path / "out")
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=tmp_path / "out")
     assert r.source == "reconstruction" and os.stat(tmp_path / "out" / "a.jpg").st_mtime_ns == mtime
 
 
@@ -313,7 +313,7 @@ def test_png_restore_through_the_catalog_with_another_zlib_build(tmp_path, ctx, 
         return real(self, fp, format, **({**kw, "compress_level": 1} if format == "PNG" else kw))
 
     monkeypatch.setattr(Image.Image, "save", other_build)
-    assert verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec).mismatches == []
+    assert verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs).mismatches == []
     (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
     assert r.status == "restored" and r.exact == "pixels", r
     assert src.read_bytes() != orig and lossless.content_digest(src.read_bytes()) == lossless.content_digest(orig)
@@ -334,7 +334,7 @@ def test_a_row_that_is_not_utf8_blocks_nothing(tmp_path, ctx):
                 (str(tmp_path / "c" / "plain").encode() + b"/b\xe9.jpg",))
     con.commit()
     con.close()
-    rep = verify(ctx.catalog, vault=ctx.vault, codec=ctx.codec)
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
     assert rep.checked == 2 and any("not valid UTF-8" in w["problem"] for w in rep.warnings)
     (r,) = restore(ctx.catalog, [str(a)], vault=ctx.vault)
     assert r.status == "restored" and a.read_bytes() == orig
