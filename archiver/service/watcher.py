@@ -16,7 +16,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from ..storage.atomic import is_temp_name
+from ..storage.atomic import is_temp_name, is_utf8, shown_name
 
 log = logging.getLogger("archiver.service.watcher")
 
@@ -31,14 +31,6 @@ IMAGE_SUFFIXES = (
 _WARNED: set[str] = set()
 
 
-def _utf8(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
 def is_candidate(path: str | os.PathLike) -> bool:
     """A path worth considering: an image name, not a temp file, not hidden, not our output
     (compressed files, previews)."""
@@ -49,14 +41,14 @@ def is_candidate(path: str | os.PathLike) -> bool:
     if not name or name.startswith(".") or is_temp_name(p) or is_preview(name):
         return False
     low = name.lower()
-    if low.endswith(IMAGE_SUFFIXES) and not _utf8(str(path)):
+    if low.endswith(IMAGE_SUFFIXES) and not is_utf8(str(path)):
         # the catalog stores text: such a name cannot be recorded (archive_file says so); the
         # scanners skip it with one warning instead of failing on every scan
         if str(path) not in _WARNED and len(_WARNED) < 10_000:
             _WARNED.add(str(path))
             logging.getLogger("archiver.service.watcher").warning(
                 "file name is not valid UTF-8; left untouched (rename it to archive it)",
-                extra={"path": os.fsencode(str(path)).decode("utf-8", "backslashreplace")})
+                extra={"path": shown_name(str(path))})
         return False
     if low.endswith(OUTPUT_SUFFIXES) or low.endswith((".part", ".tmp", ".crdownload", "~")):
         return False

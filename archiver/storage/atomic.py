@@ -67,6 +67,21 @@ def is_temp_name(path: str | Path) -> bool:
     return Path(path).name.startswith(TMP_PREFIX)
 
 
+def is_utf8(name: str) -> bool:
+    """Whether a name (decoded from the file system with surrogate escapes) is valid UTF-8: the
+    catalog stores text, so a name that is not cannot be recorded."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def shown_name(name: str) -> str:
+    """A name fit for messages and JSON: bytes that are not UTF-8 written as ``\\xNN``."""
+    return name if is_utf8(name) else os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 _owner_warned = False
 
 

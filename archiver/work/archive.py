@@ -16,6 +16,7 @@ from .commit import Commit
 from .discover import Discover
 from .dispose import Dispose
 from .encode import Encode
+from ..storage.atomic import is_utf8, shown_name
 from .job import ArchiveOutcome, Job, Skip
 from .locks import path_lock
 from .preview import Preview
@@ -27,14 +28,6 @@ from .writers import DryWriters, RealWriters
 
 #: extensions of the files archive writes beside originals (every registered codec's)
 COMPRESSED_EXTS = codecs.suffixes()
-
-
-def _utf8(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def is_own_output(ctx, path: Path) -> bool:
@@ -54,8 +47,8 @@ def archive_file(path: str | Path, ctx) -> ArchiveOutcome:
     ``ctx.dry_run`` the same steps run with writers that change nothing."""
     p = Path(os.path.abspath(path))
     sp = str(p)
-    if not _utf8(sp):
-        shown = os.fsencode(sp).decode("utf-8", "backslashreplace")
+    if not is_utf8(sp):
+        shown = shown_name(sp)
         return ArchiveOutcome(shown, SKIPPED, error=f"{shown}: the name is not valid UTF-8 and cannot be recorded in the "
                               "catalog; left untouched (rename it to archive it)")
     if is_own_output(ctx, p):

@@ -105,16 +105,8 @@ def fit_name(name: str, tail: str) -> str:
         return name + tail
     tag = "~" + hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
     room = NAME_MAX - len(os.fsencode(tag + tail))
-    cut = os.fsencode(name)[:room].decode("utf-8", "ignore") if _utf8(name) else name[:room // 4]
+    cut = os.fsencode(name)[:room].decode("utf-8", "ignore") if atomic.is_utf8(name) else name[:room // 4]
     return cut + tag + tail
-
-
-def _utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
 
 
 def sidecar_path(path: Path, ext: str, file_id: int | None = None) -> Path:

@@ -15,6 +15,7 @@ from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion, utcnow
 from .codec import Codecs
+from ..storage.atomic import is_utf8, shown_name
 from .invariant import replacement_holds
 
 
@@ -34,7 +35,7 @@ class VerifyReport:
 def _check_row(row: FileVersion, vault: Vault | None, codecs, now: dt.datetime, decode: bool) -> tuple[list[str], list[str]]:
     bad, warn = [], []
     has_copy = False
-    if not _utf8(row.path):
+    if not is_utf8(row.path):
         warn.append("the catalog path is not valid UTF-8 (written by another tool?); shown escaped")
     if row.compressed_path:
         cp = Path(row.compressed_path)
@@ -97,9 +98,9 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
         except (OSError, ValueError) as e:  # one unreadable row is a finding, not the end of the scrub
             bad, warn = [f"cannot be checked: {type(e).__name__}: {e}"], []
         for m in bad:
-            rep.mismatches.append({"id": row.id, "path": _shown(row.path), "problem": m})
+            rep.mismatches.append({"id": row.id, "path": shown_name(row.path), "problem": m})
         for w in warn:
-            rep.warnings.append({"id": row.id, "path": _shown(row.path), "problem": w})
+            rep.warnings.append({"id": row.id, "path": shown_name(row.path), "problem": w})
         if not bad:
             rep.ok += 1
     for r in stuck:
@@ -109,16 +110,6 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
     return rep
 
 
-def _utf8(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _shown(path: str) -> str:
-    return path if _utf8(path) else path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _strays(catalog: Catalog) -> list[dict]:
