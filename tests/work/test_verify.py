@@ -166,10 +166,13 @@ def test_verify_on_a_wrong_archiver_home_is_an_error(tmp_path, home):
         (h / "catalog.sqlite").write_bytes(bytes(8192))
     else:
         h = tmp_path / "hmoe"
+    env = dict(os.environ, ARCHIVER_HOME=str(h), HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+               XDG_CONFIG_DIRS=str(tmp_path / "xdg-dirs"))
+    env.pop("ARCHIVER_CONFIG", None)  # only ARCHIVER_HOME says where the catalog is (no config file found)
     for cmd in ("verify", "stats", "restore"):
         args = [cmd] + (["/x/a.jpg"] if cmd == "restore" else [])
         r = subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, ARCHIVER_HOME=str(h)))
+                           env=env, cwd=tmp_path)
         assert r.returncode == 7 and "Traceback" not in r.stderr and "catalog" in r.stderr, (cmd, r.stderr)
     assert not (tmp_path / "hmoe").exists()
     if home != "mistyped":
