@@ -43,5 +43,5 @@ def test_default_policy_bench_on_a_read_only_source(tmp_path):
     # the sources are untouched; the copies were replaced by their lossless outputs
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in src.iterdir()} == digests
     coll = tmp_path / "out" / "coll" / "small"
-    assert sorted(p.name for p in coll.iterdir()) == ["g0.png.axl", "g1.png.axl"]
+    assert sorted(p.name for p in coll.iterdir()) == ["g0.png.jxl", "g1.png.jxl"]  # standard JPEG XL (issue 11)
     assert all(p.stat().st_mode & stat.S_IWUSR for p in [coll, coll.parent])  # not only root may replace
