@@ -402,11 +402,15 @@ def restore_image(data: bytes) -> Image.Image:
 
 def _pixels_back(data: bytes, rec: dict) -> Image.Image:
     ok, info, raw, _icc, _boxes = _decode_jxl(data)
-    w, h = rec["size"]
-    im = Image.frombytes(info.mode, (w, h), raw)
+    return _in_recorded_mode(Image.frombytes(info.mode, tuple(rec["size"]), raw), rec)
+
+
+def _in_recorded_mode(im: Image.Image, rec: dict) -> Image.Image:
+    """Decoded pixels back in the original's mode (a palette image gets its indices and palette
+    back), for the current record and the old ``.axl`` header alike."""
     mode = rec["mode"]
     if mode == "P":
-        im = Image.frombytes("P", (w, h), im.tobytes())
+        im = Image.frombytes("P", im.size, im.tobytes())
         im.putpalette(_unb64(rec["palette"]), rec.get("palette_mode", "RGB"))
     elif im.mode != mode:
         im = im.convert(mode)
@@ -471,12 +475,7 @@ def _restore_axl(data: bytes) -> bytes:
         raise
     except Exception as e:
         raise ArchiverError(f"corrupt .axl file ({type(e).__name__}: {e})") from None
-    mode = header["mode"]
-    if mode == "P":
-        im = Image.frombytes("P", (w, h), im.tobytes())
-        im.putpalette(_unb64(header["palette"]), header.get("palette_mode", "RGB"))
-    elif im.mode != mode:
-        im = im.convert(mode)
+    im = _in_recorded_mode(im, header)
     meta = header.get("meta", {})
     fmt = header.get("format") or "PNG"
     kw = {}
