@@ -3,18 +3,15 @@
 import hashlib
 import struct
 
+import fuzzing  # tests/ is on sys.path (pytest's rootdir conftest)
 import pytest
 
 from archiver.codec import container
 from archiver.errors import ContainerError
 
 
-def _header(**kw):
-    h = dict(backbone_id="tiny", weights_sha256="ab" * 32, width=7, height=5, mode="RGBA", stride=8,
-             latent_channels=4, latent_height=1, latent_width=1, entropy_kind=0, t=42, steps=4, s=0.5,
-             mu=[0.1, -0.2, 0.3, 0.0], delta=[1.0, 1.5, 0.5, 2.0], roi_factor=2.0, roi=[(0, 0, 1, 1)])
-    h.update(kw)
-    return container.Header(**h)
+#: a small v1 header; the fuzz target (tests/fuzzing.py) mutates files built from the same one
+_header = fuzzing._dlc_header
 
 
 SECTIONS = {container.LATENT: b"\x01\x02\x03latent", container.ALPHA: b"alpha-png",
