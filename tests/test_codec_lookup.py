@@ -44,7 +44,7 @@ def test_files_written_before_the_split_still_decode(path):
 
 
 def test_old_fixtures_are_there():
-    assert len(OLD_FILES) >= 4 and {p.name[:2] for p in OLD_FILES} == {"r1", "r2"}
+    assert len(OLD_FILES) >= 5 and {p.name[:2] for p in OLD_FILES} == {"r1", "r2", "r3"}
 
 
 def test_unknown_weights_are_refused_not_guessed():
