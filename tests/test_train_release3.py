@@ -194,3 +194,114 @@ def test_rd_stage_on_the_gpu(images, tmp_path):
     res = pipeline.run(images, tmp_path, stages=("rd",), steps=3, batch=2, crop=64, seed=5, quiet=True,
                        device="cuda", eval_every=3)["stages"][0]
     assert res["step"] == 3 and np.isfinite(res["loss"])
+
+
+def test_unpack_gives_back_the_stage_files_of_an_assembled_model(r3, tmp_path):
+    """A GPU run brings back the assembled model only: unpacked and assembled again, it is the
+    same model, tensor for tensor (float16 storage survives the float32 round trip exactly)."""
+    from archiver.train.export import assemble, unpack
+
+    out, _, _ = r3
+    written = unpack(out, tmp_path)
+    assert {"ae_best.safetensors", "entropy_best.safetensors", "unet_best.safetensors",
+            "latent_stats.safetensors"} <= set(written)
+    assert unpack(out, tmp_path) == []  # files already there are kept
+    assemble(tmp_path)
+    a, _ = read_safetensors(out / "tiny.safetensors")
+    b, _ = read_safetensors(tmp_path / "tiny.safetensors")
+    assert a.keys() == b.keys()
+    assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unpack_refuses_a_folder_without_a_model(tmp_path):
+    from archiver.errors import UsageError
+    from archiver.train.export import unpack
+
+    with pytest.raises(UsageError, match="no assembled model"):
+        unpack(tmp_path, tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def fidelity(r3, images, tmp_path_factory):
+    """Stage fidelity started from the assembled release-3 model of ``r3`` (as from archiver/weights)."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(RD, "N_VAL", 2)
+    mp.setattr(RD, "VAL_SIDE", 64)
+    init, _, _ = r3
+    out = tmp_path_factory.mktemp("fidelity")
+    res = run(images, out, "fidelity", 3, log_every=1, init=init)
+    mp.undo()
+    return init, out, res
+
+
+def test_fidelity_moves_only_the_decoder_and_denoiser(fidelity):
+    import archiver.train.fidelity as F
+
+    init, out, res = fidelity
+    assert res["step"] == 3 and np.isfinite(res["loss"])
+    a, _ = read_safetensors(init / "tiny.safetensors")
+    b, _ = read_safetensors(out / "tiny.safetensors")
+    assert a.keys() == b.keys()
+    frozen = [k for k in a if k.startswith(("vae.g_a.", "entropy.")) or k == "channel_steps"]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)  # the encoder side: bytes unchanged
+    # training moved the decoder and the denoiser (the export is the best held-out score's EMA,
+    # which after 3 tiny steps may still be the starting point)
+    from archiver.train.common import load_checkpoint
+
+    trained = load_checkpoint(out / "fidelity.ckpt")["model"]
+    assert any(not torch.equal(a[k].float(), trained[k]) for k in a if k.startswith("vae.g_s."))
+    assert any(not torch.equal(a[k].float(), trained[k]) for k in a if k.startswith("unet."))
+    assert all(torch.equal(a[k].float(), trained[k]) for k in a if k.startswith("vae.g_a."))
+    exported, _ = read_safetensors(out / "ae_fidelity_best.safetensors")
+    assert all(torch.equal(b[f"vae.{k}"], v.half()) for k, v in exported.items() if k.startswith("g_s.0."))
+    cfg = json.loads((out / "tiny.json").read_text())
+    assert cfg["codec"] == {"t_scale": F.T_SCALE, "eta": 1.0, "quant": "trained"}
+    assert cfg["training"]["fidelity"]["alpha"] == F.ALPHA
+    log = [json.loads(line) for line in (out / "train.log").read_text().splitlines()]
+    assert any(e.get("event") == "init" and "ae_best.safetensors" in e["written"] for e in log)
+    steps = [e for e in log if e.get("stage") == "fidelity" and "loss" in e and "lr" in e]
+    assert len(steps) == 3 and all("ms_ssim_diff" in e and "ms_ssim_plain" in e for e in steps)
+    evals = [e for e in log if e.get("stage") == "fidelity" and e.get("event") == "eval"]
+    assert evals[0]["baseline"] == "the model it starts from"
+    assert all(f"val_ms_ssim_diff_s{s:g}" in evals[-1] for s in F.VAL_S)
+
+
+def test_fidelity_model_writes_the_same_bytes_and_decodes_its_own_way(fidelity):
+    """Same encoder, same entropy model: an image coded by the fine-tuned model has the starting
+    model's sections; only the weights digest in the header differs, and each model decodes it
+    differently (so a file must name the model that decodes it)."""
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.imageio import load_image
+
+    init, out, _ = fidelity
+    old, new = load_tiny(device="cpu", weights_dir=init), load_tiny(device="cpu", weights_dir=out)
+    assert new.t_scale != old.t_scale
+    img = load_image(next(init.parent.glob("imgs*")) / "img0.png")
+    a, b = encode_image(img, old, quality=40, steps=4), encode_image(img, new, quality=40, steps=4)
+    (ha, sa), (hb, sb) = container.unpack(a.data), container.unpack(b.data)
+    assert sa == sb and ha.weights_sha256 != hb.weights_sha256
+    assert {k: v for k, v in vars(ha).items() if k not in ("weights_sha256", "t")} == \
+        {k: v for k, v in vars(hb).items() if k not in ("weights_sha256", "t")}
+    x, y = np.asarray(decode_bytes(b.data, new).image), np.asarray(decode_bytes(b.data, new).image)
+    assert np.array_equal(x, y)  # deterministic
+    assert not np.array_equal(x, np.asarray(decode_bytes(a.data, old).image))
+
+
+def test_fidelity_distortion_is_zero_at_the_original_and_grows_with_error():
+    import archiver.train.fidelity as F
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    small = x + 0.02 * torch.randn(x.shape, generator=g)
+    big = x + 0.2 * torch.randn(x.shape, generator=g)
+    d0, d1, d2 = (float(F.distortion(y, x, 1.0)[0]) for y in (x, small, big))
+    assert d0 < 1e-5 < d1 < d2
+    # one quality factor's weight: lambda(s) = LAMBDA / s^2, as the rd stage's
+    assert float(F.distortion(big, x, 2.0)[0]) == pytest.approx(d2 / 4, rel=1e-5)
+
+
+def test_cli_fidelity_from_a_folder_without_a_model_is_one_clear_line(images, tmp_path):
+    r = CliRunner().invoke(main, ["train", str(images), "--stage", "fidelity", "--init", str(tmp_path),
+                                  "--out", str(tmp_path / "out"), "--steps", "1"])
+    assert r.exit_code != 0 and "no assembled model" in r.output and "Traceback" not in r.output

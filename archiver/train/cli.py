@@ -10,7 +10,7 @@ import click
 from ..errors import UsageError
 from ..output import emit
 
-STAGES = ("rd", "denoiser", "realism", "ae", "entropy", "codec")
+STAGES = ("rd", "denoiser", "realism", "fidelity", "ae", "entropy", "codec")
 
 
 class _TrainGroup(click.Group):
@@ -59,14 +59,19 @@ def _human(res: dict) -> str:
 @click.option("--amp/--no-amp", default=True, show_default=True,
               help="bfloat16 autocast for the convolutions on CUDA (entropy models always float32)")
 @click.option("--max-files", type=int, default=None, help="use only the first N images (for quick tries)")
+@click.option("--init", "init", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="start from this assembled model (e.g. archiver/weights): its stage files seed --out")
+@click.option("--eval-every", type=int, default=None, help="steps between held-out evaluations (default: per-stage)")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable result")
 def tiny(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, threads, device, amp, max_files,
-         as_json):
+         init, eval_every, as_json):
     """Train the embedded tiny backbone on the images in DATA_DIR (never on the evaluation set).
 
     Release 3 (the default, `--stage all`): the autoencoder and its entropy model trained
     jointly on rate + distortion (rd), the latent denoiser on cached latents (denoiser), then
     the decoder and denoiser fine-tuned for realism on the codec's decode path (realism).
+    `--stage fidelity --init archiver/weights` fine-tunes a shipped model's decoder and denoiser
+    for MS-SSIM and MSE at the decode's shipped starting step; files' bytes do not change.
     `--stage release2` runs the block-transform recipe of weights release 2. Each stage keeps a
     checkpoint and its best-so-far weights in --out; the assembled model is rewritten after each.
     """
@@ -79,7 +84,7 @@ def tiny(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, th
     stages = pipeline.RECIPES.get(stage, (stage,))
     res = pipeline.run(data_dir, out, stages=stages, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr,
                        resume=resume, seed=seed, threads=threads, max_files=max_files, quiet=as_json,
-                       device=device, amp=amp)
+                       device=device, amp=amp, init=init, **({"eval_every": eval_every} if eval_every else {}))
     emit(res, as_json, _human)
 
 

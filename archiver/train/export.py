@@ -30,9 +30,10 @@ def assemble(out: Path) -> Path | None:
     tensors, meta_all = {}, {}
     w, meta = read_safetensors(ae)
     rd = meta["vae_config"].get("kind") == "rd"
-    # the decoder fine-tuned on the decode path (stage "codec", or "realism" for release 3; the
-    # encoder is the same)
-    for tuned_ae in (out / "ae_codec_best.safetensors", out / "ae_realism_best.safetensors"):
+    # the decoder fine-tuned on the decode path (stage "codec", or "realism" then "fidelity" for
+    # release 3; the encoder is the same): the last stage's wins
+    for tuned_ae in (out / "ae_codec_best.safetensors", out / "ae_realism_best.safetensors",
+                     out / "ae_fidelity_best.safetensors"):
         if tuned_ae.exists():
             w, tuned_meta = read_safetensors(tuned_ae)
             meta = dict(meta, vae_config=tuned_meta.get("vae_config", meta["vae_config"]))
@@ -43,7 +44,7 @@ def assemble(out: Path) -> Path | None:
     meta_all["ae"] = {k: v for k, v in meta.items() if k != "vae_config"}
     # the denoiser fine-tuned on the codec's decode path (stage "codec" or "realism") replaces stage 2's
     for stage, name in (("denoiser", "unet_best.safetensors"), ("codec", "unet_codec_best.safetensors"),
-                        ("realism", "unet_realism_best.safetensors")):
+                        ("realism", "unet_realism_best.safetensors"), ("fidelity", "unet_fidelity_best.safetensors")):
         if (out / name).exists():
             w, meta = read_safetensors(out / name)
             tensors.update({f"unet.{k}": v for k, v in _half(w).items()})
@@ -63,8 +64,9 @@ def assemble(out: Path) -> Path | None:
         cfg["entropy"] = meta.get("entropy_config")
         meta_all["entropy"] = {k: v for k, v in meta.items() if k != "entropy_config"}
     cal = out / "calibration.json"
-    if "realism" in meta_all:  # release 3: its timestep rule, sampler noise and trained grid
-        r = meta_all["realism"]
+    tuned3 = "fidelity" if "fidelity" in meta_all else "realism"
+    if tuned3 in meta_all:  # release 3: its timestep rule, sampler noise and trained grid
+        r = meta_all[tuned3]
         cfg["codec"] = {"t_scale": float(r["t_scale"]), "eta": float(r["eta"]), "quant": "trained"}
     elif "codec" in meta_all:  # fine-tuned for one timestep rule: that one
         cfg["codec"] = {"t_scale": float(meta_all["codec"]["t_scale"])}
@@ -78,3 +80,56 @@ def assemble(out: Path) -> Path | None:
     (out / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     save_safetensors(out / WEIGHTS_FILE, tensors, {"config": cfg})
     return out / WEIGHTS_FILE
+
+
+def unpack(weights_dir: Path, out: Path) -> list[str]:
+    """The stage files of an assembled model (``tiny.safetensors`` + ``tiny.json``), so that a
+    later stage can fine-tune a shipped release when only the assembled model exists (a GPU run
+    brings back the model, not its checkpoints). Files already in ``out`` are kept. Returns the
+    names written.
+
+    The autoencoder file holds the shipped encoder *and* decoder, the denoiser file the shipped
+    denoiser; weights stored in float16 come back as float32 (exactly: a float16 value is a
+    float32 value, and ``assemble`` rounds them back to the same float16)."""
+    import torch
+
+    weights_dir, out = Path(weights_dir), Path(out)
+    cfg_path, w_path = weights_dir / "tiny.json", weights_dir / WEIGHTS_FILE
+    if not cfg_path.is_file() or not w_path.is_file():
+        from ..errors import UsageError
+
+        raise UsageError(f"{weights_dir}: no assembled model here (tiny.json + {WEIGHTS_FILE})")
+    cfg = json.loads(cfg_path.read_text())
+    state, _ = read_safetensors(w_path)
+    part = {p: {k[len(p) + 1:]: (v.float() if v.is_floating_point() else v)
+                for k, v in state.items() if k.startswith(p + ".")} for p in ("vae", "unet", "entropy")}
+    training = cfg.get("training", {})
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def put(name, tensors, meta):
+        if not (out / name).exists():
+            save_safetensors(out / name, tensors, meta)
+            written.append(name)
+
+    from_release = {"unpacked_from": str(weights_dir)}
+    vae_cfg = {k: v for k, v in cfg["vae"].items() if k != "scaling_factor"}
+    put("ae_best.safetensors", part["vae"],
+        {**training.get("ae", {}), **from_release, "format": "archiver-tiny-vae", "vae_config": vae_cfg})
+    from .latents import file_sha256
+
+    ae_sha = file_sha256(out / "ae_best.safetensors")
+    if part["entropy"]:
+        put("entropy_best.safetensors", part["entropy"],
+            {**training.get("entropy", {}), **from_release, "format": "archiver-tiny-entropy",
+             "entropy_config": cfg["entropy"], "ae_sha256": ae_sha})
+    # the denoiser the release decodes with, as the stage-2 denoiser later stages start from
+    put("unet_best.safetensors", part["unet"],
+        {**training.get("denoiser", {}), **from_release, "format": "archiver-tiny-unet",
+         "unet_config": cfg["unet"], "ae_sha256": ae_sha})
+    if "channel_steps" in state and cfg.get("latent_stats"):
+        stats = dict(cfg["latent_stats"], ae_sha256=ae_sha)
+        put("latent_stats.safetensors", {"channel_steps": state["channel_steps"].float()}, {"stats": stats})
+    (out / "unpacked_from.json").write_text(json.dumps({"weights_dir": str(weights_dir), "codec": cfg.get("codec", {}),
+                                                        "training": training}, indent=2, sort_keys=True) + "\n")
+    return written

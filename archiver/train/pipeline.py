@@ -15,6 +15,7 @@ DEFAULTS = {
     # release 3: compressai's recipe (batch 16 of 256-px crops, Adam 3e-4 on a cosine)
     "rd": dict(steps=25_000, batch=16, crop=256, lr=3e-4),
     "realism": dict(steps=100_000, batch=8, crop=256, lr=1e-4),
+    "fidelity": dict(steps=100_000, batch=8, crop=256, lr=5e-5),
 }
 
 #: release 3's denoiser works on 192-channel latents at stride 16: 256-px crops are 16x16 cells
@@ -26,6 +27,7 @@ GPU_CADENCE = {
     "rd": dict(eval_every=2000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
     "denoiser": dict(eval_every=1000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
     "realism": dict(eval_every=400, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
+    "fidelity": dict(eval_every=400, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
 }
 
 #: the stages of each recipe, in order ("all" is the current one, release 3)
@@ -35,10 +37,10 @@ RECIPES = {
 }
 
 #: how a total ``--minutes`` budget is shared when one command runs several stages
-PLAN = {"rd": 0.62, "denoiser": 0.12, "realism": 0.26, "ae": 0.26, "entropy": 0.17, "codec": 0.33}
+PLAN = {"rd": 0.62, "denoiser": 0.12, "realism": 0.26, "fidelity": 0.2, "ae": 0.26, "entropy": 0.17, "codec": 0.33}
 
 #: stages that run on a GPU when one is asked for (the others are CPU-only and say so)
-DEVICE_STAGES = ("rd", "denoiser", "realism")
+DEVICE_STAGES = ("rd", "denoiser", "realism", "fidelity")
 
 
 def _release3(out: Path, stages) -> bool:
@@ -84,9 +86,15 @@ def sigterm_saves():
 
 
 def run(data_dir, out, *, stages, steps=None, minutes=None, batch=None, crop=None, lr=None, resume=False,
-        seed=0, threads=2, max_files=None, quiet=False, device="auto", amp=True, **stage_kw) -> dict:
+        seed=0, threads=2, max_files=None, quiet=False, device="auto", amp=True, init=None, **stage_kw) -> dict:
     """Run ``stages`` in order. ``stage_kw`` (eval_every, ckpt_every, ...) go to every stage;
-    ``device`` (and ``amp``: bfloat16 autocast on CUDA) to the stages that can use a GPU."""
+    ``device`` (and ``amp``: bfloat16 autocast on CUDA) to the stages that can use a GPU;
+    ``init``: an assembled model whose stage files seed ``out`` (``export.unpack``)."""
+    if init is not None:
+        from .export import unpack
+
+        written = unpack(Path(init), Path(out))
+        Logger(Path(out), quiet=quiet).log(event="init", model=str(init), written=written)
     with sigterm_saves():
         return _run(data_dir, out, stages=stages, steps=steps, minutes=minutes, batch=batch, crop=crop, lr=lr,
                     resume=resume, seed=seed, threads=threads, max_files=max_files, quiet=quiet, device=device,
@@ -122,6 +130,9 @@ def _run(data_dir, out, *, stages, steps, minutes, batch, crop, lr, resume, seed
         elif st == "realism":
             from .realism import train_realism
             results.append(train_realism(Path(data_dir), out, **kw))
+        elif st == "fidelity":
+            from .fidelity import train_fidelity
+            results.append(train_fidelity(Path(data_dir), out, **kw))
         elif st == "ae":
             from .ae import train_ae
             results.append(train_ae(Path(data_dir), out, **kw))

@@ -177,16 +177,17 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate(path: RealismPath, model: Decoding, val: torch.Tensor, seed: int, psnr_floor: float | None) -> dict:
+def evaluate(path: RealismPath, model: Decoding, val: torch.Tensor, seed: int, psnr_floor: float | None,
+             rates: tuple = VAL_S) -> dict:
     """PSNR, MS-SSIM and spectral distance of the diffusion and the no-diffusion decodes of the
-    held-out crops at the validation quality factors (sampler noise seeded, as the decoder's)."""
+    held-out crops at the quality factors ``rates`` (sampler noise seeded, as the decoder's)."""
     from pytorch_msssim import ms_ssim
 
     from ..codec.sampler import stream_noise
     from ..metrics import spectral_distance
 
     res, spec, psnrs = {}, [], []
-    for s in VAL_S:
+    for s in rates:
         y_hat = torch.cat([path.quantize(val[i:i + 4], s) for i in range(0, len(val), 4)])
         for name, diffusion in (("diff", True), ("plain", False)):
             noise = stream_noise(seed + int(1000 * s))
@@ -202,14 +203,16 @@ def evaluate(path: RealismPath, model: Decoding, val: torch.Tensor, seed: int, p
                 psnrs.append(p)
     res["val_spectral"] = float(np.mean(spec))
     res["val_psnr"] = float(np.mean(psnrs))
-    res["val_psnr_plain"] = float(np.mean([res[f"val_psnr_plain_s{s:g}"] for s in VAL_S]))
+    res["val_psnr_plain"] = float(np.mean([res[f"val_psnr_plain_s{s:g}"] for s in rates]))
     # the starting point's no-diffusion PSNR is the floor (None: this is the starting point)
     floor = res["val_psnr_plain"] if psnr_floor is None else psnr_floor
     res["val_score"] = res["val_spectral"] + 10.0 * max(0.0, floor - res["val_psnr"] - MAX_PSNR_COST)
     return res
 
 
-def _load_parts(out: Path):
+def _load_parts(out: Path, after_realism: bool = False):
+    """The rd stage's autoencoder (its hash names the encoder), the entropy model and the
+    denoiser; ``after_realism``: with the realism stage's decoder and denoiser when it ran."""
     from ..codec.entropy import build_entropy_model
 
     vae, ae_sha = load_ae(out)
@@ -219,6 +222,9 @@ def _load_parts(out: Path):
     entropy = build_entropy_model(meta["entropy_config"])
     entropy.load_state_dict(w)
     path = out / "unet_best.safetensors"
+    if after_realism and (out / "unet_realism_best.safetensors").exists():
+        path = out / "unet_realism_best.safetensors"
+        vae.load_state_dict(read_safetensors(out / "ae_realism_best.safetensors")[0])
     if not path.exists():
         raise FileNotFoundError(f"{path}: train the denoiser first (--stage denoiser)")
     w, umeta = read_safetensors(path)
