@@ -65,8 +65,14 @@ def cli():
 @click.option("--model", "models", multiple=True, required=True,
               help="NAME=WEIGHTS_DIR (repeatable); NAME@0.5=DIR decodes those weights with t_scale 0.5")
 @click.option("--codecs", default="avif,webp,jxl,jpeg", show_default=True)
-def run(images, out, models, codecs):
-    """Measure every image: each model at fixed qualities, each codec at each rate."""
+@click.option("--at-rates", is_flag=True,
+              help="models hit each rate by their own rate control (real bytes at the rate, as `archiver bench`) "
+                   "instead of fixed qualities read off a curve")
+@click.option("--decoders", multiple=True,
+              help="NAME=WEIGHTS_DIR (with --at-rates): decode the FIRST model's files with these weights too; "
+                   "only for weights whose encoder side is the first model's (same bytes), else refused")
+def run(images, out, models, codecs, at_rates, decoders):
+    """Measure every image: each model at fixed qualities (or at each rate), each codec at each rate."""
     import torch
 
     from archiver.bench.codecs import get_codec
@@ -84,6 +90,16 @@ def run(images, out, models, codecs):
         bbs[name] = bb = load_tiny(device="cpu", weights_dir=wd or None)
         if "@" in name:  # NAME@T_SCALE: the same weights, decoding from t_scale x the SNR-matched step
             bb.t_scale = float(name.partition("@")[2])
+    if decoders and not at_rates:
+        raise click.UsageError("--decoders needs --at-rates")
+    first = models[0].partition("=")[2] if models else ""
+    decs = {}
+    for d in decoders:
+        name, _, wd = d.partition("=")
+        same = same_encoder(first or None, wd or None)
+        if same is not True:
+            raise click.UsageError(f"--decoders {name}: {same}")
+        decs[name] = load_tiny(device="cpu", weights_dir=wd or None)
     conv = [get_codec(c) for c in codecs.split(",") if c]
     conv = [c for c in conv if c.available()[0]]
     with open(points, "a") as log:
@@ -102,6 +118,21 @@ def run(images, out, models, codecs):
                     rec = c.decode(found.data)
                     put({"image": path.name, "codec": c.name, "target_bpp": b, "quality": None,
                          "bpp": len(found.data) * 8 / (img.width * img.height), **_measure(orig, rec)})
+            if at_rates:
+                for i, (name, bb) in enumerate(bbs.items()):
+                    for b in RATES:
+                        todo = [n for n in [name, *(decs if i == 0 else ())] if (path.name, n, None, b) not in done]
+                        if not todo:
+                            continue
+                        with torch.no_grad():
+                            enc = encode_image(img, bb, bpp=b)
+                        for n in todo:
+                            dbb = bb if n == name else decs[n]
+                            put({"image": path.name, "codec": n, "quality": None, "target_bpp": b, "bpp": enc.bpp,
+                                 "coded_with": name, "t": enc.t, "pixels": img.width * img.height,
+                                 **_decode_and_measure(orig, relabel(enc.data, dbb), dbb, "@" not in n)})
+                click.echo(f"{path.name} done", err=True)
+                continue
             for name, bb in bbs.items():
                 got, tried = [], []
                 qs = list(QUALITIES)
@@ -129,6 +160,58 @@ def run(images, out, models, codecs):
                         elif max(got) < RATES[-1] and EXTRA_HIGH not in tried:
                             qs.append(EXTRA_HIGH)
             click.echo(f"{path.name} done", err=True)
+
+
+def same_encoder(a, b):
+    """True when two assembled models code every image to the same bytes (encoder, entropy model,
+    grid, latent config and timestep rule equal); otherwise the reason, in words."""
+    from archiver.codec.backbones.tiny import CONFIG_FILE, WEIGHTS_DIR, WEIGHTS_FILE
+    from archiver.train.common import read_safetensors
+
+    dirs = [Path(d) if d else WEIGHTS_DIR for d in (a, b)]
+    cfgs = [json.loads((d / CONFIG_FILE).read_text()) for d in dirs]
+    for key in ("vae", "entropy", "latent_stats"):  # (the stats name the file they came from: not compared)
+        if ({k: v for k, v in cfgs[0].get(key, {}).items() if k != "ae_sha256"}
+                != {k: v for k, v in cfgs[1].get(key, {}).items() if k != "ae_sha256"}):
+            return f"its {key} configuration differs from the first model's"
+    if cfgs[0].get("codec", {}).get("t_scale") != cfgs[1].get("codec", {}).get("t_scale"):
+        return "its timestep rule (t_scale) differs: the header's t would not be its own"
+    ws = [read_safetensors(d / WEIGHTS_FILE)[0] for d in dirs]
+    enc = [k for k in ws[0] if k.startswith(("vae.g_a.", "entropy.")) or k == "channel_steps"]
+    if not enc or any(k not in ws[1] or not torch_equal(ws[0][k], ws[1][k]) for k in enc):
+        return "its encoder or entropy model differs from the first model's"
+    return True
+
+
+def torch_equal(x, y) -> bool:
+    import torch
+
+    return x.dtype == y.dtype and torch.equal(x, y)
+
+
+def relabel(data: bytes, bb) -> bytes:
+    """The same file, naming ``bb``'s weights in its header (only for a model with the same encoder)."""
+    from archiver.codec import container
+
+    header, sections = container.unpack(data)
+    if header.weights_sha256 == bb.weights_digest:
+        return data
+    header.weights_sha256 = bb.weights_digest
+    return container.pack(header, sections)
+
+
+def _decode_and_measure(orig: np.ndarray, data: bytes, bb, nodiff: bool) -> dict:
+    import torch
+
+    from archiver.codec.pipeline import decode_bytes
+
+    with torch.no_grad():
+        t0, c0 = time.perf_counter(), time.process_time()
+        diff = decode_bytes(data, bb)
+        rec = {"decode_s": time.perf_counter() - t0, "decode_cpu_s": time.process_time() - c0, **_measure(orig, diff.image)}
+        if nodiff:
+            rec.update({f"nodiff_{k}": v for k, v in _measure(orig, decode_bytes(data, bb, steps=0).image).items()})
+    return rec
 
 
 def _interp(pts: list[tuple[float, float]], bpp: float):
@@ -172,9 +255,9 @@ def summarize(out: list[Path], only: tuple = (), bench_results: tuple = (), alia
                 per_img.setdefault(r["image"], []).append(r)
             keys = METRICS + (tuple(f"nodiff_{m}" for m in METRICS) if all("nodiff_psnr" in r for r in rs) else ())
             for im, img_rs in per_img.items():
-                if img_rs[0]["quality"] is None:  # conventional: measured at the rate
+                if img_rs[0]["quality"] is None:  # conventional, or a model with --at-rates: measured at the rate
                     hit = [r for r in img_rs if r["target_bpp"] == b]
-                    got = {k: hit[0][k] for k in METRICS + ("bpp",)} if hit else None
+                    got = {k: hit[0][k] for k in keys + ("bpp",)} if hit else None
                 else:
                     got = {k: _interp([(r["bpp"], r[k]) for r in img_rs], b) for k in keys}
                     got["bpp"] = b
@@ -191,7 +274,7 @@ def summarize(out: list[Path], only: tuple = (), bench_results: tuple = (), alia
     # decode time of a model: seconds per megapixel (its diffusion steps), over every point measured
     res["decode"] = {c: {"s_per_mp": float(np.mean([r["decode_s"] / r["pixels"] * 1e6 for r in rs])),
                          "cpu_s_per_mp": float(np.mean([r["decode_cpu_s"] / r["pixels"] * 1e6 for r in rs]))}
-                     for c, rs in by.items() if rs[0]["quality"] is not None}
+                     for c, rs in by.items() if all("decode_s" in r for r in rs)}
     res["per_image"] = _per_image(by)
     return res
 
@@ -217,7 +300,7 @@ def _label(codec: str) -> str:
     """'r3@0.25' -> 'release 3, t_scale 0.25'; 'r2:webp' (an earlier bench run's codec) -> 'WebP'."""
     name, _, inner = codec.partition(":")
     base, _, ts = name.partition("@")
-    rel = f"release {base[1:]}" if base[:1] == "r" and base[1:].isdigit() else base
+    rel = f"release {base[1:]}" if base[:1] == "r" and base[1:].replace(".", "", 1).isdigit() else base
     if inner:
         return {"ours": rel, "ours-nodiff": f"{rel}, no diffusion", "avif": "AVIF", "webp": "WebP", "jpeg": "JPEG",
                 "jxl": "JPEG XL"}.get(inner, inner)

@@ -56,3 +56,53 @@ def test_tables_pair_the_images_and_read_earlier_bench_runs(rc, tmp_path):
     assert only["images"]["0.2"] == ["a.png", "b.png"] and only["images"]["0.3"] == ["a.png"]
     assert only["decode"]["r3"]["cpu_s_per_mp"] == pytest.approx(2.0)
     assert rc._label("r3@0.25") == "release 3, t_scale 0.25" and rc._label("old:webp") == "WebP"
+
+
+def test_models_measured_at_the_rate_keep_their_no_diffusion_figures(rc, tmp_path):
+    """--at-rates: a model's record is at the target rate (its own rate control), like a
+    conventional codec's, and its no-diffusion decode and decode time still reach the table."""
+    recs = [{**_model_point("a.png", name, None, b * 1.01, p), "target_bpp": b}
+            for name in ("r3", "r3.1") for b, p in ((0.1, 24), (0.2, 26), (0.3, 28))]
+    recs = [dict(r, psnr=r["psnr"] + (0.5 if r["codec"] == "r3.1" else 0)) for r in recs]
+    (tmp_path / "points.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = rc.summarize([tmp_path])
+    row = res["rates"]["0.2"]
+    assert row["r3"]["psnr"] == 26 and row["r3.1"]["psnr"] == 26.5 and row["r3"]["bpp"] == pytest.approx(0.202)
+    assert row["r3.1"]["nodiff_psnr"] == 27 and res["decode"]["r3.1"]["cpu_s_per_mp"] == pytest.approx(2.0)
+    assert rc._label("r3.1") == "release 3.1"
+
+
+def _model_dir(path: Path, g_a: float, unet: float, t_scale: float = 0.25) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    path.mkdir()
+    save_file({"vae.g_a.0.weight": torch.full((2,), g_a), "vae.g_s.0.weight": torch.full((2,), unet),
+               "entropy.x": torch.ones(3), "channel_steps": torch.ones(4), "unet.w": torch.full((2,), unet)},
+              str(path / "tiny.safetensors"))
+    (path / "tiny.json").write_text(json.dumps({"vae": {"kind": "rd"}, "entropy": {"kind": "checkerboard"},
+                                                "latent_stats": {"scaling_factor": 1.0, "ae_sha256": str(unet)},
+                                                "codec": {"t_scale": t_scale}}))
+    return path
+
+
+def test_only_a_model_with_the_same_encoder_may_decode_another_models_files(rc, tmp_path):
+    base = _model_dir(tmp_path / "base", 1.0, 1.0)
+    assert rc.same_encoder(base, _model_dir(tmp_path / "decoder", 1.0, 2.0)) is True
+    assert "encoder" in rc.same_encoder(base, _model_dir(tmp_path / "encoder", 3.0, 1.0))
+    assert "t_scale" in rc.same_encoder(base, _model_dir(tmp_path / "rule", 1.0, 2.0, t_scale=1.0))
+
+
+def test_relabel_names_the_other_weights_and_keeps_every_section(rc):
+    from archiver.codec import container
+
+    data = next((Path(__file__).parent / "data" / "dlc").glob("*.dlc")).read_bytes()
+    h, sections = container.unpack(data)
+
+    class Other:
+        weights_digest = "ab" * 32
+
+    h2, sections2 = container.unpack(rc.relabel(data, Other()))
+    assert sections2 == sections and h2.weights_sha256 == "ab" * 32
+    assert {k: v for k, v in vars(h2).items() if k != "weights_sha256"} == \
+        {k: v for k, v in vars(h).items() if k != "weights_sha256"}
