@@ -305,3 +305,36 @@ def test_cli_fidelity_from_a_folder_without_a_model_is_one_clear_line(images, tm
     r = CliRunner().invoke(main, ["train", str(images), "--stage", "fidelity", "--init", str(tmp_path),
                                   "--out", str(tmp_path / "out"), "--steps", "1"])
     assert r.exit_code != 0 and "no assembled model" in r.output and "Traceback" not in r.output
+
+
+def test_rd_tune_fine_tunes_the_shipped_encoder_for_ms_ssim(r3, images, tmp_path):
+    """Stage rd-tune starts from the assembled model's autoencoder and entropy model (not from
+    scratch), trains them on rate + a distortion mixed with MS-SSIM, and validates MS-SSIM too."""
+    import archiver.train.fidelity as F
+    from archiver.train.common import load_checkpoint
+
+    init, _, _ = r3
+    res = run(images, tmp_path, "rd-tune", 2, init=init, log_every=1)
+    assert res["stage"] == "rd-tune" and res["step"] == 2 and np.isfinite(res["loss"])
+    log = [json.loads(line) for line in (tmp_path / "train.log").read_text().splitlines()]
+    evals = [e for e in log if e.get("stage") == "rd-tune" and e.get("event") == "eval"]
+    start = evals[0]
+    # step 0 is the shipped model, not an untrained one (whose PSNR is about 12 dB)
+    a, _ = read_safetensors(init / "tiny.safetensors")
+    assert all(f"val_ms_ssim_s{s:g}" in start for s in RD.VAL_S)
+    trained = load_checkpoint(tmp_path / "rd-tune.ckpt")["vae"]
+    assert any(not torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_a."))
+    _, meta = read_safetensors(tmp_path / "ae_best.safetensors")
+    assert meta["msssim_alpha"] == F.ALPHA and meta["log2_s_range"] == list(F.LOG2_S_RANGE)
+    assert "tuned_from_ae_sha256" in meta
+
+
+def test_rd_distortion_is_mse_without_alpha_and_mixes_ms_ssim_with_it():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    mse = 255.0**2 / 4 * (y - x).pow(2).mean(dim=(1, 2, 3))
+    assert torch.allclose(RD.distortion(y, x, 0.0), mse)
+    mixed = RD.distortion(y, x, 0.5)
+    assert mixed.shape == (2,) and torch.all(mixed > 0.5 * mse)
+    assert torch.allclose(RD.distortion(x, x, 0.5), torch.zeros(2), atol=1e-2)

@@ -10,7 +10,7 @@ import click
 from ..errors import UsageError
 from ..output import emit
 
-STAGES = ("rd", "denoiser", "realism", "fidelity", "ae", "entropy", "codec")
+STAGES = ("rd", "denoiser", "realism", "fidelity", "rd-tune", "ae", "entropy", "codec")
 
 
 class _TrainGroup(click.Group):
@@ -43,8 +43,9 @@ def _human(res: dict) -> str:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("checkpoints/tiny"), show_default=True,
               help="checkpoints, logs and the assembled model (tiny.safetensors + tiny.json)")
-@click.option("--stage", type=click.Choice(STAGES + ("all", "release2")), default="all", show_default=True,
-              help="one stage, 'all' (release 3: rd, denoiser, realism) or 'release2' (ae, denoiser, entropy, codec)")
+@click.option("--stage", type=click.Choice(STAGES + ("all", "tune", "release2")), default="all", show_default=True,
+              help="one stage, 'all' (release 3: rd, denoiser, realism), 'tune' (rd-tune, fidelity: with --init) "
+                   "or 'release2' (ae, denoiser, entropy, codec)")
 @click.option("--steps", type=int, default=None, help="optimizer steps per stage (default: per-stage)")
 @click.option("--minutes", type=float, default=None,
               help="wall-clock budget (stops at steps or time); with several stages, shared by the plan in docs/training.md")
@@ -72,6 +73,8 @@ def tiny(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, th
     the decoder and denoiser fine-tuned for realism on the codec's decode path (realism).
     `--stage fidelity --init archiver/weights` fine-tunes a shipped model's decoder and denoiser
     for MS-SSIM and MSE at the decode's shipped starting step; files' bytes do not change.
+    `--stage tune --init archiver/weights` first fine-tunes the encoder, entropy model and
+    decoder on rate + a distortion half MSE, half MS-SSIM (rd-tune), then runs fidelity.
     `--stage release2` runs the block-transform recipe of weights release 2. Each stage keeps a
     checkpoint and its best-so-far weights in --out; the assembled model is rewritten after each.
     """

@@ -42,14 +42,13 @@ from . import rd as RD
 from .common import Logger, ema_update, save_safetensors
 from .latents import ensure_stats
 from .loop import StageLoop
-from .realism import ETA, Decoding, RealismPath, _load_parts, _mse255, _msssim_kw
+from .realism import ETA, Decoding, RealismPath, _load_parts
 from .realism import evaluate as evaluate_decodes
-from .rd import LAMBDA
+from .rd import LAMBDA, distortion_terms, mix
 
 #: the starting step the shipped release decodes from (x the SNR-matched step)
 T_SCALE = 0.25
 ALPHA = 0.5
-K_MSSSIM = 4.58 / 0.0035
 W_DIFF, W_PLAIN = 1.0, 1.0
 #: log2 of the quality factor: up to s = 5.7 (Kodak-like photos at 0.1 bpp need s of 3-4)
 LOG2_S_RANGE = (-1.0, 2.5)
@@ -62,13 +61,11 @@ N_VAL = 12
 
 
 def distortion(x_hat: torch.Tensor, x: torch.Tensor, s: float) -> tuple[torch.Tensor, dict]:
-    """The mixed distortion of one decode of a batch coded at quality factor ``s``."""
-    from pytorch_msssim import ms_ssim
-
-    mse = _mse255(x_hat, x).mean()
-    ms = ms_ssim((x_hat.clamp(-1, 1) + 1) / 2, (x + 1) / 2, data_range=1.0, **_msssim_kw(min(x.shape[-2:])))
-    total = LAMBDA / s**2 * ((1 - ALPHA) * mse + ALPHA * K_MSSSIM * (1 - ms))
-    return total, {"psnr": 10 * torch.log10(255.0**2 / mse.detach().clamp_min(1e-6)), "ms_ssim": ms.detach()}
+    """The mixed distortion of one decode of a batch coded at quality factor ``s``, weighted by
+    the rd stage's lambda(s), and its PSNR and MS-SSIM for the log."""
+    mse, ms = distortion_terms(x_hat, x)
+    total = LAMBDA / s**2 * mix(mse, ms, ALPHA).mean()
+    return total, {"psnr": 10 * torch.log10(255.0**2 / mse.detach().mean().clamp_min(1e-6)), "ms_ssim": ms.detach().mean()}
 
 
 def score(ev: dict, floor: float | None) -> float:
@@ -111,7 +108,7 @@ def train_fidelity(data_dir: Path, out: Path, *, steps: int, minutes: float | No
     opt = torch.optim.Adam(model.trainable(), lr=lr)
     lo, hi = LOG2_S_RANGE
     hparams = {"t_scale": T_SCALE, "eta": ETA, "ddim_steps": DEFAULT_STEPS, "lambda": LAMBDA, "alpha": ALPHA,
-               "k_msssim": K_MSSSIM, "w_diff": W_DIFF, "w_plain": W_PLAIN, "log2_s_range": list(LOG2_S_RANGE),
+               "k_msssim": RD.K_MSSSIM, "w_diff": W_DIFF, "w_plain": W_PLAIN, "log2_s_range": list(LOG2_S_RANGE),
                "ema_decay": EMA_DECAY, "seed": seed, "crop": crop, "batch": batch, "lr": lr, "device": str(dev),
                "ae_sha256": ae_sha, "train_denoiser": train_denoiser, "val_s": list(VAL_S),
                "max_psnr_cost": MAX_PSNR_COST, "started_from": umeta.get("unpacked_from", "unet_best.safetensors")}

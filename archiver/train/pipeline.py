@@ -16,6 +16,7 @@ DEFAULTS = {
     "rd": dict(steps=25_000, batch=16, crop=256, lr=3e-4),
     "realism": dict(steps=100_000, batch=8, crop=256, lr=1e-4),
     "fidelity": dict(steps=100_000, batch=8, crop=256, lr=5e-5),
+    "rd-tune": dict(steps=25_000, batch=8, crop=256, lr=5e-5),
 }
 
 #: release 3's denoiser works on 192-channel latents at stride 16: 256-px crops are 16x16 cells
@@ -28,24 +29,28 @@ GPU_CADENCE = {
     "denoiser": dict(eval_every=1000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
     "realism": dict(eval_every=400, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
     "fidelity": dict(eval_every=400, log_every=50, ckpt_every=10**9, ckpt_seconds=60),
+    "rd-tune": dict(eval_every=2000, log_every=100, ckpt_every=10**9, ckpt_seconds=60),
 }
 
 #: the stages of each recipe, in order ("all" is the current one, release 3)
 RECIPES = {
     "all": ("rd", "denoiser", "realism"),
+    # a shipped release 3 (--init) tuned for MS-SSIM as well as MSE: encoder, entropy model and
+    # decoder first, then the decoder and denoiser on the decode path
+    "tune": ("rd-tune", "fidelity"),
     "release2": ("ae", "denoiser", "entropy", "codec"),
 }
 
 #: how a total ``--minutes`` budget is shared when one command runs several stages
-PLAN = {"rd": 0.62, "denoiser": 0.12, "realism": 0.26, "fidelity": 0.2, "ae": 0.26, "entropy": 0.17, "codec": 0.33}
+PLAN = {"rd": 0.62, "denoiser": 0.12, "realism": 0.26, "fidelity": 0.25, "rd-tune": 0.75, "ae": 0.26, "entropy": 0.17, "codec": 0.33}
 
 #: stages that run on a GPU when one is asked for (the others are CPU-only and say so)
-DEVICE_STAGES = ("rd", "denoiser", "realism", "fidelity")
+DEVICE_STAGES = ("rd", "denoiser", "realism", "fidelity", "rd-tune")
 
 
 def _release3(out: Path, stages) -> bool:
     """Whether this run trains release 3: it has the rd stage, or the folder's autoencoder is rd."""
-    if "rd" in stages:
+    if "rd" in stages or "rd-tune" in stages:
         return True
     ae = Path(out) / "ae_best.safetensors"
     if not ae.exists():
@@ -127,6 +132,10 @@ def _run(data_dir, out, *, stages, steps, minutes, batch, crop, lr, resume, seed
         if st == "rd":
             from .rd import train_rd
             results.append(train_rd(Path(data_dir), out, **kw))
+        elif st == "rd-tune":
+            from .fidelity import ALPHA, LOG2_S_RANGE
+            from .rd import train_rd
+            results.append(train_rd(Path(data_dir), out, tune=True, alpha=ALPHA, log2_s_range=LOG2_S_RANGE, **kw))
         elif st == "realism":
             from .realism import train_realism
             results.append(train_realism(Path(data_dir), out, **kw))

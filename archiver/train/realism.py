@@ -46,7 +46,7 @@ from .common import Logger, ema_update, read_safetensors, save_safetensors
 from .latents import ensure_stats, load_ae
 from .loop import StageLoop
 from . import rd as RD
-from .rd import LAMBDA, LOG2_S_RANGE, VAL_S
+from .rd import LAMBDA, LOG2_S_RANGE, VAL_S, msssim_kw
 
 #: the decoder starts at round(T_SCALE * t_snr): 1 = the paper's SNR matching
 T_SCALE = 1.0
@@ -165,13 +165,6 @@ def discriminator_loss(disc, x: torch.Tensor, fake: torch.Tensor) -> torch.Tenso
     return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
 
 
-def _msssim_kw(side: int) -> dict:
-    """Five scales need sides over 160 px (the real validation crops); small test crops use three."""
-    if side > 160:
-        return {}
-    return {"weights": [0.0448, 0.2856, 0.3001], "win_size": 5 if side > 64 else 3}
-
-
 def _u8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
@@ -195,7 +188,7 @@ def evaluate(path: RealismPath, model: Decoding, val: torch.Tensor, seed: int, p
                                            noise=lambda k, shape: noise(k, shape).float().to(path.dev))
                                for i in range(0, len(y_hat), 4)]).clamp(-1, 1)
             p = float((10 * torch.log10(255.0**2 / _mse255(x_hat, val).clamp_min(1e-6))).mean())
-            m = float(ms_ssim((x_hat + 1) / 2, (val + 1) / 2, data_range=1.0, **_msssim_kw(min(val.shape[-2:]))))
+            m = float(ms_ssim((x_hat + 1) / 2, (val + 1) / 2, data_range=1.0, **msssim_kw(min(val.shape[-2:]))))
             d = float(np.mean([spectral_distance(_u8(a), _u8(b)) for a, b in zip(val, x_hat)]))
             res.update({f"val_psnr_{name}_s{s:g}": p, f"val_ms_ssim_{name}_s{s:g}": m, f"val_spectral_{name}_s{s:g}": d})
             if diffusion:
