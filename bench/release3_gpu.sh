@@ -7,6 +7,7 @@
 #        downloads the three wheels the GPU image lacks into .whl/ and packs ~26 MB of training
 #        images (validation images included) into .r3data/ (both git-ignored, both carried)
 #   2. device tool:  run(command="bash bench/release3_gpu.sh", carry=[".whl", ".r3data"], timeout_s=600)
+#        (or command="STAGE=tune INIT=archiver/weights bash bench/release3_gpu.sh": fine-tune the shipped model)
 #        MINUTES (default 8) of training shared by the plan rd 62% / denoiser 12% / realism 26%,
 #        plus ~1 minute of loading and evaluation; the model, log and curves come back in $OUT
 #        (tiny.safetensors in 15 MB parts: cat tiny.safetensors.part* > tiny.safetensors)
@@ -60,8 +61,12 @@ status=0
 # stage in progress saves its checkpoint; the stages finished before it are already assembled)
 limit=()
 if [ -n "${TRAIN_LIMIT_S:-}" ]; then limit=(timeout -s TERM -k 30 "$TRAIN_LIMIT_S"); fi
-"${limit[@]}" "$PY" -m archiver train "$DATA" --stage all --device "$DEVICE" --minutes "$MINUTES" --out "$RUN" \
-    --resume --threads "${THREADS:-8}" $EXTRA || status=$?
+# STAGE=tune INIT=archiver/weights: fine-tune the shipped model (rd-tune, fidelity) instead of training
+# release 3 from scratch (docs/training.md, "Release 3.1")
+init=()
+if [ -n "${INIT:-}" ]; then init=(--init "$INIT"); fi
+"${limit[@]}" "$PY" -m archiver train "$DATA" --stage "${STAGE:-all}" "${init[@]}" --device "$DEVICE" --minutes "$MINUTES" \
+    --out "$RUN" --resume --threads "${THREADS:-8}" $EXTRA || status=$?
 echo "training: $(( $(date +%s) - start )) s wall, exit status $status"
 # whatever the stages finished (the model is assembled after each) comes back, even after a failure
 cp "$RUN/train.log" "$RESULTS/" 2>/dev/null || true

@@ -214,6 +214,54 @@ def _decode_and_measure(orig: np.ndarray, data: bytes, bb, nodiff: bool) -> dict
     return rec
 
 
+@cli.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("png", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "models", multiple=True, required=True, help="NAME=WEIGHTS_DIR (repeatable)")
+@click.option("--bpp", type=float, default=0.15, show_default=True)
+@click.option("--codecs", default="avif", show_default=True, help="conventional codecs at the same rate")
+@click.option("--size", type=int, default=192, show_default=True, help="crop side (the image's most textured window)")
+def crops(image, png, models, bpp, codecs, size):
+    """One sheet: the original and every model (its rate control) and codec at ``bpp``, the same
+    crop of each, upscaled 2x with nearest neighbour and labelled with real bpp, PSNR, MS-SSIM."""
+    import torch
+
+    from archiver.bench.codecs import get_codec
+    from archiver.bench.report import crop_sheet
+    from archiver.bench.runner import texture_box
+    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.imageio import load_image
+    from archiver.metrics import ms_ssim, psnr
+
+    torch.set_num_threads(2)
+    img = load_image(image)
+    rgb = img.rgb.convert("RGB")
+    box = texture_box(rgb, size)
+    orig = np.asarray(rgb)
+    entry = {"original": rgb.crop(box), "box": box}
+
+    def add(name, rec, nbytes):
+        rec = rec.convert("RGB")
+        a = np.asarray(rec)
+        entry[name] = (rec.crop(box), {"bpp": nbytes * 8 / (img.width * img.height), "psnr": psnr(orig, a),
+                                       "ms_ssim": ms_ssim(orig, a)})
+
+    for m in models:
+        name, _, wd = m.partition("=")
+        bb = load_tiny(device="cpu", weights_dir=wd or None)
+        with torch.no_grad():
+            enc = encode_image(img, bb, bpp=bpp)
+            add(name, decode_bytes(enc.data, bb).image, len(enc.data))
+    for c in (get_codec(c) for c in codecs.split(",") if c):
+        if c.available()[0]:
+            found = c.search(rgb, bpp)
+            add(c.name, c.decode(found.data), len(found.data))
+    png.parent.mkdir(parents=True, exist_ok=True)
+    crop_sheet(entry, image.name, bpp, cols=len(entry) - 1).save(png)
+    click.echo(str(png))
+
+
 def _interp(pts: list[tuple[float, float]], bpp: float):
     """Value at ``bpp`` on an image's curve, linear in log(bpp) between bracketing points."""
     pts = sorted(pts)

@@ -106,3 +106,30 @@ def test_relabel_names_the_other_weights_and_keeps_every_section(rc):
     assert sections2 == sections and h2.weights_sha256 == "ab" * 32
     assert {k: v for k, v in vars(h2).items() if k != "weights_sha256"} == \
         {k: v for k, v in vars(h).items() if k != "weights_sha256"}
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "archiver" / "weights"
+
+
+@pytest.mark.skipif(not (SHIPPED / "tiny.safetensors").is_file(), reason="no shipped tiny weights")
+def test_crop_sheet_shows_the_same_window_of_every_model_at_the_rate(rc, tmp_path):
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from archiver.bench.runner import texture_box
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    a = np.stack([np.sin(xx / (4 + c)) * np.cos(yy / 5) * 90 + 128 for c in range(3)], -1).astype(np.uint8)
+    src = tmp_path / "probe.png"
+    Image.fromarray(a).save(src)
+    out = tmp_path / "sheet.png"
+    r = CliRunner().invoke(rc.cli, ["crops", str(src), str(out), "--model", f"r3={SHIPPED}", "--bpp", "0.5",
+                                    "--codecs", "webp", "--size", "64"])
+    assert r.exit_code == 0, r.output
+    sheet = Image.open(out)
+    # original, the model and WebP side by side: three 2x tiles of the 64-px window and two gaps
+    assert sheet.size[0] == 3 * 128 + 2 * 4 and sheet.size[1] > 128
+    tile = np.asarray(sheet.convert("RGB"))[:128, :128]
+    x0, y0, x1, _ = texture_box(Image.fromarray(a), 64)
+    assert x1 - x0 == 64 and np.array_equal(tile[::2, ::2], a[y0:y0 + 64, x0:x0 + 64])
