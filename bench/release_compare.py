@@ -258,7 +258,8 @@ def crops(image, png, models, bpp, codecs, size):
             found = c.search(rgb, bpp)
             add(c.name, c.decode(found.data), len(found.data))
     png.parent.mkdir(parents=True, exist_ok=True)
-    crop_sheet(entry, image.name, bpp, cols=len(entry) - 1).save(png)
+    label = image.name if len(image.name) <= 24 else image.name[:21] + "..."  # the label must fit its tile
+    crop_sheet(entry, label, bpp, cols=len(entry) - 1).save(png)
     click.echo(str(png))
 
 
