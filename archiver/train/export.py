@@ -91,8 +91,6 @@ def unpack(weights_dir: Path, out: Path) -> list[str]:
     The autoencoder file holds the shipped encoder *and* decoder, the denoiser file the shipped
     denoiser; weights stored in float16 come back as float32 (exactly: a float16 value is a
     float32 value, and ``assemble`` rounds them back to the same float16)."""
-    import torch
-
     weights_dir, out = Path(weights_dir), Path(out)
     cfg_path, w_path = weights_dir / "tiny.json", weights_dir / WEIGHTS_FILE
     if not cfg_path.is_file() or not w_path.is_file():

@@ -37,15 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec.backbones.tiny import build_scheduler
 from ..codec.sampler import DEFAULT_STEPS
-from . import data as D
-from . import device as DV
 from . import rd as RD
 from .common import Logger, ema_update, save_safetensors
-from .latents import ensure_stats
 from .loop import StageLoop
-from .realism import ETA, Decoding, RealismPath, _load_parts
+from .realism import ETA, Decoding, decode_path_stage
 from .realism import evaluate as evaluate_decodes
 from .rd import LAMBDA, distortion_terms, mix
 
@@ -83,25 +79,9 @@ def train_fidelity(data_dir: Path, out: Path, *, steps: int, minutes: float | No
                    max_files: int | None = None, device: str = "auto", amp: bool = True,
                    ckpt_seconds: float | None = 300, log_every: int = 5, n_val: int = N_VAL,
                    train_denoiser: bool = True) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    dev = DV.pick(device)
-    env = DV.configure(dev)
-    vae, ae_sha, entropy, unet, umeta = _load_parts(out, after_realism=True)
-    imgs = D.load_set(data_dir, min_side=min(crop, RD.VAL_SIDE), max_files=max_files)
-    train_ids, val_ids = D.holdout(imgs, RD.N_VAL, RD.VAL_SIDE)  # the rd stage's held-out images
-    train = [imgs.images[i] for i in train_ids]
-    stats = ensure_stats(out, vae, ae_sha, train, seed, log)
-    sf = float(stats["scaling_factor"])
-    bank = DV.ImageBank(train, dev)
-    val = D.center_crops([imgs.images[i] for i in val_ids[:n_val]], RD.VAL_SIDE).to(dev)
-    log.log(stage="fidelity", event="data", train=len(train), val=len(val), scaling_factor=sf, **env)
-
-    scheduler = build_scheduler()
-    abar = scheduler.alphas_cumprod.to(dev)
-    encoder = copy.deepcopy(vae).to(dev).eval().requires_grad_(False)
-    entropy.to(dev)
-    path = RealismPath(encoder, entropy, sf, abar, scheduler.config.prediction_type, dev, amp,
-                       t_scale=T_SCALE, eta=ETA)
+    dev, vae, ae_sha, unet, umeta, imgs, bank, val, path = decode_path_stage(
+        "fidelity", data_dir, out, crop=crop, max_files=max_files, n_val=n_val, device=device, amp=amp, seed=seed,
+        log=log, after_realism=True, t_scale=T_SCALE, eta=ETA)
     torch.manual_seed(seed)
     vae.requires_grad_(False)
     vae.g_s.requires_grad_(True)

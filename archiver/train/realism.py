@@ -226,14 +226,16 @@ def _load_parts(out: Path, after_realism: bool = False):
     return vae, ae_sha, entropy.eval().requires_grad_(False), unet, umeta
 
 
-def train_realism(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
-                  lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
-                  max_files: int | None = None, device: str = "auto", amp: bool = True,
-                  ckpt_seconds: float | None = 120, log_every: int = 10, n_val: int = N_VAL_REALISM) -> dict:
+def decode_path_stage(stage: str, data_dir: Path, out: Path, *, crop: int, max_files: int | None, n_val: int,
+                      device: str, amp: bool, seed: int, log: Logger, after_realism: bool = False,
+                      t_scale: float = T_SCALE, eta: float = ETA):
+    """What a stage that trains on the codec's decode path needs (realism, fidelity): the device,
+    the models of ``out``, the training images as a bank on the device, the rd stage's held-out
+    crops, and the frozen encoder's ``RealismPath`` at ``t_scale`` / ``eta``."""
     out.mkdir(parents=True, exist_ok=True)
     dev = DV.pick(device)
     env = DV.configure(dev)
-    vae, ae_sha, entropy, unet, umeta = _load_parts(out)
+    vae, ae_sha, entropy, unet, umeta = _load_parts(out, after_realism=after_realism)
     imgs = D.load_set(data_dir, min_side=min(crop, RD.VAL_SIDE), max_files=max_files)
     train_ids, val_ids = D.holdout(imgs, RD.N_VAL, RD.VAL_SIDE)  # the rd stage's held-out images
     train = [imgs.images[i] for i in train_ids]
@@ -241,13 +243,21 @@ def train_realism(data_dir: Path, out: Path, *, steps: int, minutes: float | Non
     sf = float(stats["scaling_factor"])
     bank = DV.ImageBank(train, dev)
     val = D.center_crops([imgs.images[i] for i in val_ids[:n_val]], RD.VAL_SIDE).to(dev)
-    log.log(stage="realism", event="data", train=len(train), val=len(val), scaling_factor=sf, **env)
-
+    log.log(stage=stage, event="data", train=len(train), val=len(val), scaling_factor=sf, **env)
     scheduler = build_scheduler()
-    abar = scheduler.alphas_cumprod.to(dev)
     encoder = copy.deepcopy(vae).to(dev).eval().requires_grad_(False)  # g_a: frozen, as the encoder's
-    entropy.to(dev)
-    path = RealismPath(encoder, entropy, sf, abar, scheduler.config.prediction_type, dev, amp)
+    path = RealismPath(encoder, entropy.to(dev), sf, scheduler.alphas_cumprod.to(dev),
+                       scheduler.config.prediction_type, dev, amp, t_scale=t_scale, eta=eta)
+    return dev, vae, ae_sha, unet, umeta, imgs, bank, val, path
+
+
+def train_realism(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
+                  lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
+                  max_files: int | None = None, device: str = "auto", amp: bool = True,
+                  ckpt_seconds: float | None = 120, log_every: int = 10, n_val: int = N_VAL_REALISM) -> dict:
+    dev, vae, ae_sha, unet, umeta, imgs, bank, val, path = decode_path_stage(
+        "realism", data_dir, out, crop=crop, max_files=max_files, n_val=n_val, device=device, amp=amp, seed=seed,
+        log=log)
     torch.manual_seed(seed)
     vae.requires_grad_(False)
     vae.g_s.requires_grad_(True)
