@@ -19,13 +19,6 @@ def sha(p):
     return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    c = make_context(tmp_path / "state")
-    yield c
-    c.catalog.close()
-
-
 def rows(ctx, path=None):
     with ctx.catalog.session() as s:
         if path:

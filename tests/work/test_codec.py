@@ -11,17 +11,10 @@ from PIL import Image
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
-from archiver.catalog.testing import make_context, smooth_image
+from archiver.catalog.testing import smooth_image
 from archiver.storage import lossless
 from archiver.work import archive_file, restore, verify
 from archiver.codecs import base
-
-
-@pytest.fixture
-def ctx(tmp_path):
-    c = make_context(tmp_path / "state")
-    yield c
-    c.catalog.close()
 
 
 def _write(path: Path, data: bytes) -> Path:

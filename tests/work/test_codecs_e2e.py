@@ -69,11 +69,10 @@ def photo(path: Path, seed=0, fmt="PNG", size=(128, 112)) -> Path:
 
 
 @pytest.fixture
-def ctx(tmp_path):
-    c = make_context(tmp_path / "state")
-    c.policy = parse_policy_text(POLICY, "codecs.yaml")
-    yield c
-    c.catalog.close()
+def ctx(ctx):
+    """The shared context (tests/work/conftest.py) with this module's policy."""
+    ctx.policy = parse_policy_text(POLICY, "codecs.yaml")
+    return ctx
 
 
 def _row(ctx, path):

@@ -13,13 +13,6 @@ from archiver.catalog.testing import make_context, write_jpeg
 from archiver.work import archive_file, files
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    c = make_context(tmp_path / "state")
-    yield c
-    c.catalog.close()
-
-
 def test_a_file_open_for_writing_is_left_alone(tmp_path, ctx):
     """#3: archive/migrate unlinked a file another process was still writing."""
     src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")

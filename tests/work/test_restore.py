@@ -17,13 +17,6 @@ from archiver.catalog.testing import make_context, make_policy, write_jpeg
 from archiver.errors import CatalogError, NotInCatalogError, SafetyError
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    c = make_context(tmp_path / "state")
-    yield c
-    c.catalog.close()
-
-
 def test_never_overwrites_without_force(tmp_path, ctx):
     src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
     orig = src.read_bytes()

@@ -15,13 +15,6 @@ from archiver.catalog.testing import make_context, make_policy, write_jpeg, writ
 from archiver.work.verify import expire_vault, stats, verify
 
 
-@pytest.fixture
-def ctx(tmp_path):
-    c = make_context(tmp_path / "state")
-    yield c
-    c.catalog.close()
-
-
 def _archive_some(tmp_path, ctx):
     files = {
         "plain": write_jpeg(tmp_path / "c" / "plain" / "a.jpg", seed=1),
