@@ -83,11 +83,6 @@ def mix(mse: torch.Tensor, ms: torch.Tensor | None, alpha: float) -> torch.Tenso
     return mse if not alpha else (1 - alpha) * mse + alpha * K_MSSSIM * (1 - ms)
 
 
-def distortion(x_hat: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Per-crop distortion (``mix`` of ``distortion_terms``)."""
-    return mix(*distortion_terms(x_hat, x, bool(alpha)), alpha)
-
-
 def msssim_kw(side: int) -> dict:
     """Five scales need sides over 160 px (the real crops); small test crops use three."""
     if side > 160:
@@ -118,17 +113,14 @@ def evaluate(vae, entropy, val: torch.Tensor, alpha: float = 0.0) -> dict:
             u_hats.append(u_hat)
         y_hat = torch.cat(u_hats).to(val.device) * s
         x_hat = torch.cat([vae.g_s(y_hat[i:i + 8]).float() for i in range(0, len(y_hat), 8)]).clamp(-1, 1)
-        mse = ((x_hat - val) * 127.5).pow(2).mean(dim=(1, 2, 3))
+        mse, ms = distortion_terms(x_hat, val, bool(alpha))  # MS-SSIM once, for the table and the loss
         bpp = torch.tensor(bits, dtype=torch.float64) / pixels
         psnr = 10 * torch.log10(255.0**2 / mse.clamp_min(1e-6))
         res[f"val_bpp_s{s:g}"] = float(bpp.mean())
         res[f"val_psnr_s{s:g}"] = float(psnr.mean())
         if alpha:
-            from pytorch_msssim import ms_ssim
-
-            res[f"val_ms_ssim_s{s:g}"] = float(ms_ssim((x_hat + 1) / 2, (val + 1) / 2, data_range=1.0,
-                                                      **msssim_kw(min(val.shape[-2:]))))
-        dist = distortion(x_hat, val, alpha).double().cpu()
+            res[f"val_ms_ssim_s{s:g}"] = float(ms.mean())
+        dist = mix(mse, ms, alpha).double().cpu()
         losses.append(float((bpp + LAMBDA / s**2 * dist).mean()))
     res["val_loss"] = float(np.mean(losses))  # the rate–distortion loss with real bits
     vae.train()
@@ -210,9 +202,9 @@ def train_rd(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
         s = torch.from_numpy(2.0 ** gen.uniform(lo, hi, batch)).float().to(dev)
         x_hat, bits = rd_forward(vae, entropy, x, s, dev, amp)
         bpp = bits / (crop * crop)
-        mse = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
-        total = (bpp + _lambda(s) * distortion(x_hat, x, alpha)).mean()
-        psnr = 10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10)).mean()
+        mse, ms = distortion_terms(x_hat, x, bool(alpha))
+        total = (bpp + _lambda(s) * mix(mse, ms, alpha)).mean()
+        psnr = 10 * torch.log10(255.0**2 / mse.detach().clamp_min(1e-10)).mean()
         return total, {"bpp": bpp.detach().mean(), "psnr": psnr}
 
     def after_step(step):  # the bottleneck's quantiles have their own loss and optimizer

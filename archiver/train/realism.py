@@ -46,7 +46,7 @@ from .common import Logger, ema_update, read_safetensors, save_safetensors
 from .latents import ensure_stats, load_ae
 from .loop import StageLoop
 from . import rd as RD
-from .rd import LAMBDA, LOG2_S_RANGE, VAL_S, msssim_kw
+from .rd import LAMBDA, LOG2_S_RANGE, VAL_S, distortion_terms, msssim_kw
 
 #: the decoder starts at round(T_SCALE * t_snr): 1 = the paper's SNR matching
 T_SCALE = 1.0
@@ -138,7 +138,7 @@ class RealismPath:
 
 def _mse255(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-crop MSE of [0, 1] images times 255^2 (images here are in [-1, 1])."""
-    return 255.0**2 / 4 * (x_hat - x).pow(2).mean(dim=(1, 2, 3))
+    return distortion_terms(x_hat, x, msssim=False)[0]
 
 
 def generator_loss(x, x_diff, x_plain, s: float, disc, adversarial: bool) -> tuple[torch.Tensor, dict]:
