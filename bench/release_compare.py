@@ -77,7 +77,7 @@ def run(images, out, models, codecs, at_rates, decoders):
 
     from archiver.bench.codecs import get_codec
     from archiver.codec.backbones.tiny import load_tiny
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codec.pipeline import encode_image
     from archiver.imageio import load_image
 
     torch.set_num_threads(2)
@@ -143,16 +143,10 @@ def run(images, out, models, codecs, at_rates, decoders):
                         continue
                     with torch.no_grad():
                         enc = encode_image(img, bb, quality=float(q))
-                        t0, c0 = time.perf_counter(), time.process_time()
-                        diff = decode_bytes(enc.data, bb)
-                        dec_wall, dec_cpu = time.perf_counter() - t0, time.process_time() - c0
-                        # the no-diffusion decode does not depend on t: measured for the plain name only
-                        plain = None if "@" in name else decode_bytes(enc.data, bb, steps=0)
+                    # the no-diffusion decode does not depend on t: measured for the plain name only
                     put({"image": path.name, "codec": name, "quality": q, "target_bpp": None, "bpp": enc.bpp,
-                         "t": enc.t, "decode_s": dec_wall, "decode_cpu_s": dec_cpu, "pixels": img.width * img.height,
-                         **_measure(orig, diff.image),
-                         **({} if plain is None else
-                            {f"nodiff_{k}": v for k, v in _measure(orig, plain.image).items()})})
+                         "t": enc.t, "pixels": img.width * img.height,
+                         **_decode_and_measure(orig, enc.data, bb, "@" not in name)})
                     got.append(enc.bpp)
                     if not qs and got:  # widen the sweep when it does not bracket the published rates
                         if min(got) > RATES[0] and EXTRA_LOW not in tried:
@@ -232,7 +226,6 @@ def crops(image, png, models, bpp, codecs, size):
     from archiver.codec.backbones.tiny import load_tiny
     from archiver.codec.pipeline import decode_bytes, encode_image
     from archiver.imageio import load_image
-    from archiver.metrics import ms_ssim, psnr
 
     torch.set_num_threads(2)
     img = load_image(image)
@@ -242,10 +235,7 @@ def crops(image, png, models, bpp, codecs, size):
     entry = {"original": rgb.crop(box), "box": box}
 
     def add(name, rec, nbytes):
-        rec = rec.convert("RGB")
-        a = np.asarray(rec)
-        entry[name] = (rec.crop(box), {"bpp": nbytes * 8 / (img.width * img.height), "psnr": psnr(orig, a),
-                                       "ms_ssim": ms_ssim(orig, a)})
+        entry[name] = (rec.convert("RGB").crop(box), {"bpp": nbytes * 8 / (img.width * img.height), **_measure(orig, rec)})
 
     for m in models:
         name, _, wd = m.partition("=")
