@@ -134,8 +134,9 @@ def _run(data_dir, out, *, stages, steps, minutes, batch, crop, lr, resume, seed
             results.append(train_rd(Path(data_dir), out, **kw))
         elif st == "rd-tune":
             from .fidelity import ALPHA, LOG2_S_RANGE
-            from .rd import train_rd
-            results.append(train_rd(Path(data_dir), out, tune=True, alpha=ALPHA, log2_s_range=LOG2_S_RANGE, **kw))
+            from .rd import TUNE_TRAINS_DECODER, train_rd
+            tune_kw = {"alpha": ALPHA, "log2_s_range": LOG2_S_RANGE, "train_decoder": TUNE_TRAINS_DECODER, **kw}
+            results.append(train_rd(Path(data_dir), out, tune=True, **tune_kw))
         elif st == "realism":
             from .realism import train_realism
             results.append(train_realism(Path(data_dir), out, **kw))

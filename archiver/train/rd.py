@@ -45,6 +45,12 @@ N_VAL, VAL_SIDE = 24, 256
 #: MS-SSIM's weight at the same rate pressure as the MSE term: compressai's lambdas for one
 #: quality level (MS-SSIM 4.58 against MSE 0.0035)
 K_MSSSIM = 4.58 / 0.0035
+#: rd-tune of a shipped release trains the encoder and the entropy model only. Measured
+#: (docs/training.md): training ``g_s`` on MSE and MS-SSIM without the realism stage's
+#: adversarial term undoes its texture within about 150 steps (held-out spectral distance
+#: 0.59 -> 0.74); a frozen decoder cannot lose it, and the encoder can still move its bits toward
+#: what MS-SSIM measures.
+TUNE_TRAINS_DECODER = False
 #: ImageNet-sample photos are JPEGs; see docs/training.md for the measurement behind 1.0
 DEFAULT_SCALE: dict[str, float] = {}
 
@@ -141,10 +147,12 @@ def train_rd(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
              max_files: int | None = None, n_val: int | None = None, val_side: int | None = None,
              device: str = "auto", amp: bool = True, scale: dict | None = None, ckpt_seconds: float | None = 120,
              log_every: int = 10, vae_config: dict | None = None, entropy_config: dict | None = None,
-             alpha: float = 0.0, tune: bool = False, log2_s_range: tuple | None = None) -> dict:
+             alpha: float = 0.0, tune: bool = False, log2_s_range: tuple | None = None,
+             train_decoder: bool = True) -> dict:
     """``tune``: fine-tune the autoencoder and entropy model already exported in ``out`` (stage
     ``rd-tune``: its own checkpoint, ``alpha`` of the distortion on MS-SSIM) instead of training
-    them from scratch."""
+    them from scratch. ``train_decoder`` False keeps ``g_s`` as it is: only the encoder and the
+    entropy model learn (a realism-trained decoder keeps its texture; see ``TUNE_TRAINS_DECODER``)."""
     out.mkdir(parents=True, exist_ok=True)
     stage = "rd-tune" if tune else "rd"
     n_val, val_side = n_val or N_VAL, val_side or VAL_SIDE
@@ -176,14 +184,17 @@ def train_rd(data_dir: Path, out: Path, *, steps: int, minutes: float | None, ba
     entropy.to(dev).train()
     if dev.type == "cuda":
         vae.to(memory_format=torch.channels_last)
-    main_params = list(vae.parameters()) + [p for n, p in entropy.named_parameters() if not n.endswith(".quantiles")]
+    if not train_decoder:
+        vae.g_s.requires_grad_(False)
+    main_params = [p for p in vae.parameters() if p.requires_grad]
+    main_params += [p for n, p in entropy.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in entropy.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     lo, hi = log2_s_range or LOG2_S_RANGE
     hparams = {"seed": seed, "crop": crop, "batch": batch, "lr": lr, "lambda": LAMBDA, "log2_s_range": [lo, hi],
                "amp_bf16": bool(amp and dev.type == "cuda"), "device": str(dev), "val_names": val_names,
-               "msssim_alpha": alpha, "k_msssim": K_MSSSIM if alpha else None}
+               "msssim_alpha": alpha, "k_msssim": K_MSSSIM if alpha else None, "train_decoder": train_decoder}
     if tune:
         hparams["tuned_from_ae_sha256"] = start_sha
 
