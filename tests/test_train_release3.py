@@ -5,6 +5,7 @@ assembled model is a working, deterministic codec backbone."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -211,6 +212,18 @@ def test_unpack_gives_back_the_stage_files_of_an_assembled_model(r3, tmp_path):
     b, _ = read_safetensors(tmp_path / "tiny.safetensors")
     assert a.keys() == b.keys()
     assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in a)
+    # and it decodes by the release's own rule (timestep scale, sampler noise): a stage that
+    # tunes only the encoder (rd-tune) must not fall back to t_scale 1 and deterministic DDIM
+    assert json.loads((tmp_path / "tiny.json").read_text())["codec"] == json.loads((out / "tiny.json").read_text())["codec"]
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(out / "tiny.safetensors", shipped)
+    cfg = json.loads((out / "tiny.json").read_text())
+    cfg["codec"] = {"t_scale": 0.25, "eta": 1.0, "quant": "trained"}
+    (shipped / "tiny.json").write_text(json.dumps(cfg))
+    unpack(shipped, tmp_path / "tuned")
+    assemble(tmp_path / "tuned")
+    assert json.loads((tmp_path / "tuned" / "tiny.json").read_text())["codec"] == cfg["codec"]
 
 
 def test_unpack_refuses_a_folder_without_a_model(tmp_path):
@@ -324,8 +337,12 @@ def test_rd_tune_fine_tunes_the_shipped_encoder_for_ms_ssim(r3, images, tmp_path
     assert all(f"val_ms_ssim_s{s:g}" in start for s in RD.VAL_S)
     trained = load_checkpoint(tmp_path / "rd-tune.ckpt")["vae"]
     assert any(not torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_a."))
+    # the realism-trained decoder is frozen (RD.TUNE_TRAINS_DECODER): its texture cannot be undone
+    assert not RD.TUNE_TRAINS_DECODER
+    assert all(torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_s."))
     _, meta = read_safetensors(tmp_path / "ae_best.safetensors")
     assert meta["msssim_alpha"] == F.ALPHA and meta["log2_s_range"] == list(F.LOG2_S_RANGE)
+    assert meta["train_decoder"] is False
     assert "tuned_from_ae_sha256" in meta
 
 

@@ -70,6 +70,8 @@ def assemble(out: Path) -> Path | None:
         cfg["codec"] = {"t_scale": float(r["t_scale"]), "eta": float(r["eta"]), "quant": "trained"}
     elif "codec" in meta_all:  # fine-tuned for one timestep rule: that one
         cfg["codec"] = {"t_scale": float(meta_all["codec"]["t_scale"])}
+    elif (out / "unpacked_from.json").exists():  # a shipped release's decoder and denoiser: its decode rule
+        cfg["codec"] = json.loads((out / "unpacked_from.json").read_text())["codec"]
     elif rd:  # no realism stage yet: pure SNR matching, deterministic DDIM, the trained grid
         cfg["codec"] = {"t_scale": 1.0, "quant": "trained"}
     elif cal.exists():  # written by archiver.train.calibrate
