@@ -240,6 +240,9 @@ def fidelity(r3, images, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(RD, "N_VAL", 2)
     mp.setattr(RD, "VAL_SIDE", 64)
+    import archiver.train.fidelity as F
+
+    mp.setattr(F, "DISC_WARMUP", 1)  # the adversarial terms reach the generator from step 2
     init, _, _ = r3
     out = tmp_path_factory.mktemp("fidelity")
     res = run(images, out, "fidelity", 3, log_every=1, init=init)
@@ -274,6 +277,12 @@ def test_fidelity_moves_only_the_decoder_and_denoiser(fidelity):
     assert any(e.get("event") == "init" and "ae_best.safetensors" in e["written"] for e in log)
     steps = [e for e in log if e.get("stage") == "fidelity" and "loss" in e and "lr" in e]
     assert len(steps) == 3 and all("ms_ssim_diff" in e and "ms_ssim_plain" in e for e in steps)
+    # the realism stage's texture terms: the discriminator trains every step, and after its
+    # warm-up the decoder hears from it (adversarial and feature matching)
+    assert all("d_loss" in e for e in steps)
+    assert "adv" not in steps[0] and all("adv" in e and "fm" in e for e in steps[1:])
+    assert "disc" in load_checkpoint(out / "fidelity.ckpt")
+    assert cfg["training"]["fidelity"]["w_adv"] == F.W_ADV > 0
     evals = [e for e in log if e.get("stage") == "fidelity" and e.get("event") == "eval"]
     assert evals[0]["baseline"] == "the model it starts from"
     assert all(f"val_ms_ssim_diff_s{s:g}" in evals[-1] for s in F.VAL_S)
@@ -337,12 +346,19 @@ def test_rd_tune_fine_tunes_the_shipped_encoder_for_ms_ssim(r3, images, tmp_path
     assert all(f"val_ms_ssim_s{s:g}" in start for s in RD.VAL_S)
     trained = load_checkpoint(tmp_path / "rd-tune.ckpt")["vae"]
     assert any(not torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_a."))
-    # the realism-trained decoder is frozen (RD.TUNE_TRAINS_DECODER): its texture cannot be undone
-    assert not RD.TUNE_TRAINS_DECODER
-    assert all(torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_s."))
+    # the decoder trains too (RD.TUNE_TRAINS_DECODER) ...
+    assert RD.TUNE_TRAINS_DECODER
+    assert any(not torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_s."))
     _, meta = read_safetensors(tmp_path / "ae_best.safetensors")
     assert meta["msssim_alpha"] == F.ALPHA and meta["log2_s_range"] == list(F.LOG2_S_RANGE)
-    assert meta["train_decoder"] is False
+    assert meta["train_decoder"] is True
+    # ... unless asked to keep it: then only the encoder and the entropy model move
+    frozen = tmp_path / "frozen"
+    run(images, frozen, "rd-tune", 2, init=init, train_decoder=False)
+    trained = load_checkpoint(frozen / "rd-tune.ckpt")["vae"]
+    assert all(torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_s."))
+    assert any(not torch.equal(a[f"vae.{k}"].float(), v) for k, v in trained.items() if k.startswith("g_a."))
+    assert read_safetensors(frozen / "ae_best.safetensors")[1]["train_decoder"] is False
     assert "tuned_from_ae_sha256" in meta
 
 

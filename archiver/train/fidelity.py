@@ -17,15 +17,18 @@ where ``K_MSSSIM`` = 4.58 / 0.0035 puts the two distortions at the same rate pre
 Quality factors reach higher than the rd stage's (``LOG2_S_RANGE``): at 0.1 bpp the encoder
 codes natural photos at s of 3 to 4.
 
+The diffusion decode also keeps the realism stage's adversarial and feature-matching terms
+(``W_ADV``, ``W_FM``: the same PatchGAN, a fresh one warmed up for ``DISC_WARMUP`` steps, since
+releases ship without their discriminator). Without them this loss undid the realism stage's
+texture: held-out spectral distance 0.59 -> 0.74 in 150 steps (docs/training.md, release 3.1).
+
 The encoder, the entropy model and therefore every file's bytes do not move: a model made by this
 stage codes an image exactly as the model it started from did. It can start from any assembled
 release (``archiver train DATA --stage fidelity --init archiver/weights``: ``export.unpack``),
 since GPU runs bring back the assembled model, not its checkpoints. The exported weights are the
-EMA's at the best held-out score: mean MS-SSIM of the diffusion decode, penalised when its PSNR
-falls more than ``MAX_PSNR_COST`` dB below the starting point's.
-
-Measured (docs/training.md): with no adversarial term this loss also undoes the realism stage's
-texture (held-out spectral distance 0.59 -> 0.74 in 150 steps), so its result was not shipped.
+EMA's at the best held-out score: mean MS-SSIM of the diffusion decode, less
+``SPECTRAL_WEIGHT`` x its spectral distance, penalised when its PSNR falls more than
+``MAX_PSNR_COST`` dB below the starting point's.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from ..codec.sampler import DEFAULT_STEPS
 from . import rd as RD
 from .common import Logger, ema_update, save_safetensors
 from .loop import StageLoop
-from .realism import ETA, Decoding, decode_path_stage
+from .realism import D_LR, ETA, Decoding, PatchDiscriminator, adversarial_terms, decode_path_stage, discriminator_loss
 from .realism import evaluate as evaluate_decodes
 from .rd import LAMBDA, distortion_terms, mix
 
@@ -57,6 +60,13 @@ MAX_PSNR_COST = 0.3
 #: score penalty per dB of PSNR lost beyond MAX_PSNR_COST (in MS-SSIM units)
 PSNR_PENALTY = 0.1
 N_VAL = 12
+#: the realism stage's adversarial and feature-matching weights on the diffusion decode
+W_ADV, W_FM = 0.15, 1.0
+#: steps that train the (fresh) discriminator alone before the generator hears from it
+DISC_WARMUP = 200
+#: the score's weight on the diffusion decode's spectral distance: release 3.1's trade (+0.01
+#: MS-SSIM for +0.2 spectral distance) scores as a draw, so texture cannot be sold for MS-SSIM
+SPECTRAL_WEIGHT = 0.05
 
 
 def distortion(x_hat: torch.Tensor, x: torch.Tensor, s: float) -> tuple[torch.Tensor, dict]:
@@ -68,10 +78,11 @@ def distortion(x_hat: torch.Tensor, x: torch.Tensor, s: float) -> tuple[torch.Te
 
 
 def score(ev: dict, floor: float | None) -> float:
-    """Lower is better: minus the diffusion decode's mean MS-SSIM, plus the PSNR penalty."""
+    """Lower is better: minus the diffusion decode's mean MS-SSIM, plus its spectral distance
+    weighted by ``SPECTRAL_WEIGHT``, plus the PSNR penalty."""
     ms = float(np.mean([ev[f"val_ms_ssim_diff_s{s:g}"] for s in VAL_S]))
     floor = ev["val_psnr"] if floor is None else floor
-    return -ms + PSNR_PENALTY * max(0.0, floor - ev["val_psnr"] - MAX_PSNR_COST)
+    return -ms + SPECTRAL_WEIGHT * ev["val_spectral"] + PSNR_PENALTY * max(0.0, floor - ev["val_psnr"] - MAX_PSNR_COST)
 
 
 def train_fidelity(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
@@ -88,13 +99,17 @@ def train_fidelity(data_dir: Path, out: Path, *, steps: int, minutes: float | No
     unet.requires_grad_(train_denoiser)
     model = Decoding(unet.to(dev), vae.to(dev)).train()
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.Adam(model.trainable(), lr=lr)
+    disc = PatchDiscriminator().to(dev).train()
+    opt = torch.optim.Adam(model.trainable(), lr=lr, betas=(0.5, 0.9))
+    d_opt = torch.optim.Adam(disc.parameters(), lr=D_LR, betas=(0.5, 0.9))
+    batch_state: dict = {}
     lo, hi = LOG2_S_RANGE
     hparams = {"t_scale": T_SCALE, "eta": ETA, "ddim_steps": DEFAULT_STEPS, "lambda": LAMBDA, "alpha": ALPHA,
                "k_msssim": RD.K_MSSSIM, "w_diff": W_DIFF, "w_plain": W_PLAIN, "log2_s_range": list(LOG2_S_RANGE),
                "ema_decay": EMA_DECAY, "seed": seed, "crop": crop, "batch": batch, "lr": lr, "device": str(dev),
                "ae_sha256": ae_sha, "train_denoiser": train_denoiser, "val_s": list(VAL_S),
-               "max_psnr_cost": MAX_PSNR_COST, "started_from": umeta.get("unpacked_from", "unet_best.safetensors")}
+               "max_psnr_cost": MAX_PSNR_COST, "w_adv": W_ADV, "w_fm": W_FM, "disc_warmup": DISC_WARMUP,
+               "d_lr": D_LR, "spectral_weight": SPECTRAL_WEIGHT, "started_from": umeta.get("unpacked_from", "unet_best.safetensors")}
     floor_file = out / "fidelity_floor.json"
     floor: dict = json.loads(floor_file.read_text()) if resume and floor_file.exists() else {}
 
@@ -125,18 +140,30 @@ def train_fidelity(data_dir: Path, out: Path, *, steps: int, minutes: float | No
         x = bank.crops(batch, crop, gen)
         s = float(2.0 ** gen.uniform(lo, hi))
         y_hat = path.quantize(x, s)
-        d_diff, p_diff = distortion(path.decode(model, y_hat, s, diffusion=True), x, s)
+        x_diff = path.decode(model, y_hat, s, diffusion=True)
+        d_diff, p_diff = distortion(x_diff, x, s)
         d_plain, p_plain = distortion(path.decode(model, y_hat, s, diffusion=False), x, s)
         parts = {"s": s, **{f"{k}_diff": v for k, v in p_diff.items()}, **{f"{k}_plain": v for k, v in p_plain.items()}}
-        return W_DIFF * d_diff + W_PLAIN * d_plain, parts
+        total = W_DIFF * d_diff + W_PLAIN * d_plain
+        if loop.step >= DISC_WARMUP:  # the texture terms of the realism stage, on the diffusion decode
+            adv, fm = adversarial_terms(disc, x_diff, x)
+            total = total + W_ADV * adv + W_FM * fm
+            parts.update(adv=adv.detach(), fm=fm.detach())
+        batch_state.update(x=x, fake=x_diff)
+        return total, parts
 
-    def after_step(step):
+    def after_step(step):  # the discriminator's own step, on the batch the generator just saw
+        d_loss = discriminator_loss(disc, batch_state["x"], batch_state.pop("fake"))
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
         ema_update(ema, model, step, EMA_DECAY)
-        return {}
+        return {"d_loss": d_loss.detach()}
 
     loop = StageLoop(stage="fidelity", checkpoint=out / "fidelity.ckpt", best_file=out / "unet_fidelity_best.safetensors",
                      log=log, seed=seed, lr=lr, optimizer=opt, params=model.trainable(),
-                     state={"model": model, "ema": ema, "opt": opt}, loss=loss, evaluate=evaluate, export=export,
+                     state={"model": model, "ema": ema, "disc": disc, "opt": opt, "d_opt": d_opt}, loss=loss,
+                     evaluate=evaluate, export=export,
                      score="val_score", after_step=after_step, ae_sha256=ae_sha, eval_every=eval_every,
                      ckpt_every=ckpt_every, ckpt_seconds=ckpt_seconds, log_every=log_every)
     res = loop.run(steps=steps, minutes=minutes, resume=resume, start=start)

@@ -148,14 +148,21 @@ def generator_loss(x, x_diff, x_plain, s: float, disc, adversarial: bool) -> tup
     parts = {"psnr_diff": 10 * torch.log10(255.0**2 / mse_d.detach().clamp_min(1e-6)),
              "psnr_plain": 10 * torch.log10(255.0**2 / mse_p.detach().clamp_min(1e-6))}
     if adversarial:
-        logits, feats = disc(x_diff)
-        with torch.no_grad():
-            _, real = disc(x)
-        adv = -logits.float().mean()
-        fm = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(feats, real)) / len(feats)
+        adv, fm = adversarial_terms(disc, x_diff, x)
         total = total + W_ADV * adv + W_FM * fm
         parts.update(adv=adv.detach(), fm=fm.detach())
     return total, parts
+
+
+def adversarial_terms(disc, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's hinge term and feature matching (pix2pixHD: L1 between the
+    discriminator's layers on the decode and on the real crop)."""
+    logits, feats = disc(fake)
+    with torch.no_grad():
+        _, ref = disc(real)
+    adv = -logits.float().mean()
+    fm = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(feats, ref)) / len(feats)
+    return adv, fm
 
 
 def discriminator_loss(disc, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
