@@ -4,7 +4,6 @@ the shipped backbone on a small picture (the Kodak run is the bench's own job)."
 from __future__ import annotations
 
 import importlib.util
-import io
 from pathlib import Path
 from types import SimpleNamespace
 
