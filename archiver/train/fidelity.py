@@ -18,7 +18,7 @@ Quality factors reach higher than the rd stage's (``LOG2_S_RANGE``): at 0.1 bpp 
 codes natural photos at s of 3 to 4.
 
 The diffusion decode also keeps the realism stage's adversarial and feature-matching terms
-(``W_ADV``, ``W_FM``: the same PatchGAN, a fresh one warmed up for ``DISC_WARMUP`` steps, since
+(its ``W_ADV``, ``W_FM`` and PatchGAN, a fresh one warmed up for ``DISC_WARMUP`` steps, since
 releases ship without their discriminator). Without them this loss undid the realism stage's
 texture: held-out spectral distance 0.59 -> 0.74 in 150 steps (docs/training.md, release 3.1).
 
@@ -44,7 +44,8 @@ from ..codec.sampler import DEFAULT_STEPS
 from . import rd as RD
 from .common import Logger, ema_update, save_safetensors
 from .loop import StageLoop
-from .realism import D_LR, ETA, Decoding, PatchDiscriminator, adversarial_terms, decode_path_stage, discriminator_loss
+from .realism import (D_LR, ETA, W_ADV, W_FM, Decoding, PatchDiscriminator, adversarial_terms, decode_path_stage,
+                      discriminator_loss)
 from .realism import evaluate as evaluate_decodes
 from .rd import LAMBDA, distortion_terms, mix
 
@@ -60,8 +61,6 @@ MAX_PSNR_COST = 0.3
 #: score penalty per dB of PSNR lost beyond MAX_PSNR_COST (in MS-SSIM units)
 PSNR_PENALTY = 0.1
 N_VAL = 12
-#: the realism stage's adversarial and feature-matching weights on the diffusion decode
-W_ADV, W_FM = 0.15, 1.0
 #: steps that train the (fresh) discriminator alone before the generator hears from it
 DISC_WARMUP = 200
 #: the score's weight on the diffusion decode's spectral distance: release 3.1's trade (+0.01
