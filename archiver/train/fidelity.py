@@ -45,7 +45,7 @@ from . import rd as RD
 from .common import Logger, ema_update, save_safetensors
 from .loop import StageLoop
 from .realism import (D_LR, ETA, W_ADV, W_FM, Decoding, PatchDiscriminator, adversarial_terms, decode_path_stage,
-                      discriminator_loss)
+                      discriminator_step)
 from .realism import evaluate as evaluate_decodes
 from .rd import LAMBDA, distortion_terms, mix
 
@@ -152,12 +152,9 @@ def train_fidelity(data_dir: Path, out: Path, *, steps: int, minutes: float | No
         return total, parts
 
     def after_step(step):  # the discriminator's own step, on the batch the generator just saw
-        d_loss = discriminator_loss(disc, batch_state["x"], batch_state.pop("fake"))
-        d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        d_opt.step()
+        d_loss = discriminator_step(disc, d_opt, batch_state["x"], batch_state.pop("fake"))
         ema_update(ema, model, step, EMA_DECAY)
-        return {"d_loss": d_loss.detach()}
+        return {"d_loss": d_loss}
 
     loop = StageLoop(stage="fidelity", checkpoint=out / "fidelity.ckpt", best_file=out / "unet_fidelity_best.safetensors",
                      log=log, seed=seed, lr=lr, optimizer=opt, params=model.trainable(),

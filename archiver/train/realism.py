@@ -172,6 +172,15 @@ def discriminator_loss(disc, x: torch.Tensor, fake: torch.Tensor) -> torch.Tenso
     return F.relu(1 - real_logits.float()).mean() + F.relu(1 + fake_logits.float()).mean()
 
 
+def discriminator_step(disc, d_opt, x: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """One optimizer step of the discriminator on the batch the generator just saw; its loss."""
+    d_loss = discriminator_loss(disc, x, fake)
+    d_opt.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_opt.step()
+    return d_loss.detach()
+
+
 def _u8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
@@ -309,12 +318,9 @@ def train_realism(data_dir: Path, out: Path, *, steps: int, minutes: float | Non
         return total, parts
 
     def after_step(step):  # the discriminator's own step, on the batch the generator just saw
-        d_loss = discriminator_loss(disc, batch_state["x"], batch_state.pop("fake"))
-        d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        d_opt.step()
+        d_loss = discriminator_step(disc, d_opt, batch_state["x"], batch_state.pop("fake"))
         ema_update(ema, model, step, EMA_DECAY)
-        return {"d_loss": d_loss.detach()}
+        return {"d_loss": d_loss}
 
     loop = StageLoop(stage="realism", checkpoint=out / "realism.ckpt", best_file=out / "unet_realism_best.safetensors",
                      log=log, seed=seed, lr=lr, optimizer=opt, params=model.trainable(),
