@@ -55,34 +55,33 @@ def _regions(decision) -> list[dict]:
 def measure(path: Path, policy, backbone, bpp: float, factors: list[float], qualities: list[float]) -> dict | None:
     from archiver.codec.pipeline import decode_bytes, encode_image
     from archiver.codec.tensors import deterministic, pad_to, to_image, to_tensor
+    from archiver.codecs.base import Source
+    from archiver.codecs.base import measure as guard
     from archiver.imageio import load_image
-    from archiver.metrics import ms_ssim, psnr
 
     img = load_image(path)
     d = policy.decide(path, img)
     boxes = [tuple(map(int, b)) for b in d.protected_regions]
     if d.action != "diffusion" or not boxes:
         return None
-    orig = img.rgb
-
-    def region(rec) -> float:
-        return min(psnr(orig, rec, box=b) for b in boxes)
+    # measured by the quality guard itself (the floor's PSNR, MS-SSIM and worst-region PSNR)
+    source = Source(img, b"", boxes)
 
     with deterministic():
-        x = pad_to(to_tensor(orig), backbone.stride).to(backbone.device)
-        ae = to_image(backbone.decode(backbone.encode(x)), img.width, img.height)
+        x = pad_to(to_tensor(img.rgb), backbone.stride).to(backbone.device)
+        ae = guard(source, to_image(backbone.decode(backbone.encode(x)), img.width, img.height))
     row = {"image": path.name, "size": [img.width, img.height], "regions": _regions(d),
            "region_share": sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes) / (img.width * img.height),
-           "ceiling": {"psnr": psnr(orig, ae), "region_psnr": region(ae)}, "at_bpp": [], "at_quality": []}
+           "ceiling": {"psnr": ae.psnr, "region_psnr": ae.region_psnr}, "at_bpp": [], "at_quality": []}
 
     def run(**kw) -> dict:
         t0 = time.process_time()
         e = encode_image(img, backbone, **kw)
-        rec = decode_bytes(e.data, backbone).image.convert("RGB")
-        rec0 = decode_bytes(e.data, backbone, steps=0).image.convert("RGB")
+        v = guard(source, decode_bytes(e.data, backbone).image)
+        v0 = guard(source, decode_bytes(e.data, backbone, steps=0).image)
         return {"bytes": e.size_bytes, "bpp": e.bpp, "quality": e.quality, "t": e.t,
-                "psnr": psnr(orig, rec), "ms_ssim": ms_ssim(orig, rec), "region_psnr": region(rec),
-                "region_psnr_t0": region(rec0), "cpu_s": time.process_time() - t0}
+                "psnr": v.psnr, "ms_ssim": v.ms_ssim, "region_psnr": v.region_psnr,
+                "region_psnr_t0": v0.region_psnr, "cpu_s": time.process_time() - t0}
 
     for f in factors:
         row["at_bpp"].append({"roi_factor": f, **run(bpp=bpp, roi=boxes if f != 1.0 else None, roi_factor=f)})
