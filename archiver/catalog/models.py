@@ -67,6 +67,8 @@ class FileVersion(Base):
     mode: Mapped[Optional[int]] = mapped_column(Integer)  # permission bits, given back on restore
     uid: Mapped[Optional[int]] = mapped_column(Integer)
     gid: Mapped[Optional[int]] = mapped_column(Integer)
+    #: the inode read at discovery: the removal gate removes only this very file (migration 0006)
+    inode: Mapped[Optional[int]] = mapped_column(BigInteger)
     sha256: Mapped[Optional[str]] = mapped_column(String(64))
     phash: Mapped[Optional[str]] = mapped_column(String(64))
     dhash: Mapped[Optional[str]] = mapped_column(String(64))
@@ -103,6 +105,8 @@ class FileVersion(Base):
     vault_expires_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
     #: the small standard image (WebP/AVIF) written for file browsers (config ``preview:``)
     preview_path: Mapped[Optional[str]] = mapped_column(Text)
+    #: what archiver wrote there: a preview is replaced or deleted only while it still has this digest
+    preview_sha256: Mapped[Optional[str]] = mapped_column(String(64))
     error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow, onupdate=utcnow)
