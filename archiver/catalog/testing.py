@@ -142,7 +142,7 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
 
     from .models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
     from ..codecs import suffixes
-    from ..storage.atomic import is_temp_name
+    from ..storage.atomic import is_private_name
 
     problems = []
     directory = Path(directory)
@@ -168,8 +168,8 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
             problems.append(f"{r.path}: catalog says {r.original_status} but the file is gone")
     for f in directory.rglob("*"):
         if f.is_file():
-            if is_temp_name(f):
-                problems.append(f"temp leftover {f}")
+            if is_private_name(f):
+                problems.append(f"temp or taken leftover {f}")
             elif f.suffix in suffixes() and str(f) not in known:
                 problems.append(f"unknown compressed file {f}")
     return problems

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 TMP_PREFIX = ".archiver-tmp-"
+#: an original moved out of the user's name while its removal is decided (``work.files.take``):
+#: never a leftover to delete, always a file to finish or give back
+TAKEN_PREFIX = ".archiver-taken-"
 
 
 def fsync_dir(directory: str | Path) -> None:
@@ -65,6 +68,54 @@ def copy_file(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> P
 def is_temp_name(path: str | Path) -> bool:
     """Leftovers of an interrupted write; scanners must ignore and may delete them."""
     return Path(path).name.startswith(TMP_PREFIX)
+
+
+def is_private_name(path: str | Path) -> bool:
+    """Names only archiver writes (temp files, originals taken for removal): never archived,
+    never shown as the user's files."""
+    name = Path(path).name
+    return name.startswith(TMP_PREFIX) or name.startswith(TAKEN_PREFIX)
+
+
+#: errors of ``link`` on filesystems without hard links
+LINK_UNSUPPORTED = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK)
+_AT_FDCWD, _RENAME_NOREPLACE = -100, 1
+
+
+def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+    """``renameat2(RENAME_NOREPLACE)``; False where the C library, kernel or filesystem lacks it."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err == errno.EEXIST:
+        raise FileExistsError(err, os.strerror(err), str(dst))
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(src))
+
+
+def rename_noreplace(src: str | Path, dst: str | Path) -> None:
+    """Move ``src`` to ``dst`` in one step, raising ``FileExistsError`` instead of replacing a file
+    at ``dst``. ``renameat2(RENAME_NOREPLACE)``; else a hard link and then dropping ``src``; on a
+    filesystem with neither, a rename after checking that ``dst`` is free (the one residual race,
+    on such filesystems only)."""
+    src, dst = Path(src), Path(dst)
+    if _renameat2_noreplace(src, dst):
+        return
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in LINK_UNSUPPORTED or os.path.lexists(dst):
+            raise
+        os.rename(src, dst)
+        return
+    os.unlink(src)
 
 
 def is_utf8(name: str) -> bool:
@@ -142,7 +193,7 @@ def create_new(path: Path, data: bytes, tmp: Path, *, mode: int | None = None,
         try:
             os.link(tmp, path)
         except OSError as e:  # filesystems without hard links: rename, after checking the name is free
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK) or path.exists():
+            if e.errno not in LINK_UNSUPPORTED or os.path.lexists(path):
                 raise
             os.rename(tmp, path)
     finally:

@@ -31,10 +31,10 @@ COMPRESSED_EXTS = codecs.suffixes()
 
 
 def is_own_output(ctx, path: Path) -> bool:
-    """Compressed files, previews and temp files written by archive are never archived themselves."""
+    """Compressed files, previews, temp files and originals taken for removal are never archived themselves."""
     from ..preview import is_preview
 
-    if atomic.is_temp_name(path) or is_preview(path):
+    if atomic.is_private_name(path) or is_preview(path):
         return True
     if path.suffix not in COMPRESSED_EXTS:
         return False

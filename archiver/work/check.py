@@ -38,7 +38,7 @@ class Check:
             w.record(job, VERIFIED, reasons=job.reasons, **job.quality, **extra)
             faults.fault("verified")
             return True
-        w.discard_artifact(job, cp)
+        w.discard_artifact(job, cp, job.row.compressed_sha256)
         job.compressed_path = None
         fall_back(job, w, f"{job.codec.name}: {verdict.why}", compressed_path=None, compressed_sha256=None,
                   compressed_size=None, bpp=None, codec=None, codec_version=None, codec_params=None)

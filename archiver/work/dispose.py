@@ -22,18 +22,31 @@ class Dispose:
         why = w.remove_original(job)
         if why is None:
             faults.fault("removed")
-            w.record(job, COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
-            return
-        kind, text = why
-        if kind == invariant.CHANGED:
-            w.record(job, COMMITTED, kind="original_changed", original_status=ORIG_REMOVED,
-                     error="the original was overwritten after verification; the new content is a new version")
-        elif kind == invariant.BUSY:  # committed, original present: the next run (recovery) tries again
-            w.record(job, COMMITTED, kind="dispose_failed", error=f"original not removed yet: {text}")
-        elif kind == invariant.NO_VAULT:
-            w.record(job, COMMITTED, kind="vault_missing", original_status=ORIG_KEPT, error=f"original kept: {text}")
-        else:
-            lost(job.row, w.discard_lost, lambda **kw: w.record(job, FAILED, **kw), text)
+        record_removal(job.row, why, lambda state, **kw: w.record(job, state, **kw), w.discard_lost)
+
+
+def record_removal(row, why: tuple[str, str] | None, record, discard) -> str:
+    """Record what ``invariant.remove_original`` did with a committed row's original (``why`` None:
+    removed) through ``record(state, **fields)``; returns a short note of it."""
+    if why is None:
+        record(COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
+        return "original removed"
+    kind, text = why
+    if kind == invariant.CHANGED:  # this version's original is no longer on disk; the new content is a new version
+        record(COMMITTED, kind="original_changed", original_status=ORIG_REMOVED,
+               error=f"{text}; the new content is a new version")
+        return "original changed; not removed"
+    if kind == invariant.KEPT_BESIDE:
+        record(COMMITTED, kind="original_kept_beside", original_status=ORIG_REMOVED, error=text)
+        return text
+    if kind == invariant.BUSY:  # committed, original present: the next run (recovery) tries again
+        record(COMMITTED, kind="dispose_failed", error=f"original not removed yet: {text}")
+        return f"original not removed yet: {text}"
+    if kind == invariant.NO_VAULT:
+        record(COMMITTED, kind="vault_missing", original_status=ORIG_KEPT, error=f"original kept: {text}")
+        return f"original kept: {text}"
+    lost(row, discard, lambda **kw: record(FAILED, **kw), text)
+    return f"replacement lost before the original was removed; original kept ({text})"
 
 
 def lost(row, discard, record, text: str) -> None:

@@ -20,7 +20,7 @@ HOLD_ENV = "ARCHIVER_FAULT_HOLD"
 HOLD_MAX_SECONDS = 600.0
 #: step boundaries where ``ARCHIVER_FAULT`` can kill the process (in the order they happen)
 FAULT_STEPS = ("discovered", "classified", "write_intent", "during_write", "written", "encoded",
-               "verified", "vaulted", "committed", "removed")
+               "verified", "vaulted", "committed", "taken", "removed")
 
 
 def fault(step: str) -> None:

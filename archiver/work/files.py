@@ -1,5 +1,6 @@
-"""The original on disk: read it once without following links, recognise it again, remove it
-durably; and the names of the files archive writes beside it."""
+"""The original on disk: read it once without following links, recognise it again, take it out
+of the user's name and remove it only when what was taken is the very file archived; and the
+names of the files archive writes beside it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import errno
 import hashlib
 import os
 import stat as statmod
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..storage import atomic
@@ -28,12 +30,20 @@ def read_original(path: Path) -> tuple[bytes, os.stat_result]:
 
 def open_for_writing(path: Path) -> bool:
     """Whether some process has ``path`` open for writing (it may still be adding data, which
-    would land in an unlinked inode if the file were removed now). A read lease is refused by
-    the kernel exactly then; where leases are not allowed, /proc is searched instead."""
+    would land in an unlinked inode if the file were removed now)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return False
+    try:
+        return _has_writer(fd)
+    finally:
+        os.close(fd)
+
+
+def _has_writer(fd: int) -> bool:
+    """Whether any process has the file of ``fd`` (opened read-only) open for writing. A read
+    lease is refused by the kernel exactly then; where leases are not allowed, /proc is searched."""
     try:
         import fcntl
 
@@ -47,8 +57,6 @@ def open_for_writing(path: Path) -> bool:
         return _writer_in_proc(st.st_dev, st.st_ino)
     except (ImportError, AttributeError):  # not Linux
         return False
-    finally:
-        os.close(fd)
 
 
 def _writer_in_proc(dev: int, ino: int) -> bool:
@@ -89,9 +97,127 @@ def same_file(path: Path, size: int, mtime_ns: int, sha: str) -> bool:
     return sha256_file(path) == sha
 
 
-def unlink_durable(path: Path) -> None:
-    path.unlink()
+@dataclass(frozen=True)
+class Identity:
+    """The very file archived: its content, and where recorded its size, mtime and inode."""
+
+    sha256: str
+    size: int | None = None
+    mtime_ns: int | None = None
+    inode: int | None = None
+
+    @classmethod
+    def of_row(cls, row) -> "Identity":
+        return cls(row.sha256, row.size, row.mtime_ns, getattr(row, "inode", None))
+
+
+#: why a taken file is not removed: it is another file or other content, or is being written to
+DIFFERENT, WRITTEN_TO = "different", "written_to"
+
+
+def looks_same(path: Path, want: Identity) -> bool:
+    """The cheap check before taking: ``path`` is a regular file with the recorded size, mtime and
+    inode (its content is compared after it was taken, see ``differs``)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return statmod.S_ISREG(st.st_mode) and _stat_matches(st, want)
+
+
+def _stat_matches(st: os.stat_result, want: Identity) -> bool:
+    return ((want.size is None or st.st_size == want.size) and (want.mtime_ns is None or st.st_mtime_ns == want.mtime_ns)
+            and (want.inode is None or st.st_ino == want.inode))
+
+
+def taken_path(path: Path, file_id: int) -> Path:
+    """Where ``path`` waits while its removal is decided: the same directory (the one place sure
+    to be on the same filesystem, so the move is one atomic rename) under a hidden name that only
+    archiver writes and every scanner skips (``atomic.is_private_name``)."""
+    return path.with_name(fit_name(atomic.TAKEN_PREFIX + path.name, f".{file_id}.taken"))
+
+
+def take(path: Path, taken: Path) -> None:
+    """Move whatever is at ``path`` to ``taken`` in one atomic rename, durably. From then on the
+    user's name is free: a file written there is a new file that archiver never touches."""
+    atomic.rename_noreplace(path, taken)
     atomic.fsync_dir(path.parent)
+
+
+def differs(taken: Path, want: Identity) -> tuple[str, str] | None:
+    """None when ``taken`` is the very file ``want`` describes (regular file, size, mtime, inode
+    and SHA-256, all read through one descriptor that does not follow links) and no process has it
+    open for writing; else (``DIFFERENT`` or ``WRITTEN_TO``, why)."""
+    try:
+        fd = os.open(taken, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        return DIFFERENT, f"what was taken cannot be opened as a file ({e.strerror})"
+    try:
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            return DIFFERENT, "what was taken is not a regular file"
+        if want.inode is not None and st.st_ino != want.inode:
+            return DIFFERENT, "another file took its name (a different inode)"
+        if not _stat_matches(st, want):
+            return DIFFERENT, "its size or modification time changed"
+        if _has_writer(fd):
+            return WRITTEN_TO, "another process has it open for writing"
+        h = hashlib.sha256()
+        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
+            h.update(chunk)
+        if h.hexdigest() != want.sha256:
+            return DIFFERENT, "its content changed"
+        return None
+    finally:
+        os.close(fd)
+
+
+def give_back(taken: Path, path: Path, conflict: Path) -> Path:
+    """Put what was taken back under the user's name, never over a file written there since; if
+    that name is in use, keep it beside under ``conflict`` (then ``conflict`` with a number).
+    Returns where it is now; nothing is ever removed."""
+    candidates = [path, conflict] + [conflict.with_name(f"{conflict.stem}-{n}{conflict.suffix}") for n in range(2, 100)]
+    for dest in candidates:
+        try:
+            atomic.rename_noreplace(taken, dest)
+        except FileExistsError:
+            continue
+        atomic.fsync_dir(dest.parent)
+        return dest
+    return taken  # every name in use: it stays under its private name, which nothing removes
+
+
+def conflict_path(path: Path, file_id: int) -> Path:
+    """The name a taken original keeps when its own name was written again meanwhile:
+    ``photo.jpg`` -> ``photo.archiver-kept-<id>.jpg`` (still opens as what it is)."""
+    return path.with_name(fit_name(f"{path.stem}.archiver-kept-{file_id}", path.suffix))
+
+
+def remove_own(path: Path, file_id: int, sha256: str | None) -> str | None:
+    """Remove a file archiver wrote at a name it reserved (a compressed file, a preview): taken
+    first, judged by what was taken (a regular file, with ``sha256`` when given), then dropped or
+    given back. Returns None when it is gone (or was not there), else why it stays."""
+    if not os.path.lexists(path):
+        return None
+    taken = taken_path(path, file_id)
+    take(path, taken)
+    why = differs(taken, Identity(sha256)) if sha256 else _not_regular(taken)
+    if why is None:
+        drop(taken)
+        return None
+    where = give_back(taken, path, conflict_path(path, file_id))
+    return f"{why[1]}; left in place" + ("" if where == path else f" as {where}")
+
+
+def _not_regular(taken: Path) -> tuple[str, str] | None:
+    st = os.lstat(taken)
+    return None if statmod.S_ISREG(st.st_mode) else (DIFFERENT, "not a regular file")
+
+
+def drop(taken: Path) -> None:
+    """Remove a taken file for good (it was judged the very file archived), durably."""
+    os.unlink(taken)
+    atomic.fsync_dir(taken.parent)
 
 
 #: longest file name (bytes) most filesystems take

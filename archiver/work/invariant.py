@@ -13,6 +13,7 @@ the row's codec (``Codecs.for_row(row).restore``, the same question the check st
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,7 @@ from typing import Optional
 from ..catalog.models import FileVersion
 from ..codecs import Recorded, Restored
 from ..errors import ArchiverError
-from . import files
+from . import faults, files
 
 
 @dataclass
@@ -61,16 +62,23 @@ def replacement_holds(row: FileVersion, codecs=None) -> Held:
 
 
 #: why an original was not removed: it changed (a new version), someone is writing to it (try
-#: again later), the replacement is lost or damaged (the version is not archived), no vault copy
-CHANGED, BUSY, LOST, NO_VAULT = "changed", "busy", "lost", "no_vault"
+#: again later), the replacement is lost or damaged (the version is not archived), no vault copy,
+#: or it was taken and then its name was written again, so it is kept beside under another name
+CHANGED, BUSY, LOST, NO_VAULT, KEPT_BESIDE = "changed", "busy", "lost", "no_vault", "kept_beside"
 
 
 def why_not_remove(row: FileVersion, path: Path, ctx) -> tuple[str, str] | None:
-    """None when the original at ``path`` may be removed now, else (kind, why not)."""
-    if not files.same_file(path, row.size, row.mtime_ns, row.sha256):
+    """The checks made before the original is taken, the slow ones included: ``path`` still
+    looks like the archived file (size, mtime, inode), nobody writes to it, the replacement gives
+    back what the catalog promises and the vault copy verifies. None when it may be taken."""
+    if not files.looks_same(path, files.Identity.of_row(row)):
         return CHANGED, "the original changed after it was archived"
     if files.open_for_writing(path):
         return BUSY, "another process has the original open for writing"
+    return _replacement_problem(row, ctx)
+
+
+def _replacement_problem(row: FileVersion, ctx) -> tuple[str, str] | None:
     held = replacement_holds(row, ctx.codecs)
     if not held.ok:
         return LOST, f"the replacement does not give back what the catalog promises: {held.why}"
@@ -80,8 +88,31 @@ def why_not_remove(row: FileVersion, path: Path, ctx) -> tuple[str, str] | None:
 
 
 def remove_original(row: FileVersion, path: Path, ctx) -> tuple[str, str] | None:
-    """Remove the original if and only if the invariant holds; returns (kind, why not), or None."""
-    why = why_not_remove(row, path, ctx)
+    """Remove the original if and only if the invariant holds; returns (kind, why not), or None.
+
+    The protocol (docs/safety.md): every slow check first (``why_not_remove``); then the original
+    is taken out of the user's name in one atomic rename (``files.take``); then what was taken is
+    compared with what was archived (inode, size, mtime, SHA-256, no writer). Only the taken file
+    is ever removed, so a file written at the user's name at any moment is never touched. What
+    fails the comparison goes back under its name, or beside it when that name was written again.
+    A taken file left by a crash (it has the row's own private name) is finished the same way."""
+    taken = files.taken_path(path, row.id)
+    if os.path.lexists(taken):
+        why = _replacement_problem(row, ctx)  # interrupted after taking: the replacement is checked again
+    else:
+        why = why_not_remove(row, path, ctx)
+        if why is not None:
+            return why
+        faults.fault("taking")
+        files.take(path, taken)
+        faults.fault("taken")
     if why is None:
-        files.unlink_durable(path)
+        differs = files.differs(taken, files.Identity.of_row(row))
+        if differs is None:
+            files.drop(taken)
+            return None
+        why = (BUSY if differs[0] == files.WRITTEN_TO else CHANGED), f"the original was not removed: {differs[1]}"
+    where = files.give_back(taken, path, files.conflict_path(path, row.id))
+    if where != path:
+        return KEPT_BESIDE, f"{why[1]}; its name was written again meanwhile, so it is kept as {where}"
     return why

@@ -13,13 +13,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..catalog import queries as q
-from ..catalog.models import COMMITTED, FAILED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED
+from ..catalog.models import COMMITTED, FAILED, IN_PROGRESS, ORIG_PRESENT, ORIG_REMOVED
 from ..storage.vault import sha256_file
 from . import files, invariant
-from .dispose import lost
+from .dispose import record_removal
 from .locks import path_lock
 from .writers import discard_lost
 
@@ -37,37 +38,31 @@ def recover(p: Path, ctx) -> str | None:
             if row.compressed_path:
                 cp = Path(row.compressed_path)
                 files.tmp_for(cp, row.id).unlink(missing_ok=True)
+                _finish_taken_artifact(cp, row.id)
                 if cp.is_file():  # written by this row (its name was free and recorded first): ours
                     damaged = row.compressed_sha256 is not None and sha256_file(cp) != row.compressed_sha256
-                    files.unlink_durable(cp)
-                    note += f", removed {'damaged' if damaged else 'unfinished'} {cp.name}"
+                    kept = files.remove_own(cp, row.id, None)
+                    note += f", {kept}" if kept else f", removed {'damaged' if damaged else 'unfinished'} {cp.name}"
             q.transition(s, row, FAILED, kind="rollback", error=note, compressed_path=None,
                          compressed_sha256=None, compressed_size=None, reconstruction_sha256=None)
             return note
         if row.state == COMMITTED and row.original_status == ORIG_PRESENT and row.disposition in ("replace", "vault"):
-            if not p.exists():
+            if not (os.path.lexists(p) or os.path.lexists(files.taken_path(p, row.id))):
                 q.transition(s, row, COMMITTED, kind="original_gone", original_status=ORIG_REMOVED)
                 return "original already gone after commit; catalog updated"
             why = invariant.remove_original(row, p, ctx)
-            if why is None:
-                q.transition(s, row, COMMITTED, kind="original_removed", original_status=ORIG_REMOVED)
-                return "finished removing the original after commit"
-            kind, text = why
-            if kind == invariant.CHANGED:
-                # overwritten outside archiver: this version's original is no longer on disk (its
-                # replacement is), and the new content is archived as a new version
-                q.transition(s, row, COMMITTED, kind="original_changed", original_status=ORIG_REMOVED,
-                             error="the original was overwritten after commit; the new content is a new version")
-                return "original changed after commit; not removed"
-            if kind == invariant.BUSY:
-                return f"original not removed yet: {text}"
-            if kind == invariant.NO_VAULT:
-                q.transition(s, row, COMMITTED, kind="vault_missing", original_status=ORIG_KEPT,
-                             error="vault copy missing at recovery; original kept")
-                return "vault copy missing; original kept"
-            lost(row, discard_lost, lambda **kw: q.transition(s, row, FAILED, **kw), text)
-            return f"replacement lost before the original was removed; original kept ({text})"
+            if why is not None and why[0] == invariant.BUSY:
+                return f"original not removed yet: {why[1]}"  # tried again on the next run, no event each time
+            note = record_removal(row, why, lambda state, **kw: q.transition(s, row, state, **kw), discard_lost)
+            return "finished removing the original after commit" if why is None else note
     return None
+
+
+def _finish_taken_artifact(cp: Path, file_id: int) -> None:
+    """A compressed file of this row taken for removal when the run died: ours, dropped."""
+    taken = files.taken_path(cp, file_id)
+    if os.path.isfile(taken) and not os.path.islink(taken):
+        files.drop(taken)
 
 
 def recover_pending(ctx) -> list[tuple[str, str]]:

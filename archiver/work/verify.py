@@ -115,7 +115,7 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
 def _strays(catalog: Catalog) -> list[dict]:
     """Files beside archived ones that look like archiver output but that the catalog does not
     know (leftovers of a crash nobody recovered yet, or copies made by hand): reported, not touched."""
-    from ..storage.atomic import is_temp_name
+    from ..storage.atomic import TAKEN_PREFIX, is_private_name
     from .archive import COMPRESSED_EXTS
 
     with catalog.session() as s:
@@ -129,7 +129,10 @@ def _strays(catalog: Catalog) -> list[dict]:
             continue  # an unmounted root is not a finding about the catalog
         for n in names:
             f = os.path.join(d, n)
-            if is_temp_name(f) or (Path(n).suffix in COMPRESSED_EXTS and f not in known):
+            if n.startswith(TAKEN_PREFIX):
+                out.append({"id": None, "path": f, "problem": "an original taken for removal by an interrupted run "
+                            "(archive or migrate of its folder finishes it: removed or given back)"})
+            elif is_private_name(f) or (Path(n).suffix in COMPRESSED_EXTS and f not in known):
                 out.append({"id": None, "path": f, "problem": "archiver-like file unknown to the catalog"})
     return out
 

@@ -5,7 +5,6 @@ dry run runs the very same steps and reports what they found."""
 
 from __future__ import annotations
 
-import hashlib
 import stat as statmod
 from pathlib import Path
 from typing import Optional
@@ -46,9 +45,8 @@ class RealWriters:
         return path.read_bytes()
 
     def discard_artifact(self, job, path: Path, sha: str | None = None) -> None:
-        """Remove a compressed file this job wrote (only if it is still the one, by SHA-256)."""
-        if path.is_file() and (sha is None or hashlib.sha256(path.read_bytes()).hexdigest() == sha):
-            files.unlink_durable(path)
+        """Remove a compressed file this job wrote, only while it is still that file (by SHA-256)."""
+        files.remove_own(path, job.row.id, sha)
 
     def discard_lost(self, row) -> None:
         discard_lost(row)
@@ -125,12 +123,13 @@ class DryWriters:
 
 def discard_lost(row) -> None:
     """Remove a replacement that failed the invariant (damaged, or not decoding to what the
-    catalog promises) and its temp leftover: it is nobody's copy of anything."""
+    catalog promises) and its temp leftover: it is nobody's copy of anything. Archiver created it
+    at a name it had recorded and found free, so it is removed also when damaged, through
+    ``files.remove_own`` (what is removed is what was taken and judged, never a file put there since)."""
     if row.compressed_path:
         cp = Path(row.compressed_path)
         files.tmp_for(cp, row.id).unlink(missing_ok=True)
-        if cp.is_file():
-            files.unlink_durable(cp)
+        files.remove_own(cp, row.id, None)
 
 
 def writers_for(ctx):

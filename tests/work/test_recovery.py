@@ -261,20 +261,22 @@ def test_read_only_directory(tmp_path, monkeypatch):
 
 
 def test_original_cannot_be_removed(tmp_path, monkeypatch):
-    """Compressed file written and committed, but unlinking the original fails (read-only
-    source): both stay, the catalog says so, and a later run finishes the job."""
+    """Compressed file written and committed, but taking the original out of its name fails
+    (read-only source): both stay, the catalog says so, and a later run finishes the job."""
+    from archiver.storage import atomic
+
     src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
     orig = src.read_bytes()
     ctx = make_context(tmp_path / "state")
-    real_unlink = Path.unlink
+    real_rename = atomic.rename_noreplace
 
-    def unlink(self, *a, **kw):
-        if self == src:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_unlink(self, *a, **kw)
+    def rename_noreplace(a, b):
+        if Path(a) == src:
+            raise PermissionError(errno.EACCES, "Permission denied", str(a))
+        return real_rename(a, b)
 
     with monkeypatch.context() as m:
-        m.setattr(Path, "unlink", unlink)
+        m.setattr(atomic, "rename_noreplace", rename_noreplace)
         o = archive_file(src, ctx)
     assert o.state == COMMITTED and o.original_status == "present" and src.read_bytes() == orig
     assert verify(ctx.catalog, vault=ctx.vault).mismatches == []
