@@ -69,6 +69,8 @@ class FileVersion(Base):
     gid: Mapped[Optional[int]] = mapped_column(Integer)
     #: the inode read at discovery: the removal gate removes only this very file (migration 0006)
     inode: Mapped[Optional[int]] = mapped_column(BigInteger)
+    #: its directory as resolved at discovery: an in-place restore writes only there (migration 0006)
+    real_parent: Mapped[Optional[str]] = mapped_column(Text)
     sha256: Mapped[Optional[str]] = mapped_column(String(64))
     phash: Mapped[Optional[str]] = mapped_column(String(64))
     dhash: Mapped[Optional[str]] = mapped_column(String(64))

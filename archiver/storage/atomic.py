@@ -56,6 +56,73 @@ def write_bytes(path: str | Path, data: bytes, *, overwrite: bool = True, mode: 
     return path
 
 
+def open_dir_nofollow(path: str | Path, *, create: bool = False) -> int:
+    """A descriptor of the absolute directory ``path``, reached one component at a time from ``/``
+    without following any symbolic link (``ELOOP``/``ENOTDIR`` where a component is a link or not a
+    directory), missing components made (mode 0o755) when ``create``. The caller closes it."""
+    path = Path(path)
+    if not path.is_absolute():
+        raise ValueError(f"{path}: not an absolute path")
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open("/", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for part in path.parts[1:]:
+            try:
+                nfd = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    os.fsync(fd)
+                except FileExistsError:
+                    pass
+                nfd = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def write_in_dir(dir_fd: int, name: str, data: bytes, *, overwrite: bool, mode: int | None = None,
+                 owner: tuple[int, int] | None = None, mtime_ns: int | None = None) -> os.stat_result:
+    """``write_bytes`` relative to an open directory (see ``open_dir_nofollow``), so that nothing
+    between the check of the path and the write can redirect it: temp file, fsync, then a rename
+    over ``name`` (``overwrite``; a link at ``name`` is replaced, never followed) or a hard link
+    that fails with ``FileExistsError`` instead of clobbering; the directory fsynced. Returns the
+    written file's stat."""
+    import secrets
+
+    tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            _set_mode_owner(fd, mode if mode is not None else 0o644, owner)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+        if overwrite:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            os.unlink(tmp, dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+    return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+
+
 def copy_file(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> Path:
     """Atomically copy a file (works across filesystems, unlike rename), keeping its mtime."""
     src = Path(src)

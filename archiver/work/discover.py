@@ -54,7 +54,8 @@ class Discover:
         st = job.st
         job.sha256 = hashlib.sha256(job.data).hexdigest()
         facts = dict(root=job.root or str(job.path.parent), size=st.st_size, mtime_ns=st.st_mtime_ns,
-                     sha256=job.sha256, mode=statmod.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, inode=st.st_ino)
+                     sha256=job.sha256, mode=statmod.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, inode=st.st_ino,
+                     real_parent=os.path.realpath(job.path.parent))
         # reuse the latest row when it is a retry of this path; a new row for a new version
         row = w.latest(sp)
         if row is not None and row.state == COMMITTED:

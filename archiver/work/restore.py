@@ -9,9 +9,11 @@ inside that directory (a catalog path with ``..`` or an absolute escape is refus
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import io
 import os
+import stat as statmod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -64,10 +66,12 @@ def parse_time(text: str | None) -> Optional[dt.datetime]:
 def destination(row: FileVersion, to: str | Path | None) -> Path:
     """Where ``row`` is restored: its own path, or the same path relative to its root under ``to``.
     Either way the destination must not be reached through a symbolic link that leads out of the
-    tree (a parent directory replaced by a link since the file was archived)."""
+    tree: in place, its directory must still resolve to where the file was archived; under
+    ``to``, it must stay inside ``to``. (The write itself then walks the directories without
+    following any link, see ``_restore_one``.)"""
     if to is None:
         dest = Path(row.path)
-        _no_links_below(dest, Path(row.root) if row.root else None)
+        _same_place(row, dest)
         return dest
     base = Path(os.path.realpath(to))
     rel = None
@@ -85,16 +89,75 @@ def destination(row: FileVersion, to: str | Path | None) -> Path:
     return dest
 
 
-def _no_links_below(dest: Path, root: Path | None) -> None:
-    """Refuse when a directory between the archived root and ``dest`` is now a symlink (the root
-    itself may be one: that is how the tree was given)."""
-    top = root if root is not None and (root == dest.parent or root in dest.parents) else Path(dest.anchor)
+def _same_place(row: FileVersion, dest: Path) -> None:
+    """Refuse an in-place restore whose directory no longer leads where the file was archived:
+    its resolved path must equal the one recorded at discovery (``real_parent``); for rows
+    recorded before that, no directory from the archived root down may be a symbolic link."""
+    real = os.path.realpath(dest.parent)
+    recorded = getattr(row, "real_parent", None)
+    if recorded:
+        if real != recorded:
+            raise SafetyError(f"{dest}: {dest.parent} now leads to {real}, not to {recorded} where the file was "
+                              "archived (a directory on the way was replaced by a symbolic link?); refused (use --to)")
+        return
+    root = Path(row.root) if row.root else None
+    top = root.parent if root is not None and (root == dest.parent or root in dest.parents) else Path(dest.anchor)
     d = dest.parent
     while d != top and d != d.parent:
         if d.is_symlink():
             raise SafetyError(f"{dest}: {d} is now a symbolic link (to {os.path.realpath(d)}); restoring through it "
                               "could write outside the tree; refused (use --to)")
         d = d.parent
+
+
+def _target_dir(dest: Path, to) -> Path:
+    """The directory written into, as a path without links: in place, where ``dest``'s directory
+    resolves (checked by ``_same_place``); under ``to``, the path below the resolved ``to``."""
+    return Path(os.path.realpath(dest.parent)) if to is None else dest.parent
+
+
+def _open_dir(directory: Path, create: bool) -> int | None:
+    """``atomic.open_dir_nofollow``; None when it does not exist yet (and not ``create``);
+    ``SafetyError`` when a component is a symbolic link."""
+    try:
+        return atomic.open_dir_nofollow(directory, create=create)
+    except FileNotFoundError:
+        if create:
+            raise
+        return None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise SafetyError(f"{directory}: a directory on the way is a symbolic link or not a directory; "
+                              "restore never writes through one; refused") from None
+        raise
+
+
+def _existing(dir_fd: int | None, name: str) -> os.stat_result | None:
+    if dir_fd is None:
+        return None
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _holds_sha(dir_fd: int, name: str, sha: str | None) -> bool:
+    """Whether ``name`` in ``dir_fd`` is a regular file (not followed) with SHA-256 ``sha``."""
+    if not sha:
+        return False
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        if not statmod.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        h = hashlib.sha256()
+        for chunk in iter(lambda: os.read(fd, 1 << 20), b""):
+            h.update(chunk)
+        return h.hexdigest() == sha
+    finally:
+        os.close(fd)
 
 
 #: XMP namespace of the note written into approximate restores
@@ -139,6 +202,44 @@ def _mark_exif(exif: bytes | None, note: str) -> bytes:
     return e.tobytes()
 
 
+#: what an approximate restore is named after when its format cannot carry the mark (BMP, PPM, ...)
+DEFAULT_LOSSY_SUFFIX = ".reconstructed"
+_MARK_TEXT = "Approximate reconstruction by archiver"
+
+
+def is_marked(data: bytes) -> bool:
+    """Whether an image file carries archiver's reconstruction note where readers look: its XMP,
+    its EXIF description, or a text chunk."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            xmp = im.info.get("xmp") or b""
+            if isinstance(xmp, str):
+                xmp = xmp.encode()
+            if b'archiver:reconstruction="approximate"' in xmp:
+                return True
+            if str(im.getexif().get(0x010E, "")).startswith(_MARK_TEXT):
+                return True
+            texts = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in im.info.values())
+            return any(isinstance(v, str) and v.startswith(_MARK_TEXT) for v in texts)
+    except Exception:  # noqa: BLE001 - unreadable: certainly not marked
+        return False
+
+
+def _approx_dest(row: FileVersion, dest: Path, data: bytes, lossy_suffix: str | None) -> Path:
+    """The name of an approximate restore: NAME<lossy_suffix>.EXT when asked; a file whose format
+    cannot carry the mark gets ``DEFAULT_LOSSY_SUFFIX`` in any case (its name is its only mark);
+    and one written as PNG because its own format could not hold the image ends in ``.png``."""
+    with Image.open(io.BytesIO(data)) as im:
+        written = im.format
+    ext = dest.suffix
+    if written != (row.format or "PNG").upper() and not (written == "JPEG" and (row.format or "").upper() == "MPO"):
+        ext = next((e for e, f in Image.registered_extensions().items() if f == written), ext)
+    suffix = lossy_suffix or ("" if is_marked(data) else DEFAULT_LOSSY_SUFFIX)
+    if not suffix and ext == dest.suffix:
+        return dest
+    return dest.with_name(dest.stem + suffix + ext)
+
+
 def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes:
     """The decoded image in the original's format, with its EXIF/ICC/XMP, marked as a reconstruction."""
     fmt = (row.format or "PNG").upper()
@@ -158,7 +259,8 @@ def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes
     info.add_itxt("XML:com.adobe.xmp", kw.pop("xmp").decode())
     info.add_text("Comment", note)
     try:
-        img.save(out, fmt, **(dict(kw, xmp=_mark_xmp(None, note)) if fmt != "PNG" else dict(kw, pnginfo=info)))
+        extra = dict(kw, xmp=_mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}))
+        img.save(out, fmt, **(extra if fmt != "PNG" else dict(kw, pnginfo=info)))
         return _readable(row, img, out.getvalue())
     except (KeyError, OSError, ValueError, TypeError, ArchiverError):  # the format cannot hold it: PNG
         out = io.BytesIO()
@@ -254,10 +356,29 @@ def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> R
     except SafetyError as e:
         return RestoreResult(row.id, row.path, "", "none", "-", "refused", str(e))
     res = RestoreResult(row.id, row.path, str(dest), "none", "-", "error")
-    if dest.is_file() and not dest.is_symlink() and row.sha256 and sha256_file(dest) == row.sha256:
+    directory = _target_dir(dest, to)
+    try:
+        dfd = _open_dir(directory, create=False)
+    except SafetyError as e:
+        res.status, res.message = "refused", str(e)
+        return res
+    except OSError as e:
+        res.message = f"cannot open {directory}: {e.strerror or e}"
+        return res
+    try:
+        return _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd)
+    finally:
+        if dfd is not None:
+            os.close(dfd)
+
+
+def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd) -> RestoreResult:
+    """The rest of ``_restore_one``, with the destination's directory open (``dfd``, None while it
+    does not exist): every look at and write of the destination goes through that descriptor."""
+    if dfd is not None and _holds_sha(dfd, dest.name, row.sha256):
         res.source, res.exact, res.status, res.message = "original", "bytes", "present", "identical file already there"
         return res
-    if (dest.exists() or dest.is_symlink()) and not force and not lossy_suffix:
+    if _existing(dfd, dest.name) is not None and not force and not lossy_suffix:
         res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
         return res  # refused before any decoding (with a suffix the name is known only after)
     try:
@@ -265,36 +386,46 @@ def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> R
     except ArchiverError as e:
         res.message, res.exit_code = str(e), e.exit_code
         return res
-    if exact == "approx" and lossy_suffix:
-        dest = dest.with_name(dest.stem + lossy_suffix + dest.suffix)
+    if exact == "approx":
+        dest = _approx_dest(row, dest, data, lossy_suffix)
         res.dest = str(dest)
-    if (dest.exists() or dest.is_symlink()) and not force:
+    if _existing(dfd, dest.name) is not None and not force:
         res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
         return res
+    mode = (row.mode & 0o7777) if row.mode is not None else 0o644
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(dest, data, overwrite=force, mode=(row.mode & 0o7777) if row.mode is not None else 0o644,
-                           owner=(row.uid, row.gid) if row.uid is not None else None)
+        if dfd is None:
+            dfd_new = _open_dir(directory, create=True)
+        else:
+            dfd_new = os.dup(dfd)
+        try:
+            st = atomic.write_in_dir(dfd_new, dest.name, data, overwrite=force, mode=mode,
+                                     owner=(row.uid, row.gid) if row.uid is not None else None,
+                                     mtime_ns=row.mtime_ns or None)  # also a reconstruction's (its XMP/EXIF say what it is)
+        finally:
+            os.close(dfd_new)
+    except SafetyError as e:
+        res.status, res.message = "refused", str(e)
+        return res
+    except FileExistsError:
+        res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
+        return res
     except OSError as e:  # a full, read-only or immutable destination: this file fails, the batch goes on
         res.message = f"cannot write {dest}: {e.strerror or e}"
         return res
-    try:
-        if row.mtime_ns:  # the original's time, also for a reconstruction (its XMP/EXIF say what it is)
-            os.utime(dest, ns=(row.mtime_ns, row.mtime_ns))
-    except OSError:
-        pass
     if exact == "approx":
-        res.message = "approximate reconstruction (marked in its XMP and EXIF)"
+        res.message = ("approximate reconstruction (marked in its XMP and EXIF)" if is_marked(data)
+                       else f"approximate reconstruction (its format cannot carry a mark: named {dest.name})")
     res.source, res.exact, res.status = source, exact, "restored"
     try:
-        _record_restore(catalog, row, dest, data, source, exact)
+        _record_restore(catalog, row, dest, st, data, source, exact)
     except SQLAlchemyError as e:  # a read-only catalog does not stop a restore
         res.message = (res.message + "; " if res.message else "") + \
             f"restored, but the catalog could not record it ({getattr(e, 'orig', e)})"
     return res
 
 
-def _record_restore(catalog, row, dest: Path, data: bytes, source: str, exact: str) -> None:
+def _record_restore(catalog, row, dest: Path, st: os.stat_result, data: bytes, source: str, exact: str) -> None:
     with catalog.session() as s:
         r = s.get(FileVersion, row.id)
         q.add_event(s, "restored", fv=r, dest=str(dest), source=source, exact=exact)
@@ -302,7 +433,6 @@ def _record_restore(catalog, row, dest: Path, data: bytes, source: str, exact: s
         if str(dest) == r.path:
             # the original (or its exact pixels, or a marked reconstruction) is back where it was: it
             # stays, and archive and the daemon recognise the restored file as this version
-            st = os.stat(dest)
             params = dict(r.params or {})
             params["restored"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                   "sha256": hashlib.sha256(data).hexdigest(), "exact": exact}

@@ -227,14 +227,14 @@ def test_full_or_unwritable_destination_fails_that_file_only(tmp_path, ctx, monk
     b = write_jpeg(tmp_path / "c" / "plain" / "b.jpg", seed=2)
     ctx.root = str(tmp_path / "c")
     archive_file(a, ctx), archive_file(b, ctx)
-    real = atomic.write_bytes
+    real = atomic.write_in_dir
 
-    def full(path, data, **kw):
-        if Path(path).name == "a.jpg":
+    def full(dir_fd, name, data, **kw):
+        if name == "a.jpg":
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data, **kw)
+        return real(dir_fd, name, data, **kw)
 
-    monkeypatch.setattr(atomic, "write_bytes", full)
+    monkeypatch.setattr(atomic, "write_in_dir", full)
     res = {Path(r.path).name: r for r in restore(ctx.catalog, [str(tmp_path / "c")], vault=ctx.vault, to=tmp_path / "o")}
     assert res["a.jpg"].status == "error" and "No space left" in res["a.jpg"].message
     assert res["b.jpg"].status == "restored"
@@ -331,3 +331,116 @@ def test_a_row_that_is_not_utf8_blocks_nothing(tmp_path, ctx):
     assert rep.checked == 2 and any("not valid UTF-8" in w["problem"] for w in rep.warnings)
     (r,) = restore(ctx.catalog, [str(a)], vault=ctx.vault)
     assert r.status == "restored" and a.read_bytes() == orig
+
+
+# -- issue 22 findings -------------------------------------------------------------------------
+def _archive_tree(tmp_path, ctx, sub="plain"):
+    src = write_jpeg(tmp_path / "c" / sub / "a.jpg", seed=3)
+    ctx.root = str(tmp_path / "c")
+    assert archive_file(src, ctx).original_status == "removed"
+    return src
+
+
+def _relink_root(tmp_path):
+    """The archived root is moved away and a symbolic link to another tree put in its place."""
+    (tmp_path / "c").rename(tmp_path / "c-moved")
+    other = tmp_path / "other"
+    (other / "plain").mkdir(parents=True)
+    (tmp_path / "c").symlink_to(other)
+    return other
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_root_replaced_by_a_symlink_is_never_written_through(tmp_path, ctx, force):
+    """F7: the archived root became a link; restore wrote into the link's target, and with
+    --force overwrote a file there."""
+    src = _archive_tree(tmp_path, ctx)
+    other = _relink_root(tmp_path)
+    victim = other / "plain" / "a.jpg"
+    victim.write_bytes(b"someone else's file")
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, force=force)
+    assert r.status == "refused" and "symbolic link" in r.message
+    assert victim.read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in (other / "plain").iterdir()) == ["a.jpg"]
+
+
+def test_rows_without_a_recorded_directory_refuse_a_linked_root(tmp_path, ctx):
+    """Rows archived before the resolved directory was recorded: no directory from the root down
+    may be a link, the root included."""
+    src = _archive_tree(tmp_path, ctx)
+    with ctx.catalog.session() as s:
+        from archiver.catalog import queries as q
+
+        q.latest_version(s, str(src)).real_parent = None
+    other = _relink_root(tmp_path)
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, force=True)
+    assert r.status == "refused" and "symbolic link" in r.message and not (other / "plain" / "a.jpg").exists()
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(tmp_path, ctx, monkeypatch):
+    """The write walks the directories without following links, so a link put in place between
+    the destination check and the write is refused too (no check-then-use window)."""
+    import importlib
+
+    restore_mod = importlib.import_module("archiver.work.restore")
+    src = _archive_tree(tmp_path, ctx)
+    real_open = restore_mod._open_dir
+    other = tmp_path / "other"
+    (other / "plain").mkdir(parents=True)
+
+    def swap_then_open(directory, create):
+        if not (tmp_path / "c").is_symlink():
+            (tmp_path / "c").rename(tmp_path / "c-moved")
+            (tmp_path / "c").symlink_to(other)
+        return real_open(directory, create)
+
+    monkeypatch.setattr(restore_mod, "_open_dir", swap_then_open)
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, force=True)
+    assert r.status == "refused" and list((other / "plain").iterdir()) == []
+
+
+def test_open_dir_nofollow_refuses_every_linked_component(tmp_path):
+    import errno as e
+
+    from archiver.storage import atomic
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    os.close(atomic.open_dir_nofollow(tmp_path / "real" / "sub"))
+    for linked in (tmp_path / "link", tmp_path / "link" / "sub", tmp_path / "link" / "new"):
+        with pytest.raises(OSError) as exc:
+            atomic.open_dir_nofollow(linked, create=True)
+        assert exc.value.errno in (e.ELOOP, e.ENOTDIR)
+    assert not (tmp_path / "real" / "new").exists()
+    os.close(atomic.open_dir_nofollow(tmp_path / "real" / "made" / "here", create=True))
+    assert (tmp_path / "real" / "made" / "here").is_dir()
+
+
+@pytest.mark.parametrize("fmt,ext", [("BMP", ".bmp"), ("PPM", ".ppm"), ("GIF", ".gif"), ("TIFF", ".tif"),
+                                     ("WEBP", ".webp"), ("PNG", ".png"), ("JPEG", ".jpg")])
+def test_an_approximate_restore_is_never_taken_for_the_original(tmp_path, ctx, fmt, ext):
+    """F8: lossy restores written as BMP, PPM or GIF carried no mark and took the original's name.
+    Every approximate restore is marked inside, or, where its format cannot carry a mark, named
+    with the lossy suffix."""
+    from PIL import Image
+
+    from archiver.catalog.testing import smooth_image
+    from archiver.work.restore import DEFAULT_LOSSY_SUFFIX, is_marked
+
+    src = tmp_path / "c" / "tex" / f"a{ext}"
+    src.parent.mkdir(parents=True)
+    img = Image.fromarray(smooth_image(5, (96, 64)))
+    img.save(src, fmt)
+    ctx.root = str(tmp_path / "c")
+    assert archive_file(src, ctx).action == "diffusion"
+    out = tmp_path / "out"
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, codecs=ctx.codecs, to=out)
+    got = Path(r.dest)
+    assert r.status == "restored" and r.exact == "approx" and got.is_file()
+    if not is_marked(got.read_bytes()):
+        assert DEFAULT_LOSSY_SUFFIX in got.name and "cannot carry a mark" in r.message
+    assert is_marked(got.read_bytes()) or got.name != src.name
+    if fmt in ("BMP", "PPM"):  # these formats have nowhere to put it
+        assert got.name == f"a{DEFAULT_LOSSY_SUFFIX}{ext}"
+    else:
+        assert is_marked(got.read_bytes()) and got.name == src.name
