@@ -145,3 +145,68 @@ def test_restore_in_place_removes_the_preview_restore_elsewhere_keeps_it(tmp_pat
     (r,) = restore(ctx.catalog, [str(ib)], vault=ctx.vault, to=tmp_path / "elsewhere")
     assert r.status == "restored" and not b.exists()
     assert pb.is_file() and _row(ctx, ib).preview_path == str(pb)  # the folder still needs its thumbnail
+
+
+# -- issue 22 F9: never overwrite or delete a file archiver did not write ----------------------
+def _events(ctx, fid):
+    from archiver.catalog import queries as q
+
+    with ctx.catalog.session() as s:
+        return [(e.kind, e.detail) for e in q.events_for(s, _row(ctx, fid))]
+
+
+def test_a_users_own_preview_named_file_is_never_overwritten_or_deleted(tmp_path):
+    """F9: with previews beside, the writer overwrote a user's own X.preview.webp, and an
+    in-place restore then deleted it."""
+    from archiver.catalog.testing import write_jpeg
+    from archiver.work import archive_file, restore
+
+    ctx = _ctx(tmp_path)
+    src = write_jpeg(tmp_path / "c" / "a.jpg", size=(320, 240))
+    mine = src.with_name("a.jpg.preview.webp")
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(mine, "WEBP")
+    before = mine.read_bytes()
+    o = archive_file(src, ctx)
+    assert o.original_status == "removed" and mine.read_bytes() == before
+    assert _row(ctx, o.file_id).preview_path is None
+    assert any(k == "preview_skipped" for k, _ in _events(ctx, o.file_id))
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "restored" and mine.read_bytes() == before
+
+
+def test_a_preview_changed_after_it_was_written_is_left_on_restore(tmp_path):
+    """The preview archiver wrote was replaced by the user's own file under the same name: the
+    in-place restore leaves it, with an event saying why."""
+    from archiver.catalog.testing import write_jpeg
+    from archiver.work import archive_file, restore
+
+    ctx = _ctx(tmp_path)
+    src = write_jpeg(tmp_path / "c" / "a.jpg", size=(320, 240))
+    o = archive_file(src, ctx)
+    p = Path(_row(ctx, o.file_id).preview_path)
+    Image.new("RGB", (8, 8), (0, 0, 200)).save(p, "WEBP")  # edited by the user
+    mine = p.read_bytes()
+    restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert p.read_bytes() == mine
+    left = [d for k, d in _events(ctx, o.file_id) if k == "preview_left"]
+    assert left and "content changed" in left[0]["why"]
+    assert _row(ctx, o.file_id).preview_path == str(p)  # still recorded: not removed
+
+
+def test_a_preview_archiver_wrote_is_replaced_for_a_new_version(tmp_path):
+    """A new version of the file gets a new preview over the old one (its recorded digest still
+    matches), and the restore of the new version removes it."""
+    from archiver.catalog.testing import write_jpeg
+    from archiver.work import archive_file, restore
+
+    ctx = _ctx(tmp_path)
+    src = write_jpeg(tmp_path / "c" / "a.jpg", size=(320, 240))
+    archive_file(src, ctx)
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, to=tmp_path / "elsewhere")
+    write_jpeg(src, seed=7, size=(320, 240))  # the user puts a new photo under the old name
+    o2 = archive_file(src, ctx)
+    row = _row(ctx, o2.file_id)
+    assert row.preview_path and row.preview_sha256
+    assert any(k == "preview_written" for k, _ in _events(ctx, o2.file_id))
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault)
+    assert r.status == "restored" and not Path(row.preview_path).exists()

@@ -77,6 +77,12 @@ def paths_to_recover(s: Session) -> set[str]:
     return paths
 
 
+def preview_written_at(s: Session, path: str) -> FileVersion | None:
+    """The newest row whose preview archiver wrote at ``path`` (with its SHA-256), if any."""
+    return s.scalars(select(FileVersion).where(FileVersion.preview_path == path, FileVersion.preview_sha256.is_not(None))
+                     .order_by(FileVersion.id.desc()).limit(1)).first()
+
+
 def is_compressed_path(s: Session, path: str) -> bool:
     """Whether ``path`` is a compressed file some row points at."""
     return s.scalars(select(FileVersion.id).where(FileVersion.compressed_path == path).limit(1)).first() is not None

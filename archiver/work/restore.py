@@ -29,6 +29,7 @@ from ..storage.vault import Vault, sha256_file
 from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
+from . import files
 from .invariant import replacement_holds
 
 
@@ -437,10 +438,28 @@ def _record_restore(catalog, row, dest: Path, st: os.stat_result, data: bytes, s
             params["restored"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                   "sha256": hashlib.sha256(data).hexdigest(), "exact": exact}
             q.transition(s, r, COMMITTED, kind="original_restored", original_status=ORIG_KEPT, params=params)
-        if preview:  # the file itself is back beside it: its stand-in thumbnail goes
-            q.transition(s, r, COMMITTED, kind="preview_removed", preview_path=None)
-    if preview and is_preview(preview):  # only ever a file named as a preview
-        Path(preview).unlink(missing_ok=True)
+    if preview:  # the file itself is back beside it: its stand-in thumbnail goes, if it is still the one written
+        _remove_preview(catalog, row.id, Path(preview))
+
+
+def _remove_preview(catalog, file_id: int, preview: Path) -> None:
+    """Remove a row's preview only while it is a file archiver wrote (the recorded SHA-256);
+    a preview of an older archiver (no digest) or a file changed since is left, with an event."""
+    with catalog.session() as s:
+        r = s.get(FileVersion, file_id)
+        sha = r.preview_sha256
+    if not is_preview(preview):
+        why = "not named as a preview"
+    elif not sha:
+        why = "no digest recorded for it (written by an older archiver), so it is not known to be ours"
+    else:
+        why = files.remove_own(preview, file_id, sha)
+    with catalog.session() as s:
+        r = s.get(FileVersion, file_id)
+        if why is None:
+            q.transition(s, r, COMMITTED, kind="preview_removed", preview_path=None, preview_sha256=None)
+        else:
+            q.add_event(s, "preview_left", fv=r, preview=str(preview), why=why)
 
 
 def is_restored_copy(row: FileVersion, st: os.stat_result) -> bool:

@@ -5,6 +5,7 @@ dry run runs the very same steps and reports what they found."""
 
 from __future__ import annotations
 
+import os
 import stat as statmod
 from pathlib import Path
 from typing import Optional
@@ -62,9 +63,24 @@ class RealWriters:
         return remove_original(job.row, job.path, self.ctx)
 
     # extras that are no part of the archive's safety
-    def write_preview(self, job, path: Path, data: bytes) -> None:
+    def write_preview(self, job, path: Path, data: bytes) -> str | None:
+        """Write the preview without ever replacing a file archiver did not write: a name that is
+        free gets it (never clobbering); a preview archiver wrote earlier (a recorded SHA-256 that
+        still matches) is replaced; anything else stays and the reason is returned."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(path, data, mode=0o644)
+        if os.path.lexists(path):
+            with self.ctx.catalog.session() as s:
+                ours = q.preview_written_at(s, str(path))
+            if ours is None:
+                return f"{path} exists and archiver did not write it; left alone"
+            why = files.remove_own(path, ours.id, ours.preview_sha256)
+            if why is not None:
+                return f"{path} is no longer the preview archiver wrote ({why})"
+        try:
+            atomic.write_bytes(path, data, mode=0o644, overwrite=False)
+        except FileExistsError:
+            return f"{path} was written by someone else meanwhile; left alone"
+        return None
 
     def event(self, job, kind: str, **detail) -> None:
         """An event on the job's row without a change of state (e.g. a preview that failed)."""
@@ -114,7 +130,7 @@ class DryWriters:
     def remove_original(self, job):
         return None
 
-    def write_preview(self, job, path: Path, data: bytes) -> None:
+    def write_preview(self, job, path: Path, data: bytes) -> str | None:
         return None
 
     def event(self, job, kind: str, **detail) -> None:
