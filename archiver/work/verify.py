@@ -132,9 +132,17 @@ def _strays(catalog: Catalog) -> list[dict]:
             if n.startswith(TAKEN_PREFIX):
                 out.append({"id": None, "path": f, "problem": "an original taken for removal by an interrupted run "
                             "(archive or migrate of its folder finishes it: removed or given back)"})
-            elif is_private_name(f) or (Path(n).suffix in COMPRESSED_EXTS and f not in known):
+            elif is_private_name(f) or (f not in known and _named_like_output(n, COMPRESSED_EXTS)):
                 out.append({"id": None, "path": f, "problem": "archiver-like file unknown to the catalog"})
     return out
+
+
+def _named_like_output(name: str, exts) -> bool:
+    """Whether ``name`` is named as archive names its outputs: the original's whole name, then the
+    codec's extension (``photo.jpg.jxl``, ``photo.jpg.<id>.avif``, a copy ``copy.jpg.jxl``); a
+    user's own ``holiday.avif`` is a photo, not a stray."""
+    stem, ext = os.path.splitext(name)
+    return ext in exts and "." in stem.lstrip(".")
 
 
 def stats(catalog: Catalog) -> dict:

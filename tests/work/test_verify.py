@@ -74,6 +74,25 @@ def test_strays_are_reported(tmp_path, ctx):
         ".archiver-tmp-a.jpg.jxl.9.part", "copy.jpg.jxl"]
 
 
+def test_a_users_own_avif_or_jxl_photo_is_not_a_stray(tmp_path, ctx):
+    """Issue 22 (minor): verify called a user's own .avif photo 'an unknown archiver file'."""
+    from PIL import Image
+
+    _archive_some(tmp_path, ctx)
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(tmp_path / "c" / "plain" / "holiday.avif", "AVIF")
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(tmp_path / "c" / "plain" / "sunset.jxl", "JXL")
+    (tmp_path / "c" / "plain" / "b.jpg.7.avif").write_bytes(b"x")  # named as archive names outputs
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
+    assert sorted(Path(w["path"]).name for w in rep.warnings if "unknown" in w["problem"]) == ["b.jpg.7.avif"]
+
+
+def test_an_interrupted_removal_is_reported_as_such(tmp_path, ctx):
+    files, outs = _archive_some(tmp_path, ctx)
+    (tmp_path / "c" / "plain" / ".archiver-taken-x.jpg.3.taken").write_bytes(b"x")
+    rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs)
+    assert [w["problem"] for w in rep.warnings if "taken" in w["path"]][0].startswith("an original taken for removal")
+
+
 def test_sample_checks_a_fraction(tmp_path, ctx):
     _archive_some(tmp_path, ctx)
     rep = verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs, sample=0.4, seed=1)
