@@ -178,8 +178,10 @@ def rename_noreplace(src: str | Path, dst: str | Path) -> None:
     try:
         os.link(src, dst, follow_symlinks=False)
     except OSError as e:
-        if e.errno not in LINK_UNSUPPORTED or os.path.lexists(dst):
+        if e.errno not in LINK_UNSUPPORTED:
             raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst)) from None
         os.rename(src, dst)
         return
     os.unlink(src)

@@ -1,0 +1,555 @@
+"""Direct tests of each branch of the safety core (issue 22: the mutation bench left checks that
+could be deleted with every test green): the removal gate and its protocol (``work/invariant``,
+``work/files``), the read-back check, dispose's outcomes, and the crash-safe file primitives
+(``storage/atomic``: fsync and link behaviour through recording fakes) and the vault.
+
+``bench/mutation.py`` runs these first for every mutant of those files."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from archiver.catalog import queries as q
+from archiver.catalog.models import COMMITTED, FAILED, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
+from archiver.catalog.testing import make_context, write_jpeg, write_png
+from archiver.errors import ArchiverError
+from archiver.storage import atomic
+from archiver.storage.vault import Vault, VaultError
+from archiver.work import archive_file, files, invariant, writers
+from archiver.work.invariant import BUSY, CHANGED, KEPT_BESIDE, LOST, NO_VAULT
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _row(ctx, src) -> FileVersion:
+    with ctx.catalog.session() as s:
+        return q.latest_version(s, str(src))
+
+
+def _kinds(ctx, src) -> list[str]:
+    with ctx.catalog.session() as s:
+        return [e.kind for e in q.events_for(s, q.latest_version(s, str(src)))]
+
+
+@pytest.fixture
+def committed(tmp_path, monkeypatch):
+    """A lossless-replace file archived and committed, its original still there (the removal is
+    held back): (ctx, src, row)."""
+    ctx = make_context(tmp_path / "state")
+    src = write_png(tmp_path / "c" / "png" / "g.png", seed=2, size=(128, 96))
+    with monkeypatch.context() as m:
+        m.setattr(writers.RealWriters, "remove_original", lambda self, job: (BUSY, "held back by the test"))
+        archive_file(src, ctx)
+    row = _row(ctx, src)
+    assert row.state == COMMITTED and row.original_status == ORIG_PRESENT and src.exists()
+    yield ctx, src, row
+    ctx.catalog.close()
+
+
+def _fsyncs(monkeypatch) -> list:
+    """Record every fsync (file descriptors resolved to what they point at)."""
+    seen = []
+    real = os.fsync
+
+    def fsync(fd):
+        try:
+            seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            seen.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return seen
+
+
+# -- replacement_holds: every way an artifact can fail ------------------------------------------
+def test_replacement_holds_for_a_good_artifact(committed):
+    ctx, src, row = committed
+    held = invariant.replacement_holds(row, ctx.codecs)
+    assert held.ok and held.restored is not None and held.why == ""
+
+
+@pytest.mark.parametrize("harm,why", [
+    ("no-path", "no compressed file recorded"), ("missing", "compressed file missing"),
+    ("unreadable", "unreadable"), ("damaged", "SHA-256 mismatch"),
+    ("refused", "does not give back"), ("crash", "does not decode"), ("wrong", "does not give back")])
+def test_replacement_holds_fails_for_every_harm(committed, monkeypatch, harm, why):
+    ctx, src, row = committed
+    cp = Path(row.compressed_path)
+    if harm == "no-path":
+        row.compressed_path = None
+    elif harm == "missing":
+        cp.unlink()
+    elif harm == "unreadable":
+        cp.unlink()
+        cp.mkdir()  # reading a directory: an OSError that is not "missing"
+    elif harm == "damaged":
+        cp.write_bytes(cp.read_bytes()[:-1] + b"\0")
+    else:
+        codec = ctx.codecs.for_row(row)
+        if harm == "refused":
+            def restore(data, recorded):
+                raise ArchiverError("refused by the codec")
+        elif harm == "crash":
+            def restore(data, recorded):
+                raise RuntimeError("decoder crashed")
+        else:  # gives back other content: the codec's own comparison with the record fails
+            row.sha256 = row.reconstruction_sha256 = "0" * 64
+            restore = codec.restore
+        monkeypatch.setattr(type(codec), "restore", staticmethod(restore)) if harm != "wrong" else None
+    held = invariant.replacement_holds(row, ctx.codecs)
+    assert not held.ok and why in held.why, held.why
+    if harm == "refused":
+        assert isinstance(held.error, ArchiverError)
+
+
+# -- why_not_remove: the checks before taking ---------------------------------------------------
+def test_nothing_stops_a_good_removal(committed):
+    ctx, src, row = committed
+    assert invariant.why_not_remove(row, src, ctx) is None
+
+
+@pytest.mark.parametrize("what", ["size", "mtime", "inode", "gone", "symlink"])
+def test_a_changed_original_is_not_taken(committed, what):
+    ctx, src, row = committed
+    if what == "size":
+        row.size += 1
+    elif what == "mtime":
+        row.mtime_ns += 1
+    elif what == "inode":
+        row.inode += 1
+    elif what == "gone":
+        src.unlink()
+    else:
+        data = src.read_bytes()
+        src.unlink()
+        (src.parent / "real.png").write_bytes(data)
+        src.symlink_to(src.parent / "real.png")
+    assert invariant.why_not_remove(row, src, ctx)[0] == CHANGED
+
+
+def test_an_original_open_for_writing_is_not_taken(committed):
+    ctx, src, row = committed
+    with open(src, "r+b"):
+        assert invariant.why_not_remove(row, src, ctx)[0] == BUSY
+        assert invariant.remove_original(row, src, ctx)[0] == BUSY
+    assert src.exists()
+
+
+def test_a_lost_replacement_stops_the_removal(committed):
+    ctx, src, row = committed
+    Path(row.compressed_path).write_bytes(b"damaged")
+    assert invariant.why_not_remove(row, src, ctx)[0] == LOST
+    assert invariant.remove_original(row, src, ctx)[0] == LOST and src.exists()
+
+
+@pytest.mark.parametrize("vault", ["none", "missing", "damaged", "good"])
+def test_the_vault_copy_must_verify_for_a_vault_disposition(committed, vault):
+    ctx, src, row = committed
+    row.disposition = "vault"
+    if vault == "none":
+        ctx.vault = None
+    elif vault in ("damaged", "good"):
+        p = ctx.vault.put(src, row.sha256)
+        if vault == "damaged":
+            os.chmod(p, 0o644)
+            p.write_bytes(b"x" * p.stat().st_size)
+    why = invariant.why_not_remove(row, src, ctx)
+    assert (why is None) if vault == "good" else (why[0] == NO_VAULT)
+
+
+# -- remove_original: the protocol --------------------------------------------------------------
+def test_removal_takes_then_compares_then_drops_durably(committed, monkeypatch):
+    ctx, src, row = committed
+    calls = []
+    for name in ("take", "differs", "drop"):
+        real = getattr(files, name)
+        monkeypatch.setattr(files, name, lambda *a, _n=name, _r=real: (calls.append(_n), _r(*a))[1])
+    synced = _fsyncs(monkeypatch)
+    assert invariant.remove_original(row, src, ctx) is None
+    assert calls == ["take", "differs", "drop"] and not src.exists()
+    assert not files.taken_path(src, row.id).exists()
+    assert synced.count(str(src.parent)) >= 2  # the take and the drop are each made durable
+
+
+def test_only_the_sha256_of_what_was_taken_can_tell(committed):
+    """Same inode, size and mtime, other bytes: only the hash after taking catches it."""
+    ctx, src, row = committed
+    st = os.stat(src)
+    data = bytearray(src.read_bytes())
+    data[-20] ^= 1
+    with open(src, "r+b") as f:
+        f.write(bytes(data))
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+    kind, why = invariant.remove_original(row, src, ctx)
+    assert kind == CHANGED and "content changed" in why and src.read_bytes() == bytes(data)
+
+
+def test_a_leftover_taken_file_is_finished_without_a_new_check_of_the_name(committed):
+    """A crash after taking: the next call compares what was taken (the name may hold anything)."""
+    ctx, src, row = committed
+    taken = files.taken_path(src, row.id)
+    os.rename(src, taken)
+    src.write_bytes(b"a new file at the name")
+    assert invariant.remove_original(row, src, ctx) is None
+    assert not taken.exists() and src.read_bytes() == b"a new file at the name"
+
+
+def test_a_leftover_taken_file_goes_back_when_the_replacement_is_lost(committed):
+    ctx, src, row = committed
+    orig = src.read_bytes()
+    taken = files.taken_path(src, row.id)
+    os.rename(src, taken)
+    Path(row.compressed_path).unlink()
+    kind, _ = invariant.remove_original(row, src, ctx)
+    assert kind == LOST and src.read_bytes() == orig and not taken.exists()
+
+
+def test_kept_beside_when_the_name_was_written_again(committed, monkeypatch):
+    ctx, src, row = committed
+    orig = src.read_bytes()
+    real_take = files.take
+
+    def take_then_user_writes(path, taken):
+        real_take(path, taken)
+        with open(taken, "r+b") as f:  # changed in place after it was taken ...
+            f.seek(0, 2)
+            f.write(b"more")
+        path.write_bytes(b"new")  # ... and a new file at the name
+
+    monkeypatch.setattr(files, "take", take_then_user_writes)
+    kind, why = invariant.remove_original(row, src, ctx)
+    kept = files.conflict_path(src, row.id)
+    assert kind == KEPT_BESIDE and str(kept) in why
+    assert src.read_bytes() == b"new" and kept.read_bytes() == orig + b"more"
+
+
+# -- files: the primitives ---------------------------------------------------------------------
+def test_differs_checks_each_property(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    st = os.stat(f)
+    sha = hashlib.sha256(b"abc").hexdigest()
+    good = files.Identity(sha, st.st_size, st.st_mtime_ns, st.st_ino)
+    assert files.differs(f, good) is None
+    for bad, word in [(files.Identity("0" * 64, st.st_size, st.st_mtime_ns, st.st_ino), "content"),
+                      (files.Identity(sha, st.st_size + 1, st.st_mtime_ns, st.st_ino), "size"),
+                      (files.Identity(sha, st.st_size, st.st_mtime_ns + 1, st.st_ino), "modification"),
+                      (files.Identity(sha, st.st_size, st.st_mtime_ns, st.st_ino + 1), "inode")]:
+        kind, why = files.differs(f, bad)
+        assert kind == files.DIFFERENT and word in why
+    with open(f, "ab"):
+        assert files.differs(f, good)[0] == files.WRITTEN_TO
+    link = tmp_path / "l"
+    link.symlink_to(f)
+    assert files.differs(link, files.Identity(sha))[0] == files.DIFFERENT
+    d = tmp_path / "d"
+    d.mkdir()
+    assert files.differs(d, files.Identity(sha))[0] == files.DIFFERENT
+    assert files.differs(tmp_path / "none", good)[0] == files.DIFFERENT
+
+
+def test_looks_same_and_same_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    st = os.stat(f)
+    sha = hashlib.sha256(b"abc").hexdigest()
+    assert files.looks_same(f, files.Identity(sha, st.st_size, st.st_mtime_ns, st.st_ino))
+    assert not files.looks_same(f, files.Identity(sha, st.st_size, st.st_mtime_ns, st.st_ino + 1))
+    assert files.looks_same(f, files.Identity(sha))  # nothing recorded but the hash: the hash decides later
+    assert not files.looks_same(tmp_path / "none", files.Identity(sha))
+    assert files.same_file(f, st.st_size, st.st_mtime_ns, sha)
+    assert not files.same_file(f, st.st_size, st.st_mtime_ns, "0" * 64)
+    assert not files.same_file(f, st.st_size + 1, st.st_mtime_ns, sha)
+    assert not files.same_file(tmp_path / "none", st.st_size, st.st_mtime_ns, sha)
+
+
+def test_give_back_never_replaces_a_file(tmp_path):
+    taken, path, conflict = tmp_path / ".t", tmp_path / "a.png", tmp_path / "a.kept.png"
+    taken.write_bytes(b"old")
+    assert files.give_back(taken, path, conflict) == path and path.read_bytes() == b"old" and not taken.exists()
+    taken.write_bytes(b"old2")
+    assert files.give_back(taken, path, conflict) == conflict and path.read_bytes() == b"old"
+    taken.write_bytes(b"old3")
+    second = files.give_back(taken, path, conflict)
+    assert second not in (path, conflict) and second.read_bytes() == b"old3" and conflict.read_bytes() == b"old2"
+
+
+def test_remove_own_removes_only_the_file_written(tmp_path):
+    f = tmp_path / "a.jpg.jxl"
+    f.write_bytes(b"ours")
+    sha = hashlib.sha256(b"ours").hexdigest()
+    assert files.remove_own(tmp_path / "absent", 1, sha) is None
+    f.write_bytes(b"theirs")
+    why = files.remove_own(f, 1, sha)
+    assert why and "content changed" in why and f.read_bytes() == b"theirs"
+    f.write_bytes(b"ours")
+    assert files.remove_own(f, 1, sha) is None and not f.exists()
+    f.symlink_to(tmp_path / "elsewhere")
+    assert files.remove_own(f, 1, None) and f.is_symlink()  # not a regular file: left
+    assert not [p for p in tmp_path.iterdir() if atomic.is_private_name(p)]
+
+
+def test_take_refuses_to_replace_a_taken_name(tmp_path):
+    a, t = tmp_path / "a", tmp_path / "t"
+    a.write_bytes(b"1")
+    t.write_bytes(b"2")
+    with pytest.raises(FileExistsError):
+        files.take(a, t)
+    assert a.read_bytes() == b"1" and t.read_bytes() == b"2"
+
+
+# -- check: the artifact as read back -----------------------------------------------------------
+def test_check_judges_the_bytes_read_back_from_disk(tmp_path, monkeypatch):
+    """The file on disk differs from what was written (a bad disk): the check refuses it, the
+    job falls back, and the original stays."""
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    orig = src.read_bytes()
+    monkeypatch.setattr(writers.RealWriters, "read_artifact", lambda self, p: p.read_bytes()[:-1] + b"\0")
+    o = archive_file(src, ctx)
+    assert o.action == "keep" and src.read_bytes() == orig
+    assert any("does not read back identically" in r for r in o.reasons)
+    ctx.catalog.close()
+
+
+# -- dispose: each outcome recorded as what it is -----------------------------------------------
+@pytest.mark.parametrize("kind,event,status,state", [
+    (CHANGED, "original_changed", ORIG_REMOVED, COMMITTED), (KEPT_BESIDE, "original_kept_beside", ORIG_REMOVED, COMMITTED),
+    (BUSY, "dispose_failed", ORIG_PRESENT, COMMITTED), (NO_VAULT, "vault_missing", ORIG_KEPT, COMMITTED),
+    (LOST, "replacement_lost", None, FAILED)])
+def test_dispose_records_each_outcome(tmp_path, monkeypatch, kind, event, status, state):
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    monkeypatch.setattr(writers.RealWriters, "remove_original", lambda self, job: (kind, "because"))
+    o = archive_file(src, ctx)
+    row = _row(ctx, src)
+    assert (row.state, row.original_status) == (state, status) and event in _kinds(ctx, src)
+    artifact_kept = kind != LOST
+    assert (o.compressed_path is not None and Path(o.compressed_path).exists()) == artifact_kept
+    assert src.exists()  # the gate said no: nothing was removed
+    ctx.catalog.close()
+
+
+def test_dispose_removes_and_records_only_when_the_gate_says_so(tmp_path):
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    o = archive_file(src, ctx)
+    assert o.original_status == ORIG_REMOVED and not src.exists() and "original_removed" in _kinds(ctx, src)
+    ctx.catalog.close()
+
+
+def test_keep_disposition_never_reaches_the_gate(tmp_path, monkeypatch):
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "keep" / "a.jpg")
+    monkeypatch.setattr(writers.RealWriters, "remove_original", lambda self, job: pytest.fail("gate asked"))
+    assert archive_file(src, ctx).original_status == ORIG_KEPT and src.exists()
+    ctx.catalog.close()
+
+
+# -- recovery ------------------------------------------------------------------------------------
+def test_recovery_rolls_back_and_removes_only_its_own_artifact(tmp_path):
+    from archiver.work.recovery import recover
+
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    o = archive_file(src, ctx)
+    cp = Path(o.compressed_path)
+    with ctx.catalog.session() as s:  # as if killed before the commit
+        r = q.latest_version(s, str(src))
+        r.state, r.original_status = "verified", None
+    src.write_bytes(b"placeholder")  # the original is never touched by a rollback
+    note = recover(src, ctx)
+    assert "rolled back" in note and not cp.exists() and src.read_bytes() == b"placeholder"
+    assert _row(ctx, src).state == FAILED
+    ctx.catalog.close()
+
+
+def test_recovery_records_a_vanished_original_and_touches_nothing(committed):
+    from archiver.work.recovery import recover
+
+    ctx, src, row = committed
+    src.unlink()
+    assert "already gone" in recover(src, ctx)
+    assert _row(ctx, src).original_status == ORIG_REMOVED and Path(row.compressed_path).exists()
+
+
+def test_recovery_waits_for_a_writer_without_an_event_each_time(committed):
+    from archiver.work.recovery import recover
+
+    ctx, src, row = committed
+    before = _kinds(ctx, src)
+    with open(src, "r+b"):
+        assert "not removed yet" in recover(src, ctx)
+    assert _kinds(ctx, src) == before and src.exists()
+    assert "finished removing" in recover(src, ctx) and not src.exists()
+
+
+# -- atomic: fsync, links, temporaries -----------------------------------------------------------
+def test_write_bytes_fsyncs_file_and_directory(tmp_path, monkeypatch):
+    synced = _fsyncs(monkeypatch)
+    atomic.write_bytes(tmp_path / "a", b"x")
+    assert str(tmp_path) in synced and any(".archiver-tmp-" in str(p) for p in synced)
+
+
+def test_create_new_fsyncs_and_never_clobbers(tmp_path, monkeypatch):
+    synced = _fsyncs(monkeypatch)
+    atomic.create_new(tmp_path / "a", b"x", tmp_path / ".t")
+    assert (tmp_path / "a").read_bytes() == b"x" and not (tmp_path / ".t").exists()
+    assert str(tmp_path) in synced and str(tmp_path / ".t") in synced
+    with pytest.raises(FileExistsError):
+        atomic.create_new(tmp_path / "a", b"y", tmp_path / ".t")
+    assert (tmp_path / "a").read_bytes() == b"x" and not (tmp_path / ".t").exists()
+
+
+@pytest.mark.parametrize("err", [errno.EPERM, errno.ENOTSUP, errno.EMLINK])
+def test_create_new_without_hard_links_renames_only_onto_a_free_name(tmp_path, monkeypatch, err):
+    def no_links(*a, **kw):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "link", no_links)
+    atomic.create_new(tmp_path / "a", b"x", tmp_path / ".t")
+    assert (tmp_path / "a").read_bytes() == b"x"
+    (tmp_path / "b").symlink_to(tmp_path / "nowhere")  # a dangling link is a name in use too
+    for taken in ("a", "b"):
+        with pytest.raises(OSError):
+            atomic.create_new(tmp_path / taken, b"y", tmp_path / ".t")
+    assert (tmp_path / "a").read_bytes() == b"x" and (tmp_path / "b").is_symlink()
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EACCES, errno.ENOSPC])
+def test_create_new_passes_on_other_link_errors(tmp_path, monkeypatch, err):
+    def failing(*a, **kw):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(os, "link", failing)
+    with pytest.raises(OSError) as e:
+        atomic.create_new(tmp_path / "a", b"x", tmp_path / ".t")
+    assert e.value.errno == err and not (tmp_path / "a").exists() and not (tmp_path / ".t").exists()
+
+
+def test_an_interrupt_leaves_no_temporary(tmp_path, monkeypatch):
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    for call in (lambda: atomic.write_bytes(tmp_path / "a", b"x"),
+                 lambda: atomic.create_new(tmp_path / "b", b"x", tmp_path / ".t"),
+                 lambda: atomic.write_in_dir(os.open(tmp_path, os.O_RDONLY), "c", b"x", overwrite=False)):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["renameat2", "link", "rename"])
+def test_rename_noreplace_never_replaces(tmp_path, monkeypatch, how):
+    if how != "renameat2":
+        monkeypatch.setattr(atomic, "_renameat2_noreplace", lambda a, b: False)
+    if how == "rename":
+        def no_links(*a, **kw):
+            raise OSError(errno.EPERM, "no hard links here")
+
+        monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    with pytest.raises(FileExistsError):
+        atomic.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "a").read_bytes() == b"a" and (tmp_path / "b").read_bytes() == b"b"
+    atomic.rename_noreplace(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "c").read_bytes() == b"a" and not (tmp_path / "a").exists()
+
+
+def test_renameat2_is_what_moves_files_here(tmp_path):
+    (tmp_path / "a").write_bytes(b"a")
+    assert atomic._renameat2_noreplace(tmp_path / "a", tmp_path / "b") is True
+    (tmp_path / "a").write_bytes(b"a")
+    with pytest.raises(FileExistsError):
+        atomic._renameat2_noreplace(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(OSError):
+        atomic._renameat2_noreplace(tmp_path / "none", tmp_path / "x")
+
+
+def test_private_names():
+    assert atomic.is_private_name("/x/.archiver-tmp-a.part") and atomic.is_private_name("/x/.archiver-taken-a.1.taken")
+    assert not atomic.is_private_name("/x/a.jpg") and not atomic.is_private_name("/x/.hidden.jpg")
+    assert atomic.is_temp_name("/x/.archiver-tmp-a.part") and not atomic.is_temp_name("/x/.archiver-taken-a.1.taken")
+
+
+def test_write_in_dir_no_clobber_and_overwrite(tmp_path, monkeypatch):
+    synced = _fsyncs(monkeypatch)
+    fd = atomic.open_dir_nofollow(tmp_path)
+    try:
+        st = atomic.write_in_dir(fd, "a", b"x", overwrite=False, mode=0o600, mtime_ns=1_000_000_000)
+        assert (tmp_path / "a").read_bytes() == b"x" and st.st_mtime_ns == 1_000_000_000
+        assert oct(st.st_mode & 0o777) == oct(0o600) and str(tmp_path) in synced
+        with pytest.raises(FileExistsError):
+            atomic.write_in_dir(fd, "a", b"y", overwrite=False)
+        (tmp_path / "l").symlink_to(tmp_path / "target")
+        atomic.write_in_dir(fd, "l", b"z", overwrite=True)  # a link at the name is replaced, never followed
+        assert not (tmp_path / "target").exists() and (tmp_path / "l").read_bytes() == b"z"
+    finally:
+        os.close(fd)
+    assert not [p for p in tmp_path.iterdir() if atomic.is_private_name(p)]
+
+
+# -- vault ---------------------------------------------------------------------------------------
+def test_vault_put_checks_the_copy_it_wrote(tmp_path, monkeypatch):
+    v = Vault(tmp_path / "v")
+    src = tmp_path / "a"
+    src.write_bytes(b"original")
+    sha = hashlib.sha256(b"original").hexdigest()
+    real = atomic.write_bytes
+
+    def bad_disk(path, data, **kw):
+        return real(path, data[:-1] + b"X", **kw)
+
+    monkeypatch.setattr(atomic, "write_bytes", bad_disk)
+    with pytest.raises(VaultError):
+        v.put(src, sha)
+    assert not v.object_path(sha).exists()
+
+
+def test_vault_check_rehashes_and_refuses_links(tmp_path):
+    v = Vault(tmp_path / "v")
+    src = tmp_path / "a"
+    src.write_bytes(b"original")
+    sha = hashlib.sha256(b"original").hexdigest()
+    p = v.put(src, sha)
+    assert v.check(sha) and v.get(sha) == p
+    os.chmod(p, 0o644)
+    p.write_bytes(b"originaX")  # same size, one byte off
+    assert not v.check(sha)
+    p.unlink()
+    p.symlink_to(src)  # a link to a file with the right bytes is still not a vault copy
+    assert not v.check(sha) and v.get(sha) is None
+    assert not v.check("f" * 64)
+
+
+def test_vault_put_of_changed_content_is_refused(tmp_path):
+    v = Vault(tmp_path / "v")
+    src = tmp_path / "a"
+    src.write_bytes(b"changed")
+    with pytest.raises(VaultError):
+        v.put(src, hashlib.sha256(b"original").hexdigest())
+
+
+def test_vault_expire_keeps_what_it_is_told_and_what_has_no_end(tmp_path):
+    import datetime as dt
+
+    v = Vault(tmp_path / "v")
+    now = dt.datetime(2030, 1, 1)
+    shas = []
+    for i, exp in enumerate([now - dt.timedelta(days=1), now - dt.timedelta(days=1), now + dt.timedelta(days=1), None]):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(bytes([i]) * 10)
+        sha = hashlib.sha256(f.read_bytes()).hexdigest()
+        v.put(f, sha, expires_at=exp)
+        shas.append(sha)
+    gone = v.expire(now, keep=[shas[1]])
+    assert gone == [shas[0]] and not v.object_path(shas[0]).exists()
+    assert all(v.check(s) for s in shas[1:])
+
