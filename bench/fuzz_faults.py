@@ -8,7 +8,16 @@ Run it niced, in the background::
 
     nice -n 19 python bench/fuzz_faults.py parsers --inputs 1000000 --log runs/fuzz.jsonl
     nice -n 19 python bench/fuzz_faults.py faults --rounds 4 --kill-every 5 --log runs/faults.jsonl
-    python bench/fuzz_faults.py summary --log runs/fuzz.jsonl --log runs/faults.jsonl [--json]
+    nice -n 19 python bench/fuzz_faults.py races --rounds 20 --kill-every 5 --log runs/races.jsonl
+    python bench/fuzz_faults.py summary --log runs/fuzz.jsonl --log runs/faults.jsonl --log runs/races.jsonl [--json]
+
+``races`` (issue 22 F1): the user changes the original's name while archiver removes it, at each
+point of the removal (after the commit, after every slow check, after the original was taken)
+and in each way (rename over, rewrite in place with and without the old mtime, a writer holding
+it open, a symlink, a delete), for every kind of file; every Nth trial instead kills the run -9
+right after taking, and the user's change comes before the next run. A race loses data when the
+original or the user's newest file is neither on disk nor restorable, or an original is left
+under a private name.
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ def _done(log: Path) -> set[tuple]:
                 d = json.loads(line)
                 if d["part"] == "parsers":
                     out.add(("parsers", d["target"], d["chunk"]))
+                elif d["part"] == "races":
+                    out.add(("races", d["round"], d["case"]))
                 else:
                     out.add(("faults", d["round"], d["case"]))
     return out
@@ -94,11 +105,40 @@ def faults(args) -> None:
         print(f"round {rnd} done", flush=True)
 
 
+def races(args) -> None:
+    import faultcorpus
+
+    done = _done(args.log)
+    cases = faultcorpus.race_cases()
+    k = 0
+    for rnd in range(args.rounds):
+        for kind, point, race in cases:
+            k += 1
+            kill = bool(args.kill_every and k % args.kill_every == 0)
+            case = f"{kind}-{'kill9' if kill else point}-{race}"
+            if ("races", rnd, case) in done:
+                continue
+            t = time.time()
+            with tempfile.TemporaryDirectory(prefix="fuzz_races_") as d:
+                try:
+                    r = faultcorpus.race_trial(Path(d), kind, point, race, kill=kill, seed=rnd * 7919 + k)
+                    r["failure"] = None
+                except Exception as e:  # noqa: BLE001 - a trial that cannot finish is a failure, counted
+                    r = {"kind": kind, "point": point, "race": race, "lost": None, "failure": f"{type(e).__name__}: {e}"}
+            r.update(part="races", round=rnd, case=case, crash="kill9" if kill else "in-process",
+                     seconds=round(time.time() - t, 2))
+            _append(args.log, r)
+            if r.get("lost") or r.get("failure"):
+                print(f"round {rnd} {case}: {r}", flush=True)
+        print(f"round {rnd} done", flush=True)
+
+
 def summary(args) -> dict:
     recs = [json.loads(line) for log in args.log for line in Path(log).read_text().splitlines() if line.strip()]
     p = [r for r in recs if r["part"] == "parsers"]
     f = [r for r in recs if r["part"] == "faults"]
-    out = {"parsers": {}, "faults": {}}
+    rc = [r for r in recs if r["part"] == "races"]
+    out = {"parsers": {}, "faults": {}, "races": {}}
     for target in sorted({r["target"] for r in p}):
         rs = [r for r in p if r["target"] == target]
         out["parsers"][target] = {
@@ -116,6 +156,15 @@ def summary(args) -> dict:
             "harm_after_verified_removal_reported": sum(bool(not r.get("present_after_crash") and r.get("harmed")
                                                             and r.get("problems")) for r in f),
             "seconds": round(sum(r["seconds"] for r in f), 1)}
+    if rc:
+        out["races"] = {
+            "trials": len(rc), "kill9": sum(r["crash"] == "kill9" for r in rc),
+            "by_race": {race: sum(r.get("race") == race for r in rc) for race in sorted({r.get("race") for r in rc})},
+            "failures": sum(bool(r.get("failure")) for r in rc),
+            "originals_lost": sum(r.get("original_kept") is False for r in rc),
+            "user_files_lost": sum(r.get("user_kept") is False for r in rc),
+            "left_taken": sum(bool(r.get("taken_left")) for r in rc),
+            "seconds": round(sum(r["seconds"] for r in rc), 1)}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -129,6 +178,11 @@ def summary(args) -> dict:
                   f"harmed, {s['failures']} failures, {s['catalog_disagrees']} catalog/disk disagreements, "
                   f"{s['originals_lost']} originals lost; {s['harm_after_verified_removal_reported']} harms after a "
                   f"verified removal reported by the check ({s['seconds']} s)")
+        if rc:
+            s = out["races"]
+            print(f"races: {s['trials']} trials ({s['kill9']} real kill -9), {s['failures']} failures, "
+                  f"{s['originals_lost']} originals lost, {s['user_files_lost']} user files lost, "
+                  f"{s['left_taken']} left taken ({s['seconds']} s)")
     return out
 
 
@@ -143,6 +197,10 @@ def main(argv=None) -> int:
     b.add_argument("--rounds", type=int, default=1)
     b.add_argument("--kill-every", type=int, default=5, help="every Nth trial is a real kill -9 (0: none)")
     b.add_argument("--log", type=Path, required=True)
+    r = sub.add_parser("races", help="the user changes the original's name while archiver removes it")
+    r.add_argument("--rounds", type=int, default=1)
+    r.add_argument("--kill-every", type=int, default=5, help="every Nth trial is a real kill -9 after taking (0: none)")
+    r.add_argument("--log", type=Path, required=True)
     c = sub.add_parser("summary", help="counts over one or more logs")
     c.add_argument("--log", action="append", required=True)
     c.add_argument("--json", action="store_true")
@@ -150,9 +208,11 @@ def main(argv=None) -> int:
     if args.cmd == "summary":
         s = summary(args)
         bad = any(v["other_exceptions"] or v["wrong_results"] for v in s["parsers"].values()) or \
-            bool(s["faults"] and (s["faults"]["originals_lost"] or s["faults"]["failures"]))
+            bool(s["faults"] and (s["faults"]["originals_lost"] or s["faults"]["failures"])) or \
+            bool(s["races"] and (s["races"]["originals_lost"] or s["races"]["user_files_lost"] or s["races"]["failures"]
+                                 or s["races"]["left_taken"]))
         return 1 if bad else 0
-    {"parsers": parsers, "faults": faults}[args.cmd](args)
+    {"parsers": parsers, "faults": faults, "races": races}[args.cmd](args)
     return 0
 
 

@@ -148,4 +148,154 @@ def trial(tmp: Path, kind: str, step: str, harm: str, crash=crash_in_process, se
         ctx.catalog.close()
 
 
-__all__ = ["Crash", "FAULT_STEPS", "HARMS", "KINDS", "cases", "crash_in_process", "crash_kill9", "trial"]
+# -- races: the user changes the original's name while archiver removes it (issue 22 F1) -----------
+#: where the race happens: after the commit (before the gate's checks), after every slow check (the
+#: original about to be taken), after it was taken (not yet compared)
+RACE_POINTS = ("committed", "taking", "taken")
+#: what the user does to the original's name (``held_writer``: a process that opened it for writing
+#: at that point writes through its descriptor after archive is done)
+RACES = ("rename_over", "rewrite", "rewrite_keep_mtime", "held_writer", "symlink", "delete")
+
+
+def race_cases(kinds=tuple(KINDS)) -> list[tuple[str, str, str]]:
+    return [(kind, point, race) for kind in kinds for point in RACE_POINTS for race in RACES]
+
+
+def _new_content(path: Path, kind: str, seed: int) -> bytes:
+    tmp = path.with_name(f"racer-{seed}.tmp")
+    (write_png if kind == "png" else write_jpeg)(tmp, seed=seed, size=(168, 120))
+    data = tmp.read_bytes()
+    tmp.unlink()
+    return data
+
+
+class _Racer:
+    """Does one race to ``src`` when called; ``last`` is what the user's name should hold now."""
+
+    def __init__(self, src: Path, kind: str, race: str, seed: int):
+        self.src, self.kind, self.race, self.seed = src, kind, race, seed
+        self.last: bytes | None = None  # the user's newest content (None: the user deleted it)
+        self.fd = None
+
+    def __call__(self) -> None:
+        src, race = self.src, self.race
+        if race == "rename_over":
+            data = _new_content(src, self.kind, self.seed)
+            tmp = src.with_name("racer.tmp")
+            tmp.write_bytes(data)
+            os.rename(tmp, src)
+            self.last = data
+        elif race in ("rewrite", "rewrite_keep_mtime"):
+            st = os.stat(src) if src.exists() else None
+            old = src.read_bytes() if st else _new_content(src, self.kind, self.seed)
+            data = old[:-1] + bytes([old[-1] ^ 0x01])
+            with open(src, "r+b" if st else "wb") as f:
+                f.write(data)
+            if st and race == "rewrite_keep_mtime":
+                os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+            self.last = data
+        elif race == "held_writer":
+            self.fd = open(src, "r+b" if src.exists() else "w+b")
+        elif race == "symlink":
+            target = src.with_name("racer-target.bin")
+            target.write_bytes(_new_content(src, self.kind, self.seed))
+            if os.path.lexists(src):
+                src.unlink()
+            src.symlink_to(target)
+            self.last = None  # a link is no photo of the user's; its target stays untouched (checked)
+        elif race == "delete":
+            if os.path.lexists(src):
+                src.unlink()
+            self.last = None
+
+    def finish(self) -> None:
+        """The held writer writes its change and closes (after archive returned)."""
+        if self.fd is not None:
+            self.fd.seek(0)
+            old = self.fd.read()
+            data = (old[:-1] + bytes([old[-1] ^ 0x01])) if old else _new_content(self.src, self.kind, self.seed)
+            self.fd.seek(0)
+            self.fd.write(data)
+            self.fd.close()
+            self.fd = None
+            self.last = data
+
+
+def _kept(ctx, src: Path, data: bytes) -> bool:
+    """Whether ``data`` is on disk under ``src``'s name or beside it, or restorable exactly from a
+    committed catalog row of ``src`` (archived as a version)."""
+    import hashlib
+
+    from archiver.catalog.models import COMMITTED, FileVersion
+    from archiver.work.invariant import replacement_holds
+
+    for p in src.parent.iterdir():
+        if p.is_file() and not p.is_symlink() and p.read_bytes() == data:
+            return True
+    sha = hashlib.sha256(data).hexdigest()
+    with ctx.catalog.session() as s:
+        rows = [r for r in s.query(FileVersion).filter(FileVersion.path == str(src), FileVersion.sha256 == sha,
+                                                          FileVersion.state == COMMITTED)]
+    for r in rows:
+        if ctx.vault is not None and ctx.vault.check(sha):
+            return True
+        held = replacement_holds(r, ctx.codecs)
+        if held.ok and held.restored.exact in ("bytes", "pixels"):
+            return True
+        if held.ok and r.restore_exact == "approx":  # approximate by policy: the recorded reconstruction
+            return True
+    return False
+
+
+def race_trial(tmp: Path, kind: str, point: str, race: str, *, kill: bool = False, seed: int = 5) -> dict:
+    """One race: archive ``kind`` while the user does ``race`` at ``point`` (with ``kill``, the
+    run is first killed -9 right after taking, and the race happens before the next run); then
+    the next run (recovery, archive again). Lost: the original or the user's newest file is
+    neither on disk nor restorable from the catalog."""
+    from unittest import mock
+
+    from archiver.work import faults
+
+    root = tmp / "c"
+    src = _original(root, kind, seed)
+    orig = src.read_bytes()
+    racer = _Racer(src, kind, race, seed + 500)
+    if kill:
+        crash_kill9(tmp / "state", src, "taken")
+        racer()
+    else:
+        ctx = make_context(tmp / "state")
+        fired = []
+
+        def fault(name):
+            if name == point and not fired:
+                fired.append(name)
+                racer()
+
+        try:
+            with mock.patch.object(faults, "fault", fault):
+                archive_file(src, ctx)
+        finally:
+            ctx.catalog.close()
+    racer.finish()
+    ctx = make_context(tmp / "state")
+    try:
+        recover_pending(ctx)
+        if os.path.lexists(src):
+            archive_file(src, ctx)
+        original_kept = _kept(ctx, src, orig)
+        user_kept = racer.last is None or _kept(ctx, src, racer.last)
+        link_target_ok = race != "symlink" or (src.parent / "racer-target.bin").is_file()
+        from archiver.storage.atomic import TAKEN_PREFIX
+
+        leftovers = [p.name for p in src.parent.iterdir() if p.name.startswith(TAKEN_PREFIX)]
+        return {"kind": kind, "point": point, "race": race, "kill9": kill, "seed": seed,
+                "original_kept": original_kept, "user_kept": user_kept, "link_target_ok": link_target_ok,
+                "taken_left": leftovers,
+                "lost": not (original_kept and user_kept and link_target_ok) or bool(leftovers)}
+    finally:
+        ctx.catalog.close()
+
+
+__all__ = ["Crash", "FAULT_STEPS", "HARMS", "KINDS", "RACES", "RACE_POINTS", "cases", "crash_in_process",
+           "crash_kill9", "race_cases", "race_trial", "trial"]

@@ -282,3 +282,25 @@ def test_jpeg_replace_race_keeps_the_newer_file(tmp_path):
         archive_file(src, ctx)
     assert src.read_bytes() == new[0]
     ctx.catalog.close()
+
+
+# -- the race corpus (tests/faultcorpus.py; bench/fuzz_faults.py runs it longer, with kills) ----
+import faultcorpus  # noqa: E402
+
+RACE_CASES = faultcorpus.race_cases()
+
+
+@pytest.mark.parametrize("kind,point,race", RACE_CASES, ids=[f"{k}-{p}-{r}" for k, p, r in RACE_CASES])
+def test_race_corpus(tmp_path, kind, point, race):
+    """Every kind of file × where the race happens × what the user does: neither the original
+    nor the user's newest file is ever lost, and nothing is left under a private name."""
+    r = faultcorpus.race_trial(tmp_path, kind, point, race)
+    assert not r["lost"], r
+
+
+@pytest.mark.parametrize("race", faultcorpus.RACES)
+def test_race_after_a_kill_between_taking_and_removing(tmp_path, race):
+    """A real kill -9 right after the original was taken; the user then changes the name; the next
+    run finishes the removal without losing either file."""
+    r = faultcorpus.race_trial(tmp_path, "png", "taken", race, kill=True)
+    assert not r["lost"], r
