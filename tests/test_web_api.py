@@ -340,3 +340,29 @@ def test_vault_schedule_counts_forever_and_overdue(coll):
         later = q.vault_schedule(s, dt.datetime.utcnow() + dt.timedelta(days=10))  # past the 3-day retention
     assert now["past_retention"]["files"] == 0 and later["past_retention"]["files"] == 1
     assert later["files"] == now["files"] - 1 and len(later["frees"]) == len(now["frees"]) - 1
+
+
+# -- archiver serve ------------------------------------------------------------------------------
+def test_serve_json_says_where_it_serves_with_an_integer_port(tmp_path):
+    """``serve --port 0 --json``: one JSON line first, whose port is a number (it was the string
+    waitress's getnameinfo gives) and is where the dashboard answers."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    cfg = tmp_path / "archiver.yaml"
+    cfg.write_text(json.dumps({"catalog_url": f"sqlite:///{tmp_path / 'cat.sqlite'}", "vault_dir": str(tmp_path / "vault")}))
+    env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "state"), PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "archiver", "serve", "--port", "0", "--json", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert type(info["port"]) is int and 0 < info["port"] < 65536
+        assert info["url"] == f"http://127.0.0.1:{info['port']}/" and info["writable"] is False
+        body = json.loads(urllib.request.urlopen(f"{info['url']}api/status", timeout=30).read())
+        assert body["writable"] is False
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
