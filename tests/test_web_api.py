@@ -116,6 +116,37 @@ def test_browse_refuses_bad_and_huge_pages(client, args):
     assert client.get("/files", query_string=args).status_code == 400
 
 
+HUGE_IDS = [2**31, 2**63, 99999999999999999999999]  # past PostgreSQL's 32-bit and SQLite's 64-bit integers
+
+
+@pytest.mark.parametrize("huge", HUGE_IDS)
+@pytest.mark.parametrize("method,url,status", [
+    ("GET", "/files/{}", 404), ("GET", "/api/files/{}", 404), ("GET", "/api/files/{}/original", 404),
+    ("GET", "/api/files/{}/decoded", 404), ("POST", "/api/files/{}/restore", 404), ("POST", "/files/{}/restore", 404),
+    ("GET", "/api/files?before={}", 400), ("GET", "/files?before={}", 400)])
+def test_ids_beyond_the_database_range_are_refused_not_a_crash(coll, method, url, status, huge):
+    """F5: an id no database integer holds, in the path or in ``before=``, was an OverflowError
+    and HTTP 500; now 404 in a path and 400 (with the reason) in a query."""
+    _, _, ids = coll
+    c = _app(coll).test_client()
+    c.application.testing = True  # an exception inside the app reaches the test, not a quiet 500
+    csrf = _csrf(c.get(f"/files/{ids['forest']}").data)
+    form = {"csrf_token": csrf, "token": TOKEN}
+    r = c.open(url.format(huge), method=method, headers={"Authorization": f"Bearer {TOKEN}"},
+               data=form if url.startswith("/files/") and method == "POST" else None)
+    assert r.status_code == status
+    if url.startswith("/api/"):
+        assert r.get_json()["error"]
+    if status == 400:
+        assert "before" in (r.get_json()["error"] if url.startswith("/api/") else r.get_data(as_text=True))
+
+
+def test_the_largest_id_is_still_an_id(client, coll):
+    _, _, ids = coll
+    assert client.get(f"/api/files?before={2**31 - 1}").get_json()["items"]  # every row is older
+    assert client.get(f"/api/files/{2**31 - 1}").status_code == 404  # in range, no such row
+
+
 # -- file page and pictures --------------------------------------------------------------------
 def test_file_page_and_detail(client, coll):
     _, _, ids = coll

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from flask import Flask, Response, abort, jsonify, render_template, request, send_from_directory
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.routing import IntegerConverter
 
 from ..errors import ArchiverError, CatalogError, UsageError
 from ..output import human_bytes
@@ -36,6 +37,16 @@ class Denied(ArchiverError):
     def __init__(self, message: str, status: int = 403):
         super().__init__(message)
         self.status = status
+
+
+class CatalogId(IntegerConverter):
+    """``<id:...>`` in a route: a catalog id, 1 to ``MAX_ID``. Anything else (a number no database
+    integer holds) matches no route: 404, never an OverflowError from the database driver."""
+
+    def __init__(self, url_map):
+        from ..catalog.models import MAX_ID
+
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 def token_ok(settings: WebSettings, given: str | None) -> None:
@@ -65,6 +76,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
         TRUSTED_HOSTS=LOOPBACK_NAMES if settings.loopback else None,
     )
     app.json.sort_keys = False
+    app.url_map.converters["id"] = CatalogId
     csrf = CSRFProtect(app)
     pictures = Pictures(settings.cache_dir, vault=vault, codecs_factory=codecs_factory)
     bench_dir = settings.resolved_bench_dir()
@@ -152,14 +164,14 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def browse_page():
         return render_template("browse.html", d=pages.browse(request.args))
 
-    @app.get("/files/<int:file_id>")
+    @app.get("/files/<id:file_id>")
     def file_page(file_id: int):
         d = views.file_detail(catalog, file_id)
         if d is None:
             abort(404)
         return render_template("file.html", d=d, f=d["file"], message=None)
 
-    @app.post("/files/<int:file_id>/restore")
+    @app.post("/files/<id:file_id>/restore")
     def restore_form(file_id: int):
         token_ok(settings, request.form.get("token"))
         result = _restore(file_id)
@@ -201,23 +213,23 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def api_browse():
         return jsonify(pages.browse(request.args, choices=False))
 
-    @app.get("/api/files/<int:file_id>")
+    @app.get("/api/files/<id:file_id>")
     def api_file(file_id: int):
         d = views.file_detail(catalog, file_id)
         if d is None:
             abort(404)
         return jsonify(d)
 
-    @app.get("/api/files/<int:file_id>/original")
+    @app.get("/api/files/<id:file_id>/original")
     def api_original(file_id: int):
         return _picture(lambda: pictures.original(_row(file_id)))
 
-    @app.get("/api/files/<int:file_id>/decoded")
+    @app.get("/api/files/<id:file_id>/decoded")
     def api_decoded(file_id: int):
         return _picture(lambda: pictures.decoded(_row(file_id)))
 
     @csrf.exempt
-    @app.post("/api/files/<int:file_id>/restore")
+    @app.post("/api/files/<id:file_id>/restore")
     def api_restore(file_id: int):
         token_ok(settings, _bearer())
         result = _restore(file_id)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..catalog import queries as q
+from ..catalog.models import MAX_ID
 from ..errors import UsageError
 
 #: top folders shown on the overview (the rest are summed into one line)
@@ -147,7 +148,7 @@ def browse(catalog, args, *, default_limit: int = 50) -> dict:
     """One page of the browser (filters checked; a bad one is a UsageError)."""
     filters = browse_filters(args)
     limit = _int(args.get("limit"), "limit", 1, q.MAX_PAGE) or default_limit
-    before = _int(args.get("before"), "before", 1)
+    before = _int(args.get("before"), "before", 1, MAX_ID)
     with catalog.read_session() as s:
         page = q.browse(s, before_id=before, limit=limit, **filters)
         count, more = q.browse_count(s, **filters)
