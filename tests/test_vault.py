@@ -160,3 +160,11 @@ def test_expire_removes_a_link_without_touching_what_it_points_at(tmp_path):
     obj.symlink_to(target)
     assert v.expire(dt.datetime(2027, 1, 1)) == [sha]
     assert not os.path.lexists(obj) and target.exists() and (target.stat().st_mode & 0o777) == 0o400
+
+
+def test_the_vault_holding_an_object_path(tmp_path):
+    v, sha, data = _vaulted(tmp_path)
+    assert Vault.holding(v.object_path(sha)).read_verified(sha) == data  # a catalog row's vault_path
+    for bad in ("/etc/passwd", tmp_path / "objects" / "zz" / sha, tmp_path / "other" / sha[:2] / sha):
+        with pytest.raises(VaultError, match="not a vault object"):
+            Vault.holding(bad)

@@ -195,6 +195,44 @@ def test_damaged_compressed_file_is_said_not_shown(coll, tmp_path):
         cp.write_bytes(saved)
 
 
+@pytest.mark.parametrize("harm", ["flipped byte", "same-size link"])
+def test_a_damaged_vault_copy_is_never_served(tmp_path, harm):
+    """F6: the vault was trusted on size alone, so a flipped byte was served as the original,
+    and a link put in place of an object was followed. Now the lossless file's exact original is
+    shown instead, or (a diffusion file: no other copy) a clear 409; never the vault's bytes."""
+    import os
+
+    from archiver.catalog.models import FileVersion
+
+    ctx, ids = make_collection(tmp_path, preview=False)
+    with ctx.catalog.session() as s:
+        rows = {k: (Path(s.get(FileVersion, ids[k]).vault_path), s.get(FileVersion, ids[k]).sha256)
+                for k in ("vaulted", "forest")}
+    for obj, _ in rows.values():
+        data = obj.read_bytes()
+        os.chmod(obj, 0o644)
+        if harm == "flipped byte":
+            obj.write_bytes(data[:100] + bytes([data[100] ^ 0x10]) + data[101:])
+        else:  # the link points at another picture, padded to the original's size
+            other = io.BytesIO()
+            Image.new("RGB", (8, 8), "red").save(other, "JPEG")
+            secret = tmp_path / f"secret-{obj.name}.jpg"
+            secret.write_bytes(other.getvalue().ljust(len(data), b"\0"))
+            obj.unlink()
+            obj.symlink_to(secret)
+    cfg = Config(catalog_url=ctx.catalog.url, web={"cache_dir": str(tmp_path / "web-cache")})
+    c = create_app(cfg, web_settings(cfg), ctx.catalog, vault=ctx.vault, codecs_factory=lambda: ctx.codecs).test_client()
+    c.application.testing = True
+    r = c.get(f"/api/files/{ids['vaulted']}/original")  # lossless: the exact original from the .jxl
+    assert r.status_code == 200 and r.headers["X-Archiver-Source"] == "lossless"
+    assert hashlib.sha256(r.data).hexdigest() == rows["vaulted"][1]
+    assert "vault copy damaged" in r.headers["X-Archiver-Note"]
+    r = c.get(f"/api/files/{ids['forest']}/original")  # diffusion: nothing else holds the original
+    assert r.status_code == 409 and "vault copy damaged" in r.get_json()["error"]
+    assert c.get(f"/api/files/{ids['forest']}/decoded").status_code == 200  # the other side still shows
+    assert c.get(f"/files/{ids['forest']}").status_code == 200
+
+
 @pytest.mark.parametrize("url", ["/api/files/..%2F..%2Fetc%2Fpasswd/original", "/api/files/1/../../../etc/passwd",
                                  "/bench/kodak/..%2F..%2F..%2Fpyproject.toml", "/bench/kodak/../../pyproject.toml",
                                  "/bench/..%2Fbench/kodak/results.json", "/bench/kodak/%2Fetc%2Fpasswd",
@@ -224,6 +262,39 @@ def test_bench_pages(coll, tmp_path):
     assert r.status_code == 200 and r.mimetype == "image/png"
     assert c.get("/bench/nope/").status_code == 404
     assert c.get("/bench/mini/summary.md").status_code == 404  # only pictures are served
+
+
+def test_links_below_the_bench_folder_are_never_followed(coll, tmp_path):
+    """F6: ``<bench_dir>/run1/leak.png -> /etc/passwd`` was served by /bench/run1/leak.png. A
+    link anywhere below the bench folder (a run, a folder in it, a picture, its summary) is 404."""
+    secret = tmp_path / "secret"
+    (secret / "crops").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "blue").save(secret / "crops" / "a.png")
+    (secret / "results.json").write_text('{"images_done": 1}')
+    (secret / "notes.md").write_text("# the secret notes\n")
+    bench = tmp_path / "bench"
+    run = bench / "run1"
+    (run / "real").mkdir(parents=True)
+    (run / "results.json").write_text('{"images_done": 1}')
+    Image.new("RGB", (8, 8), "red").save(run / "real" / "ok.png")
+    (run / "leak.png").symlink_to("/etc/passwd")
+    (run / "pic.png").symlink_to(secret / "crops" / "a.png")  # even a real picture elsewhere
+    (run / "crops").symlink_to(secret / "crops", target_is_directory=True)
+    (run / "summary.md").symlink_to(secret / "notes.md")
+    (bench / "linked").symlink_to(secret, target_is_directory=True)  # a whole run elsewhere
+    c = _app(coll, bench_dir=str(bench)).test_client()
+    c.application.testing = True
+    assert c.get("/bench/run1/real/ok.png").status_code == 200  # what is really there is served
+    for url in ("/bench/run1/leak.png", "/bench/run1/pic.png", "/bench/run1/crops/a.png", "/bench/linked/crops/a.png",
+                "/bench/linked/"):
+        r = c.get(url)
+        assert r.status_code == 404, url
+        assert b"root:" not in r.data and not r.data.startswith(b"\x89PNG"), url
+    assert [r["name"] for r in c.get("/api/bench").get_json()] == ["run1"]
+    html = c.get("/bench/run1/").get_data(as_text=True)
+    assert "secret notes" not in html  # the linked summary.md is not rendered
+    assert "crops/a.png" not in html and "pic.png" not in html  # nor linked pictures listed
+    assert "real/ok.png" in html
 
 
 def test_shipped_bench_results_are_listed(client):

@@ -50,6 +50,15 @@ class Vault:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    @classmethod
+    def holding(cls, object_path: str | Path) -> "Vault":
+        """The vault whose object ``object_path`` is (``<root>/objects/ab/<sha256>``, as a catalog
+        row's ``vault_path`` records it); ``VaultError`` for a path of another shape."""
+        p = Path(object_path)
+        if not (_SHA256.fullmatch(p.name) and p.parent.name == p.name[:2] and p.parent.parent.name == "objects"):
+            raise VaultError(f"{p}: not a vault object's path")
+        return cls(p.parents[2])
+
     def object_path(self, sha256: str) -> Path:
         return self.root / "objects" / sha256[:2] / sha256
 

@@ -8,17 +8,19 @@ Security model (see docs/web.md):
   the page's form carries it with a CSRF token (Flask-WTF), the API takes it as
   ``Authorization: Bearer`` (a header no other site can make a browser send);
 - no token configured: the dashboard is read-only, changes are refused;
-- images are reached only through catalog ids, files of the bench page only through a safe join
-  under the bench folder, never through a path from the request.
+- images are reached only through catalog ids, files of the bench page only by name below the
+  bench folder (no ``..``, no symbolic link anywhere below it), never through a path from the
+  request.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, render_template, request, send_from_directory
+from flask import Flask, Response, abort, jsonify, render_template, request, send_file
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter
 
@@ -191,9 +193,13 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
 
     @app.get("/bench/<name>/<path:filename>")
     def bench_file(name: str, filename: str):
-        if bench_dir is None or views.bench_run(bench_dir, name) is None or not filename.lower().endswith(".png"):
+        if bench_dir is None or not filename.lower().endswith(".png") or views.bench_run(bench_dir, name) is None:
             abort(404)
-        return send_from_directory(bench_dir / name, filename)  # safe_join: no '..', no absolute paths
+        try:  # no '..', no absolute path, no link anywhere below the bench folder
+            fd = views.open_bench_file(bench_dir, name, filename)
+        except OSError:
+            abort(404)
+        return send_file(os.fdopen(fd, "rb"), mimetype="image/png", max_age=60)
 
     # -- the API ---------------------------------------------------------------------------------
     @app.get("/api/overview")
@@ -243,12 +249,14 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def _picture(get):
         try:
             pic = get()
-        except NoPicture as e:
-            return _error(404, str(e))
+        except NoPicture as e:  # nothing to show (404), or a damaged vault copy and no other (409)
+            return _error(e.status, str(e))
         except ArchiverError as e:  # a damaged file, other weights: said, not a crash
             return _error(422, str(e))
         resp = Response(pic.data, mimetype=pic.mimetype)
         resp.headers["X-Archiver-Source"] = pic.source
+        if pic.note:
+            resp.headers["X-Archiver-Note"] = pic.note
         resp.headers["Cache-Control"] = "private, max-age=60"
         return resp
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ from PIL import Image
 from ..codecs import Exactness, Recorded
 from ..errors import ArchiverError
 from ..storage import atomic
+from ..storage.vault import Vault, VaultDamaged, VaultError
+
+log = logging.getLogger("archiver.web")
 
 #: what browsers show as they are (Chromium shows AVIF too, but not every browser does)
 BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
@@ -32,12 +36,22 @@ class Picture:
     data: bytes
     mimetype: str
     source: str  # vault | original | lossless | reconstruction
+    #: said beside the picture (a header, ASCII): why it does not come from the best source
+    note: str | None = None
 
 
 class NoPicture(ArchiverError):
     """There is nothing to show for this side of the file page (said in words on the page)."""
 
     exit_code = 1
+    #: the HTTP status the API answers with
+    status = 404
+
+
+class VaultCopyDamaged(NoPicture):
+    """The vault's copy is not the original, and nothing else gives the original back."""
+
+    status = 409
 
 
 def _sniff(data: bytes) -> str | None:
@@ -93,20 +107,40 @@ class Pictures:
 
     # -- the two sides ------------------------------------------------------------------------
     def original(self, row) -> Picture:
-        """The original bytes: from the vault while kept there, else the file if it is still on
-        disk unchanged, else rebuilt exactly from a lossless file."""
+        """The original bytes: from the vault while kept there (``Vault.read_verified``: never
+        bytes that are not the original), else the file if it is still on disk unchanged, else
+        rebuilt exactly from a lossless file. A damaged vault copy is logged and said in the
+        picture's note; with no other source it is ``VaultCopyDamaged`` (409)."""
+        damaged = None
         if row.vault_path and row.sha256:
-            vp = Path(row.vault_path)
-            if vp.is_file() and vp.stat().st_size == row.size:
-                return self._displayable(vp.read_bytes(), "vault")
+            try:
+                return self._displayable(Vault.holding(row.vault_path).read_verified(row.sha256), "vault")
+            except VaultDamaged as e:
+                log.warning("vault copy damaged", extra={"id": row.id, "path": row.path, "error": str(e)})
+                damaged = str(e)  # names the object and says "vault copy damaged"
+            except VaultError:  # gone (retention ended meanwhile): the other sources
+                pass
         p = Path(row.path)
         if row.original_status in ("kept", "present") and p.is_file() and not p.is_symlink():
             data = p.read_bytes()
             if hashlib.sha256(data).hexdigest() == row.sha256:
-                return self._displayable(data, "original")
+                return self._noted(self._displayable(data, "original"), damaged)
         if row.restore_exact == "bytes" and row.compressed_path:  # an exact codec gives the very file back
-            return self._displayable(self._restored(row, self._compressed(row)), "lossless")
+            try:
+                return self._noted(self._displayable(self._restored(row, self._compressed(row)), "lossless"), damaged)
+            except NoPicture as e:
+                if damaged:
+                    raise VaultCopyDamaged(f"{damaged}; and the lossless file cannot give it back: {e}") from None
+                raise
+        if damaged:
+            raise VaultCopyDamaged(f"{damaged}; no other copy of the original is kept")
         raise NoPicture("the original is no longer kept (vault retention ended or it was replaced)")
+
+    @staticmethod
+    def _noted(pic: Picture, damaged: str | None) -> Picture:
+        if damaged:  # plain ASCII (it goes into a header); the details are in the log
+            pic.note = f"vault copy damaged (see the server log); shown from the {pic.source} copy"
+        return pic
 
     def decoded(self, row) -> Picture:
         """What a restore without the original gives back."""
