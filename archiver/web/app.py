@@ -80,7 +80,8 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     app.json.sort_keys = False
     app.url_map.converters["id"] = CatalogId
     csrf = CSRFProtect(app)
-    pictures = Pictures(settings.cache_dir, vault=vault, codecs_factory=codecs_factory)
+    pictures = Pictures(settings.cache_dir, vault=vault, codecs_factory=codecs_factory,
+                        cache_max_bytes=settings.cache_max_bytes)
     bench_dir = settings.resolved_bench_dir()
     pages = views.Views(cfg, catalog, refresh_s=settings.overview_refresh_s)
     app.extensions["archiver.views"] = pages  # the benchmark empties its caches to time a cold visit

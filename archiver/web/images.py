@@ -4,7 +4,8 @@ back (the decoded reconstruction, or the lossless file's exact original).
 Images are found only through a catalog row, never through a path from the request, so the web
 can show nothing the catalog does not name. Formats a browser cannot show (TIFF, BMP, PNM) and
 decoded reconstructions are converted to PNG once and cached under ``cache_dir``, named by the
-content's SHA-256 so a changed file never shows a stale picture.
+content's SHA-256 so a changed file never shows a stale picture; the cache is capped, least
+recently used out first (``archiver.web.cache``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from PIL import Image
 
 from ..codecs import Exactness, Recorded
 from ..errors import ArchiverError
-from ..storage import atomic
+from .cache import DEFAULT_MAX_BYTES, PictureCache
 from ..storage.vault import Vault, VaultDamaged, VaultError
 
 log = logging.getLogger("archiver.web")
@@ -71,8 +72,9 @@ def _as_png(img: Image.Image) -> bytes:
 
 
 class Pictures:
-    def __init__(self, cache_dir: str | Path, vault=None, codecs_factory=None):
+    def __init__(self, cache_dir: str | Path, vault=None, codecs_factory=None, cache_max_bytes: int = DEFAULT_MAX_BYTES):
         self.cache_dir = Path(cache_dir)
+        self.cache = PictureCache(self.cache_dir, cache_max_bytes)
         self.vault = vault
         self._codecs_factory = codecs_factory
         self._codecs = None
@@ -88,12 +90,11 @@ class Pictures:
 
     # -- cache --------------------------------------------------------------------------------
     def _cached(self, key: str, make) -> bytes:
-        p = self.cache_dir / key[:2] / f"{key}.png"
-        if p.is_file():
-            return p.read_bytes()
-        data = make()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(p, data)
+        """The cached PNG for ``key``, else ``make()`` (kept in the capped cache when it can be)."""
+        data = self.cache.get(key)
+        if data is None:
+            data = make()
+            self.cache.put(key, data)
         return data
 
     def _displayable(self, data: bytes, source: str) -> Picture:
