@@ -18,7 +18,6 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from pathlib import Path
 
 from flask import Flask, Response, abort, jsonify, render_template, request, send_file
 from flask_wtf.csrf import CSRFError, CSRFProtect
