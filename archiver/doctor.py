@@ -101,6 +101,39 @@ def _vault(state: dict) -> Check:
                  {"dir": str(v), "bytes": size, "files": n})
 
 
+def _web_cache(state: dict) -> Check:
+    """The dashboard's picture cache: where, how much, against its cap. Never a failure (it is a
+    cache); a warning when over the cap, not writable, or when ``web:`` itself is wrong."""
+    from .errors import UsageError
+    from .output import human_bytes
+    from .web.cache import usage
+    from .web.settings import cache_dir_of, web_settings
+
+    cfg = state.get("cfg")
+    if cfg is None:
+        return Check("web cache", "fail", "no usable config")
+    d = cache_dir_of(cfg)
+    try:
+        cap = web_settings(cfg).cache_max_bytes
+    except UsageError as e:  # the dashboard would not start: said, and the folder still counted
+        cap, problem = None, f"config {e}"
+    else:
+        problem = None
+    n, size = usage(d) if d.exists() else (0, 0)
+    data = {"dir": str(d), "bytes": size, "files": n, "max_bytes": cap}
+    if problem:
+        return Check("web cache", "warn", f"{d}: {human_bytes(size)} in {n} file(s); {problem}", data)
+    if not d.exists():
+        return Check("web cache", "ok", f"{d}: not created yet (at most {human_bytes(cap)})", data)
+    detail = f"{d}: {human_bytes(size)} in {n} file(s), at most {human_bytes(cap)}"
+    if size > cap:
+        return Check("web cache", "warn", detail + "; over web.cache_max_bytes: trimmed at the dashboard's next "
+                     "cache write (or delete the folder: it is only a cache)", data)
+    if not os.access(d, os.W_OK | os.X_OK):
+        return Check("web cache", "warn", detail + "; not writable by this user: pictures are served uncached", data)
+    return Check("web cache", "ok", detail, data)
+
+
 def _space(state: dict) -> Check:
     from .output import human_bytes
     from .storage.space import free_bytes, low_space
@@ -208,7 +241,7 @@ def _writers(state: dict) -> Check:
     return Check("open-writer check", "ok", "sees every process's open files", {"hidden_processes": 0})
 
 
-CHECKS: list[Callable[[dict], Check]] = [_config, _catalog, _vault, _space, _roots, _policy, _codecs, _model,
+CHECKS: list[Callable[[dict], Check]] = [_config, _catalog, _vault, _web_cache, _space, _roots, _policy, _codecs, _model,
                                          _detectors, _gpu, _writers]
 
 
@@ -227,7 +260,7 @@ def run_checks() -> list[Check]:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 def doctor(ctx, as_json):
-    """Show the config file, catalog, vault, free space, model and GPU in use, and what is wrong."""
+    """Show the config file, catalog, vault, web cache, free space, model and GPU in use, and what is wrong."""
     from .output import emit
 
     checks = run_checks()

@@ -32,7 +32,8 @@ def test_doctor_reports_config_vault_space_and_problems(tmp_path):
     assert c["free space"]["status"] == "fail" and "free of" in c["free space"]["detail"]
     assert c["catalog"]["status"] == "ok" and "not created yet" in c["catalog"]["detail"]
     assert c["model"]["status"] == "ok" and c["model"]["data"]["backbone"] == "tiny"
-    assert {"vault", "policy", "gpu", "detectors", "open-writer check"} <= set(c)
+    assert {"vault", "web cache", "policy", "gpu", "detectors", "open-writer check"} <= set(c)
+    assert c["web cache"]["status"] == "ok" and c["web cache"]["data"]["dir"] == str(tmp_path / "state" / "web-cache")
     assert c["codecs"]["status"] == "ok"
     assert c["codecs"]["data"]["available"] == ["diffusion", "lossless", "avif", "jxl"]
     assert not (tmp_path / "state").exists()  # looking creates nothing

@@ -116,6 +116,37 @@ def test_browse_refuses_bad_and_huge_pages(client, args):
     assert client.get("/files", query_string=args).status_code == 400
 
 
+HUGE_IDS = [2**31, 2**63, 99999999999999999999999]  # past PostgreSQL's 32-bit and SQLite's 64-bit integers
+
+
+@pytest.mark.parametrize("huge", HUGE_IDS)
+@pytest.mark.parametrize("method,url,status", [
+    ("GET", "/files/{}", 404), ("GET", "/api/files/{}", 404), ("GET", "/api/files/{}/original", 404),
+    ("GET", "/api/files/{}/decoded", 404), ("POST", "/api/files/{}/restore", 404), ("POST", "/files/{}/restore", 404),
+    ("GET", "/api/files?before={}", 400), ("GET", "/files?before={}", 400)])
+def test_ids_beyond_the_database_range_are_refused_not_a_crash(coll, method, url, status, huge):
+    """F5: an id no database integer holds, in the path or in ``before=``, was an OverflowError
+    and HTTP 500; now 404 in a path and 400 (with the reason) in a query."""
+    _, _, ids = coll
+    c = _app(coll).test_client()
+    c.application.testing = True  # an exception inside the app reaches the test, not a quiet 500
+    csrf = _csrf(c.get(f"/files/{ids['forest']}").data)
+    form = {"csrf_token": csrf, "token": TOKEN}
+    r = c.open(url.format(huge), method=method, headers={"Authorization": f"Bearer {TOKEN}"},
+               data=form if url.startswith("/files/") and method == "POST" else None)
+    assert r.status_code == status
+    if url.startswith("/api/"):
+        assert r.get_json()["error"]
+    if status == 400:
+        assert "before" in (r.get_json()["error"] if url.startswith("/api/") else r.get_data(as_text=True))
+
+
+def test_the_largest_id_is_still_an_id(client, coll):
+    _, _, ids = coll
+    assert client.get(f"/api/files?before={2**31 - 1}").get_json()["items"]  # every row is older
+    assert client.get(f"/api/files/{2**31 - 1}").status_code == 404  # in range, no such row
+
+
 # -- file page and pictures --------------------------------------------------------------------
 def test_file_page_and_detail(client, coll):
     _, _, ids = coll
@@ -164,6 +195,44 @@ def test_damaged_compressed_file_is_said_not_shown(coll, tmp_path):
         cp.write_bytes(saved)
 
 
+@pytest.mark.parametrize("harm", ["flipped byte", "same-size link"])
+def test_a_damaged_vault_copy_is_never_served(tmp_path, harm):
+    """F6: the vault was trusted on size alone, so a flipped byte was served as the original,
+    and a link put in place of an object was followed. Now the lossless file's exact original is
+    shown instead, or (a diffusion file: no other copy) a clear 409; never the vault's bytes."""
+    import os
+
+    from archiver.catalog.models import FileVersion
+
+    ctx, ids = make_collection(tmp_path, preview=False)
+    with ctx.catalog.session() as s:
+        rows = {k: (Path(s.get(FileVersion, ids[k]).vault_path), s.get(FileVersion, ids[k]).sha256)
+                for k in ("vaulted", "forest")}
+    for obj, _ in rows.values():
+        data = obj.read_bytes()
+        os.chmod(obj, 0o644)
+        if harm == "flipped byte":
+            obj.write_bytes(data[:100] + bytes([data[100] ^ 0x10]) + data[101:])
+        else:  # the link points at another picture, padded to the original's size
+            other = io.BytesIO()
+            Image.new("RGB", (8, 8), "red").save(other, "JPEG")
+            secret = tmp_path / f"secret-{obj.name}.jpg"
+            secret.write_bytes(other.getvalue().ljust(len(data), b"\0"))
+            obj.unlink()
+            obj.symlink_to(secret)
+    cfg = Config(catalog_url=ctx.catalog.url, web={"cache_dir": str(tmp_path / "web-cache")})
+    c = create_app(cfg, web_settings(cfg), ctx.catalog, vault=ctx.vault, codecs_factory=lambda: ctx.codecs).test_client()
+    c.application.testing = True
+    r = c.get(f"/api/files/{ids['vaulted']}/original")  # lossless: the exact original from the .jxl
+    assert r.status_code == 200 and r.headers["X-Archiver-Source"] == "lossless"
+    assert hashlib.sha256(r.data).hexdigest() == rows["vaulted"][1]
+    assert "vault copy damaged" in r.headers["X-Archiver-Note"]
+    r = c.get(f"/api/files/{ids['forest']}/original")  # diffusion: nothing else holds the original
+    assert r.status_code == 409 and "vault copy damaged" in r.get_json()["error"]
+    assert c.get(f"/api/files/{ids['forest']}/decoded").status_code == 200  # the other side still shows
+    assert c.get(f"/files/{ids['forest']}").status_code == 200
+
+
 @pytest.mark.parametrize("url", ["/api/files/..%2F..%2Fetc%2Fpasswd/original", "/api/files/1/../../../etc/passwd",
                                  "/bench/kodak/..%2F..%2F..%2Fpyproject.toml", "/bench/kodak/../../pyproject.toml",
                                  "/bench/..%2Fbench/kodak/results.json", "/bench/kodak/%2Fetc%2Fpasswd",
@@ -193,6 +262,39 @@ def test_bench_pages(coll, tmp_path):
     assert r.status_code == 200 and r.mimetype == "image/png"
     assert c.get("/bench/nope/").status_code == 404
     assert c.get("/bench/mini/summary.md").status_code == 404  # only pictures are served
+
+
+def test_links_below_the_bench_folder_are_never_followed(coll, tmp_path):
+    """F6: ``<bench_dir>/run1/leak.png -> /etc/passwd`` was served by /bench/run1/leak.png. A
+    link anywhere below the bench folder (a run, a folder in it, a picture, its summary) is 404."""
+    secret = tmp_path / "secret"
+    (secret / "crops").mkdir(parents=True)
+    Image.new("RGB", (8, 8), "blue").save(secret / "crops" / "a.png")
+    (secret / "results.json").write_text('{"images_done": 1}')
+    (secret / "notes.md").write_text("# the secret notes\n")
+    bench = tmp_path / "bench"
+    run = bench / "run1"
+    (run / "real").mkdir(parents=True)
+    (run / "results.json").write_text('{"images_done": 1}')
+    Image.new("RGB", (8, 8), "red").save(run / "real" / "ok.png")
+    (run / "leak.png").symlink_to("/etc/passwd")
+    (run / "pic.png").symlink_to(secret / "crops" / "a.png")  # even a real picture elsewhere
+    (run / "crops").symlink_to(secret / "crops", target_is_directory=True)
+    (run / "summary.md").symlink_to(secret / "notes.md")
+    (bench / "linked").symlink_to(secret, target_is_directory=True)  # a whole run elsewhere
+    c = _app(coll, bench_dir=str(bench)).test_client()
+    c.application.testing = True
+    assert c.get("/bench/run1/real/ok.png").status_code == 200  # what is really there is served
+    for url in ("/bench/run1/leak.png", "/bench/run1/pic.png", "/bench/run1/crops/a.png", "/bench/linked/crops/a.png",
+                "/bench/linked/"):
+        r = c.get(url)
+        assert r.status_code == 404, url
+        assert b"root:" not in r.data and not r.data.startswith(b"\x89PNG"), url
+    assert [r["name"] for r in c.get("/api/bench").get_json()] == ["run1"]
+    html = c.get("/bench/run1/").get_data(as_text=True)
+    assert "secret notes" not in html  # the linked summary.md is not rendered
+    assert "crops/a.png" not in html and "pic.png" not in html  # nor linked pictures listed
+    assert "real/ok.png" in html
 
 
 def test_shipped_bench_results_are_listed(client):
@@ -340,3 +442,29 @@ def test_vault_schedule_counts_forever_and_overdue(coll):
         later = q.vault_schedule(s, dt.datetime.utcnow() + dt.timedelta(days=10))  # past the 3-day retention
     assert now["past_retention"]["files"] == 0 and later["past_retention"]["files"] == 1
     assert later["files"] == now["files"] - 1 and len(later["frees"]) == len(now["frees"]) - 1
+
+
+# -- archiver serve ------------------------------------------------------------------------------
+def test_serve_json_says_where_it_serves_with_an_integer_port(tmp_path):
+    """``serve --port 0 --json``: one JSON line first, whose port is a number (it was the string
+    waitress's getnameinfo gives) and is where the dashboard answers."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    cfg = tmp_path / "archiver.yaml"
+    cfg.write_text(json.dumps({"catalog_url": f"sqlite:///{tmp_path / 'cat.sqlite'}", "vault_dir": str(tmp_path / "vault")}))
+    env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "state"), PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "archiver", "serve", "--port", "0", "--json", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        info = json.loads(proc.stdout.readline())
+        assert type(info["port"]) is int and 0 < info["port"] < 65536
+        assert info["url"] == f"http://127.0.0.1:{info['port']}/" and info["writable"] is False
+        body = json.loads(urllib.request.urlopen(f"{info['url']}api/status", timeout=30).read())
+        assert body["writable"] is False
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

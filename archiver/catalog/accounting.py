@@ -1,9 +1,11 @@
 """Disk accounting: what the archived files took before, and what archiving takes now, split
-into the outputs on the source disks, the vault and the catalog itself.
+into the outputs on the source disks, the vault, the catalog itself and the dashboard's picture
+cache.
 
-"Before" and "outputs" come from the catalog (committed versions, summed in SQL); the vault and
-the catalog are measured on disk, because that is what the operator's ``df`` sees (the vault
-also holds copies the retention period has not freed yet).
+"Before" and "outputs" come from the catalog (committed versions, summed in SQL); the vault, the
+catalog and the web cache are measured on disk, because that is what the operator's ``df`` sees
+(the vault also holds copies the retention period has not freed yet; the cache is capped by
+``web.cache_max_bytes``).
 """
 
 from __future__ import annotations
@@ -41,19 +43,22 @@ def catalog_bytes(catalog) -> int | None:
         return None
 
 
-def disk_accounting(catalog, vault_dir: Path) -> dict:
+def disk_accounting(catalog, vault_dir: Path, web_cache_dir: Path | None = None) -> dict:
+    """Bytes before and now; ``now`` splits into outputs, vault, catalog and web cache (the
+    dashboard's picture cache under ``web_cache_dir``; 0 when absent)."""
     with catalog.session() as s:
         sav = q.savings(s)
         fallbacks = q.fallback_counts(s)
     t = sav["total"]
     vault = _tree_bytes(vault_dir) if vault_dir.exists() else 0
     cat = catalog_bytes(catalog) or 0
-    now = t["bytes_after"] + vault + cat
+    cache = _tree_bytes(web_cache_dir) if web_cache_dir is not None and web_cache_dir.exists() else 0
+    now = t["bytes_after"] + vault + cat + cache
     before = t["bytes_before"]
     return {
         "bytes_before": before,
         "bytes_now": now,
-        "now": {"outputs": t["bytes_after"], "vault": vault, "catalog": cat},
+        "now": {"outputs": t["bytes_after"], "vault": vault, "catalog": cat, "web_cache": cache},
         "change_bytes": now - before,
         "change_fraction": round((now - before) / before, 4) if before else 0.0,
         "vault_retained_bytes": t["vault_bytes"],
@@ -62,5 +67,6 @@ def disk_accounting(catalog, vault_dir: Path) -> dict:
         "by_fallback_reason": fallbacks,
         "states": sav["states"],
         "note": "outputs = compressed files plus originals left in place; vault = originals kept for their "
-                "retention period (the daemon deletes them when it ends); catalog = its database",
+                "retention period (the daemon deletes them when it ends); catalog = its database; web_cache = "
+                "the dashboard's converted and decoded pictures (capped by web.cache_max_bytes; safe to delete)",
     }

@@ -190,19 +190,21 @@ def verify(sample, no_decode, expire_vault, config_path, as_json):
 @click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def stats(config_path, as_json):
-    """Disk use before and now (outputs, vault, catalog), savings per rule, and fallbacks per reason."""
+    """Disk use before and now (outputs, vault, catalog, web cache), savings per rule, and fallbacks per reason."""
+    from ..web.settings import cache_dir_of
     from .accounting import disk_accounting
     from .db import open_catalog
 
     cfg = _config(config_path)
     cat = _guard_db(lambda: open_catalog(cfg, must_exist=True))
-    data = _guard_db(lambda: disk_accounting(cat, cfg.resolved_vault_dir()))
+    data = _guard_db(lambda: disk_accounting(cat, cfg.resolved_vault_dir(), cache_dir_of(cfg)))
 
     def human(d):
         n = d["now"]
         lines = [f"disk: {human_bytes(d['bytes_before'])} before -> {human_bytes(d['bytes_now'])} now "
                  f"({d['change_fraction'] * 100:+.1f}%): outputs {human_bytes(n['outputs'])}, "
-                 f"vault {human_bytes(n['vault'])}, catalog {human_bytes(n['catalog'])}"]
+                 f"vault {human_bytes(n['vault'])}, catalog {human_bytes(n['catalog'])}, "
+                 f"web cache {human_bytes(n['web_cache'])}"]
         lines.append(f"{'rule':<20} {'action':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>7}")
         for g in d["by_rule"]:
             lines.append(f"{g['rule']:<20} {g['action']:<10} {g['files']:>6} {human_bytes(g['bytes_before']):>11} "

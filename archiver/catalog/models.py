@@ -55,6 +55,11 @@ TRANSITIONS: dict[Optional[str], tuple[str, ...]] = {
 ORIG_PRESENT, ORIG_REMOVED, ORIG_KEPT = "present", "removed", "kept"
 
 
+#: the largest id the catalog's ``Integer`` primary keys hold on every backend (PostgreSQL's
+#: ``integer`` is 32 bits); a bigger id names no row, and is refused before it reaches the database
+MAX_ID = 2**31 - 1
+
+
 class FileVersion(Base):
     __tablename__ = "file_versions"
 

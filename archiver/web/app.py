@@ -8,18 +8,20 @@ Security model (see docs/web.md):
   the page's form carries it with a CSRF token (Flask-WTF), the API takes it as
   ``Authorization: Bearer`` (a header no other site can make a browser send);
 - no token configured: the dashboard is read-only, changes are refused;
-- images are reached only through catalog ids, files of the bench page only through a safe join
-  under the bench folder, never through a path from the request.
+- images are reached only through catalog ids, files of the bench page only by name below the
+  bench folder (no ``..``, no symbolic link anywhere below it), never through a path from the
+  request.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
-from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, render_template, request, send_from_directory
+from flask import Flask, Response, abort, jsonify, render_template, request, send_file
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.routing import IntegerConverter
 
 from ..errors import ArchiverError, CatalogError, UsageError
 from ..output import human_bytes
@@ -36,6 +38,16 @@ class Denied(ArchiverError):
     def __init__(self, message: str, status: int = 403):
         super().__init__(message)
         self.status = status
+
+
+class CatalogId(IntegerConverter):
+    """``<id:...>`` in a route: a catalog id, 1 to ``MAX_ID``. Anything else (a number no database
+    integer holds) matches no route: 404, never an OverflowError from the database driver."""
+
+    def __init__(self, url_map):
+        from ..catalog.models import MAX_ID
+
+        super().__init__(url_map, min=1, max=MAX_ID)
 
 
 def token_ok(settings: WebSettings, given: str | None) -> None:
@@ -65,8 +77,10 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
         TRUSTED_HOSTS=LOOPBACK_NAMES if settings.loopback else None,
     )
     app.json.sort_keys = False
+    app.url_map.converters["id"] = CatalogId
     csrf = CSRFProtect(app)
-    pictures = Pictures(settings.cache_dir, vault=vault, codecs_factory=codecs_factory)
+    pictures = Pictures(settings.cache_dir, vault=vault, codecs_factory=codecs_factory,
+                        cache_max_bytes=settings.cache_max_bytes)
     bench_dir = settings.resolved_bench_dir()
     pages = views.Views(cfg, catalog, refresh_s=settings.overview_refresh_s)
     app.extensions["archiver.views"] = pages  # the benchmark empties its caches to time a cold visit
@@ -152,14 +166,14 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def browse_page():
         return render_template("browse.html", d=pages.browse(request.args))
 
-    @app.get("/files/<int:file_id>")
+    @app.get("/files/<id:file_id>")
     def file_page(file_id: int):
         d = views.file_detail(catalog, file_id)
         if d is None:
             abort(404)
         return render_template("file.html", d=d, f=d["file"], message=None)
 
-    @app.post("/files/<int:file_id>/restore")
+    @app.post("/files/<id:file_id>/restore")
     def restore_form(file_id: int):
         token_ok(settings, request.form.get("token"))
         result = _restore(file_id)
@@ -179,9 +193,13 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
 
     @app.get("/bench/<name>/<path:filename>")
     def bench_file(name: str, filename: str):
-        if bench_dir is None or views.bench_run(bench_dir, name) is None or not filename.lower().endswith(".png"):
+        if bench_dir is None or not filename.lower().endswith(".png") or views.bench_run(bench_dir, name) is None:
             abort(404)
-        return send_from_directory(bench_dir / name, filename)  # safe_join: no '..', no absolute paths
+        try:  # no '..', no absolute path, no link anywhere below the bench folder
+            fd = views.open_bench_file(bench_dir, name, filename)
+        except OSError:
+            abort(404)
+        return send_file(os.fdopen(fd, "rb"), mimetype="image/png", max_age=60)
 
     # -- the API ---------------------------------------------------------------------------------
     @app.get("/api/overview")
@@ -201,23 +219,23 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def api_browse():
         return jsonify(pages.browse(request.args, choices=False))
 
-    @app.get("/api/files/<int:file_id>")
+    @app.get("/api/files/<id:file_id>")
     def api_file(file_id: int):
         d = views.file_detail(catalog, file_id)
         if d is None:
             abort(404)
         return jsonify(d)
 
-    @app.get("/api/files/<int:file_id>/original")
+    @app.get("/api/files/<id:file_id>/original")
     def api_original(file_id: int):
         return _picture(lambda: pictures.original(_row(file_id)))
 
-    @app.get("/api/files/<int:file_id>/decoded")
+    @app.get("/api/files/<id:file_id>/decoded")
     def api_decoded(file_id: int):
         return _picture(lambda: pictures.decoded(_row(file_id)))
 
     @csrf.exempt
-    @app.post("/api/files/<int:file_id>/restore")
+    @app.post("/api/files/<id:file_id>/restore")
     def api_restore(file_id: int):
         token_ok(settings, _bearer())
         result = _restore(file_id)
@@ -231,12 +249,14 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def _picture(get):
         try:
             pic = get()
-        except NoPicture as e:
-            return _error(404, str(e))
+        except NoPicture as e:  # nothing to show (404), or a damaged vault copy and no other (409)
+            return _error(e.status, str(e))
         except ArchiverError as e:  # a damaged file, other weights: said, not a crash
             return _error(422, str(e))
         resp = Response(pic.data, mimetype=pic.mimetype)
         resp.headers["X-Archiver-Source"] = pic.source
+        if pic.note:
+            resp.headers["X-Archiver-Note"] = pic.note
         resp.headers["Cache-Control"] = "private, max-age=60"
         return resp
 

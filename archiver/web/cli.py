@@ -12,15 +12,16 @@ from ..output import emit
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="port (default: web.port, else 8765; 0 = any free)")
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="request threads")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config file")
-@click.option("--json", "as_json", is_flag=True, help="print where it serves as JSON (one line), then serve")
+@click.option("--json", "as_json", is_flag=True, help="print where it serves as one JSON line, then serve")
 def serve(host, port, threads, config_path, as_json):
     """Serve the dashboard: overview, file browser, original-vs-decoded file pages, bench results.
 
     Read-only unless web.token is set in the config; restores then need that token."""
+    import json
     import sys
 
     from ..config import load_config
-    from .server import build_app, make_server, url_of
+    from .server import build_app, make_server, port_of, url_of
     from .settings import web_settings
 
     cfg = load_config(config_path)
@@ -32,10 +33,13 @@ def serve(host, port, threads, config_path, as_json):
 
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}") from None
     url = url_of(server, settings)
-    info = {"url": url, "host": settings.host, "port": server.effective_port, "writable": bool(settings.token),
+    info = {"url": url, "host": settings.host, "port": port_of(server), "writable": bool(settings.token),
             "loopback_only": settings.loopback}
-    emit(info, as_json, f"archiver dashboard on {url} ({'restores need the token' if settings.token else 'read-only'})"
-         + ("" if settings.loopback else "\nwarning: listening beyond this machine; anyone who reaches it can see the archive"))
+    if as_json:  # one line, so that a program can read it while the server goes on
+        print(json.dumps(info), flush=True)
+    else:
+        emit(info, False, f"archiver dashboard on {url} ({'restores need the token' if settings.token else 'read-only'})"
+             + ("" if settings.loopback else "\nwarning: listening beyond this machine; anyone who reaches it can see the archive"))
     sys.stdout.flush()
     try:
         server.run()

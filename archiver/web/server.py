@@ -30,16 +30,22 @@ def build_app(cfg, settings: WebSettings, catalog=None):
 
 
 def make_server(app, settings: WebSettings, threads: int = 4):
-    """A bound waitress server (``.effective_port`` is the real port when 0 was asked)."""
+    """A bound waitress server (``port_of(server)`` is the real port when 0 was asked)."""
     from waitress.server import create_server
 
     return create_server(app, host=settings.host, port=settings.port, threads=threads, ident="archiver",
                          clear_untrusted_proxy_headers=True)
 
 
+def port_of(server) -> int:
+    """The port ``server`` listens on, as a number (waitress's ``effective_port`` is the string
+    ``getnameinfo`` gives)."""
+    return int(server.effective_port)
+
+
 def url_of(server, settings: WebSettings) -> str:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    return f"http://{host}:{server.effective_port}/"
+    return f"http://{host}:{port_of(server)}/"
 
 
 class BackgroundServer:

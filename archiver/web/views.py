@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import stat
 import threading
 import time
 from pathlib import Path
 
 from ..catalog import queries as q
+from ..catalog.models import MAX_ID
 from ..errors import UsageError
+from ..storage.safeopen import open_regular_below, read_regular_below
 
 #: top folders shown on the overview (the rest are summed into one line)
 TOP_FOLDERS = 15
@@ -147,7 +150,7 @@ def browse(catalog, args, *, default_limit: int = 50) -> dict:
     """One page of the browser (filters checked; a bad one is a UsageError)."""
     filters = browse_filters(args)
     limit = _int(args.get("limit"), "limit", 1, q.MAX_PAGE) or default_limit
-    before = _int(args.get("before"), "before", 1)
+    before = _int(args.get("before"), "before", 1, MAX_ID)
     with catalog.read_session() as s:
         page = q.browse(s, before_id=before, limit=limit, **filters)
         count, more = q.browse_count(s, **filters)
@@ -172,32 +175,64 @@ def file_detail(catalog, file_id: int) -> dict | None:
 
 
 # -- the bench page ------------------------------------------------------------------------------
+# Nothing below the bench folder is read through a symbolic link: not a run folder, not a folder
+# in it, not a picture, not its summary.md or results.json (storage.safeopen).
+def _read_below(bench_dir: Path, *parts: str) -> bytes | None:
+    try:
+        return read_regular_below(bench_dir, parts)
+    except OSError:
+        return None
+
+
 def bench_runs(bench_dir: Path | None) -> list[dict]:
-    """Published ``archiver bench`` runs: folders holding a results.json or a summary.md."""
+    """Published ``archiver bench`` runs: real folders (not links) holding a results.json or a
+    summary.md."""
     if bench_dir is None or not bench_dir.is_dir():
         return []
     runs = []
-    for d in sorted(p for p in bench_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not ((d / "results.json").is_file() or (d / "summary.md").is_file()):
+    for d in sorted(p for p in bench_dir.iterdir() if not p.is_symlink() and p.is_dir() and not p.name.startswith(".")):
+        results = _read_below(bench_dir, d.name, "results.json")
+        summary = _read_below(bench_dir, d.name, "summary.md")
+        if results is None and summary is None:
             continue
-        info = {"name": d.name, "has_summary": (d / "summary.md").is_file()}
+        info = {"name": d.name, "has_summary": summary is not None}
         try:
-            r = json.loads((d / "results.json").read_text())
+            r = json.loads(results)
             cfg = r.get("config") or {}
             info.update(images=r.get("images_done"), bpps=cfg.get("bpps"), codecs=cfg.get("codecs"),
                         seconds=r.get("seconds"), verdicts=r.get("verdicts") or [])
-        except (OSError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError):
             pass
         runs.append(info)
     return runs
+
+
+def _pictures(d: Path) -> list[str]:
+    """The .png files below ``d`` that are regular files, found without entering a linked folder."""
+    out = []
+    for dirpath, _, files in os.walk(d):  # followlinks=False: a linked folder is listed, never entered
+        for f in files:
+            p = os.path.join(dirpath, f)
+            try:
+                if f.lower().endswith(".png") and stat.S_ISREG(os.lstat(p).st_mode):
+                    out.append(os.path.relpath(p, d))
+            except OSError:
+                pass
+    return sorted(out)
 
 
 def bench_run(bench_dir: Path | None, name: str) -> dict | None:
     runs = {r["name"]: r for r in bench_runs(bench_dir)}
     if name not in runs:
         return None
-    d = bench_dir / name
     run = dict(runs[name])
-    run["summary_md"] = (d / "summary.md").read_text() if run["has_summary"] else None
-    run["images"] = sorted(os.path.relpath(p, d) for p in d.rglob("*.png"))
+    summary = _read_below(bench_dir, name, "summary.md") if run["has_summary"] else None
+    run["summary_md"] = summary.decode("utf-8", "replace") if summary is not None else None
+    run["images"] = _pictures(bench_dir / name)
     return run
+
+
+def open_bench_file(bench_dir: Path, name: str, filename: str) -> int:
+    """A descriptor of ``bench_dir/name/filename``: a regular file reached without a link and
+    without ``..``; ``OSError`` otherwise (the page answers 404)."""
+    return open_regular_below(bench_dir, [name, *filename.split("/")])
