@@ -25,7 +25,7 @@ from ..codecs import Exactness
 from ..errors import ArchiverError, NotInCatalogError, SafetyError, UsageError
 from ..preview import is_preview
 from ..storage import atomic
-from ..storage.vault import Vault, sha256_file
+from ..storage.vault import Vault, VaultError
 from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
@@ -294,25 +294,39 @@ def read_compressed(row: FileVersion) -> bytes:
     return blob
 
 
+def _from_vault(row: FileVersion, vault: Vault | None) -> bytes | None:
+    """The vaulted original through ``Vault.read_verified`` (no link followed, SHA-256 checked):
+    from the vault the row names, else the configured one; None when neither holds it intact."""
+    vaults = []
+    if row.vault_path:
+        try:
+            vaults.append(Vault.holding(row.vault_path))
+        except VaultError:
+            pass
+    if vault is not None:
+        vaults.append(vault)
+    for v in vaults:
+        try:
+            return v.read_verified(row.sha256)
+        except VaultError:
+            continue
+    return None
+
+
 def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, str, str]:
     """(bytes, source, exactness) for ``row``, best source first: the vaulted original, the original
     still on disk, else what the row's codec gives back (checked against what the catalog recorded
     when it was verified); raises ArchiverError when none."""
-    if vault is not None and row.sha256:
-        vp = Path(row.vault_path) if row.vault_path else vault.get(row.sha256)
+    if row.sha256:
+        data = _from_vault(row, vault)
+        if data is not None:
+            return data, "vault", "bytes"
         try:
-            if vp and vp.is_file():
-                data = vp.read_bytes()
-                if hashlib.sha256(data).hexdigest() == row.sha256:
-                    return data, "vault", "bytes"
+            data, _ = files.read_original(Path(row.path))  # once, without following a link
+            if hashlib.sha256(data).hexdigest() == row.sha256:
+                return data, "original", "bytes"
         except OSError:
             pass
-    p = Path(row.path)
-    try:
-        if row.sha256 and p.is_file() and not p.is_symlink() and sha256_file(p) == row.sha256:
-            return p.read_bytes(), "original", "bytes"
-    except OSError:
-        pass
     if not row.compressed_path:
         raise ArchiverError(f"{row.path}: no vaulted original, no original on disk and no compressed file")
     held = replacement_holds(row, codecs)

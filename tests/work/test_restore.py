@@ -444,3 +444,27 @@ def test_an_approximate_restore_is_never_taken_for_the_original(tmp_path, ctx, f
         assert got.name == f"a{DEFAULT_LOSSY_SUFFIX}{ext}"
     else:
         assert is_marked(got.read_bytes()) and got.name == src.name
+
+
+@pytest.mark.parametrize("harm", ["flipped", "link"])
+def test_restore_never_gives_back_a_damaged_vault_copy(tmp_path, ctx, harm):
+    """F6: the vault was trusted on size alone. A flipped byte, or a same-size link in place of the
+    object, is never restored: the exact original comes from the lossless file instead."""
+    src = write_jpeg(tmp_path / "c" / "vault" / "a.jpg", seed=8)
+    orig = src.read_bytes()
+    archive_file(src, ctx)
+    with ctx.catalog.session() as s:
+        from archiver.catalog import queries as q
+
+        vp = Path(q.latest_version(s, str(src)).vault_path)
+    assert vp.is_file() and not src.exists()
+    os.chmod(vp, 0o644)
+    if harm == "flipped":
+        vp.write_bytes(orig[:-1] + bytes([orig[-1] ^ 1]))
+    else:
+        decoy = tmp_path / "decoy"
+        decoy.write_bytes(orig)  # even the right bytes behind a link are not the vault's copy
+        vp.unlink()
+        vp.symlink_to(decoy)
+    (r,) = restore(ctx.catalog, [str(src)], vault=ctx.vault, to=tmp_path / "out")
+    assert r.status == "restored" and r.source == "lossless" and Path(r.dest).read_bytes() == orig
