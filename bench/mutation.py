@@ -38,9 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: the safety core, and the tests that cover each file, fastest first (-x stops at the first failure)
 CORE = {
-    "archiver/work/invariant.py": ["tests/work/test_invariant.py", "tests/work/test_removal_race.py",
-                                   "tests/work/test_safety_units.py"],
-    "archiver/work/check.py": ["tests/work/test_safety_units.py", "tests/work/test_invariant.py"],
+    "archiver/work/invariant.py": ["tests/work/test_safety_units.py", "tests/work/test_removal_race.py",
+                                   "tests/work/test_invariant.py"],
+    "archiver/work/check.py": ["tests/work/test_safety_units.py", "tests/work/test_archive.py",
+                               "tests/work/test_invariant.py"],
     "archiver/work/dispose.py": ["tests/work/test_safety_units.py", "tests/work/test_removal_race.py",
                                  "tests/work/test_invariant.py"],
     "archiver/work/recovery.py": ["tests/work/test_safety_units.py", "tests/work/test_removal_race.py",
@@ -121,7 +122,13 @@ def mutants_of(rel: str) -> list[tuple[Mutant, str]]:
              and (wanted is None or n.name in wanted)]
     for top in funcs:
         tests = {id(n.test) for n in ast.walk(top) if isinstance(n, (ast.If, ast.While))}
+        # a class's name constant and an __init__ that stores its arguments are no safety logic
+        plain = {id(n) for n in ast.walk(top) if isinstance(top, ast.ClassDef) and n in top.body and isinstance(n, ast.Assign)}
+        plain |= {id(st) for f in ast.walk(top) if isinstance(f, ast.FunctionDef) and f.name == "__init__"
+                  for st in f.body if isinstance(st, ast.Assign)}
         for node in ast.walk(top):
+            if id(node) in plain:
+                continue
             if isinstance(node, (ast.If, ast.While)) and not isinstance(node.test, ast.Constant):
                 s, e = _span(offs, node.test)
                 add(node, "condition always true", s, e, "True")
@@ -173,7 +180,11 @@ def _pytest(where: Path, tests: list[str]) -> tuple[int, str, float]:
 
 
 def run(files: list[str], only: set[str], jobs: int, out: Path) -> dict:
-    todo = [(m, text) for f in files for m, text in mutants_of(f) if not only or m.id in only]
+    """Run every mutant not already in ``out`` (a rerun resumes; delete ``out`` to start over)."""
+    before = [Mutant(**m) for m in json.loads(out.read_text())["mutants"]] if out.exists() else []
+    seen = {(m.file, m.line, m.op, m.before, m.after) for m in before}
+    todo = [(m, text) for f in files for m, text in mutants_of(f) if (not only or m.id in only)
+            and (m.file, m.line, m.op, m.before, m.after) not in seen]
     work = Path(tempfile.mkdtemp(prefix="archiver-mutation-"))
     slots = []
     for i in range(max(1, jobs)):
@@ -190,7 +201,7 @@ def run(files: list[str], only: set[str], jobs: int, out: Path) -> dict:
     import threading
 
     lock = threading.Lock()
-    done: list[Mutant] = []
+    done: list[Mutant] = list(before)
 
     def one(item):
         m, text = item
@@ -217,7 +228,7 @@ def run(files: list[str], only: set[str], jobs: int, out: Path) -> dict:
             with lock:
                 free.append(d)
                 done.append(m)
-                print(f"[{len(done)}/{len(todo)}] {m.status:8} {m.id} {m.op}: {m.before!r} -> {m.after!r}",
+                print(f"[{len(done) - len(before)}/{len(todo)}] {m.status:8} {m.id} {m.op}: {m.before!r} -> {m.after!r}",
                       flush=True)
                 _write(out, files, done)
         return m

@@ -35,7 +35,9 @@ class Crash(BaseException):
     """A death nothing in archive catches (open transactions roll back as on a kill)."""
 
 
-def crash_in_process(state: Path, src: Path, step: str) -> None:
+def crash_in_process(state: Path, src: Path, step: str) -> bool:
+    """Archive ``src``, dying at ``step``; True when the run reached the step and died there (a
+    trial whose crash never happened proves nothing)."""
     from unittest import mock
 
     from archiver.work import faults
@@ -49,16 +51,18 @@ def crash_in_process(state: Path, src: Path, step: str) -> None:
         with mock.patch.object(faults, "fault", fault):
             archive_file(src, ctx)
     except Crash:
-        pass
+        return True
     finally:
         ctx.catalog.close()
+    return False
 
 
-def crash_kill9(state: Path, src: Path, step: str) -> None:
+def crash_kill9(state: Path, src: Path, step: str) -> bool:
     r = subprocess.run([sys.executable, "-c", RUNNER, str(state), str(src)], env=dict(os.environ, ARCHIVER_FAULT=step),
                        capture_output=True, text=True, timeout=300)
     if r.returncode != -9:
         raise AssertionError(f"the run was not killed at {step}: rc {r.returncode}\n{r.stderr[-2000:]}")
+    return True
 
 
 def cases(kinds=tuple(KINDS), harms=HARMS) -> list[tuple[str, str, str]]:
@@ -113,7 +117,7 @@ def trial(tmp: Path, kind: str, step: str, harm: str, crash=crash_in_process, se
             other = Path(o.compressed_path) if o.compressed_path else None
         finally:
             ctx.catalog.close()
-    crash(tmp / "state", src, step)
+    crashed = crash(tmp / "state", src, step)
     ctx = make_context(tmp / "state")
     try:
         present = src.exists() and src.read_bytes() == orig
@@ -140,7 +144,7 @@ def trial(tmp: Path, kind: str, step: str, harm: str, crash=crash_in_process, se
         # lost: the original was there when the artifact was harmed and is neither on disk nor
         # restorable. An artifact harmed after a verified removal (step 'removed', no vault) is the
         # damage verify reports (``problems``), not a loss by archiver.
-        return {"kind": kind, "step": step, "harm": harm, "seed": seed, "present_after_crash": present,
+        return {"kind": kind, "step": step, "harm": harm, "seed": seed, "crashed": crashed, "present_after_crash": present,
                 "harmed": harmed, "state": out.state, "action": out.action, "on_disk": on_disk,
                 "restored": restored, "exact": exact, "lost": present and not on_disk and not restored,
                 "problems": problems}
@@ -260,12 +264,12 @@ def race_trial(tmp: Path, kind: str, point: str, race: str, *, kill: bool = Fals
     src = _original(root, kind, seed)
     orig = src.read_bytes()
     racer = _Racer(src, kind, race, seed + 500)
+    fired = []
     if kill:
-        crash_kill9(tmp / "state", src, "taken")
+        fired.append(crash_kill9(tmp / "state", src, "taken"))
         racer()
     else:
         ctx = make_context(tmp / "state")
-        fired = []
 
         def fault(name):
             if name == point and not fired:
@@ -289,7 +293,7 @@ def race_trial(tmp: Path, kind: str, point: str, race: str, *, kill: bool = Fals
         from archiver.storage.atomic import TAKEN_PREFIX
 
         leftovers = [p.name for p in src.parent.iterdir() if p.name.startswith(TAKEN_PREFIX)]
-        return {"kind": kind, "point": point, "race": race, "kill9": kill, "seed": seed,
+        return {"kind": kind, "point": point, "race": race, "kill9": kill, "seed": seed, "raced": bool(fired),
                 "original_kept": original_kept, "user_kept": user_kept, "link_target_ok": link_target_ok,
                 "taken_left": leftovers,
                 "lost": not (original_kept and user_kept and link_target_ok) or bool(leftovers)}

@@ -58,6 +58,7 @@ def test_the_corpus_harms_a_real_artifact(tmp_path):
 
 def _check(r):
     assert not r["lost"], r
+    assert r["crashed"], r  # the crash really happened: a trial without it proves nothing
     if r["step"] in ARTIFACT_STEPS:
         assert r["harmed"], r  # the trial reached a real artifact
     if r["present_after_crash"]:

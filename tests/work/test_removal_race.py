@@ -295,7 +295,7 @@ def test_race_corpus(tmp_path, kind, point, race):
     """Every kind of file × where the race happens × what the user does: neither the original
     nor the user's newest file is ever lost, and nothing is left under a private name."""
     r = faultcorpus.race_trial(tmp_path, kind, point, race)
-    assert not r["lost"], r
+    assert r["raced"] and not r["lost"], r
 
 
 @pytest.mark.parametrize("race", faultcorpus.RACES)
@@ -303,4 +303,4 @@ def test_race_after_a_kill_between_taking_and_removing(tmp_path, race):
     """A real kill -9 right after the original was taken; the user then changes the name; the next
     run finishes the removal without losing either file."""
     r = faultcorpus.race_trial(tmp_path, "png", "taken", race, kill=True)
-    assert not r["lost"], r
+    assert r["raced"] and not r["lost"], r

@@ -140,6 +140,28 @@ def test_an_original_open_for_writing_is_not_taken(committed):
     assert src.exists()
 
 
+@pytest.mark.parametrize("why", ["changed", "busy", "lost"])
+def test_an_original_that_fails_a_check_is_never_moved(committed, monkeypatch, why):
+    """The checks come before taking: a file that fails one stays where it is, untouched (not
+    taken and given back: a writer or a viewer would see it vanish for a moment)."""
+    ctx, src, row = committed
+    monkeypatch.setattr(files, "take", lambda *a: pytest.fail("taken although a check failed"))
+    held = None
+    if why == "changed":
+        row.size += 1
+    elif why == "busy":
+        held = open(src, "r+b")
+    else:
+        Path(row.compressed_path).write_bytes(b"damaged")
+    try:
+        ino = os.stat(src).st_ino
+        assert invariant.remove_original(row, src, ctx)[0] == {"changed": CHANGED, "busy": BUSY, "lost": LOST}[why]
+        assert os.stat(src).st_ino == ino
+    finally:
+        if held:
+            held.close()
+
+
 def test_a_lost_replacement_stops_the_removal(committed):
     ctx, src, row = committed
     Path(row.compressed_path).write_bytes(b"damaged")
