@@ -62,6 +62,7 @@ except ImportError:  # pragma: no cover - it is a declared dependency
 __all__ = [
     "METRIC",
     "MIN_SIZE",
+    "SIX_SCALES",
     "Ssimulacra2Reference",
     "butteraugli",
     "butteraugli_binary",
@@ -74,6 +75,8 @@ _IMPL = "1"
 METRIC = {"name": "ssimulacra2", "version": f"{_PKG_VERSION}+archiver-{_IMPL}"}
 #: Smallest side (pixels) that can be scored.
 MIN_SIZE = 8
+#: Smallest side that gets all 6 scales (the 1:16 scale must be at least 8 pixels).
+SIX_SCALES = 113
 
 _NUM_SCALES = 6
 _C2 = np.float32(0.0009)
@@ -347,16 +350,17 @@ class Ssimulacra2Reference:
     candidate)`` and skips the reference's share of the work (about a third).
 
     ``downscale`` (1, 2 or 4): score both images box-averaged in linear light by that factor
-    first, a cheap *estimate* of the full score (about 1/4 or 1/16 of the work); see
-    docs/benchmarks.md for how well it predicts. Where the reduced image would be under
-    ``MIN_SIZE`` pixels, the full size is used."""
+    first, a cheap *estimate* of the full score (about 1/4 or 1/16 of the work), *not* the score:
+    it reads about 20 points higher on average and is no basis for accepting a candidate (see
+    docs/benchmarks.md). Where the reduced image would have fewer than 6 scales (a side under
+    ``SIX_SCALES``), it is scored at full size (``self.downscale`` says which was used)."""
 
     def __init__(self, reference, *, downscale: int = 1):
         if downscale not in (1, 2, 4):
             raise ValueError(f"downscale must be 1, 2 or 4, got {downscale}")
         rgb, alpha = _as_rgb_alpha(reference)
         _check_size(rgb.shape)
-        if min(rgb.shape[:2]) < MIN_SIZE * downscale:
+        if -(-min(rgb.shape[:2]) // downscale) < SIX_SCALES:  # fewer scales: a worse estimate
             downscale = 1
         self.downscale = downscale
         self.shape = rgb.shape[:2]

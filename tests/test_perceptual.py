@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from archiver import perceptual
-from archiver.perceptual import METRIC, MIN_SIZE, Ssimulacra2Reference, butteraugli, ssimulacra2
+from archiver.perceptual import METRIC, MIN_SIZE, SIX_SCALES, Ssimulacra2Reference, butteraugli, ssimulacra2
 
 TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
 
@@ -340,21 +340,25 @@ def test_prepared_reference_equals_function():
         Image.fromarray(a).save(f, "JPEG", quality=q)
         b = Image.open(f)
         assert ref.score(b) == ssimulacra2(a, b)
-    half = Ssimulacra2Reference(a, downscale=2)
-    assert half.downscale == 2 and half.score(b) == ssimulacra2(a, b, downscale=2)
+    big = _scene(240, 232, 52)
+    half = Ssimulacra2Reference(big, downscale=2)
+    c = _noise(big, 5, 1)
+    assert half.downscale == 2 and half.score(c) == ssimulacra2(big, c, downscale=2)
 
 
 def test_downscale():
-    a = _scene(128, 160, 61)
+    a = _scene(SIX_SCALES * 2, 260, 61)
     b = _blocks(a)
     full, half = ssimulacra2(a, b), ssimulacra2(a, b, downscale=2)
     assert half != full and half > full  # half size hides part of the blocking
     with pytest.raises(ValueError, match="downscale"):
         ssimulacra2(a, b, downscale=3)
-    # too small to reduce: the full-size score
-    s = _scene(12, 20, 62)
+    # reduced below 6 scales: the full-size score (here 226 / 4 -> 57 px)
+    assert Ssimulacra2Reference(a, downscale=4).downscale == 1
+    assert ssimulacra2(a, b, downscale=4) == full
+    s = _scene(SIX_SCALES * 2 - 2, 300, 62)  # 224 / 2 -> 112 px
     assert Ssimulacra2Reference(s, downscale=2).downscale == 1
-    assert ssimulacra2(s, _noise(s, 9, 1), downscale=4) == ssimulacra2(s, _noise(s, 9, 1))
+    assert ssimulacra2(s, _noise(s, 9, 1), downscale=2) == ssimulacra2(s, _noise(s, 9, 1))
 
 
 def test_metric_record():
