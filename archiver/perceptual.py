@@ -390,6 +390,23 @@ def ssimulacra2(reference, distorted, *, downscale: int = 1) -> float:
     return Ssimulacra2Reference(reference, downscale=downscale).score(distorted)
 
 
+#: the named quality levels a policy's ``target`` may use (SSIMULACRA2 scores); docs/policies.md
+#: shows what each looks like
+TARGET_LEVELS = {"visually-lossless": 90.0, "high": 80.0, "good": 70.0, "medium": 50.0, "low": 30.0}
+
+
+def target_score(value) -> float:
+    """A policy's ``target``: a level name or a score in (0, 100]; ``ValueError`` otherwise."""
+    if isinstance(value, str):
+        if value in TARGET_LEVELS:
+            return TARGET_LEVELS[value]
+        raise ValueError(f"unknown target {value!r}; known: {', '.join(f'{k} ({v:g})' for k, v in TARGET_LEVELS.items())}"
+                         " or a SSIMULACRA2 score")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+        raise ValueError(f"a target is a level name or a SSIMULACRA2 score in (0, 100], got {value!r}")
+    return float(value)
+
+
 # --- butteraugli -----------------------------------------------------------------------------
 
 def butteraugli_binary() -> str | None:

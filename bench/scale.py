@@ -45,6 +45,7 @@ rules:
     when:
       path: ["**"]
     action: diffusion
+    allow_generative: true
     bpp: 0.3
 default:
   action: lossless

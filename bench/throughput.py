@@ -140,10 +140,12 @@ rules:
   - name: everything
     when: {path: ["**"]}
     action: diffusion
+    allow_generative: true
     bpp: 0.15
     floor: {min_psnr: 0, min_ms_ssim: 0}
 default:
   action: diffusion
+  allow_generative: true
   bpp: 0.15
   floor: {min_psnr: 0, min_ms_ssim: 0}
 """

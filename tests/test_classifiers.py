@@ -206,13 +206,13 @@ def test_default_policy_on_synthetic(tmp_path, sign_on_texture):
         paths[name] = tmp_path / f"{name}.png"
         im.save(paths[name], compress_level=1)
     d = pol.decide(paths["texture"])
-    assert d.action == "diffusion" and d.rule == "texture-photos", d.reasons
+    assert d.action == "best" and d.rule == "texture-photos" and "diffusion" in d.codecs, d.reasons
     assert set(d.evidence) == {"evidence", "texture", "faces", "text"}
     d = pol.decide(paths["graphic"])
     assert (d.action, d.rule) == ("lossless", "graphics")
     assert set(d.evidence) == {"evidence", "texture"}  # detectors never ran
     d = pol.decide(paths["sign"])
-    assert (d.action, d.rule) == ("lossless", "text")
+    assert (d.action, d.rule) == ("best", "text") and d.protected
     assert d.protected_regions and json.dumps(d.to_dict())
 
 
@@ -237,7 +237,7 @@ def test_real_receipts_text_found():
 @needs_data
 def test_real_landscape_eligible():
     d = load_policy().decide(DATA / "kodak" / "kodim13.png")
-    assert d.action == "diffusion", d.reasons
+    assert d.rule == "texture-photos" and "diffusion" in d.codecs, d.reasons
     assert not d.evidence["faces"].found and not d.evidence["text"].found
 
 

@@ -21,6 +21,7 @@ POLICY_WITH_DIFFUSION = FAST_POLICY.replace("rules:\n", """rules:
     when:
       path: ["**/photos/**"]
     action: diffusion
+    allow_generative: true
     bpp: 0.1
     floor: {min_psnr: 20, min_ms_ssim: 0.8}
 """)

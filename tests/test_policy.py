@@ -69,19 +69,20 @@ def test_default_policy_routes(tmp_path):
     pol = load_policy()
     base = dict(evidence={}, texture=dict(score=0.8, graphics=False))
     d = pol.decide(f, classifiers=fake(**base, faces=dict(found=True, score=0.9, regions=[(1, 2, 30, 40)]), text={}))
-    assert (d.action, d.rule) == ("lossless", "faces")
-    assert d.protected_regions == [(1, 2, 30, 40)]
+    assert (d.action, d.rule, d.params["among"], d.params["target"]) == ("best", "faces", ["avif", "jxl"], 90.0)
+    assert d.protected_regions == [(1, 2, 30, 40)] and d.protected
     d = pol.decide(f, classifiers=fake(**base, faces={}, text=dict(found=True, score=1.0)))
-    assert (d.action, d.rule) == ("lossless", "text")
+    assert (d.action, d.rule, d.params["target"]) == ("best", "text", 90.0) and d.protected
     d = pol.decide(f, classifiers=fake(**base, faces=dict(weak_regions=[(5, 5, 9, 9)]), text={}))
-    assert (d.action, d.rule) == ("diffusion", "texture-photos")
-    assert d.params["bpp"] > 0 and set(d.params["floor"]) == {"min_psnr", "min_ms_ssim", "min_region_psnr"}
-    assert d.protected_regions == [(5, 5, 9, 9)]  # weak candidates still get the region guard
+    assert (d.action, d.rule) == ("best", "texture-photos")
+    assert d.params["among"] == ["diffusion", "avif", "jxl"] and d.params["target"] == 70.0
+    assert d.params["jpeg_margin"] == 0.3 and d.params["fallback"] == ["lossless"]
+    assert d.protected_regions == [(5, 5, 9, 9)]  # weak candidates still get the region check
     # graphics and low texture are decided by the cheap classifier alone
     d = pol.decide(f, classifiers=fake(evidence={}, texture=dict(score=0.0, graphics=True)))
     assert (d.action, d.rule) == ("lossless", "graphics")
-    d = pol.decide(f, classifiers=fake(evidence={}, texture=dict(score=0.2, graphics=False)))
-    assert (d.action, d.rule) == ("lossless", "low-texture")
+    d = pol.decide(f, classifiers=fake(evidence={}, texture=dict(score=0.2, graphics=False), faces={}, text={}))
+    assert (d.action, d.rule, d.params["among"]) == ("best", "photos", ["avif", "jxl"])
 
 
 def test_decision_is_json_serialisable(tmp_path):
@@ -90,7 +91,7 @@ def test_decision_is_json_serialisable(tmp_path):
     d = load_policy().decide(f, classifiers=fake(evidence={}, texture=dict(score=0.9), faces=dict(found=True, score=0.7, regions=[(0, 0, 10, 10)])))
     assert isinstance(d, Decision)
     j = json.loads(json.dumps(d.to_dict()))
-    assert j["action"] == "lossless" and j["rule"] == "faces"
+    assert j["action"] == "best" and j["rule"] == "faces" and "diffusion" not in j["codecs"]
     assert j["evidence"]["faces"]["regions"] == [[0, 0, 10, 10]]
     assert j["params"]["original"] == "vault"
 
@@ -184,7 +185,7 @@ def test_structured_conditions(tmp_path):
           - name: listed
             when: ["format == png", "width > 10"]
             action: lossless
-        default: {action: diffusion, bpp: 0.2, floor: {min_psnr: 20, min_ms_ssim: 0.8, min_region_psnr: 30}}
+        default: {action: diffusion, allow_generative: true, bpp: 0.2, floor: {min_psnr: 20, min_ms_ssim: 0.8, min_region_psnr: 30}}
         """)
     (tmp_path / "evidence").mkdir()
     f = tmp_path / "evidence" / "a.png"
@@ -194,7 +195,7 @@ def test_structured_conditions(tmp_path):
     assert pol.decide(f, classifiers=fake(faces=dict(found=False))).rule == "listed"
     g = tmp_path / "b.jpg"
     Image.new("RGB", (50, 50)).save(g)
-    d = pol.decide(g, classifiers=fake())
+    d = pol.decide(g, classifiers=fake(faces={}, text={}))
     assert d.rule == "default" and d.action == "diffusion" and d.params["bpp"] == 0.2
 
 
@@ -235,7 +236,7 @@ def test_failing_classifier_protects(tmp_path):
     f = tmp_path / "a.png"
     Image.new("RGB", (400, 300)).save(f)
     d = pol.decide(f, classifiers={**fake(evidence={}, texture=dict(score=0.9), text={}), "faces": broken})
-    assert d.action == "lossless" and d.rule == "faces"
+    assert d.rule == "faces" and d.protected and d.params["target"] == 90.0  # as if a face were there
     assert any("failed" in r for r in d.reasons)
     assert d.evidence["faces"].error.startswith("RuntimeError")
 
@@ -301,8 +302,14 @@ rules:
         ("name: x\n", 1, "missing 'rules'"),
         ("rulez: []\n", 1, "did you mean 'rules'"),
         ("version: 2\nrules: []\n", 1, "unsupported policy version"),
-        ("rules:\n  - name: x\n    action: diffusion\n", 3, "needs 'bpp'"),
-        ("defaults: {bpp: 0.1}\nrules:\n  - name: x\n    action: diffusion\n", 4, "needs a quality floor"),
+        ("rules:\n  - name: x\n    action: diffusion\n    allow_generative: true\n", 3, "needs a 'target'"),
+        ("rules:\n  - name: x\n    action: diffusion\n    target: good\n", 3, "only with 'allow_generative: true'"),
+        ("rules:\n  - name: x\n    action: avif\n    target: superb\n", 4, "unknown target 'superb'"),
+        ("rules:\n  - name: x\n    action: avif\n    target: 120\n", 4, "SSIMULACRA2 score in (0, 100]"),
+        ("rules:\n  - name: x\n    action: avif\n    target: good\n    jpeg_margin: 2\n", 5, "'jpeg_margin' is a fraction"),
+        ("rules:\n  - name: x\n    action: lossless\n    target: good\n", 4, "'target' only applies to lossy codecs"),
+        ("rules:\n  - name: x\n    action: avif\n    target: good\n    allow_generative: yes please\n", 5,
+         "'allow_generative' is true or false"),
         ("rules:\n  - name: x\n    when: {maybe: 1}\n    action: keep\n", 3, "unknown condition 'maybe'"),
         ("rules:\n  - name: x\n    when: 'size ~ 3'\n    action: keep\n", 3, "cannot read condition"),
         ("rules:\n  - name: x\n    when: 'not size > 3'\n    action: keep\n", 3, "write 'size <= 3'"),
@@ -319,8 +326,9 @@ rules:
         ("rules:\n  - name: x\n    action: keep\n    fallback: [lossless]\n", 4, "has no fallback"),
         ("rules:\n  - name: x\n    action: jxl\n    floor: {min_psnr: 30}\n    budget: lots\n", 5, "'budget' is a size"),
         ("rules:\n  - name: x\n    action: lossless\n    budget: 4 KB\n", 4, "only applies to lossy codecs"),
-        ("rules:\n  - name: x\n    action: avif\n", 3, "needs a quality floor"),
-        ("rules:\n  - name: x\n    action: best\n    among: [avif, diffusion]\n    floor: {min_psnr: 1}\n", 3, "needs 'bpp'"),
+        ("rules:\n  - name: x\n    action: avif\n", 3, "needs a quality 'target'"),
+        ("rules:\n  - name: x\n    action: best\n    among: [avif, diffusion]\n    allow_generative: true\n"
+         "    floor: {min_psnr: 1}\n", 3, "needs a 'target'"),
     ],
 )
 def test_error_messages(text, line, fragment):
@@ -344,6 +352,7 @@ rules:
   - name: photos
     when: size > 1000
     action: diffusion
+    allow_generative: true
     fallback: [avif, lossless]
   - name: shots
     when: size > 10
@@ -366,3 +375,58 @@ default: keep
     assert by["plain-lossy"].params["fallback"] == ["lossless"], "a lossy action falls back to lossless unless told"
     assert by["docs"].params["fallback"] == [] and "floor" not in by["docs"].params
     assert pol.default.action == "keep"
+
+
+# -- issue 23: targets and the generative guard ---------------------------------------------------
+GEN_POLICY = """\
+defaults: {target: good}
+rules:
+  - name: anything
+    action: best
+    among: [diffusion, avif, jxl]
+    allow_generative: true
+  - name: never
+    when: size < 0
+    action: diffusion
+    allow_generative: true
+    fallback: [avif, lossless]
+"""
+
+
+@pytest.mark.parametrize("found", ["faces", "text"])
+def test_confirmed_faces_or_text_never_reach_a_generative_codec(tmp_path, found):
+    """Even a rule that allows generative codecs (and did not ask for the detectors) loses them
+    when a face or text is confirmed: the detectors run, and the codec is taken out."""
+    f = tmp_path / "a.png"
+    Image.new("RGB", (400, 300)).save(f)
+    pol = parse_policy_text(GEN_POLICY, "g.yaml")
+    hit = {found: dict(found=True, score=0.9, regions=[(0, 0, 20, 20)])}
+    other = {"faces": {}, "text": {}}
+    other.update(hit)
+    d = pol.decide(f, classifiers=fake(evidence={}, texture={}, **other))
+    assert d.action == "best" and d.params["among"] == ["avif", "jxl"] and "diffusion" not in d.codecs
+    assert any(f"{found} found: no generative codec" in r for r in d.reasons)
+    d = pol.decide(f, classifiers=fake(evidence={}, texture={}, faces={}, text={}))
+    assert d.params["among"] == ["diffusion", "avif", "jxl"]  # nothing confirmed: it competes
+
+
+def test_a_generative_action_gives_way_to_its_fallback(tmp_path):
+    from archiver.policy.engine import _without
+
+    assert _without("diffusion", {"fallback": ["avif", "lossless"]}, ["diffusion"]) == ("avif", {"fallback": ["lossless"]})
+    assert _without("diffusion", {"fallback": []}, ["diffusion"]) == ("keep", {"fallback": []})
+    assert _without("best", {"among": ["diffusion"], "fallback": ["lossless"]}, ["diffusion"]) == \
+        ("lossless", {"among": [], "fallback": []})
+
+
+def test_named_targets_and_numbers():
+    pol = parse_policy_text("""\
+rules:
+  - {name: a, when: "size > 3", action: avif, target: visually-lossless}
+  - {name: b, when: "size > 2", action: jxl, target: 62.5}
+  - {name: c, when: "size > 1", action: avif, target: medium, jpeg_margin: 0.1}
+default: {action: avif, target: high}
+""", "t.yaml")
+    by = {r.name: r.params for r in pol.rules}
+    assert (by["a"]["target"], by["b"]["target"], by["c"]["target"], pol.default.params["target"]) == (90, 62.5, 50, 80)
+    assert by["c"]["jpeg_margin"] == 0.1 and "jpeg_margin" not in by["a"]

@@ -33,11 +33,13 @@ rules:
     when:
       path: ["**/strict/**"]
     action: diffusion
+    allow_generative: true
     floor: {min_psnr: 99.0, min_ms_ssim: 0.999, min_region_psnr: 99.0}
   - name: tex
     when:
       path: ["**/tex/**"]
     action: diffusion
+    allow_generative: true
   - name: vaulted
     when:
       path: ["**/vault/**"]

@@ -206,6 +206,33 @@ def encode_image(img: LoadedImage, backbone: Backbone, *, bpp: Optional[float] =
     )
 
 
+class QualityProbe:
+    """One image analysed once (the encoder transform is the costly part), then coded at any
+    quality: ``file_at(q)`` is the .dlc that ``encode_image(img, backbone, quality=q, ...)``
+    writes, for a search that decodes and scores each candidate (``archiver.codecs.diffusion``)."""
+
+    def __init__(self, img: LoadedImage, backbone: Backbone, *, steps: Optional[int] = None,
+                 roi: Optional[Sequence[tuple[int, int, int, int]]] = None, roi_factor: float = DEFAULT_ROI_FACTOR):
+        if steps is not None and not (0 <= steps <= 255):
+            raise UsageError(f"steps must be between 0 and 255, not {steps}")
+        self.n_steps = DEFAULT_STEPS if steps is None else int(steps)
+        self.backbone = backbone
+        with deterministic():
+            self.coder = _Coder(img, backbone, roi, roi_factor)
+
+    def file_at(self, quality: float) -> tuple[bytes, dict]:
+        """The .dlc at quality Q in [0, 100], and its settings (quality, s, t, steps)."""
+        if not (QUALITY_MIN <= quality <= QUALITY_MAX):
+            raise UsageError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, not {quality}")
+        with deterministic():
+            s = quality_to_s(float(quality))
+            t = choose_timestep(self.coder.t_for(self.coder.params(s)), getattr(self.backbone, "t_scale", 1.0))
+            steps = self.n_steps if t > 0 else 0
+            data = self.coder.pack(s, t, steps)
+        return data, {"quality": round(s_to_quality(s), 3), "t": t, "steps": steps,
+                      "entropy_model": self.coder.entropy_name}
+
+
 # -- decode -----------------------------------------------------------------------------------
 
 def _restore_mode(rgb: Image.Image, mode: str, alpha: Optional[Image.Image]) -> Image.Image:

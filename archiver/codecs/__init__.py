@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from .base import (Codec, CodecRefused, CodecSettings, Encoded, Exactness, Recorded, Restored, Source, Target, Verdict,
                    guard, image_digest, measure)
-from .registry import codec_class, codec_for, get_codec, is_lossy, names, register_codec, suffixes
+from .registry import codec_class, codec_for, get_codec, is_generative, is_lossy, names, register_codec, suffixes
 
 # importing a codec module registers it (each keeps its heavy imports for first use)
 from . import diffusion, lossless, avif, jxl  # noqa: E402,F401  isort: skip
 
 __all__ = ["Codec", "CodecRefused", "CodecSettings", "Encoded", "Exactness", "Recorded", "Restored", "Source",
-           "Target", "Verdict", "codec_class", "codec_for", "get_codec", "guard", "image_digest", "is_lossy", "measure", "names",
+           "Target", "Verdict", "codec_class", "codec_for", "get_codec", "guard", "image_digest", "is_generative", "is_lossy", "measure", "names",
            "register_codec", "suffixes"]

@@ -45,20 +45,50 @@ class Source:
     image: LoadedImage
     data: bytes
     regions: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: the perceptual reference of the whole image and of each region, prepared once per source
+    _scorers: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def pixels(self) -> int:
         return max(1, self.image.width * self.image.height)
 
+    def scorer(self, box: Optional[tuple[int, int, int, int]] = None):
+        """The SSIMULACRA2 reference of the image (``box``: of that crop), prepared once and kept
+        for every candidate of every codec; None when the image or crop is too small to score."""
+        if box not in self._scorers:
+            from ..perceptual import MIN_SIZE, Ssimulacra2Reference
+
+            img = scored_pixels(self.image)
+            if box is not None:
+                img = img.crop(box)
+            self._scorers[box] = Ssimulacra2Reference(img) if min(img.size) >= MIN_SIZE else None
+        return self._scorers[box]
+
+
+#: the perceptual score every lossy result is judged by (SSIMULACRA2: 100 identical, 90 visually
+#: lossless, 70 high quality, 50 medium, 30 low); the floor key a rule's ``target`` becomes
+SCORE_KEY = "min_ssimulacra2"
+
 
 @dataclass
 class Target:
-    """What the policy asks of a lossy encode: a quality floor, a rate target for the diffusion
-    codec, and optionally a byte budget (then: the best quality within it)."""
+    """What the policy asks of a lossy encode: a quality floor (the rule's perceptual ``target``
+    is its ``min_ssimulacra2``, for the whole image and every protected region; PSNR and MS-SSIM
+    floors still apply when a policy sets them), a rate for the diffusion codec when no score is
+    asked for, optionally a byte budget (then: the best quality within it), and ``max_bytes``: a
+    candidate larger than this loses anyway (a smaller one already met the target), so a codec
+    may stop searching as soon as it knows it cannot get under it."""
 
     floor: dict[str, float] = field(default_factory=dict)
     bpp: Optional[float] = None
     budget_bytes: Optional[int] = None
+    max_bytes: Optional[int] = None
+    #: why ``max_bytes`` is what it is, for the codec's refusal ("a candidate already at the target")
+    max_why: str = "a candidate already at the target"
+
+    @property
+    def score(self) -> Optional[float]:
+        return self.floor.get(SCORE_KEY)
 
     @classmethod
     def from_params(cls, params: dict, pixels: int) -> "Target":
@@ -69,7 +99,10 @@ class Target:
                 nbytes = int(budget["bytes"])
             elif budget.get("bpp") is not None:
                 nbytes = int(float(budget["bpp"]) * pixels / 8)
-        return cls(floor=dict(params.get("floor") or {}), bpp=params.get("bpp"), budget_bytes=nbytes)
+        floor = dict(params.get("floor") or {})
+        if params.get("target") is not None:
+            floor[SCORE_KEY] = float(params["target"])
+        return cls(floor=floor, bpp=params.get("bpp"), budget_bytes=nbytes)
 
 
 @dataclass
@@ -108,6 +141,9 @@ class Verdict:
     psnr: Optional[float] = None
     ms_ssim: Optional[float] = None
     region_psnr: Optional[float] = None
+    #: SSIMULACRA2 of the whole image, and the lowest of its protected regions' crops
+    score: Optional[float] = None
+    region_score: Optional[float] = None
     reconstruction_sha256: Optional[str] = None
     #: what the check learned about the artifact read back, recorded with the codec's params (a
     #: lossy codec's device-independent ``fingerprint`` of its reconstruction)
@@ -173,6 +209,9 @@ class Codec:
     version), ``ext`` (the artifact's file suffix) and ``exactness``."""
 
     name: ClassVar[str] = ""
+    #: invents detail (a generative model): allowed only where a rule allows it, never on
+    #: confirmed faces or text
+    generative: ClassVar[bool] = False
     version: ClassVar[int] = 1
     ext: ClassVar[str] = ""
     #: every suffix its artifacts may have (``ext`` unless a codec writes several)
@@ -248,19 +287,43 @@ class Codec:
 
 
 # -- shared by the lossy codecs -------------------------------------------------------------------
-FLOOR_CHECKS = (("min_psnr", "psnr", "PSNR", "dB"), ("min_ms_ssim", "ms_ssim", "MS-SSIM", ""),
+FLOOR_CHECKS = (("min_ssimulacra2", "score", "SSIMULACRA2", ""),
+                ("min_ssimulacra2", "region_score", "SSIMULACRA2 in a protected region", ""),
+                ("min_psnr", "psnr", "PSNR", "dB"), ("min_ms_ssim", "ms_ssim", "MS-SSIM", ""),
                 ("min_region_psnr", "region_psnr", "protected-region PSNR", "dB"))
 
 
-def measure(source: Source, recon: Image.Image) -> Verdict:
-    """PSNR and MS-SSIM over the whole image and the lowest PSNR inside a protected region."""
+def scored_pixels(img: LoadedImage) -> Image.Image:
+    """What the perceptual score compares: the coded pixels (RGB, gray, with alpha when there is)."""
+    if img.alpha is not None:
+        return Image.merge("RGBA", (*img.rgb.convert("RGB").split(), img.alpha))
+    return img.rgb
+
+
+def _scored(recon: Image.Image, source: Source) -> Image.Image:
+    if source.image.alpha is not None and "A" in recon.getbands():
+        return recon.convert("RGBA")
+    return recon.convert("RGB")
+
+
+def measure(source: Source, recon: Image.Image, *, score: bool = True) -> Verdict:
+    """PSNR and MS-SSIM over the whole image, the lowest PSNR inside a protected region, and with
+    ``score`` the perceptual score (SSIMULACRA2) of the whole image and the lowest of the
+    protected regions' crops."""
     from ..metrics import ms_ssim, psnr
 
     rgb = recon.convert("RGB")
     orig = source.image.rgb
     if rgb.size != orig.size:
-        return Verdict(False, "reconstruction has the wrong size", psnr=0.0, ms_ssim=0.0, region_psnr=0.0)
+        return Verdict(False, "reconstruction has the wrong size", psnr=0.0, ms_ssim=0.0, region_psnr=0.0,
+                       score=-999.0, region_score=-999.0)
     v = Verdict(False, psnr=_finite(psnr(orig, rgb)), ms_ssim=ms_ssim(orig, rgb))
+    if score:
+        whole = source.scorer()
+        scored = _scored(recon, source)
+        v.score = round(whole.score(scored), 3) if whole is not None else None
+        crops = [s for s in (_score_region(source, scored, b) for b in source.regions or ()) if s is not None]
+        v.region_score = round(min(crops), 3) if crops else None
     if source.image.alpha is not None:  # transparency counts in the whole-image PSNR
         if "A" not in recon.getbands():
             return Verdict(False, "reconstruction lost the transparency", psnr=0.0, ms_ssim=v.ms_ssim)
@@ -277,6 +340,26 @@ def measure(source: Source, recon: Image.Image) -> Verdict:
     if vals:
         v.region_psnr = min(vals)
     return v
+
+
+def _score_region(source: Source, scored: Image.Image, box) -> Optional[float]:
+    """The score of one protected region's crop (grown to the metric's 8x8 minimum where the
+    image allows), or None when it cannot be scored."""
+    from ..perceptual import MIN_SIZE
+
+    w, h = scored.size
+    left, top, right, bottom = (int(x) for x in box)
+    left, top, right, bottom = max(0, left), max(0, top), min(w, right), min(h, bottom)
+    if right <= left or bottom <= top:
+        return None
+    if right - left < MIN_SIZE:
+        left = max(0, min(left, w - MIN_SIZE))
+        right = min(w, left + MIN_SIZE)
+    if bottom - top < MIN_SIZE:
+        top = max(0, min(top, h - MIN_SIZE))
+        bottom = min(h, top + MIN_SIZE)
+    ref = source.scorer((left, top, right, bottom))
+    return None if ref is None else ref.score(scored.crop((left, top, right, bottom)))
 
 
 def _finite(x: float) -> float:

@@ -10,19 +10,26 @@ from ``candidates``, writes it, reads it back, verifies it and reports the verdi
   only run when the earlier one failed);
 - ``best`` among ``[A, B, C]``: every one is encoded and verified in memory; without a budget
   the smallest passing file comes first, with ``budget`` the best quality within it (MS-SSIM,
-  then PSNR); then the ``fallback`` list as above.
+  then PSNR); then the ``fallback`` list as above. Non-generative codecs are searched first, and
+  each later one is told the size to beat (``Target.max_bytes``), so a codec that cannot win
+  stops early instead of searching to the end.
+- a JPEG original: its exact JPEG XL transcode is the baseline; a lossy candidate is taken only
+  when it is smaller by ``jpeg_margin`` (default 30%) at the target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..errors import ArchiverError
 from .base import Codec, CodecRefused, CodecSettings, Encoded, Source, Target, Verdict
 from .registry import get_codec
 
 KEEP, BEST = "keep", "best"
+#: a lossy re-encode of a JPEG must beat its exact JPEG XL transcode by this much (policy: jpeg_margin)
+DEFAULT_JPEG_MARGIN = 0.30
 
 
 def order(action: str, params: dict) -> list[str]:
@@ -44,15 +51,31 @@ class Attempt:
     bpp: Optional[float] = None
     psnr: Optional[float] = None
     ms_ssim: Optional[float] = None
+    score: Optional[float] = None
+    #: the codec's setting (e.g. {"quality": 62}) and how many settings the search tried
+    knob: dict[str, Any] = dataclasses.field(default_factory=dict)
+    probes: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def line(self) -> str:
         if self.ok:
-            q = f", PSNR {self.psnr:.1f} dB, MS-SSIM {self.ms_ssim:.3f}" if self.psnr is not None and self.ms_ssim is not None else ""
+            if self.score is not None:
+                q = f", SSIMULACRA2 {self.score:.1f}"
+            elif self.psnr is not None and self.ms_ssim is not None:
+                q = f", PSNR {self.psnr:.1f} dB, MS-SSIM {self.ms_ssim:.3f}"
+            else:
+                q = ""
             return f"{self.codec}: {self.size} bytes ({self.bpp:.3f} bpp){q}"
         return f"{self.codec}: {self.why}"
+
+
+def _attempt(codec: str, enc: Encoded, v: Verdict) -> Attempt:
+    knob = {k: enc.params[k] for k in ("quality",) if k in enc.params}
+    probes = enc.params.get("probes")
+    return Attempt(codec, v.ok, v.why, enc.size, enc.bpp, v.psnr, v.ms_ssim, v.score, knob,
+                   len(probes) if isinstance(probes, list) else 0)
 
 
 class Choice:
@@ -65,6 +88,11 @@ class Choice:
         #: for ``best``: every candidate that met the floor in memory, in the order offered
         self.ranking: list[Attempt] = []
         self.target: Target | None = None
+        #: a JPEG original's exact transcode size (the baseline lossy candidates must beat)
+        self.baseline: Optional[int] = None
+        #: artifacts already made (a JPEG's transcode, made for the baseline, is reused as the fallback)
+        self._made: dict[str, Encoded] = {}
+        self._cap: Optional[int] = None
 
     @property
     def fallback(self) -> list[str]:
@@ -76,6 +104,8 @@ class Choice:
     def candidates(self, source: Source) -> Iterator[tuple[Codec, Encoded]]:
         """(codec, artifact) pairs in the order to write and check them."""
         self.target = Target.from_params(self.params, source.pixels)
+        lossy = [n for n in self.order if self.codec(n).lossy]
+        self._cap = self._jpeg_cap(source, lossy) if self.target.budget_bytes is None else None
         if self.action == BEST:
             among = list(self.params.get("among") or [])
             yield from self._ranked(source, among)
@@ -83,21 +113,36 @@ class Choice:
         else:
             rest = self.order
         for name in rest:
-            enc = self._encode(name, source)
+            enc = self._encode(name, source, self._target_for(name, None))
             if enc is not None:
                 yield self.codec(name), enc
 
+    def _target_for(self, name: str, best: Optional[int]) -> Target:
+        """The target for one lossy codec's search: at most the JPEG baseline less its margin, and
+        less than ``best`` (the smallest candidate already at the target)."""
+        if self.target.budget_bytes is not None or not self.codec(name).lossy:
+            return self.target
+        margin = float(self.params.get("jpeg_margin", DEFAULT_JPEG_MARGIN))
+        limits = [(self._cap, f"the exact JPEG XL transcode less {margin:.0%} ({self.baseline} bytes)")] if self._cap else []
+        if best is not None:
+            limits.append((best - 1, "a smaller candidate already at the target"))
+        if not limits:
+            return self.target
+        nbytes, why = min(limits, key=lambda lw: lw[0])
+        return dataclasses.replace(self.target, max_bytes=nbytes, max_why=why)
+
     def record(self, codec: Codec, enc: Encoded, verdict: Verdict) -> None:
         """The caller's read-back check of a candidate."""
-        self.attempts.append(Attempt(codec.name, verdict.ok, verdict.why, enc.size, enc.bpp, verdict.psnr,
-                                     verdict.ms_ssim))
+        self.attempts.append(_attempt(codec.name, enc, verdict))
 
-    def _encode(self, name: str, source: Source) -> Optional[Encoded]:
+    def _encode(self, name: str, source: Source, target: Target | None = None) -> Optional[Encoded]:
+        if name in self._made:
+            return self._made[name]
         try:
             refusal = self.codec(name).refusal(source)
             if refusal:
                 raise CodecRefused(refusal)
-            enc = self.codec(name).encode(source, self.target)
+            enc = self.codec(name).encode(source, target or self.target)
             if enc.size >= len(source.data):  # never replace a file with a bigger one
                 raise CodecRefused(f"output not smaller ({enc.size} >= {len(source.data)} bytes)")
             return enc
@@ -110,10 +155,25 @@ class Choice:
         self.attempts.append(Attempt(name, False, why))
         return None
 
+    def _jpeg_cap(self, source: Source, lossy: list[str]) -> Optional[int]:
+        """For a JPEG original: the most bytes a lossy candidate may have, its exact JPEG XL
+        transcode's size less ``jpeg_margin``; the transcode is kept for the fallback."""
+        margin = float(self.params.get("jpeg_margin", DEFAULT_JPEG_MARGIN))
+        if (source.image.original_format or "").upper() != "JPEG" or not lossy:
+            return None
+        enc = self._encode("lossless", source)
+        if enc is None:
+            return None
+        self._made["lossless"] = enc
+        self.baseline = enc.size
+        return int(enc.size * (1.0 - margin))
+
     def _ranked(self, source: Source, among: list[str]) -> Iterator[tuple[Codec, Encoded]]:
         passed: list[tuple[Codec, Encoded, Verdict]] = []
-        for name in among:
-            enc = self._encode(name, source)
+        # conventional codecs first: each later codec is told the size it has to beat
+        for name in sorted(among, key=lambda n: self.codec(n).generative):
+            target = self._target_for(name, min((e.size for _, e, _ in passed), default=None))
+            enc = self._encode(name, source, target)
             if enc is None:
                 continue
             codec = self.codec(name)
@@ -126,7 +186,7 @@ class Choice:
             passed.sort(key=lambda p: (-(p[2].ms_ssim or 0.0), -(p[2].psnr or 0.0), p[1].size))
         else:
             passed.sort(key=lambda p: (p[1].size, p[0].name))
-        self.ranking = [Attempt(c.name, True, "", e.size, e.bpp, v.psnr, v.ms_ssim) for c, e, v in passed]
+        self.ranking = [_attempt(c.name, e, v) for c, e, v in passed]
         for codec, enc, _ in passed:
             yield codec, enc
 
@@ -141,6 +201,7 @@ class Choice:
             return f"original kept: {failed}" if failed else "original kept: the rule tries no codec"
         if self.action == BEST:
             basis = ("the best quality within the budget" if self.target and self.target.budget_bytes is not None
+                     else f"the smallest file at SSIMULACRA2 {self.target.score:g}" if self.target and self.target.score
                      else "the smallest file meeting the floor")
             ranked = ", ".join(f"{a.codec} {a.size} B" for a in self.ranking)
             return f"{name}: {basis} ({ranked or 'none met it'})" + (f"; not: {failed}" if failed else "")

@@ -105,9 +105,25 @@ class PillowLossyCodec(Codec):
             q = DEFAULT_QUALITY
         data = tried[q][0] if q in tried else self.encode_at(source.image, q)
         v = tried.get(q, (None, None))[1]
+        if target.max_bytes is not None and len(data) > target.max_bytes:
+            raise CodecRefused(f"{len(data)} bytes at quality {q}: larger than {target.max_why} "
+                               f"({target.max_bytes} bytes)")
         return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels,
-                       params={"quality": q, **self.save_options(), "probes": len(tried)},
+                       params={"quality": q, **self.save_options(), "probes": probes(tried)},
                        quality=v.to_dict() if v is not None else {})
+
+
+def probes(tried: dict) -> list[dict]:
+    """What a search tried, for the catalog: each knob setting with its bytes and, where it was
+    measured, its score (and PSNR) and whether it met the target."""
+    out = []
+    for q in sorted(tried):
+        data, v = tried[q]
+        p = {"quality": q, "bytes": len(data)}
+        if v is not None:
+            p.update(score=v.score, psnr=round(v.psnr, 2) if v.psnr is not None else None, ok=v.ok)
+        out.append(p)
+    return out
 
 
 def _first_true(pred, lo: int, hi: int) -> int:

@@ -1,8 +1,12 @@
 """The latent-diffusion codec (``archiver.codec``, Relic et al. ECCV 2024) as a ``Codec``.
 
-Encodes at the policy's target bpp (capped by a byte budget when there is one), with finer steps
-in protected regions; the backbone comes from the caller's settings and loads on first use.
-Decoding finds the weights the file names (earlier shipped releases included).
+With a perceptual target (the rule's ``target``: a SSIMULACRA2 floor) it searches its quality
+knob like every other lossy codec: the smallest file whose decode, scored against the original
+(and in every protected region), reaches the target; it gives up early when even its best
+quality misses the target, or when it cannot get under ``Target.max_bytes`` (a smaller file of
+another codec already reaches it). Without one it encodes at the policy's bpp (capped by a byte
+budget). Protected regions get finer steps. The backbone comes from the caller's settings and
+loads on first use; decoding finds the weights the file names (earlier releases included).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from PIL import Image
 
 from ..errors import ArchiverError
-from .base import Codec, CodecRefused, Encoded, Exactness, Source, Target
+from .base import Codec, CodecRefused, Encoded, Exactness, Source, Target, guard, measure
 from .registry import register_codec
 
 #: the rate used when a policy gives none (the shipped default's)
@@ -20,6 +24,7 @@ DEFAULT_BPP = 0.15
 @register_codec("diffusion")
 class DiffusionCodec(Codec):
     version = 1  # .dlc container version 1
+    generative = True
     ext = ".dlc"
     exactness = Exactness.APPROX
     summary = "generative: latent diffusion at a target bpp (.dlc)"
@@ -38,6 +43,8 @@ class DiffusionCodec(Codec):
         return self._backbone
 
     def encode(self, source: Source, target: Target) -> Encoded:
+        if target.score is not None and target.budget_bytes is None:
+            return self._encode_to_score(source, target)
         from ..codec.pipeline import encode_image
 
         bpp = float(target.bpp or DEFAULT_BPP)
@@ -55,6 +62,56 @@ class DiffusionCodec(Codec):
                        params={"quality": round(r.quality, 3), "t": r.t, "steps": r.steps, "target_bpp": bpp,
                                "entropy_model": r.entropy_model,
                                **({"rate_note": r.rate_note} if r.rate_note else {})})
+
+    def _encode_to_score(self, source: Source, target: Target) -> Encoded:
+        """The smallest .dlc whose decode meets the floor (the target score first), by bisection on
+        the quality knob over whole numbers 0..100: each probe coded, decoded and measured."""
+        from ..codec.pipeline import QualityProbe
+        from ..codec.ratecontrol import QUALITY_MAX, QUALITY_MIN
+        from .conventional import _first_true, _last_true, probes
+
+        try:
+            probe = QualityProbe(source.image, self.backbone, steps=self.settings.decode_steps,
+                                 roi=[tuple(b) for b in source.regions] or None)
+        except ArchiverError as e:  # e.g. no weights for the configured backbone
+            raise CodecRefused(f"unavailable ({e})") from None
+        files: dict[int, tuple[bytes, dict]] = {}
+        tried: dict[int, tuple[bytes, object]] = {}
+
+        def file_at(q: int) -> bytes:
+            if q not in files:
+                files[q] = probe.file_at(q)
+                tried.setdefault(q, (files[q][0], None))
+            return files[q][0]
+
+        def ok_at(q: int) -> bool:
+            data = file_at(q)
+            v = tried[q][1]
+            if v is None:
+                v = measure(source, self.decode(data))
+                why = guard(v, target.floor)
+                v.ok, v.why = why is None, why or ""
+                tried[q] = (data, v)
+            return v.ok
+
+        lo, hi = int(QUALITY_MIN), int(QUALITY_MAX)
+        if target.max_bytes is not None:  # sizes only (no decode): the best quality that could still win
+            cap = _last_true(lambda q: len(file_at(q)) <= target.max_bytes, lo, hi)
+            if cap is None:
+                raise CodecRefused(f"even quality {lo} ({len(file_at(lo))} bytes) is larger than {target.max_why} "
+                                   f"({target.max_bytes} bytes)")
+            hi = cap
+        if not ok_at(hi):
+            v = tried[hi][1]
+            limit = f" (the most that fits under {target.max_why})" if hi < QUALITY_MAX else ""
+            raise CodecRefused(f"misses the target even at quality {hi}{limit} ({len(file_at(hi))} bytes; {v.why})")
+        q = _first_true(ok_at, lo, hi)
+        q = min((k for k, (_, v) in tried.items() if v is not None and v.ok), key=lambda k: (len(tried[k][0]), k))
+        data, settings = files[q]
+        v = tried[q][1]
+        return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels, self.backbone.id,
+                       self.backbone.weights_digest, params={**settings, "probes": probes(tried)},
+                       quality=v.to_dict())
 
     def decode(self, data: bytes) -> Image.Image:
         from ..codec.pipeline import decode_bytes

@@ -60,6 +60,11 @@ def is_lossy(name: str) -> bool:
     return codec_class(name).exactness is Exactness.APPROX
 
 
+def is_generative(name: str) -> bool:
+    """Whether the codec called ``name`` invents detail (allowed only where a rule allows it)."""
+    return bool(codec_class(name).generative)
+
+
 def get_codec(name: str, settings: CodecSettings | None = None) -> Codec:
     """The codec called ``name`` with ``settings`` (one instance per pair: a backbone loads once)."""
     cls = codec_class(name)

@@ -251,6 +251,17 @@ class Policy:
         for n, r in ev.results.items():
             if r.error:
                 reasons.append(r.reason)
+        action, params = chosen.action, dict(chosen.params)
+        generative = [c for c in _order(action, params) if _is_generative(c)]
+        if generative:
+            # confirmed faces and text never go through a generative codec, whatever the rule
+            # asked: the detectors run even when its condition did not need them (a detector
+            # that fails counts as a find: protect)
+            found = [n for n in PROTECTING if ev.result(n).error or ev.result(n).found]
+            if found:
+                action, params = _without(action, params, generative)
+                reasons.append(f"{' and '.join(found)} found: no generative codec ({', '.join(generative)}); "
+                               f"{action} instead")
         regions: list[tuple[int, int, int, int]] = []
         for n in PROTECTING:
             r = ev.results.get(n)
@@ -258,8 +269,8 @@ class Policy:
                 regions.extend(tuple(b) for b in r.regions)
                 regions.extend(tuple(b) for b in r.details.get("weak_regions", ()))
         return Decision(
-            action=chosen.action,
-            params=dict(chosen.params),
+            action=action,
+            params=params,
             rule=chosen.name,
             reasons=reasons,
             evidence=dict(ev.results),
@@ -281,6 +292,34 @@ class Policy:
             ],
             "default": {"action": self.default.action, "params": self.default.params},
         }
+
+
+def _order(action: str, params: dict) -> list[str]:
+    from ..codecs.choice import order
+
+    return order(action, params)
+
+
+def _is_generative(name: str) -> bool:
+    from ..codecs import is_generative
+
+    return is_generative(name)
+
+
+def _without(action: str, params: dict, drop: list[str]) -> tuple[str, dict]:
+    """The decision with the codecs in ``drop`` taken out: out of ``best``'s candidates and the
+    fallbacks; an action that is one of them gives way to the next codec left (``keep`` if none)."""
+    params = dict(params)
+    params["fallback"] = [c for c in params.get("fallback") or [] if c not in drop]
+    if action == "best":
+        params["among"] = [c for c in params.get("among") or [] if c not in drop]
+        if params["among"]:
+            return action, params
+        action = "keep"
+    if action in drop or action == "keep":
+        rest = params["fallback"]
+        action, params["fallback"] = (rest[0], rest[1:]) if rest else ("keep", [])
+    return action, params
 
 
 def parse_policy_text(text: str, source: str = "<policy>") -> Policy:

@@ -25,10 +25,15 @@ CODECS = codecs.names()
 ACTIONS = CODECS + ("keep", "best")
 ORIGINAL = ("replace", "vault", "keep")
 FLOOR_KEYS = ("min_psnr", "min_ms_ssim", "min_region_psnr")
+#: floors a policy may set besides its ``target`` (the perceptual score the target sets is min_ssimulacra2)
+FLOOR_KEYS_ALL = FLOOR_KEYS + ("min_ssimulacra2",)
 TOP_KEYS = ("version", "name", "description", "defaults", "rules", "default")
-PARAM_KEYS = ("bpp", "floor", "original", "retention_days")
-#: what a rule adds to the parameters: the codecs tried after its action, ``best``'s candidates, a size budget
-CHAIN_KEYS = ("fallback", "among", "budget")
+#: ``target``: the perceptual quality every lossy result must reach (a level name or a SSIMULACRA2
+#: score); ``jpeg_margin``: how much smaller than a JPEG's exact transcode a lossy re-encode must be
+PARAM_KEYS = ("target", "bpp", "floor", "jpeg_margin", "original", "retention_days")
+#: what a rule adds to the parameters: the codecs tried after its action, ``best``'s candidates, a
+#: size budget, and whether a generative codec (one that invents detail) may be among them
+CHAIN_KEYS = ("fallback", "among", "budget", "allow_generative")
 RULE_KEYS = ("name", "description", "when", "action") + PARAM_KEYS + CHAIN_KEYS
 DEFAULT_KEYS = ("action",) + PARAM_KEYS + CHAIN_KEYS
 #: the fallback a lossy action gets when the rule names none: an exact copy, as before fallbacks existed
@@ -301,7 +306,20 @@ def parse_condition(node: Any, line: int, probs: _Problems) -> Condition | None:
 
 # -- the whole file -------------------------------------------------------------------------
 def _params(m: dict, defaults: dict, where: str, probs: _Problems, action: str | None) -> dict[str, Any]:
+    from ..perceptual import target_score
+
     p: dict[str, Any] = {}
+    if "target" in m:
+        try:
+            p["target"] = target_score(m["target"])
+        except ValueError as e:
+            probs.add(_line(m, "target"), f"{where}: {e}")
+    if "jpeg_margin" in m:
+        v = m["jpeg_margin"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            probs.add(_line(m, "jpeg_margin"), f"{where}: 'jpeg_margin' is a fraction in [0, 1) (0.3 = 30% smaller), got {v!r}")
+        else:
+            p["jpeg_margin"] = float(v)
     if "bpp" in m:
         if isinstance(m["bpp"], bool) or not isinstance(m["bpp"], (int, float)) or not 0 < m["bpp"] <= 24:
             probs.add(_line(m, "bpp"), f"{where}: 'bpp' must be a number of bits per pixel in (0, 24], got {m['bpp']!r}")
@@ -315,13 +333,15 @@ def _params(m: dict, defaults: dict, where: str, probs: _Problems, action: str |
         else:
             p["floor"] = {}
             for k, v in f.items():
-                if k not in FLOOR_KEYS:
-                    probs.add(_line(f, k, fl), f"{where}: unknown floor '{k}'" + _suggest(k, FLOOR_KEYS) + f"; known: {', '.join(FLOOR_KEYS)}")
+                if k not in FLOOR_KEYS_ALL:
+                    probs.add(_line(f, k, fl), f"{where}: unknown floor '{k}'" + _suggest(k, FLOOR_KEYS_ALL) + f"; known: {', '.join(FLOOR_KEYS_ALL)}")
                 elif isinstance(v, bool) or not isinstance(v, (int, float)):
                     probs.add(_line(f, k, fl), f"{where}: floor '{k}' must be a number, got {v!r}")
                 elif k == "min_ms_ssim" and not 0 <= v <= 1:
                     probs.add(_line(f, k, fl), f"{where}: min_ms_ssim must be between 0 and 1, got {v}")
-                elif k != "min_ms_ssim" and not 0 <= v <= 100:
+                elif k == "min_ssimulacra2" and not 0 < v <= 100:
+                    probs.add(_line(f, k, fl), f"{where}: min_ssimulacra2 is a score in (0, 100], got {v}")
+                elif k not in ("min_ms_ssim", "min_ssimulacra2") and not 0 <= v <= 100:
                     probs.add(_line(f, k, fl), f"{where}: {k} is in dB and must be between 0 and 100, got {v}")
                 else:
                     p["floor"][k] = float(v)
@@ -345,22 +365,35 @@ def _params(m: dict, defaults: dict, where: str, probs: _Problems, action: str |
     out.update(chain)
     tried = ([] if action in ("keep", "best") else [action]) + chain.get("among", []) + chain.get("fallback", [])
     lossy = [c for c in tried if codecs.is_lossy(c)]
+    generative = [c for c in tried if codecs.is_generative(c)]
+    if generative and not chain.get("allow_generative"):
+        probs.add(_line(m, "action"), f"{where}: {', '.join(generative)} invents detail; a rule lists a generative "
+                  "codec only with 'allow_generative: true' (where invented detail is harmless: texture, not "
+                  "faces, text or evidence)")
+    target = p.get("target", defaults.get("target"))
+    if lossy and target is not None:
+        out["target"] = target
+        if "jpeg_margin" in p or "jpeg_margin" in defaults:
+            out["jpeg_margin"] = p.get("jpeg_margin", defaults.get("jpeg_margin"))
     if "diffusion" in tried:
-        out["bpp"] = p.get("bpp", defaults.get("bpp"))
-        if out["bpp"] is None and "bpp" not in m:
-            probs.add(_line(m, "action"), f"{where}: the diffusion codec needs 'bpp' (here or in 'defaults')")
+        bpp = p.get("bpp", defaults.get("bpp"))
+        if bpp is not None:
+            out["bpp"] = bpp
+        elif target is None and not probs.items:
+            probs.add(_line(m, "action"), f"{where}: the diffusion codec needs a 'target' (or a 'bpp'), here or in 'defaults'")
     elif "bpp" in m:
         probs.add(_line(m, "bpp"), f"{where}: 'bpp' is the diffusion codec's rate, and this rule never uses it")
     if lossy:
         floor = dict(defaults.get("floor", {}))
         floor.update(p.get("floor", {}))
-        out["floor"] = floor
+        if floor:
+            out["floor"] = floor
         missing = [k for k in FLOOR_KEYS if k not in floor]
-        if missing and "floor" not in p and not probs.items:
-            probs.add(_line(m, "action"), f"{where}: a lossy codec ({', '.join(lossy)}) needs a quality floor "
-                      f"({', '.join(missing)} missing; set them here or in 'defaults')")
+        if target is None and "min_ssimulacra2" not in floor and missing and "floor" not in p and not probs.items:
+            probs.add(_line(m, "action"), f"{where}: a lossy codec ({', '.join(lossy)}) needs a quality 'target' "
+                      "(e.g. target: good), here or in 'defaults'")
     else:
-        for k in ("floor", "budget"):
+        for k in ("floor", "budget", "target"):
             if k in m:
                 probs.add(_line(m, k), f"{where}: '{k}' only applies to lossy codecs, and this rule uses none")
     if action == "keep":
@@ -405,7 +438,8 @@ def parse_budget(v: Any) -> dict | None:
 
 
 def _chain(m: dict, where: str, probs: _Problems, action: str) -> dict:
-    """``fallback`` (codecs tried in order after the action), ``among`` (``best``'s candidates), ``budget``."""
+    """``fallback`` (codecs tried in order after the action), ``among`` (``best``'s candidates),
+    ``budget``, ``allow_generative``."""
     out: dict[str, Any] = {}
     if action == "best":
         if "among" not in m:
@@ -431,6 +465,11 @@ def _chain(m: dict, where: str, probs: _Problems, action: str) -> dict:
             probs.add(_line(m, "budget"), f"{where}: 'budget' is a size per image such as '40 KB' or '0.25 bpp', got {m['budget']!r}")
         else:
             out["budget"] = b
+    if "allow_generative" in m:
+        if not isinstance(m["allow_generative"], bool):
+            probs.add(_line(m, "allow_generative"), f"{where}: 'allow_generative' is true or false, got {m['allow_generative']!r}")
+        elif m["allow_generative"]:
+            out["allow_generative"] = True
     return out
 
 

@@ -30,10 +30,12 @@ rules:
   - name: to-avif
     when: {path: ["**/avif/**"]}
     action: diffusion
+    allow_generative: true
     fallback: [avif, lossless]
   - name: to-jxl
     when: {path: ["**/jxl/**"]}
     action: diffusion
+    allow_generative: true
     fallback: [jxl, lossless]
   - name: jxl-only
     when: {path: ["**/plainjxl/**"]}
@@ -43,6 +45,7 @@ rules:
     when: {path: ["**/best/**"]}
     action: best
     among: [diffusion, avif, jxl]
+    allow_generative: true
   - name: budget
     when: {path: ["**/budget/**"]}
     action: best

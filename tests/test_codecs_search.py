@@ -1,0 +1,182 @@
+"""Issue 23: every lossy codec searches its quality knob for the smallest file that reaches the
+rule's perceptual target (SSIMULACRA2, also inside protected regions); ``best`` takes the
+smallest; conventional codecs go first and later ones are told the size to beat; a JPEG is
+re-encoded only when that beats its exact JPEG XL transcode by the margin."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from archiver.codecs import CodecRefused, Source, Target, get_codec
+from archiver.codecs.base import Codec, Encoded, Exactness, guard, measure
+from archiver.codecs.choice import Choice
+from archiver.imageio import load_image
+
+
+def photo_bytes(seed=0, size=(192, 160), fmt="PNG", quality=92) -> bytes:
+    """Texture, edges and smooth areas: a photo-like test image."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([128 + 60 * np.sin(xx / 7 + seed), 128 + 60 * np.cos(yy / 9), (xx + yy) % 256 * 0.5 + 60], -1)
+    a = a + rng.normal(0, 12, a.shape)
+    a[h // 3: h // 2, w // 4: 3 * w // 4] = (30, 40, 200)
+    img = Image.fromarray(np.clip(a, 0, 255).astype("uint8"))
+    out = io.BytesIO()
+    img.save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def source(data: bytes, regions=()) -> Source:
+    return Source(load_image(data), data, list(regions))
+
+
+@pytest.mark.parametrize("name", ["avif", "jxl"])
+def test_the_search_finds_the_smallest_file_at_the_target(name):
+    src = source(photo_bytes(1))
+    enc = get_codec(name).encode(src, Target(floor={"min_ssimulacra2": 70.0}))
+    probes = enc.params["probes"]
+    assert enc.quality["score"] >= 70.0 and enc.quality["ok"]
+    scored = [p for p in probes if "score" in p]
+    assert all(p["ok"] == (p["score"] >= 70.0) for p in scored)
+    # no smaller candidate that was measured reached the target: this one is the smallest known
+    assert all(not p["ok"] for p in scored if p["bytes"] < enc.size)
+    # and the next quality down misses it (the bisection's boundary), when it was probed
+    below = [p for p in scored if p["quality"] == enc.params["quality"] - 1]
+    assert all(not p["ok"] for p in below)
+    # a verify of the artifact agrees with the search
+    v = get_codec(name).verify(enc.data, src, Target(floor={"min_ssimulacra2": 70.0}))
+    assert v.ok and abs(v.score - enc.quality["score"]) < 1e-6
+
+
+def test_a_higher_target_costs_more_bytes():
+    src = source(photo_bytes(2))
+    sizes = [get_codec("avif").encode(src, Target(floor={"min_ssimulacra2": t})).size for t in (40.0, 60.0, 75.0)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_a_codec_that_cannot_get_under_max_bytes_refuses():
+    src = source(photo_bytes(3))
+    with pytest.raises(CodecRefused, match="larger than a smaller candidate"):
+        get_codec("avif").encode(src, Target(floor={"min_ssimulacra2": 70.0}, max_bytes=50,
+                                             max_why="a smaller candidate already at the target"))
+
+
+def test_an_unreachable_target_is_refused_with_the_reason():
+    src = source(photo_bytes(4))
+    with pytest.raises(CodecRefused, match="out of reach"):
+        get_codec("avif").encode(src, Target(floor={"min_ssimulacra2": 100.0}))
+
+
+# -- the diffusion codec's search (an untrained tiny backbone: fast, deterministic) ---------------
+@pytest.fixture(scope="module")
+def diffusion():
+    from archiver.catalog.testing import random_tiny_codec
+
+    return random_tiny_codec(0)
+
+
+def test_diffusion_searches_its_quality_knob(diffusion):
+    src = source(photo_bytes(5, size=(96, 80)))
+    # what the untrained backbone reaches at its best quality, then a target a little below it
+    top, _ = __import__("archiver.codec.pipeline", fromlist=["QualityProbe"]).QualityProbe(
+        src.image, diffusion.backbone, steps=2).file_at(100)
+    best = measure(src, diffusion.decode(top)).score
+    enc = diffusion.encode(src, Target(floor={"min_ssimulacra2": best - 5.0}))
+    assert enc.quality["score"] >= best - 5.0 and enc.size <= len(top)
+    assert all(not p["ok"] for p in enc.params["probes"] if "score" in p and p["bytes"] < enc.size)
+    with pytest.raises(CodecRefused, match="misses the target even at quality 100"):
+        diffusion.encode(src, Target(floor={"min_ssimulacra2": min(100.0, best + 20.0)}))
+
+
+def test_diffusion_stops_early_under_max_bytes(diffusion, monkeypatch):
+    """Told the size to beat, it bisects on size alone (no decode), then decodes once."""
+    src = source(photo_bytes(6, size=(96, 80)))
+    decodes = []
+    real = type(diffusion).decode
+    monkeypatch.setattr(type(diffusion), "decode", lambda self, data: (decodes.append(1), real(self, data))[1])
+    with pytest.raises(CodecRefused):
+        diffusion.encode(src, Target(floor={"min_ssimulacra2": 99.0}, max_bytes=400, max_why="avif's 401 bytes"))
+    assert len(decodes) <= 1
+
+
+# -- best: the smallest wins, conventional first, the later ones told the size to beat -----------
+class _Spy(Codec):
+    """A generative stand-in that records the target it was given and makes a huge file."""
+
+    name = "spy"
+    generative = True
+    exactness = Exactness.APPROX
+    ext = ".spy"
+    seen: list = []
+
+    def encode(self, source, target):
+        type(self).seen.append(target)
+        if target.max_bytes is not None:
+            raise CodecRefused(f"cannot get under {target.max_bytes} bytes ({target.max_why})")
+        return Encoded(b"x" * 10, self.name, 1, self.ext, 0.1)
+
+    def decode(self, data):
+        raise AssertionError("never decoded")
+
+
+def test_best_searches_conventional_codecs_first_and_tells_the_rest_what_to_beat():
+    src = source(photo_bytes(7))
+    codecs = {"spy": _Spy(), "avif": get_codec("avif"), "jxl": get_codec("jxl")}
+    _Spy.seen = []
+    ch = Choice("best", {"among": ["spy", "avif", "jxl"], "target": 70.0, "fallback": ["lossless"]}, get=lambda n: codecs.get(n) or get_codec(n))
+    got = list(ch.candidates(src))
+    winner = got[0]
+    assert winner[0].name in ("avif", "jxl") and winner[1].size == min(e.size for _, e in got)
+    (t,) = _Spy.seen
+    assert t.max_bytes == winner[1].size - 1 and "smaller candidate" in t.max_why
+    assert any(a.codec == "spy" and "cannot get under" in a.why for a in ch.attempts)
+    assert "SSIMULACRA2 70" in ch.why_chosen(winner[0].name)
+
+
+def test_a_jpeg_is_re_encoded_only_when_it_beats_its_transcode_by_the_margin():
+    data = photo_bytes(8, fmt="JPEG", quality=85)
+    src = source(data)
+    lossless = get_codec("lossless").encode(src, Target())
+    # a high target that a lossy re-encode cannot reach 30% under the transcode: the transcode stays
+    ch = Choice("best", {"among": ["avif", "jxl"], "target": 90.0, "fallback": ["lossless"]})
+    got = list(ch.candidates(src))
+    assert [c.name for c, _ in got] == ["lossless"] and got[0][1].size == lossless.size
+    assert ch.baseline == lossless.size
+    assert all("JPEG XL transcode less 30%" in a.why for a in ch.attempts if a.codec in ("avif", "jxl"))
+    # with no margin asked, a lossy candidate under the transcode is allowed to win
+    ch = Choice("best", {"among": ["avif", "jxl"], "target": 50.0, "jpeg_margin": 0.0, "fallback": ["lossless"]})
+    first = next(iter(ch.candidates(src)))
+    assert first[0].lossy and first[1].size <= lossless.size
+
+
+def test_a_png_has_no_jpeg_baseline():
+    ch = Choice("best", {"among": ["avif"], "target": 50.0, "fallback": ["lossless"]})
+    got = list(ch.candidates(source(photo_bytes(9))))
+    assert ch.baseline is None and got[0][0].name == "avif"
+
+
+# -- protected regions: the same score on the region's crop ------------------------------------
+def test_a_protected_region_is_judged_by_its_own_crop():
+    """A reconstruction that is fine overall but ruined inside a protected region fails the
+    target there, with a reason that says so; the same damage outside any region passes."""
+    data = photo_bytes(10, size=(384, 288))
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    box = (16, 16, 56, 48)
+    ruined = img.copy()
+    ruined.paste(img.crop(box).resize((4, 4)).resize((box[2] - box[0], box[3] - box[1])), box[:2])
+    target = {"min_ssimulacra2": 70.0}
+    v = measure(source(data, [box]), ruined)
+    assert v.score >= 70.0 and v.region_score < 70.0
+    assert "protected region" in guard(v, target)
+    assert guard(measure(source(data), ruined), target) is None  # no region: the whole image decides
+
+
+def test_tiny_regions_are_grown_to_the_metrics_minimum():
+    data = photo_bytes(11, size=(64, 48))
+    v = measure(source(data, [(10, 10, 13, 12), (60, 40, 64, 48)]), Image.open(io.BytesIO(data)).convert("RGB"))
+    assert v.region_score == 100.0
