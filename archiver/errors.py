@@ -53,6 +53,11 @@ class CatalogError(ArchiverError):
     exit_code = 7
 
 
+class NoCatalogError(CatalogError):
+    """There is no catalog where the config says, and none was ever recorded there (a fresh or
+    mistyped ``ARCHIVER_HOME``/``catalog_url``); only ``archive``, ``migrate`` and the daemon create one."""
+
+
 class NotInCatalogError(CatalogError):
     """Nothing in the catalog matches the path or pattern asked for (restore, show, forget)."""
 

@@ -392,7 +392,7 @@ class Daemon:
         self.lock = InstanceLock(lock_path_for(url, state_dir)).acquire()
         server_lock = None
         try:
-            catalog = Catalog(url)
+            catalog = Catalog(url, create=True)  # where none ever was; never over a lost one
             server_lock = ServerCatalogLock(catalog.engine, self.cfg.node_name).acquire()
             return self._run(catalog, state_dir)
         finally:

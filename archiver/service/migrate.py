@@ -238,16 +238,15 @@ def _codec_shares(planned: list[dict]) -> dict[str, dict]:
 
 
 def _open_catalog_readonly(cfg: Config):
-    """The catalog if it exists, for lookups only (a dry run must not create or migrate it)."""
-    url = cfg.resolved_catalog_url()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return None
+    """The catalog if it exists, for lookups only (a dry run must not create or migrate it);
+    None where none was ever made. One that existed and is gone, empty or not a catalog is a
+    ``CatalogError``: a plan against nothing would propose archiving the outputs again."""
     from ..catalog.db import Catalog
+    from ..errors import NoCatalogError
 
     try:
-        return Catalog(url, migrate_schema=False)
-    except Exception as e:
-        log.warning("catalog not readable; planning without it", extra={"error": str(e)})
+        return Catalog(cfg.resolved_catalog_url(), migrate_schema=False)
+    except NoCatalogError:
         return None
 
 
@@ -277,7 +276,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
     roots = _check_roots(roots)
     require_shared_vault(cfg)
     t0 = time.time()
-    catalog = Catalog(cfg.resolved_catalog_url())
+    catalog = Catalog(cfg.resolved_catalog_url(), create=True)  # where none ever was; never over a lost one
     try:
         places = _shared_places(catalog, cfg, roots)
     except BaseException:

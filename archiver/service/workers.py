@@ -65,7 +65,7 @@ def get_context(config: dict, *, dry: bool = False):
             from ..catalog.db import open_catalog
             from .migrate import _open_catalog_readonly
 
-            catalog = _open_catalog_readonly(cfg) or open_catalog("sqlite://")
+            catalog = _open_catalog_readonly(cfg) or open_catalog("sqlite://", create=True)
             ctx = ArchiveContext.from_config(cfg, catalog=catalog, dry_run=True)
         else:
             ctx = ArchiveContext.from_config(cfg)
