@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import AdapterError, ArchiverError, CatalogError, InputError, SafetyError, VerifyError
+from ..errors import AdapterError, ArchiverError, CatalogError, InputError, NoSpaceError, SafetyError, VerifyError
 from ..output import emit, human_bytes, progress
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -106,7 +106,7 @@ def archive(paths, policy_path, config_path, dry_run, as_json):
         ctx.root = root
         try:
             o = _guard_db(lambda: archive_file(f, ctx))
-        except CatalogError:
+        except (CatalogError, NoSpaceError):  # e.g. the catalog's disk is full: stop (exit 13), not fail each file
             raise
         except ArchiverError as e:
             o = ArchiveOutcome(str(f), "failed", error=str(e))
@@ -163,6 +163,11 @@ def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
         raise SystemExit(AdapterError.exit_code)  # only a missing/different adapter: its own code
     if errors:
         raise SystemExit(1)
+    unrecorded = [r for r in results if r.status == "restored" and r.exit_code == NoSpaceError.exit_code]
+    if unrecorded:  # every file is back, but the catalog's disk is full: say so once, exit 13
+        click.echo(f"archiver: error: {len(unrecorded)} restore(s) not recorded in the catalog: "
+                   f"{unrecorded[0].message.split('could not record it: ', 1)[-1]}", err=True)
+        raise SystemExit(NoSpaceError.exit_code)
     if any(r.status == "refused" for r in results):
         raise SystemExit(SafetyError.exit_code)
 

@@ -12,6 +12,11 @@ this version) a marker records it (``catalog.sqlite.created`` beside a SQLite fi
 URL ``<state>/catalogs/<sha256 of the URL without its password>.created``). A catalog the marker
 says existed but that is missing, empty or not a catalog any more is a ``CatalogError`` for every
 caller, never a fresh empty catalog that would report "0 checked" while the archive is lost.
+
+A statement or commit that fails because the catalog's disk (or server) is full raises a
+``CatalogFullError`` (a ``NoSpaceError``, exit 13) naming the catalog, wherever it happens: one
+engine hook (``_map_disk_full``) covers the unit of work, the queue, restore's record, tag and
+forget alike.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import CatalogError, NoCatalogError
+from ..errors import CatalogError, CatalogFullError, NoCatalogError
 
 log = logging.getLogger("archiver.catalog")
 
@@ -42,6 +47,9 @@ BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "archiver_read_only"
 #: the marker that a catalog was created (or found) at a place: ``<catalog file><MARKER_SUFFIX>``
 MARKER_SUFFIX = ".created"
+#: SQLITE_FULL, and PostgreSQL's disk_full SQLSTATE
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -64,6 +72,34 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error (SQLAlchemy's or the driver's own) says the disk is full:
+    SQLITE_FULL ("database or disk is full") or PostgreSQL's disk_full (53100)."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL or getattr(orig, "sqlstate", None) == _PG_DISK_FULL:
+        return True
+    import sqlite3
+
+    return isinstance(orig, sqlite3.Error) and "database or disk is full" in str(orig)
+
+
+def _map_disk_full(engine: Engine, url: str) -> None:
+    """Every statement, commit and connect on ``engine`` that fails for lack of space raises a
+    ``CatalogFullError`` naming the catalog (after SQLAlchemy's own clean-up), so that each
+    command stops with exit 13 instead of a traceback or a failure per file. The connection is
+    discarded (not the pool): a COMMIT that failed with SQLITE_FULL may leave SQLite's
+    transaction open, and the pool, which takes that transaction for ended, would hand it out
+    again ("cannot start a transaction within a transaction"); closing it rolls it back."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(ctx):
+        if is_disk_full(ctx.original_exception):
+            ctx.is_disconnect, ctx.invalidate_pool_on_disconnect = True, False
+            raise CatalogFullError(
+                f"not enough free disk space for the catalog at {catalog_place(url)} ({ctx.original_exception}); "
+                "nothing was lost: free some space there and run the command again") from None
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = sqlite_path(url)
@@ -73,6 +109,7 @@ def make_engine(url: str) -> Engine:
         _sqlite_pragmas(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
+    _map_disk_full(engine, url)
     return engine
 
 
