@@ -47,24 +47,26 @@ def _catalog(state: dict) -> Check:
     if cfg is None:
         return Check("catalog", "fail", "no usable config")
     url = cfg.resolved_catalog_url()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return Check("catalog", "ok", f"{url}: not created yet (the first archive creates it)", {"url": url})
+    from .errors import NoCatalogError
+
     try:
         from .catalog import queries as q
         from .catalog.db import Catalog, current_revision, head_revision
 
-        cat = Catalog(url, migrate_schema=False)
+        try:  # never creates one: a missing catalog is reported (and one that existed is a failure)
+            cat = Catalog(url, migrate_schema=False)
+        except NoCatalogError:
+            return Check("catalog", "ok", f"{_mask(url)}: not created yet (the first archive, migrate or daemon "
+                         "creates it)", {"url": _mask(url)})
         try:
             rev, head = current_revision(cat.engine), head_revision()
-            with cat.session() as s:
-                counts = q.state_counts(s) if rev else {}
+            with cat.read_session() as s:
+                counts = q.state_counts(s)
         finally:
             cat.close()
     except Exception as e:  # noqa: BLE001
         return Check("catalog", "fail", f"{_mask(url)}: {e}")
     data = {"url": _mask(url), "revision": rev, "head": head, "states": counts}
-    if rev is None:
-        return Check("catalog", "warn", f"{_mask(url)}: empty (created on first use)", data)
     if rev != head:
         return Check("catalog", "warn", f"{_mask(url)}: schema {rev}, this archiver upgrades it to {head} on first use", data)
     failed = counts.get("failed", 0)

@@ -8,7 +8,8 @@ The codes are part of the interface (scripts and systemd units test them); the t
 README.md and docs/operations.md: 0 ok, 1 other failure (or some files failed), 2 usage/config,
 3 bad input image, 4 damaged .dlc, 5 weights mismatch, 6 bad policy, 7 catalog failure,
 8 verification found problems, 9 refused as unsafe, 10 adapter missing or different,
-11 not in the catalog, 12 locked by another process, 13 not enough free disk space,
+11 not in the catalog, 12 locked by another process, 13 not enough free disk space (also for
+the catalog: ``CatalogFullError``),
 130 interrupted.
 """
 
@@ -53,6 +54,11 @@ class CatalogError(ArchiverError):
     exit_code = 7
 
 
+class NoCatalogError(CatalogError):
+    """There is no catalog where the config says, and none was ever recorded there (a fresh or
+    mistyped ``ARCHIVER_HOME``/``catalog_url``); only ``archive``, ``migrate`` and the daemon create one."""
+
+
 class NotInCatalogError(CatalogError):
     """Nothing in the catalog matches the path or pattern asked for (restore, show, forget)."""
 
@@ -69,6 +75,12 @@ class NoSpaceError(ArchiverError):
     """Not enough free disk space to start (or go on) safely."""
 
     exit_code = 13
+
+
+class CatalogFullError(NoSpaceError):
+    """A catalog write failed because the catalog's disk (or database server) is full. Nothing
+    was committed by that transaction, so nothing is lost: the run stops (exit 13) rather than
+    fail every remaining file, and the same command finishes the work once there is space."""
 
 
 class VerifyError(ArchiverError):

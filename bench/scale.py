@@ -235,7 +235,7 @@ def bench_catalog(pg: Postgres, files: int, threads_list: list[int]) -> dict:
     out = []
     for threads in threads_list:
         url = pg.new_db()
-        Catalog(url).close()  # schema
+        Catalog(url, create=True).close()  # schema
         per = files // threads
         errors: list[str] = []
 

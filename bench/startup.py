@@ -9,7 +9,7 @@ the load average, which is printed with the results.
 
 Cases (a 481x321 image, like the one in the issue; ``--image`` to use another):
   help            archiver --help
-  status          archiver status (an empty catalog)
+  status          archiver status (a catalog with one file; status never creates one)
   restore-lossless  archiver restore of a PNG and a JPEG archived losslessly (.axl, .jxl), the
                   vault emptied so that both are decoded from the compressed files
   decode-dlc      archiver decode of a .dlc made with the embedded default model (tiny)
@@ -82,6 +82,10 @@ def setup(work: Path, image: Path | None, env: dict, cases) -> dict[str, list[st
             shutil.copyfile(image, src)
         else:
             make_image(src)
+    if "status" in cases:  # a catalog to look at: only archive, migrate and the daemon create one
+        (work / "seed").mkdir()
+        make_image(work / "seed" / "s.png")
+        _prepare([*arch, "archive", "--policy", "evidence", str(work / "seed")], env, work)
     if "decode-dlc" in cases:
         _prepare([*arch, "encode", str(src), str(work / "a.dlc")], env, work)
     if "restore-lossless" in cases:

@@ -42,7 +42,7 @@ def build(url: str, rows: int, seed: int = 0) -> float:
 
     rng = random.Random(seed)
     t0 = time.time()
-    cat = open_catalog(url)
+    cat = open_catalog(url, create=True)
     now = dt.datetime(2026, 11, 26)
     roots = ["/srv/photos", "/mnt/nas/archive", "/home/ann/Pictures"]
     files, events = [], []
@@ -130,12 +130,12 @@ def main() -> int:
 
     url = f"sqlite:///{a.db}"
     built = None
-    cat = open_catalog(url)
+    cat = open_catalog(url, create=True)
     with cat.session() as s:
         have = s.execute(select(func.count()).select_from(FileVersion)).scalar_one()
     if have != a.rows:
         cat.close()
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".created"):  # a new catalog, and the record of the old one
             Path(a.db + suffix).unlink(missing_ok=True)
         built = round(build(url, a.rows), 1)
         cat = open_catalog(url)

@@ -58,10 +58,12 @@ def pg_server_url():
 
 
 @pytest.fixture
-def fresh_pg_url(pg_server_url):
-    """A new, empty database per test."""
+def fresh_pg_url(pg_server_url, tmp_path, monkeypatch):
+    """A new, empty database per test (and a state directory of its own, where the marker that
+    records a server catalog's creation is kept: not the user's)."""
     from sqlalchemy import text
 
+    monkeypatch.setenv("ARCHIVER_HOME", str(tmp_path / "pg-state"))
     from archiver.catalog.db import make_engine
 
     name = f"t{os.urandom(4).hex()}"

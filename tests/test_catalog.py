@@ -13,7 +13,7 @@ from archiver.errors import CatalogError
 
 @pytest.fixture
 def cat(tmp_path):
-    c = open_catalog(f"sqlite:///{tmp_path / 'cat.sqlite'}")
+    c = open_catalog(f"sqlite:///{tmp_path / 'cat.sqlite'}", create=True)
     yield c
     c.close()
 
@@ -68,7 +68,7 @@ def test_events_are_append_only_in_the_database(cat):
 
 def test_reopen_is_idempotent_and_tags(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.sqlite'}"
-    with open_catalog(url) as c:
+    with open_catalog(url, create=True) as c:
         with c.session() as s:
             q.add_tag(s, "/a", "legal-hold")
             q.add_tag(s, "/a", "legal-hold")
@@ -80,7 +80,7 @@ def test_reopen_is_idempotent_and_tags(tmp_path):
 
 def test_newer_schema_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 'c.sqlite'}"
-    with open_catalog(url) as c:
+    with open_catalog(url, create=True) as c:
         with c.engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num='9999_future'"))
     with pytest.raises(CatalogError, match="newer"):
@@ -96,7 +96,7 @@ def test_work_queue_path_unique(cat):
 
 
 def _open_and_write(url, i):
-    c = open_catalog(url)
+    c = open_catalog(url, create=True)
     with c.session() as s:
         q.transition(s, FileVersion(path=f"/f{i}"), DISCOVERED)
     c.close()
@@ -122,6 +122,7 @@ def test_tag_command(tmp_path):
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"catalog_url: sqlite:///{tmp_path / 'c.sqlite'}\n")
+    open_catalog(f"sqlite:///{tmp_path / 'c.sqlite'}", create=True).close()  # tag never creates one
     r = CliRunner().invoke(main, ["tag", str(tmp_path / "a.jpg"), "--add", "legal-hold", "--config", str(cfg), "--json"])
     assert r.exit_code == 0, r.output
     with open_catalog(f"sqlite:///{tmp_path / 'c.sqlite'}") as c, c.session() as s:

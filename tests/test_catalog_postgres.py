@@ -14,7 +14,7 @@ def test_migrations_and_append_only_trigger(fresh_pg_url):
     from archiver.catalog.db import current_revision, head_revision, open_catalog
     from archiver.catalog.models import DISCOVERED, FileVersion
 
-    with open_catalog(fresh_pg_url) as c:
+    with open_catalog(fresh_pg_url, create=True) as c:
         assert {"file_versions", "events", "tags", "work_queue"} <= set(c.table_names())
         assert current_revision(c.engine) == head_revision()
         with c.session() as s:

@@ -12,6 +12,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from archiver.catalog.db import open_catalog
 from archiver.cli import main
 from test_service_helpers import (FAST_POLICY, catalog_rows, check_exactly_once, committed_paths, png_bytes, setup_env,
                                   wait_until)
@@ -148,6 +149,9 @@ def test_run_task_is_a_pure_serialisable_function_of_path_and_config(tmp_path, m
     p.write_bytes(png_bytes(3, 32))
     cfg = config_dict(load_config(e["config"]))
     assert pickle.loads(pickle.dumps(cfg)) == cfg and json.loads(json.dumps(cfg)) == cfg
+    out = run_task(str(p), cfg, str(e["root"]))
+    assert out["status"] == "failed" and "no catalog at" in out["error"]  # a task never creates the catalog
+    open_catalog(cfg["catalog_url"], create=True).close()  # the driver (migrate, the daemon) does
     out = run_task(str(p), cfg, str(e["root"]))
     assert json.loads(json.dumps(out)) == out
     assert out["status"] == "committed" and out["action"] == "lossless" and not out["retry"]
@@ -291,6 +295,7 @@ def test_ray_executor_maps_tasks_to_remote_functions(tmp_path, monkeypatch):
     from archiver.service.workers import RayExecutor, config_dict, run_task
 
     monkeypatch.setenv("ARCHIVER_HOME", str(e["home"]))
+    open_catalog(config_dict(load_config(e["config"]))["catalog_url"], create=True).close()  # as the driver does
     out = RayExecutor(1).submit(run_task, str(e["root"] / "pics" / "p0.png"),
                                 config_dict(load_config(e["config"])), str(e["root"])).result()
     assert out["status"] == "committed"

@@ -43,7 +43,7 @@ def wq(tmp_path):
         engine = create_engine(url, connect_args={"timeout": 30})
         Base.metadata.create_all(engine)
         return WorkQueue(sessionmaker(engine, expire_on_commit=False), model, backoff_seconds=10)
-    return WorkQueue.for_catalog(Catalog(url), backoff_seconds=10)
+    return WorkQueue.for_catalog(Catalog(url, create=True), backoff_seconds=10)
 
 
 def test_enqueue_is_idempotent(wq):

@@ -12,7 +12,7 @@ import pytest
 def catalog(fresh_pg_url):
     from archiver.catalog.db import Catalog
 
-    cat = Catalog(fresh_pg_url)
+    cat = Catalog(fresh_pg_url, create=True)
     yield cat
     cat.close()
 

@@ -21,7 +21,7 @@ from test_service_helpers import (Daemon, catalog_rows, check_exactly_once, comm
 def catalog(tmp_path):
     from archiver.catalog.db import Catalog
 
-    cat = Catalog(f"sqlite:///{tmp_path / 'cat.sqlite'}")
+    cat = Catalog(f"sqlite:///{tmp_path / 'cat.sqlite'}", create=True)
     yield cat
     cat.close()
 

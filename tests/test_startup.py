@@ -59,7 +59,11 @@ def test_nothing_written_outside_the_documented_directories(tmp_path):
     run("decode", "a.dlc", "b.png")
     r = run("classify", "a.png", "--all", "--json")
     assert "Created TensorFlow Lite" not in r.stderr  # native libraries' notices stay off our stderr
-    run("tag", "a.png", "--add", "keep-me")  # a catalog command: creates the catalog in the state directory
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8)).save(photos / "c.png")
+    run("archive", "--policy", "evidence", str(photos))  # creates the catalog in the state directory
+    run("tag", "a.png", "--add", "keep-me")  # a catalog command (it never creates one)
     run("stats")  # (stats itself refuses a missing catalog: a mistyped ARCHIVER_HOME is exit 7, issue 11 #8)
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
     assert sorted(p.name for p in work.iterdir()) == ["a.dlc", "a.png", "b.png"]

@@ -22,7 +22,7 @@ def test_lock_holder_reads_proc_locks(tmp_path):
 def test_server_locks_held_counts_daemons_on_postgresql(fresh_pg_url):
     from archiver.catalog.db import open_catalog
 
-    cat = open_catalog(fresh_pg_url)
+    cat = open_catalog(fresh_pg_url, create=True)
     try:
         assert server_locks_held(cat.engine) == 0
         a = ServerCatalogLock(cat.engine, "node-a").acquire()
@@ -38,6 +38,6 @@ def test_server_locks_held_counts_daemons_on_postgresql(fresh_pg_url):
 def test_server_locks_held_is_none_on_sqlite(tmp_path):
     from archiver.catalog.db import open_catalog
 
-    cat = open_catalog(f"sqlite:///{tmp_path / 'c.sqlite'}")
+    cat = open_catalog(f"sqlite:///{tmp_path / 'c.sqlite'}", create=True)
     assert server_locks_held(cat.engine) is None
     cat.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import AdapterError, ArchiverError, CatalogError, InputError, SafetyError, VerifyError
+from ..errors import AdapterError, ArchiverError, CatalogError, InputError, NoSpaceError, SafetyError, VerifyError
 from ..output import emit, human_bytes, progress
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm"}
@@ -68,6 +68,21 @@ def _human_archive(d: dict) -> str:
     return "\n".join(lines)
 
 
+def _archive_catalog(cfg, dry_run: bool):
+    """``archive`` creates the catalog on a fresh home; its dry run creates nothing (on a fresh
+    home it plans against an empty catalog in memory). A catalog that existed and is gone is an
+    error either way."""
+    from ..errors import NoCatalogError
+    from .db import open_catalog
+
+    if not dry_run:
+        return open_catalog(cfg, create=True)
+    try:
+        return open_catalog(cfg)
+    except NoCatalogError:
+        return open_catalog("sqlite://", create=True)
+
+
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--policy", "policy_path", type=click.Path(), default=None, help="policy file or shipped policy name")
@@ -82,7 +97,8 @@ def archive(paths, policy_path, config_path, dry_run, as_json):
     files = _files(paths)
     if not files:
         raise InputError(f"no images found in {', '.join(paths)}")
-    ctx = _guard_db(lambda: ArchiveContext.from_config(cfg, policy=policy_path, dry_run=dry_run))
+    catalog = _guard_db(lambda: _archive_catalog(cfg, dry_run))
+    ctx = _guard_db(lambda: ArchiveContext.from_config(cfg, policy=policy_path, catalog=catalog, dry_run=dry_run))
     if not dry_run:  # finish or roll back what an interrupted run left anywhere in the catalog
         _guard_db(lambda: recover_pending(ctx))
     outcomes = []
@@ -90,7 +106,7 @@ def archive(paths, policy_path, config_path, dry_run, as_json):
         ctx.root = root
         try:
             o = _guard_db(lambda: archive_file(f, ctx))
-        except CatalogError:
+        except (CatalogError, NoSpaceError):  # e.g. the catalog's disk is full: stop (exit 13), not fail each file
             raise
         except ArchiverError as e:
             o = ArchiveOutcome(str(f), "failed", error=str(e))
@@ -132,7 +148,7 @@ def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
 
     cfg = _config(config_path)
     when = parse_time(as_of)
-    cat = _guard_db(lambda: open_catalog(cfg, must_exist=True))
+    cat = _guard_db(lambda: open_catalog(cfg))
     results = _guard_db(lambda: do_restore(cat, list(targets), vault=Vault(cfg.resolved_vault_dir()), codecs=_codecs(cfg),
                                             to=to, as_of=when, force=force, lossy_suffix=lossy_suffix))
     data = [r.to_dict() for r in results]
@@ -147,6 +163,11 @@ def restore(targets, to, as_of, force, lossy_suffix, config_path, as_json):
         raise SystemExit(AdapterError.exit_code)  # only a missing/different adapter: its own code
     if errors:
         raise SystemExit(1)
+    unrecorded = [r for r in results if r.status == "restored" and r.exit_code == NoSpaceError.exit_code]
+    if unrecorded:  # every file is back, but the catalog's disk is full: say so once, exit 13
+        click.echo(f"archiver: error: {len(unrecorded)} restore(s) not recorded in the catalog: "
+                   f"{unrecorded[0].message.split('could not record it: ', 1)[-1]}", err=True)
+        raise SystemExit(NoSpaceError.exit_code)
     if any(r.status == "refused" for r in results):
         raise SystemExit(SafetyError.exit_code)
 
@@ -166,7 +187,7 @@ def verify(sample, no_decode, expire_vault, config_path, as_json):
     from ..work.verify import expire_vault as do_expire, verify as do_verify
 
     cfg = _config(config_path)
-    cat = _guard_db(lambda: open_catalog(cfg, must_exist=True))
+    cat = _guard_db(lambda: open_catalog(cfg))
     vault = Vault(cfg.resolved_vault_dir())
     rep = _guard_db(lambda: do_verify(cat, vault=vault, codecs=_codecs(cfg), sample=sample, decode=not no_decode,
                                       progress=lambda it: progress(it, desc="verify", enabled=not as_json)))
@@ -196,7 +217,7 @@ def stats(config_path, as_json):
     from .db import open_catalog
 
     cfg = _config(config_path)
-    cat = _guard_db(lambda: open_catalog(cfg, must_exist=True))
+    cat = _guard_db(lambda: open_catalog(cfg))
     data = _guard_db(lambda: disk_accounting(cat, cfg.resolved_vault_dir(), cache_dir_of(cfg)))
 
     def human(d):

@@ -1,14 +1,32 @@
-"""Opening the catalog: engine, sessions, schema migrations.
+"""Opening the catalog: engine, sessions, schema migrations, and the record that one exists.
 
 SQLite (the default) is opened in WAL mode with a busy timeout, foreign keys on, ``synchronous=FULL``
 (a committed transaction survives a power cut — the catalog's commit is what allows an original to
 be removed) and ``BEGIN IMMEDIATE`` transactions, so concurrent writers wait for each other instead
 of failing with "database is locked" on a read->write upgrade. Any other SQLAlchemy URL
 (PostgreSQL) works as is. The schema is migrated to the newest revision with alembic on open.
+
+A catalog is only ever created by a caller that asks for it (``create=True``: ``archive``,
+``migrate`` and the daemon), and only where none existed: when one is created (or first opened by
+this version) a marker records it (``catalog.sqlite.created`` beside a SQLite file; for a server
+URL ``<state>/catalogs/<sha256 of the URL without its password>.created``). A catalog the marker
+says existed but that is missing, empty or not a catalog any more is a ``CatalogError`` for every
+caller, never a fresh empty catalog that would report "0 checked" while the archive is lost.
+
+A statement or commit that fails because the catalog's disk (or server) is full raises a
+``CatalogFullError`` (a ``NoSpaceError``, exit 13) naming the catalog, wherever it happens: one
+engine hook (``_map_disk_full``) covers the unit of work, the queue, restore's record, tag and
+forget alike.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,12 +37,19 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import CatalogError
+from ..errors import CatalogError, CatalogFullError, NoCatalogError
+
+log = logging.getLogger("archiver.catalog")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BUSY_TIMEOUT_MS = 30_000
 #: execution option of ``Catalog.read_session`` connections
 READ_ONLY = "archiver_read_only"
+#: the marker that a catalog was created (or found) at a place: ``<catalog file><MARKER_SUFFIX>``
+MARKER_SUFFIX = ".created"
+#: SQLITE_FULL, and PostgreSQL's disk_full SQLSTATE
+_SQLITE_FULL = 13
+_PG_DISK_FULL = "53100"
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -47,15 +72,45 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a database error (SQLAlchemy's or the driver's own) says the disk is full:
+    SQLITE_FULL ("database or disk is full") or PostgreSQL's disk_full (53100)."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL or getattr(orig, "sqlstate", None) == _PG_DISK_FULL:
+        return True
+    import sqlite3
+
+    return isinstance(orig, sqlite3.Error) and "database or disk is full" in str(orig)
+
+
+def _map_disk_full(engine: Engine, url: str) -> None:
+    """Every statement, commit and connect on ``engine`` that fails for lack of space raises a
+    ``CatalogFullError`` naming the catalog (after SQLAlchemy's own clean-up), so that each
+    command stops with exit 13 instead of a traceback or a failure per file. The connection is
+    discarded (not the pool): a COMMIT that failed with SQLITE_FULL may leave SQLite's
+    transaction open, and the pool, which takes that transaction for ended, would hand it out
+    again ("cannot start a transaction within a transaction"); closing it rolls it back."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(ctx):
+        if is_disk_full(ctx.original_exception):
+            ctx.is_disconnect, ctx.invalidate_pool_on_disconnect = True, False
+            raise CatalogFullError(
+                f"not enough free disk space for the catalog at {catalog_place(url)} ({ctx.original_exception}); "
+                "nothing was lost: free some space there and run the command again") from None
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_path(url)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_pragmas(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    _map_disk_full(engine, url)
+    return engine
 
 
 def _alembic_config(connection=None):
@@ -111,28 +166,134 @@ def migrate(engine: Engine) -> str:
     return head
 
 
-class Catalog:
-    """An open catalog: ``with cat.session() as s:`` is one transaction (commit or roll back)."""
+# -- where a catalog is, and the record that it exists ----------------------------------------
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory SQLite catalog or another database."""
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
 
-    def __init__(self, url: str, *, migrate_schema: bool = True, must_exist: bool = False):
+
+def _is_memory(url: str) -> bool:
+    return url.startswith("sqlite") and sqlite_path(url) is None
+
+
+def catalog_place(url: str) -> str:
+    """How messages name the catalog: its file, or its URL without the password."""
+    p = sqlite_path(url)
+    return str(p) if p is not None else _shown(url)
+
+
+def marker_path(url: str, state_dir: Path | None = None) -> Path | None:
+    """Where the record that a catalog exists at ``url`` lives: beside a SQLite file
+    (``catalog.sqlite.created``); for a server URL, in the state directory under a name made
+    from the URL without its password; None for an in-memory catalog (nothing to lose)."""
+    p = sqlite_path(url)
+    if p is not None:
+        return p.with_name(p.name + MARKER_SUFFIX)
+    if _is_memory(url):
+        return None
+    if state_dir is None:
+        from ..config import default_state_dir
+
+        state_dir = default_state_dir()
+    key = hashlib.sha256(_shown(url).encode()).hexdigest()[:32]
+    return Path(state_dir) / "catalogs" / f"{key}{MARKER_SUFFIX}"
+
+
+def read_marker(marker: Path | None) -> dict | None:
+    """The marker's record (``at``, ``how``: created | found, ``catalog``), or None when there is
+    none. A marker that cannot be parsed still says that a catalog existed."""
+    if marker is None or not (marker.exists() or marker.is_symlink()):
+        return None
+    try:
+        d = json.loads(marker.read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_marker(marker: Path, url: str, how: str) -> None:
+    """Record durably (temp file, fsync, rename, fsync of the directory, which is also the SQLite
+    catalog's) that a catalog exists at ``url``. A marker that cannot be written is logged: the
+    catalog still works, and the next open tries again."""
+    from .. import __version__
+    from ..storage import atomic
+
+    rec = {"catalog": catalog_place(url), "how": how, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "by": f"archiver {__version__}"}
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(marker, (json.dumps(rec) + "\n").encode(), mode=0o644)
+    except OSError as e:
+        log.warning("could not record that the catalog exists", extra={"marker": str(marker), "error": str(e)})
+
+
+def _gone(url: str, rec: dict, what: str) -> CatalogError:
+    when = str(rec.get("at") or "")[:10] or "an earlier date"
+    verb = "was created on" if rec.get("how", "created") == "created" else "was in use on"
+    return CatalogError(f"the catalog at {catalog_place(url)} {verb} {when} but is {what} now: restore it from your "
+                        "backup (docs/operations.md, Backups); archiver will not start a new one over it")
+
+
+@contextmanager
+def _creation_lock(directory: Path) -> Iterator[None]:
+    """Creators on this host take turns (an flock on the directory that holds the catalog or its
+    marker), so one never sees another's half-created file as an empty catalog."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Catalog:
+    """An open catalog: ``with cat.session() as s:`` is one transaction (commit or roll back).
+
+    It must exist already unless ``create`` (only the commands that archive ask for that): a
+    catalog that is not there is a ``NoCatalogError`` where none was ever recorded, and a
+    ``CatalogError`` ("restore it from your backup") where its marker says it existed; an empty,
+    zeroed or foreign file is a ``CatalogError`` either way. Nothing is created or changed before
+    these checks. A valid catalog without a marker (made by an older archiver) gets one."""
+
+    def __init__(self, url: str, *, migrate_schema: bool = True, create: bool = False):
         self.url = url
-        if must_exist:
-            _check_exists(url)
+        self.marker = marker_path(url)
+        if create and self.marker is not None:
+            with _creation_lock(self.marker.parent):
+                self._open(migrate_schema, create)
+        else:
+            self._open(migrate_schema, create)
+        self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+    def _open(self, migrate_schema: bool, create: bool) -> None:
+        url, rec = self.url, read_marker(self.marker)
+        if _is_memory(url) and not create:
+            raise NoCatalogError(f"{url}: an in-memory catalog is always new; only a creating caller opens one")
+        _check_file(url, rec, create)
         try:
             self.engine = make_engine(url)
-            if must_exist and current_revision(self.engine) is None:
+            try:
+                rev = current_revision(self.engine)
+                if rev is None:
+                    _check_schema_less(url, rec, create, inspect(self.engine).get_table_names())
+                if migrate_schema:
+                    migrate(self.engine)
+            except BaseException:
                 self.engine.dispose()
-                raise CatalogError(f"{_shown(url)} is not an archiver catalog (no schema); wrong ARCHIVER_HOME or catalog_url?")
-            if migrate_schema:
-                migrate(self.engine)
+                raise
         except CatalogError:
             raise
         except DatabaseError as e:  # e.g. a zeroed or foreign file: "file is not a database"
+            if rec is not None and "file is not a database" in str(getattr(e, "orig", e)):
+                raise _gone(url, rec, f"not a catalog any more ({getattr(e, 'orig', e)})") from None
             raise CatalogError(f"cannot open catalog {_shown(url)}: {getattr(e, 'orig', e)}") from None
-        except OperationalError as e:
-            raise CatalogError(f"cannot open catalog {url}: {e.orig}") from None
-        self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
-        self._reader = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        if self.marker is not None and rec is None and (rev is not None or migrate_schema):
+            _write_marker(self.marker, url, "found" if rev is not None else "created")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -177,25 +338,83 @@ def _shown(url: str) -> str:
         return url
 
 
-def _check_exists(url: str) -> None:
-    """For commands that only read what was archived (verify, restore, stats): a SQLite catalog
-    that is not there is an error, not a new empty catalog that reports "checked 0 of 0"."""
-    if url.startswith("sqlite") and "///" in url:
-        path = url.split("///", 1)[1].split("?", 1)[0]
-        if path and path != ":memory:":
-            p = Path(path)
-            if not p.is_file():
-                raise CatalogError(f"no catalog at {p} (wrong ARCHIVER_HOME or catalog_url? nothing was archived there)")
-            if p.stat().st_size == 0:
-                raise CatalogError(f"{p} is empty, not an archiver catalog (wrong ARCHIVER_HOME or catalog_url?)")
+def _check_file(url: str, rec: dict | None, create: bool) -> None:
+    """Before the engine opens it (that switches a SQLite file to WAL, i.e. writes to it): a
+    SQLite catalog file that is not there, is empty, is not a SQLite database, or is a database
+    without archiver's schema, is an error (``rec``: the marker's record, None when no catalog
+    was ever recorded there), unless none ever was and the caller creates one."""
+    p = sqlite_path(url)
+    if p is None:
+        return
+    if not (p.exists() or p.is_symlink()):
+        if rec is not None:
+            raise _gone(url, rec, "missing")
+        if not create:
+            raise NoCatalogError(f"no catalog at {p} (wrong ARCHIVER_HOME or catalog_url? nothing was archived there; "
+                                 "`archiver archive`, `migrate` and `daemon` create one)")
+        return
+    if not p.is_file():
+        raise CatalogError(f"{p} is not a file, not an archiver catalog (wrong ARCHIVER_HOME or catalog_url?)")
+    if p.stat().st_size == 0:
+        if rec is not None:
+            raise _gone(url, rec, "empty (0 bytes)")
+        raise CatalogError(f"{p} is empty (0 bytes), not an archiver catalog: restore it from your backup, or delete it "
+                           "if nothing was ever archived there (wrong ARCHIVER_HOME or catalog_url?)")
+    tables = _tables_read_only(p)  # never through a file descriptor of our own: see there
+    if tables is _NOT_A_DATABASE:
+        if rec is not None:
+            raise _gone(url, rec, "not a catalog any more (not a SQLite database: zeroed or overwritten)")
+        raise CatalogError(f"{p} is not a SQLite database, not an archiver catalog (wrong ARCHIVER_HOME or catalog_url?)")
+    if tables is not None and "alembic_version" not in tables:
+        _check_schema_less(url, rec, create, tables)
 
 
-def open_catalog(url_or_config=None, *, must_exist: bool = False) -> Catalog:
-    """Open (and migrate) the catalog named by a URL, a ``Config``, or the default config. With
-    ``must_exist`` a catalog that does not exist yet (or is not one) is a ``CatalogError``."""
+_NOT_A_DATABASE = object()
+
+
+def _tables_read_only(p: Path):
+    """The tables of the SQLite file ``p``, read through a read-only SQLite connection, which
+    writes nothing to it (``_NOT_A_DATABASE`` for a file that is not one, None when it cannot be
+    read so: the engine will say why). Never open a catalog file with ``open()``: closing that
+    descriptor would drop the POSIX locks this process's SQLite connections hold on the file,
+    and a concurrent writer could then corrupt it."""
+    import sqlite3
+    from urllib.parse import quote
+
+    try:
+        con = sqlite3.connect(f"file:{quote(str(p.resolve()))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            return [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        if getattr(e, "sqlite_errorcode", None) == 26 or "file is not a database" in str(e):  # SQLITE_NOTADB
+            return _NOT_A_DATABASE
+        return None
+    except sqlite3.Error:
+        return None
+
+
+def _check_schema_less(url: str, rec: dict | None, create: bool, tables: list[str]) -> None:
+    """A database without archiver's schema: a catalog that is gone (its marker says it existed),
+    a foreign database, or (only for a creating caller) an empty database to create one in."""
+    if rec is not None:
+        raise _gone(url, rec, "empty (no archiver schema)")
+    if create and not tables:
+        return
+    if not create and not tables and sqlite_path(url) is None:
+        raise NoCatalogError(f"no catalog in {_shown(url)} (an empty database; wrong catalog_url? "
+                             "`archiver archive`, `migrate` and `daemon` create one)")
+    raise CatalogError(f"{catalog_place(url)} is not an archiver catalog (no schema); wrong ARCHIVER_HOME or catalog_url?")
+
+
+def open_catalog(url_or_config=None, *, create: bool = False) -> Catalog:
+    """Open (and migrate) the catalog named by a URL, a ``Config``, or the default config. It must
+    exist (see ``Catalog``); only the commands that archive (``archive``, ``migrate``, the daemon)
+    pass ``create=True``, which creates one where none ever existed."""
     if url_or_config is None:
         from ..config import load_config
 
         url_or_config = load_config()
     url = url_or_config if isinstance(url_or_config, str) else url_or_config.resolved_catalog_url()
-    return Catalog(url, must_exist=must_exist)
+    return Catalog(url, create=create)

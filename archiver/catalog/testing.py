@@ -122,7 +122,7 @@ def random_tiny_codec(seed: int = 0):
 
 
 def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None, **kw):
-    """A context on a fresh SQLite catalog with ``TEST_POLICY``; ``codec`` stands in for the
+    """A context on a fresh SQLite catalog (created, or ``catalog_url``'s) with ``TEST_POLICY``; ``codec`` stands in for the
     diffusion codec (default: ``FakeCodec``); the other codecs are the registry's own."""
     from ..storage.vault import Vault
     from ..work.codec import Codecs
@@ -130,7 +130,7 @@ def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None,
     from .db import open_catalog
 
     tmp = Path(tmp)
-    cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}")
+    cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}", create=True)
     codecs = Codecs(overrides={"diffusion": codec if codec is not None else FakeCodec()})
     return ArchiveContext(catalog=cat, policy=make_policy(), vault=Vault(tmp / "vault"), codecs=codecs,
                           lock_dir=tmp / "locks", **kw)

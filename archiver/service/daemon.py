@@ -67,6 +67,7 @@ class Daemon:
         self._last_expiry = -VAULT_EXPIRY_SECONDS  # expire once right after the start
         self._last_space = 0.0
         self.space_problems: list[str] = []
+        self.catalog_full: str | None = None  # the catalog's disk is full: stop, then exit 13
         self._last_renew = 0.0
         self.places = None  # a shared catalog: places.Places, and the ids tasks check
         self.place_marks: dict = {"roots": {}, "vault": None}
@@ -269,7 +270,13 @@ class Daemon:
             except Exception as e:  # pragma: no cover - run_task does not raise
                 out = {"path": item.path, "status": "error", "retry": True, "error": repr(e)}
                 self.metrics.failures.inc()
-            if out.get("retry"):
+            if out.get("no_space"):  # not this file's fault: no attempt counted, the restart does it
+                self._out_of_space(str(out.get("error")))
+                try:
+                    self.queue.release(item.id)
+                except NoSpaceError:
+                    pass  # the claim stays; the next start requeues it
+            elif out.get("retry"):
                 state = self.queue.fail(item.id, str(out.get("error")))
                 log.warning("work failed", extra={"path": item.path, "queue_state": state,
                                                   "attempt": item.attempts + 1, "error": out.get("error")})
@@ -292,6 +299,14 @@ class Daemon:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = make_executor(self.executor_kind, self.workers)
             log.warning("worker pool restarted after a worker died", extra={})
+
+    def _out_of_space(self, why: str) -> None:
+        """The catalog's disk is full: take no new work, finish the files in hand, then exit 13
+        (``run`` raises ``NoSpaceError``); started again, the daemon takes up where it stopped."""
+        if self.catalog_full is None:
+            self.catalog_full = why
+            log.error("catalog full: stopping after the files in hand", extra={"error": why})
+        self.stop_requested = max(self.stop_requested, 1)
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -392,7 +407,7 @@ class Daemon:
         self.lock = InstanceLock(lock_path_for(url, state_dir)).acquire()
         server_lock = None
         try:
-            catalog = Catalog(url)
+            catalog = Catalog(url, create=True)  # where none ever was; never over a lost one
             server_lock = ServerCatalogLock(catalog.engine, self.cfg.node_name).acquire()
             return self._run(catalog, state_dir)
         finally:
@@ -458,6 +473,8 @@ class Daemon:
                     self._fill_workers()
                     self._housekeeping()
                     errors = 0
+                except NoSpaceError as e:  # the catalog's disk is full: retrying every round only fails again
+                    self._out_of_space(str(e))
                 except Exception as e:  # e.g. the catalog busy or unreachable for a while
                     errors += 1
                     log.exception("main loop error; retrying", extra={"error": str(e), "consecutive": errors})
@@ -487,6 +504,8 @@ class Daemon:
                 return 1
             self.executor.shutdown(wait=True)
             log.info("stopped", extra={})
+            if self.catalog_full:
+                raise NoSpaceError(self.catalog_full)
             return 0
         finally:
             self._scan_stop.set()

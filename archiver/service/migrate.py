@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..config import Config
-from ..errors import UsageError
+from ..errors import NoSpaceError, UsageError
 from .places import Places, is_shared, require_shared_vault
 from .queue import WorkQueue, node_name, worker_id
 from .scan import handled_map, is_handled, norm_root
@@ -238,16 +238,15 @@ def _codec_shares(planned: list[dict]) -> dict[str, dict]:
 
 
 def _open_catalog_readonly(cfg: Config):
-    """The catalog if it exists, for lookups only (a dry run must not create or migrate it)."""
-    url = cfg.resolved_catalog_url()
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
-        return None
+    """The catalog if it exists, for lookups only (a dry run must not create or migrate it);
+    None where none was ever made. One that existed and is gone, empty or not a catalog is a
+    ``CatalogError``: a plan against nothing would propose archiving the outputs again."""
     from ..catalog.db import Catalog
+    from ..errors import NoCatalogError
 
     try:
-        return Catalog(url, migrate_schema=False)
-    except Exception as e:
-        log.warning("catalog not readable; planning without it", extra={"error": str(e)})
+        return Catalog(cfg.resolved_catalog_url(), migrate_schema=False)
+    except NoCatalogError:
         return None
 
 
@@ -270,14 +269,15 @@ def _tags(catalog, paths: list[str]) -> dict[str, list[str]]:
 
 def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_progress: bool = True,
         stopper: Stopper | None = None, max_attempts: int = 2) -> dict:
-    """The real migration. Resumable: rerun with the same roots after any interruption."""
+    """The real migration. Resumable: rerun with the same roots after any interruption. The
+    catalog's disk running full stops it (``NoSpaceError``, exit 13) after the files in hand."""
     from ..catalog.db import Catalog
     from ..output import progress
 
     roots = _check_roots(roots)
     require_shared_vault(cfg)
     t0 = time.time()
-    catalog = Catalog(cfg.resolved_catalog_url())
+    catalog = Catalog(cfg.resolved_catalog_url(), create=True)  # where none ever was; never over a lost one
     try:
         places = _shared_places(catalog, cfg, roots)
     except BaseException:
@@ -324,6 +324,15 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
 
     lease = max(0.2, float(cfg.lease_seconds))
     last_renew = last_takeover = time.monotonic()
+    # a worker found the catalog's disk full: no new work, the files in hand finish, then exit 13 (a
+    # write of this driver's own that fails so raises at once: the pool is stopped as on Ctrl-C twice)
+    no_space: list[str] = []
+
+    def out_of_space(why: str) -> None:
+        if not no_space:
+            no_space.append(why)
+            log.info("catalog full: stopping after the files in hand", extra={"error": why})  # (-v; the error line says it)
+        stop.event.set()
 
     def results() -> Iterator[dict]:
         nonlocal aborted, last_renew, last_takeover
@@ -352,6 +361,10 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                     out = f.result()
                 except Exception as e:  # the worker process died (OOM, killed)
                     out = {"path": item.path, "status": "error", "retry": True, "error": f"worker died: {e}"}
+                if out.get("no_space"):  # not this file's fault: it is done by the rerun, no attempt counted
+                    out_of_space(str(out.get("error")))
+                    _quietly(queue.release, item.id)
+                    continue
                 if out.get("retry"):
                     if queue.fail(item.id, str(out.get("error"))) != "failed":
                         continue  # it comes round again
@@ -375,10 +388,20 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
             ex.shutdown(wait=True)
         left = queue.depth(roots)
         catalog.close()
+    if no_space:
+        raise NoSpaceError(no_space[0])
     return _run_report(roots, cfg, outcomes, already=already, stale=stale, left=left,
                        seconds=time.time() - t0, interrupted=stop.event.is_set())
 
 
+
+
+def _quietly(fn, *args) -> None:
+    """A queue write that may fail when the catalog is full: the rerun takes over a claim left behind."""
+    try:
+        fn(*args)
+    except NoSpaceError:
+        pass
 
 
 def _shared_places(catalog, cfg: Config, roots: list[str]) -> dict | None:

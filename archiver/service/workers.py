@@ -65,7 +65,7 @@ def get_context(config: dict, *, dry: bool = False):
             from ..catalog.db import open_catalog
             from .migrate import _open_catalog_readonly
 
-            catalog = _open_catalog_readonly(cfg) or open_catalog("sqlite://")
+            catalog = _open_catalog_readonly(cfg) or open_catalog("sqlite://", create=True)
             ctx = ArchiveContext.from_config(cfg, catalog=catalog, dry_run=True)
         else:
             ctx = ArchiveContext.from_config(cfg)
@@ -99,8 +99,9 @@ def outcome_dict(outcome: Any, path: str) -> dict:
 
 
 def run_task(path: str, config: dict, root: str | None = None) -> dict:
-    """Archive one file; never raises (errors come back as an outcome with ``retry``)."""
-    from ..errors import ArchiverError
+    """Archive one file; never raises (errors come back as an outcome with ``retry``; with
+    ``no_space`` too when the catalog's disk is full: the caller stops taking work)."""
+    from ..errors import ArchiverError, NoSpaceError
 
     t0 = time.perf_counter()
     places = config.get("_places")
@@ -126,6 +127,8 @@ def run_task(path: str, config: dict, root: str | None = None) -> dict:
                        "error": "another node is working on this file; retried later"}
     except ArchiverError as e:  # e.g. a bad policy or missing weights: retrying later may help after a fix
         out = {"path": path, "status": "failed", "error": str(e), "kind": type(e).__name__, "retry": True}
+        if isinstance(e, NoSpaceError):  # the catalog's disk is full: the run must stop, not go on failing
+            out["no_space"] = True
     except Exception as e:  # a bug or a transient problem (disk full, catalog busy): retry later
         out = {"path": path, "status": "error", "error": f"{type(e).__name__}: {e}",
                "traceback": traceback.format_exc(limit=8), "retry": True}

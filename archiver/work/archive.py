@@ -8,7 +8,7 @@ from pathlib import Path
 from ..catalog import queries as q
 from .. import codecs
 from ..catalog.models import COMMITTED, FAILED, ORIG_KEPT, SKIPPED
-from ..errors import ArchiverError
+from ..errors import ArchiverError, NoSpaceError
 from ..storage import atomic
 from .check import Check
 from .classify import Classify
@@ -72,7 +72,8 @@ def archive_file(path: str | Path, ctx) -> ArchiveOutcome:
 
 def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
     """discover -> classify -> (encode -> write -> check, codec after codec until one is verified
-    or none is left: keep) -> vault -> commit -> dispose -> preview (if configured)."""
+    or none is left: keep) -> vault -> commit -> dispose -> preview (if configured). A failure
+    ends the file as failed, except a ``NoSpaceError`` (the catalog is full), which is raised."""
     try:
         early = Discover(ctx).run(job, w)
         if early is not None:
@@ -93,6 +94,11 @@ def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
             out = ArchiveOutcome(job.sp, e.state, error=str(e), reasons=[str(e)], recovered=job.recovered)
             return _dry(job, out) if w.dry else out
         w.record(job, e.state, kind="skip" if e.state == SKIPPED else "failed", error=str(e))
+    except NoSpaceError:
+        # the catalog's disk is full (``CatalogFullError``): its transaction was not committed, so
+        # nothing happened that is not on record; writing "failed" would fail too. The row stays
+        # as it was, recovery rolls it back on the next run, and the caller stops the whole run.
+        raise
     except (ArchiverError, OSError) as e:
         if job.row is None:
             raise

@@ -31,6 +31,8 @@ class ArchiveContext:
 
     @classmethod
     def from_config(cls, config, *, policy=None, catalog: Catalog | None = None, dry_run: bool = False) -> "ArchiveContext":
+        """The context for ``config``; opens its catalog unless one is given, which must exist
+        (the callers that may create it open it themselves, see ``catalog.db.Catalog``)."""
         from ..catalog.db import open_catalog
         from ..policy.engine import load_policy
         from ..preview import preview_settings

@@ -22,7 +22,7 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..codecs import Exactness
-from ..errors import ArchiverError, NotInCatalogError, SafetyError, UsageError
+from ..errors import ArchiverError, NoSpaceError, NotInCatalogError, SafetyError, UsageError
 from ..preview import is_preview
 from ..storage import atomic
 from ..storage.vault import Vault, VaultError
@@ -42,7 +42,8 @@ class RestoreResult:
     exact: str  # bytes | pixels | approx | -
     status: str  # restored | present | refused | error
     message: str = ""
-    #: with status "error": the failure's exit code (10: the file's adapter is not available)
+    #: with status "error": the failure's exit code (10: the file's adapter is not available); with
+    #: "restored": 13 when the catalog's disk was full and the restore could not be recorded
     exit_code: int = 0
 
     def to_dict(self) -> dict:
@@ -437,6 +438,9 @@ def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, d
     except SQLAlchemyError as e:  # a read-only catalog does not stop a restore
         res.message = (res.message + "; " if res.message else "") + \
             f"restored, but the catalog could not record it ({getattr(e, 'orig', e)})"
+    except NoSpaceError as e:  # a full catalog neither: the file is back; the command exits 13 at the end
+        res.message = (res.message + "; " if res.message else "") + f"restored, but the catalog could not record it: {e}"
+        res.exit_code = e.exit_code
     return res
 
 
