@@ -454,8 +454,12 @@ def test_serve_json_says_where_it_serves_with_an_integer_port(tmp_path):
     import sys
     import urllib.request
 
+    from archiver.catalog.db import open_catalog
+
     cfg = tmp_path / "archiver.yaml"
-    cfg.write_text(json.dumps({"catalog_url": f"sqlite:///{tmp_path / 'cat.sqlite'}", "vault_dir": str(tmp_path / "vault")}))
+    url = f"sqlite:///{tmp_path / 'cat.sqlite'}"
+    cfg.write_text(json.dumps({"catalog_url": url, "vault_dir": str(tmp_path / "vault")}))
+    open_catalog(url, create=True).close()  # serve never creates a catalog (issue 22 F2)
     env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "state"), PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen([sys.executable, "-m", "archiver", "serve", "--port", "0", "--json", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
