@@ -7,28 +7,14 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from archiver.codecs import CodecRefused, Source, Target, get_codec
 from archiver.codecs.base import Codec, Encoded, Exactness, guard, measure
 from archiver.codecs.choice import Choice
+from archiver.catalog.testing import photo_bytes
 from archiver.imageio import load_image
-
-
-def photo_bytes(seed=0, size=(192, 160), fmt="PNG", quality=92) -> bytes:
-    """Texture, edges and smooth areas: a photo-like test image."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.stack([128 + 60 * np.sin(xx / 7 + seed), 128 + 60 * np.cos(yy / 9), (xx + yy) % 256 * 0.5 + 60], -1)
-    a = a + rng.normal(0, 12, a.shape)
-    a[h // 3: h // 2, w // 4: 3 * w // 4] = (30, 40, 200)
-    img = Image.fromarray(np.clip(a, 0, 255).astype("uint8"))
-    out = io.BytesIO()
-    img.save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
-    return out.getvalue()
 
 
 def source(data: bytes, regions=()) -> Source:
@@ -176,7 +162,25 @@ def test_a_protected_region_is_judged_by_its_own_crop():
     assert guard(measure(source(data), ruined), target) is None  # no region: the whole image decides
 
 
-def test_tiny_regions_are_grown_to_the_metrics_minimum():
+def test_small_regions_are_scored_with_their_surroundings():
+    from archiver.codecs.base import REGION_MIN_SIDE, region_crop
+
+    assert region_crop((10, 10, 13, 12), (200, 100)) == (0, 0, REGION_MIN_SIDE, 100)  # as much as there is
+    assert region_crop((100, 50, 110, 60), (300, 200)) == (49, 0, 162, 113)
+    assert region_crop((290, 190, 300, 200), (300, 200)) == (239, 87, 300, 200)
+    assert region_crop((10, 10, 150, 20), (300, 200)) == (10, 0, 150, 113)  # only the short side grows
+    assert region_crop((0, 0, 5, 5), (40, 30)) == (0, 0, 40, 30)  # never beyond the image
+    # why 113: below it the metric drops its sixth scale and reads far lower for the same image
+    data = photo_bytes(21, size=(224, 176))
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    out = io.BytesIO()
+    img.save(out, "AVIF", quality=95)
+    rec = Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+    from archiver.perceptual import ssimulacra2
+
+    big, small = ((0, 0, REGION_MIN_SIDE, REGION_MIN_SIDE), (0, 0, REGION_MIN_SIDE - 1, REGION_MIN_SIDE - 1))
+    assert ssimulacra2(img.crop(big), rec.crop(big)) - ssimulacra2(img.crop(small), rec.crop(small)) > 30
+    assert region_crop((300, 300, 310, 310), (200, 100)) is None
     data = photo_bytes(11, size=(64, 48))
     v = measure(source(data, [(10, 10, 13, 12), (60, 40, 64, 48)]), Image.open(io.BytesIO(data)).convert("RGB"))
     assert v.region_score == 100.0

@@ -104,6 +104,14 @@ class FileVersion(Base):
     psnr: Mapped[Optional[float]] = mapped_column(Float)
     ms_ssim: Mapped[Optional[float]] = mapped_column(Float)
     region_psnr: Mapped[Optional[float]] = mapped_column(Float)
+    #: what a person would see (migration 0007): the perceptual score of the file as verified, the
+    #: lowest of its protected regions', the metric and version that gave them, the rule's target
+    score: Mapped[Optional[float]] = mapped_column(Float)
+    region_score: Mapped[Optional[float]] = mapped_column(Float)
+    score_metric: Mapped[Optional[str]] = mapped_column(String(64))
+    target_score: Mapped[Optional[float]] = mapped_column(Float)
+    #: every codec the search tried: codec, knob, bytes, score, and why the others lost
+    candidates: Mapped[Optional[Any]] = mapped_column(JSON)
     # state and what became of the original
     state: Mapped[str] = mapped_column(String(16), nullable=False, default=DISCOVERED)
     disposition: Mapped[Optional[str]] = mapped_column(String(16))  # replace | vault | keep

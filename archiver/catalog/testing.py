@@ -86,6 +86,21 @@ def write_png(path: str | Path, seed: int = 0, size=(160, 120)) -> Path:
     return path
 
 
+def photo_bytes(seed=0, size=(192, 160), fmt="PNG", quality=92) -> bytes:
+    """Texture, edges, a flat patch and noise: a photo-like test image for the lossy codecs' searches."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([128 + 60 * np.sin(xx / 7 + seed), 128 + 60 * np.cos(yy / 9), (xx + yy) % 256 * 0.5 + 60], -1)
+    a = a + rng.normal(0, 12, a.shape)
+    a[h // 3: h // 2, w // 4: 3 * w // 4] = (30, 40, 200)
+    img = Image.fromarray(np.clip(a, 0, 255).astype("uint8"))
+    out = io.BytesIO()
+    img.save(out, fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+
 class FakeCodec(Codec):
     """A stand-in for the diffusion codec (registered name ``diffusion``, so rows and restores
     behave as with the real one): low-quality WebP inside a marker. Deterministic and fast."""

@@ -87,6 +87,18 @@ def ls(pattern, state, rule, codec, action, since, until, all_versions, limit, a
     emit({"entries": data}, as_json, human)
 
 
+def candidate_line(c: dict) -> str:
+    """One codec the search tried, in words: what it made and its score, or why it lost."""
+    knob = ", ".join(f"{k} {v}" for k, v in (c.get("knob") or {}).items())
+    if c.get("ok"):
+        score = f", SSIMULACRA2 {c['score']:.1f}" if c.get("score") is not None else ""
+        mark = "  <- stored" if c.get("chosen") else "  (larger)"
+        return f"{c['codec']}: {human_bytes(c['size'])}" + (f" at {knob}" if knob else "") + score + mark
+    if c.get("beaten"):
+        return f"{c['codec']}: larger: {c.get('why')}"
+    return f"{c['codec']}: not used: {c.get('why') or 'failed'}"
+
+
 @click.command()
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -123,9 +135,16 @@ def show(target, as_json):
                 lines.append(f"  size      {human_bytes(v['size'])} -> "
                              f"{human_bytes(v['compressed_size']) if v['compressed_size'] is not None else '-'}"
                              + (f", {v['bpp']:.3f} bpp" if v["bpp"] else ""))
+            if v.get("score") is not None:
+                lines.append(f"  looks     SSIMULACRA2 {v['score']:.1f}"
+                             + (f" (target {v['target_score']:g})" if v.get("target_score") is not None else "")
+                             + (f", protected regions {v['region_score']:.1f}" if v.get("region_score") is not None else "")
+                             + f"  [{v.get('score_metric') or 'ssimulacra2'}]")
             if v["psnr"] is not None:
                 lines.append(f"  quality   PSNR {v['psnr']:.2f} dB, MS-SSIM {v['ms_ssim'] or 0:.4f}"
                              + (f", protected regions {v['region_psnr']:.2f} dB" if v["region_psnr"] else ""))
+            for c in v.get("candidates") or []:
+                lines.append("  tried     " + candidate_line(c))
             lines.append(f"  output    {v['compressed_path'] or '-'}; original {v['original_status'] or '-'}"
                          + (f"; vault until {v['vault_expires_at']}" if v["vault_path"] else ""))
             if v["tags"]:

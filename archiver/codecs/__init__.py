@@ -13,13 +13,13 @@ two share ``conventional``), and ``choice`` (fallback chains and ``best``).
 
 from __future__ import annotations
 
-from .base import (Codec, CodecRefused, CodecSettings, Encoded, Exactness, Recorded, Restored, Source, Target, Verdict,
+from .base import (Codec, CodecBeaten, CodecRefused, CodecSettings, Encoded, Exactness, Recorded, Restored, Source, Target, Verdict,
                    guard, image_digest, measure)
 from .registry import codec_class, codec_for, get_codec, is_generative, is_lossy, names, register_codec, suffixes
 
 # importing a codec module registers it (each keeps its heavy imports for first use)
 from . import diffusion, lossless, avif, jxl  # noqa: E402,F401  isort: skip
 
-__all__ = ["Codec", "CodecRefused", "CodecSettings", "Encoded", "Exactness", "Recorded", "Restored", "Source",
+__all__ = ["Codec", "CodecBeaten", "CodecRefused", "CodecSettings", "Encoded", "Exactness", "Recorded", "Restored", "Source",
            "Target", "Verdict", "codec_class", "codec_for", "get_codec", "guard", "image_digest", "is_generative", "is_lossy", "measure", "names",
            "register_codec", "suffixes"]

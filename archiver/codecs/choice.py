@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Optional
 
 from ..errors import ArchiverError
-from .base import Codec, CodecRefused, CodecSettings, Encoded, Source, Target, Verdict
+from .base import Codec, CodecBeaten, CodecRefused, CodecSettings, Encoded, Source, Target, Verdict
 from .registry import get_codec
 
 KEEP, BEST = "keep", "best"
@@ -55,6 +55,8 @@ class Attempt:
     #: the codec's setting (e.g. {"quality": 62}) and how many settings the search tried
     knob: dict[str, Any] = dataclasses.field(default_factory=dict)
     probes: int = 0
+    #: it lost to a smaller candidate at the same target (no failure: nothing fell back)
+    beaten: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +148,9 @@ class Choice:
             if enc.size >= len(source.data):  # never replace a file with a bigger one
                 raise CodecRefused(f"output not smaller ({enc.size} >= {len(source.data)} bytes)")
             return enc
+        except CodecBeaten as e:
+            self.attempts.append(Attempt(name, False, str(e), beaten=True))
+            return None
         except CodecRefused as e:
             why = str(e)
         except ArchiverError as e:  # e.g. no weights for the configured backbone: protect, don't fail
@@ -190,13 +195,24 @@ class Choice:
         for codec, enc, _ in passed:
             yield codec, enc
 
+    def candidates_tried(self, chosen: str | None) -> list[dict]:
+        """Every codec tried for the catalog: the ones that reached the target (smallest first,
+        ``chosen`` marked) and the ones that did not, each with its knob, bytes, score and why."""
+        out = [dict(a.to_dict(), chosen=a.codec == chosen) for a in self.ranking]
+        seen = {a.codec for a in self.ranking}
+        for a in self.attempts:
+            if a.codec not in seen or not a.ok:
+                out.append(dict(a.to_dict(), chosen=a.ok and a.codec == chosen and a.codec not in seen))
+                seen.add(a.codec)
+        return out
+
     def reasons(self) -> list[str]:
         """One line per codec tried, for the catalog's reasons and the reports."""
         return [a.line() for a in self.attempts]
 
     def why_chosen(self, name: str | None) -> str:
         """A sentence on the outcome: which codec and, when it was not simply the first choice, why."""
-        failed = "; ".join(a.line() for a in self.attempts if not a.ok)
+        failed = "; ".join(a.line() for a in self.attempts if not a.ok and not a.beaten)
         if name is None:
             return f"original kept: {failed}" if failed else "original kept: the rule tries no codec"
         if self.action == BEST:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from ..errors import ArchiverError
 from ..imageio import LoadedImage
-from .base import Codec, CodecRefused, Encoded, Exactness, Source, Target, Verdict, guard, measure
+from .base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target, Verdict, guard, measure
 
 #: a quality used when a policy gives neither a floor nor a budget
 DEFAULT_QUALITY = 60
@@ -106,7 +106,7 @@ class PillowLossyCodec(Codec):
         data = tried[q][0] if q in tried else self.encode_at(source.image, q)
         v = tried.get(q, (None, None))[1]
         if target.max_bytes is not None and len(data) > target.max_bytes:
-            raise CodecRefused(f"{len(data)} bytes at quality {q}: larger than {target.max_why} "
+            raise CodecBeaten(f"{len(data)} bytes at quality {q}: larger than {target.max_why} "
                                f"({target.max_bytes} bytes)")
         return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels,
                        params={"quality": q, **self.save_options(), "probes": probes(tried)},

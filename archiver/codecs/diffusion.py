@@ -14,7 +14,7 @@ from __future__ import annotations
 from PIL import Image
 
 from ..errors import ArchiverError
-from .base import Codec, CodecRefused, Encoded, Exactness, Source, Target, guard, measure
+from .base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target, guard, measure
 from .registry import register_codec
 
 #: the rate used when a policy gives none (the shipped default's)
@@ -98,13 +98,15 @@ class DiffusionCodec(Codec):
         if target.max_bytes is not None:  # sizes only (no decode): the best quality that could still win
             cap = _last_true(lambda q: len(file_at(q)) <= target.max_bytes, lo, hi)
             if cap is None:
-                raise CodecRefused(f"even quality {lo} ({len(file_at(lo))} bytes) is larger than {target.max_why} "
+                raise CodecBeaten(f"even quality {lo} ({len(file_at(lo))} bytes) is larger than {target.max_why} "
                                    f"({target.max_bytes} bytes)")
             hi = cap
         if not ok_at(hi):
             v = tried[hi][1]
-            limit = f" (the most that fits under {target.max_why})" if hi < QUALITY_MAX else ""
-            raise CodecRefused(f"misses the target even at quality {hi}{limit} ({len(file_at(hi))} bytes; {v.why})")
+            if hi < QUALITY_MAX:
+                raise CodecBeaten(f"misses the target at quality {hi}, the most that fits under {target.max_why} "
+                                  f"({len(file_at(hi))} bytes; {v.why})")
+            raise CodecRefused(f"misses the target even at quality {hi} ({len(file_at(hi))} bytes; {v.why})")
         q = _first_true(ok_at, lo, hi)
         q = min((k for k, (_, v) in tried.items() if v is not None and v.ok), key=lambda k: (len(tried[k][0]), k))
         data, settings = files[q]

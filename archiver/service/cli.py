@@ -51,7 +51,7 @@ def _plan_human(r: dict) -> str:
     for e in r["rules"]:
         ex = e["examples"][0]
         lines.append(f"  {e['rule']} -> {e['action']}: e.g. {ex['path']}" + (f" ({ex['why']})" if ex["why"] else ""))
-    fell = [f for f in r.get("predictions", []) if any(not a["ok"] for a in f["attempts"])]
+    fell = [f for f in r.get("predictions", []) if any(not a["ok"] and not a.get("beaten") for a in f["attempts"])]
     if fell:
         lines.append(f"  {len(fell)} file(s) would not get their rule's first codec:")
         lines += [f"    {f['path']}: {f['why']}" for f in fell[:20]]

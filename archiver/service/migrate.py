@@ -56,7 +56,8 @@ def predict_task(path: str, config: dict) -> dict:
             out = {"path": path, "status": "planned", "rule": o["rule"], "action": o["action"],
                    "bytes_before": o["size_before"], "bytes_after": o["size_after"], "reasons": o["reasons"],
                    "attempts": o.get("attempts") or [], "original": o.get("disposition"),
-                   "retention_days": o.get("retention_days"), "psnr": o.get("psnr"), "ms_ssim": o.get("ms_ssim")}
+                   "retention_days": o.get("retention_days"), "psnr": o.get("psnr"), "ms_ssim": o.get("ms_ssim"),
+                   "score": o.get("score"), "target": o.get("target")}
     except Exception as e:  # unreadable files are reported, never fatal
         out = {"path": path, "status": "unreadable", "error": str(e), "kind": type(e).__name__,
                "bytes_before": _size(path)}

@@ -116,7 +116,7 @@ def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
 
 
 def _attempts(job: Job) -> list[dict]:
-    return [a.to_dict() for a in job.choice.attempts] if job.choice is not None else []
+    return job.choice.candidates_tried(job.codec.name if job.codec is not None else None) if job.choice is not None else []
 
 
 def _outcome(job: Job) -> ArchiveOutcome:
@@ -138,5 +138,7 @@ def _dry(job: Job, early: ArchiveOutcome | None) -> ArchiveOutcome:
     after = size if job.action == "keep" or job.encoded is None else len(job.encoded.data)
     return ArchiveOutcome(job.sp, "dry-run", action=job.action, rule=row.rule, reasons=list(job.reasons),
                           size_before=size, size_after=after, bpp=row.bpp, psnr=job.quality.get("psnr"),
-                          ms_ssim=job.quality.get("ms_ssim"), disposition=job.disposition, fallback=job.fallback,
+                          ms_ssim=job.quality.get("ms_ssim"), score=job.quality.get("score"),
+                          target=job.choice.target.score if job.choice is not None and job.choice.target else None,
+                          disposition=job.disposition, fallback=job.fallback,
                           attempts=_attempts(job), retention_days=job.params.get("retention_days"))

@@ -11,6 +11,7 @@ import hashlib
 
 from ..catalog.models import VERIFIED
 from ..codecs import Verdict
+from ..codecs.base import metric_name
 from . import faults
 from .classify import fall_back
 from .job import Job
@@ -32,10 +33,14 @@ class Check:
         job.choice.record(job.codec, job.encoded, verdict)
         if verdict.ok:
             job.quality = {"psnr": verdict.psnr, "ms_ssim": verdict.ms_ssim, "region_psnr": verdict.region_psnr,
+                           "score": verdict.score, "region_score": verdict.region_score,
                            "reconstruction_sha256": verdict.reconstruction_sha256, "restore_exact": verdict.exact}
             job.reasons.append(job.choice.why_chosen(job.codec.name))
             extra = {"codec_params": {**job.encoded.params, **verdict.params}} if verdict.params else {}
-            w.record(job, VERIFIED, reasons=job.reasons, **job.quality, **extra)
+            judged = {"score_metric": metric_name() if verdict.score is not None else None,
+                      "target_score": job.choice.target.score if job.choice.target else None,
+                      "candidates": job.choice.candidates_tried(job.codec.name)}
+            w.record(job, VERIFIED, reasons=job.reasons, **job.quality, **extra, **judged)
             faults.fault("verified")
             return True
         w.discard_artifact(job, cp, job.row.compressed_sha256)

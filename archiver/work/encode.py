@@ -19,7 +19,7 @@ class Encode:
         """True with ``job.codec`` / ``job.encoded`` set; False when no codec is left (-> keep)."""
         seen = len(job.choice.attempts)
         nxt = next(job.candidates, None)
-        refused = [a for a in job.choice.attempts[seen:] if not a.ok]
+        refused = [a for a in job.choice.attempts[seen:] if not a.ok and not a.beaten]  # a loss is no fallback
         job.reasons.extend(a.line() for a in refused)
         if refused:
             job.fallback = job.fallback or refused[0].line()

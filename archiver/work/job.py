@@ -81,12 +81,15 @@ class ArchiveOutcome:
     bpp: float | None = None
     psnr: float | None = None
     ms_ssim: float | None = None
+    #: the perceptual score (SSIMULACRA2) of the stored file and the rule's target
+    score: float | None = None
+    target: float | None = None
     disposition: str | None = None
     original_status: str | None = None
     fallback: str | None = None
     error: str | None = None
     recovered: str | None = None
-    #: every codec tried for this file: codec, ok, why, size, bpp, psnr, ms_ssim
+    #: every codec tried for this file: codec, ok, why, size, bpp, psnr, ms_ssim, score, knob
     attempts: list[dict] = field(default_factory=list)
     #: the rule's retention for a vaulted original (dry run: what the vault will hold, and how long)
     retention_days: int | None = None
@@ -103,5 +106,6 @@ class ArchiveOutcome:
         return cls(
             path=row.path, state=state or row.state, action=row.action, rule=row.rule, reasons=list(row.reasons or []),
             file_id=row.id, compressed_path=row.compressed_path, size_before=row.size, size_after=after, bpp=row.bpp,
-            psnr=row.psnr, ms_ssim=row.ms_ssim, disposition=row.disposition, original_status=row.original_status,
+            psnr=row.psnr, ms_ssim=row.ms_ssim, score=row.score, target=row.target_score,
+            disposition=row.disposition, original_status=row.original_status,
             error=row.error, recovered=recovered)
