@@ -370,11 +370,11 @@ def region_crop(box, size: tuple[int, int]) -> Optional[tuple[int, int, int, int
         return None
 
     def grow(lo: int, hi: int, n: int) -> tuple[int, int]:
-        need = min(n, REGION_MIN_SIDE) - (hi - lo)
-        if need <= 0:
+        side = min(n, REGION_MIN_SIDE)
+        if hi - lo >= side:
             return lo, hi
-        lo = max(0, lo - need // 2)
-        return lo, min(n, max(hi, lo + min(n, REGION_MIN_SIDE)))
+        lo = max(0, min((lo + hi - side) // 2, n - side))  # centred, slid back inside the image
+        return lo, lo + side
 
     left, right = grow(left, right, w)
     top, bottom = grow(top, bottom, h)
