@@ -575,3 +575,50 @@ def test_vault_expire_keeps_what_it_is_told_and_what_has_no_end(tmp_path):
     assert gone == [shas[0]] and not v.object_path(shas[0]).exists()
     assert all(v.check(s) for s in shas[1:])
 
+
+
+@pytest.mark.parametrize("harm", ["none", "damaged"])
+def test_a_rollback_says_what_it_removed(tmp_path, harm):
+    """The rollback's note (and event) says whether the artifact it removed was whole or damaged."""
+    from archiver.work.recovery import recover
+
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    o = archive_file(src, ctx)
+    cp = Path(o.compressed_path)
+    with ctx.catalog.session() as s:
+        r = q.latest_version(s, str(src))
+        r.state, r.original_status = "verified", None
+    src.write_bytes(b"placeholder")
+    if harm == "damaged":
+        cp.write_bytes(cp.read_bytes()[:-3])
+    note = recover(src, ctx)
+    word = "damaged" if harm == "damaged" else "unfinished"
+    assert f"removed {word} {cp.name}" in note and not cp.exists()
+    ctx.catalog.close()
+
+
+def test_a_rollback_finishes_an_artifact_left_taken(tmp_path):
+    """A run killed while it removed its own compressed file left it under the private name:
+    the rollback drops it (it was ours), and nothing private is left."""
+    from archiver.work.recovery import recover
+
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    o = archive_file(src, ctx)
+    cp = Path(o.compressed_path)
+    with ctx.catalog.session() as s:
+        r = q.latest_version(s, str(src))
+        r.state, r.original_status = "verified", None
+        fid = r.id
+    src.write_bytes(b"placeholder")
+    os.rename(cp, files.taken_path(cp, fid))
+    recover(src, ctx)
+    assert not [p for p in cp.parent.iterdir() if atomic.is_private_name(p)]
+    decoy = files.taken_path(cp, fid)
+    decoy.symlink_to(tmp_path / "elsewhere")  # a link under that name is not ours to drop
+    from archiver.work.recovery import _finish_taken_artifact
+
+    _finish_taken_artifact(cp, fid)
+    assert decoy.is_symlink()
+    ctx.catalog.close()
