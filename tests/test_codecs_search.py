@@ -184,3 +184,32 @@ def test_small_regions_are_scored_with_their_surroundings():
     data = photo_bytes(11, size=(64, 48))
     v = measure(source(data, [(10, 10, 13, 12), (60, 40, 64, 48)]), Image.open(io.BytesIO(data)).convert("RGB"))
     assert v.region_score == 100.0
+
+
+def test_smallest_passing_agrees_with_brute_force_and_probes_little():
+    """The interpolating search finds what scanning every setting finds, on monotone score curves
+    of many shapes, in far fewer probes; None when even the top misses."""
+    import random
+
+    from archiver.codecs.conventional import first_guess, smallest_passing
+
+    rng = random.Random(0)
+    probes = []
+    for trial in range(300):
+        lo, hi = 1, rng.choice([95, 99])
+        steps = sorted(rng.uniform(0, 3) for _ in range(hi - lo + 1))
+        curve = {q: -20 + sum(steps[: q - lo + 1]) * rng.uniform(0.6, 1.4) for q in range(lo, hi + 1)}
+        for q in range(lo + 1, hi + 1):  # monotone
+            curve[q] = max(curve[q], curve[q - 1])
+        target = rng.uniform(curve[lo] - 5, curve[hi] + 5)
+        seen = []
+
+        def ok(q):
+            seen.append(q)
+            return curve[q] >= target
+
+        got = smallest_passing(ok, lo, hi, guess=first_guess(target, lo, hi), score_at=lambda q: curve[q], target=target)
+        want = next((q for q in range(lo, hi + 1) if curve[q] >= target), None)
+        assert got == want, (trial, target)
+        probes.append(len(set(seen)))
+    assert sum(probes) / len(probes) < 8 and max(probes) < 20

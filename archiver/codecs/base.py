@@ -318,18 +318,18 @@ def _scored(recon: Image.Image, source: Source) -> Image.Image:
     return recon.convert("RGB")
 
 
-def measure(source: Source, recon: Image.Image, *, score: bool = True) -> Verdict:
-    """PSNR and MS-SSIM over the whole image, the lowest PSNR inside a protected region, and with
-    ``score`` the perceptual score (SSIMULACRA2) of the whole image and the lowest of the
-    protected regions' crops."""
-    from ..metrics import ms_ssim, psnr
+def measure(source: Source, recon: Image.Image, *, score: bool = True, ms_ssim: bool = True) -> Verdict:
+    """PSNR and (with ``ms_ssim``) MS-SSIM over the whole image, the lowest PSNR inside a protected
+    region, and with ``score`` the perceptual score (SSIMULACRA2) of the whole image and the
+    lowest of the protected regions' crops."""
+    from ..metrics import ms_ssim as _ms_ssim, psnr
 
     rgb = recon.convert("RGB")
     orig = source.image.rgb
     if rgb.size != orig.size:
         return Verdict(False, "reconstruction has the wrong size", psnr=0.0, ms_ssim=0.0, region_psnr=0.0,
                        score=-999.0, region_score=-999.0)
-    v = Verdict(False, psnr=_finite(psnr(orig, rgb)), ms_ssim=ms_ssim(orig, rgb))
+    v = Verdict(False, psnr=_finite(psnr(orig, rgb)), ms_ssim=_ms_ssim(orig, rgb) if ms_ssim else None)
     if score:
         whole = source.scorer()
         scored = _scored(recon, source)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from PIL import Image
 
 from ..errors import ArchiverError
-from .base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target, guard, measure
+from .base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target
 from .registry import register_codec
 
 #: the rate used when a policy gives none (the shipped default's)
@@ -68,7 +68,7 @@ class DiffusionCodec(Codec):
         the quality knob over whole numbers 0..100: each probe coded, decoded and measured."""
         from ..codec.pipeline import QualityProbe
         from ..codec.ratecontrol import QUALITY_MAX, QUALITY_MIN
-        from .conventional import _first_true, _last_true, probes
+        from .conventional import _last_true, first_guess, judge, probes, smallest_passing
 
         try:
             probe = QualityProbe(source.image, self.backbone, steps=self.settings.decode_steps,
@@ -88,9 +88,7 @@ class DiffusionCodec(Codec):
             data = file_at(q)
             v = tried[q][1]
             if v is None:
-                v = measure(source, self.decode(data))
-                why = guard(v, target.floor)
-                v.ok, v.why = why is None, why or ""
+                v = judge(source, self.decode(data), target)
                 tried[q] = (data, v)
             return v.ok
 
@@ -107,7 +105,8 @@ class DiffusionCodec(Codec):
                 raise CodecBeaten(f"misses the target at quality {hi}, the most that fits under {target.max_why} "
                                   f"({len(file_at(hi))} bytes; {v.why})")
             raise CodecRefused(f"misses the target even at quality {hi} ({len(file_at(hi))} bytes; {v.why})")
-        q = _first_true(ok_at, lo, hi)
+        q = smallest_passing(ok_at, lo, hi, guess=first_guess(target.score, lo, hi),
+                             score_at=lambda x: (ok_at(x), tried[x][1].score)[1], target=target.score)
         q = min((k for k, (_, v) in tried.items() if v is not None and v.ok), key=lambda k: (len(tried[k][0]), k))
         data, settings = files[q]
         v = tried[q][1]

@@ -17,6 +17,8 @@ class JxlCodec(PillowLossyCodec):
     summary = "conventional lossy: JPEG XL at the smallest quality that meets the floor"
     #: libjxl effort 7 (its default): 1 fastest, 9 smallest
     effort = 7
+    #: up to 99 (distance ~0.2): a visually lossless target is often reached only above 95
+    quality_range = (1, 99)
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
