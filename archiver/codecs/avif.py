@@ -16,6 +16,9 @@ class AvifCodec(PillowLossyCodec):
     summary = "conventional lossy: AVIF at the smallest quality that meets the floor"
     #: libaom speed 6 (Pillow's default): 0 is slowest/smallest, 10 fastest
     speed = 6
+    #: up to 99: a visually lossless target is often out of reach at 95
+    quality_range = (1, 99)
+    typical_quality = {70.0: 60, 90.0: 90}
 
     @classmethod
     def unavailable(cls) -> Optional[str]:

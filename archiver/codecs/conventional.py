@@ -38,6 +38,9 @@ class PillowLossyCodec(Codec):
     exactness = Exactness.APPROX
     pil_format = ""
     quality_range = (1, 95)
+    #: where a search starts: the quality that usually reaches SSIMULACRA2 70 and 90 (measured on
+    #: train/: bench/perceptual_targets.py; a wrong guess costs probes, never a different result)
+    typical_quality = {70.0: 60, 90.0: 88}
 
     def save_options(self) -> dict:
         return {}
@@ -102,7 +105,7 @@ class PillowLossyCodec(Codec):
                                       f"{target.max_why} ({target.max_bytes} bytes)")
                 return v.ok
 
-            q = smallest_passing(ok_at, lo, hi, guess=first_guess(target.score, lo, hi),
+            q = smallest_passing(ok_at, lo, hi, guess=first_guess(target.score, lo, hi, self.typical_quality),
                                  score_at=(lambda x: verdict_at(x).score) if target.score is not None else None,
                                  target=target.score)
             if q is None:
@@ -143,11 +146,16 @@ def judge(source: Source, recon: Image.Image, target: Target) -> Verdict:
     return v
 
 
-def first_guess(score: Optional[float], lo: int, hi: int) -> int:
-    """Where a search starts: a quality knob near where that score usually lands (AVIF and JPEG XL
-    reach SSIMULACRA2 70 around 60 of 100, 90 around 80); the middle without a score."""
-    frac = 0.5 if score is None else min(0.95, max(0.05, 0.9 * score / 100.0))
-    return int(round(lo + (hi - lo) * frac))
+def first_guess(score: Optional[float], lo: int, hi: int, typical: Optional[dict] = None) -> int:
+    """Where a search starts: the knob setting that usually reaches ``score`` (a line through the
+    codec's ``typical`` {score: setting} points), else a fraction of the range; the middle
+    without a score."""
+    if score is None:
+        return (lo + hi) // 2
+    if typical and len(typical) >= 2:
+        (s0, q0), (s1, q1) = sorted(typical.items())[:2]
+        return min(hi, max(lo, int(round(q0 + (score - s0) * (q1 - q0) / (s1 - s0)))))
+    return int(round(lo + (hi - lo) * min(0.95, max(0.05, 0.9 * score / 100.0))))
 
 
 def smallest_passing(ok_at, lo: int, hi: int, *, guess: int, score_at=None, target: Optional[float] = None) -> Optional[int]:

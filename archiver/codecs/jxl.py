@@ -19,6 +19,7 @@ class JxlCodec(PillowLossyCodec):
     effort = 7
     #: up to 99 (distance ~0.2): a visually lossless target is often reached only above 95
     quality_range = (1, 99)
+    typical_quality = {70.0: 79, 90.0: 95}
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
