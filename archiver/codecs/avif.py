@@ -19,6 +19,8 @@ class AvifCodec(PillowLossyCodec):
     #: up to 99: a visually lossless target is often out of reach at 95
     quality_range = (1, 99)
     typical_quality = {70.0: 60, 90.0: 90}
+    #: the score from which colour is kept at full resolution
+    FULL_CHROMA_FROM = 85.0
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
@@ -28,5 +30,11 @@ class AvifCodec(PillowLossyCodec):
             return None
         return "this Pillow cannot write AVIF (Pillow >= 11.3 wheels include libavif)"
 
-    def save_options(self) -> dict:
-        return {"speed": self.speed, "max_threads": 1}
+    def save_options(self, target=None) -> dict:
+        """Speed, one thread, and full-resolution colour (4:4:4) for targets from
+        ``FULL_CHROMA_FROM`` up: with halved colour (4:2:0) a visually lossless score is often out
+        of reach at any quality, and where it is not, 4:4:4 is smaller at the same score (measured
+        on train/ photos; below it 4:2:0 is a few percent smaller)."""
+        score = getattr(target, "score", None)
+        sub = "4:4:4" if score is not None and score >= self.FULL_CHROMA_FROM else "4:2:0"
+        return {"speed": self.speed, "max_threads": 1, "subsampling": sub}

@@ -42,7 +42,8 @@ class PillowLossyCodec(Codec):
     #: train/: bench/perceptual_targets.py; a wrong guess costs probes, never a different result)
     typical_quality = {70.0: 60, 90.0: 88}
 
-    def save_options(self) -> dict:
+    def save_options(self, target: Optional[Target] = None) -> dict:
+        """Encoder settings besides quality (they may depend on the target)."""
         return {}
 
     def _plugin(self) -> None:
@@ -51,11 +52,11 @@ class PillowLossyCodec(Codec):
         if why:
             raise ArchiverError(why)
 
-    def encode_at(self, img: LoadedImage, quality: int) -> bytes:
+    def encode_at(self, img: LoadedImage, quality: int, options: Optional[dict] = None) -> bytes:
         self._plugin()
         buf = io.BytesIO()
         pixels_of(img).save(buf, self.pil_format, quality=int(quality), **img.metadata.pil_save_kwargs(),
-                            **self.save_options())
+                            **(self.save_options() if options is None else options))
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
@@ -71,10 +72,11 @@ class PillowLossyCodec(Codec):
 
     def encode(self, source: Source, target: Target) -> Encoded:
         tried: dict[int, tuple[bytes, Optional[Verdict]]] = {}
+        options = self.save_options(target)
 
         def size_at(q: int) -> int:
             if q not in tried:
-                tried[q] = (self.encode_at(source.image, q), None)
+                tried[q] = (self.encode_at(source.image, q, options), None)
             return len(tried[q][0])
 
         def verdict_at(q: int) -> Verdict:
@@ -114,13 +116,13 @@ class PillowLossyCodec(Codec):
             q = min((k for k, (_, v) in tried.items() if v is not None and v.ok), key=lambda k: (len(tried[k][0]), k))
         else:
             q = DEFAULT_QUALITY
-        data = tried[q][0] if q in tried else self.encode_at(source.image, q)
+        data = tried[q][0] if q in tried else self.encode_at(source.image, q, options)
         v = tried.get(q, (None, None))[1]
         if target.max_bytes is not None and len(data) > target.max_bytes:
             raise CodecBeaten(f"{len(data)} bytes at quality {q}: larger than {target.max_why} "
                                f"({target.max_bytes} bytes)")
         return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels,
-                       params={"quality": q, **self.save_options(), "probes": probes(tried)},
+                       params={"quality": q, **options, "probes": probes(tried)},
                        quality=v.to_dict() if v is not None else {})
 
 

@@ -31,5 +31,5 @@ class JxlCodec(PillowLossyCodec):
         super()._plugin()
         import pillow_jxl  # noqa: F401  registers JXL with Pillow
 
-    def save_options(self) -> dict:
+    def save_options(self, target=None) -> dict:
         return {"effort": self.effort, "lossless": False, "num_threads": 1}
