@@ -622,3 +622,140 @@ def test_a_rollback_finishes_an_artifact_left_taken(tmp_path):
     _finish_taken_artifact(cp, fid)
     assert decoy.is_symlink()
     ctx.catalog.close()
+
+
+# -- mutation survivors of the first bench run: each check, tested on its own ----------------------
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_no_descriptor_is_left_open(tmp_path):
+    """Every primitive closes what it opened, also on its refusals (a long daemon run would run out)."""
+    f = tmp_path / "f"
+    f.write_bytes(b"abc")
+    fifo = tmp_path / "p"
+    os.mkfifo(fifo)
+    link = tmp_path / "l"
+    link.symlink_to(f)
+    before = _open_fds()
+    for _ in range(3):
+        atomic.fsync_dir(tmp_path)
+        files.read_original(f)
+        for bad in (fifo, link):
+            with pytest.raises(OSError):
+                files.read_original(bad)
+        files.open_for_writing(f)
+        files.differs(f, files.Identity(hashlib.sha256(b"abc").hexdigest()))
+        files.differs(f, files.Identity("0" * 64))
+        os.close(atomic.open_dir_nofollow(tmp_path / "a" / "b", create=True))
+    assert _open_fds() == before
+
+
+def test_read_original_refuses_what_is_not_a_regular_file(tmp_path):
+    fifo = tmp_path / "p.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError) as e:
+        files.read_original(fifo)  # never blocks: O_NONBLOCK, then refused
+    assert e.value.errno == errno.EINVAL
+    (tmp_path / "real.jpg").write_bytes(b"x")
+    (tmp_path / "l.jpg").symlink_to(tmp_path / "real.jpg")
+    with pytest.raises(OSError):
+        files.read_original(tmp_path / "l.jpg")
+    data, st = files.read_original(tmp_path / "real.jpg")
+    assert data == b"x" and st.st_size == 1
+
+
+def test_open_for_writing_without_leases_searches_proc(tmp_path, monkeypatch):
+    """Where the kernel refuses a lease for another reason (a filesystem without leases, a file
+    someone else owns), the writers are found in /proc instead; without fcntl, none are assumed."""
+    import fcntl
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    assert not files.open_for_writing(tmp_path / "missing")
+    real = fcntl.fcntl
+
+    def no_leases(fd, cmd, *a):
+        if cmd == fcntl.F_SETLEASE:
+            raise OSError(errno.EINVAL, "leases not supported here")
+        return real(fd, cmd, *a)
+
+    monkeypatch.setattr(fcntl, "fcntl", no_leases)
+    assert not files.open_for_writing(f)
+    import subprocess
+    import sys
+
+    writer = subprocess.Popen([sys.executable, "-c", f"import sys, time; fh = open({str(f)!r}, 'r+b'); "
+                               "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "open"
+        assert files.open_for_writing(f)  # found in /proc/<pid>/fdinfo
+        assert files.differs(f, files.Identity(hashlib.sha256(b"x").hexdigest()))[0] == files.WRITTEN_TO
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not files.open_for_writing(f)
+    monkeypatch.setattr(fcntl, "F_SETLEASE", None, raising=False)
+    monkeypatch.delattr(fcntl, "F_SETLEASE")
+    with open(f, "r+b"):
+        assert files.open_for_writing(f) is False  # not Linux: nothing to ask
+
+
+def test_give_back_durably_and_stays_private_when_every_name_is_taken(tmp_path, monkeypatch):
+    taken, path, conflict = tmp_path / ".t", tmp_path / "a.png", tmp_path / "a.kept.png"
+    taken.write_bytes(b"old")
+    synced = _fsyncs(monkeypatch)
+    assert files.give_back(taken, path, conflict) == path and str(tmp_path) in synced
+    for p in [path, conflict] + [conflict.with_name(f"a.kept-{n}.png") for n in range(2, 100)]:
+        p.write_bytes(b"someone's")
+    taken.write_bytes(b"old2")
+    assert files.give_back(taken, path, conflict) == taken and taken.read_bytes() == b"old2"
+
+
+def test_remove_own_says_where_a_file_it_did_not_write_is(tmp_path, monkeypatch):
+    f = tmp_path / "a.jpg.jxl"
+    f.write_bytes(b"theirs")
+    why = files.remove_own(f, 1, hashlib.sha256(b"ours").hexdigest())
+    assert why.endswith("left in place") and f.read_bytes() == b"theirs"
+    real = files.take
+
+    def take_then_name_reused(path, taken):
+        real(path, taken)
+        path.write_bytes(b"new")
+
+    monkeypatch.setattr(files, "take", take_then_name_reused)
+    why = files.remove_own(f, 1, hashlib.sha256(b"ours").hexdigest())
+    kept = files.conflict_path(f, 1)
+    assert why.endswith(f"as {kept}") and kept.read_bytes() == b"theirs" and f.read_bytes() == b"new"
+
+
+def test_write_bytes_flushes_before_fsync_and_applies_mode_and_owner(tmp_path, monkeypatch):
+    sizes = []
+    real = os.fsync
+
+    def fsync(fd):
+        sizes.append(os.fstat(fd).st_size)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    data = b"x" * 100_000
+    atomic.write_bytes(str(tmp_path / "a"), data, mode=0o640, owner=(os.geteuid(), os.getegid()))
+    assert data.__len__() in sizes  # the data reached the file before it was synced
+    assert oct(os.stat(tmp_path / "a").st_mode & 0o777) == oct(0o640)
+    if os.geteuid() == 0:
+        atomic.write_bytes(tmp_path / "b", b"y", owner=(4321, 4321))
+        st = os.stat(tmp_path / "b")
+        assert (st.st_uid, st.st_gid) == (4321, 4321)
+    atomic.write_bytes(tmp_path / "c", b"z", overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"] if os.geteuid() == 0 else True
+    assert not [p for p in tmp_path.iterdir() if atomic.is_temp_name(p)]
+
+
+def test_open_dir_nofollow_needs_an_absolute_path_and_creates_only_when_asked(tmp_path):
+    with pytest.raises(ValueError):
+        atomic.open_dir_nofollow("relative/dir")
+    with pytest.raises(FileNotFoundError):
+        atomic.open_dir_nofollow(str(tmp_path / "missing" / "deeper"))
+    assert not (tmp_path / "missing").exists()
+    os.close(atomic.open_dir_nofollow(str(tmp_path / "made"), create=True))
+    assert (tmp_path / "made").is_dir()
