@@ -30,6 +30,7 @@ def _row(r) -> dict:
     return {"id": r.id, "path": r.path, "state": r.state, "rule": r.rule, "action": r.action, "codec": r.codec,
             "reason": (r.reasons or [None])[0], "fallback": fallback_reason(r.reasons), "error": r.error,
             "size_before": r.size, "size_after": r.compressed_size, "compressed_path": r.compressed_path,
+            "score": r.score, "target": r.target_score,
             "original_status": r.original_status, "updated_at": r.updated_at}
 
 
@@ -53,7 +54,8 @@ def _when(text: str | None, name: str):
               help="only entries in this state (skipped and failed files are listed with why)")
 @click.option("--rule", help="only entries decided by this policy rule")
 @click.option("--codec", help="only entries stored with this codec")
-@click.option("--action", type=click.Choice(["diffusion", "lossless", "keep"]))
+@click.option("--action", type=click.Choice(["diffusion", "avif", "jxl", "lossless", "keep"]),
+              help="only entries whose codec (after fallbacks) was this")
 @click.option("--since", help="changed at or after this ISO date/time (UTC unless a zone is given)")
 @click.option("--until", help="changed at or before this ISO date/time")
 @click.option("--all-versions", is_flag=True, help="every version, not only the newest per path")
@@ -79,8 +81,9 @@ def ls(pattern, state, rule, codec, action, since, until, all_versions, limit, a
         for r in d["entries"]:
             size = f"{human_bytes(r['size_before'] or 0)} -> {human_bytes(r['size_after'] or 0)}" if r["size_after"] else ""
             why = r["error"] or r["fallback"] or r["reason"] or ""
+            looks = f"  looks {r['score']:.0f}/{r['target']:g}" if r["score"] is not None and r["target"] is not None else ""
             lines.append(f"{r['state']:<9} {r['action'] or '-':<9} {r['rule'] or '-':<15} {r['path']}"
-                         + (f"  {size}" if size else "") + (f"  ({why})" if why else ""))
+                         + (f"  {size}" if size else "") + looks + (f"  ({why})" if why else ""))
         lines.append(f"{len(d['entries'])} entr{'y' if len(d['entries']) == 1 else 'ies'}")
         return "\n".join(lines)
 

@@ -74,6 +74,12 @@ def test_the_target_score_and_candidates_are_recorded_and_shown(tmp_path, monkey
     assert "tried     diffusion:" in out
     js = json.loads(CliRunner().invoke(show, [str(row.id), "--json"]).output)
     assert js["versions"][0]["candidates"] == row.candidates
+    from archiver.catalog.views import ls
+
+    out = CliRunner().invoke(ls, ["--action", row.codec]).output
+    assert f"looks {row.score:.0f}/70" in out and "a.png" in out
+    entry = json.loads(CliRunner().invoke(ls, ["--json"]).output)["entries"][0]
+    assert (entry["score"], entry["target"]) == (row.score, 70.0)
     ctx.catalog.close()
 
 
