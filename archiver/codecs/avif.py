@@ -36,5 +36,5 @@ class AvifCodec(PillowLossyCodec):
         of reach at any quality, and where it is not, 4:4:4 is smaller at the same score (measured
         on train/ photos; below it 4:2:0 is a few percent smaller)."""
         score = getattr(target, "score", None)
-        sub = "4:4:4" if score is not None and score >= self.FULL_CHROMA_FROM else "4:2:0"
-        return {"speed": self.speed, "max_threads": 1, "subsampling": sub}
+        full = score is not None and score >= self.FULL_CHROMA_FROM
+        return {"speed": self.speed, "max_threads": 1, **({"subsampling": "4:4:4"} if full else {})}

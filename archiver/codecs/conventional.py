@@ -55,8 +55,11 @@ class PillowLossyCodec(Codec):
     def encode_at(self, img: LoadedImage, quality: int, options: Optional[dict] = None) -> bytes:
         self._plugin()
         buf = io.BytesIO()
-        pixels_of(img).save(buf, self.pil_format, quality=int(quality), **img.metadata.pil_save_kwargs(),
-                            **(self.save_options() if options is None else options))
+        pixels = pixels_of(img)
+        opts = dict(self.save_options() if options is None else options)
+        if pixels.mode in ("L", "LA"):
+            opts.pop("subsampling", None)  # gray has no colour to subsample (and stays gray)
+        pixels.save(buf, self.pil_format, quality=int(quality), **img.metadata.pil_save_kwargs(), **opts)
         return buf.getvalue()
 
     def decode(self, data: bytes) -> Image.Image:
