@@ -179,12 +179,19 @@ def _pytest(where: Path, tests: list[str]) -> tuple[int, str, float]:
         time.monotonic() - t
 
 
-def run(files: list[str], only: set[str], jobs: int, out: Path) -> dict:
-    """Run every mutant not already in ``out`` (a rerun resumes; delete ``out`` to start over)."""
+def run(files: list[str], only: set[str], jobs: int, out: Path, retry: Path | None = None) -> dict:
+    """Run every mutant not already in ``out`` (a rerun resumes; delete ``out`` to start over).
+    With ``retry``: only the mutants an earlier run's file left alive (survived, timeout, error),
+    matched by file, operator and text (line numbers move when the code does)."""
     before = [Mutant(**m) for m in json.loads(out.read_text())["mutants"]] if out.exists() else []
     seen = {(m.file, m.line, m.op, m.before, m.after) for m in before}
+    alive = None
+    if retry is not None:
+        alive = {(m["file"], m["op"], m["before"], m["after"]) for m in json.loads(retry.read_text())["mutants"]
+                 if m["status"] != "killed"}
     todo = [(m, text) for f in files for m, text in mutants_of(f) if (not only or m.id in only)
-            and (m.file, m.line, m.op, m.before, m.after) not in seen]
+            and (m.file, m.line, m.op, m.before, m.after) not in seen
+            and (alive is None or (m.file, m.op, m.before, m.after) in alive)]
     work = Path(tempfile.mkdtemp(prefix="archiver-mutation-"))
     slots = []
     for i in range(max(1, jobs)):
@@ -254,8 +261,8 @@ def summary(path: Path) -> int:
     doc = json.loads(path.read_text())
     print(f"{doc['when']}: {doc['counts']}")
     for m in doc["mutants"]:
-        if m["status"] == "survived":
-            print(f"  survived {m['file']}:{m['line']} {m['op']}: {m['before']!r} -> {m['after']!r}")
+        if m["status"] in ("survived", "timeout", "error"):
+            print(f"  {m['status']} {m['file']}:{m['line']} {m['op']}: {m['before']!r} -> {m['after']!r}")
     return 0 if not doc["counts"].get("survived") else 1
 
 
@@ -269,6 +276,7 @@ def main(argv=None) -> int:
         if name == "run":
             p.add_argument("--jobs", type=int, default=2)
             p.add_argument("--out", type=Path, required=True)
+            p.add_argument("--retry", type=Path, help="only the mutants this earlier run left alive")
     p = sub.add_parser("summary")
     p.add_argument("file", type=Path)
     a = ap.parse_args(argv)
@@ -284,7 +292,7 @@ def main(argv=None) -> int:
                 if not only or m.id in only:
                     print(f"{m.id:28} {m.op:22} {m.before!r} -> {m.after!r}")
         return 0
-    doc = run(a.files, only, a.jobs, a.out)
+    doc = run(a.files, only, a.jobs, a.out, a.retry)
     print(json.dumps(doc["counts"]))
     return 0 if not doc["counts"].get("survived") else 1
 
