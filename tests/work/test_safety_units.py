@@ -759,3 +759,86 @@ def test_open_dir_nofollow_needs_an_absolute_path_and_creates_only_when_asked(tm
     assert not (tmp_path / "missing").exists()
     os.close(atomic.open_dir_nofollow(str(tmp_path / "made"), create=True))
     assert (tmp_path / "made").is_dir()
+
+
+# -- the vault, branch by branch -----------------------------------------------------------------
+def _vault_with(tmp_path, content=b"original", **kw):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    v = Vault(tmp_path / "v")
+    src = tmp_path / "src"
+    src.write_bytes(content)
+    sha = hashlib.sha256(content).hexdigest()
+    return v, src, sha, v.put(src, sha, **kw)
+
+
+def test_vault_put_makes_each_new_folder_durable(tmp_path, monkeypatch):
+    synced = _fsyncs(monkeypatch)
+    v, src, sha, p = _vault_with(tmp_path)
+    for d in (tmp_path, tmp_path / "v", tmp_path / "v" / "objects"):  # each new folder's entry in its parent
+        assert str(d) in synced
+    assert str(p.parent) in synced  # and the object's own directory entry
+
+
+def test_vault_put_of_a_held_object_writes_nothing(tmp_path, monkeypatch):
+    v, src, sha, p = _vault_with(tmp_path)
+    writes = []
+    real = atomic.write_bytes
+    monkeypatch.setattr(atomic, "write_bytes", lambda path, data, **kw: (writes.append(Path(path)), real(path, data, **kw))[1])
+    assert v.put(src, sha) == p
+    assert writes == [v._meta_path(sha)]  # only the expiry/sources record, never the object again
+
+
+def test_vault_put_says_the_content_changed_and_writes_nothing(tmp_path):
+    v = Vault(tmp_path / "v")
+    src = tmp_path / "src"
+    src.write_bytes(b"changed")
+    sha = hashlib.sha256(b"original").hexdigest()
+    with pytest.raises(VaultError, match="content changed"):
+        v.put(src, sha)
+    assert not v.object_path(sha).exists() and not (tmp_path / "v" / "objects").exists()
+
+
+def test_vault_records_each_source_once_and_the_latest_expiry(tmp_path):
+    import datetime as dt
+
+    t0 = dt.datetime(2030, 1, 1)
+    v, src, sha, p = _vault_with(tmp_path, source_path="/a.jpg", expires_at=t0)
+    v.put(src, sha, source_path="/a.jpg", expires_at=t0 - dt.timedelta(days=1))
+    v.put(src, sha, source_path="/b.jpg", expires_at=t0 + dt.timedelta(days=1))
+    m = v.meta(sha)
+    assert m["sources"] == ["/a.jpg", "/b.jpg"] and m["expires_at"] == (t0 + dt.timedelta(days=1)).isoformat()
+    v.put(src, sha)  # no expiry: kept forever from now on
+    assert v.meta(sha)["expires_at"] is None
+
+
+def test_an_unreadable_vault_object_is_an_error_not_damage(tmp_path, monkeypatch):
+    from archiver.storage import vault as vault_mod
+    from archiver.storage.vault import VaultDamaged
+
+    v, src, sha, p = _vault_with(tmp_path)
+
+    def eio(*a, **kw):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(vault_mod, "open_regular_below", eio)
+    with pytest.raises(VaultError) as e:
+        v.read_verified(sha)
+    assert not isinstance(e.value, VaultDamaged) and "unreadable (Input/output error)" in str(e.value)
+    assert not v.check(sha) and v.get(sha) is None
+
+
+def test_vault_objects_and_expiry_housekeeping(tmp_path, monkeypatch):
+    import datetime as dt
+
+    assert list(Vault(tmp_path / "empty").objects()) == []
+    v, src, sha, p = _vault_with(tmp_path, expires_at=dt.datetime(2020, 1, 1))
+    (p.parent / ".archiver-tmp-x.part").write_bytes(b"leftover")
+    assert list(v.objects()) == [sha]
+    synced = _fsyncs(monkeypatch)
+    assert v.expire(dt.datetime(2021, 1, 1), keep=iter([])) == [sha]
+    assert not p.exists() and not v._meta_path(sha).exists() and str(p.parent) in synced
+    # an object already gone by hand: its record still goes, no error
+    v, src, sha, p = _vault_with(tmp_path / "x", content=b"other", expires_at=dt.datetime(2020, 1, 1))
+    os.chmod(p, 0o644)
+    p.unlink()
+    assert v.expire(dt.datetime(2021, 1, 1)) == [sha] and not v._meta_path(sha).exists()
