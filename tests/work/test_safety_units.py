@@ -837,8 +837,15 @@ def test_vault_objects_and_expiry_housekeeping(tmp_path, monkeypatch):
     synced = _fsyncs(monkeypatch)
     assert v.expire(dt.datetime(2021, 1, 1), keep=iter([])) == [sha]
     assert not p.exists() and not v._meta_path(sha).exists() and str(p.parent) in synced
-    # an object already gone by hand: its record still goes, no error
+    # an object that vanishes between the listing and its removal: its record still goes, no error
     v, src, sha, p = _vault_with(tmp_path / "x", content=b"other", expires_at=dt.datetime(2020, 1, 1))
-    os.chmod(p, 0o644)
-    p.unlink()
+    real = os.lstat
+
+    def vanish(path, *a, **kw):
+        if Path(path) == p and p.exists():
+            os.chmod(p, 0o644)
+            p.unlink()
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "lstat", vanish)
     assert v.expire(dt.datetime(2021, 1, 1)) == [sha] and not v._meta_path(sha).exists()
