@@ -7,9 +7,21 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import logging
 import threading
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _archiver_logger_as_found():
+    """Put the 'archiver' logger back after each test: an in-process CLI run calls
+    ``setup_logging``, which gives it its own handler and stops propagation, and later tests'
+    ``caplog`` (on the root logger) would then see nothing."""
+    logger = logging.getLogger("archiver")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def _as_pg(cmd: str, cwd: str):
