@@ -70,7 +70,12 @@ def pick(spec: str) -> tuple[str, list[Path]]:
     return name, files
 
 
+POLICY: str | None = None  # --policy: a policy file instead of the shipped default
+
+
 def archiver(args: list[str], home: Path, cwd: Path, pythonpath: Path = ROOT) -> tuple[dict, float]:
+    if POLICY and args[0] == "migrate" and pythonpath == ROOT:
+        args = [*args, "--policy", POLICY]
     env = dict(os.environ, ARCHIVER_HOME=str(home), PYTHONPATH=str(pythonpath))
     env.pop("ARCHIVER_CONFIG", None)
     t = time.perf_counter()
@@ -223,6 +228,22 @@ def summarise(res: dict) -> dict:
         scores = [table[d["file"]]["60"][1] for d in files]
         s["avif_q60"] = {"bytes": sum(sizes), "saved": 1 - sum(sizes) / c["bytes_before"],
                          "score_mean": float(np.mean(scores)), "score_min": float(min(scores))}
+        by_rule = {}
+        for d in files:
+            e = by_rule.setdefault(d["rule"], {"files": 0, "target": d["target"], "bytes_before": 0, "policy_bytes": 0,
+                                               "avif_q60_bytes": 0, "policy_scores": [], "avif_q60_scores": []})
+            e["files"] += 1
+            e["bytes_before"] += d["bytes_before"]
+            e["policy_bytes"] += d["bytes_after"]
+            e["avif_q60_bytes"] += table[d["file"]]["60"][0]
+            e["policy_scores"].append(d["rescored"])
+            e["avif_q60_scores"].append(table[d["file"]]["60"][1])
+        for e in by_rule.values():
+            for k in ("policy_scores", "avif_q60_scores"):
+                v = e.pop(k)
+                e[k.replace("scores", "score_min")] = float(min(v))
+                e[k.replace("scores", "score_mean")] = float(np.mean(v))
+        s["by_rule"] = by_rule
         if "migrate_old" in c["seconds"]:
             s["speed_ratio"] = c["seconds"]["migrate"] / c["seconds"]["migrate_old"]
         out[name] = s
@@ -318,6 +339,13 @@ def markdown(res: dict) -> str:
             f"{x['avif_q60']['score_min']:.1f} | {len(x['below_target'])} of {x['lossy_files']} | "
             f"{x['dry_run_error']:+.2%} | {x['seconds']['migrate']:.0f}"
             + (f" ({x['seconds']['migrate_old']:.0f}, x{x['speed_ratio']:.2f})" if "speed_ratio" in x else "") + " |")
+    lines += ["", "Per rule (bytes, and the lowest / mean score of each side):", "",
+              "| collection | rule | files | target | archiver | AVIF q60 |", "|---|---|---|---|---|---|"]
+    for name, x in s.items():
+        for rule, e in sorted(x["by_rule"].items()):
+            lines.append(f"| {name} | {rule} | {e['files']} | {e['target'] if e['target'] is not None else 'lossless'} | "
+                         f"{e['policy_bytes'] / 1024:.0f} KiB, {e['policy_score_min']:.1f} / {e['policy_score_mean']:.1f} | "
+                         f"{e['avif_q60_bytes'] / 1024:.0f} KiB, {e['avif_q60_score_min']:.1f} / {e['avif_q60_score_mean']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -330,6 +358,7 @@ def main(argv=None) -> int:
     r.add_argument("--old-rev", help="also time `migrate` with this git revision of archiver")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--work", type=Path, help="working folder (default: a new temporary one)")
+    r.add_argument("--policy", help="a policy file instead of the shipped default (a variant to compare)")
     c = sub.add_parser("crops")
     c.add_argument("out", type=Path)
     c.add_argument("names", nargs="+")
@@ -337,9 +366,12 @@ def main(argv=None) -> int:
     if a.cmd == "crops":
         crops(a.out, a.names)
         return 0
+    global POLICY
+    POLICY = str(Path(a.policy).resolve()) if a.policy else None
     work = a.work or Path(tempfile.mkdtemp(prefix="perceptual-targets-"))
     work.mkdir(parents=True, exist_ok=True)
-    res = {"when": time.strftime("%Y-%m-%d %H:%M"), "metric": METRIC, "work": str(work), "collections": {}}
+    res = {"when": time.strftime("%Y-%m-%d %H:%M"), "metric": METRIC, "work": str(work), "policy": POLICY or "default",
+           "collections": {}}
     a.out.mkdir(parents=True, exist_ok=True)
     for spec in a.collection:
         name, files = pick(spec)
