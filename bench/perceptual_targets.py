@@ -101,43 +101,48 @@ def rows(home: Path) -> list[dict]:
     return out
 
 
-def avif_at(img: Image.Image, q: int) -> tuple[int, Image.Image]:
+def avif_at(img: Image.Image, q: int, subsampling: str = "4:2:0") -> tuple[int, Image.Image]:
     b = io.BytesIO()
-    img.save(b, "AVIF", quality=q, speed=6, max_threads=1)
+    img.save(b, "AVIF", quality=q, speed=6, max_threads=1, subsampling=subsampling)
     return len(b.getvalue()), _rgb(io.BytesIO(b.getvalue()))
 
 
 def avif_sweep(originals: dict[str, Path], targets: dict[str, float]) -> dict:
     """Per file, size and score at each quality of the grid, refined below the fixed quality whose
-    worst file reaches every file's target."""
+    worst file reaches every file's target; Pillow's default 4:2:0, and 4:4:4 as a careful user
+    aiming at visually lossless would set it (table "444")."""
     from archiver.perceptual import Ssimulacra2Reference
 
     imgs = {k: _rgb(p) for k, p in originals.items()}
     refs = {k: Ssimulacra2Reference(v) for k, v in imgs.items()}
-    table: dict[str, dict[int, tuple[int, float]]] = {k: {} for k in imgs}
+    tables: dict[str, dict[str, dict[int, tuple[int, float]]]] = {"420": {k: {} for k in imgs},
+                                                                   "444": {k: {} for k in imgs}}
 
-    def at(q: int) -> None:
+    def at(q: int, sub: str = "420") -> None:
         for k, img in imgs.items():
-            if q not in table[k]:
-                n, rec = avif_at(img, q)
-                table[k][q] = (n, round(refs[k].score(rec), 3))
+            if q not in tables[sub][k]:
+                n, rec = avif_at(img, q, f"4:{sub[1]}:{sub[2]}")
+                tables[sub][k][q] = (n, round(refs[k].score(rec), 3))
 
-    def all_pass(q: int, tg: dict) -> bool:
-        at(q)
-        return all(table[k][q][1] >= tg[k] for k in imgs)
+    def all_pass(q: int, tg: dict, sub: str) -> bool:
+        at(q, sub)
+        return all(tables[sub][k][q][1] >= tg[k] for k in imgs)
 
     out = {}
-    for label, tg in (("per-file targets", targets), ("uniform 70", {k: 70.0 for k in imgs})):
-        first = next((q for q in AVIF_GRID if all_pass(q, tg)), None)
+    for label, tg, sub in (("per-file targets", targets, "420"), ("per-file targets, 4:4:4", targets, "444"),
+                           ("uniform 70", {k: 70.0 for k in imgs}, "420")):
+        first = next((q for q in AVIF_GRID if all_pass(q, tg, sub)), None)
         if first is not None:
             prev = max([q for q in AVIF_GRID if q < first], default=first)
             for q in range(prev + 1, first):
-                if all_pass(q, tg):
+                if all_pass(q, tg, sub):
                     first = q
                     break
         out[label] = first
     at(60)
-    return {"table": {k: {str(q): v for q, v in t.items()} for k, t in table.items()}, "fixed_quality": out}
+    return {"table": {k: {str(q): v for q, v in t.items()} for k, t in tables["420"].items()},
+            "table444": {k: {str(q): v for q, v in t.items()} for k, t in tables["444"].items()},
+            "fixed_quality": out}
 
 
 def collection(name: str, files: list[Path], work: Path, old_rev: str | None, workers: int) -> dict:
@@ -220,8 +225,9 @@ def summarise(res: dict) -> dict:
             if q is None:
                 s[f"avif_fixed[{label}]"] = None
                 continue
-            sizes = [table[d["file"]][str(q)][0] for d in files]
-            scores = [table[d["file"]][str(q)][1] for d in files]
+            t = c["avif"]["table444"] if label.endswith("4:4:4") else table
+            sizes = [t[d["file"]][str(q)][0] for d in files]
+            scores = [t[d["file"]][str(q)][1] for d in files]
             s[f"avif_fixed[{label}]"] = {"quality": q, "bytes": sum(sizes), "saved": 1 - sum(sizes) / c["bytes_before"],
                                          "score_mean": float(np.mean(scores)), "score_min": float(min(scores))}
         sizes = [table[d["file"]]["60"][0] for d in files]
@@ -272,6 +278,12 @@ def plot(res: dict, out: Path) -> None:
             ax.scatter([table[d["file"]][str(q)][0] / 1024 for d in c["files"]],
                        [table[d["file"]][str(q)][1] for d in c["files"]], s=18, marker="^",
                        label=f"AVIF at q{q}: its worst file reaches each target", zorder=2)
+        q4 = c["avif"]["fixed_quality"].get("per-file targets, 4:4:4")
+        if q4 is not None:
+            t4 = c["avif"]["table444"]
+            ax.scatter([t4[d["file"]][str(q4)][0] / 1024 for d in c["files"]],
+                       [t4[d["file"]][str(q4)][1] for d in c["files"]], s=18, marker="v",
+                       label=f"AVIF 4:4:4 at q{q4}: its worst file reaches each target", zorder=2)
         for t, ls in ((70, "--"), (90, ":")):
             ax.axhline(t, color="0.5", ls=ls, lw=0.8)
         ax.set_xscale("log")
@@ -279,7 +291,9 @@ def plot(res: dict, out: Path) -> None:
         ax.set_ylabel("SSIMULACRA2 against the original")
         s = summarise(res)[name]
         ax.set_title(f"{name}: archiver {s['policy_bytes'] / 2**20:.2f} MiB vs AVIF q60 {s['avif_q60']['bytes'] / 2**20:.2f} MiB"
-                     + (f", AVIF q{q} {s['avif_fixed[per-file targets]']['bytes'] / 2**20:.2f} MiB" if q else ""), fontsize=9)
+                     + (f", AVIF q{q} {s['avif_fixed[per-file targets]']['bytes'] / 2**20:.2f} MiB" if q else "")
+                     + (f", 4:4:4 q{q4} {s['avif_fixed[per-file targets, 4:4:4]']['bytes'] / 2**20:.2f} MiB" if q4 else ""),
+                     fontsize=9)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -325,15 +339,17 @@ def crops(out: Path, names: list[str], size: int = 256) -> None:
 def markdown(res: dict) -> str:
     s = summarise(res)
     lines = [f"# Perceptual targets vs a plain AVIF pass ({res['when']})", "",
-             f"Metric: {METRIC['name']} {METRIC['version']}. Policy: the shipped default. Raw: results.json.", "",
+             f"Metric: {METRIC['name']} {METRIC['version']}. Policy: {res.get('policy', 'default')}. Raw: results.json.", "",
              "| collection | files | archiver bytes (saved) | AVIF at the fixed q whose worst file reaches each target | "
-             "AVIF q60 (saved) | archiver score mean / min | AVIF q60 score mean / min | lossy files below target | "
-             "dry run vs real bytes | migrate s (old) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "the same, AVIF 4:4:4 | AVIF q60 (saved) | archiver score mean / min | AVIF q60 score mean / min | lossy files below target | "
+             "dry run vs real bytes | migrate s (old) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, x in s.items():
         f = x["avif_fixed[per-file targets]"]
         fixed = f"q{f['quality']}: {f['bytes'] / 2**20:.2f} MiB ({f['saved']:.1%}), score min {f['score_min']:.1f}" if f else "none reaches"
+        f4 = x.get("avif_fixed[per-file targets, 4:4:4]")
+        fixed4 = f"q{f4['quality']}: {f4['bytes'] / 2**20:.2f} MiB ({f4['saved']:.1%}), score min {f4['score_min']:.1f}" if f4 else "none reaches"
         lines.append(
-            f"| {name} | {x['files']} | {x['policy_bytes'] / 2**20:.2f} MiB ({x['policy_saved']:.1%}) | {fixed} | "
+            f"| {name} | {x['files']} | {x['policy_bytes'] / 2**20:.2f} MiB ({x['policy_saved']:.1%}) | {fixed} | {fixed4} | "
             f"{x['avif_q60']['bytes'] / 2**20:.2f} MiB ({x['avif_q60']['saved']:.1%}) | "
             f"{x['policy_score_mean']:.1f} / {x['policy_score_min']:.1f} | {x['avif_q60']['score_mean']:.1f} / "
             f"{x['avif_q60']['score_min']:.1f} | {len(x['below_target'])} of {x['lossy_files']} | "
