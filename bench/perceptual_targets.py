@@ -365,6 +365,38 @@ def markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def speed(collections: list[str], old_rev: str, rounds: int, workers: int, work: Path, out: Path) -> dict:
+    """`migrate` of this tree against ``old_rev``, interleaved (new, old, then old, new, ...) so
+    that load from other work on a shared machine falls on both sides alike; the median of the
+    per-round ratios is the speed figure."""
+    old = work / "old-rev"
+    if not old.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), old_rev], check=True,
+                       capture_output=True)
+    res = {"when": time.strftime("%Y-%m-%d %H:%M"), "old_rev": old_rev, "workers": workers, "collections": {}}
+    for spec in collections:
+        name, files = pick(spec)
+        times = []
+        for i in range(rounds):
+            t = {}
+            for side in (("new", "old") if i % 2 == 0 else ("old", "new")):
+                here = work / f"speed-{name}-{i}-{side}"
+                shutil.rmtree(here, ignore_errors=True)
+                (here / "photos").mkdir(parents=True)
+                for f in files:
+                    shutil.copy2(f, here / "photos" / f.name)
+                _, t[side] = archiver(["migrate", str(here / "photos"), "--workers", str(workers)], here / "state", here,
+                                      pythonpath=old if side == "old" else ROOT)
+                shutil.rmtree(here, ignore_errors=True)
+            times.append({k: round(v, 1) for k, v in t.items()})
+            print(f"   {name} round {i + 1}: new {t['new']:.0f} s, old {t['old']:.0f} s", flush=True)
+        ratios = sorted(x["new"] / x["old"] for x in times)
+        res["collections"][name] = {"files": len(files), "rounds": times, "median_ratio": float(np.median(ratios))}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -375,12 +407,25 @@ def main(argv=None) -> int:
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--work", type=Path, help="working folder (default: a new temporary one)")
     r.add_argument("--policy", help="a policy file instead of the shipped default (a variant to compare)")
+    sp = sub.add_parser("speed", help="only the speed bar: migrate against --old-rev, interleaved rounds")
+    sp.add_argument("--collection", action="append", required=True, help="NAME=DIR or NAME=DIR:N")
+    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--old-rev", required=True)
+    sp.add_argument("--rounds", type=int, default=3)
+    sp.add_argument("--workers", type=int, default=2)
+    sp.add_argument("--work", type=Path)
     c = sub.add_parser("crops")
     c.add_argument("out", type=Path)
     c.add_argument("names", nargs="+")
     a = ap.parse_args(argv)
     if a.cmd == "crops":
         crops(a.out, a.names)
+        return 0
+    if a.cmd == "speed":
+        work = a.work or Path(tempfile.mkdtemp(prefix="perceptual-speed-"))
+        res = speed(a.collection, a.old_rev, a.rounds, a.workers, work, a.out)
+        for name, x in res["collections"].items():
+            print(f"{name}: migrate new/old, median of {len(x['rounds'])} rounds: x{x['median_ratio']:.2f}")
         return 0
     global POLICY
     POLICY = str(Path(a.policy).resolve()) if a.policy else None
