@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 from archiver.catalog import queries as q
-from archiver.catalog.testing import disk_problems, make_context, write_jpeg, write_png
+from archiver.testing.catalog import disk_problems, make_context, write_jpeg, write_png
 from archiver.work import FAULT_STEPS, archive_file, recover_pending, restore
 
 RUNNER = """
 import sys
 from archiver.work import archive_file
-from archiver.catalog.testing import make_context
+from archiver.testing.catalog import make_context
 ctx = make_context(sys.argv[1])
 print(archive_file(sys.argv[2], ctx).state)
 """

@@ -98,7 +98,7 @@ def lossless_seeds() -> list[bytes]:
     import numpy as np
     from PIL import Image, PngImagePlugin
 
-    from archiver.catalog.testing import smooth_image
+    from archiver.testing.catalog import smooth_image
     from archiver.storage import lossless
 
     def save(im, fmt, **kw):

@@ -23,7 +23,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
+from archiver.app.main import main
 from archiver.codec import pipeline
 from archiver.codec.adapter import (adapter_digest, attach, backbone_for_header, keep_previous,
                                     load_adapter)
@@ -33,7 +33,7 @@ from archiver.codec.container import read_header
 from archiver.codec.entropy import generic_entropy_model
 from archiver.codec.quantize import QuantParams, to_units
 from archiver.codec.tensors import to_tensor
-from archiver.codec.testing import build_tiny_sd, pink_noise_images, tiny_sd_dir
+from archiver.testing.codec import build_tiny_sd, pink_noise_images, tiny_sd_dir
 from archiver.errors import AdapterError, UsageError
 from archiver.imageio import load_image
 from archiver.train.adapter import train_adapter

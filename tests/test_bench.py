@@ -17,7 +17,7 @@ from archiver.bench import ours as ours_mod
 from archiver.bench.codecs import CONVENTIONAL
 from archiver.bench.measure import Fid, Lpips, measure
 from archiver.bench.runner import BenchConfig, run_bench, texture_box
-from archiver.cli import main
+from archiver.app.main import main
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 

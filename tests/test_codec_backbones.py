@@ -12,7 +12,7 @@ from PIL import Image
 from archiver.codec import pipeline
 from archiver.codec.backbones import get_backbone
 from archiver.codec.backbones.diffusers_backbone import DiffusersBackbone, weights_digest
-from archiver.codec.testing import tiny_sd_dir
+from archiver.testing.codec import tiny_sd_dir
 from archiver.errors import UsageError, WeightsMismatchError
 from archiver.imageio import load_image
 
@@ -82,7 +82,7 @@ def test_digest_changes_with_the_weights(tmp_path, sd):
 
 def test_other_weights_are_refused(sd):
     r = pipeline.encode_image(_loaded(), sd, quality=50)
-    from archiver.codec.testing import build_tiny_sd
+    from archiver.testing.codec import build_tiny_sd
     import tempfile
 
     other = DiffusersBackbone.from_pretrained(build_tiny_sd(tempfile.mkdtemp() + "/m", seed=1), device="cpu")

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
-from archiver.codec.testing import build_tiny_sd, tiny_sd_dir
+from archiver.app.main import main
+from archiver.testing.codec import build_tiny_sd, tiny_sd_dir
 from archiver.errors import ContainerError, InputError, UsageError, WeightsMismatchError
 
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from archiver.codec import files
-from archiver.codec.testing import PoolBackbone
+from archiver.testing.codec import PoolBackbone
 from archiver.errors import UsageError
 
 

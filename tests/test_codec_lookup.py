@@ -12,7 +12,7 @@ from PIL import Image
 
 from archiver.codec import container, pipeline
 from archiver.codec.backbones.lookup import backbone_for
-from archiver.codec.testing import PoolBackbone
+from archiver.testing.codec import PoolBackbone
 from archiver.errors import UsageError, WeightsMismatchError
 
 DATA = Path(__file__).parent / "data" / "dlc"

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from archiver.codec import container, files, pipeline
-from archiver.codec.testing import PoolBackbone
+from archiver.testing.codec import PoolBackbone
 from archiver.errors import ContainerError, UsageError, WeightsMismatchError
 from archiver.imageio import load_image
 from archiver.metrics import psnr

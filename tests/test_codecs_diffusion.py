@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from archiver.codec import container
-from archiver.codec.testing import PoolBackbone
+from archiver.testing.codec import PoolBackbone
 from archiver.codecs import CodecRefused, CodecSettings, Recorded, Source, Target
 from archiver.codecs.diffusion import DiffusionCodec
 from archiver.imageio import load_image

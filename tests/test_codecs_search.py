@@ -13,7 +13,7 @@ from PIL import Image
 from archiver.codecs import CodecRefused, Source, Target, get_codec
 from archiver.codecs.base import Codec, Encoded, Exactness, guard, measure
 from archiver.codecs.choice import Choice
-from archiver.catalog.testing import photo_bytes
+from archiver.testing.catalog import photo_bytes
 from archiver.imageio import load_image
 
 
@@ -61,7 +61,7 @@ def test_an_unreachable_target_is_refused_with_the_reason():
 # -- the diffusion codec's search (an untrained tiny backbone: fast, deterministic) ---------------
 @pytest.fixture(scope="module")
 def diffusion():
-    from archiver.catalog.testing import random_tiny_codec
+    from archiver.testing.catalog import random_tiny_codec
 
     return random_tiny_codec(0)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image, PngImagePlugin
 
-from archiver.catalog.testing import smooth_image
+from archiver.testing.catalog import smooth_image
 from archiver.errors import ArchiverError
 from archiver.storage import lossless
 

@@ -31,7 +31,7 @@ def test_codec_does_not_import_torch_geometric():
 
 def test_operator_commands_do_not_import_torch():
     """`archiver --help`, and building the catalog commands, stay light (no torch, no detectors)."""
-    out = py("import sys, click; from archiver.cli import main, COMMANDS; ctx = click.Context(main); "
+    out = py("import sys, click; from archiver.app.main import main, COMMANDS; ctx = click.Context(main); "
              "[main.get_command(ctx, n) for n in ('stats', 'restore', 'verify', 'tag', 'policy')]; "
              "print(sorted(m for m in ('torch', 'cv2', 'onnxruntime', 'diffusers') if m in sys.modules))")
     assert out == "[]"
@@ -78,7 +78,7 @@ HEAVY = ("torch", "torch._dynamo", "torch._inductor", "diffusers", "transformers
 #: runs the CLI in this process, then reports which of HEAVY were imported (last stdout line)
 PROBE = """
 import json, sys
-from archiver.cli import main
+from archiver.app.main import main
 code = 0
 try:
     main(sys.argv[1:], prog_name="archiver")

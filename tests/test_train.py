@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
+from archiver.app.main import main
 from archiver.train import pipeline
 from archiver.train.common import read_safetensors
 

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
+from archiver.app.main import main
 from archiver.codec import container
 from archiver.train import data as D
 from archiver.train import pipeline

@@ -19,7 +19,7 @@ import click
 import numpy as np
 import torch
 
-from ..output import emit
+from ..app.output import emit
 
 SCALES = (0.0, 0.125, 0.25, 0.5, 1.0)
 BPPS = (0.1, 0.2, 0.3)

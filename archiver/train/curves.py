@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from ..errors import UsageError
-from ..output import emit
+from ..app.output import emit
 
 #: compressai mbt2018-mean, quality-3 size, random init, one H200 (issue 17): 25k steps of batch
 #: 16 of 256-px crops in 6.5 minutes

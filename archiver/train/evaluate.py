@@ -14,7 +14,7 @@ import click
 import numpy as np
 import torch
 
-from ..output import emit
+from ..app.output import emit
 
 
 def _to_x(img) -> torch.Tensor:

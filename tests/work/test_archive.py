@@ -11,7 +11,7 @@ from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FileVersion, SKIPPED
 from archiver.work.restore import restore
-from archiver.catalog.testing import make_context, write_jpeg
+from archiver.testing.catalog import make_context, write_jpeg
 from archiver.storage import lossless
 
 

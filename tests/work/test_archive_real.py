@@ -9,7 +9,7 @@ from PIL import Image
 from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.work.restore import restore
-from archiver.catalog.testing import disk_problems, make_context, random_tiny_codec, write_jpeg
+from archiver.testing.catalog import disk_problems, make_context, random_tiny_codec, write_jpeg
 from archiver.work.verify import verify
 from archiver.storage import lossless
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
-from archiver.catalog.testing import make_context
+from archiver.testing.catalog import make_context
 from archiver.policy.engine import parse_policy_text
 from archiver.work import archive_file
 from archiver.work.restore import restore

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..storage import atomic
+from ...storage import atomic
 
 log = logging.getLogger("archiver.web")
 

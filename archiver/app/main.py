@@ -1,7 +1,5 @@
-"""The ``archiver`` command.
-
-Each concern keeps its commands beside its code (``archiver/<area>/cli.py``); this module only
-assembles them and turns user errors into one clear line and an exit code (never a traceback).
+"""The ``archiver`` command: assembles the commands of ``archiver.app.commands`` and turns user
+errors into one clear line and an exit code (never a traceback).
 """
 
 from __future__ import annotations
@@ -12,31 +10,31 @@ import sys
 
 import click
 
-from . import __version__
-from .errors import ArchiverError
+from .. import __version__
+from ..errors import ArchiverError
 from .output import to_json
 
 #: command name -> "module:attribute"; imported only when the command runs (torch is slow to import)
 COMMANDS = {
-    "encode": "archiver.codec.cli:encode",
-    "decode": "archiver.codec.cli:decode",
-    "classify": "archiver.policy.cli:classify",
-    "policy": "archiver.policy.cli:policy",
-    "archive": "archiver.catalog.cli:archive",
-    "restore": "archiver.catalog.cli:restore",
-    "verify": "archiver.catalog.cli:verify",
-    "stats": "archiver.catalog.cli:stats",
-    "doctor": "archiver.doctor:doctor",
-    "ls": "archiver.catalog.views:ls",
-    "show": "archiver.catalog.views:show",
-    "status": "archiver.catalog.views:status",
-    "forget": "archiver.catalog.views:forget",
-    "tag": "archiver.catalog.cli:tag",
-    "daemon": "archiver.service.cli:daemon",
-    "migrate": "archiver.service.cli:migrate",
-    "bench": "archiver.bench.cli:bench",
-    "train": "archiver.train.cli:train",
-    "serve": "archiver.web.cli:serve",
+    "encode": "archiver.app.commands.codec_cmd:encode",
+    "decode": "archiver.app.commands.codec_cmd:decode",
+    "classify": "archiver.app.commands.policy_cmd:classify",
+    "policy": "archiver.app.commands.policy_cmd:policy",
+    "archive": "archiver.app.commands.archive_cmd:archive",
+    "restore": "archiver.app.commands.restore_cmd:restore",
+    "verify": "archiver.app.commands.catalog_cmd:verify",
+    "stats": "archiver.app.commands.catalog_cmd:stats",
+    "doctor": "archiver.app.doctor:doctor",
+    "ls": "archiver.app.commands.catalog_cmd:ls",
+    "show": "archiver.app.commands.catalog_cmd:show",
+    "status": "archiver.app.commands.catalog_cmd:status",
+    "forget": "archiver.app.commands.catalog_cmd:forget",
+    "tag": "archiver.app.commands.catalog_cmd:tag",
+    "daemon": "archiver.app.commands.service_cmd:daemon",
+    "migrate": "archiver.app.commands.service_cmd:migrate",
+    "bench": "archiver.app.commands.bench_cmd:bench",
+    "train": "archiver.app.commands.train_cmd:train",
+    "serve": "archiver.app.commands.web_cmd:serve",
 }
 
 
@@ -44,7 +42,7 @@ def _use_config(ctx, param, value):
     """An explicit ``--config`` becomes ``$ARCHIVER_CONFIG`` for the whole process, so that every
     ``load_config()`` (catalog, codec, workers started later) reads the same file."""
     if value:
-        from .errors import UsageError
+        from ..errors import UsageError
 
         path = os.path.abspath(value)
         if not os.path.isfile(path):
@@ -57,7 +55,7 @@ def _use_verbose(ctx, param, value):
     if value:
         import logging
 
-        from .service.logs import setup_logging
+        from ..service.logs import setup_logging
 
         setup_logging(False, logging.DEBUG)
     return value
@@ -104,8 +102,8 @@ class LazyGroup(click.Group):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name == module:  # an area not installed in this build
-                return None
+            if e.name == module or (e.name or "").count(".") == 1 and e.name.startswith("archiver."):
+                return None  # the command, or the area it drives, is not installed in this build
             raise
         return common_options(getattr(mod, attr))
 

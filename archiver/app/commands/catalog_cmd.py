@@ -1,31 +1,23 @@
-"""The operator's read-only views of the catalog: ``ls`` (find), ``show`` (one file),
-``status`` (the daemon's queue, rates, last errors), and ``forget`` (see ``forget.py``).
+"""The catalog's commands: ``ls`` (find), ``show`` (one file), ``status`` (the daemon's queue,
+rates, last errors), ``forget`` (``archiver.work.forget``), ``verify`` (scrub), ``stats`` and ``tag``.
 
-All of them read the catalog; none touches a file on disk. They import no torch and no
-detectors, so they answer in well under a second.
+None of them but ``verify`` decodes; they import no torch and no detectors, so the read-only ones
+answer in well under a second.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 
 import click
 
-from ..errors import NotInCatalogError
-from ..output import emit, human_bytes
-
-
-def _catalog():
-    from ..config import load_config
-    from .db import open_catalog
-
-    cfg = load_config()
-    return cfg, open_catalog(cfg)
+from ...errors import NotInCatalogError, VerifyError
+from ..core import with_core
+from ..output import emit, human_bytes, progress
 
 
 def _row(r) -> dict:
-    from .queries import fallback_reason
+    from ...catalog.queries import fallback_reason
 
     return {"id": r.id, "path": r.path, "state": r.state, "rule": r.rule, "action": r.action, "codec": r.codec,
             "reason": (r.reasons or [None])[0], "fallback": fallback_reason(r.reasons), "error": r.error,
@@ -37,12 +29,12 @@ def _row(r) -> dict:
 def _when(text: str | None, name: str):
     if not text:
         return None
-    from ..work.restore import parse_time
+    from ...work.restore import parse_time
 
     try:
         return parse_time(text)
     except Exception:  # noqa: BLE001
-        from ..errors import UsageError
+        from ...errors import UsageError
 
         raise UsageError(f"--{name}: not an ISO date/time: {text!r}") from None
 
@@ -61,14 +53,15 @@ def _when(text: str | None, name: str):
 @click.option("--all-versions", is_flag=True, help="every version, not only the newest per path")
 @click.option("--limit", type=click.IntRange(1), help="at most N entries")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def ls(pattern, state, rule, codec, action, since, until, all_versions, limit, as_json):
+@with_core(guard_db=False)
+def ls(pattern, state, rule, codec, action, since, until, all_versions, limit, as_json, core):
     """List catalog entries (PATTERN: a path glob, '*' within a directory, '**' across)."""
-    from . import queries as q
+    from ...catalog import queries as q
 
     s_, u_ = _when(since, "since"), _when(until, "until")
     if pattern and not pattern.startswith("/") and os.sep in pattern:
         pattern = os.path.abspath(pattern)
-    _, cat = _catalog()
+    cat = core.catalog
     with cat.session() as s:
         rows = q.list_versions(s, status=state, rule=rule, codec=codec, action=action, pattern=pattern,
                                since=s_, until=u_, all_versions=all_versions, limit=limit)
@@ -105,12 +98,13 @@ def candidate_line(c: dict) -> str:
 @click.command()
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def show(target, as_json):
+@with_core(guard_db=False)
+def show(target, as_json, core):
     """Everything about one file (PATH or catalog ID): rule, reasons, codec, sizes, quality, events."""
-    from . import queries as q
+    from ...catalog import queries as q
 
     key = target if target.isdigit() or target.startswith("/") else os.path.abspath(target)
-    _, cat = _catalog()
+    cat = core.catalog
     with cat.session() as s:
         vs = q.versions_for_target(s, key)
         if not vs:
@@ -165,34 +159,17 @@ def show(target, as_json):
 @click.command()
 @click.option("--errors", "n_errors", type=click.IntRange(0), default=10, show_default=True, help="last errors shown")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def status(n_errors, as_json):
+@with_core(guard_db=False)
+def status(n_errors, as_json, core):
     """The daemon: running or not, its queue, files in hand, rates and the last errors (from the catalog)."""
-    from sqlalchemy import func, select
+    from ...catalog.queries import daemon_activity
+    from ...service.lock import lock_path_for
 
-    from ..service.lock import lock_path_for
-    from .models import COMMITTED, FAILED, SKIPPED, FileVersion, WorkQueue, utcnow
-
-    cfg, cat = _catalog()
+    cfg, cat = core.cfg, core.catalog
     lock = lock_path_for(cfg.resolved_catalog_url(), cfg.state_dir)
     running, pid = _lock_holder(lock)
-    now = utcnow()
     with cat.session() as s:
-        queue = dict(s.execute(select(WorkQueue.state, func.count()).group_by(WorkQueue.state)).all())
-        in_hand = [{"path": p, "claimed_by": b, "since": a} for p, b, a in s.execute(
-            select(WorkQueue.path, WorkQueue.claimed_by, WorkQueue.claimed_at)
-            .where(WorkQueue.claimed_by.is_not(None), WorkQueue.state == "claimed").limit(50))]
-        rates = {}
-        for label, minutes in (("last_10_min", 10), ("last_hour", 60), ("last_day", 1440)):
-            n, b = s.execute(select(func.count(), func.sum(func.coalesce(FileVersion.size, 0))).where(
-                FileVersion.state == COMMITTED, FileVersion.committed_at >= now - dt.timedelta(minutes=minutes))).one()
-            rates[label] = {"files": int(n), "bytes": int(b or 0), "files_per_min": round(n / minutes, 2)}
-        errs = [{"path": p, "state": st, "error": e, "at": t} for p, st, e, t in s.execute(
-            select(FileVersion.path, FileVersion.state, FileVersion.error, FileVersion.updated_at)
-            .where(FileVersion.state.in_((FAILED, SKIPPED)), FileVersion.error.is_not(None))
-            .order_by(FileVersion.updated_at.desc()).limit(n_errors))]
-        retrying = [{"path": p, "attempts": a, "error": e} for p, a, e in s.execute(
-            select(WorkQueue.path, WorkQueue.attempts, WorkQueue.last_error)
-            .where(WorkQueue.last_error.is_not(None), WorkQueue.state != "done").limit(n_errors))]
+        queue, in_hand, rates, errs, retrying = daemon_activity(s, n_errors)
     data = {"daemon": {"running": running, "pid": pid, "lock": str(lock)}, "queue": queue, "in_hand": in_hand,
             "rates": rates, "last_errors": errs, "retrying": retrying}
 
@@ -243,18 +220,114 @@ def _lock_holder(path) -> tuple[bool, int | None]:
 @click.option("--force", is_flag=True, help="forget entries whose archived data is still intact too")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
-def forget(ctx, targets, reason, force, as_json):
+@with_core(guard_db=False)
+def forget(ctx, targets, reason, force, as_json, core):
     """Forget lost files (PATH, ID or GLOB): verify, restore and stats stop counting them; the catalog
     row and its events stay for audit; no file on disk is touched. See docs/operations.md."""
-    from ..storage.vault import Vault
-    from .forget import forget as do_forget
+    from ...work.forget import forget as do_forget
 
-    cfg, cat = _catalog()
-    res = do_forget(cat, list(targets), vault=Vault(cfg.resolved_vault_dir()), reason=reason, force=force)
+    cat = core.catalog
+    res = do_forget(cat, list(targets), vault=core.vault, reason=reason, force=force)
     emit({"results": [r.to_dict() for r in res]}, as_json,
          lambda d: "\n".join(f"{r['status']:<9} {r['path']}" + (f": {'; '.join(r['problems'])}" if r["problems"] else "")
                              + (f" ({r['message']})" if r["message"] else "") for r in d["results"]))
     if any(r.status == "refused" for r in res):
-        from ..errors import SafetyError
+        from ...errors import SafetyError
 
         ctx.exit(SafetyError.exit_code)
+
+
+@click.command()
+@click.option("--sample", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
+              help="fraction of committed files to check (random)")
+@click.option("--no-decode", is_flag=True, help="only re-hash; do not re-decode")
+@click.option("--expire-vault", is_flag=True,
+              help="then delete vaulted originals past retention (never under legal hold, never the last good copy)")
+@click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@with_core
+def verify(sample, no_decode, expire_vault, as_json, core):
+    """Scrub: re-hash compressed files and vaulted originals, re-decode and compare; non-zero exit on any mismatch."""
+    from ...work.verify import expire_vault as do_expire, verify as do_verify
+
+    cat = core.catalog
+    vault = core.vault
+    rep = core.guard(lambda: do_verify(cat, vault=vault, codecs=core.codecs, sample=sample, decode=not no_decode,
+                                      progress=lambda it: progress(it, desc="verify", enabled=not as_json)))
+    if expire_vault:
+        rep.expired = core.guard(lambda: do_expire(cat, vault))
+
+    def human(d):
+        lines = [f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}" for m in d["mismatches"]]
+        lines += [f"warning  {m['path']} (id {m['id']}): {m['problem']}" for m in d["warnings"]]
+        lines.append(f"checked {d['checked']} of {d['total']}: {d['ok']} ok, {len(d['mismatches'])} mismatch(es)")
+        if d.get("expired"):
+            lines.append(f"vault: {len(d['expired'])} original(s) past retention deleted")
+        return "\n".join(lines)
+
+    emit(rep.to_dict(), as_json, human)
+    if rep.mismatches:
+        raise SystemExit(VerifyError.exit_code)
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@with_core
+def stats(as_json, core):
+    """Disk use before and now (outputs, vault, catalog, web cache), savings per rule, and fallbacks per reason."""
+    from ...catalog.accounting import disk_accounting
+    from ..web.settings import cache_dir_of
+
+    cfg = core.cfg
+    cat = core.catalog
+    data = core.guard(lambda: disk_accounting(cat, cfg.resolved_vault_dir(), cache_dir_of(cfg)))
+
+    def human(d):
+        n = d["now"]
+        lines = [f"disk: {human_bytes(d['bytes_before'])} before -> {human_bytes(d['bytes_now'])} now "
+                 f"({d['change_fraction'] * 100:+.1f}%): outputs {human_bytes(n['outputs'])}, "
+                 f"vault {human_bytes(n['vault'])}, catalog {human_bytes(n['catalog'])}, "
+                 f"web cache {human_bytes(n['web_cache'])}"]
+        lines.append(f"{'rule':<20} {'action':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>7}")
+        for g in d["by_rule"]:
+            lines.append(f"{g['rule']:<20} {g['action']:<10} {g['files']:>6} {human_bytes(g['bytes_before']):>11} "
+                         f"{human_bytes(g['bytes_after']):>11} {g['saved_fraction'] * 100:>6.1f}%")
+        t = d["total"]
+        lines.append(f"{'total':<31} {t['files']:>6} {human_bytes(t['bytes_before']):>11} {human_bytes(t['bytes_after']):>11} "
+                     f"{t['saved_fraction'] * 100:>6.1f}%")
+        for f in d["by_fallback_reason"]:
+            lines.append(f"fell back ({f['files']} file(s), {human_bytes(f['bytes_before'])}, rules "
+                         f"{', '.join(f['rules'])}): {f['reason']}")
+        lines.append("states: " + ", ".join(f"{k} {v}" for k, v in sorted(d["states"].items())))
+        return "\n".join(lines)
+
+    emit(data, as_json, human)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--add", "add", multiple=True, help="tag to add (e.g. legal-hold); repeatable")
+@click.option("--remove", "remove", multiple=True, help="tag to remove; repeatable")
+@click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@with_core
+def tag(paths, add, remove, as_json, core):
+    """Show or change catalog tags of paths; 'legal-hold' keeps originals and their vault copies."""
+    from ...catalog import queries as q
+
+    cat = core.catalog
+    out = {}
+
+    def run():
+        with cat.session() as s:
+            for p in paths:
+                ap = os.path.abspath(p)
+                for t in add:
+                    q.add_tag(s, ap, t)
+                for t in remove:
+                    q.remove_tag(s, ap, t)
+                out[ap] = q.tags_for(s, ap)
+
+    core.guard(run)
+    emit(out, as_json, lambda d: "\n".join(f"{p}: {', '.join(t) or '-'}" for p, t in d.items()))

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..codecs import Exactness, Recorded
-from ..errors import ArchiverError
+from ...codecs import Exactness, Recorded
+from ...errors import ArchiverError
 from .cache import DEFAULT_MAX_BYTES, PictureCache
-from ..storage.vault import Vault, VaultDamaged, VaultError
+from ...storage.vault import Vault, VaultDamaged, VaultError
 
 log = logging.getLogger("archiver.web")
 
@@ -83,7 +83,7 @@ class Pictures:
     def codecs(self):
         """The codec registry for this installation (``work.codec.Codecs``), built on first use."""
         if self._codecs is None:
-            from ..work.codec import Codecs
+            from ...work.codec import Codecs
 
             self._codecs = self._codecs_factory() if self._codecs_factory is not None else Codecs()
         return self._codecs
@@ -170,7 +170,7 @@ class Pictures:
         return self._codec(row).restore(blob, Recorded.from_row(row)).data
 
     def _compressed(self, row) -> bytes:
-        from ..work.restore import read_compressed
+        from ...work.restore import read_compressed
 
         try:
             return read_compressed(row)

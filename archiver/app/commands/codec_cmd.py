@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import SafetyError, UsageError
+from ...errors import SafetyError, UsageError
+from ..core import with_core
 from ..output import emit, human_bytes
 
 
@@ -26,14 +27,13 @@ def _box(text: str) -> tuple[int, int, int, int]:
     return left, top, right, bottom
 
 
-def _backbone(name, model, device, adapter=None):
+def _backbone(cfg, name, model, device, adapter=None):
     """The backbone the options name, the rest from the config (the codec itself reads none)."""
-    from ..config import load_config
-    from .backbones.lookup import configured_backbone
+    from ...codec.backbones.lookup import configured_backbone
 
     if model and not name:
         name = "diffusers"
-    return configured_backbone(load_config(), name=name, model=model, device=device, adapter=adapter)
+    return configured_backbone(cfg, name=name, model=model, device=device, adapter=adapter)
 
 
 _ADAPTER_HELP = ("adapter folder for the diffusers model (default: adapter in the config, with its model); "
@@ -55,21 +55,21 @@ _ADAPTER_HELP = ("adapter folder for the diffusers model (default: adapter in th
 @click.option("--roi", multiple=True, metavar="L,T,R,B",
               help="Protected region in pixels, coded with finer steps (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter, search_t, roi, as_json):
+@with_core
+def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter, search_t, roi, as_json, core):
     """Compress image SRC into the .dlc file DST."""
-    from ..config import load_config
-    from ..imageio import load_image
-    from ..storage.atomic import write_bytes
-    from .files import output_file_mode
-    from .pipeline import encode_image
+    from ...imageio import load_image
+    from ...storage.atomic import write_bytes
+    from ...codec.files import output_file_mode
+    from ...codec.pipeline import encode_image
 
     if bpp is not None and quality is not None:
         raise UsageError("give --bpp or --quality, not both")
     _check_output(dst)
-    cfg = load_config()
+    cfg = core.cfg
     boxes = [_box(b) for b in roi]
     img = load_image(src, max_pixels=cfg.max_pixels)  # bad input fails before a model loads
-    backbone = _backbone(backbone_name, model, device, adapter)
+    backbone = _backbone(cfg, backbone_name, model, device, adapter)
     r = encode_image(img, backbone, bpp=bpp, quality=quality, search_t=search_t, roi=boxes or None,
                      steps=cfg.decode_steps if steps is None else steps)
     write_bytes(dst, r.data, mode=output_file_mode())
@@ -100,11 +100,12 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
 @click.option("--adapter", type=str, default=None, help=_ADAPTER_HELP)
 @click.option("--force", is_flag=True, help="Overwrite DST if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_json):
+@with_core
+def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_json, core):
     """Restore SRC — a .dlc, or a lossless .jxl/.axl written by archive — to the image DST (format
     from its suffix, PNG by default). No catalog is needed."""
-    from .container import read_header
-    from .files import decode_file, format_for
+    from ...codec.container import read_header
+    from ...codec.files import decode_file, format_for
 
     fmt = format_for(dst)  # refuse an unwritable suffix before any work
     _check_output(dst)
@@ -114,13 +115,13 @@ def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_jso
         raise UsageError(f"{src}: no such file")
     blob = src.read_bytes()
     if not blob.startswith(b"\x89DLC"):
-        from ..storage import lossless
+        from ...storage import lossless
 
         if blob.startswith(lossless.JXL_SIGNATURE) or blob.startswith(lossless.AXL_MAGIC) or blob[:2] == b"\xff\x0a":
             return _decode_lossless(src, dst, fmt, blob, as_json)
     header = read_header(blob)  # damaged files are refused before loading a model
     name = backbone_name or (None if model is None else "diffusers") or header.backbone_id
-    backbone = _backbone(name, model, device, adapter)
+    backbone = _backbone(core.cfg, name, model, device, adapter)
     d = decode_file(src, dst, backbone=backbone, steps=steps)
     h = d.header
     data = {"input": str(src), "output": str(dst), "width": h.width, "height": h.height,
@@ -139,9 +140,9 @@ def _decode_lossless(src: Path, dst: Path, fmt: str, blob: bytes, as_json: bool)
 
     from PIL import Image
 
-    from ..storage import lossless
-    from ..storage.atomic import write_bytes
-    from .files import output_file_mode
+    from ...storage import lossless
+    from ...storage.atomic import write_bytes
+    from ...codec.files import output_file_mode
 
     back = lossless.restore(blob)  # ArchiverError (exit 1) on any damage
     with Image.open(io.BytesIO(back)) as im:

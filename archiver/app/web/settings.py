@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
+from ...errors import UsageError
 from .cache import DEFAULT_MAX_BYTES as DEFAULT_CACHE_MAX_BYTES
 
 DEFAULT_HOST = "127.0.0.1"
@@ -45,7 +45,7 @@ class WebSettings:
     def resolved_bench_dir(self) -> Path | None:
         if self.bench_dir:
             return Path(self.bench_dir)
-        here = Path(__file__).resolve().parents[2] / "docs" / "bench"
+        here = Path(__file__).resolve().parents[3] / "docs" / "bench"
         return here if here.is_dir() else None
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
-from ..output import emit
-from .codecs import ALL_CODECS
+from ...errors import UsageError
+from ..output import emit, progress
+from ...bench.codecs import ALL_CODECS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -30,7 +30,7 @@ def _codecs(text: str) -> tuple[str, ...]:
 
 
 def _human(result: dict) -> str:
-    from .report import _fmt
+    from ...bench.report import _fmt
 
     lines = [f"{result['config']['n_images']} images, {len(result['records'])} measurements in {result['seconds']:.0f} s"]
     lines.append(f"{'rate':>6} {'codec':<12} {'bpp':>6} {'PSNR':>6} {'MS-SSIM':>8} {'spectral':>9} {'LPIPS':>6} {'enc s/MP':>9} {'dec s/MP':>9}")
@@ -74,10 +74,10 @@ def _human(result: dict) -> str:
 def bench(directory, bpp, codecs, steps, limit, out, crop_images, backbone, model_path, device, adapter, as_json):
     """Benchmark every image in DIRECTORY at each target rate: real bpp, PSNR, MS-SSIM, spectral
     distance (LPIPS/FID only with local weights), encode/decode s per megapixel and peak memory."""
-    from .runner import BenchConfig, run_bench
+    from ...bench.runner import BenchConfig, run_bench
 
     cfg = BenchConfig(images=directory, bpps=_floats(bpp), codecs=_codecs(codecs), steps=steps, limit=limit,
                       out=out, crop_images=crop_images, backbone=backbone, model_path=model_path, device=device, adapter=adapter,
-                      show_progress=not as_json)
+                      show_progress=not as_json, progress=progress)
     result = run_bench(cfg)
     emit(result, as_json, _human)

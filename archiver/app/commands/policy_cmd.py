@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import ArchiverError, InputError, PolicyError
+from ...errors import ArchiverError, InputError, PolicyError
+from ..core import with_core
 from ..output import emit, progress
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jxl", ".ppm", ".pgm", ".pnm", ".heic", ".heif", ".avif"}
@@ -55,12 +56,12 @@ def _human_decision(d: dict) -> str:
 @click.option("--all", "run_all", is_flag=True, help="run every classifier, not only those the rules needed")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
-def classify(ctx, paths, policy_path, tags, run_all, as_json):
+@with_core
+def classify(ctx, paths, policy_path, tags, run_all, as_json, core):
     """Decide per image what the policy would do, with the rule that fired, why, and the regions found."""
-    from ..config import load_config
-    from .engine import load_policy
+    from ...policy.engine import load_policy
 
-    policy = load_policy(policy_path or load_config().policy)
+    policy = load_policy(policy_path or core.cfg.policy)
     files = iter_images(paths)
     if not files:
         raise InputError(f"no images found in {', '.join(paths)}")
@@ -98,7 +99,7 @@ def policy():
 @click.pass_context
 def check(ctx, file, as_json):
     """Validate a policy file: every problem with its line number."""
-    from .engine import load_policy
+    from ...policy.engine import load_policy
 
     try:
         p = load_policy(file)
@@ -121,7 +122,7 @@ def check(ctx, file, as_json):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def show(file, as_json):
     """Print a policy's rules in order (default: the shipped default policy)."""
-    from .engine import load_policy
+    from ...policy.engine import load_policy
 
     p = load_policy(file)
     info = p.describe()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..core import with_core
 from ..output import emit
 
 
@@ -13,23 +14,23 @@ from ..output import emit
 @click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="request threads")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="print where it serves as one JSON line, then serve")
-def serve(host, port, threads, config_path, as_json):
+@with_core
+def serve(host, port, threads, as_json, core):
     """Serve the dashboard: overview, file browser, original-vs-decoded file pages, bench results.
 
     Read-only unless web.token is set in the config; restores then need that token."""
     import json
     import sys
 
-    from ..config import load_config
-    from .server import build_app, make_server, port_of, url_of
-    from .settings import web_settings
+    from ..web.server import build_app, make_server, port_of, url_of
+    from ..web.settings import web_settings
 
-    cfg = load_config(config_path)
+    cfg = core.cfg
     settings = web_settings(cfg, host=host, port=port)
     try:
         server = make_server(build_app(cfg, settings), settings, threads=threads)
     except OSError as e:
-        from ..errors import UsageError
+        from ...errors import UsageError
 
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}") from None
     url = url_of(server, settings)

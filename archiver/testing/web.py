@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..catalog.testing import make_context, write_jpeg, write_png
+from .catalog import make_context, write_jpeg, write_png
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -16,7 +16,7 @@ def _policy_text() -> str:
     file page then has both pictures: the original from the vault and the decoded image)."""
     import yaml
 
-    from ..catalog.testing import TEST_POLICY
+    from .catalog import TEST_POLICY
 
     p = yaml.safe_load(TEST_POLICY)
     p["name"] = "web-test"

@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ..errors import NotInCatalogError
-from . import queries as q
-from .db import Catalog
-from .models import COMMITTED, FAILED, FORGOTTEN, SKIPPED, FileVersion, utcnow
+from ..catalog import queries as q
+from ..catalog.db import Catalog
+from ..catalog.models import COMMITTED, FAILED, FORGOTTEN, SKIPPED, FileVersion, utcnow
 
 
 @dataclass
@@ -40,7 +40,7 @@ def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | No
            force: bool = False) -> list[Forgotten]:
     import os
 
-    from ..work.verify import _check_row
+    from .verify import _check_row
 
     now = utcnow()
     out: list[Forgotten] = []
@@ -64,14 +64,6 @@ def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | No
             q.transition(s, r, FORGOTTEN, kind="forgotten")
             q.add_event(s, "forgotten_because", fv=r, reason=reason or "archiver forget", was=was, problems=bad + warn,
                         compressed_path=r.compressed_path, vault_path=r.vault_path)
-            _drop_queue_entry(s, r.path)
+            q.drop_queue_entry(s, r.path)
             out.append(Forgotten(r.id, r.path, "forgotten", bad + warn))
     return out
-
-
-def _drop_queue_entry(s, path: str) -> None:
-    from sqlalchemy import delete
-
-    from .models import WorkQueue
-
-    s.execute(delete(WorkQueue).where(WorkQueue.path == path))

@@ -23,7 +23,7 @@ from flask import Flask, Response, abort, jsonify, render_template, request, sen
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter
 
-from ..errors import ArchiverError, CatalogError, UsageError
+from ...errors import ArchiverError, CatalogError, UsageError
 from ..output import human_bytes
 from . import views
 from .images import NoPicture, Pictures
@@ -45,7 +45,7 @@ class CatalogId(IntegerConverter):
     integer holds) matches no route: 404, never an OverflowError from the database driver."""
 
     def __init__(self, url_map):
-        from ..catalog.models import MAX_ID
+        from ...catalog.models import MAX_ID
 
         super().__init__(url_map, min=1, max=MAX_ID)
 
@@ -145,7 +145,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
         return resp
 
     def _row(file_id: int):
-        from ..catalog.models import FileVersion
+        from ...catalog.models import FileVersion
 
         with catalog.read_session() as s:
             row = s.get(FileVersion, file_id)
@@ -209,7 +209,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     @app.get("/api/status")
     def api_status():
         with catalog.read_session() as s:
-            from ..catalog import queries as q
+            from ...catalog import queries as q
 
             body = {"daemon": views.daemon_status(cfg, catalog), "queue": q.queue_depth(s),
                     "states": q.state_counts(s), "last_event_at": q.last_event_at(s), "writable": bool(settings.token)}
@@ -261,7 +261,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
         return resp
 
     def _restore(file_id: int) -> dict:
-        from ..work import restore
+        from ...work import restore
 
         _row(file_id)  # 404 for an unknown id
         try:

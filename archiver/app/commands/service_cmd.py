@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from ..config import load_config
-from ..errors import UsageError
-from ..output import emit, human_bytes
+from ...errors import UsageError
+from ..core import with_core
+from ..output import emit, human_bytes, progress
 
 
 @click.command()
@@ -26,11 +26,13 @@ def daemon(config_path, json_logs, rebind_roots, executor, verbose, as_json):
     abandons them; the next start resumes them). SIGHUP: reload the config file."""
     import logging
 
-    from .daemon import Daemon
-    from .logs import setup_logging
+    from ...service.daemon import Daemon
+    from ...service.logs import setup_logging
 
     setup_logging(json_logs or as_json, logging.DEBUG if verbose else logging.INFO)
-    d = Daemon(config_path, rebind_roots=rebind_roots, executor=executor)
+    from ..web.server import start_with_daemon
+
+    d = Daemon(config_path, rebind_roots=rebind_roots, executor=executor, start_web=start_with_daemon)
     rc = d.run()
     if as_json:
         emit({"exit_code": rc}, True)
@@ -111,22 +113,27 @@ def _run_human(r: dict) -> str:
               help="where tasks run; 'ray' uses RAY_ADDRESS (catalog must then be PostgreSQL)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable report")
-def migrate(roots, policy, dry_run, workers, executor, config_path, as_json):
+@with_core(overrides=("policy", "workers"))
+def migrate(roots, policy, dry_run, workers, executor, as_json, core):
     """Archive existing collections under ROOT... by policy; resumable (rerun to continue)."""
-    from . import migrate as m
+    from ...service import migrate as m
 
-    cfg = load_config(config_path, policy=policy, workers=workers)
+    cfg = core.cfg
     if cfg.policy:
-        from ..policy.engine import load_policy
+        from ...policy.engine import load_policy
 
         load_policy(cfg.policy)  # a bad policy is a clear error now, not N failures later
     if executor == "ray" and cfg.resolved_catalog_url().startswith("sqlite") and not dry_run:
         raise UsageError("--executor ray needs a catalog every node can reach: set catalog_url to PostgreSQL")
     show = not as_json
+
+    def track(iterable, *, total, desc):
+        return progress(iterable, total=total, desc=desc, enabled=show)
+
     if dry_run:
-        report = m.dry_run(roots, cfg, workers=cfg.workers, executor=executor, show_progress=show)
+        report = m.dry_run(roots, cfg, workers=cfg.workers, executor=executor, progress=track)
         emit(report, as_json, _plan_human)
         sys.exit(130 if report["interrupted"] else 0)
-    report = m.run(roots, cfg, workers=cfg.workers, executor=executor, show_progress=show)
+    report = m.run(roots, cfg, workers=cfg.workers, executor=executor, progress=track)
     emit(report, as_json, _run_human)
     sys.exit(130 if report["interrupted"] else (1 if report["failures"] else 0))

@@ -11,10 +11,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..catalog import queries as q
-from ..catalog.models import MAX_ID
-from ..errors import UsageError
-from ..storage.safeopen import open_regular_below, read_regular_below
+from ...catalog import queries as q
+from ...catalog.models import MAX_ID
+from ...errors import UsageError
+from ...storage.safeopen import open_regular_below, read_regular_below
 
 #: top folders shown on the overview (the rest are summed into one line)
 TOP_FOLDERS = 15
@@ -22,7 +22,7 @@ TOP_FOLDERS = 15
 
 def daemon_status(cfg, catalog) -> dict:
     """Is a daemon serving this catalog (who holds its lock), read without taking the lock."""
-    from ..service.lock import lock_holder, lock_path_for, server_locks_held
+    from ...service.lock import lock_holder, lock_path_for, server_locks_held
 
     url = catalog.url
     pid = lock_holder(lock_path_for(url, cfg.state_dir))

@@ -142,7 +142,7 @@ def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None,
     from ..storage.vault import Vault
     from ..work.codec import Codecs
     from ..work.context import ArchiveContext
-    from .db import open_catalog
+    from ..catalog.db import open_catalog
 
     tmp = Path(tmp)
     cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}", create=True)
@@ -157,7 +157,7 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
     leftovers, and compressed files the catalog does not know."""
     import hashlib
 
-    from .models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
+    from ..catalog.models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
     from ..codecs import suffixes
     from ..storage.atomic import is_private_name
 

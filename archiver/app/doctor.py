@@ -29,7 +29,7 @@ def _mask(url: str) -> str:
 
 
 def _config(state: dict) -> Check:
-    from .config import load_config, search_paths
+    from ..config import load_config, search_paths
 
     try:
         cfg = load_config()
@@ -47,11 +47,11 @@ def _catalog(state: dict) -> Check:
     if cfg is None:
         return Check("catalog", "fail", "no usable config")
     url = cfg.resolved_catalog_url()
-    from .errors import NoCatalogError
+    from ..errors import NoCatalogError
 
     try:
-        from .catalog import queries as q
-        from .catalog.db import Catalog, current_revision, head_revision
+        from ..catalog import queries as q
+        from ..catalog.db import Catalog, current_revision, head_revision
 
         try:  # never creates one: a missing catalog is reported (and one that existed is a failure)
             cat = Catalog(url, migrate_schema=False)
@@ -106,7 +106,7 @@ def _vault(state: dict) -> Check:
 def _web_cache(state: dict) -> Check:
     """The dashboard's picture cache: where, how much, against its cap. Never a failure (it is a
     cache); a warning when over the cap, not writable, or when ``web:`` itself is wrong."""
-    from .errors import UsageError
+    from ..errors import UsageError
     from .output import human_bytes
     from .web.cache import usage
     from .web.settings import cache_dir_of, web_settings
@@ -138,7 +138,7 @@ def _web_cache(state: dict) -> Check:
 
 def _space(state: dict) -> Check:
     from .output import human_bytes
-    from .storage.space import free_bytes, low_space
+    from ..storage.space import free_bytes, low_space
 
     cfg = state.get("cfg")
     if cfg is None:
@@ -166,7 +166,7 @@ def _roots(state: dict) -> Check:
 def _policy(state: dict) -> Check:
     cfg = state.get("cfg")
     try:
-        from .policy import load_policy
+        from ..policy import load_policy
 
         p = load_policy(cfg.policy if cfg else None)
     except Exception as e:  # noqa: BLE001
@@ -177,7 +177,7 @@ def _policy(state: dict) -> Check:
 def _codecs(state: dict) -> Check:
     """Every registered codec this installation can run; one that cannot is skipped by the chain
     (the next codec in the rule's list is tried), so it is a warning, not a failure."""
-    from . import codecs
+    from .. import codecs
 
     missing = {n: why for n in codecs.names() if (why := codecs.codec_class(n).unavailable())}
     ok = [n for n in codecs.names() if n not in missing]
@@ -191,7 +191,7 @@ def _model(state: dict) -> Check:
         return Check("model", "fail", "no usable config")
     name = cfg.backbone
     try:
-        from .codec.backbones.lookup import configured_backbone
+        from ..codec.backbones.lookup import configured_backbone
 
         # with the config's adapter: a missing or mismatched one would make every diffusion
         # file fall back to another codec
@@ -230,7 +230,7 @@ def _gpu(state: dict) -> Check:
 
 
 def _writers(state: dict) -> Check:
-    from .service.settle import CAP_SYS_PTRACE, has_capability, writer_visibility
+    from ..service.settle import CAP_SYS_PTRACE, has_capability, writer_visibility
 
     n = writer_visibility()
     if n and has_capability(CAP_SYS_PTRACE):

@@ -13,12 +13,12 @@ log = logging.getLogger("archiver.web")
 
 def build_app(cfg, settings: WebSettings, catalog=None):
     """The app for ``cfg`` (opening the catalog unless one is given)."""
-    from ..catalog.db import open_catalog
-    from ..storage.vault import Vault
+    from ...catalog.db import open_catalog
+    from ...storage.vault import Vault
     from .app import create_app
 
     def codecs():
-        from ..work import Codecs
+        from ...work import Codecs
 
         return Codecs.from_config(cfg)
 
@@ -70,3 +70,18 @@ class BackgroundServer:
     def stop(self) -> None:
         self.server.close()
         self._thread.join(timeout=5)
+
+
+def start_with_daemon(cfg, log: logging.Logger):
+    """The dashboard on a thread when ``web.with_daemon`` is set, else None; a dashboard that
+    cannot start (port taken) is logged on ``log`` and the daemon goes on without it."""
+    from .settings import web_settings
+
+    settings = web_settings(cfg)
+    if not settings.with_daemon:
+        return None
+    try:
+        return BackgroundServer(cfg, settings).start()
+    except Exception as e:
+        log.error("dashboard not started", extra={"error": str(e), "host": settings.host, "port": settings.port})
+        return None
