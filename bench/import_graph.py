@@ -22,7 +22,7 @@ RINGS = [
     ["train", "bench", "testing"],
     ["service"],
     ["work", "archive"],
-    ["policy", "codecs", "codec", "catalog"],
+    ["policy", "codecs", "codec", "catalog"],  # codec: codecs.diffusion before the merge
     ["storage"],
 ]
 

@@ -104,7 +104,7 @@ def _harm(cp: Path | None, harm: str, other: Path | None) -> bool:
 
 def trial(tmp: Path, kind: str, step: str, harm: str, crash=crash_in_process, seed: int = 5) -> dict:
     """One crash-then-harm trial in ``tmp``; returns what happened (``lost`` must be False)."""
-    from archiver.storage import lossless
+    from archiver.codecs.lossless import format as lossless
 
     root = tmp / "c"
     src = _original(root, kind, seed)

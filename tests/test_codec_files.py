@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.codec import files
+from archiver.codecs.diffusion import files
 from archiver.testing.codec import PoolBackbone
 from archiver.errors import UsageError
 

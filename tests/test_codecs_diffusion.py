@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.codec import container
+from archiver.codecs.diffusion import container
 from archiver.testing.codec import PoolBackbone
 from archiver.codecs import CodecRefused, CodecSettings, Recorded, Source, Target
 from archiver.codecs.diffusion import DiffusionCodec

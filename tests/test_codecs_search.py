@@ -69,7 +69,7 @@ def diffusion():
 def test_diffusion_searches_its_quality_knob(diffusion):
     src = source(photo_bytes(5, size=(96, 80)))
     # what the untrained backbone reaches at its best quality, then a target a little below it
-    top, _ = __import__("archiver.codec.pipeline", fromlist=["QualityProbe"]).QualityProbe(
+    top, _ = __import__("archiver.codecs.diffusion.pipeline", fromlist=["QualityProbe"]).QualityProbe(
         src.image, diffusion.backbone, steps=2).file_at(100)
     best = measure(src, diffusion.decode(top)).score
     enc = diffusion.encode(src, Target(floor={"min_ssimulacra2": best - 5.0}))

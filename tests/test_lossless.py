@@ -11,7 +11,7 @@ from PIL import Image, PngImagePlugin
 
 from archiver.testing.catalog import smooth_image
 from archiver.errors import ArchiverError
-from archiver.storage import lossless
+from archiver.codecs.lossless import format as lossless
 
 
 def _jpeg(**kw):

@@ -203,7 +203,7 @@ def _random_tiny_weights(d):
     import torch
     from safetensors.torch import save_file
 
-    from archiver.codec.backbones import tiny
+    from archiver.codecs.diffusion.backbones import tiny
 
     torch.manual_seed(0)
     vae, unet = tiny.build_vae(), tiny.build_unet()

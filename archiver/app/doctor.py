@@ -191,7 +191,7 @@ def _model(state: dict) -> Check:
         return Check("model", "fail", "no usable config")
     name = cfg.backbone
     try:
-        from ..codec.backbones.lookup import configured_backbone
+        from ..codecs.diffusion.backbones.lookup import configured_backbone
 
         # with the config's adapter: a missing or mismatched one would make every diffusion
         # file fall back to another codec

@@ -129,7 +129,7 @@ class FakeCodec(Codec):
 
 def random_tiny_codec(seed: int = 0):
     """The real diffusion codec on an untrained tiny backbone (deterministic per seed)."""
-    from ..codec.backbones.tiny import random_tiny
+    from ..codecs.diffusion.backbones.tiny import random_tiny
     from ..codecs import CodecSettings
     from ..codecs.diffusion import DiffusionCodec
 
@@ -140,7 +140,7 @@ def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None,
     """A context on a fresh SQLite catalog (created, or ``catalog_url``'s) with ``TEST_POLICY``; ``codec`` stands in for the
     diffusion codec (default: ``FakeCodec``); the other codecs are the registry's own."""
     from ..storage.vault import Vault
-    from ..work.codec import Codecs
+    from ..codecs.bound import Codecs
     from ..work.context import ArchiveContext
     from ..catalog.db import open_catalog
 

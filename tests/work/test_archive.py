@@ -12,7 +12,7 @@ from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FileVersion, SKIPPED
 from archiver.work.restore import restore
 from archiver.testing.catalog import make_context, write_jpeg
-from archiver.storage import lossless
+from archiver.codecs.lossless import format as lossless
 
 
 def sha(p):

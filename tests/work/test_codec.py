@@ -12,7 +12,7 @@ from PIL import Image
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
 from archiver.testing.catalog import smooth_image
-from archiver.storage import lossless
+from archiver.codecs.lossless import format as lossless
 from archiver.work import archive_file, restore, verify
 from archiver.codecs import base
 

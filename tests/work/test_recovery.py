@@ -20,7 +20,8 @@ from archiver.catalog.models import COMMITTED, FAILED, FileVersion
 from archiver.work.restore import produce, restore
 from archiver.testing.catalog import disk_problems, make_context, write_jpeg
 from archiver.work.verify import verify
-from archiver.storage import atomic, lossless
+from archiver.codecs.lossless import format as lossless
+from archiver.storage import atomic
 
 RUNNER = """
 import sys

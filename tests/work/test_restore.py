@@ -294,7 +294,7 @@ def test_png_restore_through_the_catalog_with_another_zlib_build(tmp_path, ctx, 
     from PIL import Image
 
     from archiver.testing.catalog import write_png
-    from archiver.storage import lossless
+    from archiver.codecs.lossless import format as lossless
     from archiver.work import verify
 
     src = write_png(tmp_path / "c" / "plain" / "g.png", size=(160, 120))

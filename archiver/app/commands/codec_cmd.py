@@ -29,7 +29,7 @@ def _box(text: str) -> tuple[int, int, int, int]:
 
 def _backbone(cfg, name, model, device, adapter=None):
     """The backbone the options name, the rest from the config (the codec itself reads none)."""
-    from ...codec.backbones.lookup import configured_backbone
+    from ...codecs.diffusion.backbones.lookup import configured_backbone
 
     if model and not name:
         name = "diffusers"
@@ -60,8 +60,8 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
     """Compress image SRC into the .dlc file DST."""
     from ...imageio import load_image
     from ...storage.atomic import write_bytes
-    from ...codec.files import output_file_mode
-    from ...codec.pipeline import encode_image
+    from ...codecs.diffusion.files import output_file_mode
+    from ...codecs.diffusion.pipeline import encode_image
 
     if bpp is not None and quality is not None:
         raise UsageError("give --bpp or --quality, not both")
@@ -104,8 +104,9 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
 def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_json, core):
     """Restore SRC — a .dlc, or a lossless .jxl/.axl written by archive — to the image DST (format
     from its suffix, PNG by default). No catalog is needed."""
-    from ...codec.container import read_header
-    from ...codec.files import decode_file, format_for
+    from ...codecs import codec_of_data
+    from ...codecs.diffusion.container import read_header
+    from ...codecs.diffusion.files import decode_file, format_for
 
     fmt = format_for(dst)  # refuse an unwritable suffix before any work
     _check_output(dst)
@@ -114,11 +115,8 @@ def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_jso
     if not src.is_file():
         raise UsageError(f"{src}: no such file")
     blob = src.read_bytes()
-    if not blob.startswith(b"\x89DLC"):
-        from ...storage import lossless
-
-        if blob.startswith(lossless.JXL_SIGNATURE) or blob.startswith(lossless.AXL_MAGIC) or blob[:2] == b"\xff\x0a":
-            return _decode_lossless(src, dst, fmt, blob, as_json)
+    if codec_of_data(blob) == "lossless":
+        return _decode_lossless(src, dst, fmt, blob, as_json)
     header = read_header(blob)  # damaged files are refused before loading a model
     name = backbone_name or (None if model is None else "diffusers") or header.backbone_id
     backbone = _backbone(core.cfg, name, model, device, adapter)
@@ -140,9 +138,9 @@ def _decode_lossless(src: Path, dst: Path, fmt: str, blob: bytes, as_json: bool)
 
     from PIL import Image
 
-    from ...storage import lossless
+    from ...codecs.lossless import format as lossless
     from ...storage.atomic import write_bytes
-    from ...codec.files import output_file_mode
+    from ...codecs.diffusion.files import output_file_mode
 
     back = lossless.restore(blob)  # ArchiverError (exit 1) on any damage
     with Image.open(io.BytesIO(back)) as im:

@@ -67,7 +67,7 @@ def _bearer() -> str | None:
 
 def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factory=None) -> Flask:
     """``catalog``: an open ``Catalog``; ``codecs_factory()``: the codec registry for this
-    installation (``work.codec.Codecs``), built on the first decode (torch is slow to import)."""
+    installation (``codecs.bound.Codecs``), built on the first decode (torch is slow to import)."""
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # sessions and CSRF tokens end with the process

@@ -81,9 +81,9 @@ class Pictures:
 
     @property
     def codecs(self):
-        """The codec registry for this installation (``work.codec.Codecs``), built on first use."""
+        """The codec registry for this installation (``codecs.bound.Codecs``), built on first use."""
         if self._codecs is None:
-            from ...work.codec import Codecs
+            from ...codecs.bound import Codecs
 
             self._codecs = self._codecs_factory() if self._codecs_factory is not None else Codecs()
         return self._codecs

@@ -17,10 +17,10 @@ from typing import Optional
 
 import torch
 
-from ...errors import UsageError, WeightsMismatchError
+from ....errors import UsageError, WeightsMismatchError
 
 BACKBONE_ID = "tiny"
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 WEIGHTS_FILE = "tiny.safetensors"
 CONFIG_FILE = "tiny.json"
 #: earlier shipped weights, one folder each (same two files), kept so that files encoded with

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ContainerError, InputError, UsageError
-from ..imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage
+from ...errors import ContainerError, InputError, UsageError
+from ...imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage
 from . import container
 from .backbones.base import Backbone
 from .backbones.lookup import backbone_for

@@ -1,6 +1,6 @@
-"""The lossless codec (``archiver.storage.lossless``) as a ``Codec``: JPEG -> JPEG XL with JPEG
+"""The lossless codec (``format``: JPEG XL transcoding) as a ``Codec``: JPEG -> JPEG XL with JPEG
 reconstruction data (the identical bytes come back), other images -> lossless JPEG XL (the same
-pixels and metadata come back: ``storage.lossless.content_digest``). Declared exactness: pixels;
+pixels and metadata come back: ``format.content_digest``). Declared exactness: pixels;
 each file records whether it also gives the bytes back."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import hashlib
 
 from PIL import Image
 
-from ..errors import ArchiverError
-from .base import Codec, CodecRefused, Encoded, Exactness, Recorded, Restored, Source, Target, Verdict
-from .registry import register_codec
+from ...errors import ArchiverError
+from ..base import Codec, CodecRefused, Encoded, Exactness, Recorded, Restored, Source, Target, Verdict
+from ..registry import register_codec
 
 
 @register_codec("lossless")
@@ -22,8 +22,15 @@ class LosslessCodec(Codec):
     exactness = Exactness.PIXELS
     summary = "exact: JPEG -> JPEG XL (bytes back), others -> lossless JPEG XL (pixels back)"
 
+    @classmethod
+    def claims(cls, data: bytes) -> bool:
+        """A JPEG XL container or codestream, or an .axl file."""
+        from .format import AXL_MAGIC, JXL_SIGNATURE
+
+        return data.startswith(JXL_SIGNATURE) or data.startswith(AXL_MAGIC) or data[:2] == b"\xff\x0a"
+
     def encode(self, source: Source, target: Target) -> Encoded:
-        from ..storage import lossless
+        from . import format as lossless
 
         try:
             blob, ext = lossless.compress(source.data)
@@ -33,7 +40,7 @@ class LosslessCodec(Codec):
                        params={"container": ext.lstrip(".")})
 
     def decode(self, data: bytes) -> Image.Image:
-        from ..storage import lossless
+        from . import format as lossless
 
         return lossless.restore_image(data)
 
@@ -41,7 +48,7 @@ class LosslessCodec(Codec):
         """Against the original itself: the promise is recorded only if the artifact keeps it. A
         JPEG must come back byte for byte; anything else with the same ``content_digest`` (every
         frame's pixels at full bit depth, palette, the metadata docs/safety.md lists)."""
-        from ..storage import lossless
+        from . import format as lossless
 
         try:
             back = lossless.restore(data)
@@ -64,7 +71,7 @@ class LosslessCodec(Codec):
     def restore(self, data: bytes, recorded: Recorded) -> Restored:
         """Against the catalog: the original's bytes, or, where pixels were promised, an image with
         the recorded ``content_digest`` (its file bytes may differ: no dependence on one zlib)."""
-        from ..storage import lossless
+        from . import format as lossless
 
         back = lossless.restore(data)
         sha = hashlib.sha256(back).hexdigest()

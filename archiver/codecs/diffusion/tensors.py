@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 # deterministic cuBLAS needs this before the first CUDA call (harmless on CPU)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

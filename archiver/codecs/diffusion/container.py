@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import ContainerError
+from ...errors import ContainerError
 
 MAGIC = b"\x89DLC\r\n\x1a\n"
 #: the newest version this module writes; a file without optional fields is still version 1

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Optional
 
 from PIL import Image
 
-from ..errors import UsageError
-from ..imageio import ImageMetadata, load_image
+from ...errors import UsageError
+from ...imageio import ImageMetadata, load_image
 
 if TYPE_CHECKING:
     from .backbones.base import Backbone
@@ -84,7 +84,7 @@ def encode_file(src: str | Path, dst: str | Path, backbone: Backbone, *, bpp: Op
                 quality: Optional[float] = None, steps: Optional[int] = None, search_t: bool = False,
                 roi=None, max_pixels: Optional[int] = None, overwrite: bool = True) -> EncodeResult:
     """Read an image file, encode it and write the .dlc atomically."""
-    from ..storage.atomic import write_bytes
+    from ...storage.atomic import write_bytes
     from .pipeline import encode_image
 
     img = load_image(src) if max_pixels is None else load_image(src, max_pixels=max_pixels)
@@ -96,7 +96,7 @@ def encode_file(src: str | Path, dst: str | Path, backbone: Backbone, *, bpp: Op
 def decode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone] = None,
                 steps: Optional[int] = None, overwrite: bool = True) -> DecodedImage:
     """Decode a .dlc file to an image file (format from ``dst``'s suffix), written atomically."""
-    from ..storage.atomic import write_bytes
+    from ...storage.atomic import write_bytes
     from .pipeline import decode_bytes
 
     fmt = format_for(dst)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image, ImageSequence
 
-from ..errors import ArchiverError
+from ...errors import ArchiverError
 
 JXL_EXT, AXL_EXT = ".jxl", ".axl"
 AXL_MAGIC = b"ARCHIVER-AXL\x00"
@@ -207,7 +207,7 @@ def _inflate(b: bytes) -> bytes:
 
 
 def _stored_depth(im: Image.Image, data: bytes) -> int:
-    from ..imageio import stored_bit_depth
+    from ...imageio import stored_bit_depth
 
     return stored_bit_depth(im, data[:32])
 

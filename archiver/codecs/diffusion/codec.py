@@ -1,4 +1,4 @@
-"""The latent-diffusion codec (``archiver.codec``, Relic et al. ECCV 2024) as a ``Codec``.
+"""The latent-diffusion codec (``archiver.codecs.diffusion``, Relic et al. ECCV 2024) as a ``Codec``.
 
 With a perceptual target (the rule's ``target``: a SSIMULACRA2 floor) it searches its quality
 knob like every other lossy codec: the smallest file whose decode, scored against the original
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from ..errors import ArchiverError
-from .base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target
-from .registry import register_codec
+from ...errors import ArchiverError
+from ..base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target
+from ..registry import register_codec
 
 #: the rate used when a policy gives none (the shipped default's)
 DEFAULT_BPP = 0.15
@@ -29,6 +29,11 @@ class DiffusionCodec(Codec):
     exactness = Exactness.APPROX
     summary = "generative: latent diffusion at a target bpp (.dlc)"
 
+    @classmethod
+    def claims(cls, data: bytes) -> bool:
+        """A .dlc container (``container.MAGIC``'s first bytes)."""
+        return data.startswith(b"\x89DLC")
+
     def __init__(self, settings=None, backbone=None):
         super().__init__(settings)
         self._backbone = backbone
@@ -36,7 +41,7 @@ class DiffusionCodec(Codec):
     @property
     def backbone(self):
         if self._backbone is None:
-            from ..codec.backbones import get_backbone
+            from .backbones import get_backbone
 
             s = self.settings
             self._backbone = get_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
@@ -45,7 +50,7 @@ class DiffusionCodec(Codec):
     def encode(self, source: Source, target: Target) -> Encoded:
         if target.score is not None and target.budget_bytes is None:
             return self._encode_to_score(source, target)
-        from ..codec.pipeline import encode_image
+        from .pipeline import encode_image
 
         bpp = float(target.bpp or DEFAULT_BPP)
         if target.budget_bytes is not None:
@@ -66,9 +71,9 @@ class DiffusionCodec(Codec):
     def _encode_to_score(self, source: Source, target: Target) -> Encoded:
         """The smallest .dlc whose decode meets the floor (the target score first), by bisection on
         the quality knob over whole numbers 0..100: each probe coded, decoded and measured."""
-        from ..codec.pipeline import QualityProbe
-        from ..codec.ratecontrol import QUALITY_MAX, QUALITY_MIN
-        from .conventional import _last_true, first_guess, judge, probes, smallest_passing
+        from .pipeline import QualityProbe
+        from .ratecontrol import QUALITY_MAX, QUALITY_MIN
+        from ..conventional import _last_true, first_guess, judge, probes, smallest_passing
 
         try:
             probe = QualityProbe(source.image, self.backbone, steps=self.settings.decode_steps,
@@ -115,7 +120,7 @@ class DiffusionCodec(Codec):
                        quality=v.to_dict())
 
     def decode(self, data: bytes) -> Image.Image:
-        from ..codec.pipeline import decode_bytes
+        from .pipeline import decode_bytes
 
         d = decode_bytes(data, self.backbone)  # steps come from the header
         img = d.image

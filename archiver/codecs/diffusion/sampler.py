@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 #: DDIM steps the encoder suggests when none are given (the decoder may override)
 DEFAULT_STEPS = 4

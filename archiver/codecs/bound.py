@@ -1,6 +1,6 @@
-"""Where the unit of work meets the codecs (``archiver.codecs``): one ``Codecs`` per run.
+"""The registry bound to one run: ``Codecs`` (this installation's settings, test overrides).
 
-The steps never name a codec: ``classify`` asks ``Codecs.choice`` for the decision's codecs in
+The unit of work's steps never name a codec: ``classify`` asks ``Codecs.choice`` for the decision's codecs in
 order (the action, ``best``'s candidates, the fallback list), ``encode`` takes the next
 candidate, ``check`` asks that codec to verify the file read back from disk, and ``restore`` /
 ``verify`` open archived files with ``Codecs.for_row`` (the codec name and version the catalog
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..codecs import Codec, CodecSettings, codec_for, get_codec, image_digest  # noqa: F401  (image_digest re-exported)
-from ..codecs.choice import Choice
+from .base import Codec, CodecSettings
+from .choice import Choice
+from .registry import codec_for, get_codec
 
 
 class Codecs:

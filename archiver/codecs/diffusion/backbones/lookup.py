@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ...errors import ContainerError, WeightsMismatchError
+from ....errors import ContainerError, WeightsMismatchError
 from .base import Backbone
 
 

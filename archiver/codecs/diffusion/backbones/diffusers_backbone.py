@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ...errors import UsageError
+from ....errors import UsageError
 from .base import Backbone
 
 #: images larger than this on a side go through the VAE in overlapping, blended tiles, so memory

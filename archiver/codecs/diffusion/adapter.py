@@ -24,7 +24,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import AdapterError
+from ...errors import AdapterError
 from .backbones.base import Backbone
 
 FORMAT = "archiver-adapter"
