@@ -79,7 +79,7 @@ class Config:
     #: shared catalog: seconds after which a claim whose holder stopped renewing it (a dead node)
     #: is taken over by another node; live holders renew every lease_seconds / 4
     lease_seconds: float = 300.0
-    #: the web dashboard (``archiver serve``): host, port, token, with_daemon, bench_dir (see archiver/web/settings.py)
+    #: the web dashboard (``archiver serve``): host, port, token, with_daemon, bench_dir (see archiver/app/web/settings.py)
     web: dict = field(default_factory=dict)
     #: small standard previews beside archived files or in a mirror tree (see archiver/preview.py); None = off
     preview: dict | None = None

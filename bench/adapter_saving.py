@@ -100,12 +100,12 @@ def main() -> None:
         ap.error("--model and --adapter are required to measure")
     torch.set_num_threads(a.threads)
 
-    from archiver.codec.backbones import get_backbone
-    from archiver.codec.backbones.diffusers_backbone import DiffusersBackbone
-    from archiver.codec.entropy import generic_entropy_model
-    from archiver.codec.pipeline import decode_bytes, encode_image
-    from archiver.codec.quantize import QuantParams, to_units
-    from archiver.codec.tensors import pad_to, to_tensor
+    from archiver.codecs.diffusion.backbones import get_backbone
+    from archiver.codecs.diffusion.backbones.diffusers_backbone import DiffusersBackbone
+    from archiver.codecs.diffusion.entropy import generic_entropy_model
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.quantize import QuantParams, to_units
+    from archiver.codecs.diffusion.tensors import pad_to, to_tensor
     from archiver.imageio import load_image
 
     bare = get_backbone("diffusers", model_path=a.model, device="cpu")

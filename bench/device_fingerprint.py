@@ -21,7 +21,7 @@ from pathlib import Path
 def _image(path: str | None, size: tuple[int, int]) -> bytes:
     from PIL import Image
 
-    from archiver.catalog.testing import smooth_image
+    from archiver.testing.catalog import smooth_image
 
     if path:
         return Path(path).read_bytes()

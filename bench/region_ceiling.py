@@ -53,8 +53,8 @@ def _regions(decision) -> list[dict]:
 
 
 def measure(path: Path, policy, backbone, bpp: float, factors: list[float], qualities: list[float]) -> dict | None:
-    from archiver.codec.pipeline import decode_bytes, encode_image
-    from archiver.codec.tensors import deterministic, pad_to, to_image, to_tensor
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.tensors import deterministic, pad_to, to_image, to_tensor
     from archiver.codecs.base import Source
     from archiver.codecs.base import measure as guard
     from archiver.imageio import load_image
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", dest="out", default=None, help="write the rows here")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
     from archiver.policy.engine import load_policy
 
     backbone = load_tiny(device="cpu", weights_dir=a.weights)

@@ -76,8 +76,8 @@ def run(images, out, models, codecs, at_rates, decoders):
     import torch
 
     from archiver.bench.codecs import get_codec
-    from archiver.codec.backbones.tiny import load_tiny
-    from archiver.codec.pipeline import encode_image
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.pipeline import encode_image
     from archiver.imageio import load_image
 
     torch.set_num_threads(2)
@@ -159,7 +159,7 @@ def run(images, out, models, codecs, at_rates, decoders):
 def same_encoder(a, b):
     """True when two assembled models code every image to the same bytes (encoder, entropy model,
     grid, latent config and timestep rule equal); otherwise the reason, in words."""
-    from archiver.codec.backbones.tiny import CONFIG_FILE, WEIGHTS_DIR, WEIGHTS_FILE
+    from archiver.codecs.diffusion.backbones.tiny import CONFIG_FILE, WEIGHTS_DIR, WEIGHTS_FILE
     from archiver.train.common import read_safetensors
 
     dirs = [Path(d) if d else WEIGHTS_DIR for d in (a, b)]
@@ -185,7 +185,7 @@ def torch_equal(x, y) -> bool:
 
 def relabel(data: bytes, bb) -> bytes:
     """The same file, naming ``bb``'s weights in its header (only for a model with the same encoder)."""
-    from archiver.codec import container
+    from archiver.codecs.diffusion import container
 
     header, sections = container.unpack(data)
     if header.weights_sha256 == bb.weights_digest:
@@ -197,7 +197,7 @@ def relabel(data: bytes, bb) -> bytes:
 def _decode_and_measure(orig: np.ndarray, data: bytes, bb, nodiff: bool) -> dict:
     import torch
 
-    from archiver.codec.pipeline import decode_bytes
+    from archiver.codecs.diffusion.pipeline import decode_bytes
 
     with torch.no_grad():
         t0, c0 = time.perf_counter(), time.process_time()
@@ -223,8 +223,8 @@ def crops(image, png, models, bpp, codecs, size):
     from archiver.bench.codecs import get_codec
     from archiver.bench.report import crop_sheet
     from archiver.bench.runner import texture_box
-    from archiver.codec.backbones.tiny import load_tiny
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
     from archiver.imageio import load_image
 
     torch.set_num_threads(2)

@@ -41,7 +41,7 @@ SD21_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_blo
 def _backbone(vae, scaling_factor, steps=None):
     from diffusers import DDIMScheduler, UNet2DModel
 
-    from archiver.codec.backbones.diffusers_backbone import DiffusersBackbone
+    from archiver.codecs.diffusion.backbones.diffusers_backbone import DiffusersBackbone
 
     torch.manual_seed(0)
     unet = UNet2DModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=4,
@@ -56,8 +56,8 @@ def _backbone(vae, scaling_factor, steps=None):
 
 
 def measure(bb, img) -> dict:
-    from archiver.codec.pipeline import encode_image
-    from archiver.codec.tensors import pad_to, to_tensor
+    from archiver.codecs.diffusion.pipeline import encode_image
+    from archiver.codecs.diffusion.tensors import pad_to, to_tensor
 
     with torch.no_grad():
         y = bb.encode(pad_to(to_tensor(img.rgb), bb.stride))
@@ -88,7 +88,7 @@ def main() -> None:
         img = load_image(path)
         random = _backbone(vae, SD21_VAE["scaling_factor"])
         with torch.no_grad():
-            from archiver.codec.tensors import pad_to, to_tensor
+            from archiver.codecs.diffusion.tensors import pad_to, to_tensor
 
             std = float(random.encode(pad_to(to_tensor(img.rgb), 8)).std())
         rms_steps = torch.full((4,), std)  # what the adapter's rule gives: mean(delta^2) = latent variance

@@ -119,7 +119,7 @@ def random_tiny_weights(d: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from archiver.codec.backbones import tiny
+    from archiver.codecs.diffusion.backbones import tiny
 
     torch.manual_seed(0)
     vae, unet = tiny.build_vae(), tiny.build_unet()

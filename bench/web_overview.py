@@ -124,9 +124,9 @@ def main() -> int:
     from archiver.catalog.db import open_catalog
     from archiver.catalog.models import FileVersion
     from archiver.config import Config
-    from archiver.web.app import create_app
-    from archiver.web.server import make_server, url_of
-    from archiver.web.settings import web_settings
+    from archiver.app.web.app import create_app
+    from archiver.app.web.server import make_server, url_of
+    from archiver.app.web.settings import web_settings
 
     url = f"sqlite:///{a.db}"
     built = None
@@ -142,7 +142,7 @@ def main() -> int:
     cfg = Config(catalog_url=url)
     settings = web_settings(cfg, port=0)
     t = time.perf_counter()
-    from archiver.web.plot import bytes_svg
+    from archiver.app.web.plot import bytes_svg
 
     bytes_svg([])  # what archiver serve does at start (imports matplotlib)
     app = create_app(cfg, settings, cat)
@@ -155,7 +155,7 @@ def main() -> int:
             assert r.status_code == 200, (path, r.status_code, r.data[:300])
         return run
 
-    from archiver.web import plot
+    from archiver.app.web import plot
 
     pages = app.extensions["archiver.views"]
 

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 from archiver.catalog import queries as q
-from archiver.catalog.testing import disk_problems, make_context, write_jpeg, write_png
+from archiver.testing.catalog import disk_problems, make_context, write_jpeg, write_png
 from archiver.work import FAULT_STEPS, archive_file, recover_pending, restore
 
 RUNNER = """
 import sys
 from archiver.work import archive_file
-from archiver.catalog.testing import make_context
+from archiver.testing.catalog import make_context
 ctx = make_context(sys.argv[1])
 print(archive_file(sys.argv[2], ctx).state)
 """
@@ -104,7 +104,7 @@ def _harm(cp: Path | None, harm: str, other: Path | None) -> bool:
 
 def trial(tmp: Path, kind: str, step: str, harm: str, crash=crash_in_process, seed: int = 5) -> dict:
     """One crash-then-harm trial in ``tmp``; returns what happened (``lost`` must be False)."""
-    from archiver.storage import lossless
+    from archiver.codecs.lossless import format as lossless
 
     root = tmp / "c"
     src = _original(root, kind, seed)

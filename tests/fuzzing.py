@@ -55,7 +55,7 @@ def run(parse: Callable[[bytes], object], seeds: list[bytes], n: int, documented
 
 # -- the two targets (shared by the tests and bench/fuzz_faults.py) --------------------------------
 def _dlc_header(**kw):
-    from archiver.codec import container
+    from archiver.codecs.diffusion import container
 
     h = dict(backbone_id="tiny", weights_sha256="ab" * 32, width=7, height=5, mode="RGBA", stride=8,
              latent_channels=4, latent_height=1, latent_width=1, entropy_kind=0, t=42, steps=4, s=0.5,
@@ -68,7 +68,7 @@ def _reseal(data: bytes) -> bytes:
     """A fresh checksum over mutated bytes, so the parser behind it is reached."""
     import hashlib
 
-    from archiver.codec import container
+    from archiver.codecs.diffusion import container
 
     body = data[:-container.DIGEST_LEN] if len(data) > container.DIGEST_LEN else data
     return body + hashlib.sha256(body).digest()
@@ -76,7 +76,7 @@ def _reseal(data: bytes) -> bytes:
 
 def fuzz_dlc(n: int, seed: int) -> dict:
     """``container.unpack`` on ``n`` mutated .dlc files (half resealed): only ContainerError."""
-    from archiver.codec import container
+    from archiver.codecs.diffusion import container
     from archiver.errors import ContainerError
 
     sections = {container.LATENT: b"\x01\x02\x03latent", container.ALPHA: b"alpha-png",
@@ -98,8 +98,8 @@ def lossless_seeds() -> list[bytes]:
     import numpy as np
     from PIL import Image, PngImagePlugin
 
-    from archiver.catalog.testing import smooth_image
-    from archiver.storage import lossless
+    from archiver.testing.catalog import smooth_image
+    from archiver.codecs.lossless import format as lossless
 
     def save(im, fmt, **kw):
         b = io.BytesIO()
@@ -126,7 +126,7 @@ def fuzz_lossless(n: int, seed: int) -> dict:
     import hashlib
 
     from archiver.errors import ArchiverError
-    from archiver.storage import lossless
+    from archiver.codecs.lossless import format as lossless
 
     seeds = lossless_seeds()
     backs = [lossless.restore(s) for s in seeds]

@@ -23,17 +23,17 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
-from archiver.codec import pipeline
-from archiver.codec.adapter import (adapter_digest, attach, backbone_for_header, keep_previous,
+from archiver.app.main import main
+from archiver.codecs.diffusion import pipeline
+from archiver.codecs.diffusion.adapter import (adapter_digest, attach, backbone_for_header, keep_previous,
                                     load_adapter)
-from archiver.codec.backbones import get_backbone
-from archiver.codec.backbones.diffusers_backbone import DiffusersBackbone
-from archiver.codec.container import read_header
-from archiver.codec.entropy import generic_entropy_model
-from archiver.codec.quantize import QuantParams, to_units
-from archiver.codec.tensors import to_tensor
-from archiver.codec.testing import build_tiny_sd, pink_noise_images, tiny_sd_dir
+from archiver.codecs.diffusion.backbones import get_backbone
+from archiver.codecs.diffusion.backbones.diffusers_backbone import DiffusersBackbone
+from archiver.codecs.diffusion.container import read_header
+from archiver.codecs.diffusion.entropy import generic_entropy_model
+from archiver.codecs.diffusion.quantize import QuantParams, to_units
+from archiver.codecs.diffusion.tensors import to_tensor
+from archiver.testing.codec import build_tiny_sd, pink_noise_images, tiny_sd_dir
 from archiver.errors import AdapterError, UsageError
 from archiver.imageio import load_image
 from archiver.train.adapter import train_adapter

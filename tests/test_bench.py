@@ -17,7 +17,7 @@ from archiver.bench import ours as ours_mod
 from archiver.bench.codecs import CONVENTIONAL
 from archiver.bench.measure import Fid, Lpips, measure
 from archiver.bench.runner import BenchConfig, run_bench, texture_box
-from archiver.cli import main
+from archiver.app.main import main
 
 KODAK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
 
@@ -293,7 +293,7 @@ def test_one_kodak_image_jpeg():
 
 def test_real_codec_contract_with_untrained_tiny(image_dir):
     """The bench drives the project's real pipeline (untrained weights: plumbing only, not quality)."""
-    pytest.importorskip("archiver.codec.pipeline")
+    pytest.importorskip("archiver.codecs.diffusion.pipeline")
     r = run_bench(BenchConfig(images=image_dir, bpps=(0.5,), codecs=("ours", "ours-nodiff", "ae"), limit=1,
                               backbone="tiny-random", crop_images=0, show_progress=False, skip={"lpips", "fid"}))
     assert r["unavailable"] == {}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.codec.backbones import tiny
+from archiver.codecs.diffusion.backbones import tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not (tiny.WEIGHTS_DIR / tiny.WEIGHTS_FILE).is_file(), reason="no shipped tiny weights")

@@ -118,7 +118,7 @@ def test_concurrent_first_open_and_writes(tmp_path):
 def test_tag_command(tmp_path):
     from click.testing import CliRunner
 
-    from archiver.cli import main
+    from archiver.app.main import main
 
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"catalog_url: sqlite:///{tmp_path / 'c.sqlite'}\n")

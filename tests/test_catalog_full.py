@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FAILED, FileVersion
-from archiver.catalog.testing import disk_problems, make_context, make_policy, write_jpeg
+from archiver.testing.catalog import disk_problems, make_context, make_policy, write_jpeg
 from archiver.errors import NoSpaceError
 from archiver.storage.vault import Vault
 from archiver.work import archive_file
@@ -159,7 +159,7 @@ if kind == "commits":
 elif kind == "pages":
     t._grow_limit(_Patch(), int(n))
 sys.argv = ["archiver", *sys.argv[2:]]
-from archiver.cli import main
+from archiver.app.main import main
 main()
 """.format(root=str(ROOT), tests=str(TESTS))
 

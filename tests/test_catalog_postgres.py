@@ -30,12 +30,12 @@ def test_migrations_and_append_only_trigger(fresh_pg_url):
 def test_archive_crash_restore_on_postgres(tmp_path, fresh_pg_url):
     from archiver.work import archive_file
     from archiver.work.restore import restore
-    from archiver.catalog.testing import disk_problems, make_context, write_jpeg
+    from archiver.testing.catalog import disk_problems, make_context, write_jpeg
     from archiver.work.verify import stats, verify
 
     src = write_jpeg(tmp_path / "c" / "vault" / "a.jpg")
     orig = src.read_bytes()
-    runner = ("import sys; from archiver.work import archive_file; from archiver.catalog.testing import make_context;"
+    runner = ("import sys; from archiver.work import archive_file; from archiver.testing.catalog import make_context;"
               "archive_file(sys.argv[2], make_context(sys.argv[1], catalog_url=sys.argv[3]))")
     r = subprocess.run([sys.executable, "-c", runner, str(tmp_path / "state"), str(src), fresh_pg_url],
                        env=dict(os.environ, ARCHIVER_FAULT="verified"), capture_output=True, timeout=300)

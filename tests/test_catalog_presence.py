@@ -97,7 +97,7 @@ def test_a_foreign_database_is_never_turned_into_a_catalog(tmp_path):
 
 def test_doctor_reports_a_lost_catalog_and_creates_nothing(tmp_path):
     from archiver.config import Config
-    from archiver.doctor import _catalog
+    from archiver.app.doctor import _catalog
 
     home = tmp_path / "home"
     cfg = Config(catalog_url=_url(home))

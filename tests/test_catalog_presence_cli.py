@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.catalog.testing import make_policy, write_jpeg
+from archiver.testing.catalog import make_policy, write_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG = "catalog.sqlite"

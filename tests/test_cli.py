@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from archiver import errors
-from archiver.cli import COMMANDS, main
+from archiver.app.main import COMMANDS, main
 from archiver.config import load_config, search_paths
 
 ROOT = Path(__file__).resolve().parent.parent

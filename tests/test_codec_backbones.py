@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from archiver.codec import pipeline
-from archiver.codec.backbones import get_backbone
-from archiver.codec.backbones.diffusers_backbone import DiffusersBackbone, weights_digest
-from archiver.codec.testing import tiny_sd_dir
+from archiver.codecs.diffusion import pipeline
+from archiver.codecs.diffusion.backbones import get_backbone
+from archiver.codecs.diffusion.backbones.diffusers_backbone import DiffusersBackbone, weights_digest
+from archiver.testing.codec import tiny_sd_dir
 from archiver.errors import UsageError, WeightsMismatchError
 from archiver.imageio import load_image
 
@@ -82,7 +82,7 @@ def test_digest_changes_with_the_weights(tmp_path, sd):
 
 def test_other_weights_are_refused(sd):
     r = pipeline.encode_image(_loaded(), sd, quality=50)
-    from archiver.codec.testing import build_tiny_sd
+    from archiver.testing.codec import build_tiny_sd
     import tempfile
 
     other = DiffusersBackbone.from_pretrained(build_tiny_sd(tempfile.mkdtemp() + "/m", seed=1), device="cpu")
@@ -98,7 +98,7 @@ def test_from_components_reuses_the_same_code(sd):
     r = pipeline.encode_image(_loaded(), bb, quality=50)
     assert r.data[14:20] == b"custom"
     # trained per-channel steps are used: twice the step of the default
-    from archiver.codec.container import read_header
+    from archiver.codecs.diffusion.container import read_header
 
     assert read_header(r.data).delta == [2.0] * 4
 
@@ -119,7 +119,7 @@ def test_registry(tmp_path):
 def test_repo_id_resolves_from_the_hugging_face_cache_only(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
 
-    from archiver.codec.backbones.diffusers_backbone import resolve_model_dir
+    from archiver.codecs.diffusion.backbones.diffusers_backbone import resolve_model_dir
 
     repo = tmp_path / "models--acme--tiny-sd"
     (repo / "refs").mkdir(parents=True)
@@ -141,7 +141,7 @@ def test_large_images_go_through_the_vae_in_tiles(sd):
         a = np.asarray(pipeline.decode_bytes(r.data, sd).image)
         b = np.asarray(pipeline.decode_bytes(r.data, sd).image)
     finally:
-        from archiver.codec.backbones.diffusers_backbone import VAE_TILE
+        from archiver.codecs.diffusion.backbones.diffusers_backbone import VAE_TILE
 
         sd.set_vae_tile(VAE_TILE)
     assert a.shape == (70, 90, 3) and np.array_equal(a, b)
@@ -152,7 +152,7 @@ def test_large_images_go_through_the_vae_in_tiles(sd):
 def test_pixels_do_not_depend_on_the_callers_thread_count():
     """CPU kernels split sums by thread count (unpinned, 1 vs 3 threads differ by a level here);
     the codec pins it so that a later verify matches what encode measured."""
-    tiny = pytest.importorskip("archiver.codec.backbones.tiny")
+    tiny = pytest.importorskip("archiver.codecs.diffusion.backbones.tiny")
     sd = tiny.random_tiny(0, device="cpu")  # wide enough layers for the effect to show
     r = pipeline.encode_image(_loaded(160, 120), sd, quality=40, steps=2)
     before = torch.get_num_threads()
@@ -206,7 +206,7 @@ def test_large_latents_are_denoised_in_blended_tiles(sd):
         small = z[..., :20, :20]  # 2 x 2 tiles
         a, b = sd.model_output(small, 50), sd.model_output(small, 50)
     finally:
-        from archiver.codec.backbones.diffusers_backbone import UNET_TILE
+        from archiver.codecs.diffusion.backbones.diffusers_backbone import UNET_TILE
 
         sd.unet_tile = UNET_TILE
     assert a.shape == small.shape and torch.equal(a, b)

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
-from archiver.codec.testing import build_tiny_sd, tiny_sd_dir
+from archiver.app.main import main
+from archiver.testing.codec import build_tiny_sd, tiny_sd_dir
 from archiver.errors import ContainerError, InputError, UsageError, WeightsMismatchError
 
 
@@ -160,7 +160,7 @@ def test_roi_option(files, tmp_path):
     d, _ = files
     r = run("encode", d / "in.jpg", tmp_path / "r.dlc", "--model", tiny_sd_dir(), "--roi", "0,0,16,16", "--json")
     assert r.exit_code == 0, r.output
-    from archiver.codec.container import read_header
+    from archiver.codecs.diffusion.container import read_header
 
     assert read_header((tmp_path / "r.dlc").read_bytes()).roi == [(0, 0, 2, 2)]
     r = run("encode", d / "in.jpg", tmp_path / "r.dlc", "--model", tiny_sd_dir(), "--roi", "5,5,1,1")
@@ -190,7 +190,7 @@ def test_decode_reads_every_lossless_output_kind(files, tmp_path, kind):
     import io
 
     from archiver.errors import ArchiverError
-    from archiver.storage import lossless
+    from archiver.codecs.lossless import format as lossless
 
     d, _ = files
     if kind == "jpeg":

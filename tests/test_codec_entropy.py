@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from archiver.codec.entropy import (CheckerboardEntropyModel, ChannelGaussianEntropyModel, HyperpriorEntropyModel,
+from archiver.codecs.diffusion.entropy import (CheckerboardEntropyModel, ChannelGaussianEntropyModel, HyperpriorEntropyModel,
                                     build_entropy_model, get_entropy_model, rate_bits)
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.codec import files
-from archiver.codec.testing import PoolBackbone
+from archiver.codecs.diffusion import files
+from archiver.testing.codec import PoolBackbone
 from archiver.errors import UsageError
 
 

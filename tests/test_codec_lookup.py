@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.codec import container, pipeline
-from archiver.codec.backbones.lookup import backbone_for
-from archiver.codec.testing import PoolBackbone
+from archiver.codecs.diffusion import container, pipeline
+from archiver.codecs.diffusion.backbones.lookup import backbone_for
+from archiver.testing.codec import PoolBackbone
 from archiver.errors import UsageError, WeightsMismatchError
 
 DATA = Path(__file__).parent / "data" / "dlc"
@@ -32,7 +32,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> None:
 @needs_weights
 @pytest.mark.parametrize("path", OLD_FILES, ids=[p.stem for p in OLD_FILES])
 def test_files_written_before_the_split_still_decode(path):
-    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
 
     data = path.read_bytes()
     want = Image.open(path.with_suffix(".decoded.png"))

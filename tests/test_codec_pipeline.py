@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from archiver.codec import container, files, pipeline
-from archiver.codec.testing import PoolBackbone
+from archiver.codecs.diffusion import container, files, pipeline
+from archiver.testing.codec import PoolBackbone
 from archiver.errors import ContainerError, UsageError, WeightsMismatchError
 from archiver.imageio import load_image
 from archiver.metrics import psnr
@@ -253,7 +253,7 @@ def test_bad_arguments(pool):
 
 
 def test_trained_hyperprior_is_used_when_the_backbone_has_one():
-    from archiver.codec.entropy import HyperpriorEntropyModel
+    from archiver.codecs.diffusion.entropy import HyperpriorEntropyModel
 
     torch.manual_seed(0)
     bb = PoolBackbone()

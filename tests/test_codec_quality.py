@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.data]
 def tiny():
     if not KODAK.is_dir():
         pytest.skip(f"{KODAK} is absent (the shared evaluation data is not mounted)")
-    from archiver.codec.backbones import get_backbone
+    from archiver.codecs.diffusion.backbones import get_backbone
 
     try:
         return get_backbone("tiny", device="cpu")
@@ -27,7 +27,7 @@ def tiny():
 @pytest.mark.parametrize("name", ["kodim13.png", "kodim08.png"])  # texture-heavy: stone, water, foliage
 @pytest.mark.parametrize("target", [0.1, 0.3])
 def test_tiny_backbone_hits_the_rate_and_a_sane_quality(tiny, name, target):
-    from archiver.codec import pipeline
+    from archiver.codecs.diffusion import pipeline
     from archiver.imageio import load_image
     from archiver.metrics import ms_ssim, psnr
 

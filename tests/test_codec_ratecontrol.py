@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.codec import ratecontrol as rc
+from archiver.codecs.diffusion import ratecontrol as rc
 
 
 def test_quality_and_s_are_inverse_and_float32_exact():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from archiver.codec.sampler import ddim, ddim_timesteps
+from archiver.codecs.diffusion.sampler import ddim, ddim_timesteps
 from archiver.errors import UsageError
 
 
@@ -49,7 +49,7 @@ def test_no_steps_returns_the_latent_untouched_and_bad_prediction_is_refused():
 def test_stochastic_ddim_is_seeded_by_the_stream():
     """eta > 0 adds fresh noise each step: the same stream (seed) gives the same latent, another
     stream other noise, and eta = 0 is the deterministic sampler bit for bit."""
-    from archiver.codec.sampler import stream_noise, stream_seed
+    from archiver.codecs.diffusion.sampler import stream_noise, stream_seed
 
     ac = torch.linspace(0.999, 0.01, 1000, dtype=torch.float64)
     x0 = torch.randn(1, 4, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -70,7 +70,7 @@ def test_stochastic_ddim_is_seeded_by_the_stream():
 def test_stochastic_ddim_keeps_the_marginal_variance():
     """With a perfect denoiser of a known x0, DDIM with eta = 1 still lands on x0 (the noise it
     adds is exactly what the following steps remove); the last step adds none."""
-    from archiver.codec.sampler import stream_noise
+    from archiver.codecs.diffusion.sampler import stream_noise
 
     ac = torch.linspace(0.999, 0.01, 1000, dtype=torch.float64)
     x0 = torch.randn(1, 4, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.codec import container
-from archiver.codec.testing import PoolBackbone
+from archiver.codecs.diffusion import container
+from archiver.testing.codec import PoolBackbone
 from archiver.codecs import CodecRefused, CodecSettings, Recorded, Source, Target
 from archiver.codecs.diffusion import DiffusionCodec
 from archiver.imageio import load_image

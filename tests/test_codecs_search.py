@@ -13,7 +13,7 @@ from PIL import Image
 from archiver.codecs import CodecRefused, Source, Target, get_codec
 from archiver.codecs.base import Codec, Encoded, Exactness, guard, measure
 from archiver.codecs.choice import Choice
-from archiver.catalog.testing import photo_bytes
+from archiver.testing.catalog import photo_bytes
 from archiver.imageio import load_image
 
 
@@ -61,7 +61,7 @@ def test_an_unreachable_target_is_refused_with_the_reason():
 # -- the diffusion codec's search (an untrained tiny backbone: fast, deterministic) ---------------
 @pytest.fixture(scope="module")
 def diffusion():
-    from archiver.catalog.testing import random_tiny_codec
+    from archiver.testing.catalog import random_tiny_codec
 
     return random_tiny_codec(0)
 
@@ -69,7 +69,7 @@ def diffusion():
 def test_diffusion_searches_its_quality_knob(diffusion):
     src = source(photo_bytes(5, size=(96, 80)))
     # what the untrained backbone reaches at its best quality, then a target a little below it
-    top, _ = __import__("archiver.codec.pipeline", fromlist=["QualityProbe"]).QualityProbe(
+    top, _ = __import__("archiver.codecs.diffusion.pipeline", fromlist=["QualityProbe"]).QualityProbe(
         src.image, diffusion.backbone, steps=2).file_at(100)
     best = measure(src, diffusion.decode(top)).score
     enc = diffusion.encode(src, Target(floor={"min_ssimulacra2": best - 5.0}))

@@ -6,7 +6,7 @@ import struct
 import fuzzing  # tests/ is on sys.path (pytest's rootdir conftest)
 import pytest
 
-from archiver.codec import container
+from archiver.codecs.diffusion import container
 from archiver.errors import ContainerError
 
 

@@ -55,7 +55,7 @@ def test_doctor_warns_about_a_codec_this_installation_cannot_run(monkeypatch):
     """A Pillow without AVIF: the chain skips avif (next codec), and doctor says why."""
     from PIL import features
 
-    from archiver.doctor import _codecs
+    from archiver.app.doctor import _codecs
 
     real = features.check
     monkeypatch.setattr(features, "check", lambda f, *a, **k: False if f == "avif" else real(f, *a, **k))

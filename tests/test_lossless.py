@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image, PngImagePlugin
 
-from archiver.catalog.testing import smooth_image
+from archiver.testing.catalog import smooth_image
 from archiver.errors import ArchiverError
-from archiver.storage import lossless
+from archiver.codecs.lossless import format as lossless
 
 
 def _jpeg(**kw):

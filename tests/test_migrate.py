@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from archiver.catalog.db import open_catalog
-from archiver.cli import main
+from archiver.app.main import main
 from test_service_helpers import (FAST_POLICY, catalog_rows, check_exactly_once, committed_paths, png_bytes, setup_env,
                                   wait_until)
 
@@ -203,7 +203,7 @@ def _random_tiny_weights(d):
     import torch
     from safetensors.torch import save_file
 
-    from archiver.codec.backbones import tiny
+    from archiver.codecs.diffusion.backbones import tiny
 
     torch.manual_seed(0)
     vae, unet = tiny.build_vae(), tiny.build_unet()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.catalog.testing import make_policy, write_jpeg
+from archiver.testing.catalog import make_policy, write_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,7 +130,7 @@ def test_the_daemon_expires_the_vault_and_pauses_on_low_space(tmp_path):
     import datetime as dt
 
     from archiver.catalog.models import FileVersion
-    from archiver.catalog.testing import make_context
+    from archiver.testing.catalog import make_context
     from archiver.config import Config
     from archiver.service.daemon import Daemon
     from archiver.work import archive_file

@@ -8,7 +8,7 @@ import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
+from archiver.app.main import main
 
 
 def run(*args):

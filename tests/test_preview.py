@@ -48,7 +48,7 @@ def test_render_is_a_small_standard_image(fmt, pil):
 
 
 def test_previews_are_never_taken_for_originals(tmp_path):
-    from archiver.catalog.cli import _files
+    from archiver.app.commands.archive_cmd import _files
     from archiver.service.watcher import is_candidate, walk
 
     (tmp_path / "a.jpg").write_bytes(b"x")
@@ -62,7 +62,7 @@ def test_previews_are_never_taken_for_originals(tmp_path):
 
 # -- the preview step of the unit of work ---------------------------------------------------------
 def _ctx(tmp_path, **ps):
-    from archiver.catalog.testing import make_context
+    from archiver.testing.catalog import make_context
 
     ctx = make_context(tmp_path / "state")
     ctx.preview = PreviewSettings(**ps)
@@ -78,7 +78,7 @@ def _row(ctx, fid):
 
 def test_archive_writes_and_records_a_preview_beside_the_file(tmp_path):
     from archiver.catalog import queries as q
-    from archiver.catalog.testing import write_jpeg
+    from archiver.testing.catalog import write_jpeg
     from archiver.work import archive_file
 
     ctx = _ctx(tmp_path)
@@ -103,7 +103,7 @@ def test_archive_writes_and_records_a_preview_beside_the_file(tmp_path):
 
 def test_mirror_tree_dry_run_and_failure(tmp_path):
     from archiver.catalog import queries as q
-    from archiver.catalog.testing import write_jpeg
+    from archiver.testing.catalog import write_jpeg
     from archiver.work import archive_file
 
     mirror = tmp_path / "mirror"
@@ -130,7 +130,7 @@ def test_mirror_tree_dry_run_and_failure(tmp_path):
 
 
 def test_restore_in_place_removes_the_preview_restore_elsewhere_keeps_it(tmp_path):
-    from archiver.catalog.testing import write_jpeg
+    from archiver.testing.catalog import write_jpeg
     from archiver.work import archive_file, restore
 
     ctx = _ctx(tmp_path)
@@ -158,7 +158,7 @@ def _events(ctx, fid):
 def test_a_users_own_preview_named_file_is_never_overwritten_or_deleted(tmp_path):
     """F9: with previews beside, the writer overwrote a user's own X.preview.webp, and an
     in-place restore then deleted it."""
-    from archiver.catalog.testing import write_jpeg
+    from archiver.testing.catalog import write_jpeg
     from archiver.work import archive_file, restore
 
     ctx = _ctx(tmp_path)
@@ -177,7 +177,7 @@ def test_a_users_own_preview_named_file_is_never_overwritten_or_deleted(tmp_path
 def test_a_preview_changed_after_it_was_written_is_left_on_restore(tmp_path):
     """The preview archiver wrote was replaced by the user's own file under the same name: the
     in-place restore leaves it, with an event saying why."""
-    from archiver.catalog.testing import write_jpeg
+    from archiver.testing.catalog import write_jpeg
     from archiver.work import archive_file, restore
 
     ctx = _ctx(tmp_path)
@@ -196,7 +196,7 @@ def test_a_preview_changed_after_it_was_written_is_left_on_restore(tmp_path):
 def test_a_preview_archiver_wrote_is_replaced_for_a_new_version(tmp_path):
     """A new version of the file gets a new preview over the old one (its recorded digest still
     matches), and the restore of the new version removes it."""
-    from archiver.catalog.testing import write_jpeg
+    from archiver.testing.catalog import write_jpeg
     from archiver.work import archive_file, restore
 
     ctx = _ctx(tmp_path)

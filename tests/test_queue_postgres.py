@@ -91,7 +91,7 @@ def test_migrate_with_a_postgresql_catalog(catalog, tmp_path):
 
     from click.testing import CliRunner
 
-    from archiver.cli import main
+    from archiver.app.main import main
     from test_service_helpers import png_bytes, setup_env
 
     e = setup_env(tmp_path, catalog_url=catalog.url, vault_dir=str(tmp_path / "vault"))

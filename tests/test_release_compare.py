@@ -94,7 +94,7 @@ def test_only_a_model_with_the_same_encoder_may_decode_another_models_files(rc, 
 
 
 def test_relabel_names_the_other_weights_and_keeps_every_section(rc):
-    from archiver.codec import container
+    from archiver.codecs.diffusion import container
 
     data = next((Path(__file__).parent / "data" / "dlc").glob("*.dlc")).read_bytes()
     h, sections = container.unpack(data)

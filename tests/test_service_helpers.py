@@ -204,7 +204,7 @@ def check_exactly_once(home: Path, originals: dict[str, bytes], *, require_all: 
     """Every original is either archived exactly once (gone from disk, one sidecar that restores
     to its exact bytes, one committed catalog row pointing at it) or untouched (same bytes, no
     sidecar, no committed row). Returns counts."""
-    from archiver.storage import lossless
+    from archiver.codecs.lossless import format as lossless
 
     rows = catalog_rows(home, url)
     by_path: dict[str, list[dict]] = {}

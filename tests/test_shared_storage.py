@@ -73,7 +73,7 @@ def test_a_task_on_a_node_without_the_mount_is_refused_and_touches_nothing(tmp_p
 
 
 def _migrate(e, *args):
-    from archiver.cli import main
+    from archiver.app.main import main
 
     return CliRunner().invoke(main, ["migrate", str(e["root"]), "--json", "--executor", "thread", *args],
                               env={"ARCHIVER_HOME": str(e["home"]), "ARCHIVER_CONFIG": str(e["config"])})

@@ -24,14 +24,14 @@ def py(code: str, env=None) -> str:
 
 
 def test_codec_does_not_import_torch_geometric():
-    out = py("import sys, archiver.codec.entropy as e, compressai; "
+    out = py("import sys, archiver.codecs.diffusion.entropy as e, compressai; "
              "print('torch_geometric' in sys.modules, compressai.get_entropy_coder(), e.EntropyBottleneck.__module__)")
     assert out == "False ans compressai.entropy_models.entropy_models"
 
 
 def test_operator_commands_do_not_import_torch():
     """`archiver --help`, and building the catalog commands, stay light (no torch, no detectors)."""
-    out = py("import sys, click; from archiver.cli import main, COMMANDS; ctx = click.Context(main); "
+    out = py("import sys, click; from archiver.app.main import main, COMMANDS; ctx = click.Context(main); "
              "[main.get_command(ctx, n) for n in ('stats', 'restore', 'verify', 'tag', 'policy')]; "
              "print(sorted(m for m in ('torch', 'cv2', 'onnxruntime', 'diffusers') if m in sys.modules))")
     assert out == "[]"
@@ -78,7 +78,7 @@ HEAVY = ("torch", "torch._dynamo", "torch._inductor", "diffusers", "transformers
 #: runs the CLI in this process, then reports which of HEAVY were imported (last stdout line)
 PROBE = """
 import json, sys
-from archiver.cli import main
+from archiver.app.main import main
 code = 0
 try:
     main(sys.argv[1:], prog_name="archiver")
@@ -156,7 +156,7 @@ def test_the_light_diffusers_import_leaves_all_of_diffusers_usable():
     packages run their real __init__ on demand), as the same class objects, and nothing stays
     hidden: torch._dynamo imports and diffusers still sees transformers as installed."""
     out = py("import sys\n"
-             "from archiver.codec import diffusers_light\n"
+             "from archiver.codecs.diffusion import diffusers_light\n"
              "diffusers_light.load()\n"
              "import diffusers.models.unets.unet_2d as u2, diffusers.models.unets as unets\n"
              "from diffusers import AutoencoderKL, UNet2DModel, UNet2DConditionModel, DDIMScheduler\n"
@@ -170,7 +170,7 @@ def test_the_light_diffusers_import_leaves_all_of_diffusers_usable():
 
 def test_an_unexpected_diffusers_layout_falls_back_to_the_plain_import():
     out = py("import sys\n"
-             "from archiver.codec import diffusers_light\n"
+             "from archiver.codecs.diffusion import diffusers_light\n"
              "diffusers_light._LAZY_PACKAGES = ('diffusers.models.no_such_package',)\n"
              "diffusers_light.load()\n"
              "from diffusers.models.unets.unet_2d import UNet2DModel\n"
@@ -184,7 +184,7 @@ def test_norm_ppf_is_scipy_stats_norm_ppf():
     doubles (tail masses compressai and the codec use, and a sweep)."""
     import scipy.stats
 
-    from archiver.codec.entropy import norm_ppf
+    from archiver.codecs.diffusion.entropy import norm_ppf
 
     qs = [1e-9 / 2, 1e-9, 1e-6, 0.5, 1 - 1e-9] + list(np.random.default_rng(0).uniform(0, 1, 200))
     for q in qs:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from archiver.codec.backbones import tiny
+from archiver.codecs.diffusion.backbones import tiny
 from archiver.errors import UsageError
 
 SHIPPED = tiny.WEIGHTS_DIR / tiny.WEIGHTS_FILE
@@ -126,7 +126,7 @@ def _probe_image():
 def test_files_from_an_earlier_release_still_decode():
     """An upgrade must not strand archived files: a .dlc made with the previous shipped weights
     decodes through the default path, with exactly the pixels its own weights give."""
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
 
     current = tiny.load_tiny(device="cpu")
     for release in RELEASES:
@@ -148,7 +148,7 @@ def test_release_2_entropy_model_codes_the_same_latent_in_fewer_bits_than_releas
     """Release 1 coded the same autoencoder's latent with a scale-only hyperprior; release 2's
     checkerboard mean-scale model must spend fewer bits on natural images at equal steps
     (measured: 7-32% fewer at s = 0.7, 19-53% at s = 4 on kodim01-06)."""
-    from archiver.codec.quantize import QuantParams, to_units
+    from archiver.codecs.diffusion.quantize import QuantParams, to_units
     from archiver.imageio import load_image
 
     by_name = {p.name: p for p in RELEASES}
@@ -173,8 +173,8 @@ def test_release_2_entropy_model_codes_the_same_latent_in_fewer_bits_than_releas
 def test_shipped_release_3_codes_with_its_trained_grid_and_decodes():
     """Release 3 (the default since issue 17) writes .dlc v2 quantization mode 1: no per-file
     means/steps in the header (they are the weights'), and the file decodes to a close image."""
-    from archiver.codec import container
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion import container
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
     from archiver.metrics import psnr
 
     b = tiny.load_tiny(device="cpu")
@@ -195,8 +195,8 @@ def test_shipped_release_3_codes_protected_regions_with_finer_steps():
     mode 1, checkerboard entropy model), not only in the header-steps path of releases 1 and 2:
     the boxes travel in the header and the region comes back closer to the original.
     (On Kodak the region floor is missed for another reason: bench/region_ceiling.py.)"""
-    from archiver.codec import container
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion import container
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
     from archiver.metrics import psnr
 
     b = tiny.load_tiny(device="cpu")

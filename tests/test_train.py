@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
+from archiver.app.main import main
 from archiver.train import pipeline
 from archiver.train.common import read_safetensors
 
@@ -91,7 +91,7 @@ def test_resume_continues_exactly(images, tmp_path, monkeypatch, interrupt_on_ca
 def test_ae_loss_goes_down(images, tmp_path):
     from archiver.train import data as D
     from archiver.train.ae import ae_loss
-    from archiver.codec.backbones.tiny import build_vae
+    from archiver.codecs.diffusion.backbones.tiny import build_vae
 
     torch.manual_seed(0)
     vae = build_vae()
@@ -108,8 +108,8 @@ def test_ae_loss_goes_down(images, tmp_path):
 
 
 def test_assembled_model_is_a_working_backbone(trained):
-    from archiver.codec.backbones.tiny import load_tiny, weights_digest
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny, weights_digest
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
     from archiver.imageio import load_image
 
     out, _ = trained
@@ -147,7 +147,7 @@ def test_calibration_sets_t_scale(trained, tmp_path):
     """The timestep calibration picks one of the tried scales and travels with the model."""
     import shutil
 
-    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
     from archiver.imageio import load_image
     from archiver.train.calibrate import calibrate
     from archiver.train.export import assemble
@@ -175,7 +175,7 @@ def tuned(images, trained, tmp_path_factory):
 
 
 def test_codec_stage_ships_its_denoiser_decoder_and_timestep_rule(tuned):
-    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
     from archiver.train import codec_tune
 
     out, res = tuned
@@ -202,11 +202,11 @@ def test_codec_stage_ships_its_denoiser_decoder_and_timestep_rule(tuned):
 def test_codec_stage_trains_the_path_the_decoder_runs(tuned):
     """The training path (float32, differentiable) reproduces the real decoder's pixels from the
     same bitstream, so what the stage optimises is what users get."""
-    from archiver.codec import container
-    from archiver.codec.backbones.tiny import load_tiny
-    from archiver.codec.pipeline import decode_bytes, encode_image
-    from archiver.codec.quantize import QuantParams, from_units, noise_variance
-    from archiver.codec.tensors import to_image
+    from archiver.codecs.diffusion import container
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.quantize import QuantParams, from_units, noise_variance
+    from archiver.codecs.diffusion.tensors import to_image
     from archiver.imageio import load_image
     from archiver.train.codec_tune import CodecPath, Decoding
 
@@ -245,7 +245,7 @@ def test_codec_stage_can_grow_a_deblocking_head(images, trained, tmp_path, monke
     pixels before training, its own weights and config in the shipped model after."""
     import shutil
 
-    from archiver.codec.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
     from archiver.train import codec_tune
     from archiver.train.latents import load_ae
 

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.cli import main
-from archiver.codec import container
+from archiver.app.main import main
+from archiver.codecs.diffusion import container
 from archiver.train import data as D
 from archiver.train import pipeline
 from archiver.train import rd as RD
@@ -105,8 +105,8 @@ def test_realism_trains_the_decoder_and_denoiser_only(r3):
 
 
 def test_assembled_model_codes_deterministically_with_seeded_noise(r3):
-    from archiver.codec.backbones.tiny import load_tiny
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
     from archiver.imageio import load_image
 
     out, _, _ = r3
@@ -122,7 +122,7 @@ def test_assembled_model_codes_deterministically_with_seeded_noise(r3):
     b = np.asarray(decode_bytes(enc.data, bb).image)
     assert a.shape == (96, 112, 3) and np.array_equal(a, b)
     # mode 1 needs the backbone's steps; one without is refused in one line, not a crash
-    from archiver.codec.pipeline import _quant_params
+    from archiver.codecs.diffusion.pipeline import _quant_params
     from archiver.errors import ContainerError
 
     class NoSteps:
@@ -292,8 +292,8 @@ def test_fidelity_model_writes_the_same_bytes_and_decodes_its_own_way(fidelity):
     """Same encoder, same entropy model: an image coded by the fine-tuned model has the starting
     model's sections; only the weights digest in the header differs, and each model decodes it
     differently (so a file must name the model that decodes it)."""
-    from archiver.codec.backbones.tiny import load_tiny
-    from archiver.codec.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
     from archiver.imageio import load_image
 
     init, out, _ = fidelity

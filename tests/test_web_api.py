@@ -13,9 +13,9 @@ from PIL import Image
 
 from archiver.config import Config
 from archiver.errors import UsageError
-from archiver.web.app import create_app
-from archiver.web.settings import web_settings
-from archiver.web.testing import TOKEN, make_collection
+from archiver.app.web.app import create_app
+from archiver.app.web.settings import web_settings
+from archiver.testing.web import TOKEN, make_collection
 
 
 @pytest.fixture(scope="module")

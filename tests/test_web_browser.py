@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.web.testing import TOKEN, make_collection
+from archiver.testing.web import TOKEN, make_collection
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -17,10 +17,10 @@ import pytest
 from PIL import Image
 
 from archiver.config import Config
-from archiver.web.app import create_app
-from archiver.web.images import Pictures
-from archiver.web.settings import web_settings
-from archiver.web.testing import make_collection
+from archiver.app.web.app import create_app
+from archiver.app.web.images import Pictures
+from archiver.app.web.settings import web_settings
+from archiver.testing.web import make_collection
 
 
 def _tree(d: Path) -> tuple[int, int]:
@@ -29,7 +29,7 @@ def _tree(d: Path) -> tuple[int, int]:
 
 
 def test_the_cache_evicts_the_least_recently_used_past_its_cap(tmp_path):
-    from archiver.web.cache import PictureCache
+    from archiver.app.web.cache import PictureCache
 
     c = PictureCache(tmp_path / "c", max_bytes=1000)
     keys = [f"{i:02x}" * 32 for i in range(4)]
@@ -50,8 +50,8 @@ def test_the_cache_evicts_the_least_recently_used_past_its_cap(tmp_path):
 def test_the_cache_sees_what_other_processes_wrote(tmp_path, monkeypatch):
     """Two dashboards (serve and a daemon's) may share the folder: each counts it again (at
     least every RESCAN_S; here every write), so the cap holds for both together."""
-    from archiver.web import cache
-    from archiver.web.cache import PictureCache
+    from archiver.app.web import cache
+    from archiver.app.web.cache import PictureCache
 
     monkeypatch.setattr(cache, "RESCAN_S", 0.0)
     a, b = PictureCache(tmp_path / "c", max_bytes=1000), PictureCache(tmp_path / "c", max_bytes=1000)
@@ -170,7 +170,7 @@ def test_stats_counts_the_web_cache(coll, tmp_path):
 
 
 def test_doctor_counts_the_web_cache_and_says_when_it_is_over_its_cap(tmp_path, monkeypatch):
-    from archiver.doctor import _web_cache
+    from archiver.app.doctor import _web_cache
 
     monkeypatch.setenv("ARCHIVER_HOME", str(tmp_path / "state"))
     c = _web_cache({"cfg": Config()})

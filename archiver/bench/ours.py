@@ -1,6 +1,6 @@
 """The project's own entries. ``ours`` is the archive's own diffusion codec from the registry
 (``archiver.codecs``: what ``archive`` runs); the two diagnostics look inside it through the
-codec's public contract (``archiver.codec.pipeline`` and ``archiver.codec.backbones``):
+codec's public contract (``archiver.codecs.diffusion.pipeline`` and ``archiver.codecs.diffusion.backbones``):
 
 - ``ours``: the registry's ``diffusion`` codec at the target bpp (its rate control), decoded as
   a restore decodes it;
@@ -27,13 +27,13 @@ class Ours:
     def __init__(self, backbone_name: str = "tiny", device: str = "cpu", model_path: str | None = None,
                  adapter: str | None = None):
         try:
-            from ..codec import pipeline
-            from ..codec.backbones import get_backbone
+            from ..codecs.diffusion import pipeline
+            from ..codecs.diffusion.backbones import get_backbone
         except ImportError as e:
             raise OursUnavailable(f"the diffusion codec is not available in this build ({e})") from None
         try:
             if backbone_name == "tiny-random":  # untrained, same architecture: proves the harness only
-                from ..codec.backbones.tiny import random_tiny
+                from ..codecs.diffusion.backbones.tiny import random_tiny
 
                 self.backbone = random_tiny(0, device=device)
             else:

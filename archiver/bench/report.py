@@ -9,7 +9,7 @@ from statistics import fmean
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..output import to_json
+from ..text import to_json
 
 FIELDS = ("bpp", "psnr", "ms_ssim", "spectral_distance", "lpips", "encode_s_per_mp", "decode_s_per_mp",
           "encode_peak_mib", "decode_peak_mib", "autoencode_s_per_mp", "autoencode_peak_mib")

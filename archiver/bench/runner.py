@@ -12,13 +12,14 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from PIL import Image
 
 from .. import metrics
 from ..errors import InputError, UsageError
 from ..imageio import load_image
-from ..output import progress, to_json
+from ..text import to_json
 from .codecs import ALL_CODECS, CONVENTIONAL, NEURAL
 from .measure import MEMORY_METHOD, Fid, Lpips, measure
 
@@ -42,6 +43,8 @@ class BenchConfig:
     adapter: str | None = None  # adapter folder for a diffusers backbone
     device: str = "cpu"
     show_progress: bool = True
+    #: ``progress(iterable, total=, desc=)``: the caller's view of the images (app/ draws it)
+    progress: Callable | None = None
     #: metric names to skip (e.g. {"lpips", "fid"} in tests)
     skip: set = field(default_factory=set)
 
@@ -230,7 +233,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "images_done": 0,
     }
     t_start = time.time()
-    for i, path in enumerate(progress(files, total=len(files), desc="bench", enabled=cfg.show_progress)):
+    for i, path in enumerate(cfg.progress(files, total=len(files), desc="bench") if cfg.show_progress and cfg.progress else files):
         try:
             img = load_image(path)
         except InputError as e:

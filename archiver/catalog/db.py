@@ -418,3 +418,13 @@ def open_catalog(url_or_config=None, *, create: bool = False) -> Catalog:
         url_or_config = load_config()
     url = url_or_config if isinstance(url_or_config, str) else url_or_config.resolved_catalog_url()
     return Catalog(url, create=create)
+
+
+def guarded(fn):
+    """``fn()``, with a database failure turned into one CatalogError line (not a traceback)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return fn()
+    except SQLAlchemyError as e:
+        raise CatalogError(f"catalog failure: {getattr(e, 'orig', e)}") from None

@@ -28,7 +28,7 @@ class Base(DeclarativeBase):
 DISCOVERED, CLASSIFIED, ENCODED, VERIFIED = "discovered", "classified", "encoded", "verified"
 COMMITTED, SKIPPED, FAILED = "committed", "skipped", "failed"
 #: an operator's `archiver forget`: the row and its events stay for audit; verify, restore and
-#: stats no longer count it (see archiver/catalog/forget.py)
+#: stats no longer count it (see archiver/work/forget.py)
 FORGOTTEN = "forgotten"
 STATES = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED, COMMITTED, SKIPPED, FAILED, FORGOTTEN)
 IN_PROGRESS = (DISCOVERED, CLASSIFIED, ENCODED, VERIFIED)

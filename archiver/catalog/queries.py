@@ -184,7 +184,7 @@ def savings(s: Session) -> dict:
     return {"states": counts, "total": total, "by_rule": by}
 
 
-# -- the dashboard (archiver/web) and other read-only views ------------------------------------
+# -- the dashboard (archiver/app/web) and other read-only views ------------------------------------
 # Everything below only reads, sums in the database and pages by id, so it stays cheap on
 # catalogs of millions of rows (see bench/web_overview.py).
 
@@ -458,3 +458,37 @@ def versions_for_target(s: Session, target: str) -> list[FileVersion]:
         r = s.get(FileVersion, int(target))
         return versions(s, r.path) if r else []
     return versions(s, target)
+
+
+def daemon_activity(s: Session, n_errors: int):
+    """What ``archiver status`` shows of the daemon's work: queue counts by state, the claims in
+    hand, files committed per window, the last errors and the files being retried."""
+    from .models import FAILED, SKIPPED, WorkQueue
+
+    now = utcnow()
+    queue = dict(s.execute(select(WorkQueue.state, func.count()).group_by(WorkQueue.state)).all())
+    in_hand = [{"path": p, "claimed_by": b, "since": a} for p, b, a in s.execute(
+        select(WorkQueue.path, WorkQueue.claimed_by, WorkQueue.claimed_at)
+        .where(WorkQueue.claimed_by.is_not(None), WorkQueue.state == "claimed").limit(50))]
+    rates = {}
+    for label, minutes in (("last_10_min", 10), ("last_hour", 60), ("last_day", 1440)):
+        n, b = s.execute(select(func.count(), func.sum(func.coalesce(FileVersion.size, 0))).where(
+            FileVersion.state == COMMITTED, FileVersion.committed_at >= now - dt.timedelta(minutes=minutes))).one()
+        rates[label] = {"files": int(n), "bytes": int(b or 0), "files_per_min": round(n / minutes, 2)}
+    errs = [{"path": p, "state": st, "error": e, "at": t} for p, st, e, t in s.execute(
+        select(FileVersion.path, FileVersion.state, FileVersion.error, FileVersion.updated_at)
+        .where(FileVersion.state.in_((FAILED, SKIPPED)), FileVersion.error.is_not(None))
+        .order_by(FileVersion.updated_at.desc()).limit(n_errors))]
+    retrying = [{"path": p, "attempts": a, "error": e} for p, a, e in s.execute(
+        select(WorkQueue.path, WorkQueue.attempts, WorkQueue.last_error)
+        .where(WorkQueue.last_error.is_not(None), WorkQueue.state != "done").limit(n_errors))]
+    return queue, in_hand, rates, errs, retrying
+
+
+def drop_queue_entry(s: Session, path: str) -> None:
+    """Remove a path's work-queue entry, whatever its state."""
+    from sqlalchemy import delete
+
+    from .models import WorkQueue
+
+    s.execute(delete(WorkQueue).where(WorkQueue.path == path))

@@ -233,6 +233,12 @@ class Codec:
         return self.exactness is Exactness.APPROX
 
     @classmethod
+    def claims(cls, data: bytes) -> bool:
+        """Whether ``data`` is this codec's artifact by its own signature (no catalog needed);
+        codecs whose files carry no mark of their own claim nothing."""
+        return False
+
+    @classmethod
     def unavailable(cls) -> Optional[str]:
         """Why this codec cannot run on this installation (a library or plugin missing), or None.
         The chain then moves on to the next codec; ``archiver doctor`` shows it."""

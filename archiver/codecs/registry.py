@@ -38,6 +38,14 @@ def names() -> tuple[str, ...]:
     return tuple(_CLASSES)
 
 
+def codec_of_data(data: bytes) -> str | None:
+    """The first registered codec that claims ``data`` by its signature, or None."""
+    for name, cls in _CLASSES.items():
+        if cls.claims(data):
+            return name
+    return None
+
+
 def suffixes() -> tuple[str, ...]:
     """Every suffix a registered codec's artifacts may have: the one home for "is this ours?"."""
     out: list[str] = []

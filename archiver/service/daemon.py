@@ -46,8 +46,11 @@ SPACE_CHECK_SECONDS = 30.0
 
 class Daemon:
     def __init__(self, config_path: str | None = None, *, config: Config | None = None,
-                 rebind_roots: bool = False, executor: str = "process"):
+                 rebind_roots: bool = False, executor: str = "process", start_web=None):
+        """``start_web(cfg, log) -> server | None``: what the caller serves beside the daemon (app/
+        hands it the dashboard); the result's ``stop()`` is called at exit."""
         self.config_path = config_path
+        self.start_web = start_web
         self.cfg = config or load_config(config_path)
         self.rebind_roots = rebind_roots
         self.executor_kind = executor
@@ -374,22 +377,6 @@ class Daemon:
             if n:
                 log.warning("took over stale claims", extra={"count": n})
 
-    def _start_web(self, catalog):
-        """The dashboard on a thread when ``web.with_daemon`` is set; a dashboard that cannot
-        start (port taken) is logged, and archiving goes on without it."""
-        from ..web.settings import web_settings
-
-        settings = web_settings(self.cfg)
-        if not settings.with_daemon:
-            return None
-        from ..web.server import BackgroundServer
-
-        try:
-            return BackgroundServer(self.cfg, settings).start()
-        except Exception as e:
-            log.error("dashboard not started", extra={"error": str(e), "host": settings.host, "port": settings.port})
-            return None
-
     def run(self) -> int:
         from ..catalog.db import Catalog
         from ..policy.engine import load_policy
@@ -446,7 +433,7 @@ class Daemon:
             log.warning("no roots configured; only queued work will be done", extra={})
         self.executor = make_executor(self.executor_kind, self.workers)
         server = self.metrics.serve(self.cfg.metrics_port)
-        web = self._start_web(catalog)
+        web = self.start_web(self.cfg, log) if self.start_web else None
         self.watcher.start()
         self._check_roots(force=True)
         self._start_scan()

@@ -135,9 +135,14 @@ def _bounded_map(executor, fn, args_iter, width: int, stop: Stopper | None = Non
             yield f.result()
 
 
-def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", show_progress: bool = True) -> dict:
-    from ..output import progress
+def _untracked(iterable, **_):
+    return iterable
 
+
+def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", progress=None) -> dict:
+    """Predict every file's codec and size through the real steps, writing nothing.
+    ``progress(iterable, total=, desc=)``: the caller's view of the work (app/ draws it)."""
+    progress = progress or _untracked
     roots = _check_roots(roots)
     t0 = time.time()
     config = config_dict(cfg)
@@ -165,7 +170,7 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", show
     restore = stop.install()
     try:
         planned = list(progress(_bounded_map(ex, predict_task, ((p, config) for p in files), 2 * max(1, workers), stop),
-                                total=len(files), desc="predicting", enabled=show_progress))
+                                total=len(files), desc="predicting"))
     finally:
         restore()
         ex.shutdown(wait=True, cancel_futures=True)
@@ -268,12 +273,14 @@ def _tags(catalog, paths: list[str]) -> dict[str, list[str]]:
         return {}
 
 
-def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_progress: bool = True,
+def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress=None,
         stopper: Stopper | None = None, max_attempts: int = 2) -> dict:
     """The real migration. Resumable: rerun with the same roots after any interruption. The
-    catalog's disk running full stops it (``NoSpaceError``, exit 13) after the files in hand."""
+    catalog's disk running full stops it (``NoSpaceError``, exit 13) after the files in hand.
+    ``progress`` as in ``dry_run``."""
     from ..catalog.db import Catalog
-    from ..output import progress
+
+    progress = progress or _untracked
 
     roots = _check_roots(roots)
     require_shared_vault(cfg)
@@ -375,7 +382,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", show_pro
                 yield out
 
     try:
-        for out in progress(results(), total=total, desc="archiving", enabled=show_progress):
+        for out in progress(results(), total=total, desc="archiving"):
             outcomes.append(out)
     finally:
         restore()

@@ -1,1 +1,1 @@
-"""Storage: atomic writes, the vault of originals, lossless recompression."""
+"""Storage: atomic writes, the vault of originals, free space."""

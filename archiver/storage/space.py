@@ -30,7 +30,7 @@ def low_space(paths, need_bytes: int = 0, *, min_free: int | None = None) -> lis
     """One line per filesystem among ``paths`` that has too little room: less than ``need_bytes``
     plus the reserve (``MIN_FREE_BYTES``, at least ``MIN_FREE_FRACTION`` of the disk). Each
     filesystem is checked once, however many of the paths live on it."""
-    from ..output import human_bytes
+    from ..text import human_bytes
 
     seen: set[int] = set()
     problems = []

@@ -19,14 +19,14 @@ import click
 import numpy as np
 import torch
 
-from ..output import emit
+from ..app.output import emit
 
 SCALES = (0.0, 0.125, 0.25, 0.5, 1.0)
 BPPS = (0.1, 0.2, 0.3)
 
 
 def calibrate(backbone, images, scales=SCALES, bpps=BPPS, steps: int = 4) -> dict:
-    from ..codec.pipeline import decode_bytes, encode_image
+    from ..codecs.diffusion.pipeline import decode_bytes, encode_image
     from ..metrics import ms_ssim, psnr
 
     table = {s: {"ms_ssim": [], "psnr": []} for s in scales}
@@ -53,7 +53,7 @@ def calibrate(backbone, images, scales=SCALES, bpps=BPPS, steps: int = 4) -> dic
 @click.option("--json", "as_json", is_flag=True)
 def main(data_dir, out, n, threads, as_json):
     """Pick t_scale for the model assembled in --out, on images from DATA_DIR (training data)."""
-    from ..codec.backbones.tiny import load_tiny
+    from ..codecs.diffusion.backbones.tiny import load_tiny
     from ..imageio import load_image
     from .data import list_images
     from .export import assemble

@@ -103,7 +103,7 @@ def standalone(command, prog_name: str) -> None:
     import click
 
     from ..errors import ArchiverError
-    from ..output import to_json
+    from ..text import to_json
 
     try:
         command.main(prog_name=prog_name, standalone_mode=False)

@@ -23,7 +23,7 @@ import click
 import numpy as np
 
 from ..errors import UsageError
-from ..output import emit
+from ..app.output import emit
 
 #: compressai mbt2018-mean, quality-3 size, random init, one H200 (issue 17): 25k steps of batch
 #: 16 of 256-px crops in 6.5 minutes
@@ -119,9 +119,9 @@ def baseline(data_dir: Path, weights: Optional[Path], cache_dir: Path) -> dict:
     them) and PSNR of the default decode, over a grid of qualities; cached per weights digest."""
     import torch
 
-    from ..codec.backbones.tiny import load_tiny
-    from ..codec.pipeline import decode_bytes, encode_image
-    from ..codec import container
+    from ..codecs.diffusion.backbones.tiny import load_tiny
+    from ..codecs.diffusion.pipeline import decode_bytes, encode_image
+    from ..codecs.diffusion import container
     from ..imageio import load_image
     from ..metrics import psnr
     from . import data as D

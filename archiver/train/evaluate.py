@@ -14,7 +14,7 @@ import click
 import numpy as np
 import torch
 
-from ..output import emit
+from ..app.output import emit
 
 
 def _to_x(img) -> torch.Tensor:
@@ -65,7 +65,7 @@ def decode_time(backbone, width: int = 768, height: int = 512, repeat: int = 3) 
 
 def codec_sweep(backbone, images, bpps=(0.1, 0.2, 0.3), steps: int = 4) -> list[dict]:
     """Real files (rate control on the real size), decoded with ``steps`` DDIM steps and with none."""
-    from ..codec.pipeline import decode_bytes, encode_image
+    from ..codecs.diffusion.pipeline import decode_bytes, encode_image
     from ..metrics import ms_ssim, psnr
 
     rows = []
@@ -111,7 +111,7 @@ def _human(r: dict) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def main(image_dir, weights, bpp, steps, limit, threads, as_json):
     """Measure a tiny model on IMAGE_DIR (evaluation images only)."""
-    from ..codec.backbones.tiny import load_tiny
+    from ..codecs.diffusion.backbones.tiny import load_tiny
     from ..imageio import load_image
 
     torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..codec.backbones.tiny import CONFIG_FILE, SCHEDULER_CONFIG, UNET_CONFIG, WEIGHTS_FILE
+from ..codecs.diffusion.backbones.tiny import CONFIG_FILE, SCHEDULER_CONFIG, UNET_CONFIG, WEIGHTS_FILE
 from .common import read_safetensors, save_safetensors
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ..output import emit
+from ..app.output import emit
 
 DEFAULT_FIRST = ("bsds500/train", "bsds500/val")
 

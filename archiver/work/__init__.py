@@ -23,7 +23,8 @@ at their start.
 """
 
 from .archive import COMPRESSED_EXTS, archive_file, is_own_output, run_steps
-from .codec import Codecs, image_digest
+from ..codecs import image_digest
+from ..codecs.bound import Codecs
 from .context import ArchiveContext
 from .faults import FAULT_ENV, FAULT_STEPS
 from .job import ArchiveOutcome, Job

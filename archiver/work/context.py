@@ -19,7 +19,7 @@ class ArchiveContext:
     catalog: Catalog
     policy: Any  # archiver.policy.engine.Policy (anything with .decide)
     vault: Optional[Vault] = None
-    codecs: Any = None  # work.codec.Codecs: the registry's codecs with this installation's settings
+    codecs: Any = None  # codecs.bound.Codecs: the registry's codecs with this installation's settings
     dry_run: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
     root: Optional[str] = None
@@ -36,7 +36,7 @@ class ArchiveContext:
         from ..catalog.db import open_catalog
         from ..policy.engine import load_policy
         from ..preview import preview_settings
-        from .codec import Codecs
+        from ..codecs.bound import Codecs
 
         return cls(
             catalog=catalog or open_catalog(config),
@@ -51,6 +51,6 @@ class ArchiveContext:
 
     def __post_init__(self):
         if self.codecs is None:
-            from .codec import Codecs
+            from ..codecs.bound import Codecs
 
             self.codecs = Codecs()

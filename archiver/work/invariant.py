@@ -39,7 +39,7 @@ class Held:
 
 def replacement_holds(row: FileVersion, codecs=None) -> Held:
     """Read the compressed file of ``row`` from disk and check it against the catalog."""
-    from .codec import Codecs
+    from ..codecs.bound import Codecs
 
     if not row.compressed_path:
         return Held(False, "no compressed file recorded")

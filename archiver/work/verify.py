@@ -14,7 +14,7 @@ from ..storage.vault import Vault, sha256_file
 from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion, utcnow
-from .codec import Codecs
+from ..codecs.bound import Codecs
 from ..storage.atomic import is_utf8, shown_name
 from .invariant import replacement_holds
 

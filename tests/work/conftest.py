@@ -2,7 +2,7 @@
 
 import pytest
 
-from archiver.catalog.testing import make_context
+from archiver.testing.catalog import make_context
 
 
 @pytest.fixture

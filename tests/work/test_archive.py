@@ -11,8 +11,8 @@ from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FileVersion, SKIPPED
 from archiver.work.restore import restore
-from archiver.catalog.testing import make_context, write_jpeg
-from archiver.storage import lossless
+from archiver.testing.catalog import make_context, write_jpeg
+from archiver.codecs.lossless import format as lossless
 
 
 def sha(p):

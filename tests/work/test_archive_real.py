@@ -9,9 +9,9 @@ from PIL import Image
 from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.work.restore import restore
-from archiver.catalog.testing import disk_problems, make_context, random_tiny_codec, write_jpeg
+from archiver.testing.catalog import disk_problems, make_context, random_tiny_codec, write_jpeg
 from archiver.work.verify import verify
-from archiver.storage import lossless
+from archiver.codecs.lossless import format as lossless
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_diffusion_end_to_end(tmp_path, ctx):
     assert (o.state, o.action, o.original_status) == ("committed", "diffusion", "removed")
     with ctx.catalog.session() as s:
         r = q.latest_version(s, str(src))
-    from archiver.codec.container import read_header
+    from archiver.codecs.diffusion.container import read_header
 
     data = Path(r.compressed_path).read_bytes()
     h = read_header(data)

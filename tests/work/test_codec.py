@@ -11,8 +11,8 @@ from PIL import Image
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
-from archiver.catalog.testing import smooth_image
-from archiver.storage import lossless
+from archiver.testing.catalog import smooth_image
+from archiver.codecs.lossless import format as lossless
 from archiver.work import archive_file, restore, verify
 from archiver.codecs import base
 
@@ -141,7 +141,7 @@ def test_fingerprint_tolerates_a_device_but_not_damage():
 def test_verify_and_restore_accept_another_devices_decode(tmp_path, ctx):
     """A catalog written on one machine and verified on another: the exact digest differs, the
     fingerprint matches -> a warning, not a mismatch; a different image -> a mismatch."""
-    from archiver.catalog.testing import write_jpeg
+    from archiver.testing.catalog import write_jpeg
 
     src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg", size=(160, 120))
     archive_file(src, ctx)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
-from archiver.catalog.testing import make_context
+from archiver.testing.catalog import make_context
 from archiver.policy.engine import parse_policy_text
 from archiver.work import archive_file
 from archiver.work.restore import restore
@@ -186,7 +186,7 @@ def test_rows_written_before_the_registry_still_restore(tmp_path, ctx):
     from alembic import command
 
     from archiver.catalog.db import _alembic_config, make_engine, open_catalog
-    from archiver.storage import lossless
+    from archiver.codecs.lossless import format as lossless
 
     jpg = photo(tmp_path / "old" / "a.jpg", fmt="JPEG", seed=7)
     blob, ext = lossless.compress(jpg.read_bytes())

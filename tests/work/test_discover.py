@@ -9,7 +9,7 @@ import pytest
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, SKIPPED
-from archiver.catalog.testing import make_context, write_jpeg
+from archiver.testing.catalog import make_context, write_jpeg
 from archiver.work import archive_file, files
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FAILED
-from archiver.catalog.testing import disk_problems, make_context, write_jpeg, write_png
+from archiver.testing.catalog import disk_problems, make_context, write_jpeg, write_png
 from archiver.work import FAULT_STEPS, archive_file, recover_pending, verify
 from archiver.work.invariant import LOST, replacement_holds, why_not_remove
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
-from archiver.catalog.testing import make_context, photo_bytes
+from archiver.testing.catalog import make_context, photo_bytes
 from archiver.policy.engine import parse_policy_text
 from archiver.work import archive_file
 from archiver.work.restore import restore
@@ -65,16 +65,16 @@ def test_the_target_score_and_candidates_are_recorded_and_shown(tmp_path, monkey
     # the diffusion codec lost (the embedded model does not reach the target at a smaller size)
     assert not cands["diffusion"]["ok"] and cands["diffusion"]["why"]
     # what a person sees in `show`
-    from archiver.catalog.views import show
+    from archiver.app.commands.catalog_cmd import show
 
     monkeypatch.setenv("ARCHIVER_HOME", str(tmp_path / "state"))
-    monkeypatch.setattr("archiver.catalog.views._catalog", lambda: (None, ctx.catalog))
+    monkeypatch.setattr("archiver.app.core.Core.catalog", ctx.catalog)
     out = CliRunner().invoke(show, [str(row.id)]).output
     assert "looks     SSIMULACRA2" in out and "(target 70)" in out and "<- stored" in out
     assert "tried     diffusion:" in out
     js = json.loads(CliRunner().invoke(show, [str(row.id), "--json"]).output)
     assert js["versions"][0]["candidates"] == row.candidates
-    from archiver.catalog.views import ls
+    from archiver.app.commands.catalog_cmd import ls
 
     out = CliRunner().invoke(ls, ["--action", row.codec]).output
     assert f"looks {row.score:.0f}/70" in out and "a.png" in out

@@ -18,14 +18,15 @@ from archiver.work import FAULT_STEPS, archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FAILED, FileVersion
 from archiver.work.restore import produce, restore
-from archiver.catalog.testing import disk_problems, make_context, write_jpeg
+from archiver.testing.catalog import disk_problems, make_context, write_jpeg
 from archiver.work.verify import verify
-from archiver.storage import atomic, lossless
+from archiver.codecs.lossless import format as lossless
+from archiver.storage import atomic
 
 RUNNER = """
 import sys
 from archiver.work import archive_file
-from archiver.catalog.testing import make_context
+from archiver.testing.catalog import make_context
 ctx = make_context(sys.argv[1])
 print(archive_file(sys.argv[2], ctx).state)
 """
@@ -109,7 +110,7 @@ def test_recovery_routine_alone(tmp_path, step):
 
 def test_kill9_through_the_cli(tmp_path):
     """The real command line, with a config file, killed after the catalog commit."""
-    from archiver.catalog.testing import make_policy
+    from archiver.testing.catalog import make_policy
 
     (tmp_path / "cfg.yaml").write_text(f"catalog_url: sqlite:///{tmp_path / 'cat.sqlite'}\nvault_dir: {tmp_path / 'vault'}\n")
     make_policy(tmp_path / "policy.yaml")

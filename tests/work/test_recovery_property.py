@@ -15,7 +15,7 @@ from archiver.work import FAULT_STEPS, archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED
 from archiver.work.restore import produce
-from archiver.catalog.testing import disk_problems, make_context, write_jpeg
+from archiver.testing.catalog import disk_problems, make_context, write_jpeg
 from archiver.work.verify import verify
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, ORIG_PRESENT, ORIG_REMOVED
-from archiver.catalog.testing import disk_problems, make_context, write_jpeg, write_png
+from archiver.testing.catalog import disk_problems, make_context, write_jpeg, write_png
 from archiver.storage.atomic import TAKEN_PREFIX
 from archiver.work import archive_file, faults, recover_pending, restore, verify
 from archiver.work.files import taken_path

@@ -13,7 +13,7 @@ from archiver.work import archive_file
 from archiver.catalog import queries as q
 from archiver.catalog.models import FileVersion
 from archiver.work.restore import destination, parse_time, restore
-from archiver.catalog.testing import make_context, make_policy, write_jpeg
+from archiver.testing.catalog import make_context, make_policy, write_jpeg
 from archiver.errors import CatalogError, NotInCatalogError, SafetyError
 
 
@@ -139,7 +139,7 @@ def test_an_approximate_restore_is_marked_and_keeps_the_original_mtime(tmp_path,
     and with a suffix cannot be mistaken for the original by its name either."""
     from PIL import Image
 
-    from archiver.catalog.testing import write_jpeg as wj
+    from archiver.testing.catalog import write_jpeg as wj
     from archiver.work import archive_file as af
 
     src = wj(tmp_path / "c" / "tex" / "a.jpg", size=(160, 120))
@@ -177,7 +177,7 @@ def test_pixel_exact_in_place_restore_is_not_archived_again(tmp_path, ctx):
 
     from PIL import Image
 
-    from archiver.catalog.testing import smooth_image
+    from archiver.testing.catalog import smooth_image
 
     src = tmp_path / "c" / "plain" / "x.png"
     src.parent.mkdir(parents=True)
@@ -293,8 +293,8 @@ def test_png_restore_through_the_catalog_with_another_zlib_build(tmp_path, ctx, 
     promise is the pixels and metadata, and that is what is checked."""
     from PIL import Image
 
-    from archiver.catalog.testing import write_png
-    from archiver.storage import lossless
+    from archiver.testing.catalog import write_png
+    from archiver.codecs.lossless import format as lossless
     from archiver.work import verify
 
     src = write_png(tmp_path / "c" / "plain" / "g.png", size=(160, 120))
@@ -424,7 +424,7 @@ def test_an_approximate_restore_is_never_taken_for_the_original(tmp_path, ctx, f
     with the lossy suffix."""
     from PIL import Image
 
-    from archiver.catalog.testing import smooth_image
+    from archiver.testing.catalog import smooth_image
     from archiver.work.restore import DEFAULT_LOSSY_SUFFIX, is_marked
 
     src = tmp_path / "c" / "tex" / f"a{ext}"

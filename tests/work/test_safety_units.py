@@ -16,7 +16,7 @@ import pytest
 
 from archiver.catalog import queries as q
 from archiver.catalog.models import COMMITTED, FAILED, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
-from archiver.catalog.testing import make_context, write_jpeg, write_png
+from archiver.testing.catalog import make_context, write_jpeg, write_png
 from archiver.errors import ArchiverError
 from archiver.storage import atomic
 from archiver.storage.vault import Vault, VaultError

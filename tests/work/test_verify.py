@@ -11,7 +11,7 @@ import pytest
 
 from archiver.work import archive_file
 from archiver.catalog import queries as q
-from archiver.catalog.testing import make_context, make_policy, write_jpeg, write_png
+from archiver.testing.catalog import make_context, make_policy, write_jpeg, write_png
 from archiver.work.verify import expire_vault, stats, verify
 
 

@@ -4,7 +4,7 @@ nothing; the state machine still applies to its detached row."""
 import pytest
 
 from archiver.catalog.models import FileVersion
-from archiver.catalog.testing import make_context, write_jpeg, write_png
+from archiver.testing.catalog import make_context, write_jpeg, write_png
 from archiver.errors import CatalogError
 from archiver.work import Job, archive_file
 from archiver.work.writers import DryWriters

@@ -1,0 +1,51 @@
+"""``archiver restore``: originals back from the vault or through their codec."""
+
+from __future__ import annotations
+
+import click
+
+from ...errors import AdapterError, NoSpaceError, SafetyError
+from ..core import with_core
+from ..output import emit
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--to", "to", type=click.Path(file_okay=False), default=None, help="restore under this directory (same relative paths)")
+@click.option("--as-of", "as_of", default=None, help="the version committed at or before this ISO time (UTC unless a zone is given)")
+@click.option("--force", is_flag=True, help="overwrite existing files")
+@click.option("--lossy-suffix", default=None, metavar="SUFFIX",
+              help="name approximate (lossy-codec) restores NAME<SUFFIX>.EXT, e.g. --lossy-suffix .reconstructed")
+@click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@with_core
+def restore(targets, to, as_of, force, lossy_suffix, as_json, core):
+    """Restore originals (PATH, catalog ID or GLOB): from the vault if still there, else through
+    the file's codec: the exact original from an exact codec, the verified reconstruction (with
+    the original's metadata, marked as a reconstruction) from a lossy one."""
+    from ...work.restore import parse_time, restore as do_restore
+
+    core.cfg  # a broken config is reported before a bad --as-of, as ever
+    when = parse_time(as_of)
+    cat = core.catalog
+    results = core.guard(lambda: do_restore(cat, list(targets), vault=core.vault, codecs=core.codecs,
+                                            to=to, as_of=when, force=force, lossy_suffix=lossy_suffix))
+    data = [r.to_dict() for r in results]
+
+    def human(rows):
+        return "\n".join(f"{r['status']:<8} {r['path']} -> {r['dest'] or '-'} [{r['source']}, {r['exact']}]"
+                         + (f": {r['message']}" if r["message"] else "") for r in rows)
+
+    emit({"results": data}, as_json, human=lambda d: human(d["results"]))
+    errors = [r for r in results if r.status == "error"]
+    if errors and all(r.exit_code == AdapterError.exit_code for r in errors):
+        raise SystemExit(AdapterError.exit_code)  # only a missing/different adapter: its own code
+    if errors:
+        raise SystemExit(1)
+    unrecorded = [r for r in results if r.status == "restored" and r.exit_code == NoSpaceError.exit_code]
+    if unrecorded:  # every file is back, but the catalog's disk is full: say so once, exit 13
+        click.echo(f"archiver: error: {len(unrecorded)} restore(s) not recorded in the catalog: "
+                   f"{unrecorded[0].message.split('could not record it: ', 1)[-1]}", err=True)
+        raise SystemExit(NoSpaceError.exit_code)
+    if any(r.status == "refused" for r in results):
+        raise SystemExit(SafetyError.exit_code)

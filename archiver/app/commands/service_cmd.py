@@ -1,0 +1,139 @@
+"""``archiver daemon`` and ``archiver migrate``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ...errors import UsageError
+from ..core import with_core
+from ..output import emit, human_bytes, progress
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config file (default: the usual search path)")
+@click.option("--json-logs", is_flag=True, help="log one JSON object per line (for journald / log shippers)")
+@click.option("--rebind-roots", is_flag=True, help="accept roots that moved to another filesystem (re-record their devices)")
+@click.option("--executor", type=click.Choice(["process", "thread"]), default="process", show_default=True,
+              help="worker processes (CPU-heavy encodes) or threads (light policies, debugging)")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+@click.option("--json", "as_json", is_flag=True, help="print the exit summary as JSON")
+def daemon(config_path, json_logs, rebind_roots, executor, verbose, as_json):
+    """Watch the configured roots and archive new images as they settle.
+
+    SIGTERM/SIGINT: stop taking work, finish the files in hand, exit 0 (a second signal
+    abandons them; the next start resumes them). SIGHUP: reload the config file."""
+    import logging
+
+    from ...service.daemon import Daemon
+    from ...service.logs import setup_logging
+
+    setup_logging(json_logs or as_json, logging.DEBUG if verbose else logging.INFO)
+    from ..web.server import start_with_daemon
+
+    d = Daemon(config_path, rebind_roots=rebind_roots, executor=executor, start_web=start_with_daemon)
+    rc = d.run()
+    if as_json:
+        emit({"exit_code": rc}, True)
+    sys.exit(rc)
+
+
+def _plan_human(r: dict) -> str:
+    lines = [f"dry run: {r['files']} file(s) under {', '.join(r['roots'])} with policy {r['policy']}"
+             + (f" ({r['already_archived']} more already handled by earlier runs)" if r["already_archived"] else "")]
+    lines.append(f"  {'rule':<18} {'codec':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>11}")
+    for e in r["rules"]:
+        lines.append(f"  {e['rule']:<18} {e['action']:<10} {e['files']:>6} {human_bytes(e['bytes_before']):>11} "
+                     f"{human_bytes(e['bytes_after_predicted']):>11} {human_bytes(e['savings_predicted']):>11}")
+    lines.append(f"  total: {human_bytes(r['bytes_before'])} -> {human_bytes(r['bytes_after_predicted'])}, "
+                 f"saving {human_bytes(r['savings_predicted'])} ({r['savings_ratio']:.0%})")
+    if r["codecs"]:
+        lines.append("  codecs: " + ", ".join(f"{k} {v['files']} ({v['share']:.0%})" for k, v in r["codecs"].items()))
+    for e in r["rules"]:
+        ex = e["examples"][0]
+        lines.append(f"  {e['rule']} -> {e['action']}: e.g. {ex['path']}" + (f" ({ex['why']})" if ex["why"] else ""))
+    fell = [f for f in r.get("predictions", []) if any(not a["ok"] and not a.get("beaten") for a in f["attempts"])]
+    if fell:
+        lines.append(f"  {len(fell)} file(s) would not get their rule's first codec:")
+        lines += [f"    {f['path']}: {f['why']}" for f in fell[:20]]
+        if len(fell) > 20:
+            lines.append(f"    ... and {len(fell) - 20} more (--json lists them all)")
+    v = r.get("vault") or {}
+    if v.get("bytes"):
+        lines.append(f"  vault: the originals of {human_bytes(v['bytes'])} are kept there too until their retention "
+                     "ends; then the daemon (or `archiver verify --expire-vault`) deletes them:")
+        lines += [f"    {human_bytes(f['bytes'])} after {f['retention_days']} day(s), on {f['frees_on']}" for f in v["frees"]]
+        lines.append(f"  disk until then: ~{human_bytes(r['bytes_after_predicted'] + v['bytes'])} "
+                     f"(outputs + vault) instead of {human_bytes(r['bytes_before'])}")
+    if r["unreadable"]:
+        lines.append(f"  {len(r['unreadable'])} unreadable file(s) would be skipped:")
+        lines += [f"    {u['path']}: {u['error']}" for u in r["unreadable"][:20]]
+    if r["interrupted"]:
+        lines.append(f"  interrupted: {r['not_planned']} file(s) not predicted")
+    lines.append(f"  how: {r['method']} (--json lists every file with its codec and why)")
+    lines.append("  nothing was changed")
+    return "\n".join(lines)
+
+
+def _run_human(r: dict) -> str:
+    head = "migration interrupted" if r["interrupted"] else "migration finished"
+    lines = [f"{head}: {r['files']} file(s) handled in {r['seconds']:.0f} s"
+             + (f" ({r['images_per_min']:.1f} images/min)" if r.get("images_per_min") else "")
+             + (f", {r['already_archived']} handled by earlier runs" if r["already_archived"] else "")]
+    if r["by_outcome"]:
+        lines.append("  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["by_outcome"].items())))
+    lines.append(f"  {'rule':<18} {'action':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>11}")
+    for e in r["rules"]:
+        lines.append(f"  {e['rule']:<18} {e['action']:<10} {e['files']:>6} {human_bytes(e['bytes_before']):>11} "
+                     f"{human_bytes(e['bytes_after']):>11} {human_bytes(e['saved']):>11}")
+    lines.append(f"  total: {human_bytes(r['bytes_before'])} -> {human_bytes(r['bytes_after'])}, saved {human_bytes(r['saved'])}")
+    if r.get("codecs"):
+        lines.append("  codecs: " + ", ".join(f"{k} {v['files']} ({v['share']:.0%})" for k, v in r["codecs"].items()))
+    for fb in r.get("fallbacks", []):
+        lines.append(f"  fell back ({fb['files']}): {fb['reason']}; e.g. {fb['examples'][0]}")
+    if r.get("skipped"):
+        lines.append(f"  {len(r['skipped'])} skipped (not archived, left as they are):")
+        lines += [f"    {f['path']}: {f['error']}" for f in r["skipped"][:30]]
+    if r["failures"]:
+        lines.append(f"  {len(r['failures'])} failure(s):")
+        lines += [f"    {f['path']}: {f['error']}" for f in r["failures"][:30]]
+    left = r["queue_left"]
+    if left.get("pending") or left.get("claimed") or r["interrupted"]:
+        lines.append(f"  {left.get('pending', 0)} file(s) still queued: run the same command again to resume")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--policy", type=str, help="policy file (or a shipped policy name); default: the config's or the shipped default")
+@click.option("--dry-run", is_flag=True, help="predict the codec and size of every file (the real steps, nothing written)")
+@click.option("--workers", type=click.IntRange(1, 256), help="parallel workers (default: config 'workers')")
+@click.option("--executor", type=click.Choice(["process", "thread", "ray"]), default="process", show_default=True,
+              help="where tasks run; 'ray' uses RAY_ADDRESS (catalog must then be PostgreSQL)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config file")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable report")
+@with_core(overrides=("policy", "workers"))
+def migrate(roots, policy, dry_run, workers, executor, as_json, core):
+    """Archive existing collections under ROOT... by policy; resumable (rerun to continue)."""
+    from ...service import migrate as m
+
+    cfg = core.cfg
+    if cfg.policy:
+        from ...policy.engine import load_policy
+
+        load_policy(cfg.policy)  # a bad policy is a clear error now, not N failures later
+    if executor == "ray" and cfg.resolved_catalog_url().startswith("sqlite") and not dry_run:
+        raise UsageError("--executor ray needs a catalog every node can reach: set catalog_url to PostgreSQL")
+    show = not as_json
+
+    def track(iterable, *, total, desc):
+        return progress(iterable, total=total, desc=desc, enabled=show)
+
+    if dry_run:
+        report = m.dry_run(roots, cfg, workers=cfg.workers, executor=executor, progress=track)
+        emit(report, as_json, _plan_human)
+        sys.exit(130 if report["interrupted"] else 0)
+    report = m.run(roots, cfg, workers=cfg.workers, executor=executor, progress=track)
+    emit(report, as_json, _run_human)
+    sys.exit(130 if report["interrupted"] else (1 if report["failures"] else 0))

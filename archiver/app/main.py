@@ -1,0 +1,131 @@
+"""The ``archiver`` command: assembles the commands of ``archiver.app.commands`` and turns user
+errors into one clear line and an exit code (never a traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import ArchiverError
+from .output import to_json
+
+#: command name -> "module:attribute"; imported only when the command runs (torch is slow to import)
+COMMANDS = {
+    "encode": "archiver.app.commands.codec_cmd:encode",
+    "decode": "archiver.app.commands.codec_cmd:decode",
+    "classify": "archiver.app.commands.policy_cmd:classify",
+    "policy": "archiver.app.commands.policy_cmd:policy",
+    "archive": "archiver.app.commands.archive_cmd:archive",
+    "restore": "archiver.app.commands.restore_cmd:restore",
+    "verify": "archiver.app.commands.catalog_cmd:verify",
+    "stats": "archiver.app.commands.catalog_cmd:stats",
+    "doctor": "archiver.app.doctor:doctor",
+    "ls": "archiver.app.commands.catalog_cmd:ls",
+    "show": "archiver.app.commands.catalog_cmd:show",
+    "status": "archiver.app.commands.catalog_cmd:status",
+    "forget": "archiver.app.commands.catalog_cmd:forget",
+    "tag": "archiver.app.commands.catalog_cmd:tag",
+    "daemon": "archiver.app.commands.service_cmd:daemon",
+    "migrate": "archiver.app.commands.service_cmd:migrate",
+    "bench": "archiver.app.commands.bench_cmd:bench",
+    "train": "archiver.app.commands.train_cmd:train",
+    "serve": "archiver.app.commands.web_cmd:serve",
+}
+
+
+def _use_config(ctx, param, value):
+    """An explicit ``--config`` becomes ``$ARCHIVER_CONFIG`` for the whole process, so that every
+    ``load_config()`` (catalog, codec, workers started later) reads the same file."""
+    if value:
+        from ..errors import UsageError
+
+        path = os.path.abspath(value)
+        if not os.path.isfile(path):
+            raise UsageError(f"{value}: config file not found")
+        os.environ["ARCHIVER_CONFIG"] = path
+    return value
+
+
+def _use_verbose(ctx, param, value):
+    if value:
+        import logging
+
+        from ..service.logs import setup_logging
+
+        setup_logging(False, logging.DEBUG)
+    return value
+
+
+def common_options(cmd: click.Command) -> click.Command:
+    """Give every command ``--config FILE`` and ``-v/--verbose`` (commands that declare their own
+    keep them; the config path is exported either way)."""
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            common_options(sub)
+        return cmd
+    if getattr(cmd, "_archiver_common", False):
+        return cmd
+    cmd._archiver_common = True
+    opts = {o: p for p in cmd.params for o in getattr(p, "opts", ())}
+    if "--config" in opts:
+        own = opts["--config"].callback
+
+        def chained(ctx, param, value, own=own):
+            value = _use_config(ctx, param, value)
+            return own(ctx, param, value) if own else value
+
+        opts["--config"].callback = chained
+    else:
+        cmd.params.append(click.Option(["--config", "_config"], type=click.Path(dir_okay=False), expose_value=False,
+                                       callback=_use_config, is_eager=True,
+                                       help="config file (default: $ARCHIVER_CONFIG, ./archiver.yaml, $XDG_CONFIG_HOME/archiver/config.yaml, /etc/archiver/config.yaml)"))
+    if "-v" not in opts and "--verbose" not in opts:
+        cmd.params.append(click.Option(["-v", "--verbose", "_verbose"], is_flag=True, expose_value=False,
+                                       callback=_use_verbose, help="debug logging on stderr"))
+    return cmd
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name == module or (e.name or "").count(".") == 1 and e.name.startswith("archiver."):
+                return None  # the command, or the area it drives, is not installed in this build
+            raise
+        return common_options(getattr(mod, attr))
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ArchiverError as e:
+            if "--json" in sys.argv:
+                click.echo(to_json({"error": str(e), "kind": type(e).__name__, "exit_code": e.exit_code}))
+            click.echo(f"archiver: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("archiver: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="archiver")
+def main():
+    """Archive image collections: classify by policy, compress texture-heavy photos with a
+    latent-diffusion codec, protect text/faces/evidence, and keep a catalog to restore anything."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

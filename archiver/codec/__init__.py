@@ -1,1 +1,0 @@
-"""The latent-diffusion codec (see docs/codec.md)."""
