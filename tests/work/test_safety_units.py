@@ -391,6 +391,44 @@ def test_recovery_rolls_back_and_removes_only_its_own_artifact(tmp_path):
     ctx.catalog.close()
 
 
+def test_recovery_rolls_back_a_half_written_temporary_of_the_row(tmp_path):
+    from archiver.work.recovery import recover
+
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    o = archive_file(src, ctx)
+    cp = Path(o.compressed_path)
+    tmp = files.tmp_for(cp, _row(ctx, src).id)
+    tmp.write_bytes(b"half written")  # as if killed while writing the compressed file
+    with ctx.catalog.session() as s:
+        r = q.latest_version(s, str(src))
+        r.state, r.original_status = "encoded", None
+    src.write_bytes(b"placeholder")
+    assert "rolled back" in recover(src, ctx)
+    assert not tmp.exists() and not cp.exists()
+    ctx.catalog.close()
+
+
+def test_the_removed_fault_step_is_reached_only_when_the_original_went(tmp_path, monkeypatch):
+    """The crash tests kill at 'removed' to test a crash after a removal; a refused removal must
+    not pass that boundary (it would test a state that never happens)."""
+    from archiver.work import faults
+
+    reached = []
+    monkeypatch.setattr(faults, "fault", lambda step: reached.append(step))
+    ctx = make_context(tmp_path / "state")
+    held = write_png(tmp_path / "c" / "png" / "held.png", seed=3, size=(128, 96))
+    with monkeypatch.context() as m:
+        m.setattr(writers.RealWriters, "remove_original", lambda self, job: (BUSY, "held back by the test"))
+        archive_file(held, ctx)
+    assert "committed" in reached and "removed" not in reached
+    reached.clear()
+    gone = write_png(tmp_path / "c" / "png" / "gone.png", seed=4, size=(128, 96))
+    archive_file(gone, ctx)
+    assert "removed" in reached and not gone.exists()
+    ctx.catalog.close()
+
+
 def test_recovery_records_a_vanished_original_and_touches_nothing(committed):
     from archiver.work.recovery import recover
 
