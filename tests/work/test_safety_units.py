@@ -776,7 +776,7 @@ def test_write_bytes_flushes_before_fsync_and_applies_mode_and_owner(tmp_path, m
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    data = b"x" * 100_000
+    data = b"x" * 100  # small: it stays in Python's buffer unless flushed (a large write goes straight through)
     atomic.write_bytes(str(tmp_path / "a"), data, mode=0o640, owner=(os.geteuid(), os.getegid()))
     assert data.__len__() in sizes  # the data reached the file before it was synced
     assert oct(os.stat(tmp_path / "a").st_mode & 0o777) == oct(0o640)
@@ -787,6 +787,39 @@ def test_write_bytes_flushes_before_fsync_and_applies_mode_and_owner(tmp_path, m
     atomic.write_bytes(tmp_path / "c", b"z", overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"] if os.geteuid() == 0 else True
     assert not [p for p in tmp_path.iterdir() if atomic.is_temp_name(p)]
+
+
+def test_open_dir_nofollow_syncs_what_it_made_and_closes_on_refusal(tmp_path, monkeypatch):
+    synced = _fsyncs(monkeypatch)
+    os.close(atomic.open_dir_nofollow(tmp_path / "new" / "deeper", create=True))
+    assert str(tmp_path) in synced and str(tmp_path / "new") in synced  # each new entry made durable
+    (tmp_path / "link").symlink_to(tmp_path / "new")
+    before = _open_fds()
+    for _ in range(3):
+        with pytest.raises(OSError):
+            atomic.open_dir_nofollow(tmp_path / "link" / "deeper")
+    assert _open_fds() == before
+
+
+def test_write_in_dir_syncs_the_data_gives_0644_and_closes(tmp_path, monkeypatch):
+    sizes = []
+    real = os.fsync
+
+    def fsync(fd):
+        sizes.append(os.fstat(fd).st_size)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    d = atomic.open_dir_nofollow(tmp_path)
+    try:
+        before = _open_fds()
+        for i in range(3):
+            atomic.write_in_dir(d, f"f{i}", b"abc", overwrite=False)
+        assert _open_fds() == before
+    finally:
+        os.close(d)
+    assert 3 in sizes
+    assert oct(os.stat(tmp_path / "f0").st_mode & 0o777) == oct(0o644)  # readable like any restored file
 
 
 def test_open_dir_nofollow_needs_an_absolute_path_and_creates_only_when_asked(tmp_path):
