@@ -533,6 +533,67 @@ def test_renameat2_is_what_moves_files_here(tmp_path):
         atomic._renameat2_noreplace(tmp_path / "none", tmp_path / "x")
 
 
+def test_create_new_clears_a_leftover_calls_back_before_linking_gives_0644_and_closes(tmp_path):
+    (tmp_path / ".t").write_bytes(b"left by a crash")  # the fixed temp name of an earlier, killed run
+    seen = []
+    before = _open_fds()
+    atomic.create_new(tmp_path / "a", b"new", tmp_path / ".t",
+                      before_link=lambda: seen.append(((tmp_path / "a").exists(), (tmp_path / ".t").read_bytes())))
+    assert _open_fds() == before
+    assert seen == [(False, b"new")]  # called once the temp is complete, before the final name exists
+    assert (tmp_path / "a").read_bytes() == b"new" and not (tmp_path / ".t").exists()
+    assert oct(os.stat(tmp_path / "a").st_mode & 0o777) == oct(0o644)
+
+
+def test_rename_noreplace_takes_strings_and_moves_a_link_not_its_target(tmp_path, monkeypatch):
+    (tmp_path / "a").write_bytes(b"a")
+    atomic.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert (tmp_path / "b").read_bytes() == b"a"
+    monkeypatch.setattr(atomic, "_renameat2_noreplace", lambda a, b: False)  # the hard-link way
+    (tmp_path / "l").symlink_to(tmp_path / "b")
+    atomic.rename_noreplace(tmp_path / "l", tmp_path / "m")
+    assert (tmp_path / "m").is_symlink() and not os.path.lexists(tmp_path / "l")
+
+
+def test_rename_noreplace_uses_renameat2_where_there_is_one(tmp_path, monkeypatch):
+    def no_link(*a, **kw):
+        raise AssertionError("the hard-link fallback was used although renameat2 works here")
+
+    monkeypatch.setattr(os, "link", no_link)
+    (tmp_path / "a").write_bytes(b"a")
+    atomic.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == b"a"
+
+
+class _FakeLibc:
+    def __init__(self, rc):
+        self.rc = rc
+
+    def renameat2(self, *a):
+        return self.rc
+
+
+@pytest.mark.parametrize("err", [errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP])
+def test_renameat2_unsupported_means_fall_back(tmp_path, monkeypatch, err):
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **kw: _FakeLibc(-1))
+    monkeypatch.setattr(ctypes, "get_errno", lambda: err)
+    assert atomic._renameat2_noreplace(tmp_path / "a", tmp_path / "b") is False
+
+
+def test_renameat2_missing_from_the_c_library_means_fall_back(tmp_path, monkeypatch):
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **kw: object())
+    assert atomic._renameat2_noreplace(tmp_path / "a", tmp_path / "b") is False
+
+
+def test_renameat2_passes_on_other_errors_as_they_are(tmp_path):
+    with pytest.raises(FileNotFoundError):  # not mistaken for "the name is taken"
+        atomic._renameat2_noreplace(tmp_path / "none", tmp_path / "x")
+
+
 def test_private_names():
     assert atomic.is_private_name("/x/.archiver-tmp-a.part") and atomic.is_private_name("/x/.archiver-taken-a.1.taken")
     assert not atomic.is_private_name("/x/a.jpg") and not atomic.is_private_name("/x/.hidden.jpg")
