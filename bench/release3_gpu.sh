@@ -38,7 +38,7 @@ if [ "${1:-}" = prepare ]; then
     echo "travels: $(( (tracked + extra) / 1048576 )) MiB of the 64 MiB limit (repository $(( tracked / 1048576 )), wheels + data $(( extra / 1048576 )))"
     if [ $(( tracked + extra )) -gt $(( 64 * 1048576 )) ]; then
         # the three releases' weights are ~56 MiB of the repository's 63; training needs only the default one
-        echo "over the limit: move archiver/weights/releases out of the checkout for the device call" \
+        echo "over the limit: move packages/archiver-weights-archive out of the checkout for the device call" \
              "(and back afterwards), and/or rerun prepare with a smaller PACK_MB (14 fits with the releases set aside)"
     fi
     exit 0
