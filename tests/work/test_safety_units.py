@@ -565,6 +565,19 @@ def test_rename_noreplace_uses_renameat2_where_there_is_one(tmp_path, monkeypatc
     assert (tmp_path / "b").read_bytes() == b"a"
 
 
+@pytest.mark.parametrize("err", [errno.EIO, errno.EACCES, errno.ENOSPC])
+def test_rename_noreplace_passes_on_other_link_errors_and_moves_nothing(tmp_path, monkeypatch, err):
+    def failing(*a, **kw):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(atomic, "_renameat2_noreplace", lambda a, b: False)
+    monkeypatch.setattr(os, "link", failing)
+    (tmp_path / "a").write_bytes(b"a")
+    with pytest.raises(OSError) as e:
+        atomic.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert e.value.errno == err and (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 class _FakeLibc:
     def __init__(self, rc):
         self.rc = rc
