@@ -1,6 +1,6 @@
 """The worker side: one pure task function and the pools that run it.
 
-``run_task(path, settings, root) -> dict`` is the whole unit of work as a *pure function of its
+``run_task(path, settings, root) -> Outcome`` is the whole unit of work as a *pure function of its
 arguments*: a path and a ``messages.TaskSettings`` (frozen, picklable) in, a ``messages.Outcome``
 out. It is what the driver's pools (the daemon, ``archiver migrate``) and a Ray task all
 run; the catalog (named by ``settings.config.catalog_url``) is where its side effects are
