@@ -1,11 +1,13 @@
-"""Plain renderings every ring may use: JSON text of results and sizes in bytes for people."""
+"""Plain renderings every ring may use: JSON text of results, sizes in bytes for people, and
+``emit``, the one way a command prints a result (also training's, which is outside ``app``)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def _default(o: Any) -> Any:
@@ -24,6 +26,21 @@ def _default(o: Any) -> Any:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, default=_default, indent=2, sort_keys=False)
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], str] | str | None = None) -> None:
+    """Print ``data`` as JSON (for programs) or through ``human`` (for people)."""
+    if as_json:
+        sys.stdout.write(to_json(data) + "\n")
+        return
+    if human is None:
+        text = to_json(data)
+    elif callable(human):
+        text = human(data)
+    else:
+        text = human
+    if text:
+        sys.stdout.write(text.rstrip("\n") + "\n")
 
 
 def human_bytes(n: float) -> str:

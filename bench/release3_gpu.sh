@@ -11,7 +11,7 @@
 #        MINUTES (default 8) of training shared by the plan rd 62% / denoiser 12% / realism 26%,
 #        plus ~1 minute of loading and evaluation; the model, log and curves come back in $OUT
 #        (tiny.safetensors in 15 MB parts: cat tiny.safetensors.part* > tiny.safetensors)
-#   3. here: python -m archiver.train.curves RUN --baseline ../shared/data/train, then the
+#   3. here: python -m archiver_train.curves RUN --baseline ../shared/data/train, then the
 #        validation and Kodak benches (docs/benchmarks.md)
 #
 # A CPU dry run (what tests/test_release3_gpu_script.py does):
@@ -32,13 +32,13 @@ if [ "${1:-}" = prepare ]; then
         --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 \
         -d .whl compressai==1.2.8 diffusers==0.42.1 pytorch-msssim==1.0.0 importlib_metadata
-    rm -rf .r3data && "$PY" -m archiver.train.pack "${SOURCE:-../shared/data/train}" .r3data/train --max-mb "${PACK_MB:-26}"
+    rm -rf .r3data && "$PY" -m archiver_train.pack "${SOURCE:-../shared/data/train}" .r3data/train --max-mb "${PACK_MB:-26}"
     tracked=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
     extra=$(du -sb .whl .r3data | awk '{s += $1} END {print s}')
     echo "travels: $(( (tracked + extra) / 1048576 )) MiB of the 64 MiB limit (repository $(( tracked / 1048576 )), wheels + data $(( extra / 1048576 )))"
     if [ $(( tracked + extra )) -gt $(( 64 * 1048576 )) ]; then
         # the three releases' weights are ~56 MiB of the repository's 63; training needs only the default one
-        echo "over the limit: move archiver/weights/releases out of the checkout for the device call" \
+        echo "over the limit: move packages/archiver-weights-archive out of the checkout for the device call" \
              "(and back afterwards), and/or rerun prepare with a smaller PACK_MB (14 fits with the releases set aside)"
     fi
     exit 0
@@ -55,7 +55,8 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/r3site .whl/*.whl
     export PYTHONPATH=/tmp/r3site:${PYTHONPATH:-}
 fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+# the training package beside archiver (from the checkout, no install: `python -m archiver_train`)
+export PYTHONPATH=$PWD:$PWD/packages/archiver-train:${PYTHONPATH:-}
 mkdir -p "$RUN" "$RESULTS"
 if [ "$DEVICE" != cpu ]; then nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true; fi
 start=$(date +%s)
@@ -70,13 +71,13 @@ if [ -n "${TRAIN_LIMIT_S:-}" ]; then limit=(timeout -s TERM -k 30 "$TRAIN_LIMIT_
 # release 3 from scratch (docs/training.md, "Release 3.1")
 init=()
 if [ -n "${INIT:-}" ]; then init=(--init "$INIT"); fi
-"${limit[@]}" "$PY" -m archiver train "$DATA" --stage "${STAGE:-all}" "${init[@]}" --device "$DEVICE" --minutes "$MINUTES" \
+"${limit[@]}" "$PY" -m archiver_train "$DATA" --stage "${STAGE:-all}" "${init[@]}" --device "$DEVICE" --minutes "$MINUTES" \
     --out "$RUN" --resume --threads "${THREADS:-8}" $EXTRA || status=$?
 echo "training: $(( $(date +%s) - start )) s wall, exit status $status"
 # whatever the stages finished (the model is assembled after each) comes back, even after a failure
 cp "$RUN/train.log" "$RESULTS/" 2>/dev/null || true
 if [ -f "$RUN/tiny.safetensors" ]; then
-    "$PY" -m archiver.train.curves "$RUN" --png "$RUN/curves.png" --json > "$RUN/curves.json" || true
+    "$PY" -m archiver_train.curves "$RUN" --png "$RUN/curves.png" --json > "$RUN/curves.json" || true
     cp "$RUN/tiny.json" "$RUN"/curves.* "$RESULTS/" 2>/dev/null || true
     # files come back from the device in pieces of at most 16 MiB
     rm -f "$RESULTS"/tiny.safetensors.part*

@@ -160,7 +160,7 @@ def same_encoder(a, b):
     """True when two assembled models code every image to the same bytes (encoder, entropy model,
     grid, latent config and timestep rule equal); otherwise the reason, in words."""
     from archiver.codecs.diffusion.backbones.tiny import CONFIG_FILE, WEIGHTS_DIR, WEIGHTS_FILE
-    from archiver.train.common import read_safetensors
+    from archiver_train.common import read_safetensors
 
     dirs = [Path(d) if d else WEIGHTS_DIR for d in (a, b)]
     cfgs = [json.loads((d / CONFIG_FILE).read_text()) for d in dirs]

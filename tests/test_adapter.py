@@ -36,7 +36,7 @@ from archiver.codecs.diffusion.tensors import to_tensor
 from archiver.testing.codec import build_tiny_sd, pink_noise_images, tiny_sd_dir
 from archiver.errors import AdapterError, UsageError
 from archiver.imageio import load_image
-from archiver.train.adapter import train_adapter
+from archiver_train.adapter import train_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 60  # "a few dozen": seconds on two CPU cores
@@ -213,7 +213,7 @@ def test_adapter_for_other_weights_and_damaged_adapters_are_refused(trained, tmp
 
 def test_resume_continues_exactly(data, tmp_path, monkeypatch):
     """Stopped after 2 of 4 steps and resumed, the run ends where an uninterrupted one does."""
-    import archiver.train.adapter as A
+    import archiver_train.adapter as A
 
     straight = train(data, tmp_path / "a.adapter", steps=4, eval_every=100)
     real, calls = A.to_u, []

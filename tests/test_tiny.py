@@ -93,7 +93,7 @@ KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
 def test_shipped_autoencoder_quality_on_kodak():
     """The shipped autoencoder's ceiling does not regress (28.5 dB on these three, 26.95 dB over all 24)."""
     from archiver.imageio import load_image
-    from archiver.train.evaluate import ae_only
+    from archiver_train.evaluate import ae_only
 
     b = tiny.load_tiny(device="cpu")
     imgs = [load_image(KODAK / f"kodim{i:02d}.png") for i in (3, 7, 19)]

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from archiver.app.main import main
-from archiver.train import pipeline
-from archiver.train.common import read_safetensors
+from archiver_train import pipeline
+from archiver_train.common import read_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_metadata_records_config_and_data(trained, images):
 def test_resume_continues_exactly(images, tmp_path, monkeypatch, interrupt_on_call):
     """A run stopped after 2 of 4 steps and resumed ends with the same weights as one that was
     never stopped (same data, noise and learning-rate schedule)."""
-    import archiver.train.ae as ae
+    import archiver_train.ae as ae
 
     straight = run(images, tmp_path / "a", "ae", 4)
     real = interrupt_on_call(ae, "ae_loss", 3)
@@ -89,8 +89,8 @@ def test_resume_continues_exactly(images, tmp_path, monkeypatch, interrupt_on_ca
 
 
 def test_ae_loss_goes_down(images, tmp_path):
-    from archiver.train import data as D
-    from archiver.train.ae import ae_loss
+    from archiver_train import data as D
+    from archiver_train.ae import ae_loss
     from archiver.codecs.diffusion.backbones.tiny import build_vae
 
     torch.manual_seed(0)
@@ -149,8 +149,8 @@ def test_calibration_sets_t_scale(trained, tmp_path):
 
     from archiver.codecs.diffusion.backbones.tiny import load_tiny
     from archiver.imageio import load_image
-    from archiver.train.calibrate import calibrate
-    from archiver.train.export import assemble
+    from archiver_train.calibrate import calibrate
+    from archiver_train.export import assemble
 
     out, _ = trained
     d = tmp_path / "m"
@@ -176,7 +176,7 @@ def tuned(images, trained, tmp_path_factory):
 
 def test_codec_stage_ships_its_denoiser_decoder_and_timestep_rule(tuned):
     from archiver.codecs.diffusion.backbones.tiny import load_tiny
-    from archiver.train import codec_tune
+    from archiver_train import codec_tune
 
     out, res = tuned
     assert res["stage"] == "codec" and res["step"] == 3 and np.isfinite(res["loss"])
@@ -208,7 +208,7 @@ def test_codec_stage_trains_the_path_the_decoder_runs(tuned):
     from archiver.codecs.diffusion.quantize import QuantParams, from_units, noise_variance
     from archiver.codecs.diffusion.tensors import to_image
     from archiver.imageio import load_image
-    from archiver.train.codec_tune import CodecPath, Decoding
+    from archiver_train.codec_tune import CodecPath, Decoding
 
     out, _ = tuned
     b = load_tiny(device="cpu", weights_dir=out)
@@ -246,8 +246,8 @@ def test_codec_stage_can_grow_a_deblocking_head(images, trained, tmp_path, monke
     import shutil
 
     from archiver.codecs.diffusion.backbones.tiny import load_tiny
-    from archiver.train import codec_tune
-    from archiver.train.latents import load_ae
+    from archiver_train import codec_tune
+    from archiver_train.latents import load_ae
 
     d = tmp_path / "m"
     shutil.copytree(trained[0], d)

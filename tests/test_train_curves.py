@@ -1,4 +1,4 @@
-"""Learning curves (archiver.train.curves) and the travelling data pack (archiver.train.pack)."""
+"""Learning curves (archiver_train.curves) and the travelling data pack (archiver_train.pack)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from archiver.train import curves, pack
-from archiver.train import rd as RD
+from archiver_train import curves, pack
+from archiver_train import rd as RD
 
 ENV = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
 
@@ -52,7 +52,7 @@ def test_extrapolation_finds_the_pixels_a_target_needs(tmp_path):
 
 
 def test_cli_plots_and_reports(tmp_path):
-    from archiver.train.curves import main
+    from archiver_train.curves import main
 
     _log(tmp_path, [(i, int(10 ** (6 + i / 4))) for i in range(6)])
     png = tmp_path / "c.png"
@@ -67,7 +67,7 @@ def test_cli_plots_and_reports(tmp_path):
     coloured = (rgb.max(axis=2) - rgb.min(axis=2)) > 60
     half = rgb.shape[1] // 2
     assert coloured[:, :half].sum() > 200 and coloured[:, half:].sum() > 200
-    r = subprocess.run([sys.executable, "-m", "archiver.train.curves", str(tmp_path / "nowhere")],
+    r = subprocess.run([sys.executable, "-m", "archiver_train.curves", str(tmp_path / "nowhere")],
                        capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and r.stderr.strip().endswith("no train.log") and "Traceback" not in r.stderr
 
@@ -95,6 +95,6 @@ def test_pack_keeps_the_validation_images_first_and_the_budget(tmp_path, monkeyp
     r = CliRunner().invoke(pack.main, [str(src), str(tmp_path / "val"), "--validation-only"])
     assert r.exit_code == 0 and sorted(q.name for q in (tmp_path / "val").iterdir()) == sorted(
         n.replace("/", "__") for n in p["validation"])
-    r = subprocess.run([sys.executable, "-m", "archiver.train.pack", str(src), str(tmp_path / "out")],
+    r = subprocess.run([sys.executable, "-m", "archiver_train.pack", str(src), str(tmp_path / "out")],
                        capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr

@@ -15,10 +15,10 @@ from PIL import Image
 
 from archiver.app.main import main
 from archiver.codecs.diffusion import container
-from archiver.train import data as D
-from archiver.train import pipeline
-from archiver.train import rd as RD
-from archiver.train.common import read_safetensors
+from archiver_train import data as D
+from archiver_train import pipeline
+from archiver_train import rd as RD
+from archiver_train.common import read_safetensors
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +51,7 @@ def r3(images, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(RD, "N_VAL", 2)
     mp.setattr(RD, "VAL_SIDE", 64)
-    import archiver.train.realism as R
+    import archiver_train.realism as R
 
     mp.setattr(R, "DISC_WARMUP", 1)  # the adversarial terms reach the generator from step 2
     out = tmp_path_factory.mktemp("r3")
@@ -168,7 +168,7 @@ def test_holdout_is_stable_and_never_trained_on(images):
 
 
 def test_image_bank_crops_are_seeded_and_in_range(images):
-    from archiver.train.device import ImageBank
+    from archiver_train.device import ImageBank
 
     bank = ImageBank(D.load_set(images, min_side=64).images, torch.device("cpu"))
     x1 = bank.crops(3, 48, np.random.default_rng(7))
@@ -200,7 +200,7 @@ def test_rd_stage_on_the_gpu(images, tmp_path):
 def test_unpack_gives_back_the_stage_files_of_an_assembled_model(r3, tmp_path):
     """A GPU run brings back the assembled model only: unpacked and assembled again, it is the
     same model, tensor for tensor (float16 storage survives the float32 round trip exactly)."""
-    from archiver.train.export import assemble, unpack
+    from archiver_train.export import assemble, unpack
 
     out, _, _ = r3
     written = unpack(out, tmp_path)
@@ -228,7 +228,7 @@ def test_unpack_gives_back_the_stage_files_of_an_assembled_model(r3, tmp_path):
 
 def test_unpack_refuses_a_folder_without_a_model(tmp_path):
     from archiver.errors import UsageError
-    from archiver.train.export import unpack
+    from archiver_train.export import unpack
 
     with pytest.raises(UsageError, match="no assembled model"):
         unpack(tmp_path, tmp_path / "out")
@@ -240,7 +240,7 @@ def fidelity(r3, images, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(RD, "N_VAL", 2)
     mp.setattr(RD, "VAL_SIDE", 64)
-    import archiver.train.fidelity as F
+    import archiver_train.fidelity as F
 
     mp.setattr(F, "DISC_WARMUP", 1)  # the adversarial terms reach the generator from step 2
     init, _, _ = r3
@@ -251,7 +251,7 @@ def fidelity(r3, images, tmp_path_factory):
 
 
 def test_fidelity_moves_only_the_decoder_and_denoiser(fidelity):
-    import archiver.train.fidelity as F
+    import archiver_train.fidelity as F
 
     init, out, res = fidelity
     assert res["step"] == 3 and np.isfinite(res["loss"])
@@ -262,7 +262,7 @@ def test_fidelity_moves_only_the_decoder_and_denoiser(fidelity):
     assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)  # the encoder side: bytes unchanged
     # training moved the decoder and the denoiser (the export is the best held-out score's EMA,
     # which after 3 tiny steps may still be the starting point)
-    from archiver.train.common import load_checkpoint
+    from archiver_train.common import load_checkpoint
 
     trained = load_checkpoint(out / "fidelity.ckpt")["model"]
     assert any(not torch.equal(a[k].float(), trained[k]) for k in a if k.startswith("vae.g_s."))
@@ -311,7 +311,7 @@ def test_fidelity_model_writes_the_same_bytes_and_decodes_its_own_way(fidelity):
 
 
 def test_fidelity_distortion_is_zero_at_the_original_and_grows_with_error():
-    import archiver.train.fidelity as F
+    import archiver_train.fidelity as F
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
@@ -332,8 +332,8 @@ def test_cli_fidelity_from_a_folder_without_a_model_is_one_clear_line(images, tm
 def test_rd_tune_fine_tunes_the_shipped_encoder_for_ms_ssim(r3, images, tmp_path):
     """Stage rd-tune starts from the assembled model's autoencoder and entropy model (not from
     scratch), trains them on rate + a distortion mixed with MS-SSIM, and validates MS-SSIM too."""
-    import archiver.train.fidelity as F
-    from archiver.train.common import load_checkpoint
+    import archiver_train.fidelity as F
+    from archiver_train.common import load_checkpoint
 
     init, _, _ = r3
     res = run(images, tmp_path, "rd-tune", 2, init=init, log_every=1)

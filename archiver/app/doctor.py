@@ -217,11 +217,11 @@ def _detectors(state: dict) -> Check:
 def _gpu(state: dict) -> Check:
     cfg = state.get("cfg")
     try:
-        import torch
+        from ..codecs.diffusion.devices import cuda_device_name
 
-        if torch.cuda.is_available():
-            return Check("gpu", "ok", f"{torch.cuda.get_device_name(0)} (device setting: {cfg.device if cfg else 'auto'})",
-                         {"cuda": True})
+        name = cuda_device_name()
+        if name is not None:
+            return Check("gpu", "ok", f"{name} (device setting: {cfg.device if cfg else 'auto'})", {"cuda": True})
     except Exception as e:  # noqa: BLE001
         return Check("gpu", "warn", f"torch: {e}")
     want = cfg.device if cfg else "auto"

@@ -1,5 +1,7 @@
-"""The ``archiver`` command: assembles the commands of ``archiver.app.commands`` and turns user
-errors into one clear line and an exit code (never a traceback).
+"""The ``archiver`` command: assembles the commands of ``archiver.app.commands`` and those that
+other installed packages add through the ``archiver.commands`` entry-point group (``archiver
+train``: ``packages/archiver-train``), and turns user errors into one clear line and an exit code
+(never a traceback).
 """
 
 from __future__ import annotations
@@ -33,9 +35,36 @@ COMMANDS = {
     "daemon": "archiver.app.commands.service_cmd:daemon",
     "migrate": "archiver.app.commands.service_cmd:migrate",
     "bench": "archiver.app.commands.bench_cmd:bench",
-    "train": "archiver.app.commands.train_cmd:train",
     "serve": "archiver.app.commands.web_cmd:serve",
 }
+
+#: the entry-point group through which another installed package adds a command
+ENTRY_POINTS = "archiver.commands"
+#: commands that live in a separate package of the repository: name -> (package, how to install it)
+OPTIONAL = {
+    "train": ("archiver-train", "pip install -e packages/archiver-train (in archiver's repository)"),
+}
+
+
+def _entry_point(name: str):
+    from importlib.metadata import entry_points
+
+    return next(iter(entry_points(group=ENTRY_POINTS, name=name)), None)
+
+
+def _not_installed(name: str) -> click.Command:
+    """``archiver NAME`` where the package that provides NAME is missing: one line, exit 2."""
+    package, install = OPTIONAL[name]
+
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "help_option_names": []},
+                   help=f"(not installed: {install})", add_help_option=False)
+    def missing():
+        from ..errors import UsageError
+
+        raise UsageError(f"`archiver {name}` needs the {package} package, which is not installed: {install}")
+
+    return missing
 
 
 def _use_config(ctx, param, value):
@@ -92,12 +121,17 @@ def common_options(cmd: click.Command) -> click.Command:
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        from importlib.metadata import entry_points
+
+        return sorted({*COMMANDS, *OPTIONAL, *(ep.name for ep in entry_points(group=ENTRY_POINTS))})
 
     def get_command(self, ctx, name):
         target = COMMANDS.get(name)
         if target is None:
-            return None
+            ep = _entry_point(name)  # a command another installed package adds (archiver train)
+            if ep is not None:
+                return common_options(ep.load())
+            return _not_installed(name) if name in OPTIONAL else None
         module, attr = target.split(":")
         try:
             mod = importlib.import_module(module)

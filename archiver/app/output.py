@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
-from ..text import human_bytes, to_json
+from ..text import emit, human_bytes, to_json
 
 __all__ = ["emit", "human_bytes", "progress", "to_json"]
-
-
-def emit(data: Any, as_json: bool, human: Callable[[Any], str] | str | None = None) -> None:
-    """Print ``data`` as JSON (for programs) or through ``human`` (for people)."""
-    if as_json:
-        sys.stdout.write(to_json(data) + "\n")
-        return
-    if human is None:
-        text = to_json(data)
-    elif callable(human):
-        text = human(data)
-    else:
-        text = human
-    if text:
-        sys.stdout.write(text.rstrip("\n") + "\n")
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True,

@@ -149,7 +149,7 @@ LINK_UNSUPPORTED = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, 
 _AT_FDCWD, _RENAME_NOREPLACE = -100, 1
 
 
-def _renameat2_noreplace(src: Path, dst: Path) -> bool:
+def _renameat2_noreplace(src: str | Path, dst: str | Path) -> bool:
     """``renameat2(RENAME_NOREPLACE)``; False where the C library, kernel or filesystem lacks it."""
     import ctypes
 
@@ -172,7 +172,6 @@ def rename_noreplace(src: str | Path, dst: str | Path) -> None:
     at ``dst``. ``renameat2(RENAME_NOREPLACE)``; else a hard link and then dropping ``src``; on a
     filesystem with neither, a rename after checking that ``dst`` is free (the one residual race,
     on such filesystems only)."""
-    src, dst = Path(src), Path(dst)
     if _renameat2_noreplace(src, dst):
         return
     try:

@@ -391,6 +391,44 @@ def test_recovery_rolls_back_and_removes_only_its_own_artifact(tmp_path):
     ctx.catalog.close()
 
 
+def test_recovery_rolls_back_a_half_written_temporary_of_the_row(tmp_path):
+    from archiver.work.recovery import recover
+
+    ctx = make_context(tmp_path / "state")
+    src = write_jpeg(tmp_path / "c" / "plain" / "a.jpg")
+    o = archive_file(src, ctx)
+    cp = Path(o.compressed_path)
+    tmp = files.tmp_for(cp, _row(ctx, src).id)
+    tmp.write_bytes(b"half written")  # as if killed while writing the compressed file
+    with ctx.catalog.session() as s:
+        r = q.latest_version(s, str(src))
+        r.state, r.original_status = "encoded", None
+    src.write_bytes(b"placeholder")
+    assert "rolled back" in recover(src, ctx)
+    assert not tmp.exists() and not cp.exists()
+    ctx.catalog.close()
+
+
+def test_the_removed_fault_step_is_reached_only_when_the_original_went(tmp_path, monkeypatch):
+    """The crash tests kill at 'removed' to test a crash after a removal; a refused removal must
+    not pass that boundary (it would test a state that never happens)."""
+    from archiver.work import faults
+
+    reached = []
+    monkeypatch.setattr(faults, "fault", lambda step: reached.append(step))
+    ctx = make_context(tmp_path / "state")
+    held = write_png(tmp_path / "c" / "png" / "held.png", seed=3, size=(128, 96))
+    with monkeypatch.context() as m:
+        m.setattr(writers.RealWriters, "remove_original", lambda self, job: (BUSY, "held back by the test"))
+        archive_file(held, ctx)
+    assert "committed" in reached and "removed" not in reached
+    reached.clear()
+    gone = write_png(tmp_path / "c" / "png" / "gone.png", seed=4, size=(128, 96))
+    archive_file(gone, ctx)
+    assert "removed" in reached and not gone.exists()
+    ctx.catalog.close()
+
+
 def test_recovery_records_a_vanished_original_and_touches_nothing(committed):
     from archiver.work.recovery import recover
 
@@ -492,6 +530,67 @@ def test_renameat2_is_what_moves_files_here(tmp_path):
     with pytest.raises(FileExistsError):
         atomic._renameat2_noreplace(tmp_path / "a", tmp_path / "b")
     with pytest.raises(OSError):
+        atomic._renameat2_noreplace(tmp_path / "none", tmp_path / "x")
+
+
+def test_create_new_clears_a_leftover_calls_back_before_linking_gives_0644_and_closes(tmp_path):
+    (tmp_path / ".t").write_bytes(b"left by a crash")  # the fixed temp name of an earlier, killed run
+    seen = []
+    before = _open_fds()
+    atomic.create_new(tmp_path / "a", b"new", tmp_path / ".t",
+                      before_link=lambda: seen.append(((tmp_path / "a").exists(), (tmp_path / ".t").read_bytes())))
+    assert _open_fds() == before
+    assert seen == [(False, b"new")]  # called once the temp is complete, before the final name exists
+    assert (tmp_path / "a").read_bytes() == b"new" and not (tmp_path / ".t").exists()
+    assert oct(os.stat(tmp_path / "a").st_mode & 0o777) == oct(0o644)
+
+
+def test_rename_noreplace_takes_strings_and_moves_a_link_not_its_target(tmp_path, monkeypatch):
+    (tmp_path / "a").write_bytes(b"a")
+    atomic.rename_noreplace(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert (tmp_path / "b").read_bytes() == b"a"
+    monkeypatch.setattr(atomic, "_renameat2_noreplace", lambda a, b: False)  # the hard-link way
+    (tmp_path / "l").symlink_to(tmp_path / "b")
+    atomic.rename_noreplace(tmp_path / "l", tmp_path / "m")
+    assert (tmp_path / "m").is_symlink() and not os.path.lexists(tmp_path / "l")
+
+
+def test_rename_noreplace_uses_renameat2_where_there_is_one(tmp_path, monkeypatch):
+    def no_link(*a, **kw):
+        raise AssertionError("the hard-link fallback was used although renameat2 works here")
+
+    monkeypatch.setattr(os, "link", no_link)
+    (tmp_path / "a").write_bytes(b"a")
+    atomic.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == b"a"
+
+
+class _FakeLibc:
+    def __init__(self, rc):
+        self.rc = rc
+
+    def renameat2(self, *a):
+        return self.rc
+
+
+@pytest.mark.parametrize("err", [errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP])
+def test_renameat2_unsupported_means_fall_back(tmp_path, monkeypatch, err):
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **kw: _FakeLibc(-1))
+    monkeypatch.setattr(ctypes, "get_errno", lambda: err)
+    assert atomic._renameat2_noreplace(tmp_path / "a", tmp_path / "b") is False
+
+
+def test_renameat2_missing_from_the_c_library_means_fall_back(tmp_path, monkeypatch):
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda *a, **kw: object())
+    assert atomic._renameat2_noreplace(tmp_path / "a", tmp_path / "b") is False
+
+
+def test_renameat2_passes_on_other_errors_as_they_are(tmp_path):
+    with pytest.raises(FileNotFoundError):  # not mistaken for "the name is taken"
         atomic._renameat2_noreplace(tmp_path / "none", tmp_path / "x")
 
 
@@ -738,7 +837,7 @@ def test_write_bytes_flushes_before_fsync_and_applies_mode_and_owner(tmp_path, m
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    data = b"x" * 100_000
+    data = b"x" * 100  # small: it stays in Python's buffer unless flushed (a large write goes straight through)
     atomic.write_bytes(str(tmp_path / "a"), data, mode=0o640, owner=(os.geteuid(), os.getegid()))
     assert data.__len__() in sizes  # the data reached the file before it was synced
     assert oct(os.stat(tmp_path / "a").st_mode & 0o777) == oct(0o640)
@@ -749,6 +848,39 @@ def test_write_bytes_flushes_before_fsync_and_applies_mode_and_owner(tmp_path, m
     atomic.write_bytes(tmp_path / "c", b"z", overwrite=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"] if os.geteuid() == 0 else True
     assert not [p for p in tmp_path.iterdir() if atomic.is_temp_name(p)]
+
+
+def test_open_dir_nofollow_syncs_what_it_made_and_closes_on_refusal(tmp_path, monkeypatch):
+    synced = _fsyncs(monkeypatch)
+    os.close(atomic.open_dir_nofollow(tmp_path / "new" / "deeper", create=True))
+    assert str(tmp_path) in synced and str(tmp_path / "new") in synced  # each new entry made durable
+    (tmp_path / "link").symlink_to(tmp_path / "new")
+    before = _open_fds()
+    for _ in range(3):
+        with pytest.raises(OSError):
+            atomic.open_dir_nofollow(tmp_path / "link" / "deeper")
+    assert _open_fds() == before
+
+
+def test_write_in_dir_syncs_the_data_gives_0644_and_closes(tmp_path, monkeypatch):
+    sizes = []
+    real = os.fsync
+
+    def fsync(fd):
+        sizes.append(os.fstat(fd).st_size)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    d = atomic.open_dir_nofollow(tmp_path)
+    try:
+        before = _open_fds()
+        for i in range(3):
+            atomic.write_in_dir(d, f"f{i}", b"abc", overwrite=False)
+        assert _open_fds() == before
+    finally:
+        os.close(d)
+    assert 3 in sizes
+    assert oct(os.stat(tmp_path / "f0").st_mode & 0o777) == oct(0o644)  # readable like any restored file
 
 
 def test_open_dir_nofollow_needs_an_absolute_path_and_creates_only_when_asked(tmp_path):

@@ -7,7 +7,7 @@ backbone's weights: per-channel quantization steps and a trained entropy model, 
 model folder, and named by digest in every file coded with it (``.dlc`` version 2). A file
 coded with an adapter decodes only with that adapter: its entropy model defines the bits.
 
-``archiver train adapter`` writes them (``archiver/train/adapter.py``); ``get_backbone(...,
+``archiver train adapter`` writes them (``archiver_train/adapter.py`` in packages/archiver-train); ``get_backbone(...,
 adapter=DIR)`` and the config's ``adapter:`` attach one; ``backbone_for_header`` picks the
 backbone a file needs or refuses with ``AdapterError`` (exit code 10).
 """

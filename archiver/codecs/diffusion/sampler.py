@@ -2,7 +2,7 @@
 
 Kept apart from the pipeline the way diffusers keeps ``schedulers/`` apart from its pipelines:
 the pipeline decides *where* to start (the timestep in the header), the sampler only knows how
-to walk from there to 0. Training (``archiver.train.codec_tune``) runs these very steps in
+to walk from there to 0. Training (``archiver_train.codec_tune``) runs these very steps in
 float32 to backpropagate through them, so what it tunes is what the decoder runs.
 """
 

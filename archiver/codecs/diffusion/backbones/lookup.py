@@ -1,9 +1,10 @@
 """The backbone a .dlc file names: the one in hand, an earlier shipped release, or a refusal.
 
 A header names its backbone and the SHA-256 of the weights that encoded it. Decoding needs those
-very weights, so an upgrade of the embedded model must not strand files: the package keeps every
-earlier release of the ``tiny`` weights under ``archiver/weights/releases/`` and they are found by
-digest here. A file coded with an adapter also needs that adapter (``codec/adapter.py``).
+very weights, so an upgrade of the embedded model must not strand files: every earlier release of
+the ``tiny`` weights is kept in the data package ``archiver-weights-archive``
+(``packages/archiver-weights-archive``, installed beside archiver) and found by digest here;
+without that package, such a file is refused with one line that says what to install. A file coded with an adapter also needs that adapter (``codec/adapter.py``).
 Anything else is refused with a clear error rather than decoded into a wrong image.
 """
 
@@ -26,12 +27,14 @@ def backbone_for(header, backbone: Optional[Backbone] = None, *, model_path: str
     if backbone is None:
         backbone = get_backbone(header.backbone_id, model_path=model_path, device=device)
     if backbone.weights_digest != header.weights_sha256 and header.backbone_id == "tiny":
-        # encoded by an earlier release of the embedded weights: the package keeps those
-        from .tiny import find_release
+        # encoded by an earlier release of the embedded weights: the weights archive keeps those
+        from .tiny import find_release, missing_release
 
         release = find_release(header.weights_sha256)
         if release is not None:
             backbone = get_backbone("tiny", model_path=release, device=str(backbone.device))
+        elif missing_release(header.weights_sha256):
+            raise WeightsMismatchError(missing_release(header.weights_sha256))
     if backbone.weights_digest != header.weights_sha256 or backbone.id != header.backbone_id:
         raise WeightsMismatchError(
             f"this file was encoded with backbone {header.backbone_id!r} weights "

@@ -3,7 +3,7 @@
 Ballé et al.'s analysis/synthesis transforms with GDN, as compressai's ``MeanScaleHyperprior``
 (Minnen et al. 2018) builds them: strided 5x5 convolutions with GDN between them, transposed
 convolutions with inverse GDN on the way back. They are trained *jointly* with the codec's
-checkerboard entropy model on rate + lambda x distortion (``archiver/train/rd.py``), so the
+checkerboard entropy model on rate + lambda x distortion (``archiver_train/rd.py``, packages/archiver-train), so the
 latent is a coding space first: its quantization step (1 in its own units) is where its rate
 and distortion were optimised. The latent diffusion model then works in that space.
 

@@ -23,9 +23,31 @@ BACKBONE_ID = "tiny"
 WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
 WEIGHTS_FILE = "tiny.safetensors"
 CONFIG_FILE = "tiny.json"
-#: earlier shipped weights, one folder each (same two files), kept so that files encoded with
-#: them still decode after an upgrade: a .dlc names its weights by digest and nothing else fits
-RELEASES_DIR = WEIGHTS_DIR / "releases"
+#: The data package that keeps the earlier shipped weights, one folder each (same two files), so
+#: that files encoded with them still decode after an upgrade: a .dlc names its weights by digest
+#: and nothing else fits. It is separate from the runtime package (23 MB the wheel need not carry)
+#: and installed beside it by the README's install command.
+ARCHIVE_PACKAGE = "archiver-weights-archive"
+ARCHIVE_INSTALL = "pip install -e packages/archiver-weights-archive (in archiver's repository)"
+#: every earlier release by digest, so that a file naming one of them gets told what to install
+#: when the data package is missing (rather than a bare mismatch)
+EARLIER_RELEASES = {
+    "896fa3372be8b140229d7c5e08b5ce53ea2c4817bb0de76f116e848b0e1ff09e": "2026-11-25-v1",
+    "294c50bdb13c1bfe16e686d773459764a24ee14f755f9740b65abc6395852b4a": "2026-11-26-v2",
+}
+
+
+def _archive_releases_dir() -> Path:
+    """The data package's ``releases`` folder; without the package, a folder that is not there
+    (where a checkout before issue 25 kept them), so that no release is found."""
+    try:
+        import archiver_weights_archive  # optional data package (no code): earlier weights only
+    except ImportError:
+        return WEIGHTS_DIR / "releases"
+    return Path(archiver_weights_archive.RELEASES_DIR)
+
+
+RELEASES_DIR = _archive_releases_dir()
 
 #: The autoencoder: an 8x8 block transform (stride 8, 8 latent channels) initialised with the
 #: principal components of natural-image blocks, plus learned non-linear context nets at latent
@@ -169,6 +191,16 @@ def _release_digests(releases_dir: Path) -> dict[str, Path]:
 def find_release(digest: str, releases_dir: Optional[Path] = None) -> Optional[Path]:
     """The folder of the earlier shipped weights with this digest, if the package has them."""
     return _release_digests(Path(releases_dir or RELEASES_DIR)).get(digest)
+
+
+def missing_release(digest: str) -> Optional[str]:
+    """Why an earlier release's file cannot decode here (its data package is not installed), in
+    one line naming what to install; None for a digest that is no earlier release."""
+    name = EARLIER_RELEASES.get(digest)
+    if name is None:
+        return None
+    return (f"this file was encoded with the tiny weights of release {name} (sha256 {digest[:16]}...), "
+            f"which are kept in the separate package {ARCHIVE_PACKAGE}, not installed here: {ARCHIVE_INSTALL}")
 
 
 def _resolve_device(device: str) -> torch.device:

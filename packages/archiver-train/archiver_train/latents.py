@@ -20,7 +20,7 @@ def file_sha256(path: Path) -> str:
 
 def load_ae(out: Path):
     """The best autoencoder so far, in eval mode, and the hash of its file."""
-    from ..codecs.diffusion.backbones.tiny import build_vae
+    from archiver.codecs.diffusion.backbones.tiny import build_vae
 
     path = Path(out) / "ae_best.safetensors"
     if not path.exists():

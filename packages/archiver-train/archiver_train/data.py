@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError, UsageError
-from ..imageio import load_image
+from archiver.errors import InputError, UsageError
+from archiver.imageio import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 

@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from archiver.errors import UsageError
 
 
 def pick(name: str | torch.device | None = "auto") -> torch.device:

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..codecs.diffusion.backbones.tiny import build_scheduler, build_unet
-from ..codecs.diffusion.quantize import snr_timestep
-from ..codecs.diffusion.sampler import DEFAULT_STEPS, ddim
+from archiver.codecs.diffusion.backbones.tiny import build_scheduler, build_unet
+from archiver.codecs.diffusion.quantize import snr_timestep
+from archiver.codecs.diffusion.sampler import DEFAULT_STEPS, ddim
 from . import data as D
 from . import device as DV
 from .common import Logger, ema_update, read_safetensors, save_safetensors
@@ -192,8 +192,8 @@ def evaluate(path: RealismPath, model: Decoding, val: torch.Tensor, seed: int, p
     held-out crops at the quality factors ``rates`` (sampler noise seeded, as the decoder's)."""
     from pytorch_msssim import ms_ssim
 
-    from ..codecs.diffusion.sampler import stream_noise
-    from ..metrics import spectral_distance
+    from archiver.codecs.diffusion.sampler import stream_noise
+    from archiver.metrics import spectral_distance
 
     res, spec, psnrs = {}, [], []
     for s in rates:
@@ -222,7 +222,7 @@ def evaluate(path: RealismPath, model: Decoding, val: torch.Tensor, seed: int, p
 def _load_parts(out: Path, after_realism: bool = False):
     """The rd stage's autoencoder (its hash names the encoder), the entropy model and the
     denoiser; ``after_realism``: with the realism stage's decoder and denoiser when it ran."""
-    from ..codecs.diffusion.entropy import build_entropy_model
+    from archiver.codecs.diffusion.entropy import build_entropy_model
 
     vae, ae_sha = load_ae(out)
     if getattr(vae.config, "kind", None) != "rd":

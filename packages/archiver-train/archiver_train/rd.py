@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codecs.diffusion.backbones.tiny import RD_ENTROPY_CONFIG, RD_VAE_CONFIG, build_vae
+from archiver.codecs.diffusion.backbones.tiny import RD_ENTROPY_CONFIG, RD_VAE_CONFIG, build_vae
 from . import data as D
 from . import device as DV
 from .common import Logger, save_safetensors
@@ -134,7 +134,7 @@ def evaluate(vae, entropy, val: torch.Tensor, alpha: float = 0.0) -> dict:
 
 
 def build_models(vae_config: dict | None = None, entropy_config: dict | None = None):
-    from ..codecs.diffusion.entropy import build_entropy_model
+    from archiver.codecs.diffusion.entropy import build_entropy_model
 
     vae = build_vae(dict(vae_config or RD_VAE_CONFIG))
     cfg = dict(entropy_config or RD_ENTROPY_CONFIG, latent_channels=int(vae.config.latent_channels))

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codecs.diffusion.sampler import DEFAULT_STEPS
+from archiver.codecs.diffusion.sampler import DEFAULT_STEPS
 from . import rd as RD
 from .common import Logger, ema_update, save_safetensors
 from .loop import StageLoop

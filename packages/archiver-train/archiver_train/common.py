@@ -98,12 +98,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: f
 
 
 def standalone(command, prog_name: str) -> None:
-    """Run a ``python -m archiver.train.<tool>`` click command the way ``archiver`` runs its
+    """Run a ``python -m archiver_train.<tool>`` click command the way ``archiver`` runs its
     own: a user error is one line on stderr (JSON too with --json) and its exit code."""
     import click
 
-    from ..errors import ArchiverError
-    from ..text import to_json
+    from archiver.errors import ArchiverError
+    from archiver.text import to_json
 
     try:
         command.main(prog_name=prog_name, standalone_mode=False)

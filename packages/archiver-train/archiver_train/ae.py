@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codecs.diffusion.backbones.tiny import VAE_CONFIG, build_vae
+from archiver.codecs.diffusion.backbones.tiny import VAE_CONFIG, build_vae
 from . import data as D
 from .common import Logger, save_safetensors
 from .loop import StageLoop

@@ -2,7 +2,7 @@
 autoencoder-only quality, decode time of one image, and real codec rate/quality at a few target
 bpp with and without the diffusion step.
 
-``python -m archiver.train.evaluate KODAK_DIR [--weights DIR] [--bpp 0.1,0.2,0.3] [--json]``
+``python -m archiver_train.evaluate KODAK_DIR [--weights DIR] [--bpp 0.1,0.2,0.3] [--json]``
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 import numpy as np
 import torch
 
-from ..app.output import emit
+from archiver.text import emit
 
 
 def _to_x(img) -> torch.Tensor:
@@ -35,7 +35,7 @@ def _timed(fn, *a):
 @torch.inference_mode()
 def ae_only(backbone, images) -> dict:
     """Encode -> decode without quantization: the ceiling any rate can reach with these weights."""
-    from ..metrics import ms_ssim, psnr
+    from archiver.metrics import ms_ssim, psnr
 
     ps, ms = [], []
     for img in images:
@@ -65,8 +65,8 @@ def decode_time(backbone, width: int = 768, height: int = 512, repeat: int = 3) 
 
 def codec_sweep(backbone, images, bpps=(0.1, 0.2, 0.3), steps: int = 4) -> list[dict]:
     """Real files (rate control on the real size), decoded with ``steps`` DDIM steps and with none."""
-    from ..codecs.diffusion.pipeline import decode_bytes, encode_image
-    from ..metrics import ms_ssim, psnr
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
+    from archiver.metrics import ms_ssim, psnr
 
     rows = []
     for target in bpps:
@@ -111,8 +111,8 @@ def _human(r: dict) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def main(image_dir, weights, bpp, steps, limit, threads, as_json):
     """Measure a tiny model on IMAGE_DIR (evaluation images only)."""
-    from ..codecs.diffusion.backbones.tiny import load_tiny
-    from ..imageio import load_image
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.imageio import load_image
 
     torch.set_num_threads(threads)
     files = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[:limit]

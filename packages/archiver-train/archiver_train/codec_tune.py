@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codecs.diffusion.backbones.tiny import build_scheduler, build_unet
-from ..codecs.diffusion.sampler import DEFAULT_STEPS, ddim
-from ..codecs.diffusion.quantize import snr_timestep
+from archiver.codecs.diffusion.backbones.tiny import build_scheduler, build_unet
+from archiver.codecs.diffusion.sampler import DEFAULT_STEPS, ddim
+from archiver.codecs.diffusion.quantize import snr_timestep
 from . import data as D
 from .common import Logger, ema_update, read_safetensors, save_safetensors
 from .loop import StageLoop
@@ -204,7 +204,7 @@ def evaluate(path: CodecPath, model: Decoding, val, ch_steps, spectrum: LogSpect
 
 def with_deblock(vae):
     """The autoencoder with ``DEBLOCK``'s extra head (zero-initialised: same output until trained)."""
-    from ..codecs.diffusion.backbones.tiny import build_vae
+    from archiver.codecs.diffusion.backbones.tiny import build_vae
 
     cfg = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
     if not DEBLOCK or cfg.get("kind") != "block" or cfg.get("deblock_channels"):
@@ -218,7 +218,7 @@ def with_deblock(vae):
 
 def _entropy_model(out: Path):
     """The trained entropy model in eval mode (it decides how the latent is rounded), or None."""
-    from ..codecs.diffusion.entropy import build_entropy_model
+    from archiver.codecs.diffusion.entropy import build_entropy_model
 
     path = out / "entropy_best.safetensors"
     if not path.exists():

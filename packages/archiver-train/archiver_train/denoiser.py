@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..codecs.diffusion.backbones.tiny import RD_UNET_CONFIG, UNET_CONFIG, build_scheduler, build_unet
+from archiver.codecs.diffusion.backbones.tiny import RD_UNET_CONFIG, UNET_CONFIG, build_scheduler, build_unet
 from . import data as D
 from .common import Logger, ema_update, save_safetensors
 from .device import autocast

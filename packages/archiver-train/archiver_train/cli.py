@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from ...errors import UsageError
-from ..output import emit
+from archiver.errors import UsageError
+from archiver.text import emit
 
 STAGES = ("rd", "denoiser", "realism", "fidelity", "rd-tune", "ae", "entropy", "codec")
 
@@ -78,7 +78,7 @@ def tiny(data_dir, out, stage, steps, minutes, batch, crop, lr, resume, seed, th
     `--stage release2` runs the block-transform recipe of weights release 2. Each stage keeps a
     checkpoint and its best-so-far weights in --out; the assembled model is rewritten after each.
     """
-    from ...train import pipeline
+    from . import pipeline
 
     if steps is not None and steps < 1:
         raise UsageError("--steps must be at least 1")
@@ -124,8 +124,8 @@ def adapter(data_dir, backbone_name, model, device, out, steps, minutes, batch, 
             resume, seed, threads, max_files, as_json):
     """Train an adapter (entropy model and quantization steps) for a frozen diffusers model on the
     images in DATA_DIR; the model itself is never changed. See docs/stable-diffusion.md."""
-    from ...config import load_config
-    from ...train.adapter import DEFAULTS, train_adapter
+    from archiver.config import load_config
+    from .adapter import DEFAULTS, train_adapter
 
     model = model or load_config().diffusers_model
     if not model:

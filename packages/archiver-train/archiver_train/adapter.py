@@ -36,7 +36,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import UsageError
+from archiver.errors import UsageError
 from . import data as D
 from .common import Logger, load_checkpoint, save_checkpoint, set_threads
 from .device import configure, pick
@@ -193,7 +193,7 @@ def train_adapter(data_dir: Path, *, model: str, backbone_name: str = "diffusers
                   backbone=None) -> dict:
     """Train an adapter for the diffusers model ``model`` on the images in ``data_dir``.
     ``backbone``: that model already loaded (default: loaded from ``model`` on ``device``)."""
-    from ..codecs.diffusion.backbones.diffusers_backbone import resolve_model_dir
+    from archiver.codecs.diffusion.backbones.diffusers_backbone import resolve_model_dir
 
     if backbone_name != "diffusers":
         raise UsageError(f"adapters are trained for diffusers models (--backbone diffusers), not {backbone_name!r}")
@@ -219,9 +219,9 @@ def train_adapter(data_dir: Path, *, model: str, backbone_name: str = "diffusers
 
 def _train(data_dir, *, model_dir, dev, out, work, steps, minutes, batch, crop, lr, seed, resume, max_files,
            max_side, eval_every, ckpt_every, n_val, hyper_channels, quiet, backbone) -> dict:
-    from ..codecs.diffusion.adapter import keep_previous, load_adapter, save_adapter
-    from ..codecs.diffusion.backbones import get_backbone
-    from ..codecs.diffusion.entropy import build_entropy_model
+    from archiver.codecs.diffusion.adapter import keep_previous, load_adapter, save_adapter
+    from archiver.codecs.diffusion.backbones import get_backbone
+    from archiver.codecs.diffusion.entropy import build_entropy_model
 
     log = Logger(work, quiet=quiet)
     kept = keep_previous(out)  # files coded with the adapter being replaced must keep decoding

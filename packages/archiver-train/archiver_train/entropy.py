@@ -37,7 +37,7 @@ def to_u(y: torch.Tensor, steps: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 def evaluate(model, val: torch.Tensor, steps: torch.Tensor, log2_s=VAL_LOG2_S, stride: int = 8) -> dict:
     """Real bits per pixel through the model's ``encode`` (rANS), at a few quality factors s.
     ``model=None`` measures the generic per-block Gaussian model (nothing to train)."""
-    from ..codecs.diffusion.entropy import generic_entropy_model
+    from archiver.codecs.diffusion.entropy import generic_entropy_model
 
     if model is None:
         model = generic_entropy_model()
@@ -96,7 +96,7 @@ class RateObjective:
 def train_entropy(data_dir: Path, out: Path, *, steps: int, minutes: float | None, batch: int, crop: int,
                   lr: float, seed: int, resume: bool, log: Logger, eval_every: int = 100, ckpt_every: int = 50,
                   max_files: int | None = None, n_val: int = 12) -> dict:
-    from ..codecs.diffusion.entropy import build_entropy_model
+    from archiver.codecs.diffusion.entropy import build_entropy_model
 
     out.mkdir(parents=True, exist_ok=True)
     lcrop = max(4, (crop // 8) - (crop // 8) % 4)  # pixels -> latent cells, multiple of 4

@@ -1,7 +1,7 @@
 """Learning curves of the rd stage: validation PSNR and bits per pixel against training pixels,
 read from ``train.log``, plotted, and extrapolated to the pixels (and GPU minutes) a target needs.
 
-``python -m archiver.train.curves RUN_DIR [RUN_DIR ...] [--png PATH] [--target-bpp 0.3
+``python -m archiver_train.curves RUN_DIR [RUN_DIR ...] [--png PATH] [--target-bpp 0.3
 --target-psnr DB] [--gpu-mpx-per-s R] [--json]``
 
 Each evaluation codes the held-out crops at a few quality factors with the real coder, so it
@@ -22,8 +22,8 @@ from typing import Optional
 import click
 import numpy as np
 
-from ..errors import UsageError
-from ..app.output import emit
+from archiver.errors import UsageError
+from archiver.text import emit
 
 #: compressai mbt2018-mean, quality-3 size, random init, one H200 (issue 17): 25k steps of batch
 #: 16 of 256-px crops in 6.5 minutes
@@ -119,11 +119,11 @@ def baseline(data_dir: Path, weights: Optional[Path], cache_dir: Path) -> dict:
     them) and PSNR of the default decode, over a grid of qualities; cached per weights digest."""
     import torch
 
-    from ..codecs.diffusion.backbones.tiny import load_tiny
-    from ..codecs.diffusion.pipeline import decode_bytes, encode_image
-    from ..codecs.diffusion import container
-    from ..imageio import load_image
-    from ..metrics import psnr
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
+    from archiver.codecs.diffusion import container
+    from archiver.imageio import load_image
+    from archiver.metrics import psnr
     from . import data as D
     from . import rd as RD
 
@@ -263,4 +263,4 @@ def main(runs, png, target_bpp, target_psnr, gpu_mpx_per_s, baseline_data, basel
 if __name__ == "__main__":  # pragma: no cover
     from .common import standalone
 
-    standalone(main, "python -m archiver.train.curves")
+    standalone(main, "python -m archiver_train.curves")

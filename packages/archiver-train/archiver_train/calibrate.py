@@ -7,7 +7,7 @@ few rates, decodes each file from ``t_scale * t_snr`` for several ``t_scale`` an
 with the best mean MS-SSIM; the result goes to ``<model dir>/calibration.json`` and into the
 assembled model's config (``codec.t_scale``).
 
-``python -m archiver.train.calibrate DATA_DIR --out checkpoints/tiny [--n 8] [--json]``
+``python -m archiver_train.calibrate DATA_DIR --out checkpoints/tiny [--n 8] [--json]``
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import click
 import numpy as np
 import torch
 
-from ..app.output import emit
+from archiver.text import emit
 
 SCALES = (0.0, 0.125, 0.25, 0.5, 1.0)
 BPPS = (0.1, 0.2, 0.3)
 
 
 def calibrate(backbone, images, scales=SCALES, bpps=BPPS, steps: int = 4) -> dict:
-    from ..codecs.diffusion.pipeline import decode_bytes, encode_image
-    from ..metrics import ms_ssim, psnr
+    from archiver.codecs.diffusion.pipeline import decode_bytes, encode_image
+    from archiver.metrics import ms_ssim, psnr
 
     table = {s: {"ms_ssim": [], "psnr": []} for s in scales}
     for img in images:
@@ -53,8 +53,8 @@ def calibrate(backbone, images, scales=SCALES, bpps=BPPS, steps: int = 4) -> dic
 @click.option("--json", "as_json", is_flag=True)
 def main(data_dir, out, n, threads, as_json):
     """Pick t_scale for the model assembled in --out, on images from DATA_DIR (training data)."""
-    from ..codecs.diffusion.backbones.tiny import load_tiny
-    from ..imageio import load_image
+    from archiver.codecs.diffusion.backbones.tiny import load_tiny
+    from archiver.imageio import load_image
     from .data import list_images
     from .export import assemble
 

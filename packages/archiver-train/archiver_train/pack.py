@@ -9,7 +9,7 @@ their relative paths, in this order until ``--max-mb``:
 2. the ``--first`` folders (default: BSDS500 train + val, the issue's reference recipe);
 3. the rest of DATA_DIR, by name hash (a spread over every source, not the first folder).
 
-``python -m archiver.train.pack DATA_DIR OUT_DIR [--max-mb 26] [--first bsds500/train ...] [--json]``
+``python -m archiver_train.pack DATA_DIR OUT_DIR [--max-mb 26] [--first bsds500/train ...] [--json]``
 ``--validation-only`` copies just the validation images, flat (``bsds500__test__100007.jpg``):
 a folder to run ``archiver bench`` on (the release decision is made there, never on Kodak).
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
-from ..app.output import emit
+from archiver.errors import UsageError
+from archiver.text import emit
 
 DEFAULT_FIRST = ("bsds500/train", "bsds500/val")
 
@@ -82,4 +82,4 @@ def main(data_dir, out_dir, max_mb, first, validation_only, as_json):
 if __name__ == "__main__":  # pragma: no cover
     from .common import standalone
 
-    standalone(main, "python -m archiver.train.pack")
+    standalone(main, "python -m archiver_train.pack")

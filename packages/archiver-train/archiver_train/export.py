@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..codecs.diffusion.backbones.tiny import CONFIG_FILE, SCHEDULER_CONFIG, UNET_CONFIG, WEIGHTS_FILE
+from archiver.codecs.diffusion.backbones.tiny import CONFIG_FILE, SCHEDULER_CONFIG, UNET_CONFIG, WEIGHTS_FILE
 from .common import read_safetensors, save_safetensors
 
 
@@ -74,7 +74,7 @@ def assemble(out: Path) -> Path | None:
         cfg["codec"] = json.loads((out / "unpacked_from.json").read_text())["codec"]
     elif rd:  # no realism stage yet: pure SNR matching, deterministic DDIM, the trained grid
         cfg["codec"] = {"t_scale": 1.0, "quant": "trained"}
-    elif cal.exists():  # written by archiver.train.calibrate
+    elif cal.exists():  # written by archiver_train.calibrate
         c = json.loads(cal.read_text())
         cfg["codec"] = {"t_scale": float(c["t_scale"])}
         meta_all["calibration"] = {k: v for k, v in c.items() if k != "t_scale"}
@@ -96,7 +96,7 @@ def unpack(weights_dir: Path, out: Path) -> list[str]:
     weights_dir, out = Path(weights_dir), Path(out)
     cfg_path, w_path = weights_dir / "tiny.json", weights_dir / WEIGHTS_FILE
     if not cfg_path.is_file() or not w_path.is_file():
-        from ..errors import UsageError
+        from archiver.errors import UsageError
 
         raise UsageError(f"{weights_dir}: no assembled model here (tiny.json + {WEIGHTS_FILE})")
     cfg = json.loads(cfg_path.read_text())
