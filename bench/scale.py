@@ -230,7 +230,7 @@ def bench_catalog(pg: Postgres, files: int, threads_list: list[int]) -> dict:
     from archiver.catalog.db import Catalog
     from archiver.catalog.models import (CLASSIFIED, COMMITTED, DISCOVERED, ENCODED, ORIG_REMOVED, VERIFIED,
                                          FileVersion)
-    from archiver.service.queue import WorkQueue
+    from archiver.catalog.queue import WorkQueue
 
     out = []
     for threads in threads_list:

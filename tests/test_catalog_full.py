@@ -228,7 +228,7 @@ def test_archive_stops_with_exit_13_when_sqlite_says_full_and_a_rerun_finishes(t
 
 
 def _queue(e) -> list[dict]:
-    from archiver.service.queue import WorkQueue
+    from archiver.catalog.queue import WorkQueue
 
     return WorkQueue.for_catalog(e["ctx"].catalog).rows()
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import signal
@@ -141,22 +142,25 @@ def test_ray_executor_without_ray_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_run_task_is_a_pure_serialisable_function_of_path_and_config(tmp_path, monkeypatch):
     from archiver.config import load_config
-    from archiver.service.workers import config_dict, run_task
+    from archiver.service.messages import TaskSettings
+    from archiver.service.workers import run_task
 
     e = setup_env(tmp_path)
     monkeypatch.setenv("ARCHIVER_HOME", str(e["home"]))
     p = e["root"] / "one.png"
     p.write_bytes(png_bytes(3, 32))
-    cfg = config_dict(load_config(e["config"]))
-    assert pickle.loads(pickle.dumps(cfg)) == cfg and json.loads(json.dumps(cfg)) == cfg
+    cfg = TaskSettings.of(load_config(e["config"]))
+    plain = dataclasses.asdict(cfg)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and json.loads(json.dumps(plain)) == plain
     out = run_task(str(p), cfg, str(e["root"]))
-    assert out["status"] == "failed" and "no catalog at" in out["error"]  # a task never creates the catalog
-    open_catalog(cfg["catalog_url"], create=True).close()  # the driver (migrate, the daemon) does
+    assert out.status == "failed" and "no catalog at" in out.error  # a task never creates the catalog
+    open_catalog(cfg.config.catalog_url, create=True).close()  # the driver (migrate, the daemon) does
     out = run_task(str(p), cfg, str(e["root"]))
-    assert json.loads(json.dumps(out)) == out
-    assert out["status"] == "committed" and out["action"] == "lossless" and not out["retry"]
+    plain = dataclasses.asdict(out)
+    assert pickle.loads(pickle.dumps(out)) == out and json.loads(json.dumps(plain)) == plain
+    assert out.status == "committed" and out.facts["action"] == "lossless" and not out.retry
     again = run_task(str(p), cfg, str(e["root"]))  # idempotent: a rerun (e.g. a retried Ray task) does nothing
-    assert again["status"] == "unchanged"
+    assert again.status == "unchanged"
 
 
 def _migrate_proc(e, log):
@@ -292,11 +296,12 @@ def test_ray_executor_maps_tasks_to_remote_functions(tmp_path, monkeypatch):
     r = _cli(e, str(e["root"]), "--executor", "ray")
     assert r.exit_code == 2 and "PostgreSQL" in r.output
     from archiver.config import load_config
-    from archiver.service.workers import RayExecutor, config_dict, run_task
+    from archiver.service.messages import TaskSettings
+    from archiver.service.workers import RayExecutor, run_task
 
     monkeypatch.setenv("ARCHIVER_HOME", str(e["home"]))
-    open_catalog(config_dict(load_config(e["config"]))["catalog_url"], create=True).close()  # as the driver does
+    open_catalog(TaskSettings.of(load_config(e["config"])).config.catalog_url, create=True).close()  # as the driver does
     out = RayExecutor(1).submit(run_task, str(e["root"] / "pics" / "p0.png"),
-                                config_dict(load_config(e["config"])), str(e["root"])).result()
-    assert out["status"] == "committed"
+                                TaskSettings.of(load_config(e["config"])), str(e["root"])).result()
+    assert out.status == "committed"
     assert ("run_task", {"num_cpus": 1, "num_gpus": 1.0, "max_retries": 2}) in calls

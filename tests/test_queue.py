@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Column, DateTime, Integer, String, Text, create_engine
 from sqlalchemy.orm import declarative_base, sessionmaker
 
-from archiver.service.queue import CLAIMED, DONE, FAILED, PENDING, WorkQueue, claimer_alive, utcnow, worker_id
+from archiver.catalog.queue import CLAIMED, DONE, FAILED, PENDING, WorkQueue, claimer_alive, utcnow, worker_id
 
 
 def _local_model():
@@ -109,7 +109,7 @@ def test_release_does_not_count_an_attempt(wq):
 
 def test_stale_claims_of_dead_workers_are_requeued(wq):
     wq.enqueue_many([("/r/a.png", "/r"), ("/r/b.png", "/r"), ("/r/c.png", "/r")])
-    dead = subprocess.run([sys.executable, "-c", "from archiver.service.queue import worker_id; print(worker_id())"],
+    dead = subprocess.run([sys.executable, "-c", "from archiver.catalog.queue import worker_id; print(worker_id())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert claimer_alive(dead) is False
     [a] = wq.claim(dead)

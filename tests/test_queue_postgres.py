@@ -18,7 +18,7 @@ def catalog(fresh_pg_url):
 
 
 def test_claims_never_overlap_on_postgresql(catalog, drain_concurrently):
-    from archiver.service.queue import WorkQueue
+    from archiver.catalog.queue import WorkQueue
 
     wq = WorkQueue.for_catalog(catalog)
     assert wq.enqueue_many([(f"/r/{i}.png", "/r") for i in range(80)]) == 80
@@ -31,7 +31,7 @@ def test_claims_never_overlap_on_postgresql(catalog, drain_concurrently):
 def test_server_lock_allows_one_daemon_per_node_name(catalog):
     from archiver.catalog.db import Catalog
     from archiver.errors import CatalogError
-    from archiver.service.lock import ServerCatalogLock
+    from archiver.catalog.locks import ServerCatalogLock
 
     other = Catalog(catalog.url)  # as if from another host: a separate engine and connection
     try:
@@ -53,7 +53,7 @@ def test_path_lock_excludes_other_nodes_and_dies_with_its_connection(catalog, tm
     import sys
 
     from archiver.catalog.db import Catalog
-    from archiver.service.lock import catalog_path_lock
+    from archiver.catalog.locks import catalog_path_lock
 
     other = Catalog(catalog.url)
     try:
@@ -67,7 +67,7 @@ def test_path_lock_excludes_other_nodes_and_dies_with_its_connection(catalog, tm
             assert theirs
         holder = subprocess.Popen(
             [sys.executable, "-c", "import sys, time; from archiver.catalog.db import Catalog;"
-             "from archiver.service.lock import catalog_path_lock;"
+             "from archiver.catalog.locks import catalog_path_lock;"
              "c = Catalog(sys.argv[1]);\nwith catalog_path_lock(c.engine, '/r/a.png') as m:\n"
              " print(m, flush=True); time.sleep(600)", catalog.url], stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "True"

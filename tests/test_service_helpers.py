@@ -178,7 +178,7 @@ def catalog_rows(home: Path, url: str | None = None) -> list[dict]:
 
 def queue_rows(home: Path, url: str | None = None) -> list[dict]:
     from archiver.catalog.db import Catalog
-    from archiver.service.queue import WorkQueue
+    from archiver.catalog.queue import WorkQueue
 
     url = _catalog_url(home, url)
     if url is None:

@@ -57,18 +57,18 @@ def test_first_node_marks_and_records_later_nodes_must_see_the_same(tmp_path, ca
 
 def test_a_task_on_a_node_without_the_mount_is_refused_and_touches_nothing(tmp_path):
     from archiver.config import load_config
-    from archiver.service.workers import config_dict, run_task
+    from archiver.service.messages import PlaceMarks, TaskSettings
+    from archiver.service.workers import run_task
 
     e = setup_env(tmp_path, vault_dir=str(tmp_path / "vault"))
     p = e["root"] / "a.png"
     p.write_bytes(png_bytes(3))
-    config = config_dict(load_config(e["config"]))
-    config["_places"] = {"roots": {str(e["root"]): "f" * 32}, "vault": None}
+    config = TaskSettings.of(load_config(e["config"]), PlaceMarks({str(e["root"]): "f" * 32}, None))
     out = run_task(str(p), config, str(e["root"]))
-    assert out["status"] == "refused" and out["retry"] and "not mounted here" in out["error"]
+    assert out.status == "refused" and out.retry and "not mounted here" in out.error
     (e["root"] / ".archiver-root").write_text("e" * 32 + "\n")
     out = run_task(str(p), config, str(e["root"]))
-    assert out["status"] == "refused" and "another filesystem" in out["error"]
+    assert out.status == "refused" and "another filesystem" in out.error
     assert p.read_bytes() == png_bytes(3) and catalog_rows(e["home"]) == []
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from archiver.service.lock import InstanceLock, ServerCatalogLock, lock_holder, server_locks_held
+from archiver.catalog.locks import ServerCatalogLock, server_locks_held
+from archiver.service.lock import InstanceLock, lock_holder
 
 
 def test_lock_holder_reads_proc_locks(tmp_path):

@@ -107,7 +107,7 @@ def verdicts(summary: list[dict], bpps, records: list[dict] | None = None) -> li
     return out
 
 
-def _fmt(x, nd=3):
+def fmt_number(x, nd=3):
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     return f"{x:.{nd}f}"
@@ -148,18 +148,18 @@ def markdown(result: dict, plots: list[str] | None = None, crops: list[str] | No
         lines += ["", f"## {b} bpp", "", head]
         for r in rows:
             lines.append(
-                f"| {r['codec']} | {r['n']} | {_fmt(r['bpp'])} | {_fmt(r['psnr'], 2)} | {_fmt(r['ms_ssim'], 4)} | "
-                f"{_fmt(r['spectral_distance'], 4)} | {_fmt(r['lpips'], 4)} | {_fmt(r['encode_s_per_mp'])} | "
-                f"{_fmt(r['decode_s_per_mp'])} | {_fmt(r['encode_peak_mib'], 1)} | {_fmt(r['decode_peak_mib'], 1)} |")
+                f"| {r['codec']} | {r['n']} | {fmt_number(r['bpp'])} | {fmt_number(r['psnr'], 2)} | {fmt_number(r['ms_ssim'], 4)} | "
+                f"{fmt_number(r['spectral_distance'], 4)} | {fmt_number(r['lpips'], 4)} | {fmt_number(r['encode_s_per_mp'])} | "
+                f"{fmt_number(r['decode_s_per_mp'])} | {fmt_number(r['encode_peak_mib'], 1)} | {fmt_number(r['decode_peak_mib'], 1)} |")
     ae = _row(summary, "ae", None)
     if ae:
         lines += ["", "## Autoencoder alone (no quantization: the ceiling for ours)", "",
                   "| codec | n | PSNR dB | MS-SSIM | spectral ↓ | LPIPS ↓ | enc+dec s/MP | peak MiB |", "|---|---|---|---|---|---|---|---|",
-                  f"| ae | {ae['n']} | {_fmt(ae['psnr'], 2)} | {_fmt(ae['ms_ssim'], 4)} | {_fmt(ae['spectral_distance'], 4)} | "
-                  f"{_fmt(ae['lpips'], 4)} | {_fmt(ae['autoencode_s_per_mp'])} | {_fmt(ae['autoencode_peak_mib'], 1)} |"]
+                  f"| ae | {ae['n']} | {fmt_number(ae['psnr'], 2)} | {fmt_number(ae['ms_ssim'], 4)} | {fmt_number(ae['spectral_distance'], 4)} | "
+                  f"{fmt_number(ae['lpips'], 4)} | {fmt_number(ae['autoencode_s_per_mp'])} | {fmt_number(ae['autoencode_peak_mib'], 1)} |"]
     if result.get("fid"):
         lines += ["", "## Patch FID", "", "| codec@rate | FID |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v, 2)} |" for k, v in result["fid"].items()]
+        lines += [f"| {k} | {fmt_number(v, 2)} |" for k, v in result["fid"].items()]
     if result.get("verdicts"):
         lines += ["", "## Verdicts (ours = diffusion decode)", ""]
         for v in result["verdicts"]:

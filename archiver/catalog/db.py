@@ -34,10 +34,13 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import CatalogError, CatalogFullError, NoCatalogError
+
+#: the base of every error the database layer raises (a read-only or unreachable catalog)
+DBError = SQLAlchemyError
 
 log = logging.getLogger("archiver.catalog")
 
@@ -182,7 +185,7 @@ def _is_memory(url: str) -> bool:
 def catalog_place(url: str) -> str:
     """How messages name the catalog: its file, or its URL without the password."""
     p = sqlite_path(url)
-    return str(p) if p is not None else _shown(url)
+    return str(p) if p is not None else shown_url(url)
 
 
 def marker_path(url: str, state_dir: Path | None = None) -> Path | None:
@@ -198,7 +201,7 @@ def marker_path(url: str, state_dir: Path | None = None) -> Path | None:
         from ..config import default_state_dir
 
         state_dir = default_state_dir()
-    key = hashlib.sha256(_shown(url).encode()).hexdigest()[:32]
+    key = hashlib.sha256(shown_url(url).encode()).hexdigest()[:32]
     return Path(state_dir) / "catalogs" / f"{key}{MARKER_SUFFIX}"
 
 
@@ -291,7 +294,7 @@ class Catalog:
         except DatabaseError as e:  # e.g. a zeroed or foreign file: "file is not a database"
             if rec is not None and "file is not a database" in str(getattr(e, "orig", e)):
                 raise _gone(url, rec, f"not a catalog any more ({getattr(e, 'orig', e)})") from None
-            raise CatalogError(f"cannot open catalog {_shown(url)}: {getattr(e, 'orig', e)}") from None
+            raise CatalogError(f"cannot open catalog {shown_url(url)}: {getattr(e, 'orig', e)}") from None
         if self.marker is not None and rec is None and (rev is not None or migrate_schema):
             _write_marker(self.marker, url, "found" if rev is not None else "created")
 
@@ -329,7 +332,8 @@ class Catalog:
         self.close()
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
+    """``url`` with its password hidden, for logs and messages."""
     try:
         from sqlalchemy.engine import make_url
 
@@ -403,7 +407,7 @@ def _check_schema_less(url: str, rec: dict | None, create: bool, tables: list[st
     if create and not tables:
         return
     if not create and not tables and sqlite_path(url) is None:
-        raise NoCatalogError(f"no catalog in {_shown(url)} (an empty database; wrong catalog_url? "
+        raise NoCatalogError(f"no catalog in {shown_url(url)} (an empty database; wrong catalog_url? "
                              "`archiver archive`, `migrate` and `daemon` create one)")
     raise CatalogError(f"{catalog_place(url)} is not an archiver catalog (no schema); wrong ARCHIVER_HOME or catalog_url?")
 
@@ -418,6 +422,16 @@ def open_catalog(url_or_config=None, *, create: bool = False) -> Catalog:
         url_or_config = load_config()
     url = url_or_config if isinstance(url_or_config, str) else url_or_config.resolved_catalog_url()
     return Catalog(url, create=create)
+
+
+def open_existing(url: str) -> Catalog | None:
+    """The catalog at ``url`` if one exists, for lookups only (nothing created or migrated);
+    None where none was ever made. One that existed and is gone, empty or not a catalog is a
+    ``CatalogError``: a plan against nothing would propose archiving the outputs again."""
+    try:
+        return Catalog(url, migrate_schema=False)
+    except NoCatalogError:
+        return None
 
 
 def guarded(fn):

@@ -204,7 +204,7 @@ class SharedPlace(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, nullable=False, default=utcnow)
 
 
-# queue states (logic lives in archiver/service/queue.py)
+# queue states (logic lives in archiver/catalog/queue.py)
 Q_PENDING, Q_CLAIMED, Q_DONE, Q_FAILED = "pending", "claimed", "done", "failed"
 
 

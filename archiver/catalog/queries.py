@@ -7,6 +7,7 @@ Every state change goes through ``transition``: it checks the move is allowed an
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any, Iterable, Optional
 
 from sqlalchemy import case, func, select
@@ -14,7 +15,8 @@ from sqlalchemy.orm import Session
 
 from ..errors import CatalogError
 from ..globs import glob_regex, is_glob
-from .models import (COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, TRANSITIONS, Event, FileVersion, Tag, utcnow)
+from .models import (COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, TRANSITIONS, Event, FileVersion, SharedPlace, Tag,
+                     utcnow)
 
 LEGAL_HOLD = "legal-hold"
 
@@ -492,3 +494,38 @@ def drop_queue_entry(s: Session, path: str) -> None:
     from .models import WorkQueue
 
     s.execute(delete(WorkQueue).where(WorkQueue.path == path))
+
+
+# -- the service's reads and records ----------------------------------------------------------
+def handled_map(s: Session, root: str | None = None) -> dict[str, tuple[int | None, int | None, str]]:
+    """path -> (size, mtime_ns, state) of the newest version, for the files under ``root``."""
+    q = select(FileVersion.path, FileVersion.size, FileVersion.mtime_ns, FileVersion.state).order_by(FileVersion.id)
+    if root:
+        prefix = root.rstrip(os.sep) + os.sep
+        q = q.where(FileVersion.path.startswith(prefix, autoescape=True))
+    return {path: (size, mtime_ns, state) for path, size, mtime_ns, state in s.execute(q)}
+
+
+def newest_stat(s: Session, path: str) -> tuple[int | None, int | None, str] | None:
+    """(size, mtime_ns, state) of ``path``'s newest version, None when it has none."""
+    q = (select(FileVersion.size, FileVersion.mtime_ns, FileVersion.state)
+         .where(FileVersion.path == path).order_by(FileVersion.id.desc()).limit(1))
+    rec = s.execute(q).first()
+    return tuple(rec) if rec else None
+
+
+def place_mark(s: Session, path: str) -> str | None:
+    """The marker id recorded for a shared root or vault at ``path``."""
+    return s.scalars(select(SharedPlace.mark).where(SharedPlace.path == path)).first()
+
+
+def record_place(catalog, path: str, kind: str, mark: str, node: str) -> None:
+    """Record ``mark`` for ``path`` unless another node was first (then nothing changes)."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with catalog.session() as s:
+            s.add(SharedPlace(path=path, kind=kind, mark=mark, node=node))
+            s.commit()
+    except IntegrityError:
+        pass

@@ -94,7 +94,7 @@ class PillowLossyCodec(Codec):
 
         lo, hi = self.quality_range
         if target.budget_bytes is not None:
-            q = _last_true(lambda x: size_at(x) <= target.budget_bytes, lo, hi)
+            q = last_true(lambda x: size_at(x) <= target.budget_bytes, lo, hi)
             if q is None:
                 raise CodecRefused(f"even quality {lo} is over the budget "
                                    f"({size_at(lo)} > {target.budget_bytes} bytes)")
@@ -220,7 +220,7 @@ def _first_true(pred, lo: int, hi: int) -> int:
     return hi
 
 
-def _last_true(pred, lo: int, hi: int) -> Optional[int]:
+def last_true(pred, lo: int, hi: int) -> Optional[int]:
     """The largest integer in [lo, hi] where ``pred`` holds (monotone, true at the low end), or None."""
     if not pred(lo):
         return None

@@ -17,22 +17,23 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from ..catalog.db import shown_url
+from ..catalog.locks import ServerCatalogLock
+from ..catalog.queue import CLAIMED, DONE, FAILED, WorkQueue, worker_id
 from ..config import Config, load_config
 from ..errors import NoSpaceError
-from .lock import InstanceLock, ServerCatalogLock, lock_path_for
+from .driver import Driver, resume
+from .lock import InstanceLock, lock_path_for
+from .messages import PlaceMarks, TaskSettings
 from .metrics import ServiceMetrics
 from .notify import sd_notify, watchdog_interval
 from .places import Places, is_shared, require_shared_vault
-from .queue import CLAIMED, DONE, FAILED, Item, WorkQueue, worker_id
 from .roots import RootGuard
 from .scan import already_handled, handled_map, is_handled, norm_root, root_of
 from .settle import SettleTracker
 from .watcher import Watcher, is_candidate, walk
-from .workers import config_dict, make_executor, run_task
 
 log = logging.getLogger("archiver.service.daemon")
 
@@ -58,7 +59,7 @@ class Daemon:
         self.reload_requested = False
         self.metrics = ServiceMetrics()
         self.me = worker_id("daemon", self.cfg.node_name)
-        self.in_flight: dict[Future, Item] = {}
+        self.driver: Driver | None = None  # the pool and the claims in hand (made in run)
         self.dirty: set[str] = set()  # changed again while being worked on: redo afterwards
         self._scan_thread: threading.Thread | None = None
         self._scan_stop = threading.Event()
@@ -71,11 +72,25 @@ class Daemon:
         self._last_space = 0.0
         self.space_problems: list[str] = []
         self.catalog_full: str | None = None  # the catalog's disk is full: stop, then exit 13
-        self._last_renew = 0.0
         self.places = None  # a shared catalog: places.Places, and the ids tasks check
         self.place_marks: dict = {"roots": {}, "vault": None}
-        self._last_takeover = time.monotonic()
         self._apply_config(self.cfg, first=True)
+
+    @property
+    def in_flight(self) -> dict:
+        return self.driver.in_flight if self.driver is not None else {}
+
+    def _task_settings(self) -> TaskSettings:
+        """What every task carries; with a shared catalog, the marker ids recorded so far."""
+        marks = None
+        if is_shared(self.cfg.resolved_catalog_url()):
+            marks = PlaceMarks(dict(self.place_marks["roots"]), self.place_marks["vault"])
+        return TaskSettings.of(self.cfg, marks)
+
+    def _settings_changed(self) -> None:
+        self.task_settings = self._task_settings()
+        if self.driver is not None:
+            self.driver.settings = self.task_settings
 
     # -- configuration ---------------------------------------------------------------------
     def _apply_config(self, cfg: Config, first: bool = False) -> None:
@@ -83,9 +98,7 @@ class Daemon:
         self.roots = [norm_root(r) for r in cfg.roots]
         self.poll_roots = [norm_root(r) for r in cfg.poll_roots]
         self.all_roots = list(dict.fromkeys(self.roots + self.poll_roots))
-        self.task_config = config_dict(cfg)
-        if is_shared(cfg.resolved_catalog_url()):
-            self.task_config["_places"] = self.place_marks
+        self._settings_changed()
         self.workers = max(1, int(cfg.workers))
         if first:
             self.settle = SettleTracker(cfg.settle_seconds)
@@ -110,14 +123,11 @@ class Daemon:
             cfg.node_name = self.cfg.node_name
         if cfg.metrics_port != self.cfg.metrics_port:
             log.warning("metrics_port change needs a restart", extra={})
-        old_workers = self.workers
         self._apply_config(cfg)
         self.queue.max_attempts, self.queue.backoff_seconds = cfg.max_attempts, cfg.retry_seconds
         self.queue.lease_seconds = float(cfg.lease_seconds)
-        if self.workers != old_workers:
-            old = self.executor
-            self.executor = make_executor(self.executor_kind, self.workers)
-            old.shutdown(wait=False)  # running files still finish; their futures stay valid
+        self.driver.lease = max(0.2, float(cfg.lease_seconds))
+        self.driver.resize(self.workers)  # running files still finish; their futures stay valid
         self._check_roots(force=True)
         self._start_scan()  # new roots (or new policy) get looked at now
         log.info("config reloaded", extra={"roots": self.all_roots, "workers": self.workers,
@@ -150,8 +160,9 @@ class Daemon:
     def _root_identity(self, root: str) -> str | None:
         """Shared catalog: is this node's ``root`` the one the other nodes see (its marker id)?"""
         mark, problem = self.places.register(root, "root")
-        if mark is not None:
+        if mark is not None and self.place_marks["roots"].get(root) != mark:
             self.place_marks["roots"][root] = mark
+            self._settings_changed()
         return problem
 
     def _start_scan(self, roots: list[str] | None = None) -> None:
@@ -244,47 +255,21 @@ class Daemon:
         return True
 
     def _fill_workers(self) -> None:
-        free = self.workers - len(self.in_flight)
-        if free <= 0 or self.stop_requested or self.space_problems:
+        if self.stop_requested or self.space_problems:
             return
-        paused = list(self.guard.paused())
-        items = self.queue.claim(self.me, free, roots=self.all_roots, exclude_roots=paused)
-        for item in items:
-            try:
-                fut = self.executor.submit(run_task, item.path, self.task_config, item.root)
-            except (BrokenProcessPool, RuntimeError) as e:
-                log.error("worker pool broken; restarting it", extra={"error": str(e)})
-                self.queue.release(item.id)
-                self.executor = make_executor(self.executor_kind, self.workers)
-                continue
-            self.in_flight[fut] = item
+        self.driver.fill(roots=self.all_roots, exclude_roots=list(self.guard.paused()))
 
     def _collect(self) -> None:
-        broken = False
-        for fut in [f for f in self.in_flight if f.done()]:
-            item = self.in_flight.pop(fut)
-            try:
-                out = fut.result()
-            except BrokenProcessPool as e:
-                out = {"path": item.path, "status": "error", "retry": True,
-                       "error": f"a worker process died ({e}); out of memory? (every file in hand is retried)"}
-                self.metrics.failures.inc()
-                broken = True
-            except Exception as e:  # pragma: no cover - run_task does not raise
-                out = {"path": item.path, "status": "error", "retry": True, "error": repr(e)}
+        for done in self.driver.collect(restart=not self.stop_requested):
+            item, out = done.item, done.outcome.as_dict()
+            if done.died:
                 self.metrics.failures.inc()
             if out.get("no_space"):  # not this file's fault: no attempt counted, the restart does it
                 self._out_of_space(str(out.get("error")))
-                try:
-                    self.queue.release(item.id)
-                except NoSpaceError:
-                    pass  # the claim stays; the next start requeues it
             elif out.get("retry"):
-                state = self.queue.fail(item.id, str(out.get("error")))
-                log.warning("work failed", extra={"path": item.path, "queue_state": state,
+                log.warning("work failed", extra={"path": item.path, "queue_state": done.state,
                                                   "attempt": item.attempts + 1, "error": out.get("error")})
             else:
-                self.queue.complete(item.id)
                 extra = {k: out.get(k) for k in (
                     "path", "status", "action", "rule", "fallback", "bytes_before", "bytes_after", "seconds", "error")
                     if out.get(k) is not None}
@@ -297,11 +282,6 @@ class Daemon:
             if item.path in self.dirty:
                 self.dirty.discard(item.path)
                 self.settle.touch(item.path)
-        if broken and not self.stop_requested and not self.in_flight:
-            # a dead worker breaks the whole pool (every future in it fails): start a fresh one
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = make_executor(self.executor_kind, self.workers)
-            log.warning("worker pool restarted after a worker died", extra={})
 
     def _out_of_space(self, why: str) -> None:
         """The catalog's disk is full: take no new work, finish the files in hand, then exit 13
@@ -324,7 +304,7 @@ class Daemon:
         self.metrics.in_flight.set(len(self.in_flight))
         if self.cfg.rescan_seconds and now - self._last_scan >= self.cfg.rescan_seconds:
             self._start_scan()
-        self._claims(now)
+        self.driver.upkeep(now)  # renew the claims in hand, take over those of dead nodes
         if now - self._last_expiry >= VAULT_EXPIRY_SECONDS:
             self._last_expiry = now
             self._expire_vault()
@@ -360,22 +340,6 @@ class Daemon:
         elif self.space_problems and not problems:
             log.info("disk space available again: taking work", extra={})
         self.space_problems = problems
-
-    def _claims(self, now: float) -> None:
-        """Shared catalog upkeep: renew the claims in hand (a heartbeat, every lease/4) and take
-        over the claims of nodes that stopped renewing theirs (every lease/2)."""
-        lease = max(0.2, float(self.cfg.lease_seconds))
-        if self.in_flight and now - self._last_renew >= lease / 4:
-            self._last_renew = now
-            held = self.queue.renew(self.me, [i.id for i in self.in_flight.values()])
-            if held < len(self.in_flight):
-                log.warning("claims lost to another node (this one looked dead: lease_seconds too short?)",
-                            extra={"held": held, "in_flight": len(self.in_flight)})
-        if now - self._last_takeover >= lease / 2:
-            self._last_takeover = now
-            n = self.queue.requeue_stale()
-            if n:
-                log.warning("took over stale claims", extra={"count": n})
 
     def run(self) -> int:
         from ..catalog.db import Catalog
@@ -418,6 +382,7 @@ class Daemon:
             if problem:
                 raise CatalogError(problem)
             self.place_marks["vault"] = mark
+            self._settings_changed()
             identity = self._root_identity
         self.guard = RootGuard(state_dir / "roots.json", rebind=self.rebind_roots, identity=identity)
         self.watcher = Watcher(self.settle.touch)
@@ -425,13 +390,11 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
-        stale = self.queue.requeue_stale()
-        from .migrate import _recover
-
-        _recover(self.cfg, catalog)  # single-host catalogs: finish what a crash left (one daemon per catalog)
+        stale = resume(self.cfg, catalog, self.queue)  # single-host catalogs: finish what a crash left
         if not self.all_roots:
             log.warning("no roots configured; only queued work will be done", extra={})
-        self.executor = make_executor(self.executor_kind, self.workers)
+        self.driver = Driver(self.queue, self.me, self.task_settings, workers=self.workers,
+                             executor=self.executor_kind, lease_seconds=self.cfg.lease_seconds, logger=log)
         server = self.metrics.serve(self.cfg.metrics_port)
         web = self.start_web(self.cfg, log) if self.start_web else None
         self.watcher.start()
@@ -439,7 +402,7 @@ class Daemon:
         self._start_scan()
         log.info("daemon started", extra={"pid": os.getpid(), "node": self.queue.node, "claimer": self.me,
                                           "roots": self.all_roots, "workers": self.workers,
-                                          "catalog": _redact(catalog.url), "requeued_stale": stale,
+                                          "catalog": shown_url(catalog.url), "requeued_stale": stale,
                                           "settle_seconds": self.cfg.settle_seconds,
                                           "metrics_port": self.cfg.metrics_port or None})
         sd_notify("READY=1")
@@ -469,10 +432,7 @@ class Daemon:
                         raise  # persistently broken: exit non-zero and let the supervisor restart us
                     time.sleep(min(30.0, 0.5 * 2 ** errors))
                     continue
-                if self.in_flight:  # wake up as soon as a file is done: no idle gap per file
-                    wait(list(self.in_flight), timeout=tick, return_when=FIRST_COMPLETED)
-                else:
-                    time.sleep(tick)
+                self.driver.wait(tick)  # wakes up as soon as a file is done: no idle gap per file
             # graceful stop: take no new work, finish the files in hand
             sd_notify("STOPPING=1")
             log.info("stopping: finishing files in hand", extra={"in_flight": len(self.in_flight)})
@@ -484,12 +444,9 @@ class Daemon:
                 time.sleep(0.05)
             if self.in_flight:  # a second signal: give up on them; the restart resumes them
                 log.warning("abandoning files in hand", extra={"paths": [i.path for i in self.in_flight.values()]})
-                _kill_pool(self.executor)
-                for item in self.in_flight.values():
-                    self.queue.release(item.id)
-                self.in_flight.clear()
+                self.driver.abandon()
                 return 1
-            self.executor.shutdown(wait=True)
+            self.driver.close()
             log.info("stopped", extra={})
             if self.catalog_full:
                 raise NoSpaceError(self.catalog_full)
@@ -503,22 +460,3 @@ class Daemon:
                 web.stop()
             catalog.close()
 
-
-def _kill_pool(executor) -> None:
-    procs = getattr(executor, "_processes", None) or {}
-    for p in list(procs.values()):
-        try:
-            p.kill()
-        except Exception:
-            pass
-    executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a catalog URL before logging it."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url

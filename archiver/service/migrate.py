@@ -23,15 +23,19 @@ from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
+from ..catalog.db import Catalog, open_existing
+from ..catalog.queue import FAILED, PENDING, WorkQueue, node_name, worker_id
 from ..config import Config
 from ..errors import NoSpaceError, UsageError
+from ..work import archive_file
+from .driver import Driver, resume
+from .messages import Outcome, PlaceMarks, TaskSettings
 from .places import Places, is_shared, require_shared_vault
-from .queue import WorkQueue, node_name, worker_id
 from .scan import handled_map, is_handled, norm_root
 from .watcher import walk
-from .workers import config_dict, get_context, make_executor, run_task
+from .workers import get_context, make_executor
 
 log = logging.getLogger("archiver.service.migrate")
 
@@ -41,14 +45,12 @@ PREDICTION = ("predicted per file: the same steps as the real run (classify, enc
 
 
 # -- pure task functions (picklable; run in processes or on Ray) -------------------------------
-def predict_task(path: str, config: dict) -> dict:
+def predict_task(path: str, settings: TaskSettings) -> Outcome:
     """What the real run would do with ``path``: the very steps, with writers that change
     nothing (``work.writers.DryWriters``), so codec, size and reasons are the real run's."""
     t0 = time.perf_counter()
     try:
-        from ..work import archive_file
-
-        ctx = get_context(config, dry=True)
+        ctx = get_context(settings, dry=True)
         o = archive_file(path, ctx).to_dict()
         if o["action"] == "skip":
             out = {"path": path, "status": "unreadable", "error": o.get("error"), "bytes_before": _size(path)}
@@ -62,7 +64,7 @@ def predict_task(path: str, config: dict) -> dict:
         out = {"path": path, "status": "unreadable", "error": str(e), "kind": type(e).__name__,
                "bytes_before": _size(path)}
     out["seconds"] = round(time.perf_counter() - t0, 4)
-    return out
+    return Outcome.of(out)
 
 
 predict_task.encodes = True  # type: ignore[attr-defined]  (Ray gives it a GPU like run_task)
@@ -78,20 +80,18 @@ def _size(path: str) -> int:
 # -- the driver ----------------------------------------------------------------------------------
 @dataclass
 class Stopper:
-    """First SIGINT/SIGTERM: stop taking work, finish the files in hand. Second: abandon them."""
+    """First SIGINT/SIGTERM: stop taking work, finish the files in hand. Second: abandon them.
+    ``on_signal(count)``: the caller's word to the user on each signal (app/ prints it)."""
 
     count: int = 0
     event: threading.Event = field(default_factory=threading.Event)
+    on_signal: Callable[[int], None] | None = None
 
     def __call__(self, signum=None, frame=None) -> None:
         self.count += 1
         self.event.set()
-        if signum is not None:
-            import sys
-
-            msg = ("\narchiver: stopping after the files in hand (again to abandon them; "
-                   "rerun the same command to resume)") if self.count == 1 else "\narchiver: abandoning files in hand"
-            print(msg, file=sys.stderr, flush=True)
+        if signum is not None and self.on_signal is not None:
+            self.on_signal(self.count)
 
     def install(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
@@ -115,7 +115,7 @@ def _check_roots(roots) -> list[str]:
     return out
 
 
-def _bounded_map(executor, fn, args_iter, width: int, stop: Stopper | None = None) -> Iterator[dict]:
+def _bounded_map(executor, fn, args_iter, width: int, stop: Stopper | None = None) -> Iterator[Outcome]:
     """Run ``fn(*args)`` with at most ``width`` in flight; yield results as they finish."""
     pending: set[Future] = set()
     it = iter(args_iter)
@@ -139,17 +139,18 @@ def _untracked(iterable, **_):
     return iterable
 
 
-def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", progress=None) -> dict:
+def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", progress=None,
+            on_signal: Callable[[int], None] | None = None) -> dict:
     """Predict every file's codec and size through the real steps, writing nothing.
-    ``progress(iterable, total=, desc=)``: the caller's view of the work (app/ draws it)."""
+    ``progress(iterable, total=, desc=)``: the caller's view of the work (app/ draws it);
+    ``on_signal(count)``: told of each SIGINT/SIGTERM (1: stopping, 2: abandoning)."""
     progress = progress or _untracked
     roots = _check_roots(roots)
     t0 = time.time()
-    config = config_dict(cfg)
-    catalog = _open_catalog_readonly(cfg)
+    settings = TaskSettings.of(cfg)
+    catalog = open_existing(cfg.resolved_catalog_url())
     files: list[str] = []
     already = 0
-    tags: dict[str, list[str]] = {}
     for root in roots:
         known = handled_map(catalog, root) if catalog is not None else {}
         for p in walk(root, exclude=_own_dirs(cfg)):
@@ -162,15 +163,13 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", prog
         mine = set(files)
         already += sum(1 for p, rec in known.items() if rec[2] in _DONE and p not in mine)
     if catalog is not None:
-        tags = _tags(catalog, files)
         catalog.close()
-    config["_tags"] = tags
     ex = make_executor(executor, workers)
-    stop = Stopper()
+    stop = Stopper(on_signal=on_signal)
     restore = stop.install()
     try:
-        planned = list(progress(_bounded_map(ex, predict_task, ((p, config) for p in files), 2 * max(1, workers), stop),
-                                total=len(files), desc="predicting"))
+        tasks = _bounded_map(ex, predict_task, ((p, settings) for p in files), 2 * max(1, workers), stop)
+        planned = [o.as_dict() for o in progress(tasks, total=len(files), desc="predicting")]
     finally:
         restore()
         ex.shutdown(wait=True, cancel_futures=True)
@@ -243,43 +242,12 @@ def _codec_shares(planned: list[dict]) -> dict[str, dict]:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["files"]))
 
 
-def _open_catalog_readonly(cfg: Config):
-    """The catalog if it exists, for lookups only (a dry run must not create or migrate it);
-    None where none was ever made. One that existed and is gone, empty or not a catalog is a
-    ``CatalogError``: a plan against nothing would propose archiving the outputs again."""
-    from ..catalog.db import Catalog
-    from ..errors import NoCatalogError
-
-    try:
-        return Catalog(cfg.resolved_catalog_url(), migrate_schema=False)
-    except NoCatalogError:
-        return None
-
-
-def _tags(catalog, paths: list[str]) -> dict[str, list[str]]:
-    try:
-        from sqlalchemy import select
-
-        from ..catalog.models import Tag
-
-        wanted = set(paths)
-        out: dict[str, list[str]] = defaultdict(list)
-        with catalog.session() as s:
-            for p, t in s.execute(select(Tag.path, Tag.tag)):
-                if p in wanted:
-                    out[p].append(t)
-        return dict(out)
-    except Exception:
-        return {}
-
-
 def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress=None,
-        stopper: Stopper | None = None, max_attempts: int = 2) -> dict:
+        on_signal: Callable[[int], None] | None = None, stopper: Stopper | None = None,
+        max_attempts: int = 2) -> dict:
     """The real migration. Resumable: rerun with the same roots after any interruption. The
     catalog's disk running full stops it (``NoSpaceError``, exit 13) after the files in hand.
-    ``progress`` as in ``dry_run``."""
-    from ..catalog.db import Catalog
-
+    ``progress`` and ``on_signal`` as in ``dry_run``."""
     progress = progress or _untracked
 
     roots = _check_roots(roots)
@@ -293,11 +261,9 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
         raise
     queue = WorkQueue.for_catalog(catalog, max_attempts=max_attempts, backoff_seconds=0.0,
                                   lease_seconds=float(cfg.lease_seconds), node=cfg.node_name)
-    me = worker_id("migrate", cfg.node_name)
-    stop = stopper or Stopper()
+    stop = stopper or Stopper(on_signal=on_signal)
     restore = stop.install()
-    stale = queue.requeue_stale()
-    _recover(cfg, catalog)
+    stale = resume(cfg, catalog, queue)
     already = 0
     todo: list[tuple[str, str]] = []
     for root in roots:
@@ -312,7 +278,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
         # handled by earlier runs: every path under the root whose newest version is done, also
         # those replaced by their compressed output (the walk no longer finds them), but not
         # those this run does (again): the new ones and the claims an interrupted run left
-        busy = {p for p, _ in todo} | _queued_paths(catalog, root)
+        busy = {p for p, _ in todo} | queue.waiting_under(root)
         already += sum(1 for p, rec in known.items() if rec[2] in _DONE and p not in busy)
     try:
         _check_space(cfg, roots, todo, workers)
@@ -322,16 +288,10 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
         raise
     queue.enqueue_many(todo)
     total = queue.depth(roots)["pending"]
-    task_config = config_dict(cfg)
-    if places is not None:
-        task_config["_places"] = places
-    ex = make_executor(executor, workers)
-    in_flight: dict[Future, Any] = {}
+    driver = Driver(queue, worker_id("migrate", cfg.node_name), TaskSettings.of(cfg, places),
+                    workers=workers, executor=executor, lease_seconds=cfg.lease_seconds, logger=log)
     outcomes: list[dict] = []
     aborted = False
-
-    lease = max(0.2, float(cfg.lease_seconds))
-    last_renew = last_takeover = time.monotonic()
     # a worker found the catalog's disk full: no new work, the files in hand finish, then exit 13 (a
     # write of this driver's own that fails so raises at once: the pool is stopped as on Ctrl-C twice)
     no_space: list[str] = []
@@ -343,42 +303,26 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
         stop.event.set()
 
     def results() -> Iterator[dict]:
-        nonlocal aborted, last_renew, last_takeover
+        nonlocal aborted
         while True:
-            now = time.monotonic()
-            if in_flight and now - last_renew >= lease / 4:  # heartbeat: our claims stay ours
-                last_renew = now
-                queue.renew(me, [i.id for i in in_flight.values()])
-            if now - last_takeover >= lease / 2:  # claims of a dead daemon or driver elsewhere
-                last_takeover = now
-                queue.requeue_stale()
+            driver.upkeep()  # heartbeat for our claims; claims of a dead daemon or driver elsewhere
             if not stop.event.is_set():
-                free = max(1, workers) - len(in_flight)
-                if free > 0:
-                    for item in queue.claim(me, free, roots=roots):
-                        in_flight[ex.submit(run_task, item.path, task_config, item.root)] = item
-            if not in_flight:
+                driver.fill(roots=roots)
+            if not driver.in_flight:
                 return
             if stop.count >= 2:
                 aborted = True
                 return
-            done, _ = wait(list(in_flight), timeout=0.5, return_when=FIRST_COMPLETED)
-            for f in done:
-                item = in_flight.pop(f)
-                try:
-                    out = f.result()
-                except Exception as e:  # the worker process died (OOM, killed)
-                    out = {"path": item.path, "status": "error", "retry": True, "error": f"worker died: {e}"}
+            driver.wait(0.5)
+            for done in driver.collect(restart=not stop.event.is_set()):
+                out = done.outcome.as_dict()
                 if out.get("no_space"):  # not this file's fault: it is done by the rerun, no attempt counted
                     out_of_space(str(out.get("error")))
-                    _quietly(queue.release, item.id)
                     continue
-                if out.get("retry"):
-                    if queue.fail(item.id, str(out.get("error"))) != "failed":
-                        continue  # it comes round again
+                if done.state == PENDING:
+                    continue  # it comes round again
+                if done.state == FAILED:
                     out["status"] = out.get("status") or "failed"
-                else:
-                    queue.complete(item.id)
                 yield out
 
     try:
@@ -386,14 +330,10 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
             outcomes.append(out)
     finally:
         restore()
-        if aborted or in_flight:
-            from .daemon import _kill_pool
-
-            _kill_pool(ex)
-            for item in in_flight.values():
-                queue.release(item.id)
+        if aborted or driver.in_flight:
+            driver.abandon()
         else:
-            ex.shutdown(wait=True)
+            driver.close()
         left = queue.depth(roots)
         catalog.close()
     if no_space:
@@ -402,54 +342,31 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
                        seconds=time.time() - t0, interrupted=stop.event.is_set())
 
 
-
-
-def _quietly(fn, *args) -> None:
-    """A queue write that may fail when the catalog is full: the rerun takes over a claim left behind."""
-    try:
-        fn(*args)
-    except NoSpaceError:
-        pass
-
-
-def _shared_places(catalog, cfg: Config, roots: list[str]) -> dict | None:
+def _shared_places(catalog, cfg: Config, roots: list[str]) -> PlaceMarks | None:
     """With a shared catalog: this node's view of the roots and vault, checked against the
     catalog (refused outright when it differs), and the ids every task checks again where it runs."""
     if not is_shared(cfg.resolved_catalog_url()):
         return None
     places = Places(catalog, node_name(cfg.node_name))
-    out: dict[str, Any] = {"roots": {}}
+    vault, marks = None, {}
     Path(cfg.resolved_vault_dir()).mkdir(parents=True, exist_ok=True)
     for kind, path in [("vault", str(cfg.resolved_vault_dir()))] + [("root", r) for r in roots]:
         mark, problem = places.register(path, kind)
         if problem:
             raise UsageError(problem)
         if kind == "vault":
-            out["vault"] = mark
+            vault = mark
         elif mark is not None:
-            out["roots"][path] = mark
-    return out
+            marks[path] = mark
+    return PlaceMarks(marks, vault)
 
 
 _DONE = ("committed", "skipped")
 
 
-def _queued_paths(catalog, root: str) -> set[str]:
-    """Paths under ``root`` waiting in the queue or claimed (an interrupted run's leftovers)."""
-    from sqlalchemy import select
-
-    from ..catalog.models import Q_CLAIMED, Q_PENDING, WorkQueue
-
-    prefix = root.rstrip(os.sep) + os.sep
-    with catalog.session() as s:
-        return set(s.scalars(select(WorkQueue.path).where(WorkQueue.state.in_((Q_PENDING, Q_CLAIMED)),
-                                                           WorkQueue.path.startswith(prefix, autoescape=True))))
-
-
 def _check_space(cfg: Config, roots, todo, workers: int) -> None:
     """Refuse to start when a filesystem we write to lacks the reserve plus room for the files
     in hand (each worker may hold a compressed output beside its original, and a vault copy)."""
-    from ..errors import NoSpaceError
     from ..storage.space import low_space
 
     largest = 0
@@ -462,20 +379,6 @@ def _check_space(cfg: Config, roots, todo, workers: int) -> None:
                          min_free=cfg.min_free_bytes)
     if problems:
         raise NoSpaceError("not enough free disk space to start the migration: " + "; ".join(problems))
-
-
-def _recover(cfg: Config, catalog) -> list:
-    """Finish or roll back what an interrupted run left (rows in progress, originals still to be
-    removed through the invariant's gate). Only with a single-host (SQLite) catalog: with a
-    shared catalog another node may be working on those files right now."""
-    if not cfg.resolved_catalog_url().startswith("sqlite"):
-        return []
-    from ..work import ArchiveContext, recover_pending
-
-    done = recover_pending(ArchiveContext.from_config(cfg, catalog=catalog))
-    for path, note in done:
-        log.info("recovered", extra={"path": path, "note": note})
-    return done
 
 
 def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted) -> dict:

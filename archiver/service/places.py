@@ -27,6 +27,7 @@ import os
 import uuid
 from pathlib import Path
 
+from ..catalog import queries
 from ..errors import UsageError
 from .roots import MARKER as ROOT_MARKER, is_empty
 
@@ -101,28 +102,15 @@ class Places:
     def _lookup(self, path: str) -> str | None:
         if path in self._recorded:
             return self._recorded[path]
-        from sqlalchemy import select
-
-        from ..catalog.models import SharedPlace
-
         with self.catalog.session() as s:
-            mark = s.scalars(select(SharedPlace.mark).where(SharedPlace.path == path)).first()
+            mark = queries.place_mark(s, path)
         if mark is not None:
             self._recorded[path] = mark
         return mark
 
     def _record(self, path: str, kind: str, mark: str) -> str:
         """Record ``mark`` for ``path`` unless another node was first; returns the recorded id."""
-        from sqlalchemy.exc import IntegrityError
-
-        from ..catalog.models import SharedPlace
-
-        try:
-            with self.catalog.session() as s:
-                s.add(SharedPlace(path=path, kind=kind, mark=mark, node=self.node))
-                s.commit()
-        except IntegrityError:
-            pass
+        queries.record_place(self.catalog, path, kind, mark, self.node)
         return self._lookup(path) or mark
 
     def register(self, path: str, kind: str) -> tuple[str | None, str | None]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator
 
-from sqlalchemy import select
-
+from ..catalog import queries
 from .watcher import walk
 
 
@@ -31,17 +30,8 @@ def root_of(path: str, roots: Iterable[str]) -> str | None:
 
 def handled_map(catalog, root: str | None = None) -> dict[str, tuple[int | None, int | None, str]]:
     """path -> (size, mtime_ns, state) of the newest version, for the files under ``root``."""
-    from ..catalog.models import FileVersion
-
-    q = select(FileVersion.path, FileVersion.size, FileVersion.mtime_ns, FileVersion.state).order_by(FileVersion.id)
-    if root:
-        prefix = root.rstrip(os.sep) + os.sep
-        q = q.where(FileVersion.path.startswith(prefix, autoescape=True))
-    out: dict[str, tuple] = {}
     with catalog.session() as s:
-        for path, size, mtime_ns, state in s.execute(q):
-            out[path] = (size, mtime_ns, state)
-    return out
+        return queries.handled_map(s, root)
 
 
 def is_handled(rec: tuple | None, st: os.stat_result, *, retry_failed: bool = False) -> bool:
@@ -53,15 +43,10 @@ def is_handled(rec: tuple | None, st: os.stat_result, *, retry_failed: bool = Fa
 
 
 def already_handled(catalog, path: str, st: os.stat_result | None = None) -> bool:
-    from ..catalog.models import FileVersion
-
     if st is None:
         st = os.stat(path)
-    q = (select(FileVersion.size, FileVersion.mtime_ns, FileVersion.state)
-         .where(FileVersion.path == path).order_by(FileVersion.id.desc()).limit(1))
     with catalog.session() as s:
-        rec = s.execute(q).first()
-    return is_handled(tuple(rec) if rec else None, st)
+        return is_handled(queries.newest_stat(s, path), st)
 
 
 def pending_work(catalog, roots: Iterable[str]) -> Iterator[tuple[str, str, os.stat_result]]:

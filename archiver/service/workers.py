@@ -1,10 +1,10 @@
 """The worker side: one pure task function and the pools that run it.
 
-``run_task(path, config, root) -> dict`` is the whole unit of work as a *pure function of its
-arguments*: a path, a plain-dict config (picklable, JSON-able) in, a JSON-serialisable outcome
-out. It is what the daemon's process pool, ``archiver migrate`` and a Ray task all run; the
-catalog (named by ``config["catalog_url"]``) is where its side effects are recorded, so any
-machine that can reach the files and the catalog can run it.
+``run_task(path, settings, root) -> Outcome`` is the whole unit of work as a *pure function of its
+arguments*: a path and a ``messages.TaskSettings`` (frozen, picklable) in, a ``messages.Outcome``
+out. It is what the driver's pools (the daemon, ``archiver migrate``) and a Ray task all
+run; the catalog (named by ``settings.config.catalog_url``) is where its side effects are
+recorded, so any machine that can reach the files and the catalog can run it.
 
 Workers are separate processes (the encode is CPU-bound torch work, the GIL would serialise
 threads), started with ``spawn`` (never fork a process that has watcher threads), each with
@@ -17,7 +17,6 @@ leave an orphan still working on a file the restarted daemon hands out again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import signal
@@ -26,46 +25,28 @@ import traceback
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from ..catalog.locks import catalog_path_lock
+from ..errors import ArchiverError, NoSpaceError, UsageError
+from ..work import archive_file
+from .messages import Outcome, TaskSettings
+from .places import check_view
+
 _CONTEXTS: dict[str, Any] = {}
 
 
-def config_dict(cfg) -> dict:
-    """A Config as the plain dict tasks carry (the state dir travels too: it is an env default)."""
-    d = dataclasses.asdict(cfg)
-    d["catalog_url"] = cfg.resolved_catalog_url()
-    d["vault_dir"] = str(cfg.resolved_vault_dir())
-    if cfg.policy and os.path.isfile(cfg.policy):
-        # an edited policy file (same path) must reach the workers after a reload
-        st = os.stat(cfg.policy)
-        d["_policy_stamp"] = [st.st_size, st.st_mtime_ns]
-    return d
-
-
-def _key(config: dict) -> str:
-    # the shared places' ids change nothing the context builds (and are filled in as roots appear)
-    config = {k: v for k, v in config.items() if k != "_places"}
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def get_context(config: dict, *, dry: bool = False):
-    """The archive context for ``config``, built once per process (models load once). ``dry``:
+def get_context(settings: TaskSettings, *, dry: bool = False):
+    """The archive context for ``settings``, built once per process (models load once). ``dry``:
     the dry run's, whose catalog is only read (the real one if it exists, else an empty one in
     memory): a dry run must not create or migrate the catalog."""
-    key = _key(config) + (":dry" if dry else "")
+    key = settings.context_key() + (":dry" if dry else "")
     ctx = _CONTEXTS.get(key)
     if ctx is None:
+        from ..catalog.db import open_catalog, open_existing
         from ..work.context import ArchiveContext
-        from dataclasses import fields
 
-        from ..config import Config
-
-        known = {f.name for f in fields(Config)}
-        cfg = Config(**{k: v for k, v in config.items() if k in known})
+        cfg = settings.config
         if dry:
-            from ..catalog.db import open_catalog
-            from .migrate import _open_catalog_readonly
-
-            catalog = _open_catalog_readonly(cfg) or open_catalog("sqlite://", create=True)
+            catalog = open_existing(cfg.resolved_catalog_url()) or open_catalog("sqlite://", create=True)
             ctx = ArchiveContext.from_config(cfg, catalog=catalog, dry_run=True)
         else:
             ctx = ArchiveContext.from_config(cfg)
@@ -80,7 +61,7 @@ def get_context(config: dict, *, dry: bool = False):
 
 
 def outcome_dict(outcome: Any, path: str) -> dict:
-    """Normalise an ``ArchiveOutcome`` to the JSON-able keys the service relies on:
+    """Normalise an ``ArchiveOutcome`` to the JSON-able record of an ``Outcome``:
     path, status (committed|skipped|failed|unchanged), action, rule, bytes_before, bytes_after,
     error, retry (a ``failed`` outcome may be transient: disk full, catalog busy)."""
     if hasattr(outcome, "to_dict"):
@@ -98,27 +79,20 @@ def outcome_dict(outcome: Any, path: str) -> dict:
     return d
 
 
-def run_task(path: str, config: dict, root: str | None = None) -> dict:
+def run_task(path: str, settings: TaskSettings, root: str | None = None) -> Outcome:
     """Archive one file; never raises (errors come back as an outcome with ``retry``; with
     ``no_space`` too when the catalog's disk is full: the caller stops taking work)."""
-    from ..errors import ArchiverError, NoSpaceError
-
     t0 = time.perf_counter()
-    places = config.get("_places")
+    places = settings.places
     if places is not None:  # a shared catalog: does this node see the shared root and vault?
-        from .places import check_view
-
-        problem = (check_view(root, places.get("roots", {}).get(root), "root")
-                   or check_view(config.get("vault_dir"), places.get("vault"), "vault"))
+        problem = (check_view(root, places.root(root), "root")
+                   or check_view(settings.config.vault_dir, places.vault, "vault"))
         if problem:
-            return {"path": path, "status": "refused", "error": problem, "retry": True,
-                    "seconds": round(time.perf_counter() - t0, 4), "worker_pid": os.getpid()}
+            return Outcome(path, "refused", retry=True, error=problem, seconds=round(time.perf_counter() - t0, 4),
+                           worker_pid=os.getpid())
     try:
-        ctx = get_context(config)
+        ctx = get_context(settings)
         ctx.root = root
-        from ..work import archive_file
-        from .lock import catalog_path_lock
-
         with catalog_path_lock(ctx.catalog.engine, path) as mine:
             if mine:
                 out = outcome_dict(archive_file(path, ctx), path)
@@ -134,7 +108,7 @@ def run_task(path: str, config: dict, root: str | None = None) -> dict:
                "traceback": traceback.format_exc(limit=8), "retry": True}
     out["seconds"] = round(time.perf_counter() - t0, 4)
     out["worker_pid"] = os.getpid()
-    return out
+    return Outcome.of(out)
 
 
 run_task.encodes = True  # type: ignore[attr-defined]  (Ray gives it a GPU when there are some)
@@ -188,8 +162,6 @@ def make_executor(kind: str, workers: int) -> Executor:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archiver-worker")
     if kind == "ray":
         return RayExecutor(workers)
-    from ..errors import UsageError
-
     raise UsageError(f"unknown executor {kind!r} (process, thread, ray)")
 
 
@@ -226,8 +198,6 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError:
-            from ..errors import UsageError
-
             raise UsageError("--executor ray needs Ray: pip install 'archiver[ray]' (or pip install ray)") from None
         self._ray = ray
         _ray_messages_to_stderr()

@@ -22,6 +22,7 @@ from ..errors import NotInCatalogError
 from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, FAILED, FORGOTTEN, SKIPPED, FileVersion, utcnow
+from .invariant import row_problems
 
 
 @dataclass
@@ -40,8 +41,6 @@ def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | No
            force: bool = False) -> list[Forgotten]:
     import os
 
-    from .verify import _check_row
-
     now = utcnow()
     out: list[Forgotten] = []
     with catalog.session() as s:
@@ -55,7 +54,7 @@ def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | No
                 raise NotInCatalogError(f"{t}: nothing in the catalog to forget")
             rows.extend(found)
         for r in rows:
-            bad, warn = _check_row(r, vault, None, now, decode=False) if r.state == COMMITTED else ([], [])
+            bad, warn = row_problems(r, vault, None, now, decode=False) if r.state == COMMITTED else ([], [])
             if r.state == COMMITTED and not bad and not force:
                 out.append(Forgotten(r.id, r.path, "refused", [],
                                      "its archived data is intact (verify finds nothing wrong); use --force to forget it anyway"))

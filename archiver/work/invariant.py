@@ -12,15 +12,18 @@ the row's codec (``Codecs.for_row(row).restore``, the same question the check st
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..catalog.models import FileVersion
+from ..catalog.models import ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
 from ..codecs import Recorded, Restored
 from ..errors import ArchiverError
+from ..storage.atomic import is_utf8
+from ..storage.vault import sha256_file
 from . import faults, files
 
 
@@ -116,3 +119,54 @@ def remove_original(row: FileVersion, path: Path, ctx) -> tuple[str, str] | None
     if where != path:
         return KEPT_BESIDE, f"{why[1]}; its name was written again meanwhile, so it is kept as {where}"
     return why
+
+
+def row_problems(row: FileVersion, vault, codecs, now: dt.datetime, *, decode: bool) -> tuple[list[str], list[str]]:
+    """What is wrong with a committed row's stored copies, as ``(problems, warnings)``: the
+    compressed file (``decode``: through ``replacement_holds``, else its SHA-256 only), the vaulted
+    original (a missing one past its expiry is a warning), a kept original; and an original removed
+    with no verified copy left. ``verify`` reports them; ``forget`` refuses a row without problems."""
+    bad, warn = [], []
+    has_copy = False
+    if not is_utf8(row.path):
+        warn.append("the catalog path is not valid UTF-8 (written by another tool?); shown escaped")
+    if row.compressed_path:
+        cp = Path(row.compressed_path)
+        if not decode:
+            try:
+                if not cp.is_file():
+                    bad.append(f"compressed file missing: {cp}")
+                elif sha256_file(cp) != row.compressed_sha256:
+                    bad.append(f"compressed file damaged (SHA-256 mismatch): {cp}")
+                else:
+                    has_copy = True
+            except OSError as e:
+                bad.append(f"compressed file unreadable: {cp} ({e.strerror})")
+        else:  # the very check the invariant's gate and a restore make, with nothing written
+            held = replacement_holds(row, codecs)
+            if held.ok:
+                has_copy = True
+                if held.note:
+                    warn.append(held.note)
+            else:
+                bad.append(held.why)
+    if row.vault_path:
+        expired = row.vault_expires_at is not None and row.vault_expires_at <= now
+        vp = Path(row.vault_path)
+        if not vp.is_file():
+            (warn if expired else bad).append(f"vaulted original {'expired and ' if expired else ''}missing: {vp}")
+        elif sha256_file(vp) != row.sha256:
+            bad.append(f"vaulted original damaged (SHA-256 mismatch): {vp}")
+        else:
+            has_copy = True
+    if row.original_status in (ORIG_KEPT, ORIG_PRESENT):
+        p = Path(row.path)
+        if p.is_file() and sha256_file(p) == row.sha256:
+            has_copy = True
+        elif row.original_status == ORIG_PRESENT:
+            bad.append("the catalog says the original is still present but it is not (run archive again to reconcile)")
+        else:
+            warn.append("kept original changed or removed outside archiver")
+    if row.original_status == ORIG_REMOVED and not has_copy and not bad:
+        bad.append("original removed and no verified copy left")
+    return bad, warn

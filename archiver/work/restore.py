@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Optional
 
 from PIL import Image
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..codecs import Exactness
 from ..errors import ArchiverError, NoSpaceError, NotInCatalogError, SafetyError, UsageError
@@ -27,7 +26,7 @@ from ..preview import is_preview
 from ..storage import atomic
 from ..storage.vault import Vault, VaultError
 from ..catalog import queries as q
-from ..catalog.db import Catalog
+from ..catalog.db import Catalog, DBError
 from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
 from . import files
 from .invariant import replacement_holds
@@ -435,7 +434,7 @@ def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, d
     res.source, res.exact, res.status = source, exact, "restored"
     try:
         _record_restore(catalog, row, dest, st, data, source, exact)
-    except SQLAlchemyError as e:  # a read-only catalog does not stop a restore
+    except DBError as e:  # a read-only catalog does not stop a restore
         res.message = (res.message + "; " if res.message else "") + \
             f"restored, but the catalog could not record it ({getattr(e, 'orig', e)})"
     except NoSpaceError as e:  # a full catalog neither: the file is back; the command exits 13 at the end

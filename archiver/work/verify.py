@@ -13,10 +13,10 @@ from pathlib import Path
 from ..storage.vault import Vault, sha256_file
 from ..catalog import queries as q
 from ..catalog.db import Catalog
-from ..catalog.models import COMMITTED, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion, utcnow
+from ..catalog.models import COMMITTED, FileVersion, utcnow
 from ..codecs.bound import Codecs
-from ..storage.atomic import is_utf8, shown_name
-from .invariant import replacement_holds
+from ..storage.atomic import shown_name
+from .invariant import row_problems
 
 
 @dataclass
@@ -30,53 +30,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _check_row(row: FileVersion, vault: Vault | None, codecs, now: dt.datetime, decode: bool) -> tuple[list[str], list[str]]:
-    bad, warn = [], []
-    has_copy = False
-    if not is_utf8(row.path):
-        warn.append("the catalog path is not valid UTF-8 (written by another tool?); shown escaped")
-    if row.compressed_path:
-        cp = Path(row.compressed_path)
-        if not decode:
-            try:
-                if not cp.is_file():
-                    bad.append(f"compressed file missing: {cp}")
-                elif sha256_file(cp) != row.compressed_sha256:
-                    bad.append(f"compressed file damaged (SHA-256 mismatch): {cp}")
-                else:
-                    has_copy = True
-            except OSError as e:
-                bad.append(f"compressed file unreadable: {cp} ({e.strerror})")
-        else:  # the very check the invariant's gate and a restore make, with nothing written
-            held = replacement_holds(row, codecs)
-            if held.ok:
-                has_copy = True
-                if held.note:
-                    warn.append(held.note)
-            else:
-                bad.append(held.why)
-    if row.vault_path:
-        expired = row.vault_expires_at is not None and row.vault_expires_at <= now
-        vp = Path(row.vault_path)
-        if not vp.is_file():
-            (warn if expired else bad).append(f"vaulted original {'expired and ' if expired else ''}missing: {vp}")
-        elif sha256_file(vp) != row.sha256:
-            bad.append(f"vaulted original damaged (SHA-256 mismatch): {vp}")
-        else:
-            has_copy = True
-    if row.original_status in (ORIG_KEPT, ORIG_PRESENT):
-        p = Path(row.path)
-        if p.is_file() and sha256_file(p) == row.sha256:
-            has_copy = True
-        elif row.original_status == ORIG_PRESENT:
-            bad.append("the catalog says the original is still present but it is not (run archive again to reconcile)")
-        else:
-            warn.append("kept original changed or removed outside archiver")
-    if row.original_status == ORIG_REMOVED and not has_copy and not bad:
-        bad.append("original removed and no verified copy left")
-    return bad, warn
 
 
 def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample: float = 1.0, seed: int | None = None,
@@ -94,7 +47,7 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
     for row in it:
         rep.checked += 1
         try:
-            bad, warn = _check_row(row, vault, codecs, now, decode)
+            bad, warn = row_problems(row, vault, codecs, now, decode=decode)
         except (OSError, ValueError) as e:  # one unreadable row is a finding, not the end of the scrub
             bad, warn = [f"cannot be checked: {type(e).__name__}: {e}"], []
         for m in bad:

@@ -30,15 +30,15 @@ def _codecs(text: str) -> tuple[str, ...]:
 
 
 def _human(result: dict) -> str:
-    from ...bench.report import _fmt
+    from ...bench.report import fmt_number
 
     lines = [f"{result['config']['n_images']} images, {len(result['records'])} measurements in {result['seconds']:.0f} s"]
     lines.append(f"{'rate':>6} {'codec':<12} {'bpp':>6} {'PSNR':>6} {'MS-SSIM':>8} {'spectral':>9} {'LPIPS':>6} {'enc s/MP':>9} {'dec s/MP':>9}")
     for r in result["summary"]:
         rate = "-" if r["target_bpp"] is None else str(r["target_bpp"])
-        lines.append(f"{rate:>6} {r['codec']:<12} {_fmt(r['bpp']):>6} {_fmt(r['psnr'], 2):>6} {_fmt(r['ms_ssim'], 4):>8} "
-                     f"{_fmt(r['spectral_distance'], 4):>9} {_fmt(r['lpips'], 3):>6} {_fmt(r['encode_s_per_mp']):>9} "
-                     f"{_fmt(r['decode_s_per_mp']):>9}")
+        lines.append(f"{rate:>6} {r['codec']:<12} {fmt_number(r['bpp']):>6} {fmt_number(r['psnr'], 2):>6} {fmt_number(r['ms_ssim'], 4):>8} "
+                     f"{fmt_number(r['spectral_distance'], 4):>9} {fmt_number(r['lpips'], 3):>6} {fmt_number(r['encode_s_per_mp']):>9} "
+                     f"{fmt_number(r['decode_s_per_mp']):>9}")
     lines.append(f"LPIPS: {result['metrics']['lpips']}")
     lines.append(f"FID: {result['metrics']['fid']}")
     for codec, why in result["unavailable"].items():

@@ -39,6 +39,13 @@ def daemon(config_path, json_logs, rebind_roots, executor, verbose, as_json):
     sys.exit(rc)
 
 
+def _on_signal(count: int) -> None:
+    """What migrate's first and second SIGINT/SIGTERM mean, told on stderr."""
+    msg = ("\narchiver: stopping after the files in hand (again to abandon them; "
+           "rerun the same command to resume)") if count == 1 else "\narchiver: abandoning files in hand"
+    print(msg, file=sys.stderr, flush=True)
+
+
 def _plan_human(r: dict) -> str:
     lines = [f"dry run: {r['files']} file(s) under {', '.join(r['roots'])} with policy {r['policy']}"
              + (f" ({r['already_archived']} more already handled by earlier runs)" if r["already_archived"] else "")]
@@ -131,9 +138,9 @@ def migrate(roots, policy, dry_run, workers, executor, as_json, core):
         return progress(iterable, total=total, desc=desc, enabled=show)
 
     if dry_run:
-        report = m.dry_run(roots, cfg, workers=cfg.workers, executor=executor, progress=track)
+        report = m.dry_run(roots, cfg, workers=cfg.workers, executor=executor, progress=track, on_signal=_on_signal)
         emit(report, as_json, _plan_human)
         sys.exit(130 if report["interrupted"] else 0)
-    report = m.run(roots, cfg, workers=cfg.workers, executor=executor, progress=track)
+    report = m.run(roots, cfg, workers=cfg.workers, executor=executor, progress=track, on_signal=_on_signal)
     emit(report, as_json, _run_human)
     sys.exit(130 if report["interrupted"] else (1 if report["failures"] else 0))

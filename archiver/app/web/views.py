@@ -22,7 +22,8 @@ TOP_FOLDERS = 15
 
 def daemon_status(cfg, catalog) -> dict:
     """Is a daemon serving this catalog (who holds its lock), read without taking the lock."""
-    from ...service.lock import lock_holder, lock_path_for, server_locks_held
+    from ...catalog.locks import server_locks_held
+    from ...service.lock import lock_holder, lock_path_for
 
     url = catalog.url
     pid = lock_holder(lock_path_for(url, cfg.state_dir))

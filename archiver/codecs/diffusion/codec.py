@@ -73,7 +73,7 @@ class DiffusionCodec(Codec):
         the quality knob over whole numbers 0..100: each probe coded, decoded and measured."""
         from .pipeline import QualityProbe
         from .ratecontrol import QUALITY_MAX, QUALITY_MIN
-        from ..conventional import _last_true, first_guess, judge, probes, smallest_passing
+        from ..conventional import last_true, first_guess, judge, probes, smallest_passing
 
         try:
             probe = QualityProbe(source.image, self.backbone, steps=self.settings.decode_steps,
@@ -99,7 +99,7 @@ class DiffusionCodec(Codec):
 
         lo, hi = int(QUALITY_MIN), int(QUALITY_MAX)
         if target.max_bytes is not None:  # sizes only (no decode): the best quality that could still win
-            cap = _last_true(lambda q: len(file_at(q)) <= target.max_bytes, lo, hi)
+            cap = last_true(lambda q: len(file_at(q)) <= target.max_bytes, lo, hi)
             if cap is None:
                 raise CodecBeaten(f"even quality {lo} ({len(file_at(lo))} bytes) is larger than {target.max_why} "
                                    f"({target.max_bytes} bytes)")

@@ -93,13 +93,9 @@ class Item:
 
 def default_model():
     """The catalog's mapped class for ``work_queue``."""
-    from ..catalog import models
+    from .models import WorkQueue as QueueRow
 
-    for name in ("WorkQueue", "WorkItem", "QueueItem", "WorkQueueItem"):
-        m = getattr(models, name, None)
-        if m is not None:
-            return m
-    raise ImportError("archiver.catalog.models has no work_queue model")
+    return QueueRow
 
 
 class WorkQueue:
@@ -247,6 +243,14 @@ class WorkQueue:
         return n
 
     # -- inspection ------------------------------------------------------------------------
+    def waiting_under(self, root: str) -> set[str]:
+        """Paths under ``root`` that are pending or claimed (an interrupted run's leftovers)."""
+        M = self.M
+        prefix = root.rstrip(os.sep) + os.sep
+        with self.Session() as s:
+            return set(s.scalars(select(M.path).where(M.state.in_((PENDING, CLAIMED)),
+                                                      M.path.startswith(prefix, autoescape=True))))
+
     def depth(self, roots: Iterable[str] | None = None) -> dict[str, int]:
         M = self.M
         q = select(M.state, func.count()).group_by(M.state)
