@@ -10,11 +10,13 @@ file was read (None: defaults).
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ConfigDict, ValidationError, create_model
 
 from .errors import UsageError
 
@@ -122,9 +124,6 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 def _schema_errors(data: dict[str, Any]) -> list[str]:
     """Every problem with ``data`` (types, ranges, paths), one line each, naming its key."""
-    import typing
-
-    from pydantic import ConfigDict, ValidationError, create_model
 
     hints = typing.get_type_hints(Config)
     schema = create_model("ConfigSchema", __config__=ConfigDict(strict=True, extra="forbid"),
