@@ -124,7 +124,6 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 def _schema_errors(data: dict[str, Any]) -> list[str]:
     """Every problem with ``data`` (types, ranges, paths), one line each, naming its key."""
-
     hints = typing.get_type_hints(Config)
     schema = create_model("ConfigSchema", __config__=ConfigDict(strict=True, extra="forbid"),
                           **{f.name: (hints[f.name], None) for f in fields(Config)})

@@ -54,7 +54,6 @@ def _catalog(state: dict) -> Check:
     if cfg is None:
         return Check("catalog", "fail", "no usable config")
     url = cfg.resolved_catalog_url()
-
     try:
         from ..catalog import queries as q  # heavy: sqlalchemy (catalog), not loaded by archiver --help
         from ..catalog.db import Catalog, current_revision, head_revision  # heavy: sqlalchemy (catalog), not loaded by archiver --help
@@ -178,7 +177,6 @@ def _policy(state: dict) -> Check:
 def _codecs(state: dict) -> Check:
     """Every registered codec this installation can run; one that cannot is skipped by the chain
     (the next codec in the rule's list is tried), so it is a warning, not a failure."""
-
     missing = {n: why for n in codecs.names() if (why := codecs.codec_class(n).unavailable())}
     ok = [n for n in codecs.names() if n not in missing]
     detail = ", ".join(ok) + "".join(f"; {n} unavailable: {why}" for n, why in missing.items())
@@ -261,7 +259,6 @@ def run_checks() -> list[Check]:
 @click.pass_context
 def doctor(ctx, as_json):
     """Show the config file, catalog, vault, web cache, free space, model and GPU in use, and what is wrong."""
-
     checks = run_checks()
     problems = [c for c in checks if c.status != "ok"]
 

@@ -24,7 +24,6 @@ def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", en
 
         yield from tqdm(iterable, total=total, desc=desc, unit="img", file=out, dynamic_ncols=True)
         return
-
     t0 = last = time.monotonic()
     step = max(1, (total or 0) // 20)
     n = 0

@@ -53,12 +53,10 @@ class Ours:
 
     def codec(self, steps: int | None):
         """The registry's diffusion codec on this backbone (what ``archive`` encodes with)."""
-
         return DiffusionCodec(CodecSettings(decode_steps=steps), backbone=self.backbone)
 
     def encode(self, img: LoadedImage, bpp: float, steps: int | None) -> Any:
         """-> the codec's ``Encoded`` (``.data``, ``.bpp``, ``.params``: quality, t, steps, rate_note)."""
-
         return self.codec(steps).encode(Source(img, b""), Target(bpp=bpp))
 
     def decode(self, data: bytes, steps: int | None) -> Image.Image:

@@ -87,7 +87,6 @@ def is_disk_full(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None) or exc
     if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL or getattr(orig, "sqlstate", None) == _PG_DISK_FULL:
         return True
-
     return isinstance(orig, sqlite3.Error) and "database or disk is full" in str(orig)
 
 
@@ -224,7 +223,6 @@ def _write_marker(marker: Path, url: str, how: str) -> None:
     """Record durably (temp file, fsync, rename, fsync of the directory, which is also the SQLite
     catalog's) that a catalog exists at ``url``. A marker that cannot be written is logged: the
     catalog still works, and the next open tries again."""
-
     rec = {"catalog": catalog_place(url), "how": how, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "by": f"archiver {__version__}"}
     try:
@@ -381,7 +379,6 @@ def _tables_read_only(p: Path):
     read so: the engine will say why). Never open a catalog file with ``open()``: closing that
     descriptor would drop the POSIX locks this process's SQLite connections hold on the file,
     and a concurrent writer could then corrupt it."""
-
     try:
         con = sqlite3.connect(f"file:{quote(str(p.resolve()))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
@@ -431,7 +428,6 @@ def open_existing(url: str) -> Catalog | None:
 
 def guarded(fn):
     """``fn()``, with a database failure turned into one CatalogError line (not a traceback)."""
-
     try:
         return fn()
     except SQLAlchemyError as e:

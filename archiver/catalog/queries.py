@@ -392,7 +392,6 @@ FELL_BACK = "fell back to "
 def reason_kind(reason: str) -> str:
     """A reason without its measured value, for grouping ("protected-region PSNR 17.7dB below
     the floor 32.0dB" and "... 23.9dB below ..." are one kind)."""
-
     return re.sub(r"-?\d+(?:\.\d+)?\s*dB below", "below", reason)
 
 
@@ -407,7 +406,6 @@ def fallback_reason(reasons) -> str | None:
 
 def fallback_counts(s: Session) -> list[dict]:
     """Committed versions whose codec fell back, grouped by the reason (files and bytes)."""
-
     F = FileVersion
     q = select(F.rule, F.reasons, F.size).where(F.state == COMMITTED, cast(F.reasons, String).like(f"%{FELL_BACK}%"))
     groups: dict[str, dict] = {}
@@ -465,7 +463,6 @@ def versions_for_target(s: Session, target: str) -> list[FileVersion]:
 def daemon_activity(s: Session, n_errors: int):
     """What ``archiver status`` shows of the daemon's work: queue counts by state, the claims in
     hand, files committed per window, the last errors and the files being retried."""
-
     now = utcnow()
     queue = dict(s.execute(select(WorkQueue.state, func.count()).group_by(WorkQueue.state)).all())
     in_hand = [{"path": p, "claimed_by": b, "since": a} for p, b, a in s.execute(
@@ -488,7 +485,6 @@ def daemon_activity(s: Session, n_errors: int):
 
 def drop_queue_entry(s: Session, path: str) -> None:
     """Remove a path's work-queue entry, whatever its state."""
-
     s.execute(delete(WorkQueue).where(WorkQueue.path == path))
 
 
@@ -517,7 +513,6 @@ def place_mark(s: Session, path: str) -> str | None:
 
 def record_place(catalog, path: str, kind: str, mark: str, node: str) -> None:
     """Record ``mark`` for ``path`` unless another node was first (then nothing changes)."""
-
     try:
         with catalog.session() as s:
             s.add(SharedPlace(path=path, kind=kind, mark=mark, node=node))

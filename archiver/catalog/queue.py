@@ -96,7 +96,6 @@ class Item:
 
 def default_model():
     """The catalog's mapped class for ``work_queue``."""
-
     return QueueRow
 
 
@@ -116,7 +115,6 @@ class WorkQueue:
     @classmethod
     def for_catalog(cls, catalog, **kw) -> "WorkQueue":
         """The queue of an open ``archiver.catalog.db.Catalog``."""
-
         return cls(sessionmaker(catalog.engine, expire_on_commit=False), default_model(), **kw)
 
     # -- producers -------------------------------------------------------------------------

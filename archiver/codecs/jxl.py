@@ -31,6 +31,5 @@ class JxlCodec(PillowLossyCodec):
 
     def _plugin(self) -> None:
         super()._plugin()
-
     def save_options(self, target=None) -> dict:
         return {"effort": self.effort, "lossless": False, "num_threads": 1}

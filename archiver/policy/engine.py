@@ -46,7 +46,6 @@ class Decision:
     @property
     def codecs(self) -> list[str]:
         """The codecs this decision tries, in order (the action, ``best``'s candidates, the fallbacks)."""
-
         return order(self.action, self.params)
 
     @property

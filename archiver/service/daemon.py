@@ -113,7 +113,6 @@ class Daemon:
         self.reload_requested = False
         try:
             cfg = load_config(self.config_path)
-
             load_policy(cfg.policy)
         except Exception as e:  # keep serving with the old config
             log.error("config reload failed; keeping the old config", extra={"error": str(e)})
@@ -321,7 +320,6 @@ class Daemon:
     def _expire_vault(self, now=None) -> None:
         """The daemon expires the vault itself (originals past their retention, never under legal
         hold, never the last good copy), so that disk use goes down without a separate timer."""
-
         try:
             gone = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()), now=now)
         except Exception as e:  # noqa: BLE001 - retried at the next interval
@@ -332,7 +330,6 @@ class Daemon:
 
     def _check_space(self) -> None:
         """Pause claiming new work while a filesystem we write to is nearly full (and say so)."""
-
         problems = low_space([self.cfg.state_dir, self.cfg.resolved_vault_dir(), *self.all_roots],
                              min_free=self.cfg.min_free_bytes)
         if problems and not self.space_problems:
@@ -344,7 +341,6 @@ class Daemon:
     def run(self) -> int:
         load_policy(self.cfg.policy)  # a broken policy stops the start with a clear error
         require_shared_vault(self.cfg)
-
         problems = low_space([self.cfg.state_dir, self.cfg.resolved_vault_dir(), *self.all_roots],
                              min_free=self.cfg.min_free_bytes)
         if problems:

@@ -186,7 +186,6 @@ def recover(cfg: Config, catalog) -> list:
     """Finish or roll back what an interrupted run left (single-host catalogs only)."""
     if not cfg.resolved_catalog_url().startswith("sqlite"):
         return []
-
     done = recover_pending(ArchiveContext.from_config(cfg, catalog=catalog))
     for path, note in done:
         log.info("recovered", extra={"path": path, "note": note})

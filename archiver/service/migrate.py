@@ -219,7 +219,6 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
 def _vault_share(planned) -> dict:
     """What the vault will hold on top of the prediction (originals kept for their retention
     period, then deleted by the daemon or `verify --expire-vault`), and from when it frees."""
-
     by_days: dict[int, int] = defaultdict(int)
     for r in planned:
         if r.get("status") == "planned" and r.get("original") == "vault" and r.get("action") != "keep":
@@ -369,7 +368,6 @@ _DONE = ("committed", "skipped")
 def _check_space(cfg: Config, roots, todo, workers: int) -> None:
     """Refuse to start when a filesystem we write to lacks the reserve plus room for the files
     in hand (each worker may hold a compressed output beside its original, and a vault copy)."""
-
     largest = 0
     for p, _ in todo:
         try:

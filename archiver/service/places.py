@@ -72,7 +72,6 @@ def check_view(directory: str | None, expected: str | None, kind: str) -> str | 
 def _create_mark(directory: str, kind: str) -> str:
     """Write a new id into the marker; if another node just created one, use that one. An empty
     marker an operator put there (the daemon's older convention) gets an id written into it."""
-
     marker = Path(directory) / MARKERS[kind]
     mark = uuid.uuid4().hex
     try:

@@ -165,7 +165,6 @@ def _note_hidden(n: int) -> None:
     hidden_processes = n
     if n and not _hidden_warned and not has_capability(CAP_SYS_PTRACE):
         _hidden_warned = True
-
         logging.getLogger("archiver.settle").warning(
             "cannot see the open files of %d process(es) of other users: a file they are still writing is "
             "held back only by the settle window; grant CAP_SYS_PTRACE (see docs/operations.md, systemd)", n,

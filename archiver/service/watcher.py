@@ -35,7 +35,6 @@ _WARNED: set[str] = set()
 def is_candidate(path: str | os.PathLike) -> bool:
     """A path worth considering: an image name, not a temp file, not hidden, not our output
     (compressed files, previews)."""
-
     p = Path(path)
     name = p.name
     if not name or name.startswith(".") or is_temp_name(p) or is_preview(name):

@@ -143,7 +143,6 @@ def init_worker(torch_threads: int, parent_pid: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(torch_threads)
     os.environ["ARCHIVER_TORCH_THREADS"] = str(torch_threads)
-
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter in logs
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(torch_threads)

@@ -32,7 +32,6 @@ def low_space(paths, need_bytes: int = 0, *, min_free: int | None = None) -> lis
     """One line per filesystem among ``paths`` that has too little room: less than ``need_bytes``
     plus the reserve (``MIN_FREE_BYTES``, at least ``MIN_FREE_FRACTION`` of the disk). Each
     filesystem is checked once, however many of the paths live on it."""
-
     seen: set[int] = set()
     problems = []
     for p in paths:

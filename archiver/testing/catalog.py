@@ -63,7 +63,6 @@ default:
 
 def make_policy(path: str | Path | None = None):
     """The parsed ``TEST_POLICY``; with ``path`` also written there (for CLI runs)."""
-
     if path is not None:
         Path(path).write_text(TEST_POLICY)
     return parse_policy_text(TEST_POLICY, "test-policy")
@@ -137,14 +136,12 @@ class FakeCodec(Codec):
 def random_tiny_codec(seed: int = 0):
     """The real diffusion codec on an untrained tiny backbone (deterministic per seed)."""
     from ..codecs.diffusion.backbones.tiny import random_tiny  # heavy: torch (via codecs.diffusion.backbones.tiny), which testing.catalog does not load at import
-
     return DiffusionCodec(CodecSettings(decode_steps=2), backbone=random_tiny(seed, device="cpu"))
 
 
 def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None, **kw):
     """A context on a fresh SQLite catalog (created, or ``catalog_url``'s) with ``TEST_POLICY``; ``codec`` stands in for the
     diffusion codec (default: ``FakeCodec``); the other codecs are the registry's own."""
-
     tmp = Path(tmp)
     cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}", create=True)
     codecs = Codecs(overrides={"diffusion": codec if codec is not None else FakeCodec()})
@@ -156,7 +153,6 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
     """Where the catalog and ``directory`` disagree (for crash tests): rows stuck in progress,
     committed rows whose files are missing/damaged or whose original status is wrong, temp
     leftovers, and compressed files the catalog does not know."""
-
     problems = []
     directory = Path(directory)
     with ctx.catalog.session() as s:

@@ -22,7 +22,6 @@ TOKEN = "test-token-0123456789abcdef"
 def _policy_text() -> str:
     """The catalog tests' policy, with its diffusion rule keeping the original in the vault (the
     file page then has both pictures: the original from the vault and the decoded image)."""
-
     p = yaml.safe_load(TEST_POLICY)
     p["name"] = "web-test"
     for rule in p["rules"]:
@@ -34,7 +33,6 @@ def _policy_text() -> str:
 def landscape(seed: int = 0, size: tuple[int, int] = (192, 128)) -> "np.ndarray":
     """A synthetic photo-like scene (sky, hills, textured grass) that a person can recognise on
     a screenshot, unlike a plain gradient."""
-
     rng = np.random.default_rng(seed)
     w, h = size
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -64,9 +62,7 @@ def write_photo(path: str | Path, seed: int = 0, size=(192, 128), quality: int =
 def make_collection(tmp: str | Path, *, codec=None, preview: bool = True) -> tuple[object, dict[str, int]]:
     """Archive a few images under ``tmp/photos`` (with 512-px WebP previews beside the files
     whose originals left); returns (context, {name: catalog id})."""
-
     tmp = Path(tmp)
-
     ctx = make_context(tmp, codec=codec)
     ctx.policy = parse_policy_text(_policy_text(), "web-test")
     if preview:

@@ -33,7 +33,6 @@ COMPRESSED_EXTS = codecs.suffixes()
 
 def is_own_output(ctx, path: Path) -> bool:
     """Compressed files, previews, temp files and originals taken for removal are never archived themselves."""
-
     if atomic.is_private_name(path) or is_preview(path):
         return True
     if path.suffix not in COMPRESSED_EXTS:

@@ -36,7 +36,6 @@ class ArchiveContext:
     def from_config(cls, config, *, policy=None, catalog: Catalog | None = None, dry_run: bool = False) -> "ArchiveContext":
         """The context for ``config``; opens its catalog unless one is given, which must exist
         (the callers that may create it open it themselves, see ``catalog.db.Catalog``)."""
-
         return cls(
             catalog=catalog or open_catalog(config),
             policy=policy if policy is not None and not isinstance(policy, (str, Path)) else load_policy(policy or config.policy),

@@ -43,7 +43,6 @@ class Held:
 
 def replacement_holds(row: FileVersion, codecs=None) -> Held:
     """Read the compressed file of ``row`` from disk and check it against the catalog."""
-
     if not row.compressed_path:
         return Held(False, "no compressed file recorded")
     cp = Path(row.compressed_path)

@@ -16,7 +16,6 @@ def path_lock(lock_dir: str | Path | None, path: str):
     if lock_dir is None:
         yield
         return
-
     Path(lock_dir).mkdir(parents=True, exist_ok=True)
     name = hashlib.sha1(os.fsencode(path)).hexdigest()[:3]
     fd = os.open(Path(lock_dir) / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)

@@ -69,7 +69,6 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
 def _strays(catalog: Catalog) -> list[dict]:
     """Files beside archived ones that look like archiver output but that the catalog does not
     know (leftovers of a crash nobody recovered yet, or copies made by hand): reported, not touched."""
-
     with catalog.session() as s:
         rows = q.paths_and_compressed(s)
     known = {c for _, c in rows if c}

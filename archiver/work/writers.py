@@ -59,7 +59,6 @@ class RealWriters:
 
     def remove_original(self, job):
         """The original goes only through the invariant's gate: (kind, why) when it stays."""
-
         return remove_original(job.row, job.path, self.ctx)
 
     # extras that are no part of the archive's safety

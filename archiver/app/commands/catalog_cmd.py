@@ -193,7 +193,6 @@ def status(n_errors, as_json, core):
 
 def _lock_holder(path) -> tuple[bool, int | None]:
     """Whether a daemon holds its lock (tested without taking it for long), and its pid."""
-
     if not os.path.exists(path):
         return False, None
     try:

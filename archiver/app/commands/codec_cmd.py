@@ -136,7 +136,6 @@ def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_jso
 def _decode_lossless(src: Path, dst: Path, fmt: str, blob: bytes, as_json: bool) -> None:
     """The original back from a lossless file (checked against the record it carries): its own
     bytes when DST asks for its own format, else its pixels in DST's format."""
-
     from ...codecs.lossless import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
     from ...storage.atomic import write_bytes  # heavy: storage.atomic (~9 ms), not loaded by archiver --help
     from ...codecs.diffusion.files import output_file_mode  # heavy: torch (codecs.diffusion), not loaded by archiver --help

@@ -25,7 +25,6 @@ def daemon(config_path, json_logs, rebind_roots, executor, verbose, as_json):
 
     SIGTERM/SIGINT: stop taking work, finish the files in hand, exit 0 (a second signal
     abandons them; the next start resumes them). SIGHUP: reload the config file."""
-
     from ...service.daemon import Daemon  # heavy: sqlalchemy (service), not loaded by archiver --help
     from ...service.logs import setup_logging  # heavy: sqlalchemy (service), not loaded by archiver --help
 

@@ -23,7 +23,6 @@ def serve(host, port, threads, as_json, core):
     """Serve the dashboard: overview, file browser, original-vs-decoded file pages, bench results.
 
     Read-only unless web.token is set in the config; restores then need that token."""
-
     from ..web.server import build_app, make_server, port_of, url_of  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
     from ..web.settings import web_settings  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
 

@@ -271,7 +271,6 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
 
 def _json_text(v) -> str:
     """Event details and evidence as readable JSON (the template escapes it)."""
-
     return json.dumps(v, ensure_ascii=False, default=str, sort_keys=True)
 
 

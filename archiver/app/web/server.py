@@ -73,7 +73,6 @@ class BackgroundServer:
 def start_with_daemon(cfg, log: logging.Logger):
     """The dashboard on a thread when ``web.with_daemon`` is set, else None; a dashboard that
     cannot start (port taken) is logged on ``log`` and the daemon goes on without it."""
-
     settings = web_settings(cfg)
     if not settings.with_daemon:
         return None

@@ -24,7 +24,6 @@ TOP_FOLDERS = 15
 
 def daemon_status(cfg, catalog) -> dict:
     """Is a daemon serving this catalog (who holds its lock), read without taking the lock."""
-
     url = catalog.url
     pid = lock_holder(lock_path_for(url, cfg.state_dir))
     if pid is not None:

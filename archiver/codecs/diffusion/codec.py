@@ -74,7 +74,6 @@ class DiffusionCodec(Codec):
         the quality knob over whole numbers 0..100: each probe coded, decoded and measured."""
         from .pipeline import QualityProbe  # heavy: torch (codecs.diffusion), not loaded by archiver --help
         from .ratecontrol import QUALITY_MAX, QUALITY_MIN  # heavy: torch (codecs.diffusion), not loaded by archiver --help
-
         try:
             probe = QualityProbe(source.image, self.backbone, steps=self.settings.decode_steps,
                                  roi=[tuple(b) for b in source.regions] or None)

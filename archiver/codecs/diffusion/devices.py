@@ -8,6 +8,6 @@ from typing import Optional
 
 def cuda_device_name() -> Optional[str]:
     """The first CUDA device's name, or None when torch sees none."""
-    import torch  # heavy: only when asked  # heavy: torch, optional and slow to import
+    import torch  # heavy: only when asked
 
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None

@@ -119,7 +119,6 @@ class BlazeFace:
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError("the mediapipe package (BlazeFace models) is not installed")
         path = Path(list(spec.submodule_search_locations)[0]) / "modules" / "face_detection" / name
-
         with quiet_stderr():  # TFLite announces its XNNPACK delegate on fd 2
             self.it = Interpreter(model_path=str(path), num_threads=1)
             self.it.allocate_tensors()

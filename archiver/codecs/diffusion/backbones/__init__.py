@@ -74,7 +74,6 @@ def _load_diffusers(*, model_path, device) -> Backbone:
     """A diffusers model directory (or cached repo id); it must be named."""
     if not model_path:
         raise UsageError("the diffusers backbone needs a model: --model DIR (or diffusers_model in the config)")
-
     return DiffusersBackbone.from_pretrained(model_path, device=device)
 
 

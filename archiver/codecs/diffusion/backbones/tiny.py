@@ -43,7 +43,7 @@ def _archive_releases_dir() -> Path:
     """The data package's ``releases`` folder; without the package, a folder that is not there
     (where a checkout before issue 25 kept them), so that no release is found."""
     try:
-        import archiver_weights_archive  # optional data package (no code): earlier weights only  # heavy: the old-weights package, an optional install
+        import archiver_weights_archive  # heavy: an optional data package (no code): earlier weights only
     except ImportError:
         return WEIGHTS_DIR / "releases"
     return Path(archiver_weights_archive.RELEASES_DIR)
@@ -145,7 +145,6 @@ def build_vae(config: Optional[dict] = None):
         from .rd_ae import RDAutoencoder  # heavy: compressai, diffusers (via codecs.diffusion.backbones.rd_ae), which codecs.diffusion.backbones.tiny does not load at import
 
         return RDAutoencoder(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-
     diffusers_light.load()
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL  # heavy: diffusers, optional and slow to import
 
