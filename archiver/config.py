@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ConfigDict, ValidationError, create_model
 
 from .errors import UsageError
 
@@ -124,6 +123,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 def _schema_errors(data: dict[str, Any]) -> list[str]:
     """Every problem with ``data`` (types, ranges, paths), one line each, naming its key."""
+    from pydantic import ConfigDict, ValidationError, create_model  # heavy: pydantic, which config does not load at import
+
     hints = typing.get_type_hints(Config)
     schema = create_model("ConfigSchema", __config__=ConfigDict(strict=True, extra="forbid"),
                           **{f.name: (hints[f.name], None) for f in fields(Config)})

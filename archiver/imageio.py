@@ -216,7 +216,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     grayscale = original_mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
     alpha = None
     if original_mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        import numpy as np  # heavy: numpy, not loaded by archiver --help
+        import numpy as np  # heavy: numpy, which imageio does not load at import
 
         a = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if original_mode != "F" else max(1.0, float(a.max()))

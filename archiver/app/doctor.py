@@ -189,7 +189,7 @@ def _model(state: dict) -> Check:
         return Check("model", "fail", "no usable config")
     name = cfg.backbone
     try:
-        from ..codecs.diffusion.backbones.lookup import configured_backbone  # heavy: optional, its failure is handled by the surrounding try
+        from ..codecs.diffusion.backbones.lookup import configured_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
         # with the config's adapter: a missing or mismatched one would make every diffusion
         # file fall back to another codec

@@ -20,7 +20,7 @@ def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", en
         return
     out = stream or sys.stderr
     if out.isatty():
-        from tqdm import tqdm  # heavy: tqdm (~20 ms), not loaded by archiver --help
+        from tqdm import tqdm  # heavy: tqdm, which app.output does not load at import
 
         yield from tqdm(iterable, total=total, desc=desc, unit="img", file=out, dynamic_ncols=True)
         return

@@ -40,8 +40,6 @@ from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import __version__
-from ..config import default_state_dir
-from ..config import load_config
 from ..errors import CatalogError, CatalogFullError, NoCatalogError
 from ..storage import atomic
 
@@ -202,6 +200,8 @@ def marker_path(url: str, state_dir: Path | None = None) -> Path | None:
     if _is_memory(url):
         return None
     if state_dir is None:
+        from ..config import default_state_dir  # heavy: yaml (via config), which catalog.db does not load at import
+
         state_dir = default_state_dir()
     key = hashlib.sha256(shown_url(url).encode()).hexdigest()[:32]
     return Path(state_dir) / "catalogs" / f"{key}{MARKER_SUFFIX}"
@@ -411,6 +411,8 @@ def open_catalog(url_or_config=None, *, create: bool = False) -> Catalog:
     exist (see ``Catalog``); only the commands that archive (``archive``, ``migrate``, the daemon)
     pass ``create=True``, which creates one where none ever existed."""
     if url_or_config is None:
+        from ..config import load_config  # heavy: yaml (via config), which catalog.db does not load at import
+
         url_or_config = load_config()
     url = url_or_config if isinstance(url_or_config, str) else url_or_config.resolved_catalog_url()
     return Catalog(url, create=create)

@@ -345,7 +345,7 @@ def measure(source: Source, recon: Image.Image, *, score: bool = True, ms_ssim: 
     if source.image.alpha is not None:  # transparency counts in the whole-image PSNR
         if "A" not in recon.getbands():
             return Verdict(False, "reconstruction lost the transparency", psnr=0.0, ms_ssim=v.ms_ssim)
-        import numpy as np  # heavy: numpy, not loaded by archiver --help
+        import numpy as np  # heavy: numpy, which codecs.base does not load at import
 
         v.psnr = min(v.psnr, _finite(psnr(np.asarray(source.image.alpha), np.asarray(recon.getchannel("A")))))
     vals = []
@@ -429,7 +429,7 @@ FINGERPRINT_TOLERANCE = 2.0
 def fingerprint(img: Image.Image) -> list[float]:
     """Device-independent summary of a reconstruction: the mean of each cell of an 8x8 grid, per
     RGB channel (192 numbers, one decimal)."""
-    import numpy as np  # heavy: numpy, not loaded by archiver --help
+    import numpy as np  # heavy: numpy, which codecs.base does not load at import
 
     a = np.asarray(img.convert("RGB"), dtype=np.float64)
     h, w = a.shape[:2]

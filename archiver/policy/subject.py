@@ -12,7 +12,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import ExifTags, Image
 from PIL import Image
 
@@ -128,6 +127,7 @@ class Subject:
         """An RGB uint8 array at most ``max_pixels`` large, and the factor that maps its
         coordinates back to the original (original = work * scale)."""
         if max_pixels not in self._work:
+            import numpy as np  # heavy: numpy, which policy.subject does not load at import
             img = self.image.rgb
             w, h = img.size
             scale = 1.0

@@ -15,16 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..catalog.db import open_catalog
-from ..catalog.models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
 from ..codecs import Codec, CodecSettings, Encoded, Exactness, suffixes
 from ..codecs.bound import Codecs
 from ..codecs.diffusion import DiffusionCodec
 from ..errors import ContainerError
-from ..policy.engine import parse_policy_text
 from ..storage.atomic import is_private_name
 from ..storage.vault import Vault
-from ..work.context import ArchiveContext
 
 TEST_POLICY = """
 version: 1
@@ -63,6 +59,8 @@ default:
 
 def make_policy(path: str | Path | None = None):
     """The parsed ``TEST_POLICY``; with ``path`` also written there (for CLI runs)."""
+    from ..policy.engine import parse_policy_text  # heavy: yaml (via policy.engine), which testing.catalog does not load at import
+
     if path is not None:
         Path(path).write_text(TEST_POLICY)
     return parse_policy_text(TEST_POLICY, "test-policy")
@@ -142,6 +140,9 @@ def random_tiny_codec(seed: int = 0):
 def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None, **kw):
     """A context on a fresh SQLite catalog (created, or ``catalog_url``'s) with ``TEST_POLICY``; ``codec`` stands in for the
     diffusion codec (default: ``FakeCodec``); the other codecs are the registry's own."""
+    from ..work.context import ArchiveContext  # heavy: sqlalchemy (via work.context), which testing.catalog does not load at import
+    from ..catalog.db import open_catalog  # heavy: sqlalchemy (via catalog.db), which testing.catalog does not load at import
+
     tmp = Path(tmp)
     cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}", create=True)
     codecs = Codecs(overrides={"diffusion": codec if codec is not None else FakeCodec()})
@@ -153,6 +154,7 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
     """Where the catalog and ``directory`` disagree (for crash tests): rows stuck in progress,
     committed rows whose files are missing/damaged or whose original status is wrong, temp
     leftovers, and compressed files the catalog does not know."""
+    from ..catalog.models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion  # heavy: sqlalchemy (via catalog.models), which testing.catalog does not load at import
     problems = []
     directory = Path(directory)
     with ctx.catalog.session() as s:

@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -144,6 +143,7 @@ class PoolBackbone:
 def pink_noise_images(root: str | Path, n: int, size: int = 128, seed: int = 0) -> Path:
     """``n`` PNGs of coloured 1/f noise (the power spectrum of natural photos), for training tests
     that need latents with natural-image correlations; written into ``root``."""
+    import numpy as np  # heavy: numpy, which testing.codec does not load at import
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

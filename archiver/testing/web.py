@@ -7,13 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
-from ..catalog import queries as q
-from ..policy.engine import parse_policy_text
 from ..preview import PreviewSettings
-from ..work import archive_file
 from .catalog import make_context, TEST_POLICY, write_jpeg, write_png
 
 TOKEN = "test-token-0123456789abcdef"
@@ -22,6 +18,8 @@ TOKEN = "test-token-0123456789abcdef"
 def _policy_text() -> str:
     """The catalog tests' policy, with its diffusion rule keeping the original in the vault (the
     file page then has both pictures: the original from the vault and the decoded image)."""
+    import yaml  # heavy: yaml, which testing.web does not load at import
+
     p = yaml.safe_load(TEST_POLICY)
     p["name"] = "web-test"
     for rule in p["rules"]:
@@ -62,7 +60,12 @@ def write_photo(path: str | Path, seed: int = 0, size=(192, 128), quality: int =
 def make_collection(tmp: str | Path, *, codec=None, preview: bool = True) -> tuple[object, dict[str, int]]:
     """Archive a few images under ``tmp/photos`` (with 512-px WebP previews beside the files
     whose originals left); returns (context, {name: catalog id})."""
+    from ..work import archive_file  # heavy: sqlalchemy (via work), which testing.web does not load at import
+    from ..catalog import queries as q  # heavy: sqlalchemy (via catalog.queries), which testing.web does not load at import
+
     tmp = Path(tmp)
+    from ..policy.engine import parse_policy_text  # heavy: yaml (via policy.engine), which testing.web does not load at import
+
     ctx = make_context(tmp, codec=codec)
     ctx.policy = parse_policy_text(_policy_text(), "web-test")
     if preview:

@@ -13,8 +13,6 @@ import os
 import stat as statmod
 from typing import Optional
 
-import imagehash
-
 from ..catalog import queries as q
 from ..catalog.models import COMMITTED, DISCOVERED, FAILED, SKIPPED
 from ..errors import InputError
@@ -25,6 +23,8 @@ from .job import ArchiveOutcome, Job, Skip
 
 def _perceptual_hashes(img) -> tuple[str | None, str | None]:
     try:
+        import imagehash  # heavy: imagehash, which work.discover does not load at import
+
         return str(imagehash.phash(img.rgb)), str(imagehash.dhash(img.rgb))
     except Exception:  # a hash is a convenience, never a reason to fail
         return None, None

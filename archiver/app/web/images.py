@@ -22,7 +22,6 @@ from PIL import Image
 from ...codecs import Exactness, Recorded
 from ...codecs.bound import Codecs
 from ...errors import ArchiverError
-from ...work.restore import read_compressed
 from .cache import DEFAULT_MAX_BYTES, PictureCache
 from ...storage.vault import Vault, VaultDamaged, VaultError
 
@@ -170,6 +169,8 @@ class Pictures:
         return self._codec(row).restore(blob, Recorded.from_row(row)).data
 
     def _compressed(self, row) -> bytes:
+        from ...work.restore import read_compressed  # heavy: sqlalchemy (via work.restore), which app.web.images does not load at import
+
         try:
             return read_compressed(row)
         except ArchiverError as e:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from ...catalog.db import open_catalog
 from ...storage.vault import Vault
-from ...work import Codecs
 from .plot import bytes_svg
 from .settings import web_settings, WebSettings
 
@@ -17,9 +15,12 @@ log = logging.getLogger("archiver.web")
 
 def build_app(cfg, settings: WebSettings, catalog=None):
     """The app for ``cfg`` (opening the catalog unless one is given)."""
-    from .app import create_app  # heavy: flask, werkzeug (via app.web.app), which app.web.server does not load at import
+    from ...catalog.db import open_catalog  # heavy: sqlalchemy (via catalog.db), which app.web.server does not load at import
+    from .app import create_app  # heavy: flask, sqlalchemy, werkzeug (via app.web.app), which app.web.server does not load at import
 
     def codecs():
+        from ...work import Codecs  # heavy: sqlalchemy (via work), which app.web.server does not load at import
+
         return Codecs.from_config(cfg)
 
     catalog = catalog or open_catalog(cfg)

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import numpy as np
 from ...errors import InputError
 
 #: classifier name -> module implementing ``classify(subject)``
@@ -147,6 +146,8 @@ def box_area_fraction(boxes: list[Box], width: int, height: int) -> float:
     """Share of the image covered by the union of boxes (overlaps counted once)."""
     if not boxes or width <= 0 or height <= 0:
         return 0.0
+    import numpy as np  # heavy: numpy, which policy.classifiers does not load at import
+
     # rasterise on a coarse grid: exact enough and immune to overlap double counting
     s = max(1.0, max(width, height) / 512)
     gw, gh = int(np.ceil(width / s)), int(np.ceil(height / s))
