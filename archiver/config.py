@@ -10,6 +10,7 @@ file was read (None: defaults).
 from __future__ import annotations
 
 import os
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 def _schema_errors(data: dict[str, Any]) -> list[str]:
     """Every problem with ``data`` (types, ranges, paths), one line each, naming its key."""
-    import typing
-
-    from pydantic import ConfigDict, ValidationError, create_model
+    from pydantic import ConfigDict, ValidationError, create_model  # heavy: pydantic, which config does not load at import
 
     hints = typing.get_type_hints(Config)
     schema = create_model("ConfigSchema", __config__=ConfigDict(strict=True, extra="forbid"),

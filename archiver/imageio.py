@@ -120,7 +120,7 @@ def _cmyk_to_rgb(img: Image.Image, meta: ImageMetadata, notes: list[str]) -> Ima
     not travel on with RGB pixels (viewers would misread them), so it is dropped."""
     if meta.icc_profile:
         try:
-            from PIL import ImageCms
+            from PIL import ImageCms  # heavy: PIL.ImageCms, only for images with an ICC profile, not loaded by archiver --help
 
             src = ImageCms.ImageCmsProfile(io.BytesIO(meta.icc_profile))
             rgb = ImageCms.profileToProfile(img, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
@@ -216,7 +216,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
     grayscale = original_mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
     alpha = None
     if original_mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        import numpy as np
+        import numpy as np  # heavy: numpy, which imageio does not load at import
 
         a = np.asarray(img, dtype=np.float64)
         hi = 65535.0 if original_mode != "F" else max(1.0, float(a.max()))

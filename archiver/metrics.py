@@ -37,7 +37,7 @@ def psnr(a, b, box: tuple[int, int, int, int] | None = None) -> float:
 
 def ms_ssim(a, b) -> float:
     """MS-SSIM (pytorch_msssim); falls back to single-scale SSIM for images under 161 px a side."""
-    from pytorch_msssim import ms_ssim as _ms, ssim as _ss
+    from pytorch_msssim import ms_ssim as _ms, ssim as _ss  # heavy: pytorch_msssim (torch), optional
 
     x = torch.from_numpy(_arr(a)).permute(2, 0, 1)[None].float()
     y = torch.from_numpy(_arr(b)).permute(2, 0, 1)[None].float()

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from .errors import UsageError
 
 #: the suffix every preview name ends with, before the image extension
@@ -82,8 +84,6 @@ def preview_path(ps: PreviewSettings, path: str, root: str | None) -> Path:
 
 def render(img, ps: PreviewSettings) -> bytes:
     """``img`` (a PIL image) shrunk to ``ps.size`` on its long side, encoded as a standard image."""
-    from PIL import Image
-
     im = img.convert("RGB") if img.mode not in ("RGB", "L") else img.copy()
     im.thumbnail((ps.size, ps.size), Image.Resampling.LANCZOS)
     out = io.BytesIO()

@@ -23,31 +23,31 @@ class Core:
     def guard(self, fn):
         if not self.guard_db:
             return fn()
-        from ..catalog.db import guarded
+        from ..catalog.db import guarded  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
         return guarded(fn)
 
     @cached_property
     def cfg(self):
-        from ..config import load_config
+        from ..config import load_config  # heavy: pydantic and yaml (config), not loaded by archiver --help
 
         return load_config(self.config_path, **self.overrides)
 
     @cached_property
     def catalog(self):
-        from ..catalog.db import open_catalog
+        from ..catalog.db import open_catalog  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
         return self.guard(lambda: open_catalog(self.cfg))
 
     @cached_property
     def vault(self):
-        from ..storage.vault import Vault
+        from ..storage.vault import Vault  # heavy: storage.vault (~7 ms), not loaded by archiver --help
 
         return Vault(self.cfg.resolved_vault_dir())
 
     @cached_property
     def codecs(self):
-        from ..work import Codecs
+        from ..work import Codecs  # heavy: sqlalchemy (work), not loaded by archiver --help
 
         return Codecs.from_config(self.cfg)
 

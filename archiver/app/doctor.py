@@ -7,6 +7,7 @@ when anything failed, so it can gate a deployment or a timer.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+
+from .. import codecs
+from ..errors import NoCatalogError
+from ..errors import UsageError
+from .output import emit
+from .output import human_bytes
 
 
 @dataclass
@@ -29,7 +36,7 @@ def _mask(url: str) -> str:
 
 
 def _config(state: dict) -> Check:
-    from ..config import load_config, search_paths
+    from ..config import load_config, search_paths  # heavy: pydantic and yaml (config), not loaded by archiver --help
 
     try:
         cfg = load_config()
@@ -47,11 +54,9 @@ def _catalog(state: dict) -> Check:
     if cfg is None:
         return Check("catalog", "fail", "no usable config")
     url = cfg.resolved_catalog_url()
-    from ..errors import NoCatalogError
-
     try:
-        from ..catalog import queries as q
-        from ..catalog.db import Catalog, current_revision, head_revision
+        from ..catalog import queries as q  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+        from ..catalog.db import Catalog, current_revision, head_revision  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
         try:  # never creates one: a missing catalog is reported (and one that existed is a failure)
             cat = Catalog(url, migrate_schema=False)
@@ -88,8 +93,6 @@ def _dir_size(root: Path) -> tuple[int, int]:
 
 
 def _vault(state: dict) -> Check:
-    from .output import human_bytes
-
     cfg = state.get("cfg")
     if cfg is None:
         return Check("vault", "fail", "no usable config")
@@ -106,10 +109,8 @@ def _vault(state: dict) -> Check:
 def _web_cache(state: dict) -> Check:
     """The dashboard's picture cache: where, how much, against its cap. Never a failure (it is a
     cache); a warning when over the cap, not writable, or when ``web:`` itself is wrong."""
-    from ..errors import UsageError
-    from .output import human_bytes
-    from .web.cache import usage
-    from .web.settings import cache_dir_of, web_settings
+    from .web.cache import usage  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
+    from .web.settings import cache_dir_of, web_settings  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
 
     cfg = state.get("cfg")
     if cfg is None:
@@ -137,8 +138,7 @@ def _web_cache(state: dict) -> Check:
 
 
 def _space(state: dict) -> Check:
-    from .output import human_bytes
-    from ..storage.space import free_bytes, low_space
+    from ..storage.space import free_bytes, low_space  # heavy: archiver.storage.space, not loaded by archiver --help
 
     cfg = state.get("cfg")
     if cfg is None:
@@ -166,7 +166,7 @@ def _roots(state: dict) -> Check:
 def _policy(state: dict) -> Check:
     cfg = state.get("cfg")
     try:
-        from ..policy import load_policy
+        from ..policy import load_policy  # heavy: yaml (policy), not loaded by archiver --help
 
         p = load_policy(cfg.policy if cfg else None)
     except Exception as e:  # noqa: BLE001
@@ -177,8 +177,6 @@ def _policy(state: dict) -> Check:
 def _codecs(state: dict) -> Check:
     """Every registered codec this installation can run; one that cannot is skipped by the chain
     (the next codec in the rule's list is tried), so it is a warning, not a failure."""
-    from .. import codecs
-
     missing = {n: why for n in codecs.names() if (why := codecs.codec_class(n).unavailable())}
     ok = [n for n in codecs.names() if n not in missing]
     detail = ", ".join(ok) + "".join(f"; {n} unavailable: {why}" for n, why in missing.items())
@@ -191,7 +189,7 @@ def _model(state: dict) -> Check:
         return Check("model", "fail", "no usable config")
     name = cfg.backbone
     try:
-        from ..codecs.diffusion.backbones.lookup import configured_backbone
+        from ..codecs.diffusion.backbones.lookup import configured_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
         # with the config's adapter: a missing or mismatched one would make every diffusion
         # file fall back to another codec
@@ -205,8 +203,6 @@ def _model(state: dict) -> Check:
 
 
 def _detectors(state: dict) -> Check:
-    import importlib.util
-
     missing = [m for m in ("cv2", "rapidocr_onnxruntime", "onnxruntime", "mediapipe", "ai_edge_litert")
                if importlib.util.find_spec(m) is None]
     if missing:
@@ -217,7 +213,7 @@ def _detectors(state: dict) -> Check:
 def _gpu(state: dict) -> Check:
     cfg = state.get("cfg")
     try:
-        from ..codecs.diffusion.devices import cuda_device_name
+        from ..codecs.diffusion.devices import cuda_device_name  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
         name = cuda_device_name()
         if name is not None:
@@ -230,7 +226,7 @@ def _gpu(state: dict) -> Check:
 
 
 def _writers(state: dict) -> Check:
-    from ..service.settle import CAP_SYS_PTRACE, has_capability, writer_visibility
+    from ..service.settle import CAP_SYS_PTRACE, has_capability, writer_visibility  # heavy: sqlalchemy (service), not loaded by archiver --help
 
     n = writer_visibility()
     if n and has_capability(CAP_SYS_PTRACE):
@@ -263,8 +259,6 @@ def run_checks() -> list[Check]:
 @click.pass_context
 def doctor(ctx, as_json):
     """Show the config file, catalog, vault, web cache, free space, model and GPU in use, and what is wrong."""
-    from .output import emit
-
     checks = run_checks()
     problems = [c for c in checks if c.status != "ok"]
 

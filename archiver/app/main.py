@@ -7,13 +7,15 @@ train``: ``packages/archiver-train``), and turns user errors into one clear line
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
+from importlib.metadata import entry_points
 
 import click
 
 from .. import __version__
-from ..errors import ArchiverError
+from ..errors import ArchiverError, UsageError
 from .output import to_json
 
 #: command name -> "module:attribute"; imported only when the command runs (torch is slow to import)
@@ -47,8 +49,6 @@ OPTIONAL = {
 
 
 def _entry_point(name: str):
-    from importlib.metadata import entry_points
-
     return next(iter(entry_points(group=ENTRY_POINTS, name=name)), None)
 
 
@@ -60,8 +60,6 @@ def _not_installed(name: str) -> click.Command:
                                            "help_option_names": []},
                    help=f"(not installed: {install})", add_help_option=False)
     def missing():
-        from ..errors import UsageError
-
         raise UsageError(f"`archiver {name}` needs the {package} package, which is not installed: {install}")
 
     return missing
@@ -71,8 +69,6 @@ def _use_config(ctx, param, value):
     """An explicit ``--config`` becomes ``$ARCHIVER_CONFIG`` for the whole process, so that every
     ``load_config()`` (catalog, codec, workers started later) reads the same file."""
     if value:
-        from ..errors import UsageError
-
         path = os.path.abspath(value)
         if not os.path.isfile(path):
             raise UsageError(f"{value}: config file not found")
@@ -82,9 +78,7 @@ def _use_config(ctx, param, value):
 
 def _use_verbose(ctx, param, value):
     if value:
-        import logging
-
-        from ..service.logs import setup_logging
+        from ..service.logs import setup_logging  # heavy: sqlalchemy (service), not loaded by archiver --help
 
         setup_logging(False, logging.DEBUG)
     return value
@@ -121,8 +115,6 @@ def common_options(cmd: click.Command) -> click.Command:
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        from importlib.metadata import entry_points
-
         return sorted({*COMMANDS, *OPTIONAL, *(ep.name for ep in entry_points(group=ENTRY_POINTS))})
 
     def get_command(self, ctx, name):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from typing import Iterable, Iterator
 
 from ..text import emit, human_bytes, to_json
@@ -19,12 +20,10 @@ def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", en
         return
     out = stream or sys.stderr
     if out.isatty():
-        from tqdm import tqdm
+        from tqdm import tqdm  # heavy: tqdm, which app.output does not load at import
 
         yield from tqdm(iterable, total=total, desc=desc, unit="img", file=out, dynamic_ncols=True)
         return
-    import time
-
     t0 = last = time.monotonic()
     step = max(1, (total or 0) // 20)
     n = 0

@@ -18,6 +18,8 @@ try:  # registers JPEG XL with Pillow
 except ImportError:  # pragma: no cover
     pillow_jxl = None
 
+from .. import codecs as archive_codecs
+
 
 @dataclass
 class SearchResult:
@@ -41,7 +43,7 @@ class ConventionalCodec:
     ext: str = ""
 
     def available(self) -> tuple[bool, str]:
-        from PIL import features
+        from PIL import features  # heavy: PIL.features, not loaded by archiver --help
 
         feature = {"WEBP": "webp", "AVIF": "avif"}.get(self.pil_format)
         if feature and not features.check(feature):
@@ -94,9 +96,7 @@ class ConventionalCodec:
 def _archive_options(name: str) -> dict:
     """The encoder settings the archive's own codec uses (``archiver.codecs``): the bench measures
     AVIF and JPEG XL exactly as ``archive`` writes them."""
-    from ..codecs import get_codec
-
-    return {k: v for k, v in get_codec(name).save_options().items() if k != "lossless"}
+    return {k: v for k, v in archive_codecs.get_codec(name).save_options().items() if k != "lossless"}
 
 
 CONVENTIONAL: dict[str, ConventionalCodec] = {

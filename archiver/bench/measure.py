@@ -63,13 +63,13 @@ def measure(fn: Callable[[], Any], interval: float = 0.002) -> Measured:
 
 
 def _hub_checkpoints() -> Path:
-    import torch
+    import torch  # heavy: torch, optional and slow to import
 
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def _to_tensor(img) -> "Any":
-    import torch
+    import torch  # heavy: torch, optional and slow to import
 
     a = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(a).permute(2, 0, 1)[None]
@@ -94,13 +94,13 @@ class Lpips:
     def load(cls) -> tuple["Lpips | None", str]:
         path = cls.weights_path()
         try:
-            import lpips
+            import lpips  # heavy: lpips (torch), optional
         except ImportError:
             return None, f"not computed (the lpips package is not installed; AlexNet weights would be read from {path})"
         if not path.is_file():
             return None, (f"not computed (weights not available locally: {path} is absent; "
                           "set ARCHIVER_LPIPS_ALEXNET to a torchvision AlexNet checkpoint)")
-        import torch
+        import torch  # heavy: torch, optional and slow to import
 
         try:
             model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
@@ -116,7 +116,7 @@ class Lpips:
         return cls(model), f"computed (lpips {getattr(lpips, '__version__', '?')}, AlexNet weights {path})"
 
     def __call__(self, a, b) -> float:
-        import torch
+        import torch  # heavy: torch, optional and slow to import
 
         with torch.no_grad():
             return float(self.model(_to_tensor(a), _to_tensor(b)).mean())
@@ -142,14 +142,14 @@ class Fid:
     def load(cls) -> tuple["Fid | None", str]:
         path = cls.weights_path()
         try:
-            from pytorch_fid.inception import InceptionV3
+            from pytorch_fid.inception import InceptionV3  # heavy: pytorch_fid (torch), optional
         except ImportError:
             return None, f"not computed (the pytorch-fid package is not installed; Inception weights would be read from {path})"
         if not path.is_file():
             return None, f"not computed (weights not available locally: {path} is absent)"
-        import torch
+        import torch  # heavy: torch, optional and slow to import
 
-        import pytorch_fid.inception as pfi
+        import pytorch_fid.inception as pfi  # heavy: pytorch_fid (torch), optional
 
         fetch = pfi.load_state_dict_from_url  # pytorch-fid would download: hand it the local file instead
         pfi.load_state_dict_from_url = lambda *a, **k: torch.load(path, map_location="cpu", weights_only=True)
@@ -164,7 +164,7 @@ class Fid:
         return cls(model), f"computed (pytorch-fid Inception, {cls.PATCH}px patches, weights {path})"
 
     def features(self, images) -> np.ndarray:
-        import torch
+        import torch  # heavy: torch, optional and slow to import
 
         out = []
         with torch.no_grad():
@@ -179,7 +179,7 @@ class Fid:
 
     @staticmethod
     def distance(f1: np.ndarray, f2: np.ndarray) -> float:
-        from scipy import linalg
+        from scipy import linalg  # heavy: scipy, slow to import
 
         if len(f1) < 2 or len(f2) < 2:
             return math.nan

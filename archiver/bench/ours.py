@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..codecs import CodecSettings
+from ..codecs import Source, Target
+from ..codecs.diffusion import DiffusionCodec
 from ..imageio import LoadedImage
 
 
@@ -27,13 +30,13 @@ class Ours:
     def __init__(self, backbone_name: str = "tiny", device: str = "cpu", model_path: str | None = None,
                  adapter: str | None = None):
         try:
-            from ..codecs.diffusion import pipeline
-            from ..codecs.diffusion.backbones import get_backbone
+            from ..codecs.diffusion import pipeline  # heavy: optional, its failure is handled by the surrounding try
+            from ..codecs.diffusion.backbones import get_backbone  # heavy: optional, its failure is handled by the surrounding try
         except ImportError as e:
             raise OursUnavailable(f"the diffusion codec is not available in this build ({e})") from None
         try:
             if backbone_name == "tiny-random":  # untrained, same architecture: proves the harness only
-                from ..codecs.diffusion.backbones.tiny import random_tiny
+                from ..codecs.diffusion.backbones.tiny import random_tiny  # heavy: optional, its failure is handled by the surrounding try
 
                 self.backbone = random_tiny(0, device=device)
             else:
@@ -50,15 +53,10 @@ class Ours:
 
     def codec(self, steps: int | None):
         """The registry's diffusion codec on this backbone (what ``archive`` encodes with)."""
-        from ..codecs import CodecSettings
-        from ..codecs.diffusion import DiffusionCodec
-
         return DiffusionCodec(CodecSettings(decode_steps=steps), backbone=self.backbone)
 
     def encode(self, img: LoadedImage, bpp: float, steps: int | None) -> Any:
         """-> the codec's ``Encoded`` (``.data``, ``.bpp``, ``.params``: quality, t, steps, rate_note)."""
-        from ..codecs import Source, Target
-
         return self.codec(steps).encode(Source(img, b""), Target(bpp=bpp))
 
     def decode(self, data: bytes, steps: int | None) -> Image.Image:
@@ -69,7 +67,7 @@ class Ours:
 
     def autoencode(self, rgb: Image.Image) -> Image.Image:
         """Pad to the stride (edge replicate), encode, decode, crop: the no-quantization ceiling."""
-        import torch
+        import torch  # heavy: torch, optional and slow to import
 
         s = int(self.backbone.stride)
         a = np.asarray(rgb.convert("RGB"), dtype=np.float32) / 127.5 - 1.0

@@ -173,10 +173,10 @@ def markdown(result: dict, plots: list[str] | None = None, crops: list[str] | No
 
 def plot(summary: list[dict], field: str, label: str, path: Path, title: str = "") -> bool:
     """One curve per codec (mean real bpp vs mean metric); the autoencoder ceiling as a dashed line."""
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, slow to import, only for plots
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: matplotlib, slow to import, only for plots
 
     codecs = sorted({r["codec"] for r in summary}, key=_order)
     if not any(r.get(field) is not None for r in summary):

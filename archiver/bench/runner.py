@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from PIL import Image
 
 from .. import metrics
@@ -22,6 +23,10 @@ from ..imageio import load_image
 from ..text import to_json
 from .codecs import ALL_CODECS, CONVENTIONAL, NEURAL
 from .measure import MEMORY_METHOD, Fid, Lpips, measure
+from . import ours as ours_mod
+from .report import summarize, verdicts
+from .report import write_crops
+from .report import write_outputs
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".ppm", ".pgm"}
 
@@ -81,7 +86,7 @@ def _failures(failures: list, image: str, codec: str, target):
 def _one_thread():
     """Metrics run single-threaded: on a shared 2-core machine torch's small convolutions are
     several times slower with 2 threads than with 1. Codec timings keep torch's setting."""
-    import torch
+    import torch  # heavy: torch, optional and slow to import
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -93,7 +98,6 @@ def _one_thread():
 
 def texture_box(rgb: Image.Image, size: int) -> tuple[int, int, int, int]:
     """The size x size window with the most luma gradient energy: where codecs differ most."""
-    import numpy as np
 
     g = np.asarray(rgb.convert("L"), dtype=np.float32)
     h, w = g.shape
@@ -133,11 +137,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     ours = None
     neural = [c for c in cfg.codecs if c in NEURAL]
     if neural:
-        from .ours import Ours, OursUnavailable
-
         try:
-            ours = Ours(cfg.backbone, cfg.device, cfg.model_path, adapter=cfg.adapter)
-        except OursUnavailable as e:
+            ours = ours_mod.Ours(cfg.backbone, cfg.device, cfg.model_path, adapter=cfg.adapter)
+        except ours_mod.OursUnavailable as e:
             for c in neural:
                 unavailable[c] = str(e)
             neural = []
@@ -189,7 +191,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             for b in ([target] if target is not None else cfg.bpps):
                 crops[(image, b)][codec] = (rec.crop(box), r)
 
-    import torch
+    import torch  # heavy: torch, optional and slow to import
 
     result = {
         "config": {
@@ -287,8 +289,6 @@ def run_bench(cfg: BenchConfig) -> dict:
             result["seconds"] = time.time() - t_start
             (Path(cfg.out) / "results.json").write_text(to_json(result) + "\n")
             if name in crop_boxes:
-                from .report import write_crops
-
                 write_crops(crops, Path(cfg.out), only_image=name)
 
     if not records and skipped:
@@ -301,12 +301,9 @@ def run_bench(cfg: BenchConfig) -> dict:
             fid_values[f"{codec}@{target}"] = fid.distance(ref, fid.features(recs))
 
     result.update(fid=fid_values, seconds=time.time() - t_start, partial=False)
-    from .report import summarize, verdicts
 
     result["summary"] = summarize(records)
     result["verdicts"] = verdicts(result["summary"], cfg.bpps, records)
     if cfg.out:
-        from .report import write_outputs
-
         result["files"] = write_outputs(result, crops, Path(cfg.out))
     return result

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sqlalchemy import text
+
 from . import queries as q
 
 
@@ -35,8 +37,6 @@ def catalog_bytes(catalog) -> int | None:
         db = Path(url[len("sqlite:///"):])
         return sum(os.stat(p).st_blocks * 512 for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
     try:
-        from sqlalchemy import text
-
         with catalog.engine.connect() as c:
             return int(c.execute(text("select pg_database_size(current_database())")).scalar())
     except Exception:  # noqa: BLE001 - another server: unknown, not an error

@@ -27,17 +27,21 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from .. import __version__
 from ..errors import CatalogError, CatalogFullError, NoCatalogError
+from ..storage import atomic
 
 #: the base of every error the database layer raises (a read-only or unreachable catalog)
 DBError = SQLAlchemyError
@@ -81,8 +85,6 @@ def is_disk_full(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None) or exc
     if getattr(orig, "sqlite_errorcode", None) == _SQLITE_FULL or getattr(orig, "sqlstate", None) == _PG_DISK_FULL:
         return True
-    import sqlite3
-
     return isinstance(orig, sqlite3.Error) and "database or disk is full" in str(orig)
 
 
@@ -117,7 +119,7 @@ def make_engine(url: str) -> Engine:
 
 
 def _alembic_config(connection=None):
-    from alembic.config import Config as AlembicConfig
+    from alembic.config import Config as AlembicConfig  # heavy: alembic, slow to import, only to migrate the catalog schema
 
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -127,13 +129,13 @@ def _alembic_config(connection=None):
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # heavy: alembic, slow to import, only to migrate the catalog schema
 
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # heavy: alembic, slow to import, only to migrate the catalog schema
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
@@ -141,8 +143,8 @@ def current_revision(engine: Engine) -> str | None:
 
 def migrate(engine: Engine) -> str:
     """Bring the schema to the newest revision; refuse a catalog written by a newer archiver."""
-    from alembic import command
-    from alembic.script import ScriptDirectory
+    from alembic import command  # heavy: alembic, slow to import, only to migrate the catalog schema
+    from alembic.script import ScriptDirectory  # heavy: alembic, slow to import, only to migrate the catalog schema
 
     script = ScriptDirectory.from_config(_alembic_config())
     head = script.get_current_head()
@@ -198,7 +200,7 @@ def marker_path(url: str, state_dir: Path | None = None) -> Path | None:
     if _is_memory(url):
         return None
     if state_dir is None:
-        from ..config import default_state_dir
+        from ..config import default_state_dir  # heavy: yaml (via config), which catalog.db does not load at import
 
         state_dir = default_state_dir()
     key = hashlib.sha256(shown_url(url).encode()).hexdigest()[:32]
@@ -221,9 +223,6 @@ def _write_marker(marker: Path, url: str, how: str) -> None:
     """Record durably (temp file, fsync, rename, fsync of the directory, which is also the SQLite
     catalog's) that a catalog exists at ``url``. A marker that cannot be written is logged: the
     catalog still works, and the next open tries again."""
-    from .. import __version__
-    from ..storage import atomic
-
     rec = {"catalog": catalog_place(url), "how": how, "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "by": f"archiver {__version__}"}
     try:
@@ -335,8 +334,6 @@ class Catalog:
 def shown_url(url: str) -> str:
     """``url`` with its password hidden, for logs and messages."""
     try:
-        from sqlalchemy.engine import make_url
-
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
@@ -382,9 +379,6 @@ def _tables_read_only(p: Path):
     read so: the engine will say why). Never open a catalog file with ``open()``: closing that
     descriptor would drop the POSIX locks this process's SQLite connections hold on the file,
     and a concurrent writer could then corrupt it."""
-    import sqlite3
-    from urllib.parse import quote
-
     try:
         con = sqlite3.connect(f"file:{quote(str(p.resolve()))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
@@ -417,7 +411,7 @@ def open_catalog(url_or_config=None, *, create: bool = False) -> Catalog:
     exist (see ``Catalog``); only the commands that archive (``archive``, ``migrate``, the daemon)
     pass ``create=True``, which creates one where none ever existed."""
     if url_or_config is None:
-        from ..config import load_config
+        from ..config import load_config  # heavy: yaml (via config), which catalog.db does not load at import
 
         url_or_config = load_config()
     url = url_or_config if isinstance(url_or_config, str) else url_or_config.resolved_catalog_url()
@@ -436,8 +430,6 @@ def open_existing(url: str) -> Catalog | None:
 
 def guarded(fn):
     """``fn()``, with a database failure turned into one CatalogError line (not a traceback)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     try:
         return fn()
     except SQLAlchemyError as e:

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from typing import Any, Iterable, Optional
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, cast, delete, func, select, String
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from ..errors import CatalogError
 from ..globs import glob_regex, is_glob
 from .models import (COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, TRANSITIONS, Event, FileVersion, SharedPlace, Tag,
                      utcnow)
+from .models import FAILED, SKIPPED, WorkQueue
+from .models import WorkQueue
 
 LEGAL_HOLD = "legal-hold"
 
@@ -298,8 +302,6 @@ def recent_problems(s: Session, limit: int = 20) -> list[dict]:
 
 
 def queue_depth(s: Session) -> dict[str, int]:
-    from .models import WorkQueue
-
     return {k: int(v) for k, v in s.execute(select(WorkQueue.state, func.count()).group_by(WorkQueue.state))}
 
 
@@ -390,8 +392,6 @@ FELL_BACK = "fell back to "
 def reason_kind(reason: str) -> str:
     """A reason without its measured value, for grouping ("protected-region PSNR 17.7dB below
     the floor 32.0dB" and "... 23.9dB below ..." are one kind)."""
-    import re
-
     return re.sub(r"-?\d+(?:\.\d+)?\s*dB below", "below", reason)
 
 
@@ -406,8 +406,6 @@ def fallback_reason(reasons) -> str | None:
 
 def fallback_counts(s: Session) -> list[dict]:
     """Committed versions whose codec fell back, grouped by the reason (files and bytes)."""
-    from sqlalchemy import String, cast
-
     F = FileVersion
     q = select(F.rule, F.reasons, F.size).where(F.state == COMMITTED, cast(F.reasons, String).like(f"%{FELL_BACK}%"))
     groups: dict[str, dict] = {}
@@ -465,8 +463,6 @@ def versions_for_target(s: Session, target: str) -> list[FileVersion]:
 def daemon_activity(s: Session, n_errors: int):
     """What ``archiver status`` shows of the daemon's work: queue counts by state, the claims in
     hand, files committed per window, the last errors and the files being retried."""
-    from .models import FAILED, SKIPPED, WorkQueue
-
     now = utcnow()
     queue = dict(s.execute(select(WorkQueue.state, func.count()).group_by(WorkQueue.state)).all())
     in_hand = [{"path": p, "claimed_by": b, "since": a} for p, b, a in s.execute(
@@ -489,10 +485,6 @@ def daemon_activity(s: Session, n_errors: int):
 
 def drop_queue_entry(s: Session, path: str) -> None:
     """Remove a path's work-queue entry, whatever its state."""
-    from sqlalchemy import delete
-
-    from .models import WorkQueue
-
     s.execute(delete(WorkQueue).where(WorkQueue.path == path))
 
 
@@ -521,8 +513,6 @@ def place_mark(s: Session, path: str) -> str | None:
 
 def record_place(catalog, path: str, kind: str, mark: str, node: str) -> None:
     """Record ``mark`` for ``path`` unless another node was first (then nothing changes)."""
-    from sqlalchemy.exc import IntegrityError
-
     try:
         with catalog.session() as s:
             s.add(SharedPlace(path=path, kind=kind, mark=mark, node=node))

@@ -27,6 +27,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import sessionmaker
+
+from .models import WorkQueue as QueueRow
 
 PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
 
@@ -93,8 +96,6 @@ class Item:
 
 def default_model():
     """The catalog's mapped class for ``work_queue``."""
-    from .models import WorkQueue as QueueRow
-
     return QueueRow
 
 
@@ -114,8 +115,6 @@ class WorkQueue:
     @classmethod
     def for_catalog(cls, catalog, **kw) -> "WorkQueue":
         """The queue of an open ``archiver.catalog.db.Catalog``."""
-        from sqlalchemy.orm import sessionmaker
-
         return cls(sessionmaker(catalog.engine, expire_on_commit=False), default_model(), **kw)
 
     # -- producers -------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class AvifCodec(PillowLossyCodec):
 
     @classmethod
     def unavailable(cls) -> Optional[str]:
-        from PIL import features
+        from PIL import features  # heavy: PIL.features, not loaded by archiver --help
 
         if features.check("avif"):
             return None

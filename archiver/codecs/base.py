@@ -61,7 +61,7 @@ class Source:
         """The SSIMULACRA2 reference of the image (``box``: of that crop), prepared once and kept
         for every candidate of every codec; None when the image or crop is too small to score."""
         if box not in self._scorers:
-            from ..perceptual import MIN_SIZE, Ssimulacra2Reference
+            from ..perceptual import MIN_SIZE, Ssimulacra2Reference  # heavy: cv2 and scipy (perceptual), not loaded by archiver --help
 
             img = scored_pixels(self.image)
             if box is not None:
@@ -306,7 +306,7 @@ FLOOR_CHECKS = (("min_ssimulacra2", "score", "SSIMULACRA2", ""),
 
 def metric_name() -> str:
     """The perceptual metric and its version, recorded with every score."""
-    from ..perceptual import METRIC
+    from ..perceptual import METRIC  # heavy: cv2 and scipy (perceptual), not loaded by archiver --help
 
     return f"{METRIC['name']} {METRIC['version']}"
 
@@ -328,7 +328,7 @@ def measure(source: Source, recon: Image.Image, *, score: bool = True, ms_ssim: 
     """PSNR and (with ``ms_ssim``) MS-SSIM over the whole image, the lowest PSNR inside a protected
     region, and with ``score`` the perceptual score (SSIMULACRA2) of the whole image and the
     lowest of the protected regions' crops."""
-    from ..metrics import ms_ssim as _ms_ssim, psnr
+    from ..metrics import ms_ssim as _ms_ssim, psnr  # heavy: torch (metrics), not loaded by archiver --help
 
     rgb = recon.convert("RGB")
     orig = source.image.rgb
@@ -345,7 +345,7 @@ def measure(source: Source, recon: Image.Image, *, score: bool = True, ms_ssim: 
     if source.image.alpha is not None:  # transparency counts in the whole-image PSNR
         if "A" not in recon.getbands():
             return Verdict(False, "reconstruction lost the transparency", psnr=0.0, ms_ssim=v.ms_ssim)
-        import numpy as np
+        import numpy as np  # heavy: numpy, which codecs.base does not load at import
 
         v.psnr = min(v.psnr, _finite(psnr(np.asarray(source.image.alpha), np.asarray(recon.getchannel("A")))))
     vals = []
@@ -429,7 +429,7 @@ FINGERPRINT_TOLERANCE = 2.0
 def fingerprint(img: Image.Image) -> list[float]:
     """Device-independent summary of a reconstruction: the mean of each cell of an 8x8 grid, per
     RGB channel (192 numbers, one decimal)."""
-    import numpy as np
+    import numpy as np  # heavy: numpy, which codecs.base does not load at import
 
     a = np.asarray(img.convert("RGB"), dtype=np.float64)
     h, w = a.shape[:2]

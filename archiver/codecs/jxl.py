@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from typing import Optional
 
+import pillow_jxl
+
 from .conventional import PillowLossyCodec
 from .registry import register_codec
 
@@ -29,7 +31,5 @@ class JxlCodec(PillowLossyCodec):
 
     def _plugin(self) -> None:
         super()._plugin()
-        import pillow_jxl  # noqa: F401  registers JXL with Pillow
-
     def save_options(self, target=None) -> dict:
         return {"effort": self.effort, "lossless": False, "num_threads": 1}

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..codecs import is_generative
+from ..codecs.choice import order
 from ..errors import PolicyError
 from ..imageio import LoadedImage
 from .classifiers import NAMES, ClassifierResult, run_classifier
@@ -44,8 +46,6 @@ class Decision:
     @property
     def codecs(self) -> list[str]:
         """The codecs this decision tries, in order (the action, ``best``'s candidates, the fallbacks)."""
-        from ..codecs.choice import order
-
         return order(self.action, self.params)
 
     @property
@@ -295,14 +295,10 @@ class Policy:
 
 
 def _order(action: str, params: dict) -> list[str]:
-    from ..codecs.choice import order
-
     return order(action, params)
 
 
 def _is_generative(name: str) -> bool:
-    from ..codecs import is_generative
-
     return is_generative(name)
 
 

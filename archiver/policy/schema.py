@@ -306,7 +306,7 @@ def parse_condition(node: Any, line: int, probs: _Problems) -> Condition | None:
 
 # -- the whole file -------------------------------------------------------------------------
 def _params(m: dict, defaults: dict, where: str, probs: _Problems, action: str | None) -> dict[str, Any]:
-    from ..perceptual import target_score
+    from ..perceptual import target_score  # heavy: cv2, numpy (via perceptual), which policy.schema does not load at import
 
     p: dict[str, Any] = {}
     if "target" in m:

@@ -8,9 +8,14 @@ classifier actually runs.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
+from PIL import ExifTags, Image
+from PIL import Image
+
+from ..errors import InputError
 from ..imageio import LoadedImage, load_image
 
 
@@ -52,8 +57,6 @@ class Subject:
         return self._header
 
     def _read_header(self) -> dict[str, Any]:
-        from PIL import ExifTags, Image
-
         h: dict[str, Any] = {"format": None, "width": None, "height": None, "exif": {}}
         exif = None
         if self._image is not None:
@@ -108,8 +111,6 @@ class Subject:
     def image(self) -> LoadedImage:
         if self._image is None:
             if self.path is None:
-                from ..errors import InputError
-
                 raise InputError("no image and no path to read one from")
             self._image = load_image(self.path)
         return self._image
@@ -126,9 +127,7 @@ class Subject:
         """An RGB uint8 array at most ``max_pixels`` large, and the factor that maps its
         coordinates back to the original (original = work * scale)."""
         if max_pixels not in self._work:
-            import numpy as np
-            from PIL import Image
-
+            import numpy as np  # heavy: numpy, which policy.subject does not load at import
             img = self.image.rgb
             w, h = img.size
             scale = 1.0
@@ -143,9 +142,6 @@ class Subject:
 
 
 def _regular(path) -> bool:
-    import os
-    import stat
-
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:

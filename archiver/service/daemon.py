@@ -19,11 +19,15 @@ import threading
 import time
 from pathlib import Path
 
-from ..catalog.db import shown_url
+from ..catalog.db import Catalog, shown_url
 from ..catalog.locks import ServerCatalogLock
 from ..catalog.queue import CLAIMED, DONE, FAILED, WorkQueue, worker_id
 from ..config import Config, load_config
-from ..errors import NoSpaceError
+from ..errors import CatalogError, NoSpaceError
+from ..policy.engine import load_policy
+from ..storage.space import low_space
+from ..storage.vault import Vault
+from ..work import expire_vault
 from .driver import Driver, resume
 from .lock import InstanceLock, lock_path_for
 from .messages import PlaceMarks, TaskSettings
@@ -109,8 +113,6 @@ class Daemon:
         self.reload_requested = False
         try:
             cfg = load_config(self.config_path)
-            from ..policy.engine import load_policy
-
             load_policy(cfg.policy)
         except Exception as e:  # keep serving with the old config
             log.error("config reload failed; keeping the old config", extra={"error": str(e)})
@@ -318,9 +320,6 @@ class Daemon:
     def _expire_vault(self, now=None) -> None:
         """The daemon expires the vault itself (originals past their retention, never under legal
         hold, never the last good copy), so that disk use goes down without a separate timer."""
-        from ..storage.vault import Vault
-        from ..work import expire_vault
-
         try:
             gone = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()), now=now)
         except Exception as e:  # noqa: BLE001 - retried at the next interval
@@ -331,8 +330,6 @@ class Daemon:
 
     def _check_space(self) -> None:
         """Pause claiming new work while a filesystem we write to is nearly full (and say so)."""
-        from ..storage.space import low_space
-
         problems = low_space([self.cfg.state_dir, self.cfg.resolved_vault_dir(), *self.all_roots],
                              min_free=self.cfg.min_free_bytes)
         if problems and not self.space_problems:
@@ -342,13 +339,8 @@ class Daemon:
         self.space_problems = problems
 
     def run(self) -> int:
-        from ..catalog.db import Catalog
-        from ..policy.engine import load_policy
-
         load_policy(self.cfg.policy)  # a broken policy stops the start with a clear error
         require_shared_vault(self.cfg)
-        from ..storage.space import low_space
-
         problems = low_space([self.cfg.state_dir, self.cfg.resolved_vault_dir(), *self.all_roots],
                              min_free=self.cfg.min_free_bytes)
         if problems:
@@ -373,8 +365,6 @@ class Daemon:
                                            lease_seconds=float(self.cfg.lease_seconds), node=self.cfg.node_name)
         identity = None
         if is_shared(catalog.url):
-            from ..errors import CatalogError
-
             self.places = Places(catalog, self.queue.node)
             vault = self.cfg.resolved_vault_dir()
             vault.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from typing import Iterable
 from ..catalog.queue import Item, WorkQueue
 from ..config import Config
 from ..errors import NoSpaceError
+from ..work import ArchiveContext, recover_pending
 from .messages import Outcome, TaskSettings
 from .workers import make_executor, run_task
 
@@ -185,8 +186,6 @@ def recover(cfg: Config, catalog) -> list:
     """Finish or roll back what an interrupted run left (single-host catalogs only)."""
     if not cfg.resolved_catalog_url().startswith("sqlite"):
         return []
-    from ..work import ArchiveContext, recover_pending
-
     done = recover_pending(ArchiveContext.from_config(cfg, catalog=catalog))
     for path, note in done:
         log.info("recovered", extra={"path": path, "note": note})

@@ -9,6 +9,7 @@ file never blocks a restart; only a live holder does.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from pathlib import Path
 
@@ -84,8 +85,6 @@ def lock_holder(path: str | os.PathLike) -> int | None:
 def lock_path_for(catalog_url: str, state_dir: Path) -> Path:
     """Beside a SQLite catalog file; otherwise (a server catalog) in the state directory,
     named after the URL so two catalogs on one host do not share a lock."""
-    import hashlib
-
     prefix = "sqlite:///"
     if catalog_url.startswith(prefix) and catalog_url[len(prefix):] not in ("", ":memory:"):
         db = Path(catalog_url[len(prefix):])

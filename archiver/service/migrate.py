@@ -14,6 +14,7 @@ about what the real run costs, minus the writes.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -26,9 +27,11 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..catalog.db import Catalog, open_existing
+from ..catalog.queries import reason_kind
 from ..catalog.queue import FAILED, PENDING, WorkQueue, node_name, worker_id
 from ..config import Config
 from ..errors import NoSpaceError, UsageError
+from ..storage.space import low_space
 from ..work import archive_file
 from .driver import Driver, resume
 from .messages import Outcome, PlaceMarks, TaskSettings
@@ -216,8 +219,6 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
 def _vault_share(planned) -> dict:
     """What the vault will hold on top of the prediction (originals kept for their retention
     period, then deleted by the daemon or `verify --expire-vault`), and from when it frees."""
-    import datetime as dt
-
     by_days: dict[int, int] = defaultdict(int)
     for r in planned:
         if r.get("status") == "planned" and r.get("original") == "vault" and r.get("action") != "keep":
@@ -367,8 +368,6 @@ _DONE = ("committed", "skipped")
 def _check_space(cfg: Config, roots, todo, workers: int) -> None:
     """Refuse to start when a filesystem we write to lacks the reserve plus room for the files
     in hand (each worker may hold a compressed output beside its original, and a vault copy)."""
-    from ..storage.space import low_space
-
     largest = 0
     for p, _ in todo:
         try:
@@ -412,8 +411,6 @@ def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrup
     fallbacks: dict[str, list[str]] = defaultdict(list)
     for d in detail:
         if d["fallback"]:
-            from ..catalog.queries import reason_kind
-
             fallbacks[reason_kind(d["fallback"])].append(d["path"])
     return {
         "outcomes": detail,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..catalog import queries
 from ..errors import UsageError
+from ..storage.atomic import write_bytes
 from .roots import MARKER as ROOT_MARKER, is_empty
 
 VAULT_MARKER = ".archiver-vault"
@@ -71,8 +72,6 @@ def check_view(directory: str | None, expected: str | None, kind: str) -> str | 
 def _create_mark(directory: str, kind: str) -> str:
     """Write a new id into the marker; if another node just created one, use that one. An empty
     marker an operator put there (the daemon's older convention) gets an id written into it."""
-    from ..storage.atomic import write_bytes
-
     marker = Path(directory) / MARKERS[kind]
     mark = uuid.uuid4().hex
     try:

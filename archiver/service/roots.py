@@ -16,7 +16,7 @@ import os
 import threading
 from pathlib import Path
 
-from ..storage.atomic import write_bytes
+from ..storage import atomic
 
 log = logging.getLogger("archiver.service.roots")
 
@@ -48,7 +48,7 @@ class RootGuard:
 
     def _save(self) -> None:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(self.state_file, json.dumps(self._known, indent=1, sort_keys=True).encode())
+        atomic.write_bytes(self.state_file, json.dumps(self._known, indent=1, sort_keys=True).encode())
 
     def check(self, root: str) -> bool:
         """True when ``root`` is present and is the filesystem recorded for it."""

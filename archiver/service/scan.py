@@ -11,6 +11,7 @@ import os
 from typing import Iterable, Iterator
 
 from ..catalog import queries
+from ..catalog.models import FAILED, TERMINAL
 from .watcher import walk
 
 
@@ -36,8 +37,6 @@ def handled_map(catalog, root: str | None = None) -> dict[str, tuple[int | None,
 
 def is_handled(rec: tuple | None, st: os.stat_result, *, retry_failed: bool = False) -> bool:
     """``retry_failed``: a failed version counts as work again (an operator's explicit rerun)."""
-    from ..catalog.models import FAILED, TERMINAL
-
     done = TERMINAL if not retry_failed else tuple(s for s in TERMINAL if s != FAILED)
     return rec is not None and rec[2] in done and rec[0] == st.st_size and rec[1] == st.st_mtime_ns
 

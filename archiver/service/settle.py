@@ -8,7 +8,9 @@ a file that keeps changing is never handed on, so a half-written file is never e
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -163,8 +165,6 @@ def _note_hidden(n: int) -> None:
     hidden_processes = n
     if n and not _hidden_warned and not has_capability(CAP_SYS_PTRACE):
         _hidden_warned = True
-        import logging
-
         logging.getLogger("archiver.settle").warning(
             "cannot see the open files of %d process(es) of other users: a file they are still writing is "
             "held back only by the settle window; grant CAP_SYS_PTRACE (see docs/operations.md, systemd)", n,
@@ -178,6 +178,4 @@ def writer_visibility() -> int:
 
 
 def _is_regular(mode: int) -> bool:
-    import stat
-
     return stat.S_ISREG(mode)

@@ -16,6 +16,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from ..preview import is_preview
 from ..storage.atomic import is_temp_name, is_utf8, shown_name
 
 log = logging.getLogger("archiver.service.watcher")
@@ -34,8 +35,6 @@ _WARNED: set[str] = set()
 def is_candidate(path: str | os.PathLike) -> bool:
     """A path worth considering: an image name, not a temp file, not hidden, not our output
     (compressed files, previews)."""
-    from ..preview import is_preview
-
     p = Path(path)
     name = p.name
     if not name or name.startswith(".") or is_temp_name(p) or is_preview(name):

@@ -16,18 +16,24 @@ leave an orphan still working on a file the restarted daemon hands out again.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import signal
+import sys
 import time
 import traceback
+import warnings
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
+from ..catalog.db import open_catalog, open_existing
 from ..catalog.locks import catalog_path_lock
 from ..errors import ArchiverError, NoSpaceError, UsageError
 from ..work import archive_file
+from ..work.context import ArchiveContext
 from .messages import Outcome, TaskSettings
 from .places import check_view
 
@@ -41,9 +47,6 @@ def get_context(settings: TaskSettings, *, dry: bool = False):
     key = settings.context_key() + (":dry" if dry else "")
     ctx = _CONTEXTS.get(key)
     if ctx is None:
-        from ..catalog.db import open_catalog, open_existing
-        from ..work.context import ArchiveContext
-
         cfg = settings.config
         if dry:
             catalog = open_existing(cfg.resolved_catalog_url()) or open_catalog("sqlite://", create=True)
@@ -121,8 +124,6 @@ def torch_threads_for(workers: int) -> int:
 
 def _die_with_parent() -> None:
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         PR_SET_PDEATHSIG = 1
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -142,9 +143,6 @@ def init_worker(torch_threads: int, parent_pid: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(torch_threads)
     os.environ["ARCHIVER_TORCH_THREADS"] = str(torch_threads)
-    import sys
-    import warnings
-
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter in logs
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(torch_threads)
@@ -154,8 +152,6 @@ def make_executor(kind: str, workers: int) -> Executor:
     """``process`` (default), ``thread`` (light policies, tests) or ``ray``."""
     workers = max(1, int(workers))
     if kind == "process":
-        import multiprocessing as mp
-
         return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                    initializer=init_worker, initargs=(torch_threads_for(workers), os.getpid()))
     if kind == "thread":
@@ -170,7 +166,7 @@ def _ray_messages_to_stderr() -> None:
     thread, whatever ``log_to_driver`` says; stdout is archiver's report (``--json``), so they go
     to stderr instead."""
     try:
-        import ray._private.worker as rw
+        import ray._private.worker as rw  # heavy: ray, optional extra
 
         orig = rw.print_to_stdstream
     except (ImportError, AttributeError):  # another Ray layout: leave it alone
@@ -196,7 +192,7 @@ class RayExecutor(Executor):
 
     def __init__(self, workers: int):
         try:
-            import ray
+            import ray  # heavy: ray, optional extra
         except ImportError:
             raise UsageError("--executor ray needs Ray: pip install 'archiver[ray]' (or pip install ray)") from None
         self._ray = ray

@@ -6,8 +6,11 @@ the directory so the rename itself survives a power cut.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import logging
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional
@@ -93,8 +96,6 @@ def write_in_dir(dir_fd: int, name: str, data: bytes, *, overwrite: bool, mode: 
     over ``name`` (``overwrite``; a link at ``name`` is replaced, never followed) or a hard link
     that fails with ``FileExistsError`` instead of clobbering; the directory fsynced. Returns the
     written file's stat."""
-    import secrets
-
     tmp = f"{TMP_PREFIX}{secrets.token_hex(8)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600, dir_fd=dir_fd)
     try:
@@ -151,8 +152,6 @@ _AT_FDCWD, _RENAME_NOREPLACE = -100, 1
 
 def _renameat2_noreplace(src: str | Path, dst: str | Path) -> bool:
     """``renameat2(RENAME_NOREPLACE)``; False where the C library, kernel or filesystem lacks it."""
-    import ctypes
-
     try:
         fn = ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):
@@ -225,8 +224,6 @@ def set_owner(fd: int, owner: tuple[int, int] | None) -> bool:
         return False
     if not _owner_warned:
         _owner_warned = True
-        import logging
-
         logging.getLogger("archiver.storage").warning(
             "cannot give written files their original owner (uid %s, gid %s): running as uid %s without "
             "CAP_CHOWN; see docs/operations.md (systemd)", uid, gid, os.geteuid(), extra={"uid": uid, "gid": gid})

@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..text import human_bytes
+
 #: never start (or go on) with less than this free on a filesystem archiver writes to
 MIN_FREE_BYTES = 1 << 30
 #: ... or less than this share of it
@@ -30,8 +32,6 @@ def low_space(paths, need_bytes: int = 0, *, min_free: int | None = None) -> lis
     """One line per filesystem among ``paths`` that has too little room: less than ``need_bytes``
     plus the reserve (``MIN_FREE_BYTES``, at least ``MIN_FREE_FRACTION`` of the disk). Each
     filesystem is checked once, however many of the paths live on it."""
-    from ..text import human_bytes
-
     seen: set[int] = set()
     problems = []
     for p in paths:

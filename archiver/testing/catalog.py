@@ -8,13 +8,19 @@ fallback), ``vault/`` -> lossless + vault, anything else -> lossless + replace.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..codecs import Codec, Encoded, Exactness
+from ..codecs import Codec, CodecSettings, Encoded, Exactness, suffixes
+from ..codecs.bound import Codecs
+from ..codecs.diffusion import DiffusionCodec
+from ..errors import ContainerError
+from ..storage.atomic import is_private_name
+from ..storage.vault import Vault
 
 TEST_POLICY = """
 version: 1
@@ -53,7 +59,7 @@ default:
 
 def make_policy(path: str | Path | None = None):
     """The parsed ``TEST_POLICY``; with ``path`` also written there (for CLI runs)."""
-    from ..policy.engine import parse_policy_text
+    from ..policy.engine import parse_policy_text  # heavy: yaml (via policy.engine), which testing.catalog does not load at import
 
     if path is not None:
         Path(path).write_text(TEST_POLICY)
@@ -116,8 +122,6 @@ class FakeCodec(Codec):
         return Encoded(data, self.name, self.version, self.ext, len(data) * 8 / source.pixels, "fake", "0" * 64)
 
     def decode(self, data: bytes) -> Image.Image:
-        from ..errors import ContainerError
-
         if not data.startswith(b"FAKEDLC1"):
             raise ContainerError("not a fake .dlc")
         try:
@@ -129,20 +133,15 @@ class FakeCodec(Codec):
 
 def random_tiny_codec(seed: int = 0):
     """The real diffusion codec on an untrained tiny backbone (deterministic per seed)."""
-    from ..codecs.diffusion.backbones.tiny import random_tiny
-    from ..codecs import CodecSettings
-    from ..codecs.diffusion import DiffusionCodec
-
+    from ..codecs.diffusion.backbones.tiny import random_tiny  # heavy: torch (via codecs.diffusion.backbones.tiny), which testing.catalog does not load at import
     return DiffusionCodec(CodecSettings(decode_steps=2), backbone=random_tiny(seed, device="cpu"))
 
 
 def make_context(tmp: str | Path, *, codec=None, catalog_url: str | None = None, **kw):
     """A context on a fresh SQLite catalog (created, or ``catalog_url``'s) with ``TEST_POLICY``; ``codec`` stands in for the
     diffusion codec (default: ``FakeCodec``); the other codecs are the registry's own."""
-    from ..storage.vault import Vault
-    from ..codecs.bound import Codecs
-    from ..work.context import ArchiveContext
-    from ..catalog.db import open_catalog
+    from ..work.context import ArchiveContext  # heavy: sqlalchemy (via work.context), which testing.catalog does not load at import
+    from ..catalog.db import open_catalog  # heavy: sqlalchemy (via catalog.db), which testing.catalog does not load at import
 
     tmp = Path(tmp)
     cat = open_catalog(catalog_url or f"sqlite:///{tmp / 'catalog.sqlite'}", create=True)
@@ -155,12 +154,7 @@ def disk_problems(ctx, directory: str | Path) -> list[str]:
     """Where the catalog and ``directory`` disagree (for crash tests): rows stuck in progress,
     committed rows whose files are missing/damaged or whose original status is wrong, temp
     leftovers, and compressed files the catalog does not know."""
-    import hashlib
-
-    from ..catalog.models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
-    from ..codecs import suffixes
-    from ..storage.atomic import is_private_name
-
+    from ..catalog.models import COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion  # heavy: sqlalchemy (via catalog.models), which testing.catalog does not load at import
     problems = []
     directory = Path(directory)
     with ctx.catalog.session() as s:

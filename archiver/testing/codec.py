@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 
 def _tokenizer_files(d: Path) -> None:
@@ -29,7 +30,7 @@ def build_tiny_sd(root: str | Path, *, conditional: bool = True, prediction_type
                   seed: int = 0, vae_kind: str = "kl") -> Path:
     """Write a tiny SD-architecture model (stride-8 VAE, 4 latent channels) into ``root``;
     ``vae_kind="tiny"`` uses a TAESD-style AutoencoderTiny instead of AutoencoderKL."""
-    from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel  # heavy: diffusers, optional and slow to import
 
     root = Path(root)
     torch.manual_seed(seed)
@@ -43,7 +44,7 @@ def build_tiny_sd(root: str | Path, *, conditional: bool = True, prediction_type
             block_out_channels=[4, 8, 8, 8], scaling_factor=0.18215,
         )
     if conditional:
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # heavy: transformers, optional and slow to import
 
         unet = UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=4,
@@ -110,7 +111,7 @@ class PoolBackbone:
     weights_digest = "00" * 32
 
     def __init__(self, prediction_type: str = "epsilon"):
-        from diffusers import DDIMScheduler
+        from diffusers import DDIMScheduler  # heavy: diffusers, optional and slow to import
 
         self.scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        prediction_type=prediction_type)
@@ -142,9 +143,7 @@ class PoolBackbone:
 def pink_noise_images(root: str | Path, n: int, size: int = 128, seed: int = 0) -> Path:
     """``n`` PNGs of coloured 1/f noise (the power spectrum of natural photos), for training tests
     that need latents with natural-image correlations; written into ``root``."""
-    import numpy as np
-    from PIL import Image
-
+    import numpy as np  # heavy: numpy, which testing.codec does not load at import
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

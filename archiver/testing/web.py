@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .catalog import make_context, write_jpeg, write_png
+import numpy as np
+from PIL import Image
+
+from ..preview import PreviewSettings
+from .catalog import make_context, TEST_POLICY, write_jpeg, write_png
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -14,9 +18,7 @@ TOKEN = "test-token-0123456789abcdef"
 def _policy_text() -> str:
     """The catalog tests' policy, with its diffusion rule keeping the original in the vault (the
     file page then has both pictures: the original from the vault and the decoded image)."""
-    import yaml
-
-    from .catalog import TEST_POLICY
+    import yaml  # heavy: yaml, which testing.web does not load at import
 
     p = yaml.safe_load(TEST_POLICY)
     p["name"] = "web-test"
@@ -29,8 +31,6 @@ def _policy_text() -> str:
 def landscape(seed: int = 0, size: tuple[int, int] = (192, 128)) -> "np.ndarray":
     """A synthetic photo-like scene (sky, hills, textured grass) that a person can recognise on
     a screenshot, unlike a plain gradient."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     w, h = size
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -51,8 +51,6 @@ def landscape(seed: int = 0, size: tuple[int, int] = (192, 128)) -> "np.ndarray"
 
 
 def write_photo(path: str | Path, seed: int = 0, size=(192, 128), quality: int = 92) -> Path:
-    from PIL import Image
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(landscape(seed, size)).save(path, "JPEG", quality=quality)
@@ -62,17 +60,15 @@ def write_photo(path: str | Path, seed: int = 0, size=(192, 128), quality: int =
 def make_collection(tmp: str | Path, *, codec=None, preview: bool = True) -> tuple[object, dict[str, int]]:
     """Archive a few images under ``tmp/photos`` (with 512-px WebP previews beside the files
     whose originals left); returns (context, {name: catalog id})."""
-    from ..work import archive_file
-    from ..catalog import queries as q
+    from ..work import archive_file  # heavy: sqlalchemy (via work), which testing.web does not load at import
+    from ..catalog import queries as q  # heavy: sqlalchemy (via catalog.queries), which testing.web does not load at import
 
     tmp = Path(tmp)
-    from ..policy.engine import parse_policy_text
+    from ..policy.engine import parse_policy_text  # heavy: yaml (via policy.engine), which testing.web does not load at import
 
     ctx = make_context(tmp, codec=codec)
     ctx.policy = parse_policy_text(_policy_text(), "web-test")
     if preview:
-        from ..preview import PreviewSettings
-
         ctx.preview = PreviewSettings()
     photos = tmp / "photos"
     files = {

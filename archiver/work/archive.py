@@ -9,6 +9,7 @@ from ..catalog import queries as q
 from .. import codecs
 from ..catalog.models import COMMITTED, FAILED, ORIG_KEPT, SKIPPED
 from ..errors import ArchiverError, NoSpaceError
+from ..preview import is_preview
 from ..storage import atomic
 from .check import Check
 from .classify import Classify
@@ -32,8 +33,6 @@ COMPRESSED_EXTS = codecs.suffixes()
 
 def is_own_output(ctx, path: Path) -> bool:
     """Compressed files, previews, temp files and originals taken for removal are never archived themselves."""
-    from ..preview import is_preview
-
     if atomic.is_private_name(path) or is_preview(path):
         return True
     if path.suffix not in COMPRESSED_EXTS:

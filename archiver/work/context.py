@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..catalog.db import Catalog
+from ..catalog.db import Catalog, open_catalog
 from ..catalog.models import utcnow
+from ..codecs.bound import Codecs
 from ..imageio import DEFAULT_MAX_PIXELS
+from ..preview import preview_settings
 from ..storage.vault import Vault
 
 
@@ -33,11 +35,7 @@ class ArchiveContext:
     def from_config(cls, config, *, policy=None, catalog: Catalog | None = None, dry_run: bool = False) -> "ArchiveContext":
         """The context for ``config``; opens its catalog unless one is given, which must exist
         (the callers that may create it open it themselves, see ``catalog.db.Catalog``)."""
-        from ..catalog.db import open_catalog
-        from ..policy.engine import load_policy
-        from ..preview import preview_settings
-        from ..codecs.bound import Codecs
-
+        from ..policy.engine import load_policy  # heavy: yaml (via policy.engine), which work.context does not load at import
         return cls(
             catalog=catalog or open_catalog(config),
             policy=policy if policy is not None and not isinstance(policy, (str, Path)) else load_policy(policy or config.policy),
@@ -51,6 +49,4 @@ class ArchiveContext:
 
     def __post_init__(self):
         if self.codecs is None:
-            from ..codecs.bound import Codecs
-
             self.codecs = Codecs()

@@ -23,7 +23,7 @@ from .job import ArchiveOutcome, Job, Skip
 
 def _perceptual_hashes(img) -> tuple[str | None, str | None]:
     try:
-        import imagehash
+        import imagehash  # heavy: imagehash, which work.discover does not load at import
 
         return str(imagehash.phash(img.rgb)), str(imagehash.dhash(img.rgb))
     except Exception:  # a hash is a convenience, never a reason to fail

@@ -5,6 +5,7 @@ names of the files archive writes beside it."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import stat as statmod
@@ -45,8 +46,6 @@ def _has_writer(fd: int) -> bool:
     """Whether any process has the file of ``fd`` (opened read-only) open for writing. A read
     lease is refused by the kernel exactly then; where leases are not allowed, /proc is searched."""
     try:
-        import fcntl
-
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
         return False

@@ -16,6 +16,7 @@ so a weekly verify timer alerts forever. The semantics, explicitly:
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 
 from ..errors import NotInCatalogError
@@ -39,8 +40,6 @@ class Forgotten:
 
 def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | None = None,
            force: bool = False) -> list[Forgotten]:
-    import os
-
     now = utcnow()
     out: list[Forgotten] = []
     with catalog.session() as s:

@@ -21,6 +21,7 @@ from typing import Optional
 
 from ..catalog.models import ORIG_KEPT, ORIG_PRESENT, ORIG_REMOVED, FileVersion
 from ..codecs import Recorded, Restored
+from ..codecs.bound import Codecs
 from ..errors import ArchiverError
 from ..storage.atomic import is_utf8
 from ..storage.vault import sha256_file
@@ -42,8 +43,6 @@ class Held:
 
 def replacement_holds(row: FileVersion, codecs=None) -> Held:
     """Read the compressed file of ``row`` from disk and check it against the catalog."""
-    from ..codecs.bound import Codecs
-
     if not row.compressed_path:
         return Held(False, "no compressed file recorded")
     cp = Path(row.compressed_path)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from contextlib import contextmanager
@@ -15,8 +16,6 @@ def path_lock(lock_dir: str | Path | None, path: str):
     if lock_dir is None:
         yield
         return
-    import fcntl
-
     Path(lock_dir).mkdir(parents=True, exist_ok=True)
     name = hashlib.sha1(os.fsencode(path)).hexdigest()[:3]
     fd = os.open(Path(lock_dir) / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)

@@ -17,8 +17,10 @@ import stat as statmod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
+from xml.sax.saxutils import escape
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from ..codecs import Exactness
 from ..errors import ArchiverError, NoSpaceError, NotInCatalogError, SafetyError, UsageError
@@ -175,8 +177,6 @@ def lossy_note(row: FileVersion) -> str:
 def _mark_xmp(xmp: bytes | None, note: str) -> bytes:
     """An XMP packet with the note (dc:description and archiver:reconstruction); an existing
     packet is kept and the note added to it."""
-    from xml.sax.saxutils import escape
-
     desc = (f'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
             f'xmlns:archiver="{XMP_NS}" archiver:reconstruction="approximate">'
             f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{escape(note)}</rdf:li></rdf:Alt></dc:description>'
@@ -191,8 +191,6 @@ def _mark_xmp(xmp: bytes | None, note: str) -> bytes:
 
 def _mark_exif(exif: bytes | None, note: str) -> bytes:
     """EXIF with the note in ImageDescription (kept from the original otherwise)."""
-    from PIL import Image
-
     e = Image.Exif()
     if exif:
         try:
@@ -254,8 +252,6 @@ def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes
             img = img.convert("RGB")
         img.save(out, "JPEG", quality=95, **kw)
         return _readable(row, img, out.getvalue())
-    from PIL.PngImagePlugin import PngInfo
-
     info = PngInfo()
     info.add_itxt("XML:com.adobe.xmp", kw.pop("xmp").decode())
     info.add_text("Comment", note)

@@ -15,7 +15,8 @@ from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, FileVersion, utcnow
 from ..codecs.bound import Codecs
-from ..storage.atomic import shown_name
+from ..storage.atomic import is_private_name, shown_name, TAKEN_PREFIX
+from .archive import COMPRESSED_EXTS
 from .invariant import row_problems
 
 
@@ -68,9 +69,6 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
 def _strays(catalog: Catalog) -> list[dict]:
     """Files beside archived ones that look like archiver output but that the catalog does not
     know (leftovers of a crash nobody recovered yet, or copies made by hand): reported, not touched."""
-    from ..storage.atomic import TAKEN_PREFIX, is_private_name
-    from .archive import COMPRESSED_EXTS
-
     with catalog.session() as s:
         rows = q.paths_and_compressed(s)
     known = {c for _, c in rows if c}

@@ -15,6 +15,7 @@ from ..catalog.models import TRANSITIONS, FileVersion, utcnow
 from ..errors import CatalogError
 from ..storage import atomic
 from . import faults, files
+from .invariant import remove_original
 
 
 class RealWriters:
@@ -58,8 +59,6 @@ class RealWriters:
 
     def remove_original(self, job):
         """The original goes only through the invariant's gate: (kind, why) when it stays."""
-        from .invariant import remove_original
-
         return remove_original(job.row, job.path, self.ctx)
 
     # extras that are no part of the archive's safety

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ...errors import ArchiverError, CatalogError, InputError, NoSpaceError
+from ...errors import ArchiverError, CatalogError, InputError, NoCatalogError, NoSpaceError
 from ..core import with_core
 from ..output import emit, human_bytes, progress
 
@@ -17,8 +17,8 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp",
 
 def _files(paths) -> list[tuple[Path, str]]:
     """(file, root) pairs: named files as given, directories walked for images (our outputs skipped)."""
-    from ...preview import is_preview
-    from ...storage.atomic import is_temp_name
+    from ...preview import is_preview  # heavy: archiver.preview, not loaded by archiver --help
+    from ...storage.atomic import is_temp_name  # heavy: storage.atomic (~9 ms), not loaded by archiver --help
 
     out = []
     for p in map(Path, paths):
@@ -57,8 +57,7 @@ def _archive_catalog(cfg, dry_run: bool):
     """``archive`` creates the catalog on a fresh home; its dry run creates nothing (on a fresh
     home it plans against an empty catalog in memory). A catalog that existed and is gone is an
     error either way."""
-    from ...errors import NoCatalogError
-    from ...catalog.db import open_catalog
+    from ...catalog.db import open_catalog  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
     if not dry_run:
         return open_catalog(cfg, create=True)
@@ -77,7 +76,7 @@ def _archive_catalog(cfg, dry_run: bool):
 @with_core
 def archive(paths, policy_path, dry_run, as_json, core):
     """Archive images per policy: compress, verify, record in the catalog, then replace/vault/keep the original."""
-    from ...work import ArchiveContext, ArchiveOutcome, archive_file, recover_pending
+    from ...work import ArchiveContext, ArchiveOutcome, archive_file, recover_pending  # heavy: sqlalchemy (work), not loaded by archiver --help
 
     cfg = core.cfg
     files = _files(paths)

@@ -30,7 +30,7 @@ def _codecs(text: str) -> tuple[str, ...]:
 
 
 def _human(result: dict) -> str:
-    from ...bench.report import fmt_number
+    from ...bench.report import fmt_number  # heavy: bench.report (~8 ms), not loaded by archiver --help
 
     lines = [f"{result['config']['n_images']} images, {len(result['records'])} measurements in {result['seconds']:.0f} s"]
     lines.append(f"{'rate':>6} {'codec':<12} {'bpp':>6} {'PSNR':>6} {'MS-SSIM':>8} {'spectral':>9} {'LPIPS':>6} {'enc s/MP':>9} {'dec s/MP':>9}")
@@ -74,7 +74,7 @@ def _human(result: dict) -> str:
 def bench(directory, bpp, codecs, steps, limit, out, crop_images, backbone, model_path, device, adapter, as_json):
     """Benchmark every image in DIRECTORY at each target rate: real bpp, PSNR, MS-SSIM, spectral
     distance (LPIPS/FID only with local weights), encode/decode s per megapixel and peak memory."""
-    from ...bench.runner import BenchConfig, run_bench
+    from ...bench.runner import BenchConfig, run_bench  # heavy: torch (bench.runner), not loaded by archiver --help
 
     cfg = BenchConfig(images=directory, bpps=_floats(bpp), codecs=_codecs(codecs), steps=steps, limit=limit,
                       out=out, crop_images=crop_images, backbone=backbone, model_path=model_path, device=device, adapter=adapter,

@@ -7,17 +7,18 @@ answer in well under a second.
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import click
 
-from ...errors import NotInCatalogError, VerifyError
+from ...errors import NotInCatalogError, SafetyError, UsageError, VerifyError
 from ..core import with_core
 from ..output import emit, human_bytes, progress
 
 
 def _row(r) -> dict:
-    from ...catalog.queries import fallback_reason
+    from ...catalog.queries import fallback_reason  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
     return {"id": r.id, "path": r.path, "state": r.state, "rule": r.rule, "action": r.action, "codec": r.codec,
             "reason": (r.reasons or [None])[0], "fallback": fallback_reason(r.reasons), "error": r.error,
@@ -29,13 +30,11 @@ def _row(r) -> dict:
 def _when(text: str | None, name: str):
     if not text:
         return None
-    from ...work.restore import parse_time
+    from ...work.restore import parse_time  # heavy: sqlalchemy (work), not loaded by archiver --help
 
     try:
         return parse_time(text)
     except Exception:  # noqa: BLE001
-        from ...errors import UsageError
-
         raise UsageError(f"--{name}: not an ISO date/time: {text!r}") from None
 
 
@@ -56,7 +55,7 @@ def _when(text: str | None, name: str):
 @with_core(guard_db=False)
 def ls(pattern, state, rule, codec, action, since, until, all_versions, limit, as_json, core):
     """List catalog entries (PATTERN: a path glob, '*' within a directory, '**' across)."""
-    from ...catalog import queries as q
+    from ...catalog import queries as q  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
     s_, u_ = _when(since, "since"), _when(until, "until")
     if pattern and not pattern.startswith("/") and os.sep in pattern:
@@ -101,7 +100,7 @@ def candidate_line(c: dict) -> str:
 @with_core(guard_db=False)
 def show(target, as_json, core):
     """Everything about one file (PATH or catalog ID): rule, reasons, codec, sizes, quality, events."""
-    from ...catalog import queries as q
+    from ...catalog import queries as q  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
     key = target if target.isdigit() or target.startswith("/") else os.path.abspath(target)
     cat = core.catalog
@@ -162,8 +161,8 @@ def show(target, as_json, core):
 @with_core(guard_db=False)
 def status(n_errors, as_json, core):
     """The daemon: running or not, its queue, files in hand, rates and the last errors (from the catalog)."""
-    from ...catalog.queries import daemon_activity
-    from ...service.lock import lock_path_for
+    from ...catalog.queries import daemon_activity  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+    from ...service.lock import lock_path_for  # heavy: sqlalchemy (service), not loaded by archiver --help
 
     cfg, cat = core.cfg, core.catalog
     lock = lock_path_for(cfg.resolved_catalog_url(), cfg.state_dir)
@@ -194,8 +193,6 @@ def status(n_errors, as_json, core):
 
 def _lock_holder(path) -> tuple[bool, int | None]:
     """Whether a daemon holds its lock (tested without taking it for long), and its pid."""
-    import fcntl
-
     if not os.path.exists(path):
         return False, None
     try:
@@ -224,7 +221,7 @@ def _lock_holder(path) -> tuple[bool, int | None]:
 def forget(ctx, targets, reason, force, as_json, core):
     """Forget lost files (PATH, ID or GLOB): verify, restore and stats stop counting them; the catalog
     row and its events stay for audit; no file on disk is touched. See docs/operations.md."""
-    from ...work.forget import forget as do_forget
+    from ...work.forget import forget as do_forget  # heavy: sqlalchemy (work), not loaded by archiver --help
 
     cat = core.catalog
     res = do_forget(cat, list(targets), vault=core.vault, reason=reason, force=force)
@@ -232,8 +229,6 @@ def forget(ctx, targets, reason, force, as_json, core):
          lambda d: "\n".join(f"{r['status']:<9} {r['path']}" + (f": {'; '.join(r['problems'])}" if r["problems"] else "")
                              + (f" ({r['message']})" if r["message"] else "") for r in d["results"]))
     if any(r.status == "refused" for r in res):
-        from ...errors import SafetyError
-
         ctx.exit(SafetyError.exit_code)
 
 
@@ -248,7 +243,7 @@ def forget(ctx, targets, reason, force, as_json, core):
 @with_core
 def verify(sample, no_decode, expire_vault, as_json, core):
     """Scrub: re-hash compressed files and vaulted originals, re-decode and compare; non-zero exit on any mismatch."""
-    from ...work.verify import expire_vault as do_expire, verify as do_verify
+    from ...work.verify import expire_vault as do_expire, verify as do_verify  # heavy: sqlalchemy (work), not loaded by archiver --help
 
     cat = core.catalog
     vault = core.vault
@@ -276,8 +271,8 @@ def verify(sample, no_decode, expire_vault, as_json, core):
 @with_core
 def stats(as_json, core):
     """Disk use before and now (outputs, vault, catalog, web cache), savings per rule, and fallbacks per reason."""
-    from ...catalog.accounting import disk_accounting
-    from ..web.settings import cache_dir_of
+    from ...catalog.accounting import disk_accounting  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+    from ..web.settings import cache_dir_of  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
 
     cfg = core.cfg
     cat = core.catalog
@@ -314,7 +309,7 @@ def stats(as_json, core):
 @with_core
 def tag(paths, add, remove, as_json, core):
     """Show or change catalog tags of paths; 'legal-hold' keeps originals and their vault copies."""
-    from ...catalog import queries as q
+    from ...catalog import queries as q  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
     cat = core.catalog
     out = {}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import click
+from PIL import Image
 
+from ...codecs import codec_of_data
 from ...errors import SafetyError, UsageError
+from ...imageio import load_image
 from ..core import with_core
 from ..output import emit, human_bytes
 
@@ -29,7 +33,7 @@ def _box(text: str) -> tuple[int, int, int, int]:
 
 def _backbone(cfg, name, model, device, adapter=None):
     """The backbone the options name, the rest from the config (the codec itself reads none)."""
-    from ...codecs.diffusion.backbones.lookup import configured_backbone
+    from ...codecs.diffusion.backbones.lookup import configured_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
     if model and not name:
         name = "diffusers"
@@ -58,10 +62,9 @@ _ADAPTER_HELP = ("adapter folder for the diffusers model (default: adapter in th
 @with_core
 def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter, search_t, roi, as_json, core):
     """Compress image SRC into the .dlc file DST."""
-    from ...imageio import load_image
-    from ...storage.atomic import write_bytes
-    from ...codecs.diffusion.files import output_file_mode
-    from ...codecs.diffusion.pipeline import encode_image
+    from ...storage.atomic import write_bytes  # heavy: storage.atomic (~9 ms), not loaded by archiver --help
+    from ...codecs.diffusion.files import output_file_mode  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+    from ...codecs.diffusion.pipeline import encode_image  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
     if bpp is not None and quality is not None:
         raise UsageError("give --bpp or --quality, not both")
@@ -104,9 +107,8 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
 def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_json, core):
     """Restore SRC — a .dlc, or a lossless .jxl/.axl written by archive — to the image DST (format
     from its suffix, PNG by default). No catalog is needed."""
-    from ...codecs import codec_of_data
-    from ...codecs.diffusion.container import read_header
-    from ...codecs.diffusion.files import decode_file, format_for
+    from ...codecs.diffusion.container import read_header  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+    from ...codecs.diffusion.files import decode_file, format_for  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
     fmt = format_for(dst)  # refuse an unwritable suffix before any work
     _check_output(dst)
@@ -134,13 +136,9 @@ def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_jso
 def _decode_lossless(src: Path, dst: Path, fmt: str, blob: bytes, as_json: bool) -> None:
     """The original back from a lossless file (checked against the record it carries): its own
     bytes when DST asks for its own format, else its pixels in DST's format."""
-    import io
-
-    from PIL import Image
-
-    from ...codecs.lossless import format as lossless
-    from ...storage.atomic import write_bytes
-    from ...codecs.diffusion.files import output_file_mode
+    from ...codecs.lossless import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
+    from ...storage.atomic import write_bytes  # heavy: storage.atomic (~9 ms), not loaded by archiver --help
+    from ...codecs.diffusion.files import output_file_mode  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
     back = lossless.restore(blob)  # ArchiverError (exit 1) on any damage
     with Image.open(io.BytesIO(back)) as im:

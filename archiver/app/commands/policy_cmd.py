@@ -59,7 +59,7 @@ def _human_decision(d: dict) -> str:
 @with_core
 def classify(ctx, paths, policy_path, tags, run_all, as_json, core):
     """Decide per image what the policy would do, with the rule that fired, why, and the regions found."""
-    from ...policy.engine import load_policy
+    from ...policy.engine import load_policy  # heavy: yaml (policy), not loaded by archiver --help
 
     policy = load_policy(policy_path or core.cfg.policy)
     files = iter_images(paths)
@@ -99,7 +99,7 @@ def policy():
 @click.pass_context
 def check(ctx, file, as_json):
     """Validate a policy file: every problem with its line number."""
-    from ...policy.engine import load_policy
+    from ...policy.engine import load_policy  # heavy: yaml (policy), not loaded by archiver --help
 
     try:
         p = load_policy(file)
@@ -122,7 +122,7 @@ def check(ctx, file, as_json):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def show(file, as_json):
     """Print a policy's rules in order (default: the shipped default policy)."""
-    from ...policy.engine import load_policy
+    from ...policy.engine import load_policy  # heavy: yaml (policy), not loaded by archiver --help
 
     p = load_policy(file)
     info = p.describe()

@@ -23,7 +23,7 @@ def restore(targets, to, as_of, force, lossy_suffix, as_json, core):
     """Restore originals (PATH, catalog ID or GLOB): from the vault if still there, else through
     the file's codec: the exact original from an exact codec, the verified reconstruction (with
     the original's metadata, marked as a reconstruction) from a lossy one."""
-    from ...work.restore import parse_time, restore as do_restore
+    from ...work.restore import parse_time, restore as do_restore  # heavy: sqlalchemy (work), not loaded by archiver --help
 
     core.cfg  # a broken config is reported before a bad --as-of, as ever
     when = parse_time(as_of)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
@@ -24,13 +25,11 @@ def daemon(config_path, json_logs, rebind_roots, executor, verbose, as_json):
 
     SIGTERM/SIGINT: stop taking work, finish the files in hand, exit 0 (a second signal
     abandons them; the next start resumes them). SIGHUP: reload the config file."""
-    import logging
-
-    from ...service.daemon import Daemon
-    from ...service.logs import setup_logging
+    from ...service.daemon import Daemon  # heavy: sqlalchemy (service), not loaded by archiver --help
+    from ...service.logs import setup_logging  # heavy: sqlalchemy (service), not loaded by archiver --help
 
     setup_logging(json_logs or as_json, logging.DEBUG if verbose else logging.INFO)
-    from ..web.server import start_with_daemon
+    from ..web.server import start_with_daemon  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
 
     d = Daemon(config_path, rebind_roots=rebind_roots, executor=executor, start_web=start_with_daemon)
     rc = d.run()
@@ -123,11 +122,11 @@ def _run_human(r: dict) -> str:
 @with_core(overrides=("policy", "workers"))
 def migrate(roots, policy, dry_run, workers, executor, as_json, core):
     """Archive existing collections under ROOT... by policy; resumable (rerun to continue)."""
-    from ...service import migrate as m
+    from ...service import migrate as m  # heavy: sqlalchemy (service), not loaded by archiver --help
 
     cfg = core.cfg
     if cfg.policy:
-        from ...policy.engine import load_policy
+        from ...policy.engine import load_policy  # heavy: yaml (policy), not loaded by archiver --help
 
         load_policy(cfg.policy)  # a bad policy is a clear error now, not N failures later
     if executor == "ray" and cfg.resolved_catalog_url().startswith("sqlite") and not dry_run:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import click
 
+from ...errors import UsageError
 from ..core import with_core
 from ..output import emit
 
@@ -19,19 +23,14 @@ def serve(host, port, threads, as_json, core):
     """Serve the dashboard: overview, file browser, original-vs-decoded file pages, bench results.
 
     Read-only unless web.token is set in the config; restores then need that token."""
-    import json
-    import sys
-
-    from ..web.server import build_app, make_server, port_of, url_of
-    from ..web.settings import web_settings
+    from ..web.server import build_app, make_server, port_of, url_of  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
+    from ..web.settings import web_settings  # heavy: the web dashboard (app.web, ~6 ms), not loaded by archiver --help
 
     cfg = core.cfg
     settings = web_settings(cfg, host=host, port=port)
     try:
         server = make_server(build_app(cfg, settings), settings, threads=threads)
     except OSError as e:
-        from ...errors import UsageError
-
         raise UsageError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror}") from None
     url = url_of(server, settings)
     info = {"url": url, "host": settings.host, "port": port_of(server), "writable": bool(settings.token),

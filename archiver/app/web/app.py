@@ -16,6 +16,7 @@ Security model (see docs/web.md):
 from __future__ import annotations
 
 import hmac
+import json
 import os
 import secrets
 
@@ -23,10 +24,15 @@ from flask import Flask, Response, abort, jsonify, render_template, request, sen
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter
 
+from ...catalog import queries as q
+from ...catalog.models import FileVersion
+from ...catalog.models import MAX_ID
 from ...errors import ArchiverError, CatalogError, UsageError
+from ...work import restore
 from ..output import human_bytes
 from . import views
 from .images import NoPicture, Pictures
+from .plot import bytes_svg
 from .settings import WebSettings
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -45,8 +51,6 @@ class CatalogId(IntegerConverter):
     integer holds) matches no route: 404, never an OverflowError from the database driver."""
 
     def __init__(self, url_map):
-        from ...catalog.models import MAX_ID
-
         super().__init__(url_map, min=1, max=MAX_ID)
 
 
@@ -116,7 +120,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
 
     @app.errorhandler(400)
     def _400(e):
-        from werkzeug.exceptions import SecurityError
+        from werkzeug.exceptions import SecurityError  # heavy: werkzeug, only the web dashboard
 
         if isinstance(e, SecurityError):  # an untrusted Host: answer without building any URL from it
             return Response("untrusted Host header\n", status=400, mimetype="text/plain")
@@ -145,8 +149,6 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
         return resp
 
     def _row(file_id: int):
-        from ...catalog.models import FileVersion
-
         with catalog.read_session() as s:
             row = s.get(FileVersion, file_id)
             if row is None:
@@ -157,8 +159,6 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     # -- pages ---------------------------------------------------------------------------------
     @app.get("/")
     def overview_page():
-        from .plot import bytes_svg
-
         d = pages.overview()
         return render_template("overview.html", d=d, plot=bytes_svg(d["over_time"]))
 
@@ -209,8 +209,6 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     @app.get("/api/status")
     def api_status():
         with catalog.read_session() as s:
-            from ...catalog import queries as q
-
             body = {"daemon": views.daemon_status(cfg, catalog), "queue": q.queue_depth(s),
                     "states": q.state_counts(s), "last_event_at": q.last_event_at(s), "writable": bool(settings.token)}
         return jsonify(body)
@@ -261,8 +259,6 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
         return resp
 
     def _restore(file_id: int) -> dict:
-        from ...work import restore
-
         _row(file_id)  # 404 for an unknown id
         try:
             results = restore(catalog, [str(file_id)], vault=vault, codecs=pictures.codecs)
@@ -275,8 +271,6 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
 
 def _json_text(v) -> str:
     """Event details and evidence as readable JSON (the template escapes it)."""
-    import json
-
     return json.dumps(v, ensure_ascii=False, default=str, sort_keys=True)
 
 
@@ -288,6 +282,6 @@ def _markdown(text: str | None) -> str | None:
     """The bench summary as HTML; raw HTML in it is escaped (markdown-it with html off)."""
     if not text:
         return None
-    from markdown_it import MarkdownIt
+    from markdown_it import MarkdownIt  # heavy: markdown_it, only the web dashboard
 
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)

@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from ...codecs import Exactness, Recorded
+from ...codecs.bound import Codecs
 from ...errors import ArchiverError
 from .cache import DEFAULT_MAX_BYTES, PictureCache
 from ...storage.vault import Vault, VaultDamaged, VaultError
@@ -83,8 +84,6 @@ class Pictures:
     def codecs(self):
         """The codec registry for this installation (``codecs.bound.Codecs``), built on first use."""
         if self._codecs is None:
-            from ...codecs.bound import Codecs
-
             self._codecs = self._codecs_factory() if self._codecs_factory is not None else Codecs()
         return self._codecs
 
@@ -170,7 +169,7 @@ class Pictures:
         return self._codec(row).restore(blob, Recorded.from_row(row)).data
 
     def _compressed(self, row) -> bytes:
-        from ...work.restore import read_compressed
+        from ...work.restore import read_compressed  # heavy: sqlalchemy (via work.restore), which app.web.images does not load at import
 
         try:
             return read_compressed(row)

@@ -7,10 +7,10 @@ import datetime as dt
 import functools
 import io
 
+from ..output import human_bytes
+
 
 def _human(n: float, _pos=None) -> str:
-    from ..output import human_bytes
-
     return human_bytes(n)
 
 
@@ -24,12 +24,12 @@ def bytes_svg(series: list[dict]) -> str:
 @functools.lru_cache(maxsize=8)
 def _svg(points: tuple) -> str:
     series = [{"day": d, "bytes_before": b, "bytes_after": a} for d, b, a in points]
-    import matplotlib
+    import matplotlib  # heavy: matplotlib, slow to import, only for plots
 
     matplotlib.use("Agg", force=False)
-    import matplotlib.dates as mdates
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    import matplotlib.dates as mdates  # heavy: matplotlib, slow to import, only for plots
+    from matplotlib.figure import Figure  # heavy: matplotlib, slow to import, only for plots
+    from matplotlib.ticker import FuncFormatter  # heavy: matplotlib, slow to import, only for plots
 
     fig = Figure(figsize=(7.5, 2.6), dpi=96)
     ax = fig.add_subplot()

@@ -6,23 +6,22 @@ from __future__ import annotations
 import logging
 import threading
 
-from .settings import WebSettings
+from ...storage.vault import Vault
+from .plot import bytes_svg
+from .settings import web_settings, WebSettings
 
 log = logging.getLogger("archiver.web")
 
 
 def build_app(cfg, settings: WebSettings, catalog=None):
     """The app for ``cfg`` (opening the catalog unless one is given)."""
-    from ...catalog.db import open_catalog
-    from ...storage.vault import Vault
-    from .app import create_app
+    from ...catalog.db import open_catalog  # heavy: sqlalchemy (via catalog.db), which app.web.server does not load at import
+    from .app import create_app  # heavy: flask, sqlalchemy, werkzeug (via app.web.app), which app.web.server does not load at import
 
     def codecs():
-        from ...work import Codecs
+        from ...work import Codecs  # heavy: sqlalchemy (via work), which app.web.server does not load at import
 
         return Codecs.from_config(cfg)
-
-    from .plot import bytes_svg
 
     catalog = catalog or open_catalog(cfg)
     bytes_svg([])  # import and warm up matplotlib now, not on the first visitor's request
@@ -31,7 +30,7 @@ def build_app(cfg, settings: WebSettings, catalog=None):
 
 def make_server(app, settings: WebSettings, threads: int = 4):
     """A bound waitress server (``port_of(server)`` is the real port when 0 was asked)."""
-    from waitress.server import create_server
+    from waitress.server import create_server  # heavy: waitress, only the web dashboard
 
     return create_server(app, host=settings.host, port=settings.port, threads=threads, ident="archiver",
                          clear_untrusted_proxy_headers=True)
@@ -75,8 +74,6 @@ class BackgroundServer:
 def start_with_daemon(cfg, log: logging.Logger):
     """The dashboard on a thread when ``web.with_daemon`` is set, else None; a dashboard that
     cannot start (port taken) is logged on ``log`` and the daemon goes on without it."""
-    from .settings import web_settings
-
     settings = web_settings(cfg)
     if not settings.with_daemon:
         return None

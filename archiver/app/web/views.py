@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 from ...catalog import queries as q
+from ...catalog.locks import server_locks_held
 from ...catalog.models import MAX_ID
 from ...errors import UsageError
+from ...service.lock import lock_holder, lock_path_for
 from ...storage.safeopen import open_regular_below, read_regular_below
 
 #: top folders shown on the overview (the rest are summed into one line)
@@ -22,9 +24,6 @@ TOP_FOLDERS = 15
 
 def daemon_status(cfg, catalog) -> dict:
     """Is a daemon serving this catalog (who holds its lock), read without taking the lock."""
-    from ...catalog.locks import server_locks_held
-    from ...service.lock import lock_holder, lock_path_for
-
     url = catalog.url
     pid = lock_holder(lock_path_for(url, cfg.state_dir))
     if pid is not None:

@@ -90,7 +90,7 @@ def _bad(path: Path, why: str) -> AdapterError:
 
 
 def _check_config(d: Path, cfg) -> None:
-    from .entropy import ENTROPY_MODELS
+    from .entropy import ENTROPY_MODELS  # heavy: compressai (via codecs.diffusion.entropy), which codecs.diffusion.adapter does not load at import
 
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise _bad(d, f"{CONFIG_FILE} is not an {FORMAT} file")
@@ -114,10 +114,10 @@ def _check_config(d: Path, cfg) -> None:
 
 def load_adapter(path: str | Path) -> Adapter:
     """Read and check an adapter folder (safetensors only, never pickle)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError  # heavy: safetensors (torch), only with the diffusion codec
+    from safetensors.torch import load_file  # heavy: safetensors (torch), only with the diffusion codec
 
-    from .entropy import build_entropy_model
+    from .entropy import build_entropy_model  # heavy: compressai (via codecs.diffusion.entropy), which codecs.diffusion.adapter does not load at import
 
     d = adapter_dir(path)
     if not d.is_dir():
@@ -157,7 +157,7 @@ def save_adapter(out: str | Path, config: dict, channel_steps: torch.Tensor, ent
 
     ``entropy`` must have its CDF tables built (``update(force=True)``): they are saved with it.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # heavy: safetensors (torch), only with the diffusion codec
 
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from ...errors import ArchiverError
 from ..base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target
+from ..conventional import last_true, first_guess, judge, probes, smallest_passing
 from ..registry import register_codec
 
 #: the rate used when a policy gives none (the shipped default's)
@@ -41,7 +42,7 @@ class DiffusionCodec(Codec):
     @property
     def backbone(self):
         if self._backbone is None:
-            from .backbones import get_backbone
+            from .backbones import get_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
             s = self.settings
             self._backbone = get_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
@@ -50,7 +51,7 @@ class DiffusionCodec(Codec):
     def encode(self, source: Source, target: Target) -> Encoded:
         if target.score is not None and target.budget_bytes is None:
             return self._encode_to_score(source, target)
-        from .pipeline import encode_image
+        from .pipeline import encode_image  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
         bpp = float(target.bpp or DEFAULT_BPP)
         if target.budget_bytes is not None:
@@ -71,10 +72,8 @@ class DiffusionCodec(Codec):
     def _encode_to_score(self, source: Source, target: Target) -> Encoded:
         """The smallest .dlc whose decode meets the floor (the target score first), by bisection on
         the quality knob over whole numbers 0..100: each probe coded, decoded and measured."""
-        from .pipeline import QualityProbe
-        from .ratecontrol import QUALITY_MAX, QUALITY_MIN
-        from ..conventional import last_true, first_guess, judge, probes, smallest_passing
-
+        from .pipeline import QualityProbe  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+        from .ratecontrol import QUALITY_MAX, QUALITY_MIN  # heavy: torch (codecs.diffusion), not loaded by archiver --help
         try:
             probe = QualityProbe(source.image, self.backbone, steps=self.settings.decode_steps,
                                  roi=[tuple(b) for b in source.regions] or None)
@@ -120,7 +119,7 @@ class DiffusionCodec(Codec):
                        quality=v.to_dict())
 
     def decode(self, data: bytes) -> Image.Image:
-        from .pipeline import decode_bytes
+        from .pipeline import decode_bytes  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
         d = decode_bytes(data, self.backbone)  # steps come from the header
         img = d.image

@@ -16,6 +16,7 @@ import ast
 import importlib
 import importlib.util
 import sys
+import types
 
 #: (module, the import statement sources to leave out)
 _TRIMS = (
@@ -53,8 +54,6 @@ def load() -> None:
     # attribute: anyone who does call ``norm.ppf`` gets the real module then.
     placeholder = None
     if "scipy.stats" not in sys.modules:
-        import types
-
         placeholder = sys.modules["scipy.stats"] = types.ModuleType("scipy.stats")
     try:
         _load()
@@ -82,4 +81,4 @@ def _load() -> None:
     except Exception:  # noqa: BLE001 - any surprise: forget the partial modules, import the whole package
         for k in [k for k in sys.modules if k == "compressai" or k.startswith("compressai.")]:
             del sys.modules[k]
-        import compressai  # noqa: F401
+        import compressai  # noqa: F401  # heavy: compressai (torch), optional

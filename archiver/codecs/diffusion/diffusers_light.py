@@ -74,7 +74,7 @@ def load() -> None:
     with _lock:
         if "diffusers" in sys.modules:
             return
-        import torch  # noqa: F401  imported normally, before anything is hidden
+        import torch  # noqa: F401  imported normally, before anything is hidden  # heavy: torch, optional and slow to import
 
         hidden: list[str] = []
 
@@ -85,7 +85,7 @@ def load() -> None:
 
         try:
             hide("torch._dynamo")
-            import diffusers.models  # noqa: F401  diffusers' lazy top level (and diffusers.utils)
+            import diffusers.models  # noqa: F401  diffusers' lazy top level (and diffusers.utils)  # heavy: diffusers, optional and slow to import
 
             # only now: diffusers.utils records which packages are installed (find_spec would
             # report a hidden one as missing for the rest of the process)

@@ -48,7 +48,7 @@ SCALE_TABLE = torch.exp(torch.linspace(math.log(0.11), math.log(256.0), 64))
 def norm_ppf(q):
     """``scipy.stats.norm.ppf(q)``, which scipy defines as ``scipy.special.ndtri(q)``: the same
     double, without importing scipy.stats (~0.7 CPU-seconds of a decode's start-up)."""
-    from scipy.special import ndtri
+    from scipy.special import ndtri  # heavy: scipy, slow to import
 
     return ndtri(q)
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from ...errors import UsageError
 from ...imageio import ImageMetadata, load_image
+from ...storage import atomic
 
 if TYPE_CHECKING:
     from .backbones.base import Backbone
@@ -40,8 +42,6 @@ def _save_kwargs(fmt: str, meta: ImageMetadata) -> dict:
         kw["icc_profile"] = meta.icc_profile
     if meta.xmp:
         if fmt == "PNG":
-            from PIL.PngImagePlugin import PngInfo
-
             info = PngInfo()
             info.add_itxt("XML:com.adobe.xmp", meta.xmp.decode("utf-8", "replace"))
             kw["pnginfo"] = info
@@ -84,20 +84,18 @@ def encode_file(src: str | Path, dst: str | Path, backbone: Backbone, *, bpp: Op
                 quality: Optional[float] = None, steps: Optional[int] = None, search_t: bool = False,
                 roi=None, max_pixels: Optional[int] = None, overwrite: bool = True) -> EncodeResult:
     """Read an image file, encode it and write the .dlc atomically."""
-    from ...storage.atomic import write_bytes
-    from .pipeline import encode_image
+    from .pipeline import encode_image  # heavy: compressai, torch (via codecs.diffusion.pipeline), which codecs.diffusion.files does not load at import
 
     img = load_image(src) if max_pixels is None else load_image(src, max_pixels=max_pixels)
     result = encode_image(img, backbone, bpp=bpp, quality=quality, steps=steps, search_t=search_t, roi=roi)
-    write_bytes(dst, result.data, overwrite=overwrite, mode=output_file_mode())
+    atomic.write_bytes(dst, result.data, overwrite=overwrite, mode=output_file_mode())
     return result
 
 
 def decode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone] = None,
                 steps: Optional[int] = None, overwrite: bool = True) -> DecodedImage:
     """Decode a .dlc file to an image file (format from ``dst``'s suffix), written atomically."""
-    from ...storage.atomic import write_bytes
-    from .pipeline import decode_bytes
+    from .pipeline import decode_bytes  # heavy: compressai, torch (via codecs.diffusion.pipeline), which codecs.diffusion.files does not load at import
 
     fmt = format_for(dst)
     try:
@@ -107,5 +105,5 @@ def decode_file(src: str | Path, dst: str | Path, *, backbone: Optional[Backbone
     except IsADirectoryError:
         raise UsageError(f"{src}: is a directory") from None
     decoded = decode_bytes(data, backbone, steps=steps)
-    write_bytes(dst, image_bytes(decoded, fmt), overwrite=overwrite, mode=output_file_mode())
+    atomic.write_bytes(dst, image_bytes(decoded, fmt), overwrite=overwrite, mode=output_file_mode())
     return decoded

@@ -77,7 +77,7 @@ def search_timestep(decode_at: Callable[[int], Image.Image], original: Image.Ima
                     t_max: int) -> tuple[int, list[dict]]:
     """Try a few timesteps around the SNR match and keep the best MS-SSIM against ``original``;
     ``decode_at(t)`` is the reconstruction the decoder would give starting at t."""
-    from ...metrics import ms_ssim
+    from ...metrics import ms_ssim  # heavy: torch (via metrics), which codecs.diffusion.ratecontrol does not load at import
 
     candidates = sorted({0, *(min(t_max, max(1, round(t_snr * f))) for f in SEARCH_FACTORS)})
     results = [{"t": t, "ms_ssim": ms_ssim(original, decode_at(t))} for t in candidates]

@@ -25,12 +25,12 @@ class LosslessCodec(Codec):
     @classmethod
     def claims(cls, data: bytes) -> bool:
         """A JPEG XL container or codestream, or an .axl file."""
-        from .format import AXL_MAGIC, JXL_SIGNATURE
+        from .format import AXL_MAGIC, JXL_SIGNATURE  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
 
         return data.startswith(JXL_SIGNATURE) or data.startswith(AXL_MAGIC) or data[:2] == b"\xff\x0a"
 
     def encode(self, source: Source, target: Target) -> Encoded:
-        from . import format as lossless
+        from . import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
 
         try:
             blob, ext = lossless.compress(source.data)
@@ -40,7 +40,7 @@ class LosslessCodec(Codec):
                        params={"container": ext.lstrip(".")})
 
     def decode(self, data: bytes) -> Image.Image:
-        from . import format as lossless
+        from . import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
 
         return lossless.restore_image(data)
 
@@ -48,7 +48,7 @@ class LosslessCodec(Codec):
         """Against the original itself: the promise is recorded only if the artifact keeps it. A
         JPEG must come back byte for byte; anything else with the same ``content_digest`` (every
         frame's pixels at full bit depth, palette, the metadata docs/safety.md lists)."""
-        from . import format as lossless
+        from . import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
 
         try:
             back = lossless.restore(data)
@@ -71,7 +71,7 @@ class LosslessCodec(Codec):
     def restore(self, data: bytes, recorded: Recorded) -> Restored:
         """Against the catalog: the original's bytes, or, where pixels were promised, an image with
         the recorded ``content_digest`` (its file bytes may differ: no dependence on one zlib)."""
-        from . import format as lossless
+        from . import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
 
         back = lossless.restore(data)
         sha = hashlib.sha256(back).hexdigest()

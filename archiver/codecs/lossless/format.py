@@ -30,9 +30,12 @@ import struct
 import zlib
 from pathlib import Path
 
-from PIL import Image, ImageSequence
+from PIL import Image, ImageSequence, PngImagePlugin
+from pillow_jxl import Decoder
+from pillow_jxl import Encoder
 
 from ...errors import ArchiverError
+from ...imageio import stored_bit_depth
 
 JXL_EXT, AXL_EXT = ".jxl", ".axl"
 AXL_MAGIC = b"ARCHIVER-AXL\x00"
@@ -62,15 +65,11 @@ def _unb64(s):
 
 # -- JPEG XL --------------------------------------------------------------------------------------
 def _encoder(mode: str, *, container: bool):
-    from pillow_jxl import Encoder
-
     return Encoder(mode=mode, lossless=True, quality=100, decoding_speed=0, effort=7,
                    use_container=container, use_original_profile=True, num_threads=1)
 
 
 def _decode_jxl(data: bytes):
-    from pillow_jxl import Decoder
-
     try:
         return Decoder(num_threads=1)(bytes(data))
     except Exception as e:
@@ -207,8 +206,6 @@ def _inflate(b: bytes) -> bytes:
 
 
 def _stored_depth(im: Image.Image, data: bytes) -> int:
-    from ...imageio import stored_bit_depth
-
     return stored_bit_depth(im, data[:32])
 
 
@@ -487,8 +484,6 @@ def _restore_axl(data: bytes) -> bytes:
     if meta.get("xmp"):
         kw["xmp"] = _unb64(meta["xmp"])
     if fmt == "PNG" and meta.get("text"):
-        from PIL import PngImagePlugin
-
         pnginfo = PngImagePlugin.PngInfo()
         for k, v in meta["text"].items():
             pnginfo.add_text(k, v)

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ...errors import InputError
+
 #: classifier name -> module implementing ``classify(subject)``
 NAMES = ("evidence", "texture", "text", "faces")
 
@@ -108,8 +110,6 @@ def get_classifier(name: str) -> Callable[[Any], ClassifierResult]:
 def run_classifier(name: str, subject, fn: Callable | None = None) -> ClassifierResult:
     """Run one classifier, timing it; a failure inside it protects the image instead of crashing.
     Unreadable images (``InputError``) still propagate: those are bad files, not doubtful ones."""
-    from ...errors import InputError
-
     fn = fn or get_classifier(name)
     t0 = time.perf_counter()
     try:
@@ -146,7 +146,7 @@ def box_area_fraction(boxes: list[Box], width: int, height: int) -> float:
     """Share of the image covered by the union of boxes (overlaps counted once)."""
     if not boxes or width <= 0 or height <= 0:
         return 0.0
-    import numpy as np
+    import numpy as np  # heavy: numpy, which policy.classifiers does not load at import
 
     # rasterise on a coarse grid: exact enough and immune to overlap double counting
     s = max(1.0, max(width, height) / 512)

@@ -31,10 +31,14 @@ need half. Smallest face searched: 20 px on the working copy, about 5% of the sh
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 
 import numpy as np
 
 from . import ClassifierResult, box_area_fraction, scale_boxes
+from ...quiet import quiet_stderr
 from .thread_models import PerThreadModels
 
 WORK_PIXELS = 250_000
@@ -65,7 +69,7 @@ _models = PerThreadModels()
 
 
 def _build_cascades() -> dict:
-    import cv2
+    import cv2  # heavy: cv2, slow to import
 
     c = {}
     for k, f in CASCADES.items():
@@ -108,18 +112,13 @@ class BlazeFace:
     weighted non-maximum suppression at IoU 0.3) is done here."""
 
     def __init__(self, kind: str) -> None:
-        import importlib.util
-        from pathlib import Path
-
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter  # heavy: ai_edge_litert, optional
 
         name, self.size, strides, per_cell = BLAZE[kind]
         spec = importlib.util.find_spec("mediapipe")  # located, never imported (its import costs ~2.5 s)
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError("the mediapipe package (BlazeFace models) is not installed")
         path = Path(list(spec.submodule_search_locations)[0]) / "modules" / "face_detection" / name
-        from ...quiet import quiet_stderr
-
         with quiet_stderr():  # TFLite announces its XNNPACK delegate on fd 2
             self.it = Interpreter(model_path=str(path), num_threads=1)
             self.it.allocate_tensors()
@@ -129,7 +128,7 @@ class BlazeFace:
         self.anchors = _anchor_centres(self.size, strides, per_cell)
 
     def __call__(self, rgb: np.ndarray, min_score: float) -> list[tuple[float, tuple[int, int, int, int]]]:
-        import cv2
+        import cv2  # heavy: cv2, slow to import
 
         h, w = rgb.shape[:2]
         n = self.size
@@ -202,7 +201,7 @@ def blaze_search(rgb: np.ndarray) -> list[tuple[float, str, tuple[int, int, int,
 
 def confirm(rgb: np.ndarray, box) -> float:
     """BlazeFace short-range score on a crop around a candidate box (original pixels); 0 when it sees no face."""
-    import cv2
+    import cv2  # heavy: cv2, slow to import
 
     h, w = rgb.shape[:2]
     l, t, r, b = box
@@ -228,7 +227,7 @@ def _iou(a, b) -> float:
 
 def detect(gray: np.ndarray) -> list[dict]:
     """Raw detections on a grey working image: [{box, cascade, neighbours}]."""
-    import cv2
+    import cv2  # heavy: cv2, slow to import
 
     h, w = gray.shape
     min_side = max(20, int(MIN_FACE_FRACTION * min(h, w)))
@@ -267,7 +266,7 @@ def merge(dets: list[dict]) -> list[dict]:
 
 
 def classify(subject) -> ClassifierResult:
-    import cv2
+    import cv2  # heavy: cv2, slow to import
 
     img = subject.image
     w0, h0 = img.width, img.height

@@ -54,7 +54,7 @@ _models = PerThreadModels()
 
 
 def model_path(kind: str = "det") -> Path:
-    import rapidocr_onnxruntime
+    import rapidocr_onnxruntime  # heavy: rapidocr/onnxruntime, optional and slow to import
 
     p = Path(rapidocr_onnxruntime.__file__).parent / "models" / f"ch_PP-OCRv4_{kind}_infer.onnx"
     if not p.is_file():
@@ -63,7 +63,7 @@ def model_path(kind: str = "det") -> Path:
 
 
 def _build_detector():
-    from rapidocr_onnxruntime.ch_ppocr_det import TextDetector
+    from rapidocr_onnxruntime.ch_ppocr_det import TextDetector  # heavy: rapidocr/onnxruntime, optional and slow to import
 
     threads = max(1, min(4, os.cpu_count() or 1))
     d = TextDetector(
@@ -93,7 +93,7 @@ def _detector():
 
 
 def _build_recognizer():
-    from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer
+    from rapidocr_onnxruntime.ch_ppocr_rec import TextRecognizer  # heavy: rapidocr/onnxruntime, optional and slow to import
 
     r = TextRecognizer(
         {
@@ -149,7 +149,7 @@ def _axis_box(q: np.ndarray, w: int, h: int) -> tuple[int, int, int, int]:
 def crop(img: np.ndarray, q: np.ndarray) -> np.ndarray:
     """The quadrilateral ``q`` cut out and straightened (perspective warp), turned to run
     horizontally when it is much higher than wide, as PP-OCR reads its candidates."""
-    import cv2
+    import cv2  # heavy: cv2, slow to import
 
     w = max(1, int(max(np.linalg.norm(q[0] - q[1]), np.linalg.norm(q[2] - q[3]))))
     h = max(1, int(max(np.linalg.norm(q[0] - q[3]), np.linalg.norm(q[1] - q[2]))))
@@ -177,7 +177,7 @@ def confirms(txt: str, conf: float) -> bool:
 
 
 def classify(subject) -> ClassifierResult:
-    import cv2
+    import cv2  # heavy: cv2, slow to import
 
     rgb, scale = subject.work(WORK_PIXELS)
     img = subject.image

@@ -31,7 +31,7 @@ BLOCK = 16
 
 
 def statistics(rgb: np.ndarray) -> dict:
-    import cv2
+    import cv2  # heavy: cv2, slow to import
 
     rgb = np.ascontiguousarray(rgb)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

@@ -12,6 +12,7 @@ from typing import Callable
 
 from ....errors import UsageError
 from .base import Backbone
+from .diffusers_backbone import DiffusersBackbone
 
 #: backbone name -> loader(model_path=, device=) -> Backbone; each loader imports its module (torch) on first use
 _LOADERS: dict[str, Callable[..., Backbone]] = {}
@@ -25,7 +26,7 @@ def get_backbone(name: str = "tiny", *, model_path: str | Path | None = None, de
     """The backbone called ``name``: "tiny" (embedded weights) or "diffusers" (needs ``model_path``),
     with the adapter in folder ``adapter`` attached if one is given (``..adapter``)."""
     if adapter:
-        from ..adapter import attach, load_adapter
+        from ..adapter import attach, load_adapter  # deferred: import cycle: adapter imports backbones.base, and this package (the backbone registry) is backbones.base's parent
 
         base = get_backbone(name, model_path=model_path, device=device)
         ad = load_adapter(adapter)
@@ -61,7 +62,7 @@ def register_backbone(name: str):
 def _load_tiny(*, model_path, device) -> Backbone:
     """The embedded tiny backbone (``model_path``: another weights directory)."""
     try:
-        from .tiny import load_tiny
+        from .tiny import load_tiny  # heavy: optional, its failure is handled by the surrounding try
     except ImportError as e:
         raise UsageError(f"the embedded tiny backbone is not available in this build ({e}); "
                          "use --backbone diffusers --model DIR") from None
@@ -73,8 +74,6 @@ def _load_diffusers(*, model_path, device) -> Backbone:
     """A diffusers model directory (or cached repo id); it must be named."""
     if not model_path:
         raise UsageError("the diffusers backbone needs a model: --model DIR (or diffusers_model in the config)")
-    from .diffusers_backbone import DiffusersBackbone
-
     return DiffusersBackbone.from_pretrained(model_path, device=device)
 
 

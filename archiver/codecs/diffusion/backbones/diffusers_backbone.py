@@ -38,7 +38,7 @@ def resolve_model_dir(model: str | Path) -> Path:
     if p.is_dir():
         return p
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # heavy: huggingface_hub, slow to import, only to fetch weights
 
         return Path(snapshot_download(str(model), local_files_only=True))
     except Exception:
@@ -184,7 +184,7 @@ class DiffusersBackbone(Backbone):
     def from_pretrained(cls, model: str | Path, *, device: str | torch.device = "auto",
                         backbone_id: str = "diffusers") -> "DiffusersBackbone":
         """Load a diffusers-layout model (SD 1.x/2.x and alike) from local files only."""
-        from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel
+        from diffusers import AutoencoderKL, AutoencoderTiny, DDIMScheduler, UNet2DConditionModel, UNet2DModel  # heavy: diffusers, optional and slow to import
 
         _quiet_libraries()
         root = resolve_model_dir(model)
@@ -282,7 +282,7 @@ def _ramp(h: int, w: int, overlap: int) -> torch.Tensor:
 
 def _quiet_libraries() -> None:
     """No progress bars or advice about optional packages on a user's terminal."""
-    from diffusers.utils import logging as dlog
+    from diffusers.utils import logging as dlog  # heavy: diffusers, optional and slow to import
 
     dlog.set_verbosity_error()
     dlog.disable_progress_bar()
@@ -291,7 +291,7 @@ def _quiet_libraries() -> None:
 
 
 def _quiet_transformers() -> None:
-    from transformers.utils import logging as tlog
+    from transformers.utils import logging as tlog  # heavy: transformers, optional and slow to import
 
     tlog.set_verbosity_error()
     tlog.disable_progress_bar()
@@ -306,7 +306,7 @@ def _load(klass, root: Path, comp: str):
 def _empty_prompt_embedding(root: Path) -> torch.Tensor:
     """The text encoder's output for the empty prompt, padded like the pipelines pad it."""
     try:
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers import CLIPTextModel, CLIPTokenizer  # heavy: transformers, optional and slow to import
     except ImportError:
         raise UsageError("text-conditioned diffusers models need the 'transformers' package") from None
     _quiet_transformers()

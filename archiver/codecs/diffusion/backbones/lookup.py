@@ -13,8 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from . import get_backbone
 from ....errors import ContainerError, WeightsMismatchError
+from ..adapter import backbone_for_header
 from .base import Backbone
+from .tiny import find_release, missing_release
 
 
 def backbone_for(header, backbone: Optional[Backbone] = None, *, model_path: str | Path | None = None,
@@ -22,14 +25,10 @@ def backbone_for(header, backbone: Optional[Backbone] = None, *, model_path: str
     """The backbone that decodes ``header``'s file. ``backbone``: the one the caller loaded (from
     its configuration); when None, the header's backbone is loaded by name (``model_path`` and
     ``device`` as the caller says: the codec reads no configuration)."""
-    from . import get_backbone
-
     if backbone is None:
         backbone = get_backbone(header.backbone_id, model_path=model_path, device=device)
     if backbone.weights_digest != header.weights_sha256 and header.backbone_id == "tiny":
         # encoded by an earlier release of the embedded weights: the weights archive keeps those
-        from .tiny import find_release, missing_release
-
         release = find_release(header.weights_sha256)
         if release is not None:
             backbone = get_backbone("tiny", model_path=release, device=str(backbone.device))
@@ -42,8 +41,6 @@ def backbone_for(header, backbone: Optional[Backbone] = None, *, model_path: str
             f"with weights {backbone.weights_digest[:16]}...; decode it with the same weights")
     if backbone.stride != header.stride or backbone.latent_channels != header.latent_channels:
         raise ContainerError("the file's latent geometry does not match its backbone")
-    from ..adapter import backbone_for_header
-
     return backbone_for_header(header.adapter_sha256, backbone)  # the adapter the file names, or none
 
 
@@ -52,8 +49,6 @@ def configured_backbone(cfg, *, name: Optional[str] = None, model: Optional[str]
     """The backbone a command asked for, the rest from the configuration object ``cfg``
     (backbone, diffusers_model, device, adapter). The config's adapter goes with the config's
     model only; ``adapter="none"`` loads none."""
-    from . import get_backbone
-
     name = name or cfg.backbone
     if name == "diffusers":
         model = model or cfg.diffusers_model

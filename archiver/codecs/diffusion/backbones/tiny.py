@@ -17,7 +17,9 @@ from typing import Optional
 
 import torch
 
+from .. import diffusers_light
 from ....errors import UsageError, WeightsMismatchError
+from .diffusers_backbone import DiffusersBackbone
 
 BACKBONE_ID = "tiny"
 WEIGHTS_DIR = Path(__file__).resolve().parents[3] / "weights"
@@ -41,7 +43,7 @@ def _archive_releases_dir() -> Path:
     """The data package's ``releases`` folder; without the package, a folder that is not there
     (where a checkout before issue 25 kept them), so that no release is found."""
     try:
-        import archiver_weights_archive  # optional data package (no code): earlier weights only
+        import archiver_weights_archive  # heavy: an optional data package (no code): earlier weights only
     except ImportError:
         return WEIGHTS_DIR / "releases"
     return Path(archiver_weights_archive.RELEASES_DIR)
@@ -136,35 +138,29 @@ SCHEDULER_CONFIG = dict(
 def build_vae(config: Optional[dict] = None):
     cfg = dict(config or VAE_CONFIG)
     if cfg.get("kind") == "block":  # the block-transform autoencoder (block_ae.py)
-        from .block_ae import BlockAutoencoder
+        from .block_ae import BlockAutoencoder  # heavy: diffusers (via codecs.diffusion.backbones.block_ae), which codecs.diffusion.backbones.tiny does not load at import
 
         return BlockAutoencoder(**{k: v for k, v in cfg.items() if not k.startswith("_")})
     if cfg.get("kind") == "rd":  # the rate–distortion-trained transform of release 3 (rd_ae.py)
-        from .rd_ae import RDAutoencoder
+        from .rd_ae import RDAutoencoder  # heavy: compressai, diffusers (via codecs.diffusion.backbones.rd_ae), which codecs.diffusion.backbones.tiny does not load at import
 
         return RDAutoencoder(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-    from .. import diffusers_light
-
     diffusers_light.load()
-    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL  # heavy: diffusers, optional and slow to import
 
     return AutoencoderKL(**cfg)
 
 
 def build_unet(config: Optional[dict] = None):
-    from .. import diffusers_light
-
     diffusers_light.load()  # the UNet's module, not all of diffusers (start-up time)
-    from diffusers.models.unets.unet_2d import UNet2DModel
+    from diffusers.models.unets.unet_2d import UNet2DModel  # heavy: diffusers, optional and slow to import
 
     return UNet2DModel(**(config or UNET_CONFIG))
 
 
 def build_scheduler(config: Optional[dict] = None):
-    from .. import diffusers_light
-
     diffusers_light.load()
-    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler  # heavy: diffusers, optional and slow to import
 
     return DDIMScheduler(**(config or SCHEDULER_CONFIG))
 
@@ -216,8 +212,6 @@ def _split(state: dict, prefix: str) -> dict:
 
 def _assemble(vae, unet, scheduler, *, digest: str, channel_steps, entropy, device, t_scale: float = 1.0,
               eta: float = 0.0, trained_grid: bool = False):
-    from .diffusers_backbone import DiffusersBackbone
-
     # channels-last convolutions are ~30% faster on CPU for these small channel counts (torch's own
     # Module.to: diffusers' override would import its offloading hooks and torch._dynamo, ~1.5
     # CPU-seconds of start-up, to check for offloading these freshly built models cannot have)
@@ -237,14 +231,14 @@ def build_entropy(config: Optional[dict]):
     """The codec's trained entropy model for ``config`` (``kind`` + constructor kwargs), or None."""
     if config is None:
         return None
-    from ..entropy import build_entropy_model
+    from ..entropy import build_entropy_model  # heavy: compressai (via codecs.diffusion.entropy), which codecs.diffusion.backbones.tiny does not load at import
 
     return build_entropy_model(config)
 
 
 def load_tiny(device: str = "auto", weights_dir: Optional[str | Path] = None):
     """The shipped tiny backbone, from safetensors only (never pickle), with no network."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy: safetensors (torch), only with the diffusion codec
 
     wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     cfg_path, w_path = wdir / CONFIG_FILE, wdir / WEIGHTS_FILE
