@@ -50,6 +50,19 @@ def committed(tmp_path, monkeypatch):
     ctx.catalog.close()
 
 
+def _fsync_sizes(monkeypatch) -> list:
+    """Record the size of every file as it is fsynced (what had reached it by then)."""
+    sizes = []
+    real = os.fsync
+
+    def fsync(fd):
+        sizes.append(os.fstat(fd).st_size)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return sizes
+
+
 def _fsyncs(monkeypatch) -> list:
     """Record every fsync (file descriptors resolved to what they point at)."""
     seen = []
@@ -842,14 +855,7 @@ def test_remove_own_says_where_a_file_it_did_not_write_is(tmp_path, monkeypatch)
 
 
 def test_write_bytes_flushes_before_fsync_and_applies_mode_and_owner(tmp_path, monkeypatch):
-    sizes = []
-    real = os.fsync
-
-    def fsync(fd):
-        sizes.append(os.fstat(fd).st_size)
-        return real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    sizes = _fsync_sizes(monkeypatch)
     data = b"x" * 100  # small: it stays in Python's buffer unless flushed (a large write goes straight through)
     atomic.write_bytes(str(tmp_path / "a"), data, mode=0o640, owner=(os.geteuid(), os.getegid()))
     assert data.__len__() in sizes  # the data reached the file before it was synced
@@ -876,14 +882,7 @@ def test_open_dir_nofollow_syncs_what_it_made_and_closes_on_refusal(tmp_path, mo
 
 
 def test_write_in_dir_syncs_the_data_gives_0644_and_closes(tmp_path, monkeypatch):
-    sizes = []
-    real = os.fsync
-
-    def fsync(fd):
-        sizes.append(os.fstat(fd).st_size)
-        return real(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    sizes = _fsync_sizes(monkeypatch)
     d = atomic.open_dir_nofollow(tmp_path)
     try:
         before = _open_fds()
