@@ -42,10 +42,10 @@ class DiffusionCodec(Codec):
     @property
     def backbone(self):
         if self._backbone is None:
-            from .backbones import get_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+            from .adapter import get_adapted_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
             s = self.settings
-            self._backbone = get_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
+            self._backbone = get_adapted_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
         return self._backbone
 
     def encode(self, source: Source, target: Target) -> Encoded:
