@@ -300,3 +300,4 @@ def test_issue26_pages_in_chromium(site, browser):
     # the server's terminal: no line per waiting request
     log = (tmp / "serve.log").read_text()
     assert "Task queue depth is" not in log and log.count("queue depth up to") <= 1, log[-2000:]
+    assert "decoder not loaded at start" not in log, log[-2000:]  # the warm-up really loaded the codec
