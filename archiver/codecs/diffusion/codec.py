@@ -48,6 +48,13 @@ class DiffusionCodec(Codec):
             self._backbone = get_adapted_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
         return self._backbone
 
+    def warm(self) -> None:
+        """Import torch and the pipeline, load the backbone's weights and its entropy model, and
+        decode one tiny latent, so that the first real decode finds everything loaded."""
+        from .pipeline import warm_up  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+
+        warm_up(self.backbone)
+
     def encode(self, source: Source, target: Target) -> Encoded:
         if target.score is not None and target.budget_bytes is None:
             return self._encode_to_score(source, target)
