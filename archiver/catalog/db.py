@@ -351,8 +351,8 @@ def _check_file(url: str, rec: dict | None, create: bool) -> None:
         if rec is not None:
             raise _gone(url, rec, "missing")
         if not create:
-            raise NoCatalogError(f"no catalog at {p} (wrong ARCHIVER_HOME or catalog_url? nothing was archived there; "
-                                 "`archiver archive`, `migrate` and `daemon` create one)")
+            raise NoCatalogError(f"no catalog at {p} (set ARCHIVER_HOME or --config to the one you archived with; "
+                                 "nothing was archived here: `archiver archive`, `migrate` and `daemon` create one)")
         return
     if not p.is_file():
         raise CatalogError(f"{p} is not a file, not an archiver catalog (wrong ARCHIVER_HOME or catalog_url?)")
