@@ -30,7 +30,7 @@ from ..storage.vault import Vault, VaultError
 from ..catalog import queries as q
 from ..catalog.db import Catalog, DBError
 from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
-from . import files
+from . import files, pngmeta
 from .invariant import replacement_holds
 
 
@@ -240,10 +240,18 @@ def _approx_dest(row: FileVersion, dest: Path, data: bytes, lossy_suffix: str | 
 
 
 def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes:
-    """The decoded image in the original's format, with its EXIF/ICC/XMP, marked as a reconstruction."""
-    fmt = (row.format or "PNG").upper()
+    """The decoded image in the original's format, with its EXIF/ICC/XMP (and a PNG's own text,
+    gamma and colour chunks, which the catalog keeps: ``pngmeta``), marked as a reconstruction."""
+    return marked_bytes(img, (row.format or "PNG").upper(), lossy_note(row),
+                        png_chunks=(row.codec_params or {}).get(pngmeta.PARAM), name=row.path)
+
+
+def marked_bytes(img, fmt: str, note: str, *, png_chunks=None, name: str = "image") -> bytes:
+    """``img`` written as ``fmt`` (PNG when that format cannot hold it) with the metadata in its
+    ``.info`` (EXIF, ICC profile, XMP) and ``note`` in its XMP, its EXIF description and, in a PNG,
+    a Comment text chunk; a PNG also gets ``png_chunks`` (``pngmeta.kept_chunks``). Raises
+    ``ArchiverError`` when the result does not read back at ``img``'s size."""
     out = io.BytesIO()
-    note = lossy_note(row)
     kw = {k: v for k, v in img.info.items() if k in ("exif", "icc_profile", "xmp") and v}
     kw["exif"] = _mark_exif(kw.get("exif"), note)
     kw["xmp"] = _mark_xmp(kw.get("xmp"), note)
@@ -251,21 +259,22 @@ def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes
         if img.mode not in ("RGB", "L"):
             img = img.convert("RGB")
         img.save(out, "JPEG", quality=95, **kw)
-        return _readable(row, img, out.getvalue())
+        return _readable(name, img, out.getvalue())
     info = PngInfo()
     info.add_itxt("XML:com.adobe.xmp", kw.pop("xmp").decode())
     info.add_text("Comment", note)
+    pngmeta.add_chunks(info, png_chunks, has_icc="icc_profile" in kw)
     try:
         extra = dict(kw, xmp=_mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}))
         img.save(out, fmt, **(extra if fmt != "PNG" else dict(kw, pnginfo=info)))
-        return _readable(row, img, out.getvalue())
+        return _readable(name, img, out.getvalue())
     except (KeyError, OSError, ValueError, TypeError, ArchiverError):  # the format cannot hold it: PNG
         out = io.BytesIO()
         img.save(out, "PNG", pnginfo=info, **{k: v for k, v in kw.items() if k != "xmp"})
-    return _readable(row, img, out.getvalue())
+    return _readable(name, img, out.getvalue())
 
 
-def _readable(row: FileVersion, img, data: bytes) -> bytes:
+def _readable(name: str, img, data: bytes) -> bytes:
     """A reconstruction is written only if a reader opens it again at its size (CMYK or float
     TIFFs used to be written that no reader opened)."""
     try:
@@ -275,7 +284,7 @@ def _readable(row: FileVersion, img, data: bytes) -> bytes:
                 return data
     except Exception:  # noqa: BLE001 - any failure to read it back is the finding
         pass
-    raise ArchiverError(f"{row.path}: the reconstruction does not read back as an image")
+    raise ArchiverError(f"{name}: the reconstruction does not read back as an image")
 
 
 def read_compressed(row: FileVersion) -> bytes:
@@ -309,11 +318,11 @@ def _from_vault(row: FileVersion, vault: Vault | None) -> bytes | None:
     return None
 
 
-def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, str, str]:
+def produce(row: FileVersion, vault: Vault | None, codecs=None, *, from_artifact: bool = False) -> tuple[bytes, str, str]:
     """(bytes, source, exactness) for ``row``, best source first: the vaulted original, the original
     still on disk, else what the row's codec gives back (checked against what the catalog recorded
-    when it was verified); raises ArchiverError when none."""
-    if row.sha256:
+    when it was verified); with ``from_artifact`` only the latter. Raises ArchiverError when none."""
+    if row.sha256 and not from_artifact:
         data = _from_vault(row, vault)
         if data is not None:
             return data, "vault", "bytes"
@@ -338,11 +347,13 @@ def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, 
 
 def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None, codecs=None,
             to: str | Path | None = None, as_of: dt.datetime | None = None, force: bool = False,
-            lossy_suffix: str | None = None) -> list[RestoreResult]:
+            lossy_suffix: str | None = None, progress=None, from_artifact: bool = False) -> list[RestoreResult]:
     """Restore ``targets`` (ids, paths, directories, globs). An approximate restore (a lossy codec's
     reconstruction) is marked in its XMP and EXIF, gets the original's mtime like any restore, and
     with ``lossy_suffix`` (e.g. ".reconstructed") is written as NAME<suffix>.EXT beside where the
-    original would go, so that it cannot be taken for the original."""
+    original would go, so that it cannot be taken for the original. ``from_artifact``: decode the
+    archived file even where the vault or the disk still holds the original (to see what it gives
+    back). ``progress(rows)`` wraps the iteration (the caller draws it)."""
     if to is not None:
         if Path(to).exists() and not Path(to).is_dir():
             raise UsageError(f"--to {to}: not a directory")
@@ -356,12 +367,12 @@ def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None,
                 raise NotInCatalogError(f"{t}: nothing committed in the catalog matches" + (f" as of {as_of}" if as_of else ""))
             rows.extend(found)
     results = []
-    for row in rows:
-        results.append(_restore_one(catalog, row, vault, codecs, to, force, lossy_suffix))
+    for row in (progress(rows) if progress else rows):
+        results.append(_restore_one(catalog, row, vault, codecs, to, force, lossy_suffix, from_artifact))
     return results
 
 
-def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> RestoreResult:
+def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None, from_artifact=False) -> RestoreResult:
     try:
         dest = destination(row, to)
     except SafetyError as e:
@@ -377,23 +388,24 @@ def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> R
         res.message = f"cannot open {directory}: {e.strerror or e}"
         return res
     try:
-        return _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd)
+        return _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd, from_artifact)
     finally:
         if dfd is not None:
             os.close(dfd)
 
 
-def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd) -> RestoreResult:
+def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd,
+                  from_artifact=False) -> RestoreResult:
     """The rest of ``_restore_one``, with the destination's directory open (``dfd``, None while it
     does not exist): every look at and write of the destination goes through that descriptor."""
-    if dfd is not None and _holds_sha(dfd, dest.name, row.sha256):
+    if dfd is not None and not from_artifact and _holds_sha(dfd, dest.name, row.sha256):
         res.source, res.exact, res.status, res.message = "original", "bytes", "present", "identical file already there"
         return res
     if _existing(dfd, dest.name) is not None and not force and not lossy_suffix:
         res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
         return res  # refused before any decoding (with a suffix the name is known only after)
     try:
-        data, source, exact = produce(row, vault, codecs)
+        data, source, exact = produce(row, vault, codecs, from_artifact=from_artifact)
     except ArchiverError as e:
         res.message, res.exit_code = str(e), e.exit_code
         return res
