@@ -495,6 +495,20 @@ def _restore_axl(data: bytes) -> bytes:
     return out.getvalue()
 
 
+def is_restorable(data: bytes) -> bool:
+    """Whether ``data`` is a file ``restore`` reads: an .axl file, or a JPEG XL container with a
+    restore record or JPEG reconstruction data (or a damaged container: ``restore`` says how);
+    not a plain JPEG XL image."""
+    if data.startswith(AXL_MAGIC):
+        return True
+    if not data.startswith(JXL_SIGNATURE):
+        return False
+    try:
+        return any(kind in (RECORD_BOX, b"jbrd") for kind, _, _ in _boxes(data))
+    except ArchiverError:
+        return True
+
+
 def kind_of(data: bytes) -> str | None:
     """``jpeg`` / ``pixels`` for a lossless file written here (``axl`` for the old format)."""
     if data.startswith(AXL_MAGIC):
