@@ -2,7 +2,7 @@
 written, and its codec must verify it against the original (-> ``verified``, with the quality,
 the reconstruction's identity, how exact a restore will be, and what the codec learned from the
 file read back, e.g. a lossy reconstruction's fingerprint, and a PNG original's text chunks, which
-no lossy format carries: ``pngmeta``). The same codec's ``restore`` asks
+no lossy format carries: ``archiver.reconstruction``). The same codec's ``restore`` asks
 the same question later (``invariant.replacement_holds``: before an original is removed, by
 recovery, restore and verify). A refused file is deleted and the job moves on to the next codec."""
 
@@ -13,7 +13,8 @@ import hashlib
 from ..catalog.models import VERIFIED
 from ..codecs import Verdict
 from ..codecs.base import metric_name
-from . import faults, pngmeta
+from ..reconstruction import PNG_CHUNKS_PARAM, kept_chunks
+from . import faults
 from .classify import fall_back
 from .job import Job
 
@@ -37,7 +38,7 @@ class Check:
                            "score": verdict.score, "region_score": verdict.region_score,
                            "reconstruction_sha256": verdict.reconstruction_sha256, "restore_exact": verdict.exact}
             job.reasons.append(job.choice.why_chosen(job.codec.name))
-            kept = {pngmeta.PARAM: pngmeta.kept_chunks(job.source.data)} if job.codec.lossy else {}
+            kept = {PNG_CHUNKS_PARAM: kept_chunks(job.source.data)} if job.codec.lossy else {}
             kept = {k: v for k, v in kept.items() if v}  # a PNG's text chunks: no lossy format carries them
             params = {**verdict.params, **kept}
             extra = {"codec_params": {**job.encoded.params, **params}} if params else {}

@@ -17,20 +17,19 @@ import stat as statmod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
-from xml.sax.saxutils import escape
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from ..codecs import Exactness
 from ..errors import ArchiverError, NoSpaceError, NotInCatalogError, SafetyError, UsageError
 from ..preview import is_preview
+from ..reconstruction import DEFAULT_LOSSY_SUFFIX, PNG_CHUNKS_PARAM, is_marked, lossy_note, marked_bytes
 from ..storage import atomic
 from ..storage.vault import Vault, VaultError
 from ..catalog import queries as q
 from ..catalog.db import Catalog, DBError
 from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
-from . import files, pngmeta
+from . import files
 from .invariant import replacement_holds
 
 
@@ -163,67 +162,6 @@ def _holds_sha(dir_fd: int, name: str, sha: str | None) -> bool:
         os.close(fd)
 
 
-#: XMP namespace of the note written into approximate restores
-XMP_NS = "https://archiver.invalid/ns/1.0/"
-
-
-def lossy_note(row: FileVersion) -> str:
-    """The sentence a reconstruction carries, so that nobody mistakes it for the original."""
-    return (f"Approximate reconstruction by archiver of {os.path.basename(row.path)} "
-            f"(catalog id {row.id}, {row.codec or 'diffusion'} codec, original SHA-256 {row.sha256}); "
-            "not the original pixels")
-
-
-def _mark_xmp(xmp: bytes | None, note: str) -> bytes:
-    """An XMP packet with the note (dc:description and archiver:reconstruction); an existing
-    packet is kept and the note added to it."""
-    desc = (f'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
-            f'xmlns:archiver="{XMP_NS}" archiver:reconstruction="approximate">'
-            f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{escape(note)}</rdf:li></rdf:Alt></dc:description>'
-            f"</rdf:Description>")
-    text = (xmp or b"").decode("utf-8", "replace")
-    if "</rdf:RDF>" in text:
-        return text.replace("</rdf:RDF>", desc + "</rdf:RDF>", 1).encode()
-    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
-            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">' + desc +
-            '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
-
-
-def _mark_exif(exif: bytes | None, note: str) -> bytes:
-    """EXIF with the note in ImageDescription (kept from the original otherwise)."""
-    e = Image.Exif()
-    if exif:
-        try:
-            e.load(exif)
-        except Exception:  # noqa: BLE001 - unreadable EXIF: start a fresh one rather than lose the note
-            e = Image.Exif()
-    e[0x010E] = note[:1000]
-    return e.tobytes()
-
-
-#: what an approximate restore is named after when its format cannot carry the mark (BMP, PPM, ...)
-DEFAULT_LOSSY_SUFFIX = ".reconstructed"
-_MARK_TEXT = "Approximate reconstruction by archiver"
-
-
-def is_marked(data: bytes) -> bool:
-    """Whether an image file carries archiver's reconstruction note where readers look: its XMP,
-    its EXIF description, or a text chunk."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            xmp = im.info.get("xmp") or b""
-            if isinstance(xmp, str):
-                xmp = xmp.encode()
-            if b'archiver:reconstruction="approximate"' in xmp:
-                return True
-            if str(im.getexif().get(0x010E, "")).startswith(_MARK_TEXT):
-                return True
-            texts = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in im.info.values())
-            return any(isinstance(v, str) and v.startswith(_MARK_TEXT) for v in texts)
-    except Exception:  # noqa: BLE001 - unreadable: certainly not marked
-        return False
-
-
 def _approx_dest(row: FileVersion, dest: Path, data: bytes, lossy_suffix: str | None) -> Path:
     """The name of an approximate restore: NAME<lossy_suffix>.EXT when asked; a file whose format
     cannot carry the mark gets ``DEFAULT_LOSSY_SUFFIX`` in any case (its name is its only mark);
@@ -241,50 +179,9 @@ def _approx_dest(row: FileVersion, dest: Path, data: bytes, lossy_suffix: str | 
 
 def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes:
     """The decoded image in the original's format, with its EXIF/ICC/XMP (and a PNG's own text,
-    gamma and colour chunks, which the catalog keeps: ``pngmeta``), marked as a reconstruction."""
+    gamma and colour chunks, which the catalog keeps), marked as a reconstruction."""
     return marked_bytes(img, (row.format or "PNG").upper(), lossy_note(row),
-                        png_chunks=(row.codec_params or {}).get(pngmeta.PARAM), name=row.path)
-
-
-def marked_bytes(img, fmt: str, note: str, *, png_chunks=None, name: str = "image") -> bytes:
-    """``img`` written as ``fmt`` (PNG when that format cannot hold it) with the metadata in its
-    ``.info`` (EXIF, ICC profile, XMP) and ``note`` in its XMP, its EXIF description and, in a PNG,
-    a Comment text chunk; a PNG also gets ``png_chunks`` (``pngmeta.kept_chunks``). Raises
-    ``ArchiverError`` when the result does not read back at ``img``'s size."""
-    out = io.BytesIO()
-    kw = {k: v for k, v in img.info.items() if k in ("exif", "icc_profile", "xmp") and v}
-    kw["exif"] = _mark_exif(kw.get("exif"), note)
-    kw["xmp"] = _mark_xmp(kw.get("xmp"), note)
-    if fmt in ("JPEG", "MPO"):
-        if img.mode not in ("RGB", "L"):
-            img = img.convert("RGB")
-        img.save(out, "JPEG", quality=95, **kw)
-        return _readable(name, img, out.getvalue())
-    info = PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", kw.pop("xmp").decode())
-    info.add_text("Comment", note)
-    pngmeta.add_chunks(info, png_chunks, has_icc="icc_profile" in kw)
-    try:
-        extra = dict(kw, xmp=_mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}))
-        img.save(out, fmt, **(extra if fmt != "PNG" else dict(kw, pnginfo=info)))
-        return _readable(name, img, out.getvalue())
-    except (KeyError, OSError, ValueError, TypeError, ArchiverError):  # the format cannot hold it: PNG
-        out = io.BytesIO()
-        img.save(out, "PNG", pnginfo=info, **{k: v for k, v in kw.items() if k != "xmp"})
-    return _readable(name, img, out.getvalue())
-
-
-def _readable(name: str, img, data: bytes) -> bytes:
-    """A reconstruction is written only if a reader opens it again at its size (CMYK or float
-    TIFFs used to be written that no reader opened)."""
-    try:
-        with Image.open(io.BytesIO(data)) as back:
-            back.load()
-            if back.size == img.size:
-                return data
-    except Exception:  # noqa: BLE001 - any failure to read it back is the finding
-        pass
-    raise ArchiverError(f"{name}: the reconstruction does not read back as an image")
+                        chunks=(row.codec_params or {}).get(PNG_CHUNKS_PARAM), name=row.path)
 
 
 def read_compressed(row: FileVersion) -> bytes:

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from ...codecs import codec_of_data, get_codec, suffixes
 from ...errors import ContainerError, SafetyError, UnknownArtifactError, UsageError
 from ...imageio import load_image
+from ...reconstruction import PNG_CHUNKS_PARAM, is_marked, lossy_note, marked_bytes
 from ..core import with_core
 from ..output import emit, human_bytes
 
@@ -159,10 +160,16 @@ def _what(blob: bytes) -> str:
 def _row_of(core, src: Path):
     """The catalog row whose archived file ``src`` is, when a catalog exists and knows it
     (decode needs none: any catalog failure is no row)."""
+    from ...catalog.urls import may_exist  # deferred: catalog.urls, needed only for a lossy file
+
+    url = core.cfg.resolved_catalog_url()
+    if not may_exist(url):  # no catalog: nothing to ask, and no database library to load
+        return None
     from ...catalog import queries as q  # heavy: sqlalchemy (catalog), not loaded by archiver --help
     from ...catalog.db import open_existing  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+
     try:
-        cat = open_existing(core.cfg.resolved_catalog_url())
+        cat = open_existing(url)
         if cat is None:
             return None
         try:
@@ -199,13 +206,11 @@ def _write_approx(src: Path, dst: Path, fmt: str, img, codec: str, row, data: di
     the artifact's metadata and, when the catalog knows the file, the original's PNG chunks."""
     from ...storage.atomic import write_bytes  # heavy: storage.atomic (~9 ms), not loaded by archiver --help
     from ...codecs.diffusion.files import output_file_mode  # heavy: torch (codecs.diffusion), not loaded by archiver --help
-    from ...work import pngmeta  # heavy: sqlalchemy (work), not loaded by archiver --help
-    from ...work.restore import is_marked, lossy_note, marked_bytes  # heavy: sqlalchemy (work), not loaded by archiver --help
 
     note = lossy_note(row) if row is not None else (
         f"Approximate reconstruction by archiver of {src.name} ({codec} codec); not the original pixels")
-    chunks = (row.codec_params or {}).get(pngmeta.PARAM) if row is not None else None
-    out = marked_bytes(img, fmt, note, png_chunks=chunks, name=str(src))
+    chunks = (row.codec_params or {}).get(PNG_CHUNKS_PARAM) if row is not None else None
+    out = marked_bytes(img, fmt, note, chunks=chunks, name=str(src))
     with Image.open(io.BytesIO(out)) as back:
         if back.format != fmt:
             raise UsageError(f"{dst}: {fmt} cannot hold this image; name the output .png")
