@@ -107,18 +107,26 @@ def committed(s: Session, *, as_of: dt.datetime | None = None) -> list[FileVersi
     return list(s.scalars(q.order_by(FileVersion.id)))
 
 
+def matches(row: FileVersion, rx) -> bool:
+    """Whether a path glob's regex matches ``row``'s original path or the name of its archived
+    file on disk (``photo.png.jxl``, ``*.avif``): a user may name either."""
+    return bool(rx.search(row.path) or (row.compressed_path and rx.search(row.compressed_path)))
+
+
 def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = None) -> list[FileVersion]:
-    """Committed versions matching a numeric id, an exact path, a directory or a glob: the newest
-    per path (committed at or before ``as_of`` when given)."""
+    """Committed versions matching a numeric id, an exact path (the original's, or its archived
+    file's), a directory or a glob (on either name): the newest per path (committed at or before
+    ``as_of`` when given)."""
     rows = committed(s, as_of=as_of)
     exact = [r for r in rows if r.path == target]  # first: a name may contain [ ] * ? itself
+    if not exact:
+        exact = [r for r in rows if r.compressed_path == target]  # the name seen on disk: photo.png.jxl
     if exact:
         rows = exact
     elif target.isdigit():
         rows = [r for r in rows if r.id == int(target)]
     elif is_glob(target):  # the policy's glob meaning: '*' within a directory, '**' across
-        rx = glob_regex(target, ignore_case=False)
-        rows = [r for r in rows if rx.search(r.path)]
+        rows = [r for r in rows if matches(r, glob_regex(target, ignore_case=False))]
     else:
         prefix = target.rstrip("/") + "/"  # a directory: everything archived under it
         rows = [r for r in rows if r.path.startswith(prefix)]
@@ -126,6 +134,11 @@ def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = Non
     for r in rows:
         newest[r.path] = r  # ordered by id: the last one wins
     return list(newest.values())
+
+
+def file_count(s: Session) -> int:
+    """Catalog rows of any state (0: nothing was ever archived with this catalog)."""
+    return int(s.scalar(select(func.count()).select_from(FileVersion)) or 0)
 
 
 def tags_for(s: Session, path: str) -> list[str]:
@@ -488,16 +501,27 @@ def list_versions(s: Session, *, status: str | None = None, rule: str | None = N
     rows = list(s.scalars(q))
     if pattern:
         rx = glob_regex(pattern, ignore_case=False)
-        rows = [r for r in rows if rx.search(r.path)]
+        rows = [r for r in rows if matches(r, rx)]
     return rows[:limit] if limit else rows
 
 
 def versions_for_target(s: Session, target: str) -> list[FileVersion]:
-    """Every version of a path (or of a catalog id's path), oldest first."""
+    """Every version of a path (or of a catalog id's path, or of the original an archived file
+    such as ``photo.png.jxl`` stands for), oldest first."""
     if target.isdigit():
         r = s.get(FileVersion, int(target))
         return versions(s, r.path) if r else []
-    return versions(s, target)
+    found = versions(s, target)
+    if not found:
+        r = by_compressed_path(s, target)
+        found = versions(s, r.path) if r else []
+    return found
+
+
+def by_compressed_path(s: Session, path: str) -> Optional[FileVersion]:
+    """The newest row whose archived file is ``path`` (``photo.png.jxl``), if any."""
+    return s.scalars(select(FileVersion).where(FileVersion.compressed_path == path)
+                     .order_by(FileVersion.id.desc()).limit(1)).first()
 
 
 def daemon_activity(s: Session, n_errors: int):

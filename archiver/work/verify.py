@@ -34,7 +34,9 @@ class VerifyReport:
 
 
 def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample: float = 1.0, seed: int | None = None,
-           now: dt.datetime | None = None, decode: bool = True, progress=None) -> VerifyReport:
+           now: dt.datetime | None = None, decode: bool = True, progress=None, on_problem=None) -> VerifyReport:
+    """Check every committed file (or a random ``sample`` of them). ``progress(rows)`` wraps the
+    iteration (the caller draws it); ``on_problem(mismatch)`` hears each mismatch when it is found."""
     now = now or utcnow()
     with catalog.session() as s:
         rows = q.committed(s)
@@ -56,6 +58,8 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
             found[row.id] = bad
         for m in bad:
             rep.mismatches.append({"id": row.id, "path": shown_name(row.path), "problem": m})
+            if on_problem is not None:
+                on_problem(rep.mismatches[-1])
         for w in warn:
             rep.warnings.append({"id": row.id, "path": shown_name(row.path), "problem": w})
         if not bad:
