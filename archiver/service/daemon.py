@@ -321,12 +321,15 @@ class Daemon:
         """The daemon expires the vault itself (originals past their retention, never under legal
         hold, never the last good copy), so that disk use goes down without a separate timer."""
         try:
-            gone = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()), now=now)
+            res = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()), now=now)
         except Exception as e:  # noqa: BLE001 - retried at the next interval
             log.warning("vault expiry failed", extra={"error": str(e)})
             return
-        if gone:
-            log.info("vault expired", extra={"originals": len(gone)})
+        if res.gone:
+            log.info("vault expired", extra={"originals": len(res.gone)})
+        if res.held:  # said at every expiry (hourly) until someone restores or releases them
+            log.warning("vault originals kept past their retention: the last good copy",
+                        extra={"originals": len(res.held), "held": res.held[:20]})
 
     def _check_space(self) -> None:
         """Pause claiming new work while a filesystem we write to is nearly full (and say so)."""

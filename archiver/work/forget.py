@@ -12,6 +12,9 @@ so a weekly verify timer alerts forever. The semantics, explicitly:
 - It never deletes or changes a file on disk (outputs, vault, originals): only the catalog.
 - It refuses an entry whose data is still intact (``verify`` finds nothing wrong) unless
   ``--force``: forgetting a healthy archive would hide a restorable original.
+- It refuses an entry whose compressed file is lost while the vault still holds its original
+  (and the original is not back at its path) unless ``ignore_vault``: restore it first. With
+  ``ignore_vault`` the vault copy is released: vault expiry deletes it when its retention ends.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, FAILED, FORGOTTEN, SKIPPED, FileVersion, utcnow
 from .invariant import row_problems
+from .lost import rescue
 
 
 @dataclass
@@ -33,13 +37,15 @@ class Forgotten:
     status: str  # forgotten | refused
     problems: list[str]
     message: str = ""
+    #: for a refusal that has a way out: the command to run first (e.g. the restore from the vault)
+    command: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | None = None,
-           force: bool = False) -> list[Forgotten]:
+           force: bool = False, ignore_vault: bool = False) -> list[Forgotten]:
     now = utcnow()
     out: list[Forgotten] = []
     with catalog.session() as s:
@@ -58,10 +64,22 @@ def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | No
                 out.append(Forgotten(r.id, r.path, "refused", [],
                                      "its archived data is intact (verify finds nothing wrong); use --force to forget it anyway"))
                 continue
+            help_ = rescue(r, vault, now) if r.state == COMMITTED and bad else None
+            vaulted = help_ is not None and help_.where == "vault"
+            if vaulted and not ignore_vault:
+                out.append(Forgotten(r.id, r.path, "refused", bad + warn,
+                                     f"{help_.line}, then forget it; or use --ignore-vault to forget it anyway "
+                                     "(the vault copy is then deleted when its retention ends)", help_.command))
+                continue
             was = r.state
-            q.transition(s, r, FORGOTTEN, kind="forgotten")
+            extra = {}
+            if vaulted or (r.vault_path and ignore_vault):
+                extra["params"] = dict(r.params or {}, forgotten={"vault": "released"})
+            q.transition(s, r, FORGOTTEN, kind="forgotten", **extra)
             q.add_event(s, "forgotten_because", fv=r, reason=reason or "archiver forget", was=was, problems=bad + warn,
-                        compressed_path=r.compressed_path, vault_path=r.vault_path)
+                        compressed_path=r.compressed_path, vault_path=r.vault_path, ignore_vault=ignore_vault)
             q.drop_queue_entry(s, r.path)
-            out.append(Forgotten(r.id, r.path, "forgotten", bad + warn))
+            out.append(Forgotten(r.id, r.path, "forgotten", bad + warn,
+                                 f"the vault copy is deleted when its retention ends ({help_.until[:10] if help_.until else 'never'})"
+                                 if vaulted else ""))
     return out
