@@ -66,7 +66,7 @@ class Discover:
         if row is not None and row.state in (SKIPPED, FAILED):
             w.record(job, DISCOVERED, kind="retry", **facts)
         try:
-            job.img = load_image(job.data, max_pixels=self.ctx.max_pixels)
+            job.img = load_image(job.data, max_pixels=self.ctx.max_pixels, name=sp)
         except InputError as e:
             w.record(job, SKIPPED, kind="bad_input", error=str(e).replace("<bytes>", sp), **facts)
             return ArchiveOutcome.of_row(job.row, recovered=job.recovered)

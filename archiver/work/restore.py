@@ -257,7 +257,8 @@ def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes
     info.add_itxt("XML:com.adobe.xmp", kw.pop("xmp").decode())
     info.add_text("Comment", note)
     try:
-        extra = dict(kw, xmp=_mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}))
+        extra = dict(kw, xmp=_mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}),
+                     **({"quality": -1} if fmt == "HEIF" else {}))  # HEIF: lossless, no third loss on restore
         img.save(out, fmt, **(extra if fmt != "PNG" else dict(kw, pnginfo=info)))
         return _readable(row, img, out.getvalue())
     except (KeyError, OSError, ValueError, TypeError, ArchiverError):  # the format cannot hold it: PNG
