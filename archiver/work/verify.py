@@ -18,6 +18,7 @@ from ..codecs.bound import Codecs
 from ..storage.atomic import is_private_name, shown_name, TAKEN_PREFIX
 from .archive import COMPRESSED_EXTS
 from .invariant import row_problems
+from .forget import released as is_released
 from .lost import original_on_disk, rescue, when
 
 
@@ -157,10 +158,10 @@ def expire_vault(catalog: Catalog, vault: Vault, now: dt.datetime | None = None)
 def _last_copy(row: FileVersion) -> str | None:
     """Why ``row``'s vaulted original is its last good copy (None when it is not)."""
     if row.state == FORGOTTEN:
-        if ((row.params or {}).get("forgotten") or {}).get("vault") == "released" or original_on_disk(row):
+        if is_released(row) or original_on_disk(row) or _replacement_intact(row):
             return None
         return ("its version was forgotten and the original is not back on disk: the vault holds its only copy "
-                f"(restore it with `archiver restore {row.id}`)")
+                f"(restore it with `archiver restore {row.id}`, or let it go: `archiver forget {row.id} --ignore-vault`)")
     if not _replacement_intact(row):
         return (f"its compressed file is missing or damaged: the vault holds its only copy "
                 f"(restore it with `archiver restore {row.id}`)")

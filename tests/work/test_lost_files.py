@@ -93,3 +93,26 @@ def test_a_forgotten_version_keeps_its_vault_copy_and_restore_still_finds_it(tmp
     again = archive_file(src, ctx)
     assert again.file_id != o.file_id and _row(ctx, src).state == "committed"
     ctx.catalog.close()
+
+
+def test_a_forgotten_versions_kept_vault_copy_can_be_let_go_with_ignore_vault(tmp_path):
+    ctx, src, _, o = _lost(tmp_path)
+    with ctx.catalog.session() as s:
+        q.transition(s, q.latest_version(s, str(src)), "forgotten", kind="forgotten")
+    assert "forget" in expire_vault(ctx.catalog, ctx.vault, now=LATER).held[0]["why"]  # says how to let it go
+    (r,) = forget(ctx.catalog, [str(o.file_id)], vault=ctx.vault, ignore_vault=True)
+    assert r.status == "released" and "2026-01-04" in r.message
+    exp = expire_vault(ctx.catalog, ctx.vault, now=LATER)
+    assert exp.held == [] and len(exp.gone) == 1 and _row(ctx, src).vault_path is None
+    ctx.catalog.close()
+
+
+def test_a_version_forgotten_with_force_while_intact_does_not_hold_its_vault_copy(tmp_path):
+    ctx = make_context(tmp_path / "state", now=lambda: T0)
+    src = write_jpeg(tmp_path / "c" / "vault" / "a.jpg", seed=3)
+    archive_file(src, ctx)
+    (r,) = forget(ctx.catalog, [str(src)], vault=ctx.vault, force=True)
+    assert r.status == "forgotten"
+    exp = expire_vault(ctx.catalog, ctx.vault, now=LATER)  # its compressed file still holds: not the last copy
+    assert exp.held == [] and len(exp.gone) == 1
+    ctx.catalog.close()
