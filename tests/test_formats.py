@@ -128,3 +128,13 @@ def test_archive_of_a_folder_says_what_it_did_not_take(tmp_path):
     assert sorted(Path(f["path"]).name for f in d["files"]) == ["a.jpg", "camera.dng"]
     assert [(g["type"], g["reason"]) for g in d["summary"]["not_taken"]] == [
         (".dng", "camera raw: kept untouched"), (".txt", "not an image")]
+
+
+def test_the_policy_keeps_a_camera_raw_file_whatever_the_rule_says():
+    from archiver.testing.catalog import make_policy
+
+    d = make_policy().decide("/photos/vault/IMG_0001.NEF")  # by its name: nothing read
+    assert d.action == "keep" and d.params["original"] == "keep" and d.reasons[0].startswith(f"{RAW_REASON} (NEF)")
+    d = make_policy().decide(None, load_image(dng_bytes()))  # by its bytes, whatever its name
+    assert d.action == "keep" and d.reasons[0].startswith(f"{RAW_REASON} (DNG)")
+    assert make_policy().decide("/photos/vault/a.jpg").action == "lossless"

@@ -1,7 +1,7 @@
 """Step 2, classify: the policy decides the action from what the classifiers found and the
 file's facts (-> ``classified``, with rule, reasons, evidence and params), and the codecs that
 action allows are lined up in order (``codecs.choice``). A ``legal-hold`` tag
-keeps the original whatever the policy says; so does a camera raw file (``RAW_REASON``)."""
+keeps the original whatever the policy says (and the policy keeps every camera raw file)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from ..catalog import queries as q
 from ..catalog.models import CLASSIFIED
 from ..codecs import Source
 from ..errors import InputError
-from ..imageio import RAW_REASON, RAW_WHY
 from . import faults
 from .job import Job, Skip
 
@@ -32,10 +31,6 @@ class Classify:
         if q.LEGAL_HOLD in job.tags and job.disposition != "keep":
             job.disposition = "keep"
             job.reasons.append("legal hold: the original is kept whatever the policy says")
-        if job.img.camera_raw:  # whatever the rule: no codec here gives a raw file's bytes back smaller
-            job.action, job.disposition = "keep", "keep"
-            job.params = dict(job.params, original="keep")
-            job.reasons.insert(0, f"{RAW_REASON} ({job.img.camera_raw}): {RAW_WHY}")  # first: what ls and logs show
         job.regions = [list(map(int, b)) for b in (d.protected_regions or [])]
         job.source = Source(job.img, job.data, [tuple(b) for b in job.regions])
         job.choice = self.ctx.codecs.choice(job.action, job.params)
