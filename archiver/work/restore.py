@@ -32,7 +32,7 @@ from ..catalog.db import Catalog, DBError
 from ..catalog.models import COMMITTED, FORGOTTEN, ORIG_KEPT, FileVersion
 from . import files
 from .invariant import replacement_holds
-from .lost import artifact_problem, vault_until, when
+from .lost import artifact_problem, vault_holding, vault_until, when
 
 
 @dataclass
@@ -354,7 +354,8 @@ def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None,
         for t in targets:
             key = t if t.isdigit() or t.startswith("/") else os.path.abspath(t)
             found = q.find_for_restore(s, key, as_of=as_of)
-            found += q.find_forgotten_vaulted(s, key, as_of=as_of)  # forgotten, but the vault may still hold it
+            found += [r for r in q.find_forgotten_vaulted(s, key, as_of=as_of)  # forgotten, but still in the vault
+                      if vault_holding(r, vault) is not None]
             if not found:
                 raise NotInCatalogError(f"{t}: nothing committed in the catalog matches" + (f" as of {as_of}" if as_of else ""))
             rows.extend(found)

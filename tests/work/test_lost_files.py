@@ -116,3 +116,17 @@ def test_a_version_forgotten_with_force_while_intact_does_not_hold_its_vault_cop
     exp = expire_vault(ctx.catalog, ctx.vault, now=LATER)  # its compressed file still holds: not the last copy
     assert exp.held == [] and len(exp.gone) == 1
     ctx.catalog.close()
+
+
+def test_restore_leaves_out_a_forgotten_version_whose_vault_copy_is_gone(tmp_path):
+    ctx, src, _, o = _lost(tmp_path)
+    write_jpeg(tmp_path / "c" / "vault" / "b.jpg", seed=4)
+    archive_file(tmp_path / "c" / "vault" / "b.jpg", ctx)
+    with ctx.catalog.session() as s:
+        q.transition(s, q.latest_version(s, str(src)), "forgotten", kind="forgotten")
+    p = ctx.vault.object_path(_row(ctx, src).sha256)
+    p.chmod(0o644)
+    p.write_bytes(b"gone bad")
+    res = restore(ctx.catalog, [str(tmp_path / "c" / "vault")], vault=ctx.vault, codecs=ctx.codecs, to=tmp_path / "out")
+    assert [(Path(r.path).name, r.status) for r in res] == [("b.jpg", "restored")]
+    ctx.catalog.close()
