@@ -6,9 +6,9 @@ import sys
 import time
 from typing import Iterable, Iterator
 
-from ..text import emit, human_bytes, to_json
+from ..text import emit, human_bytes, report_error, to_json
 
-__all__ = ["emit", "human_bytes", "progress", "to_json"]
+__all__ = ["emit", "human_bytes", "progress", "report_error", "to_json"]
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True,

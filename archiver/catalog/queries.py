@@ -23,6 +23,8 @@ from .models import FAILED, FORGOTTEN, SKIPPED, WorkQueue
 from .models import WorkQueue
 
 LEGAL_HOLD = "legal-hold"
+#: the event ``verify`` records for a version whose stored data it found missing or damaged
+VERIFY_FAILED = "verify_failed"
 
 
 def add_event(s: Session, kind: str, *, fv: FileVersion | None = None, path: str | None = None,
@@ -166,6 +168,10 @@ def events_for(s: Session, fv: FileVersion) -> list[Event]:
     return list(s.scalars(select(Event).where(Event.file_id == fv.id).order_by(Event.id)))
 
 
+def newest_event(s: Session, fv: FileVersion) -> Event | None:
+    return s.scalars(select(Event).where(Event.file_id == fv.id).order_by(Event.id.desc()).limit(1)).first()
+
+
 def state_counts(s: Session) -> dict[str, int]:
     return dict(s.execute(select(FileVersion.state, func.count()).group_by(FileVersion.state)).all())
 
@@ -306,22 +312,56 @@ def vault_schedule(s: Session, now: dt.datetime | None = None) -> dict:
             "past_retention": {"files": int(overdue[0] or 0), "bytes": int(overdue[1] or 0)}}
 
 
-#: event kinds that mean something did not go as the policy asked
+#: event kinds that mean something did not go as the policy asked, or that the archive lost
+#: something: ``verify_failed`` (verify found the artifact missing or damaged) and a forget
 PROBLEM_EVENTS = ("failed", "fallback", "bad_input", "skip", "rollback", "dispose_failed", "vault_missing",
-                  "original_changed", "action_changed")
+                  "original_changed", "action_changed", VERIFY_FAILED, "forgotten", "forgotten_because")
+#: how many problem events ``recent_problems`` reads at most to fill its rows (~3 ms on SQLite)
+PROBLEM_SCAN = 500
+
+
+def problem_label(kind: str, detail: dict) -> str:
+    """What the dashboard calls a problem event: ``missing`` / ``damaged`` for a failed verify,
+    ``forgotten`` for both events of a forget, else the event's kind."""
+    if kind == VERIFY_FAILED:
+        problems = " ".join(map(str, detail.get("problems") or []))
+        return "missing" if "missing" in problems else "damaged"
+    return "forgotten" if kind.startswith("forgotten") else kind
+
+
+def _problem_why(kind: str, d: dict) -> str | None:
+    if kind == VERIFY_FAILED:
+        return "; ".join(map(str, d.get("problems") or [])) or None
+    if kind == "forgotten_because":
+        problems = "; ".join(map(str, d.get("problems") or []))
+        return f"{d.get('reason') or 'archiver forget'}" + (f" (verify found: {problems})" if problems else "")
+    reasons = d.get("reasons") or []
+    return d.get("error") or next((r for r in reversed(reasons) if not str(r).startswith(FELL_BACK)), None)
 
 
 def recent_problems(s: Session, limit: int = 20) -> list[dict]:
-    """The newest failure/fallback events with their reasons (newest first)."""
-    rows = s.scalars(select(Event).where(Event.kind.in_(PROBLEM_EVENTS)).order_by(Event.id.desc()).limit(limit))
-    out = []
-    for ev in rows:
-        d = ev.detail or {}
-        reasons = d.get("reasons") or []
-        why = d.get("error") or next((r for r in reversed(reasons) if not str(r).startswith(FELL_BACK)), None)
-        out.append({"id": ev.id, "file_id": ev.file_id, "path": ev.path, "at": ev.at, "kind": ev.kind,
-                    "to_state": ev.to_state, "action": d.get("action"), "why": why})
-    return out
+    """The newest problems, one row per file version, newest first: a codec that fell back writes
+    two ``fallback`` events and a forget two events, and the file is listed once. A row has the
+    newest event's time, id and ``kind`` (``problem_label``), every label seen for the file
+    (``kinds``, newest first) and the first reason found, newest first. Reads at most
+    ``PROBLEM_SCAN`` events."""
+    q = (select(Event.id, Event.file_id, Event.path, Event.at, Event.kind, Event.to_state, Event.detail)
+         .where(Event.kind.in_(PROBLEM_EVENTS)).order_by(Event.id.desc()).limit(PROBLEM_SCAN))
+    rows: dict = {}
+    for ev_id, file_id, path, at, kind, to_state, detail in s.execute(q):
+        d = detail or {}
+        key = file_id if file_id is not None else ("path", path)
+        row = rows.get(key)
+        if row is None:
+            if len(rows) >= limit:
+                continue  # only older events of files already listed can still add to a row
+            row = rows[key] = {"id": ev_id, "file_id": file_id, "path": path, "at": at, "kind": problem_label(kind, d),
+                               "event": kind, "kinds": [], "to_state": to_state, "action": d.get("action"), "why": None}
+        label = problem_label(kind, d)
+        if label not in row["kinds"]:
+            row["kinds"].append(label)
+        row["why"] = row["why"] or _problem_why(kind, d)
+    return list(rows.values())
 
 
 def queue_depth(s: Session) -> dict[str, int]:
