@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import stat as statmod
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,30 @@ try:  # registers JPEG XL with Pillow
 except ImportError:  # pragma: no cover - optional at import time, required by the lossless action
     pass
 
+try:  # registers HEIC/HEIF with Pillow (phone libraries); AVIF stays Pillow's own
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # pragma: no cover - a dependency; without it a HEIC is "not an image"
+    pass
+
 #: Default pixel limit (about 179 Mpx, Pillow's own default); larger images are refused as bombs.
 DEFAULT_MAX_PIXELS = 178_956_970
+
+#: HEIC/HEIF (pillow-heif): read, classified, kept unless a codec is smaller by the policy's margin
+HEIF_SUFFIXES = (".heic", ".heif", ".hif")
+#: camera raw files (LibRaw through rawpy): read only to classify and preview, always kept untouched
+RAW_SUFFIXES = (".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".raf",
+                ".pef", ".srw", ".rwl", ".3fr", ".erf", ".kdc", ".dcr", ".mrw", ".x3f", ".iiq", ".mos")
+#: the file names archiver takes as images (discover, migrate, the daemon, ``archive DIR``)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm",
+                  *HEIF_SUFFIXES, *RAW_SUFFIXES)
+#: the reason recorded for a camera raw file (the reports group on it)
+RAW_REASON = "camera raw: kept untouched"
+#: why: there is no codec here whose restore gives the raw file's bytes back while being smaller
+#: (a lossless repack, e.g. DNG's own compression, would have to be proven exact per camera)
+RAW_WHY = ("the sensor data and the maker's metadata stay as they are; it is read (LibRaw) only to "
+           "classify it and draw a preview")
 
 
 @dataclass
@@ -65,6 +88,9 @@ class LoadedImage:
     frames: int = 1
     #: bits per sample as stored in the file (Pillow reads 16-bit colour PNG/TIFF as 8 bits)
     stored_bit_depth: int = 8
+    #: a camera raw file's kind ("DNG", "CR2", ...): ``rgb`` is LibRaw's development of it, for
+    #: classification and previews only; None for every other image
+    camera_raw: str | None = None
 
     @property
     def megapixels(self) -> float:
@@ -82,6 +108,8 @@ class LoadedImage:
             out.append(f"{self.original_mode} colour model (converted to RGB)")
         if self.original_mode in ("F", "I"):
             out.append(f"{'floating-point' if self.original_mode == 'F' else '32-bit integer'} pixels")
+        if self.camera_raw:
+            out.append(f"camera raw ({self.camera_raw}): the pixels are one development of its sensor data")
         return out
 
 
@@ -161,6 +189,8 @@ def stored_bit_depth(img: Image.Image, data: bytes | None = None) -> int:
     """Bits per sample as the file stores them (not as Pillow hands them over)."""
     if data is not None and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 24:
         return int(data[24])
+    if img.format == "HEIF" and img.info.get("bit_depth"):  # pillow-heif hands 10/12-bit HEIC over as 8 bits
+        return int(img.info["bit_depth"])
     bits = getattr(img, "tag_v2", {}).get(258) if img.format == "TIFF" else None
     if bits:
         try:
@@ -170,11 +200,88 @@ def stored_bit_depth(img: Image.Image, data: bytes | None = None) -> int:
     return {"I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32, "1": 1}.get(img.mode, 8)
 
 
-def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Open, fully decode and normalise an image, or raise ``InputError`` with a clear reason."""
-    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+def _tiff_tags(data: bytes, wanted: set[int]) -> dict[int, bytes]:
+    """The raw value fields of ``wanted`` tags in a TIFF's first IFD (empty when not a TIFF)."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
+    if order is None or len(data) < 8:
+        return {}
+    try:
+        (magic, ifd) = struct.unpack(order + "HI", data[2:8])
+        if magic != 42:
+            return {}
+        (n,) = struct.unpack(order + "H", data[ifd:ifd + 2])
+        out = {}
+        for i in range(min(n, 512)):
+            e = data[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+            tag = struct.unpack(order + "H", e[:2])[0]
+            if tag in wanted:
+                out[tag] = e[8:12]
+        return out
+    except (struct.error, IndexError):
+        return {}
+
+
+def camera_raw_kind(data: bytes, name: str | None = None) -> str | None:
+    """The camera raw kind of a file ("DNG", "CR2", "NEF", ...), by its name's suffix or by its
+    first bytes (a DNG tag, Canon/Fuji/Olympus/Panasonic signatures); None for other files.
+    Pillow opens several raw formats as TIFF and would read only their small preview."""
+    suffix = os.path.splitext(name or "")[1].lower()
+    if suffix in RAW_SUFFIXES:
+        return suffix[1:].upper()
+    head = bytes(data[:16])
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        if head[8:10] == b"CR":
+            return "CR2"
+        if _tiff_tags(data, {50706}):  # DNGVersion
+            return "DNG"
+    if head[4:12] == b"ftypcrx ":
+        return "CR3"
+    if head.startswith(b"FUJIFILMCCD-RAW"):
+        return "RAF"
+    if head[:4] in (b"IIRO", b"IIRS", b"MMOR"):
+        return "ORF"
+    if head[:4] == b"IIU\x00":
+        return "RW2"
+    return None
+
+
+def _load_raw(data: bytes, kind: str, name: str, max_pixels: int) -> LoadedImage:
+    """A camera raw file developed by LibRaw (half size, camera white balance, 8 bits) for the
+    classifiers and previews; ``InputError`` with LibRaw's reason when it cannot read it."""
+    try:
+        import rawpy  # heavy: rawpy (LibRaw), only for camera raw files
+    except ImportError:
+        raise InputError(f"{name}: camera raw that needs rawpy to be read ({kind}: pip install rawpy); kept untouched") from None
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            w, h = raw.sizes.raw_width, raw.sizes.raw_height
+            if w * h > max_pixels:
+                raise InputError(f"{name}: refused as a decompression bomb ({w}x{h} sensor pixels)")
+            rgb = raw.postprocess(half_size=True, use_camera_wb=True, output_bps=8)
+    except InputError:
+        raise
+    except Exception as e:  # LibRawError and its kinds, or a broken file LibRaw trips on
+        raise InputError(f"{name}: camera raw that LibRaw cannot read ({kind}: {type(e).__name__}: {e}); "
+                         "kept untouched") from None
+    img = Image.fromarray(rgb, "RGB")
+    return LoadedImage(rgb=img, alpha=None, original_mode="RGB", original_format=kind, width=img.width,
+                       height=img.height, grayscale=False, bit_depth=16, metadata=ImageMetadata(),
+                       notes=[f"camera raw ({kind}) developed by LibRaw at half size ({w}x{h} sensor) "
+                              "to classify and preview it; the file itself is kept untouched"],
+                       stored_bit_depth=16, camera_raw=kind)
+
+
+def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *,
+               name: str | None = None) -> LoadedImage:
+    """Open, fully decode and normalise an image, or raise ``InputError`` with a clear reason.
+    ``name``: the file's name when ``source`` is its bytes (a camera raw is known by it)."""
     if not isinstance(source, (bytes, bytearray)):
+        name = name or str(source)
         source = read_regular_file(source)
+    raw_kind = camera_raw_kind(source, name)
+    name = "<bytes>" if name is None else name
+    if raw_kind:
+        return _load_raw(bytes(source), raw_kind, name, max_pixels)
     old_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
     try:

@@ -162,7 +162,8 @@ def marked_bytes(img, fmt: str, note: str, *, chunks=None, name: str = "image") 
     info.add_text("Comment", note)
     add_chunks(info, chunks, has_icc="icc_profile" in kw)
     try:
-        extra = dict(kw, xmp=mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}))
+        extra = dict(kw, xmp=mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}),
+                     **({"quality": -1} if fmt == "HEIF" else {}))  # HEIF: lossless, no third loss on restore
         img.save(out, fmt, **(extra if fmt != "PNG" else dict(kw, pnginfo=info)))
         return readable(name, img, out.getvalue())
     except (KeyError, OSError, ValueError, TypeError, ArchiverError):  # the format cannot hold it: PNG

@@ -48,7 +48,7 @@ TRANSITIONS: dict[Optional[str], tuple[str, ...]] = {
     COMMITTED: (COMMITTED, FAILED, FORGOTTEN),
     SKIPPED: (DISCOVERED, FORGOTTEN),  # retry: the file changed, or a new attempt
     FAILED: (DISCOVERED, FORGOTTEN),
-    FORGOTTEN: (),
+    FORGOTTEN: (FORGOTTEN,),  # afterwards only its vault fields change (vault expiry)
 }
 
 # what became of the original file

@@ -19,7 +19,7 @@ from ..errors import CatalogError
 from ..globs import glob_regex, is_glob
 from .models import (COMMITTED, IN_PROGRESS, ORIG_KEPT, ORIG_PRESENT, TRANSITIONS, Event, FileVersion, SharedPlace, Tag,
                      utcnow)
-from .models import FAILED, SKIPPED, WorkQueue
+from .models import FAILED, FORGOTTEN, SKIPPED, WorkQueue
 from .models import WorkQueue
 
 LEGAL_HOLD = "legal-hold"
@@ -117,7 +117,23 @@ def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = Non
     """Committed versions matching a numeric id, an exact path (the original's, or its archived
     file's), a directory or a glob (on either name): the newest per path (committed at or before
     ``as_of`` when given)."""
-    rows = committed(s, as_of=as_of)
+    return _newest_matching(committed(s, as_of=as_of), target)
+
+
+def find_forgotten_vaulted(s: Session, target: str, *, as_of: dt.datetime | None = None) -> list[FileVersion]:
+    """Forgotten versions matching ``target`` (as ``find_for_restore``) that still name a vaulted
+    original, the newest per path, for paths with no committed version: what ``restore`` can
+    still get back from the vault after an ``archiver forget``."""
+    q = select(FileVersion).where(FileVersion.state == FORGOTTEN, FileVersion.vault_path.is_not(None))
+    if as_of is not None:
+        q = q.where(FileVersion.committed_at <= as_of)
+    rows = _newest_matching(list(s.scalars(q.order_by(FileVersion.id))), target)
+    live = set(s.scalars(select(FileVersion.path).where(FileVersion.state == COMMITTED,
+                                                          FileVersion.path.in_([r.path for r in rows]))))
+    return [r for r in rows if r.path not in live]
+
+
+def _newest_matching(rows: list[FileVersion], target: str) -> list[FileVersion]:
     exact = [r for r in rows if r.path == target]  # first: a name may contain [ ] * ? itself
     if not exact:
         exact = [r for r in rows if r.compressed_path == target]  # the name seen on disk: photo.png.jxl
@@ -175,6 +191,13 @@ def state_counts(s: Session) -> dict[str, int]:
 
 def paths_and_compressed(s: Session) -> list[tuple[str, str | None]]:
     return [tuple(r) for r in s.execute(select(FileVersion.path, FileVersion.compressed_path)).all()]
+
+
+def vaulted(s: Session) -> list[FileVersion]:
+    """Committed and forgotten versions that name a vaulted original (vault expiry looks at both)."""
+    return list(s.scalars(select(FileVersion).where(FileVersion.vault_path.is_not(None),
+                                                    FileVersion.state.in_((COMMITTED, FORGOTTEN)))
+                          .order_by(FileVersion.id)))
 
 
 def vaulted_with_sha(s: Session, shas: Iterable[str]) -> list[FileVersion]:

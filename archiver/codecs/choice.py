@@ -15,6 +15,8 @@ from ``candidates``, writes it, reads it back, verifies it and reports the verdi
   stops early instead of searching to the end.
 - a JPEG original: its exact JPEG XL transcode is the baseline; a lossy candidate is taken only
   when it is smaller by ``jpeg_margin`` (default 30%) at the target.
+- a HEIC/HEIF original (already lossy, with no exact smaller form here): the file itself is the
+  baseline, with the same margin; below it, the original is kept untouched.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Choice:
         #: artifacts already made (a JPEG's transcode, made for the baseline, is reused as the fallback)
         self._made: dict[str, Encoded] = {}
         self._cap: Optional[int] = None
+        self._baseline_what = "the exact JPEG XL transcode"
 
     @property
     def fallback(self) -> list[str]:
@@ -125,7 +128,7 @@ class Choice:
         if self.target.budget_bytes is not None or not self.codec(name).lossy:
             return self.target
         margin = float(self.params.get("jpeg_margin", DEFAULT_JPEG_MARGIN))
-        limits = [(self._cap, f"the exact JPEG XL transcode less {margin:.0%} ({self.baseline} bytes)")] if self._cap else []
+        limits = [(self._cap, f"{self._baseline_what} less {margin:.0%} ({self.baseline} bytes)")] if self._cap else []
         if best is not None:
             limits.append((best - 1, "a smaller candidate already at the target"))
         if not limits:
@@ -161,10 +164,15 @@ class Choice:
         return None
 
     def _jpeg_cap(self, source: Source, lossy: list[str]) -> Optional[int]:
-        """For a JPEG original: the most bytes a lossy candidate may have, its exact JPEG XL
-        transcode's size less ``jpeg_margin``; the transcode is kept for the fallback."""
+        """For an already lossy original: the most bytes a lossy candidate may have, its exact form's
+        size less ``jpeg_margin``: a JPEG's exact JPEG XL transcode (kept for the fallback), a
+        HEIC's own file (re-encoding stacks a second loss on the first: it must pay for it)."""
         margin = float(self.params.get("jpeg_margin", DEFAULT_JPEG_MARGIN))
-        if (source.image.original_format or "").upper() != "JPEG" or not lossy:
+        fmt = (source.image.original_format or "").upper()
+        if fmt == "HEIF" and lossy:
+            self.baseline, self._baseline_what = len(source.data), "the HEIC/HEIF original itself"
+            return int(self.baseline * (1.0 - margin))
+        if fmt != "JPEG" or not lossy:
             return None
         enc = self._encode("lossless", source)
         if enc is None:
@@ -213,7 +221,8 @@ class Choice:
     def why_chosen(self, name: str | None) -> str:
         """A sentence on the outcome: which codec and, when it was not simply the first choice, why."""
         failed = "; ".join(a.line() for a in self.attempts if not a.ok and not a.beaten)
-        if name is None:
+        if name is None:  # nothing won: a codec that could not beat the baseline is part of why
+            failed = "; ".join(a.line() for a in self.attempts if not a.ok)
             return f"original kept: {failed}" if failed else "original kept: the rule tries no codec"
         if self.action == BEST:
             basis = ("the best quality within the budget" if self.target and self.target.budget_bytes is not None

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from ..codecs import is_generative
 from ..codecs.choice import order
 from ..errors import PolicyError
-from ..imageio import LoadedImage
+from ..imageio import RAW_REASON, RAW_WHY, LoadedImage, camera_raw_kind
 from .classifiers import NAMES, ClassifierResult, run_classifier
 from .schema import Condition, Rule, glob_regex, parse_policy
 from .subject import Subject
@@ -196,6 +196,14 @@ def _eq(a: Any, b: Any) -> bool:
     return a == b
 
 
+def _camera_raw(subject: Subject) -> str | None:
+    """The camera raw kind of the file decided on: from its image when read, else by its name."""
+    img = subject.loaded
+    if img is not None:
+        return img.camera_raw
+    return camera_raw_kind(b"", str(subject.path)) if subject.path is not None else None
+
+
 class Policy:
     """An ordered list of rules; the first match wins, else the default action."""
 
@@ -262,6 +270,10 @@ class Policy:
                 action, params = _without(action, params, generative)
                 reasons.append(f"{' and '.join(found)} found: no generative codec ({', '.join(generative)}); "
                                f"{action} instead")
+        raw = _camera_raw(ev.subject)
+        if raw:  # whatever the rule: no codec here gives a raw file's bytes back smaller
+            action, params = "keep", dict(params, original="keep")
+            reasons.insert(0, f"{RAW_REASON} ({raw}): {RAW_WHY}")  # first: what ls and the logs show
         regions: list[tuple[int, int, int, int]] = []
         for n in PROTECTING:
             r = ev.results.get(n)

@@ -108,6 +108,11 @@ class Subject:
 
     # -- pixels ------------------------------------------------------------------------------
     @property
+    def loaded(self) -> LoadedImage | None:
+        """The image if it was handed in or read already (reads nothing)."""
+        return self._image
+
+    @property
     def image(self) -> LoadedImage:
         if self._image is None:
             if self.path is None:

@@ -37,6 +37,7 @@ from .places import Places, is_shared, require_shared_vault
 from .roots import RootGuard
 from .scan import already_handled, handled_map, is_handled, norm_root, root_of
 from .settle import SettleTracker
+from . import untaken
 from .watcher import Watcher, is_candidate, walk
 
 log = logging.getLogger("archiver.service.daemon")
@@ -193,7 +194,9 @@ class Daemon:
             except Exception as e:
                 log.error("scan failed to read the catalog", extra={"root": root, "error": str(e)})
                 continue
-            for path in walk(root, exclude=(str(self.cfg.state_dir), str(self.cfg.resolved_vault_dir()))):
+            passed: list[tuple[str, str]] = []
+            for path in walk(root, exclude=(str(self.cfg.state_dir), str(self.cfg.resolved_vault_dir())),
+                             not_taken=passed):
                 if self._scan_stop.is_set():
                     return
                 try:
@@ -203,6 +206,8 @@ class Daemon:
                 if not is_handled(known.get(path), st):
                     self.settle.touch(path)
                     found += 1
+            if passed:  # every scan says which files it leaves alone, by type and why
+                log.info("not taken", extra={"root": root, "files": len(passed), "not_taken": untaken.group(passed)})
         self.metrics.scans.inc()
         self.metrics.last_scan.set(time.time())
         log.info("reconciliation scan done", extra={"roots": roots, "candidates": found,
@@ -276,7 +281,7 @@ class Daemon:
                     "path", "status", "action", "rule", "fallback", "bytes_before", "bytes_after", "seconds", "error")
                     if out.get(k) is not None}
                 if out.get("reasons"):
-                    extra["reason"] = out["reasons"][0]
+                    extra["reason"] = untaken.kept_for_type(out["reasons"]) or out["reasons"][0]
                 # a skipped file (truncated, corrupt, not an image) is something an operator must see
                 bad = out.get("status") in ("skipped", "failed") and out.get("error")
                 log.log(logging.WARNING if bad else logging.INFO, "not archived" if bad else "handled", extra=extra)
@@ -321,12 +326,15 @@ class Daemon:
         """The daemon expires the vault itself (originals past their retention, never under legal
         hold, never the last good copy), so that disk use goes down without a separate timer."""
         try:
-            gone = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()), now=now)
+            res = expire_vault(self.catalog, Vault(self.cfg.resolved_vault_dir()), now=now)
         except Exception as e:  # noqa: BLE001 - retried at the next interval
             log.warning("vault expiry failed", extra={"error": str(e)})
             return
-        if gone:
-            log.info("vault expired", extra={"originals": len(gone)})
+        if res.gone:
+            log.info("vault expired", extra={"originals": len(res.gone)})
+        if res.held:  # said at every expiry (hourly) until someone restores or releases them
+            log.warning("vault originals kept past their retention: the last good copy",
+                        extra={"originals": len(res.held), "held": res.held[:20]})
 
     def _check_space(self) -> None:
         """Pause claiming new work while a filesystem we write to is nearly full (and say so)."""

@@ -36,6 +36,7 @@ from ..work import archive_file
 from .driver import Driver, resume
 from .messages import Outcome, PlaceMarks, TaskSettings
 from .places import Places, is_shared, require_shared_vault
+from . import untaken
 from .scan import handled_map, is_handled, norm_root
 from .watcher import walk
 from .workers import get_context, make_executor
@@ -153,10 +154,11 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", prog
     settings = TaskSettings.of(cfg)
     catalog = open_existing(cfg.resolved_catalog_url())
     files: list[str] = []
+    passed: list[tuple[str, str]] = []
     already = 0
     for root in roots:
         known = handled_map(catalog, root) if catalog is not None else {}
-        for p in walk(root, exclude=_own_dirs(cfg)):
+        for p in walk(root, exclude=_own_dirs(cfg), not_taken=passed):
             try:
                 st = os.stat(p)
             except OSError:
@@ -177,10 +179,10 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", prog
         restore()
         ex.shutdown(wait=True, cancel_futures=True)
     return _plan_report(roots, cfg, planned, already, time.time() - t0, interrupted=stop.event.is_set(),
-                        not_planned=len(files) - len(planned))
+                        not_planned=len(files) - len(planned), passed=passed)
 
 
-def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_planned) -> dict:
+def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_planned, passed=()) -> dict:
     """Per rule and codec, and per file: which codec each file would get, why, and its size."""
     rules: dict[tuple, dict] = {}
     unreadable, files = [], []
@@ -212,7 +214,7 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
         "interrupted": interrupted, "bytes_before": before, "bytes_after_predicted": after,
         "savings_predicted": before - after, "savings_ratio": (1 - after / before) if before else 0.0,
         "rules": rows, "codecs": _codec_shares(planned), "predictions": files, "seconds": round(seconds, 2),
-        "method": PREDICTION,
+        "method": PREDICTION, "not_taken": untaken.group([*passed, *untaken.of_outcomes(planned)]),
     }
 
 
@@ -267,9 +269,10 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
     stale = resume(cfg, catalog, queue)
     already = 0
     todo: list[tuple[str, str]] = []
+    passed: list[tuple[str, str]] = []
     for root in roots:
         known = handled_map(catalog, root)
-        for p in walk(root, exclude=_own_dirs(cfg)):
+        for p in walk(root, exclude=_own_dirs(cfg), not_taken=passed):
             try:
                 st = os.stat(p)
             except OSError:
@@ -340,7 +343,7 @@ def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress
     if no_space:
         raise NoSpaceError(no_space[0])
     return _run_report(roots, cfg, outcomes, already=already, stale=stale, left=left,
-                       seconds=time.time() - t0, interrupted=stop.event.is_set())
+                       seconds=time.time() - t0, interrupted=stop.event.is_set(), passed=passed)
 
 
 def _shared_places(catalog, cfg: Config, roots: list[str]) -> PlaceMarks | None:
@@ -380,7 +383,7 @@ def _check_space(cfg: Config, roots, todo, workers: int) -> None:
         raise NoSpaceError("not enough free disk space to start the migration: " + "; ".join(problems))
 
 
-def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted) -> dict:
+def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrupted, passed=()) -> dict:
     by_status: dict[str, int] = defaultdict(int)
     rules: dict[tuple, dict] = {}
     failures = []
@@ -427,4 +430,5 @@ def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrup
                                                      else o.get("bytes_before") or 0)}
                                  for o in outcomes if o.get("status") in ("committed", "unchanged")]),
         "images_per_min": round(len(outcomes) / seconds * 60, 2) if seconds > 0 else None,
+        "not_taken": untaken.group([*passed, *untaken.of_outcomes(outcomes)]),
     }

@@ -8,6 +8,7 @@ whole root that got unmounted) must never be treated as a deletion to record.
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -16,6 +17,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
+from .. import imageio
 from ..preview import is_preview
 from ..storage.atomic import is_temp_name, is_utf8, shown_name
 
@@ -24,22 +26,28 @@ log = logging.getLogger("archiver.service.watcher")
 #: archiver's own outputs (compressed files, vault copies) are never inputs
 OUTPUT_SUFFIXES = (".dlc", ".jxl", ".axl")
 #: what a collection may hold that is worth looking at; anything else is not an image we handle
-IMAGE_SUFFIXES = (
-    ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm",
-)
+IMAGE_SUFFIXES = imageio.IMAGE_SUFFIXES
+#: a file still being written by a downloader or an editor
+UNFINISHED_SUFFIXES = (".part", ".tmp", ".crdownload", "~")
+#: compressed formats archiver writes itself (``photo.jpg.avif``); a user's own is left as it is
+MODERN_SUFFIXES = (".avif", ".jxl")
 
+#: ``why_not_taken``'s answer for archiver's own files and hidden ones: skipped, and not reported
+OURS = ""
 
 _WARNED: set[str] = set()
 
 
-def is_candidate(path: str | os.PathLike) -> bool:
-    """A path worth considering: an image name, not a temp file, not hidden, not our output
-    (compressed files, previews)."""
+def why_not_taken(path: str | os.PathLike) -> str | None:
+    """None for a path worth considering (an image name, not a temp file, not hidden, not our
+    output); else why it is not taken: ``OURS`` (archiver's own files, hidden files: not worth a
+    word) or a reason a user reads in the run's "not taken" list."""
     p = Path(path)
     name = p.name
     if not name or name.startswith(".") or is_temp_name(p) or is_preview(name):
-        return False
+        return OURS
     low = name.lower()
+    stem, ext = os.path.splitext(low)
     if low.endswith(IMAGE_SUFFIXES) and not is_utf8(str(path)):
         # the catalog stores text: such a name cannot be recorded (archive_file says so); the
         # scanners skip it with one warning instead of failing on every scan
@@ -48,23 +56,46 @@ def is_candidate(path: str | os.PathLike) -> bool:
             logging.getLogger("archiver.service.watcher").warning(
                 "file name is not valid UTF-8; left untouched (rename it to archive it)",
                 extra={"path": shown_name(str(path))})
-        return False
-    if low.endswith(OUTPUT_SUFFIXES) or low.endswith((".part", ".tmp", ".crdownload", "~")):
-        return False
-    return low.endswith(IMAGE_SUFFIXES)
+        return "file name is not valid UTF-8 (rename it to archive it)"
+    if low.endswith(UNFINISHED_SUFFIXES):
+        return "unfinished download or temporary file"
+    if ext in OUTPUT_SUFFIXES + MODERN_SUFFIXES:
+        if ext in (".dlc", ".axl") or "." in stem.lstrip("."):
+            return OURS  # named as archive names its outputs: photo.jpg.jxl, photo.jpg.<id>.avif
+        return "already AVIF/JPEG XL (a modern compressed format): left as it is"
+    if low.endswith(IMAGE_SUFFIXES):
+        return None
+    kind = (mimetypes.guess_type(low)[0] or "").split("/")[0]
+    if kind == "image":
+        return "an image type archiver does not read"
+    if kind in ("video", "audio"):
+        return f"{kind}, not an image"
+    return "not an image"
 
 
-def walk(root: str | os.PathLike, exclude: tuple[str, ...] = ()) -> Iterator[str]:
+def is_candidate(path: str | os.PathLike) -> bool:
+    """A path worth considering (``why_not_taken`` is None)."""
+    return why_not_taken(path) is None
+
+
+def walk(root: str | os.PathLike, exclude: tuple[str, ...] = (),
+         not_taken: list[tuple[str, str]] | None = None) -> Iterator[str]:
     """Every candidate file under ``root`` (hidden directories and ``exclude`` skipped, symlinks
-    not followed)."""
+    not followed). ``not_taken``: gets (path, reason) of each other regular file a user would
+    miss (archiver's own and hidden files are not listed)."""
     exclude = tuple(os.path.abspath(x) for x in exclude)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and os.path.abspath(os.path.join(dirpath, d)) not in exclude)
         for f in sorted(filenames):
             full = os.path.join(dirpath, f)
-            if is_candidate(full) and os.path.isfile(full) and not os.path.islink(full):
+            why = why_not_taken(full)
+            if not (os.path.isfile(full) and not os.path.islink(full)):
+                continue
+            if why is None:
                 yield full
+            elif why and not_taken is not None:
+                not_taken.append((full, why))
 
 
 class _Handler(FileSystemEventHandler):

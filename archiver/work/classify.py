@@ -1,7 +1,7 @@
 """Step 2, classify: the policy decides the action from what the classifiers found and the
 file's facts (-> ``classified``, with rule, reasons, evidence and params), and the codecs that
 action allows are lined up in order (``codecs.choice``). A ``legal-hold`` tag
-keeps the original whatever the policy says."""
+keeps the original whatever the policy says (and the policy keeps every camera raw file)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import stat as statmod
 from typing import Optional
 
 from ..catalog import queries as q
-from ..catalog.models import COMMITTED, DISCOVERED, FAILED, SKIPPED
+from ..catalog.models import COMMITTED, DISCOVERED, FAILED, FORGOTTEN, SKIPPED
 from ..errors import InputError
 from ..imageio import load_image
 from . import faults, files
@@ -58,7 +58,7 @@ class Discover:
                      real_parent=os.path.realpath(job.path.parent))
         # reuse the latest row when it is a retry of this path; a new row for a new version
         row = w.latest(sp)
-        if row is not None and row.state == COMMITTED:
+        if row is not None and row.state in (COMMITTED, FORGOTTEN):  # a file there now is a new version
             row = None
         if row is not None and row.state == SKIPPED and row.sha256 == job.sha256:
             return ArchiveOutcome.of_row(row, recovered=job.recovered)
@@ -66,7 +66,7 @@ class Discover:
         if row is not None and row.state in (SKIPPED, FAILED):
             w.record(job, DISCOVERED, kind="retry", **facts)
         try:
-            job.img = load_image(job.data, max_pixels=self.ctx.max_pixels)
+            job.img = load_image(job.data, max_pixels=self.ctx.max_pixels, name=sp)
         except InputError as e:
             w.record(job, SKIPPED, kind="bad_input", error=str(e).replace("<bytes>", sp), **facts)
             return ArchiveOutcome.of_row(job.row, recovered=job.recovered)

@@ -28,9 +28,10 @@ from ..storage import atomic
 from ..storage.vault import Vault, VaultError
 from ..catalog import queries as q
 from ..catalog.db import Catalog, DBError
-from ..catalog.models import COMMITTED, ORIG_KEPT, FileVersion
+from ..catalog.models import COMMITTED, FORGOTTEN, ORIG_KEPT, FileVersion
 from . import files
 from .invariant import replacement_holds
+from .lost import artifact_problem, vault_holding, vault_until, when
 
 
 @dataclass
@@ -260,6 +261,8 @@ def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None,
         for t in targets:
             key = t if t.isdigit() or t.startswith("/") else os.path.abspath(t)
             found = q.find_for_restore(s, key, as_of=as_of)
+            found += [r for r in q.find_forgotten_vaulted(s, key, as_of=as_of)  # forgotten, but still in the vault
+                      if vault_holding(r, vault) is not None]
             if not found:
                 raise NotInCatalogError(f"{t}: nothing committed in the catalog matches" + (f" as of {as_of}" if as_of else ""))
             rows.extend(found)
@@ -336,6 +339,8 @@ def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, d
     if exact == "approx":
         res.message = ("approximate reconstruction (marked in its XMP and EXIF)" if is_marked(data)
                        else f"approximate reconstruction (its format cannot carry a mark: named {dest.name})")
+    if source == "vault":
+        res.message = _vault_note(row, vault)
     res.source, res.exact, res.status = source, exact, "restored"
     try:
         _record_restore(catalog, row, dest, st, data, source, exact)
@@ -348,10 +353,29 @@ def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, d
     return res
 
 
+def _vault_note(row: FileVersion, vault: Vault | None) -> str:
+    """Why a restore from the vault is worth a word: the version was forgotten, or its compressed
+    file is lost (the vault copy is then the only one left); "" otherwise."""
+    if row.state == FORGOTTEN:
+        return "this version was forgotten, but the vault still held its original: restored from the vault"
+    lost = artifact_problem(row)
+    if not lost:
+        return ""
+    try:
+        v = Vault.holding(row.vault_path) if row.vault_path else vault
+    except VaultError:
+        v = vault
+    until = vault_until(row, v) if v is not None else None
+    return (f"restored from the vault: {lost}; the vault copy (until {when(until)}) was its only copy. "
+            f"Next: `archiver forget {row.id} --reason ...`, and the next migrate archives it again")
+
+
 def _record_restore(catalog, row, dest: Path, st: os.stat_result, data: bytes, source: str, exact: str) -> None:
     with catalog.session() as s:
         r = s.get(FileVersion, row.id)
         q.add_event(s, "restored", fv=r, dest=str(dest), source=source, exact=exact)
+        if r.state == FORGOTTEN:  # it stays forgotten: the file back on disk is archived as a new version
+            return
         preview = r.preview_path if str(dest) == r.path else None
         if str(dest) == r.path:
             # the original (or its exact pixels, or a marked reconstruction) is back where it was: it

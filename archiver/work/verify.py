@@ -13,11 +13,13 @@ from pathlib import Path
 from ..storage.vault import Vault, sha256_file
 from ..catalog import queries as q
 from ..catalog.db import Catalog
-from ..catalog.models import COMMITTED, FileVersion, utcnow
+from ..catalog.models import COMMITTED, FORGOTTEN, FileVersion, utcnow
 from ..codecs.bound import Codecs
 from ..storage.atomic import is_private_name, shown_name, TAKEN_PREFIX
 from .archive import COMPRESSED_EXTS
 from .invariant import row_problems
+from .forget import released as is_released
+from .lost import original_on_disk, rescue, when
 
 
 @dataclass
@@ -28,6 +30,8 @@ class VerifyReport:
     mismatches: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    #: vaulted originals past their retention kept because they are the last good copy (``expire_vault``)
+    held: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,10 +58,12 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
             bad, warn = row_problems(row, vault, codecs, now, decode=decode)
         except (OSError, ValueError) as e:  # one unreadable row is a finding, not the end of the scrub
             bad, warn = [f"cannot be checked: {type(e).__name__}: {e}"], []
+        help_ = rescue(row, vault, now) if bad else None
         if bad:
             found[row.id] = bad
         for m in bad:
-            rep.mismatches.append({"id": row.id, "path": shown_name(row.path), "problem": m})
+            rep.mismatches.append({"id": row.id, "path": shown_name(row.path), "problem": m,
+                                   "rescue": help_.to_dict() if help_ else None})
             if on_problem is not None:
                 on_problem(rep.mismatches[-1])
         for w in warn:
@@ -86,8 +92,6 @@ def _record_findings(catalog: Catalog, found: dict[int, list[str]]) -> None:
                                and (last.detail or {}).get("problems") == problems):
                 continue
             q.add_event(s, q.VERIFY_FAILED, fv=row, problems=problems)
-
-
 
 
 def _strays(catalog: Catalog) -> list[dict]:
@@ -133,23 +137,54 @@ def _replacement_intact(row: FileVersion) -> bool:
     return cp.is_file() and sha256_file(cp) == row.compressed_sha256
 
 
-def expire_vault(catalog: Catalog, vault: Vault, now: dt.datetime | None = None) -> list[str]:
+@dataclass
+class VaultExpiry:
+    """What one vault expiry did: the SHA-256s it deleted, and the originals past their retention
+    it kept because they are the last good copy (each with id, path, sha256, expired_on, why)."""
+
+    gone: list[str] = field(default_factory=list)
+    held: list[dict] = field(default_factory=list)
+
+
+def expire_vault(catalog: Catalog, vault: Vault, now: dt.datetime | None = None) -> VaultExpiry:
     """Delete vaulted originals past retention; never one under legal hold, and never the last
-    good copy (a vaulted original whose compressed replacement is missing or damaged is kept).
-    The catalog rows lose their vault path with an event. Returns the deleted SHA-256s."""
+    good copy: one whose compressed replacement is missing or damaged, or one of a forgotten
+    version that is not back on disk (unless ``forget --ignore-vault`` released it) is kept and
+    reported in ``held``. The catalog rows lose their vault path with an event."""
     now = now or utcnow()
+    held: list[dict] = []
     with catalog.session() as s:
-        held = q.held_paths(s)
+        on_hold = q.held_paths(s)
         keep = set()
-        for r in q.committed(s):
-            if not r.vault_path:
-                continue
-            if (r.path in held or r.vault_expires_at is None or r.vault_expires_at > now
-                    or not _replacement_intact(r)):
+        for r in q.vaulted(s):
+            due = r.vault_expires_at is not None and r.vault_expires_at <= now
+            if r.path in on_hold or not due:
                 keep.add(r.sha256)
+                continue
+            why = _last_copy(r)
+            if why:
+                keep.add(r.sha256)
+                held.append({"id": r.id, "path": shown_name(r.path), "sha256": r.sha256,
+                             "expired_on": when(r.vault_expires_at), "why": why})
     gone = vault.expire(now, keep=keep)
     if gone:
         with catalog.session() as s:
             for r in q.vaulted_with_sha(s, gone):
-                q.transition(s, r, COMMITTED, kind="vault_expired", vault_path=None)
-    return gone
+                if r.state in (COMMITTED, FORGOTTEN):
+                    q.transition(s, r, r.state, kind="vault_expired", vault_path=None)
+                else:
+                    q.add_event(s, "vault_expired", fv=r, vault_path=r.vault_path)
+    return VaultExpiry(gone, held)
+
+
+def _last_copy(row: FileVersion) -> str | None:
+    """Why ``row``'s vaulted original is its last good copy (None when it is not)."""
+    if row.state == FORGOTTEN:
+        if is_released(row) or original_on_disk(row) or _replacement_intact(row):
+            return None
+        return ("its version was forgotten and the original is not back on disk: the vault holds its only copy "
+                f"(restore it with `archiver restore {row.id}`, or let it go: `archiver forget {row.id} --ignore-vault`)")
+    if not _replacement_intact(row):
+        return (f"its compressed file is missing or damaged: the vault holds its only copy "
+                f"(restore it with `archiver restore {row.id}`)")
+    return None

@@ -121,8 +121,8 @@ def test_vault_expiry_respects_legal_hold(tmp_path):
     archive_file(a, ctx), archive_file(b, ctx)
     with ctx.catalog.session() as s:
         q.add_tag(s, str(b), "legal-hold")  # put on hold after archiving
-    assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 2)) == []  # retention 3 days
-    gone = expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 10))
+    assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 2)).gone == []  # retention 3 days
+    gone = expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 10)).gone
     with ctx.catalog.session() as s:
         ra, rb = q.latest_version(s, str(a)), q.latest_version(s, str(b))
     assert gone == [ra.sha256] and ra.vault_path is None and Path(rb.vault_path).is_file()
@@ -159,7 +159,7 @@ def test_vault_expiry_never_deletes_the_last_good_copy(tmp_path):
     orig = a.read_bytes()
     o = archive_file(a, ctx)
     Path(o.compressed_path).write_bytes(b"bit rot")
-    assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2027, 1, 1)) == []
+    assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2027, 1, 1)).gone == []
     from archiver.work.restore import restore
 
     assert restore(ctx.catalog, [str(a)], vault=ctx.vault)[0].source == "vault" and a.read_bytes() == orig

@@ -12,12 +12,12 @@ from ...errors import ArchiverError, CatalogError, InputError, NoCatalogError, N
 from ..core import with_core
 from ..output import emit, human_bytes, progress
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".pnm"}
-
-
-def _files(paths) -> list[tuple[Path, str]]:
-    """(file, root) pairs: named files as given, directories walked for images (our outputs skipped)."""
+def _files(paths, not_taken: list[tuple[str, str]] | None = None) -> list[tuple[Path, str]]:
+    """(file, root) pairs: named files as given, directories walked for images (our outputs skipped);
+    ``not_taken`` gets (path, reason) of the other files found there (``watcher.why_not_taken``)."""
+    from ...imageio import IMAGE_SUFFIXES  # heavy: archiver.imageio (PIL), not loaded by archiver --help
     from ...preview import is_preview  # heavy: archiver.preview, not loaded by archiver --help
+    from ...service.watcher import why_not_taken  # heavy: the service's watcher (watchdog), not loaded by archiver --help
     from ...storage.atomic import is_temp_name  # heavy: storage.atomic (~9 ms), not loaded by archiver --help
 
     out = []
@@ -28,11 +28,18 @@ def _files(paths) -> list[tuple[Path, str]]:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 for name in sorted(filenames):
                     f = Path(dirpath) / name
-                    if f.suffix.lower() in IMAGE_EXTS and not is_temp_name(f) and not is_preview(f):
+                    if f.suffix.lower() in IMAGE_SUFFIXES and not is_temp_name(f) and not is_preview(f):
                         out.append((f, root))
+                    elif not_taken is not None and f.is_file() and not f.is_symlink() and why_not_taken(f):
+                        not_taken.append((str(f), why_not_taken(f)))
         else:
             out.append((p, os.path.abspath(p.parent)))
     return out
+
+
+def _not_taken_line(groups: list[dict]) -> str:
+    """``2 .dng (camera raw: kept untouched), 1 .txt (not an image)``."""
+    return ", ".join(f"{g['files']} {g['type']} ({g['reason']})" for g in groups)
 
 
 def _human_archive(d: dict) -> str:
@@ -47,6 +54,8 @@ def _human_archive(d: dict) -> str:
         why = f" ({o['error']})" if o["error"] else (f" ({o['fallback']})" if o["fallback"] else "")
         lines.append(f"{o['state']:<9} {what:<9} {o['path']}{extra}{why}")
     t = d["summary"]
+    if t.get("not_taken"):
+        lines.append(f"not taken: {_not_taken_line(t['not_taken'])}")
     lines.append(f"{t['files']} file(s): " + ", ".join(f"{k} {v}" for k, v in sorted(t["states"].items()))
                  + f"; {human_bytes(t['bytes_before'])} -> {human_bytes(t['bytes_after'])}"
                  + (" (dry run: nothing was written)" if t.get("dry_run") else ""))
@@ -78,10 +87,14 @@ def archive(paths, policy_path, dry_run, as_json, core):
     """Archive images per policy: compress, verify, record in the catalog, then replace/vault/keep the original."""
     from ...work import ArchiveContext, ArchiveOutcome, archive_file, recover_pending  # heavy: sqlalchemy (work), not loaded by archiver --help
 
+    from ...service import untaken  # heavy: sqlalchemy (service), not loaded by archiver --help
+
     cfg = core.cfg
-    files = _files(paths)
+    passed: list[tuple[str, str]] = []
+    files = _files(paths, passed)
     if not files:
-        raise InputError(f"no images found in {', '.join(paths)}")
+        what = f" (not taken: {_not_taken_line(untaken.group(passed))})" if passed else ""
+        raise InputError(f"no images found in {', '.join(paths)}{what}")
     catalog = core.guard(lambda: _archive_catalog(cfg, dry_run))
     ctx = core.guard(lambda: ArchiveContext.from_config(cfg, policy=policy_path, catalog=catalog, dry_run=dry_run))
     if not dry_run:  # finish or roll back what an interrupted run left anywhere in the catalog
@@ -100,6 +113,8 @@ def archive(paths, policy_path, dry_run, as_json, core):
     summary = {"files": len(outcomes), "states": dict(states), "dry_run": dry_run,
                "bytes_before": sum(o["size_before"] or 0 for o in outcomes),
                "bytes_after": sum((o["size_after"] if o["size_after"] is not None else o["size_before"] or 0) for o in outcomes)}
+    summary["not_taken"] = untaken.group([*passed, *untaken.of_outcomes(
+        {"path": o["path"], "reasons": o.get("reasons"), "status": o["state"], "error": o["error"]} for o in outcomes)])
     emit({"files": outcomes, "summary": summary}, as_json, _human_archive)
     if states.get("failed"):
         raise SystemExit(1)

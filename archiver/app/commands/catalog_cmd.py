@@ -247,21 +247,30 @@ def _lock_holder(path) -> tuple[bool, int | None]:
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--reason", help="why (recorded in the catalog's event log)")
 @click.option("--force", is_flag=True, help="forget entries whose archived data is still intact too")
+@click.option("--ignore-vault", is_flag=True,
+              help="forget lost entries whose original the vault still holds too (restore it first instead: "
+                   "`archiver restore PATH`); that vault copy is then deleted when its retention ends")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
 @with_core(guard_db=False)
-def forget(ctx, targets, reason, force, as_json, core):
+def forget(ctx, targets, reason, force, ignore_vault, as_json, core):
     """Forget lost files (PATH, ID or GLOB): verify, restore and stats stop counting them; the catalog
-    row and its events stay for audit; no file on disk is touched. See docs/operations.md."""
+    row and its events stay for audit; no file on disk is touched. Refused while the vault still
+    holds the original of a lost file (restore it first). See docs/operations.md."""
     from ...work.forget import forget as do_forget  # heavy: sqlalchemy (work), not loaded by archiver --help
 
     cat = core.catalog
-    res = do_forget(cat, list(targets), vault=core.vault, reason=reason, force=force)
+    res = do_forget(cat, list(targets), vault=core.vault, reason=reason, force=force, ignore_vault=ignore_vault)
     emit({"results": [r.to_dict() for r in res]}, as_json,
-         lambda d: "\n".join(f"{r['status']:<9} {r['path']}" + (f": {'; '.join(r['problems'])}" if r["problems"] else "")
-                             + (f" ({r['message']})" if r["message"] else "") for r in d["results"]))
+         lambda d: "\n".join(_forget_line(r) for r in d["results"]))
     if any(r.status == "refused" for r in res):
         ctx.exit(SafetyError.exit_code)
+
+
+def _forget_line(r: dict) -> str:
+    """One line per entry: what was found wrong and, for a refusal, the way out."""
+    said = "; ".join(r["problems"] + ([r["message"]] if r["message"] else []))
+    return f"{r['status']:<9} {r['path']}" + (f": {said}" if said else "")
 
 
 @click.command()
@@ -285,20 +294,29 @@ def verify(sample, no_decode, expire_vault, as_json, core):
         found.append(m)
         if not as_json:
             click.echo(f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}", err=True)
+            if m.get("rescue"):
+                click.echo(f"         -> {m['rescue']['line']}", err=True)
 
     rep = core.guard(lambda: do_verify(
         cat, vault=vault, codecs=core.codecs, sample=sample, decode=not no_decode, on_problem=problem,
         progress=lambda it: progress(it, desc="verify", enabled=not as_json,
                                      status=lambda: f"{len(found):,} problem{'' if len(found) == 1 else 's'}")))
     if expire_vault:
-        rep.expired = core.guard(lambda: do_expire(cat, vault))
+        res = core.guard(lambda: do_expire(cat, vault))
+        rep.expired, rep.held = res.gone, res.held
 
     def human(d):
-        lines = [f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}" for m in d["mismatches"]]
+        lines = []
+        for m in d["mismatches"]:
+            lines.append(f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}")
+            if m.get("rescue"):
+                lines.append(f"         -> {m['rescue']['line']}")
         lines += [f"warning  {m['path']} (id {m['id']}): {m['problem']}" for m in d["warnings"]]
         lines.append(f"checked {d['checked']} of {d['total']}: {d['ok']} ok, {len(d['mismatches'])} mismatch(es)")
         if d.get("expired"):
             lines.append(f"vault: {len(d['expired'])} original(s) past retention deleted")
+        for h in d.get("held") or []:
+            lines.append(f"vault: kept past its retention ({h['expired_on']}): {h['path']} (id {h['id']}): {h['why']}")
         return "\n".join(lines)
 
     emit(rep.to_dict(), as_json, human)

@@ -11,15 +11,19 @@ from ...errors import ArchiverError, InputError, PolicyError
 from ..core import with_core
 from ..output import emit, progress
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".jxl", ".ppm", ".pgm", ".pnm", ".heic", ".heif", ".avif"}
+#: besides what archive takes (``imageio.IMAGE_SUFFIXES``), classify also looks at AVIF and JPEG XL files
+EXTRA_EXTS = {".jxl", ".avif"}
 
 
 def iter_images(paths) -> list[Path]:
     """Files named on the command line as given; directories walked recursively for images."""
+    from ...imageio import IMAGE_SUFFIXES  # heavy: archiver.imageio (PIL), not loaded by archiver --help
+
+    exts = set(IMAGE_SUFFIXES) | EXTRA_EXTS
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS))
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts))
         else:
             out.append(p)
     return out

@@ -45,6 +45,11 @@ def _on_signal(count: int) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _not_taken_line(groups: list[dict]) -> str:
+    """``2 .dng (camera raw: kept untouched), 1 .txt (not an image)`` (``--json``: every group with examples)."""
+    return ", ".join(f"{g['files']} {g['type']} ({g['reason']})" for g in groups)
+
+
 def _plan_human(r: dict) -> str:
     lines = [f"dry run: {r['files']} file(s) under {', '.join(r['roots'])} with policy {r['policy']}"
              + (f" ({r['already_archived']} more already handled by earlier runs)" if r["already_archived"] else "")]
@@ -75,6 +80,8 @@ def _plan_human(r: dict) -> str:
     if r["unreadable"]:
         lines.append(f"  {len(r['unreadable'])} unreadable file(s) would be skipped:")
         lines += [f"    {u['path']}: {u['error']}" for u in r["unreadable"][:20]]
+    if r.get("not_taken"):
+        lines.append(f"  not taken: {_not_taken_line(r['not_taken'])}")
     if r["interrupted"]:
         lines.append(f"  interrupted: {r['not_planned']} file(s) not predicted")
     lines.append(f"  how: {r['method']} (--json lists every file with its codec and why)")
@@ -104,6 +111,8 @@ def _run_human(r: dict) -> str:
     if r["failures"]:
         lines.append(f"  {len(r['failures'])} failure(s):")
         lines += [f"    {f['path']}: {f['error']}" for f in r["failures"][:30]]
+    if r.get("not_taken"):
+        lines.append(f"  not taken: {_not_taken_line(r['not_taken'])}")
     left = r["queue_left"]
     if left.get("pending") or left.get("claimed") or r["interrupted"]:
         lines.append(f"  {left.get('pending', 0)} file(s) still queued: run the same command again to resume")

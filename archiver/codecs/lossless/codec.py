@@ -31,6 +31,13 @@ class LosslessCodec(Codec):
 
         return is_restorable(data)
 
+    def refusal(self, source: Source) -> str | None:
+        """A HEIC/HEIF has no exact JPEG XL form: its pixels losslessly are far bigger than the
+        file, and no restore could give its bytes back (the original is kept instead)."""
+        if (source.image.original_format or "").upper() == "HEIF":
+            return "HEIC/HEIF has no exact smaller form here (the file itself is its exact copy: kept)"
+        return super().refusal(source)
+
     def encode(self, source: Source, target: Target) -> Encoded:
         from . import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
 
