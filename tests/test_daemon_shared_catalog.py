@@ -48,8 +48,15 @@ def test_two_daemons_share_a_catalog_and_take_over_a_dead_ones_claims(tmp_path, 
         wait_until(kill_when_holding, 60, interval=0.01, what="node-a to hold a claim")
         assert held, "node-a died without a claim in hand: nothing to take over"
         assert len(committed_paths(a["home"], fresh_pg_url)) < len(originals), "killed too late"
-        wait_until(lambda: len(committed_paths(b["home"], fresh_pg_url)) >= len(originals), 180, interval=0.2,
-                   what="node-b to finish the burst, node-a's claims included")
+        # done means every queue row done, not only every file committed: node-a may have committed
+        # a file it still held a claim on when it died, and only node-b's takeover (after the
+        # lease) closes that claim
+        def burst_done():
+            rows = queue_rows(b["home"], fresh_pg_url)
+            return (len(committed_paths(b["home"], fresh_pg_url)) >= len(originals)
+                    and len(rows) == len(originals) and all(q["state"] == "done" for q in rows))
+
+        wait_until(burst_done, 180, interval=0.2, what="node-b to finish the burst, node-a's claims included")
         takeover = [x for x in db.logs() if x.get("msg") == "took over stale claims"]
         assert takeover and sum(x["count"] for x in takeover) >= len(held)
     finally:
