@@ -18,6 +18,11 @@ import importlib.util
 import sys
 import types
 
+#: the compressai the install command installs (``pip install --no-deps``, README "Set up"): the
+#: release whose layout ``_TRIMS`` matches; without its declared torchvision, torch-geometric and
+#: pandas, which the codec never imports (pyproject.toml says why it is not a dependency)
+REQUIRED = "compressai==1.2.8"
+
 #: (module, the import statement sources to leave out)
 _TRIMS = (
     ("compressai", ("compressai",)),  # `from compressai import (datasets, ..., transforms, zoo)`
@@ -44,9 +49,12 @@ def _exec_trimmed(name: str, drop: tuple[str, ...]):
 
 
 def load() -> None:
-    """Make ``compressai.entropy_models``, ``.layers``, ``.latent_codecs`` and ``.models`` importable cheaply."""
+    """Make ``compressai.entropy_models``, ``.layers``, ``.latent_codecs`` and ``.models`` importable
+    cheaply; ImportError naming the install command when compressai is not installed."""
     if "compressai" in sys.modules:
         return
+    if importlib.util.find_spec("compressai") is None:
+        raise ImportError(f"compressai is not installed: pip install --no-deps {REQUIRED} (README, Set up)")
     # compressai.entropy_models runs `import scipy.stats` (~0.7 CPU-seconds) for one call,
     # ``norm.ppf`` in GaussianConditional.update, which the codec's entropy models replace by the
     # same function from scipy.special (entropy.py ``norm_ppf``). While compressai loads,
