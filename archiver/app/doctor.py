@@ -204,7 +204,7 @@ def _model(state: dict) -> Check:
 
 
 def _detectors(state: dict) -> Check:
-    missing = [m for m in ("cv2", "rapidocr_onnxruntime", "onnxruntime", "ai_edge_litert")
+    missing = [m for m in ("cv2", "rapidocr_onnxruntime", "onnxruntime", "mediapipe", "ai_edge_litert")
                if importlib.util.find_spec(m) is None]
     if missing:
         return Check("detectors", "fail", f"missing packages: {', '.join(missing)} (faces/text would be assumed present)")

@@ -1,4 +1,4 @@
-"""Faces: BlazeFace (short- and full-range models, shipped in this package: ``blazeface/``) with
+"""Faces: BlazeFace (short- and full-range models shipped inside the ``mediapipe`` wheel) with
 OpenCV Haar cascades (shipped inside the opencv-python wheel, ``cv2.data``) as proposals; offline.
 
 Generative decoding can change a face's identity, so recall matters most; but a detector that
@@ -31,7 +31,9 @@ need half. Smallest face searched: 20 px on the working copy, about 5% of the sh
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+
 
 import numpy as np
 
@@ -83,7 +85,7 @@ def _cascades():
     return _models.get("cascades", _build_cascades)
 
 
-#: BlazeFace models: input side, SSD anchor strides and anchors per cell
+#: BlazeFace models in the mediapipe wheel: input side, SSD anchor strides and anchors per cell
 #: (mediapipe/modules/face_detection/face_detection_{short,full}_range*.pbtxt)
 BLAZE = {
     "short": ("face_detection_short_range.tflite", 128, (8, 16), (2, 6)),
@@ -101,31 +103,22 @@ def _anchor_centres(size: int, strides, per_cell) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-#: the model files, byte for byte those of the mediapipe 0.10.21 wheel
-#: (mediapipe/modules/face_detection/, Apache-2.0: blazeface/LICENSE), and their sha256
-MODEL_DIR = Path(__file__).with_name("blazeface")
-MODEL_SHA256 = {
-    "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
-    "face_detection_full_range_sparse.tflite": "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
-}
-
-
 class BlazeFace:
-    """One BlazeFace model (``MODEL_DIR``), run by the LiteRT interpreter (``ai-edge-litert``).
+    """One BlazeFace model from the mediapipe wheel, run by the LiteRT interpreter (``ai-edge-litert``).
 
-    The two model files are all this needs of mediapipe: its own graph runner is not fork-safe (a
-    worker forked after the parent ran it aborts in malloc), and its wheel pulls jax, a second
-    OpenCV build and numpy<2, while its later releases no longer ship the models. The pre- and
-    post-processing of its face-detection graph (letterbox to a square in [-1, 1], anchor
-    decoding, sigmoid scores, weighted non-maximum suppression at IoU 0.3) is done here."""
+    mediapipe's own graph runner is not fork-safe (a worker forked after the parent ran it aborts
+    in malloc), so only the model files come from mediapipe; the pre- and post-processing of its
+    face-detection graph (letterbox to a square in [-1, 1], anchor decoding, sigmoid scores,
+    weighted non-maximum suppression at IoU 0.3) is done here."""
 
     def __init__(self, kind: str) -> None:
         from ai_edge_litert.interpreter import Interpreter  # heavy: ai_edge_litert, optional
 
         name, self.size, strides, per_cell = BLAZE[kind]
-        path = MODEL_DIR / name
-        if not path.is_file():
-            raise RuntimeError(f"BlazeFace model missing from the archiver package: {path}")
+        spec = importlib.util.find_spec("mediapipe")  # located, never imported (its import costs ~2.5 s)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("the mediapipe package (BlazeFace models) is not installed")
+        path = Path(list(spec.submodule_search_locations)[0]) / "modules" / "face_detection" / name
         with quiet_stderr():  # TFLite announces its XNNPACK delegate on fd 2
             self.it = Interpreter(model_path=str(path), num_threads=1)
             self.it.allocate_tensors()
