@@ -1,10 +1,9 @@
-"""What the install needs (README "Set up", docs/operations.md "Installing"): no mediapipe for the
-face models, one OpenCV build, and a diffusion codec that runs without torchvision,
+"""What the install needs (README "Set up", docs/operations.md "Installing"): the face models
+from mediapipe's wheel without mediapipe's dependencies, one OpenCV build, and a diffusion codec that runs without torchvision,
 torch-geometric and pandas (PyPI's torchvision does not import beside the CPU torch)."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import os
 import re
@@ -50,24 +49,32 @@ def py(code: str, hidden=("mediapipe", "torchvision", "torch_geometric", "pandas
     return r.stdout.strip()
 
 
-def test_blazeface_models_ship_in_the_package_unchanged():
-    from archiver.policy.classifiers import faces
-
-    for name, digest in faces.MODEL_SHA256.items():
-        assert hashlib.sha256((faces.MODEL_DIR / name).read_bytes()).hexdigest() == digest
-    assert {m[0] for m in faces.BLAZE.values()} == set(faces.MODEL_SHA256)
-    assert "Apache License" in (faces.MODEL_DIR / "LICENSE").read_text()
-
-
-def test_faces_classifier_runs_without_mediapipe():
-    """Both BlazeFace models load and score a picture with mediapipe (and jax) not installed."""
+def test_faces_classifier_runs_without_mediapipes_dependencies_and_never_imports_it():
+    """Both BlazeFace models load from mediapipe's wheel and score a picture with jax, jaxlib and
+    matplotlib (mediapipe's dependencies, which --no-deps leaves out) not installed, and mediapipe
+    itself is located, never imported."""
     out = py(
         "import numpy as np\n"
         "from archiver.policy.classifiers.faces import BlazeFace\n"
         "rgb = np.full((240, 320, 3), 128, np.uint8)\n"
-        "print([type(BlazeFace(k)(rgb, 0.3)).__name__ for k in ('short', 'full')], 'mediapipe' in LOOKED)"
+        "print([type(BlazeFace(k)(rgb, 0.3)).__name__ for k in ('short', 'full')], 'mediapipe' in sys.modules)",
+        hidden=("jax", "jaxlib", "matplotlib", "sounddevice", "torchvision"),
     )
     assert out == "['list', 'list'] False"
+
+
+def test_missing_mediapipe_names_the_install_command():
+    from archiver.policy.classifiers.faces import MODEL_PACKAGE
+
+    out = py(
+        "from archiver.policy.classifiers.faces import BlazeFace\n"
+        "try:\n"
+        "    BlazeFace('short')\n"
+        "except RuntimeError as e:\n"
+        "    print(e)\n",
+        hidden=("mediapipe",),
+    )
+    assert out.endswith(f"pip install --no-deps {MODEL_PACKAGE} (README, Set up)")
 
 
 def test_diffusion_codec_round_trips_without_torchvision_geometric_or_pandas():
@@ -106,13 +113,14 @@ def test_readme_and_ci_install_what_the_codec_expects():
     """The README's set-up command and .ci/run install the CPU torch with the project in one pip
     command, and compressai's pinned release (whose layout compressai_light trims) without deps."""
     from archiver.codecs.diffusion.compressai_light import REQUIRED
+    from archiver.policy.classifiers.faces import MODEL_PACKAGE
 
     readme = (ROOT / "README.md").read_text()
     setup = next(line for line in readme.splitlines() if line.startswith("pip install torch=="))
     ci = (ROOT / ".ci" / "run").read_text()
     for text in (setup, ci):
         assert "pip install -q torch==2.13.0 -e . " in text.replace("pip install torch", "pip install -q torch")
-        assert f"--no-deps {REQUIRED}" in text
+        assert f"--no-deps {REQUIRED} {MODEL_PACKAGE}" in text
 
 
 def test_no_dependency_that_archiver_does_not_use():

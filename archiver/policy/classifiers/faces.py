@@ -103,6 +103,11 @@ def _anchor_centres(size: int, strides, per_cell) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+#: the release whose wheel carries the two models; installed without its dependencies (README):
+#: archiver reads the files and never imports mediapipe
+MODEL_PACKAGE = "mediapipe==0.10.21"
+
+
 class BlazeFace:
     """One BlazeFace model from the mediapipe wheel, run by the LiteRT interpreter (``ai-edge-litert``).
 
@@ -117,7 +122,8 @@ class BlazeFace:
         name, self.size, strides, per_cell = BLAZE[kind]
         spec = importlib.util.find_spec("mediapipe")  # located, never imported (its import costs ~2.5 s)
         if spec is None or not spec.submodule_search_locations:
-            raise RuntimeError("the mediapipe package (BlazeFace models) is not installed")
+            raise RuntimeError(f"the mediapipe package (BlazeFace models) is not installed: "
+                               f"pip install --no-deps {MODEL_PACKAGE} (README, Set up)")
         path = Path(list(spec.submodule_search_locations)[0]) / "modules" / "face_detection" / name
         with quiet_stderr():  # TFLite announces its XNNPACK delegate on fd 2
             self.it = Interpreter(model_path=str(path), num_threads=1)
