@@ -117,3 +117,32 @@ def test_best_ranks_on_the_searchs_verdict_without_decoding_again(monkeypatch):
     budget = Choice("best", {"among": ["avif", "jxl"], "budget": {"bpp": 2.0}})
     list(budget.candidates(Source(load_image(data), data)))
     assert all(a.ms_ssim is not None for a in budget.ranking)
+
+
+def test_last_fitting_gives_last_trues_answer_in_fewer_probes():
+    """The diffusion codec's size cap: on any non-decreasing sizes the same knob as the plain
+    bisection (``last_true``), and on sizes that grow like a codec's (log-linear) about half the
+    encodes."""
+    import math
+    import random
+
+    from archiver.codecs.conventional import last_fitting, last_true
+
+    rng = random.Random(27)
+    for _ in range(2000):
+        hi = rng.randint(0, 100)
+        sizes, c = [], rng.randint(1, 100)
+        for _ in range(hi + 1):
+            c += rng.choice([0, 0, 1, 5, 50, 500])
+            sizes.append(c)
+        limit = rng.randint(0, sizes[-1] + 100)
+        got = last_fitting(lambda q: sizes[q], limit, 0, hi, guess=rng.randint(0, hi))
+        assert got == last_true(lambda q: sizes[q] <= limit, 0, hi)
+    smooth = [int(400 * math.exp(0.06 * q)) for q in range(101)]
+    plain = fast = 0
+    for limit in (1000, 3000, 8000, 15000, 40000, 120000):
+        seen_plain, seen_fast = set(), set()
+        want = last_true(lambda q: (seen_plain.add(q), smooth[q])[1] <= limit, 0, 100)
+        assert last_fitting(lambda q: (seen_fast.add(q), smooth[q])[1], limit, 0, 100, guess=63) == want
+        plain, fast = plain + len(seen_plain), fast + len(seen_fast)
+    assert fast <= plain * 0.6, (fast, plain)
