@@ -73,7 +73,8 @@ def test_nothing_written_outside_the_documented_directories(tmp_path):
 
 #: packages (and parts of them) a command pays for at start-up only if it really uses them
 HEAVY = ("torch", "torch._dynamo", "torch._inductor", "diffusers", "transformers", "torchvision", "huggingface_hub",
-         "compressai", "scipy", "scipy.stats", "sympy", "triton", "torch_geometric", "sqlalchemy", "cv2", "onnxruntime")
+         "compressai", "scipy", "scipy.stats", "sympy", "triton", "torch_geometric", "sqlalchemy", "cv2", "onnxruntime",
+         "mediapipe")
 
 #: runs the CLI in this process, then reports which of HEAVY were imported (last stdout line)
 PROBE = """
@@ -131,6 +132,26 @@ def test_help_status_and_a_lossless_restore_import_no_codec_libraries(tmp_path):
         assert codec_libs.isdisjoint(out["loaded"]), (args, out["loaded"])
     assert sorted(p.name for p in photos.iterdir()) == ["a.png", "a.png.jxl", "b.jpg", "b.jpg.jxl"]
     assert "torch" not in probe("--help")["loaded"] and "sqlalchemy" not in probe("--help")["loaded"]
+
+
+def test_help_show_ls_and_status_load_no_model_runtime(tmp_path):
+    """Issue 27: the commands people run to look (``--help``, ``show``, ``ls``, ``status``), on a
+    catalog that holds a file, import neither torch nor a detector runtime (mediapipe,
+    onnxruntime): each answers from the catalog alone."""
+    photos, home = tmp_path / "photos", tmp_path / "home"
+    photos.mkdir()
+    rng = np.random.default_rng(27)
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photos / "a.png")
+    env = {"ARCHIVER_HOME": str(home)}
+    env_run = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    env_run.pop("ARCHIVER_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "archiver", "archive", "--policy", "evidence", str(photos)],
+                       capture_output=True, text=True, env=env_run, timeout=600)
+    assert r.returncode == 0, r.stderr
+    runtimes = {"torch", "mediapipe", "onnxruntime"}
+    for args in (["--help"], ["show", photos / "a.png"], ["ls"], ["status"], ["show", photos / "a.png", "--json"]):
+        out = probe(*args, env=env)
+        assert runtimes.isdisjoint(out["loaded"]), (args, out["loaded"])
 
 
 def test_a_tiny_dlc_decode_imports_only_what_it_uses(tmp_path):
