@@ -189,6 +189,20 @@ def test_the_light_diffusers_import_leaves_all_of_diffusers_usable():
     assert out == "True True AutoencoderTiny True True"
 
 
+def test_the_light_import_does_not_map_every_installed_distribution():
+    """Issue 27: diffusers' map of installed distributions (read for three optional packages
+    archiver never has) is built only if read; when read it is the real one, and the stdlib
+    function is back in place afterwards."""
+    out = py("import importlib.metadata as m\n"
+             "real = m.packages_distributions\n"
+             "from archiver.codecs.diffusion import diffusers_light\n"
+             "diffusers_light.load()\n"
+             "import diffusers.utils.import_utils as iu\n"
+             "lazy = iu._package_map\n"
+             "print(lazy._map is None, m.packages_distributions is real, dict(lazy) == real(), 'torch' in lazy)")
+    assert out == "True True True True"
+
+
 def test_an_unexpected_diffusers_layout_falls_back_to_the_plain_import():
     out = py("import sys\n"
              "from archiver.codecs.diffusion import diffusers_light\n"
