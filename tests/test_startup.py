@@ -74,7 +74,7 @@ def test_nothing_written_outside_the_documented_directories(tmp_path):
 #: packages (and parts of them) a command pays for at start-up only if it really uses them
 HEAVY = ("torch", "torch._dynamo", "torch._inductor", "diffusers", "transformers", "torchvision", "huggingface_hub",
          "compressai", "scipy", "scipy.stats", "sympy", "triton", "torch_geometric", "sqlalchemy", "cv2", "onnxruntime",
-         "mediapipe")
+         "mediapipe", "alembic", "pydantic")
 
 #: runs the CLI in this process, then reports which of HEAVY were imported (last stdout line)
 PROBE = """
@@ -152,6 +152,8 @@ def test_help_show_ls_and_status_load_no_model_runtime(tmp_path):
     for args in (["--help"], ["show", photos / "a.png"], ["ls"], ["status"], ["show", photos / "a.png", "--json"]):
         out = probe(*args, env=env)
         assert runtimes.isdisjoint(out["loaded"]), (args, out["loaded"])
+        # a catalog at the newest schema is opened without alembic; no config file: no pydantic
+        assert "alembic" not in out["loaded"] and "pydantic" not in out["loaded"], (args, out["loaded"])
 
 
 def test_a_tiny_dlc_decode_imports_only_what_it_uses(tmp_path):
