@@ -76,3 +76,46 @@ def test_each_stream_keeps_its_own_sampler_noise():
     assert not torch.allclose(batch[0], batch[1])  # other seeds, other noise
     with pytest.raises(ValueError, match="seeds"):
         sampler.denoise_many(bb, y, 300, 4, seeds[:2])
+
+
+def _rgba(w, h, seed):
+    img = _img(w, h, seed)
+    rgba = img.rgb.convert("RGBA")
+    rgba.putalpha(Image.fromarray((np.arange(w * h).reshape(h, w) % 251).astype(np.uint8)))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    return load_image(buf.getvalue())
+
+
+@pytest.mark.parametrize("make", [lambda: _img(96, 64, 5), lambda: _rgba(72, 40, 6)])
+def test_a_probe_decodes_its_own_files_without_entropy_decoding(tiny, make, monkeypatch):
+    """The search decodes each probe from the symbols the encoder coded: the same pixels (and
+    mode, alpha) as a full decode of the bytes, and no entropy decoding on the way."""
+    img = make()
+    probe = pipeline.QualityProbe(img, tiny)
+    files = [probe.file_at(q)[0] for q in (15, 50, 85)]
+    full = [pipeline.decode_bytes(d, tiny) for d in files]
+    calls = []
+    real = pipeline.get_entropy_model
+    monkeypatch.setattr(pipeline, "get_entropy_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for d, want in zip(files, full):
+        got = probe.decode(d)
+        assert got.image.mode == want.image.mode and got.header == want.header
+        assert got.image.tobytes() == want.image.tobytes()
+    assert calls == []
+    other = pipeline.QualityProbe(_img(96, 64, 9), tiny).file_at(50)[0]  # not this probe's: a full decode
+    assert probe.decode(other).image.tobytes() == pipeline.decode_bytes(other, tiny).image.tobytes() and calls
+
+
+def test_the_codecs_search_does_not_entropy_decode_its_probes(tiny, monkeypatch):
+    from archiver.codecs import Source, Target
+    from archiver.codecs.diffusion.codec import DiffusionCodec
+
+    img = _img(96, 64, 7)
+    calls = []
+    real = pipeline.get_entropy_model
+    monkeypatch.setattr(pipeline, "get_entropy_model", lambda *a, **k: calls.append(1) or real(*a, **k))
+    enc = DiffusionCodec(backbone=tiny).encode(Source(img, b"x" * 10**6), Target(floor={"min_ssimulacra2": 20.0}))
+    assert len([p for p in enc.params["probes"] if p.get("score") is not None]) >= 2 and calls == []
+    v = DiffusionCodec(backbone=tiny).verify(enc.data, Source(img, b""), Target(floor={"min_ssimulacra2": 20.0}))
+    assert calls and v.score == enc.quality["score"]  # the read-back check decodes in full: the same score

@@ -92,7 +92,7 @@ class DiffusionCodec(Codec):
             data = file_at(q)
             v = tried[q][1]
             if v is None:
-                v = judge(source, self.decode(data), target)
+                v = judge(source, probe.decode(data).image, target)  # no second entropy decode of its own bytes
                 tried[q] = (data, v)
             return v.ok
 

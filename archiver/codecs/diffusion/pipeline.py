@@ -142,7 +142,12 @@ class _Coder:
 
     def pack(self, s: float, t: int, steps: int) -> bytes:
         """The complete .dlc file at quality factor ``s``."""
-        payload, _ = self.entropy.encode(to_units(self.y, self.params(s)))
+        return self.pack_with_symbols(s, t, steps)[0]
+
+    def pack_with_symbols(self, s: float, t: int, steps: int) -> tuple[bytes, torch.Tensor]:
+        """The complete .dlc file at quality factor ``s``, and the quantized latent it codes
+        (what entropy decoding its payload gives back)."""
+        payload, u_hat = self.entropy.encode(to_units(self.y, self.params(s)))
         _, c, lh, lw = self.y.shape
         header = container.Header(
             backbone_id=self.backbone.id, weights_sha256=self.backbone.weights_digest,
@@ -155,7 +160,7 @@ class _Coder:
         )
         sections = dict(self.sections)
         sections[container.LATENT] = payload
-        return container.pack(header, sections)
+        return container.pack(header, sections), u_hat
 
 
 def analyse(imgs: Sequence[LoadedImage], backbone: Backbone, *, batch: int = 8) -> list[torch.Tensor]:
@@ -235,6 +240,7 @@ class QualityProbe:
             raise UsageError(f"steps must be between 0 and 255, not {steps}")
         self.n_steps = DEFAULT_STEPS if steps is None else int(steps)
         self.backbone = backbone
+        self._symbols: dict[bytes, torch.Tensor] = {}
         with deterministic():
             self.coder = _Coder(img, backbone, roi, roi_factor, y=latent)
 
@@ -255,9 +261,18 @@ class QualityProbe:
             s = quality_to_s(float(quality))
             t = choose_timestep(self.coder.t_for(self.coder.params(s)), getattr(self.backbone, "t_scale", 1.0))
             steps = self.n_steps if t > 0 else 0
-            data = self.coder.pack(s, t, steps)
+            data, u_hat = self.coder.pack_with_symbols(s, t, steps)
+        self._symbols[data] = u_hat
         return data, {"quality": round(s_to_quality(s), 3), "t": t, "steps": steps,
                       "entropy_model": self.coder.entropy_name}
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """``decode_bytes(data, backbone)`` of a file this probe made, without entropy decoding
+        its latent again: the quantized latent the encoder coded is what decoding gives back
+        (lossless coding), so the search's decodes skip that step. Other bytes: a full decode."""
+        u_hat = self._symbols.get(data)
+        backbone, prep = _prepare(data, self.backbone, None, DEFAULT_MAX_PIXELS, u_hat=u_hat)
+        return _finish(prep, _run_batch(backbone, [prep])[0])
 
 
 # -- decode -----------------------------------------------------------------------------------
@@ -308,9 +323,11 @@ class _Prepared:
     start: float
 
 
-def _prepare(data: bytes, backbone: Optional[Backbone], steps: Optional[int], max_pixels: int):
+def _prepare(data: bytes, backbone: Optional[Backbone], steps: Optional[int], max_pixels: int,
+             u_hat: Optional[torch.Tensor] = None):
     """The header checked and the latent decoded (everything a decode does before the denoiser);
-    returns (the backbone that decodes it, ``_Prepared``)."""
+    returns (the backbone that decodes it, ``_Prepared``). ``u_hat``: the latent's symbols when
+    the caller coded them itself (its entropy decoding is skipped)."""
     start = time.perf_counter()
     header, sections = container.unpack(data)
     if steps is not None and not (0 <= steps <= 1000):
@@ -335,8 +352,9 @@ def _prepare(data: bytes, backbone: Optional[Backbone], steps: Optional[int], ma
         alpha = alpha.convert("L")
     with deterministic():
         try:
-            entropy = get_entropy_model(header.entropy_kind, backbone)
-            u_hat = entropy.decode(sections[container.LATENT], shape)
+            if u_hat is None:
+                entropy = get_entropy_model(header.entropy_kind, backbone)
+                u_hat = entropy.decode(sections[container.LATENT], shape)
         except (ValueError, RuntimeError) as e:
             raise ContainerError(f"cannot decode the latent: {e}") from None
         p = _quant_params(header, backbone)
