@@ -32,7 +32,7 @@ def predict(repo: Path, photos: Path, home: Path) -> dict[str, dict]:
     if p.returncode != 0:
         sys.exit(f"{repo}: dry run failed ({p.returncode}): {p.stderr[-2000:]}")
     out = {}
-    for f in json.loads(p.stdout)["files"]:
+    for f in json.loads(p.stdout)["predictions"]:
         cands = [(a.get("codec"), a.get("ok"), a.get("size"), (a.get("knob") or {}).get("quality"))
                  for a in f.get("attempts") or []]
         out[Path(f["path"]).name] = {"rule": f["rule"], "codec": f["codec"], "bytes_after": f["bytes_after"],

@@ -119,3 +119,23 @@ def test_the_codecs_search_does_not_entropy_decode_its_probes(tiny, monkeypatch)
     assert len([p for p in enc.params["probes"] if p.get("score") is not None]) >= 2 and calls == []
     v = DiffusionCodec(backbone=tiny).verify(enc.data, Source(img, b""), Target(floor={"min_ssimulacra2": 20.0}))
     assert calls and v.score == enc.quality["score"]  # the read-back check decodes in full: the same score
+
+
+def test_the_gpu_bench_runs_on_a_cpu_and_checks_itself(tmp_path):
+    """bench/gpu_batch.py (the command for a GPU machine, docs/operations.md) end to end on the
+    CPU: every stage timed, the bottleneck named, and the batched bytes/pixels checked."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    for i, (w, h) in enumerate([(64, 48), (64, 48), (48, 64)]):
+        Image.fromarray(np.asarray(_img(w, h, i).rgb)).save(tmp_path / f"{i}.png")
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, str(root / "bench" / "gpu_batch.py"), str(tmp_path), "--device", "cpu",
+                        "--count", "3", "--batch", "2", "--threads", "1", "--check", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["images"] == 3 and rep["device"] == "cpu" and rep["bottleneck"] in rep["seconds"]
+    assert rep["check"]["same_bytes"] and rep["check"]["max_pixel_difference"] <= 1
