@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="migrate --workers (default: the config's)")
     ap.add_argument("--out", type=Path, help="write the JSON report here")
     ap.add_argument("--no-commands", action="store_true", help="only the folder runs")
+    ap.add_argument("--repo", type=Path, default=REPO, help="the checkout to measure (default: this one)")
     a = ap.parse_args(argv)
     files = sorted(p for p in a.images.iterdir() if p.suffix.lower() in EXTS) if a.images.is_dir() else []
     if a.count:
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
         print(f"no images in {a.images}", file=sys.stderr)
         return 2
     py = sys.executable
-    base = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    base = dict(os.environ, PYTHONPATH=str(a.repo), PYTHONUNBUFFERED="1")
     base.pop("ARCHIVER_CONFIG", None)
     work = Path(tempfile.mkdtemp(prefix="throughput-"))
     extra = ["--workers", str(a.workers)] if a.workers else []
@@ -131,6 +132,7 @@ def main(argv=None) -> int:
                 print(f"repeat {r + 1}/{a.repeat} {name:8} wall {res['wall_s']:7.2f} s  cpu {res['cpu_s']:7.2f} s  "
                       f"load {res['load_before']}", file=sys.stderr)
         report = {"images": len(files), "folder": str(a.images), "repeat": a.repeat, "cpus": os.cpu_count(),
+                  "repo": str(a.repo), "command": " ".join(["python", "bench/throughput_vs_avif.py", *(argv or sys.argv[1:])]),
                   "platform": platform.platform(), "python": platform.python_version(),
                   "folder_runs": {k: stats(v) for k, v in runs.items()}}
         fr = report["folder_runs"]
