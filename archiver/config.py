@@ -123,6 +123,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 
 def _schema_errors(data: dict[str, Any]) -> list[str]:
     """Every problem with ``data`` (types, ranges, paths), one line each, naming its key."""
+    if not data:  # nothing set: the defaults (a command without a config file skips pydantic's import)
+        return []
     from pydantic import ConfigDict, ValidationError, create_model  # heavy: pydantic, which config does not load at import
 
     hints = typing.get_type_hints(Config)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 from PIL import Image
 
 
@@ -35,17 +34,77 @@ def psnr(a, b, box: tuple[int, int, int, int] | None = None) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def ms_ssim(a, b) -> float:
-    """MS-SSIM (pytorch_msssim); falls back to single-scale SSIM for images under 161 px a side."""
-    from pytorch_msssim import ms_ssim as _ms, ssim as _ss  # heavy: pytorch_msssim (torch), optional
+#: MS-SSIM's scale weights and SSIM's constants (Wang et al. 2003; pytorch_msssim's defaults)
+MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+_K1, _K2, _WIN, _SIGMA = 0.01, 0.03, 11, 1.5
 
-    x = torch.from_numpy(_arr(a)).permute(2, 0, 1)[None].float()
-    y = torch.from_numpy(_arr(b)).permute(2, 0, 1)[None].float()
-    if min(x.shape[-2:]) > 160:
-        return float(_ms(x, y, data_range=255.0, size_average=True))
-    if min(x.shape[-2:]) >= 11:
-        return float(_ss(x, y, data_range=255.0, size_average=True))
-    return 1.0 - float(torch.mean(torch.abs(x - y)) / 255.0)
+
+def _gauss_1d() -> np.ndarray:
+    c = np.arange(_WIN, dtype=np.float64) - _WIN // 2
+    g = np.exp(-(c ** 2) / (2 * _SIGMA ** 2))
+    return g / g.sum()
+
+
+def _ssim_maps(x: np.ndarray, y: np.ndarray, data_range: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean SSIM and contrast-structure of two HxWxC float32 arrays (a valid-mode
+    separable Gaussian window, as pytorch_msssim: an axis shorter than the window is not blurred)."""
+    import cv2  # heavy: OpenCV, which archiver.metrics does not load at import
+
+    g = _gauss_1d().astype(np.float32)
+    h, w = x.shape[:2]
+    kx = g if w >= _WIN else np.ones(1, np.float32)
+    ky = g if h >= _WIN else np.ones(1, np.float32)
+    cy, cx = (len(ky) // 2, len(kx) // 2)
+
+    def blur(a: np.ndarray) -> np.ndarray:
+        out = cv2.sepFilter2D(a, cv2.CV_32F, kx, ky, borderType=cv2.BORDER_CONSTANT)
+        return out[cy:h - cy, cx:w - cx]
+
+    c1, c2 = (_K1 * data_range) ** 2, (_K2 * data_range) ** 2
+    mu1, mu2 = blur(x), blur(y)
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s1 = blur(x * x) - mu1_sq
+    s2 = blur(y * y) - mu2_sq
+    s12 = blur(x * y) - mu12
+    cs_map = (2 * s12 + c2) / (s1 + s2 + c2)
+    ssim_map = ((2 * mu12 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map
+    n = x.shape[2]  # cv2.mean: per-channel means accumulated in double
+    return np.asarray(cv2.mean(ssim_map)[:n]), np.asarray(cv2.mean(cs_map)[:n])
+
+
+def _pool2(a: np.ndarray) -> np.ndarray:
+    """2x2 average pooling as ``torch.nn.functional.avg_pool2d(a, 2, padding=size % 2)``: an odd
+    side is zero-padded by one on both ends, and the padding counts in the mean."""
+    h, w = a.shape[:2]
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        a = np.pad(a, ((ph, ph), (pw, pw), (0, 0)))
+    oh, ow = (h + 2 * ph - 2) // 2 + 1, (w + 2 * pw - 2) // 2 + 1
+    a = a[:2 * oh, :2 * ow]
+    return (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]) * np.float32(0.25)
+
+
+def ms_ssim(a, b) -> float:
+    """MS-SSIM (5 scales, the weights and window of pytorch_msssim, in float32 like it, with
+    OpenCV's separable filter: the same value to ~1e-5, several times faster on a CPU and
+    without torch); single-scale SSIM
+    for images under 161 px a side, a mean absolute difference under 11 px."""
+    x, y = _arr(a).astype(np.float32), _arr(b).astype(np.float32)
+    if x.shape != y.shape:
+        raise ValueError(f"size mismatch {x.shape} vs {y.shape}")
+    side = min(x.shape[:2])
+    if side > 160:
+        mcs = []
+        for i in range(len(MS_WEIGHTS)):
+            ssim_c, cs = _ssim_maps(x, y, 255.0)
+            if i < len(MS_WEIGHTS) - 1:
+                mcs.append(np.maximum(cs, 0.0))
+                x, y = _pool2(x), _pool2(y)
+        vals = np.stack(mcs + [np.maximum(ssim_c, 0.0)])  # (level, channel)
+        return float(np.prod(vals ** np.asarray(MS_WEIGHTS)[:, None], axis=0).mean())
+    if side >= 11:
+        return float(_ssim_maps(x, y, 255.0)[0].mean())
+    return 1.0 - float(np.mean(np.abs(x - y)) / 255.0)
 
 
 def radial_power_spectrum(img, bins: int = 64) -> np.ndarray:

@@ -149,3 +149,11 @@ def test_old_catalog_is_upgraded_keeping_its_rows(tmp_path):
         with c.session() as s:
             r = q.latest_version(s, "/old.jpg")
             assert r.state == "committed" and r.mode is None
+
+
+def test_the_migration_scripts_head_is_alembics():
+    """Issue 27: catalog commands compare the catalog's revision with the scripts' head read
+    without alembic; it must be the head alembic finds."""
+    from archiver.catalog import db
+
+    assert db.script_head() == db.head_revision()

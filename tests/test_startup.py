@@ -73,7 +73,8 @@ def test_nothing_written_outside_the_documented_directories(tmp_path):
 
 #: packages (and parts of them) a command pays for at start-up only if it really uses them
 HEAVY = ("torch", "torch._dynamo", "torch._inductor", "diffusers", "transformers", "torchvision", "huggingface_hub",
-         "compressai", "scipy", "scipy.stats", "sympy", "triton", "torch_geometric", "sqlalchemy", "cv2", "onnxruntime")
+         "compressai", "scipy", "scipy.stats", "sympy", "triton", "torch_geometric", "sqlalchemy", "cv2", "onnxruntime",
+         "mediapipe", "alembic", "pydantic")
 
 #: runs the CLI in this process, then reports which of HEAVY were imported (last stdout line)
 PROBE = """
@@ -133,6 +134,28 @@ def test_help_status_and_a_lossless_restore_import_no_codec_libraries(tmp_path):
     assert "torch" not in probe("--help")["loaded"] and "sqlalchemy" not in probe("--help")["loaded"]
 
 
+def test_help_show_ls_and_status_load_no_model_runtime(tmp_path):
+    """Issue 27: the commands people run to look (``--help``, ``show``, ``ls``, ``status``), on a
+    catalog that holds a file, import neither torch nor a detector runtime (mediapipe,
+    onnxruntime): each answers from the catalog alone."""
+    photos, home = tmp_path / "photos", tmp_path / "home"
+    photos.mkdir()
+    rng = np.random.default_rng(27)
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photos / "a.png")
+    env = {"ARCHIVER_HOME": str(home)}
+    env_run = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    env_run.pop("ARCHIVER_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "archiver", "archive", "--policy", "evidence", str(photos)],
+                       capture_output=True, text=True, env=env_run, timeout=600)
+    assert r.returncode == 0, r.stderr
+    runtimes = {"torch", "mediapipe", "onnxruntime"}
+    for args in (["--help"], ["show", photos / "a.png"], ["ls"], ["status"], ["show", photos / "a.png", "--json"]):
+        out = probe(*args, env=env)
+        assert runtimes.isdisjoint(out["loaded"]), (args, out["loaded"])
+        # a catalog at the newest schema is opened without alembic; no config file: no pydantic
+        assert "alembic" not in out["loaded"] and "pydantic" not in out["loaded"], (args, out["loaded"])
+
+
 def test_a_tiny_dlc_decode_imports_only_what_it_uses(tmp_path):
     """`archiver decode` of a release-2 .dlc in a fresh process: the same pixels as the day the
     fixture was written, with diffusers' UNet module but not the rest of diffusers (every other
@@ -166,6 +189,20 @@ def test_the_light_diffusers_import_leaves_all_of_diffusers_usable():
              "print(UNet2DModel is u2.UNet2DModel, unets.UNet2DConditionModel is UNet2DConditionModel,\n"
              "      AutoencoderTiny.__name__, is_transformers_available(), sys.modules['torch._dynamo'] is not None)")
     assert out == "True True AutoencoderTiny True True"
+
+
+def test_the_light_import_does_not_map_every_installed_distribution():
+    """Issue 27: diffusers' map of installed distributions (read for three optional packages
+    archiver never has) is built only if read; when read it is the real one, and the stdlib
+    function is back in place afterwards."""
+    out = py("import importlib.metadata as m\n"
+             "real = m.packages_distributions\n"
+             "from archiver.codecs.diffusion import diffusers_light\n"
+             "diffusers_light.load()\n"
+             "import diffusers.utils.import_utils as iu\n"
+             "lazy = iu._package_map\n"
+             "print(lazy._map is None, m.packages_distributions is real, dict(lazy) == real(), 'torch' in lazy)")
+    assert out == "True True True True"
 
 
 def test_an_unexpected_diffusers_layout_falls_back_to_the_plain_import():

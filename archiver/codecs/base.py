@@ -52,6 +52,9 @@ class Source:
     regions: list[tuple[int, int, int, int]] = field(default_factory=list)
     #: the perceptual reference of the whole image and of each region, prepared once per source
     _scorers: dict = field(default_factory=dict, repr=False, compare=False)
+    #: measurements of reconstructions already seen, by (pixel digest, measure): a search probe,
+    #: the ranking and the read-back check of the same pixels score them once
+    _measured: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def pixels(self) -> int:
@@ -332,20 +335,27 @@ def measure(source: Source, recon: Image.Image, *, score: bool = True, ms_ssim: 
     """PSNR and (with ``ms_ssim``) MS-SSIM over the whole image, the lowest PSNR inside a protected
     region, and with ``score`` the perceptual score (SSIMULACRA2) of the whole image and the
     lowest of the protected regions' crops."""
-    from ..metrics import ms_ssim as _ms_ssim, psnr  # heavy: torch (metrics), not loaded by archiver --help
+    from ..metrics import ms_ssim as _ms_ssim, psnr  # heavy: numpy (metrics), not loaded by archiver --help
 
     rgb = recon.convert("RGB")
     orig = source.image.rgb
     if rgb.size != orig.size:
         return Verdict(False, "reconstruction has the wrong size", psnr=0.0, ms_ssim=0.0, region_psnr=0.0,
                        score=-999.0, region_score=-999.0)
-    v = Verdict(False, psnr=_finite(psnr(orig, rgb)), ms_ssim=_ms_ssim(orig, rgb) if ms_ssim else None)
+    digest = image_digest(recon)
+
+    def once(what: str, compute):
+        """Each measure of the same pixels against this source is computed once (the metrics are
+        deterministic functions of the two images)."""
+        key = (digest, what)
+        if key not in source._measured:
+            source._measured[key] = compute()
+        return source._measured[key]
+
+    v = Verdict(False, psnr=once("psnr", lambda: _finite(psnr(orig, rgb))),
+                ms_ssim=once("ms_ssim", lambda: _ms_ssim(orig, rgb)) if ms_ssim else None)
     if score:
-        whole = source.scorer()
-        scored = _scored(recon, source)
-        v.score = round(whole.score(scored), 3) if whole is not None else None
-        crops = [s for s in (_score_region(source, scored, b) for b in source.regions or ()) if s is not None]
-        v.region_score = round(min(crops), 3) if crops else None
+        v.score, v.region_score = once("score", lambda: _scores(source, recon))
     if source.image.alpha is not None:  # transparency counts in the whole-image PSNR
         if "A" not in recon.getbands():
             return Verdict(False, "reconstruction lost the transparency", psnr=0.0, ms_ssim=v.ms_ssim)
@@ -389,6 +399,15 @@ def region_crop(box, size: tuple[int, int]) -> Optional[tuple[int, int, int, int
     left, right = grow(left, right, w)
     top, bottom = grow(top, bottom, h)
     return left, top, right, bottom
+
+
+def _scores(source: Source, recon: Image.Image) -> tuple[Optional[float], Optional[float]]:
+    """The perceptual score of the whole image and the lowest of its protected regions' crops."""
+    whole = source.scorer()
+    scored = _scored(recon, source)
+    whole_score = round(whole.score(scored), 3) if whole is not None else None
+    crops = [s for s in (_score_region(source, scored, b) for b in source.regions or ()) if s is not None]
+    return whole_score, round(min(crops), 3) if crops else None
 
 
 def _score_region(source: Source, scored: Image.Image, box) -> Optional[float]:

@@ -190,7 +190,7 @@ class Choice:
             if enc is None:
                 continue
             codec = self.codec(name)
-            v = codec.verify(enc.data, source, self.target)
+            v = self._searched(codec, enc) or codec.verify(enc.data, source, self.target)
             if not v.ok:
                 self.record(codec, enc, v)
                 continue
@@ -202,6 +202,17 @@ class Choice:
         self.ranking = [_attempt(c.name, e, v) for c, e, v in passed]
         for codec, enc, _ in passed:
             yield codec, enc
+
+    def _searched(self, codec: Codec, enc: Encoded) -> Optional[Verdict]:
+        """The verdict a lossy codec's search already reached on these very bytes (decoded and held
+        against the same floor), so the ranking does not decode and score them again; None when
+        there is none, or with a budget (ranked by MS-SSIM, which a search measures only when a
+        floor asks for it). The chosen candidate is still read back and checked from disk."""
+        q = enc.quality or {}
+        if not codec.lossy or self.target.budget_bytes is not None or q.get("ok") is not True:
+            return None
+        fields = {f.name for f in dataclasses.fields(Verdict)}
+        return Verdict(**{k: v for k, v in q.items() if k in fields})
 
     def candidates_tried(self, chosen: str | None) -> list[dict]:
         """Every codec tried for the catalog: the ones that reached the target (smallest first,

@@ -11,6 +11,7 @@ re-encoded after it was measured.
 from __future__ import annotations
 
 import io
+import math
 from typing import Optional
 
 from PIL import Image
@@ -227,6 +228,47 @@ def _first_true(pred, lo: int, hi: int) -> int:
         else:
             lo = mid + 1
     return hi
+
+
+def last_fitting(size_at, limit: int, lo: int, hi: int, *, guess: Optional[int] = None,
+                 slope: float = 0.06) -> Optional[int]:
+    """The largest integer in [lo, hi] whose ``size_at`` is at most ``limit``, or None when even
+    ``lo`` is over; sizes are assumed to grow with the knob, and then this is ``last_true(lambda q:
+    size_at(q) <= limit, lo, hi)``'s answer, found in fewer probes: from ``guess`` (default: the
+    middle), each next probe is where the line through the two probes nearest the limit, in the
+    logarithm of the size, crosses it (``slope``: log-size per step, until there are two); it
+    bisects whenever that does not halve the bracket. A wrong guess costs probes, not the answer."""
+    a = b = None  # the largest probed knob that fits, the smallest that does not
+    seen: dict[int, float] = {}
+    q = min(hi, max(lo, (lo + hi) // 2 if guess is None else int(guess)))
+    gap = hi - lo + 1
+    while True:
+        size = size_at(q)
+        seen[q] = math.log(max(1, size))
+        if size <= limit:
+            a = q if a is None else max(a, q)
+        else:
+            b = q if b is None else min(b, q)
+        if a == hi:
+            return hi
+        if b == lo:
+            return None
+        if a is not None and b is not None and b - a <= 1:
+            return a
+        first, last = (lo if a is None else a + 1), (hi if b is None else b - 1)
+        target = math.log(max(1, limit))
+        near = sorted(seen, key=lambda k: abs(seen[k] - target))[:2]
+        k = slope
+        if len(near) == 2 and near[0] != near[1] and seen[near[0]] != seen[near[1]]:
+            k = (seen[near[1]] - seen[near[0]]) / (near[1] - near[0])
+        nq = first + (last - first) // 2
+        if k > 0:
+            nq = int(math.floor(near[0] + (target - seen[near[0]]) / k))
+        if a is not None and b is not None:
+            if b - a > gap // 2 + 1 and gap < hi - lo + 1:  # the last step did not halve it: bisect
+                nq = first + (last - first) // 2
+            gap = b - a
+        q = min(last, max(first, nq))
 
 
 def last_true(pred, lo: int, hi: int) -> Optional[int]:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ...errors import ArchiverError
 from ..base import Codec, CodecBeaten, CodecRefused, Encoded, Exactness, Source, Target
-from ..conventional import last_true, first_guess, judge, probes, smallest_passing
+from ..conventional import first_guess, judge, last_fitting, probes, smallest_passing
 from ..registry import register_codec
 
 #: the rate used when a policy gives none (the shipped default's)
@@ -99,13 +99,14 @@ class DiffusionCodec(Codec):
             data = file_at(q)
             v = tried[q][1]
             if v is None:
-                v = judge(source, self.decode(data), target)
+                v = judge(source, probe.decode(data).image, target)  # no second entropy decode of its own bytes
                 tried[q] = (data, v)
             return v.ok
 
         lo, hi = int(QUALITY_MIN), int(QUALITY_MAX)
         if target.max_bytes is not None:  # sizes only (no decode): the best quality that could still win
-            cap = last_true(lambda q: len(file_at(q)) <= target.max_bytes, lo, hi)
+            cap = last_fitting(lambda q: len(file_at(q)), target.max_bytes, lo, hi,
+                               guess=first_guess(target.score, lo, hi))
             if cap is None:
                 raise CodecBeaten(f"even quality {lo} ({len(file_at(lo))} bytes) is larger than {target.max_why} "
                                    f"({target.max_bytes} bytes)")

@@ -12,7 +12,9 @@ small .dlc (docs/operations.md, "Start-up time").
 ``load()`` makes those three sub-packages plain namespaces while the codec's modules load (each
 runs its real ``__init__`` the first time anything else is asked of it, so later imports of any
 other diffusers class work as usual, as the same class objects), and hides ``torch._dynamo`` and
-``transformers`` during that import, so diffusers takes its own fallbacks for them:
+``transformers`` during that import, so diffusers takes its own fallbacks for them (and hands
+diffusers the map of installed distributions built on first use, which it never reads for the
+packages archiver has):
 ``maybe_allow_in_graph`` = identity (a ``torch.compile`` hint; archiver never compiles) and a
 placeholder for transformers' quantization config (used only by quantized pipelines, which
 archiver does not build). Nothing the codec computes depends on either. The classes are
@@ -24,10 +26,12 @@ diffusers layout) it falls back to the plain import: slower, never wrong.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import sys
 import threading
 import types
+from collections.abc import Mapping
 
 #: sub-packages whose ``__init__`` imports every model of its kind
 _LAZY_PACKAGES = ("diffusers.models.autoencoders", "diffusers.models.unets", "diffusers.models.transformers")
@@ -83,9 +87,14 @@ def load() -> None:
                 sys.modules[name] = None  # `import name` raises ImportError meanwhile
                 hidden.append(name)
 
+        real_map = importlib.metadata.packages_distributions
         try:
             hide("torch._dynamo")
+            # diffusers.utils maps every installed distribution's files at import (~0.5-1.5 CPU-s),
+            # for the names of three optional packages only: it gets the same map, built on first use
+            importlib.metadata.packages_distributions = lambda: _LazyMap(real_map)
             import diffusers.models  # noqa: F401  diffusers' lazy top level (and diffusers.utils)  # heavy: diffusers, optional and slow to import
+            importlib.metadata.packages_distributions = real_map
 
             # only now: diffusers.utils records which packages are installed (find_spec would
             # report a hidden one as missing for the rest of the process)
@@ -102,7 +111,29 @@ def load() -> None:
             for name in _NEEDED:
                 importlib.import_module(name)
         finally:
+            importlib.metadata.packages_distributions = real_map
             _unhide(hidden)
+
+
+class _LazyMap(Mapping):
+    """``build()``'s mapping, built the first time it is read."""
+
+    def __init__(self, build):
+        self._build, self._map = build, None
+
+    def _m(self) -> Mapping:
+        if self._map is None:
+            self._map = self._build()
+        return self._map
+
+    def __getitem__(self, key):
+        return self._m()[key]
+
+    def __iter__(self):
+        return iter(self._m())
+
+    def __len__(self) -> int:
+        return len(self._m())
 
 
 def _unhide(names) -> None:

@@ -31,7 +31,7 @@ from .backbones.lookup import backbone_for
 from .entropy import ChannelGaussianEntropyModel, generic_entropy_model, get_entropy_model
 from .quantize import QuantParams, from_units, latent_roi, noise_variance, snr_timestep, to_units
 from .ratecontrol import QUALITY_MAX, QUALITY_MIN, choose_timestep, quality_to_s, rate_control, s_to_quality, search_timestep
-from .sampler import DEFAULT_STEPS, denoise, stream_seed
+from .sampler import DEFAULT_STEPS, denoise, denoise_many, stream_seed
 from .tensors import deterministic, pad_to, to_image, to_tensor
 
 #: finer steps inside protected regions
@@ -91,10 +91,10 @@ def _entropy_for(backbone: Backbone):
 class _Coder:
     """Everything that does not depend on the quality factor, so rate control only re-quantizes."""
 
-    def __init__(self, img: LoadedImage, backbone: Backbone, roi_regions, roi_factor: float):
+    def __init__(self, img: LoadedImage, backbone: Backbone, roi_regions, roi_factor: float,
+                 y: Optional[torch.Tensor] = None):
         self.img, self.backbone = img, backbone
-        x = pad_to(to_tensor(img.rgb), backbone.stride)
-        self.y = backbone.encode(x.to(backbone.device)).float().cpu()
+        self.y = analyse([img], backbone)[0] if y is None else y
         c = self.y.shape[1]
         # a backbone trained on its own quantization grid (release 3) codes around zero: its
         # entropy model predicts the means; others centre each channel on the image's mean
@@ -142,7 +142,12 @@ class _Coder:
 
     def pack(self, s: float, t: int, steps: int) -> bytes:
         """The complete .dlc file at quality factor ``s``."""
-        payload, _ = self.entropy.encode(to_units(self.y, self.params(s)))
+        return self.pack_with_symbols(s, t, steps)[0]
+
+    def pack_with_symbols(self, s: float, t: int, steps: int) -> tuple[bytes, torch.Tensor]:
+        """The complete .dlc file at quality factor ``s``, and the quantized latent it codes
+        (what entropy decoding its payload gives back)."""
+        payload, u_hat = self.entropy.encode(to_units(self.y, self.params(s)))
         _, c, lh, lw = self.y.shape
         header = container.Header(
             backbone_id=self.backbone.id, weights_sha256=self.backbone.weights_digest,
@@ -155,7 +160,24 @@ class _Coder:
         )
         sections = dict(self.sections)
         sections[container.LATENT] = payload
-        return container.pack(header, sections)
+        return container.pack(header, sections), u_hat
+
+
+def analyse(imgs: Sequence[LoadedImage], backbone: Backbone, *, batch: int = 8) -> list[torch.Tensor]:
+    """The autoencoder's latent of each image (padded to the stride), images of one padded size
+    run as batches of up to ``batch``: the encoder's costly part, batched across images for a GPU."""
+    xs = [pad_to(to_tensor(img.rgb), backbone.stride) for img in imgs]
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(xs):
+        groups.setdefault(tuple(x.shape), []).append(i)
+    out: list[Optional[torch.Tensor]] = [None] * len(xs)
+    for idx in groups.values():
+        for k in range(0, len(idx), batch):
+            chunk = idx[k:k + batch]
+            y = backbone.encode(torch.cat([xs[i] for i in chunk]).to(backbone.device)).float().cpu()
+            for i, yi in zip(chunk, y.split(1)):
+                out[i] = yi
+    return out  # type: ignore[return-value]
 
 
 def _bpp(data: bytes, img: LoadedImage) -> float:
@@ -212,13 +234,24 @@ class QualityProbe:
     writes, for a search that decodes and scores each candidate (``archiver.codecs.diffusion``)."""
 
     def __init__(self, img: LoadedImage, backbone: Backbone, *, steps: Optional[int] = None,
-                 roi: Optional[Sequence[tuple[int, int, int, int]]] = None, roi_factor: float = DEFAULT_ROI_FACTOR):
+                 roi: Optional[Sequence[tuple[int, int, int, int]]] = None, roi_factor: float = DEFAULT_ROI_FACTOR,
+                 latent: Optional[torch.Tensor] = None):
         if steps is not None and not (0 <= steps <= 255):
             raise UsageError(f"steps must be between 0 and 255, not {steps}")
         self.n_steps = DEFAULT_STEPS if steps is None else int(steps)
         self.backbone = backbone
+        self._symbols: dict[bytes, torch.Tensor] = {}
         with deterministic():
-            self.coder = _Coder(img, backbone, roi, roi_factor)
+            self.coder = _Coder(img, backbone, roi, roi_factor, y=latent)
+
+    @classmethod
+    def many(cls, imgs: Sequence[LoadedImage], backbone: Backbone, *, steps: Optional[int] = None,
+             rois: Optional[Sequence] = None, batch: int = 8) -> list["QualityProbe"]:
+        """One probe per image, their encoder transforms run as batches (``analyse``)."""
+        with deterministic():
+            latents = analyse(imgs, backbone, batch=batch)
+        rois = list(rois) if rois is not None else [None] * len(imgs)
+        return [cls(img, backbone, steps=steps, roi=roi, latent=y) for img, y, roi in zip(imgs, latents, rois)]
 
     def file_at(self, quality: float) -> tuple[bytes, dict]:
         """The .dlc at quality Q in [0, 100], and its settings (quality, s, t, steps)."""
@@ -228,9 +261,18 @@ class QualityProbe:
             s = quality_to_s(float(quality))
             t = choose_timestep(self.coder.t_for(self.coder.params(s)), getattr(self.backbone, "t_scale", 1.0))
             steps = self.n_steps if t > 0 else 0
-            data = self.coder.pack(s, t, steps)
+            data, u_hat = self.coder.pack_with_symbols(s, t, steps)
+        self._symbols[data] = u_hat
         return data, {"quality": round(s_to_quality(s), 3), "t": t, "steps": steps,
                       "entropy_model": self.coder.entropy_name}
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """``decode_bytes(data, backbone)`` of a file this probe made, without entropy decoding
+        its latent again: the quantized latent the encoder coded is what decoding gives back
+        (lossless coding), so the search's decodes skip that step. Other bytes: a full decode."""
+        u_hat = self._symbols.get(data)
+        backbone, prep = _prepare(data, self.backbone, None, DEFAULT_MAX_PIXELS, u_hat=u_hat)
+        return _finish(prep, _run_batch(backbone, [prep])[0])
 
 
 # -- decode -----------------------------------------------------------------------------------
@@ -268,9 +310,24 @@ def _quant_params(header: container.Header, backbone: Backbone) -> QuantParams:
                        roi_factor=header.roi_factor)
 
 
-def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Optional[int] = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode .dlc bytes (verified first) to an image in the original's mode, with its metadata."""
+@dataclass
+class _Prepared:
+    """One .dlc up to the denoiser: checked, entropy-decoded, dequantized (CPU work)."""
+
+    header: container.Header
+    y_hat: torch.Tensor
+    seed: int
+    n_steps: int
+    alpha: Optional[Image.Image]
+    meta: ImageMetadata
+    start: float
+
+
+def _prepare(data: bytes, backbone: Optional[Backbone], steps: Optional[int], max_pixels: int,
+             u_hat: Optional[torch.Tensor] = None):
+    """The header checked and the latent decoded (everything a decode does before the denoiser);
+    returns (the backbone that decodes it, ``_Prepared``). ``u_hat``: the latent's symbols when
+    the caller coded them itself (its entropy decoding is skipped)."""
     start = time.perf_counter()
     header, sections = container.unpack(data)
     if steps is not None and not (0 <= steps <= 1000):
@@ -295,21 +352,65 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
         alpha = alpha.convert("L")
     with deterministic():
         try:
-            entropy = get_entropy_model(header.entropy_kind, backbone)
-            u_hat = entropy.decode(sections[container.LATENT], shape)
+            if u_hat is None:
+                entropy = get_entropy_model(header.entropy_kind, backbone)
+                u_hat = entropy.decode(sections[container.LATENT], shape)
         except (ValueError, RuntimeError) as e:
             raise ContainerError(f"cannot decode the latent: {e}") from None
         p = _quant_params(header, backbone)
-        y_hat = from_units(u_hat, p).to(backbone.device)
-        z = denoise(backbone, y_hat, header.t, n_steps, seed=stream_seed(sections[container.LATENT]))
-        x = backbone.decode(z)
-    rgb = to_image(x, header.width, header.height)
+        y_hat = from_units(u_hat, p)
     meta = ImageMetadata(exif=sections.get(container.EXIF) or None,
                          icc_profile=sections.get(container.ICC) or None,
                          xmp=sections.get(container.XMP) or None)
-    image = _restore_mode(rgb, header.mode, alpha)
-    return DecodedImage(image=image, metadata=meta, header=header, steps=n_steps if header.t > 0 else 0,
-                        seconds=time.perf_counter() - start)
+    return backbone, _Prepared(header, y_hat, stream_seed(sections[container.LATENT]), n_steps, alpha, meta, start)
+
+
+def _finish(prep: _Prepared, x: torch.Tensor) -> DecodedImage:
+    header = prep.header
+    rgb = to_image(x, header.width, header.height)
+    image = _restore_mode(rgb, header.mode, prep.alpha)
+    return DecodedImage(image=image, metadata=prep.meta, header=header, steps=prep.n_steps if header.t > 0 else 0,
+                        seconds=time.perf_counter() - prep.start)
+
+
+def _run_batch(backbone: Backbone, preps: list[_Prepared]) -> list[torch.Tensor]:
+    """Denoise and decode latents of one shape, timestep and step count as one batch (one model
+    call per step for all of them: what a GPU is fast at); each keeps its own sampler noise."""
+    with deterministic():
+        y = torch.cat([p.y_hat for p in preps]).to(backbone.device)
+        t, n = preps[0].header.t, preps[0].n_steps
+        z = denoise_many(backbone, y, t, n, [p.seed for p in preps]) if len(preps) > 1 else \
+            denoise(backbone, y, t, n, seed=preps[0].seed)
+        x = backbone.decode(z)
+    return list(x.split(1))
+
+
+def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Optional[int] = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode .dlc bytes (verified first) to an image in the original's mode, with its metadata."""
+    backbone, prep = _prepare(data, backbone, steps, max_pixels)
+    return _finish(prep, _run_batch(backbone, [prep])[0])
+
+
+def decode_many(datas: Sequence[bytes], backbone: Backbone, *, steps: Optional[int] = None, batch: int = 8,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> list[DecodedImage]:
+    """``[decode_bytes(d, backbone) for d in datas]`` with the denoiser and the autoencoder's
+    decoder run on batches of up to ``batch`` files of the same latent shape, timestep and steps
+    (entropy decoding stays per file, on the CPU). On a GPU this is the codec's throughput path;
+    the pixels are those of one-by-one decoding, up to the float rounding of a batched kernel."""
+    if batch < 1:
+        raise UsageError(f"batch must be at least 1, not {batch}")
+    preps = [_prepare(d, backbone, steps, max_pixels)[1] for d in datas]
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(preps):
+        groups.setdefault((tuple(p.y_hat.shape), p.header.t, p.n_steps), []).append(i)
+    out: list[Optional[DecodedImage]] = [None] * len(preps)
+    for idx in groups.values():
+        for k in range(0, len(idx), batch):
+            chunk = idx[k:k + batch]
+            for i, x in zip(chunk, _run_batch(backbone, [preps[i] for i in chunk])):
+                out[i] = _finish(preps[i], x)
+    return out  # type: ignore[return-value]
 
 
 def warm_up(backbone: Backbone, size: int = 64) -> None:

@@ -98,3 +98,17 @@ def denoise(backbone, y_hat: torch.Tensor, t: int, steps: int, seed: Optional[in
     return ddim(backbone.model_output, backbone.scheduler.alphas_cumprod,
                 backbone.scheduler.config.prediction_type, y_hat, t, steps, eta=eta,
                 noise=stream_noise(seed) if eta > 0 else None)
+
+
+def denoise_many(backbone, y_hat: torch.Tensor, t: int, steps: int, seeds: list[int]) -> torch.Tensor:
+    """``denoise`` of a batch of latents (one shape, timestep and step count), each with its own
+    stream's sampler noise (``seeds[i]``, as ``denoise`` would draw it for that stream alone)."""
+    if len(seeds) != y_hat.shape[0]:
+        raise ValueError(f"{y_hat.shape[0]} latents but {len(seeds)} seeds")
+    eta = float(getattr(backbone, "eta", 0.0) or 0.0)
+    noise = None
+    if eta > 0:
+        streams = [stream_noise(s) for s in seeds]
+        noise = lambda step, shape: torch.cat([f(step, (1, *shape[1:])) for f in streams])  # noqa: E731
+    return ddim(backbone.model_output, backbone.scheduler.alphas_cumprod,
+                backbone.scheduler.config.prediction_type, y_hat, t, steps, eta=eta, noise=noise)
