@@ -33,6 +33,15 @@ def artifact_refs(s: Session, compressed_path: str | None, *, excluding: int | N
     return int(s.scalar(q) or 0)
 
 
+def shared_counts(s: Session) -> dict:
+    """Committed exact copies that share another row's stored file (they add no artifact bytes),
+    and how many stored files they share."""
+    F = FileVersion
+    n, files = s.execute(select(func.count(), func.count(func.distinct(F.compressed_path)))
+                         .where(F.state == COMMITTED, F.artifact_of.is_not(None))).one()
+    return {"files": int(n or 0), "stored_files": int(files or 0)}
+
+
 def shareable(s: Session, content_key: str, limit: int = 3) -> list[FileVersion]:
     """Committed rows with ``content_key`` and an artifact, one per artifact, oldest first: the
     ones a copy may share (the caller reads each back before it does)."""

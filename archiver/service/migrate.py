@@ -177,16 +177,18 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", prog
     finally:
         restore()
         ex.shutdown(wait=True, cancel_futures=True)
-    share_copies(planned)
+    share_copies(planned, files)
     return _plan_report(roots, cfg, planned, already, time.time() - t0, interrupted=stop.event.is_set(),
                         not_planned=len(files) - len(planned))
 
 
-def share_copies(planned: list[dict]) -> None:
+def share_copies(planned: list[dict], order: list[str]) -> None:
     """Exact copies among the planned files (same ``content_key``: content, rule, codec settings)
-    share the first one's stored file, as the real run will: they cost no artifact bytes."""
+    share the stored file of the first one in walk ``order``, as the real run will: they cost no
+    artifact bytes."""
     first: dict[str, str] = {}
-    for r in sorted(planned, key=lambda r: r["path"]):
+    rank = {p: i for i, p in enumerate(order)}
+    for r in sorted(planned, key=lambda r: rank.get(r["path"], len(rank))):
         key = r.get("content_key")
         if r.get("status") != "planned" or not key or r.get("action") in (None, "keep") or r.get("shares"):
             continue
