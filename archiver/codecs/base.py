@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Optional
 
 from PIL import Image
 
+from .. import likeness
 from ..errors import ArchiverError
 from ..imageio import LoadedImage
 
@@ -68,6 +69,12 @@ class Source:
                 img = img.crop(box)
             self._scorers[box] = Ssimulacra2Reference(img) if min(img.size) >= MIN_SIZE else None
         return self._scorers[box]
+
+    def hashes(self) -> tuple[str, str]:
+        """The original's (pHash, dHash), as discover records them; computed once per source."""
+        if "hashes" not in self._scorers:
+            self._scorers["hashes"] = likeness.hashes(self.image.rgb)
+        return self._scorers["hashes"]
 
 
 #: the perceptual score every lossy result is judged by (SSIMULACRA2: 100 identical, 90 visually
@@ -150,6 +157,11 @@ class Verdict:
     score: Optional[float] = None
     region_score: Optional[float] = None
     reconstruction_sha256: Optional[str] = None
+    #: the structure check, global for every lossy codec: how many bits the reconstruction's
+    #: pHash and dHash are from the original's (``likeness``; over its near-duplicate thresholds it
+    #: is no longer the same picture, whatever the floor)
+    phash_distance: Optional[int] = None
+    dhash_distance: Optional[int] = None
     #: what the check learned about the artifact read back, recorded with the codec's params (a
     #: lossy codec's device-independent ``fingerprint`` of its reconstruction)
     params: dict[str, Any] = field(default_factory=dict)
@@ -274,7 +286,8 @@ class Codec:
         why = guard(v, target.floor)
         v.ok, v.why, v.exact = why is None, why or "", Exactness.APPROX.value
         v.reconstruction_sha256 = image_digest(recon)
-        v.params = {"fingerprint": fingerprint(recon)}
+        v.params = {"fingerprint": fingerprint(recon),
+                    "structure": {"phash_distance": v.phash_distance, "dhash_distance": v.dhash_distance}}
         return v
 
     def restore(self, data: bytes, recorded: Recorded) -> Restored:
@@ -336,6 +349,9 @@ def measure(source: Source, recon: Image.Image, *, score: bool = True, ms_ssim: 
         return Verdict(False, "reconstruction has the wrong size", psnr=0.0, ms_ssim=0.0, region_psnr=0.0,
                        score=-999.0, region_score=-999.0)
     v = Verdict(False, psnr=_finite(psnr(orig, rgb)), ms_ssim=_ms_ssim(orig, rgb) if ms_ssim else None)
+    ph, dh = source.hashes()
+    rph, rdh = likeness.hashes(rgb)
+    v.phash_distance, v.dhash_distance = likeness.distance(ph, rph), likeness.distance(dh, rdh)
     if score:
         whole = source.scorer()
         scored = _scored(recon, source)
@@ -409,6 +425,19 @@ def guard(v: Verdict, floor: dict) -> Optional[str]:
         lim, val = floor.get(fk), getattr(v, qk)
         if lim is not None and val is not None and val < lim:
             return f"quality guard: {label} {val:.3f}{unit} below the floor {lim}{unit}"
+    return structure_problem(v)
+
+
+def structure_problem(v: Verdict) -> Optional[str]:
+    """The global structure check: a reconstruction whose perceptual hashes are further from the
+    original's than near duplicates' are (``likeness.PHASH_MAX``/``DHASH_MAX``) changed the
+    picture, whatever its scores say (e.g. a generative decode that invents another scene)."""
+    if v.phash_distance is None or v.dhash_distance is None:
+        return None
+    if v.phash_distance > likeness.PHASH_MAX or v.dhash_distance > likeness.DHASH_MAX:
+        return (f"structure check: the reconstruction's perceptual hash is {v.phash_distance} bits (pHash) / "
+                f"{v.dhash_distance} bits (dHash) from the original's, over the {likeness.PHASH_MAX}/"
+                f"{likeness.DHASH_MAX} of a near duplicate: not the same picture")
     return None
 
 
