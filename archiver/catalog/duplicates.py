@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Optional
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select, union_all
 from sqlalchemy.orm import Session
 
 from .. import likeness
@@ -92,12 +92,14 @@ def near(s: Session, phash: str, dhash: str | None = None, *, phash_max: int = l
     F = FileVersion
     per_band = likeness.probes(phash, phash_max)
     cols = (F.phash_b0, F.phash_b1, F.phash_b2, F.phash_b3)
-    cond = or_(*(c.in_(vals) for c, vals in zip(cols, per_band)))
-    rows = s.execute(select(F.id, F.phash, F.dhash).where(cond)).all()
-    hits = []
+    # one indexed lookup per band (a UNION: an OR of the four makes SQLite scan the table)
+    q = union_all(*(select(F.id, F.phash, F.dhash).where(c.in_(vals)) for c, vals in zip(cols, per_band)))
+    rows = s.execute(q).all()
+    hits, seen = [], set()
     for fid, ph, dh in rows:
-        if fid == exclude_id or not ph:
+        if fid == exclude_id or not ph or fid in seen:
             continue
+        seen.add(fid)
         dp = likeness.distance(phash, ph)
         if dp > phash_max:
             continue
@@ -126,10 +128,11 @@ def newest_committed_hashes(s: Session) -> list[tuple[int, str, str, str]]:
 
 
 def near_groups(entries: Iterable[tuple[int, str, str, str]], *, phash_max: int = likeness.PHASH_MAX,
-                dhash_max: int = likeness.DHASH_MAX) -> list[list[tuple[int, str, int, int]]]:
+                dhash_max: int = likeness.DHASH_MAX, progress=None) -> list[list[tuple[int, str, int, int]]]:
     """Groups (connected by near pairs, union-find) of ``(id, path, pHash, dHash)`` entries; each
     group as (id, path, pHash distance, dHash distance) to its first member, oldest first. Pairs
-    are found through the bands in memory (the same pigeonhole as ``near``)."""
+    are found through the bands in memory (the same pigeonhole as ``near``). ``progress(iterable,
+    total=, desc=)``: the caller's view of the work."""
     entries = list(entries)
     buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(likeness.BANDS)]
     for i, (_, _, ph, _) in enumerate(entries):
@@ -143,7 +146,10 @@ def near_groups(entries: Iterable[tuple[int, str, str, str]], *, phash_max: int 
             i = parent[i]
         return i
 
-    for i, (_, _, ph, dh) in enumerate(entries):
+    walk = enumerate(entries)
+    if progress is not None:
+        walk = progress(walk, total=len(entries), desc="comparing")
+    for i, (_, _, ph, dh) in walk:
         seen = set()
         for b, vals in enumerate(likeness.probes(ph, phash_max)):
             for v in vals:
