@@ -425,19 +425,27 @@ def guard(v: Verdict, floor: dict) -> Optional[str]:
         lim, val = floor.get(fk), getattr(v, qk)
         if lim is not None and val is not None and val < lim:
             return f"quality guard: {label} {val:.3f}{unit} below the floor {lim}{unit}"
-    return structure_problem(v)
+    return structure_problem(v, floor)
 
 
-def structure_problem(v: Verdict) -> Optional[str]:
-    """The global structure check: a reconstruction whose perceptual hashes are further from the
-    original's than near duplicates' are (``likeness.PHASH_MAX``/``DHASH_MAX``) changed the
-    picture, whatever its scores say (e.g. a generative decode that invents another scene)."""
+#: the structure check's floor keys: how many bits a reconstruction's pHash / dHash may differ
+#: from the original's (absent: the near-duplicate thresholds, ``likeness.PHASH_MAX``/``DHASH_MAX``)
+MAX_PHASH_KEY, MAX_DHASH_KEY = "max_phash_distance", "max_dhash_distance"
+
+
+def structure_problem(v: Verdict, floor: dict | None = None) -> Optional[str]:
+    """The global structure check, a floor every lossy result meets whatever the rule says: a
+    reconstruction whose perceptual hashes are further from the original's than near duplicates'
+    are changed the picture, whatever its scores say (e.g. a generative decode that invents
+    another scene). ``floor`` may set its limits (``MAX_PHASH_KEY``, ``MAX_DHASH_KEY``)."""
     if v.phash_distance is None or v.dhash_distance is None:
         return None
-    if v.phash_distance > likeness.PHASH_MAX or v.dhash_distance > likeness.DHASH_MAX:
+    floor = floor or {}
+    pm, dm = int(floor.get(MAX_PHASH_KEY, likeness.PHASH_MAX)), int(floor.get(MAX_DHASH_KEY, likeness.DHASH_MAX))
+    if v.phash_distance > pm or v.dhash_distance > dm:
         return (f"structure check: the reconstruction's perceptual hash is {v.phash_distance} bits (pHash) / "
-                f"{v.dhash_distance} bits (dHash) from the original's, over the {likeness.PHASH_MAX}/"
-                f"{likeness.DHASH_MAX} of a near duplicate: not the same picture")
+                f"{v.dhash_distance} bits (dHash) from the original's, over the {pm}/{dm} of a near duplicate: "
+                "not the same picture")
     return None
 
 

@@ -11,8 +11,33 @@ from archiver.catalog.models import FileVersion
 from archiver.codecs import Encoded, Exactness
 from archiver.codecs.base import Codec
 from archiver.errors import ContainerError
+from archiver.policy.engine import parse_policy_text
 from archiver.testing.catalog import FakeCodec, make_context, write_jpeg
 from archiver.work import archive_file
+
+#: a generative rule whose floor lets anything through: only the structure check stands
+POLICY = """
+version: 1
+name: structure
+defaults:
+  floor: {min_psnr: 0.0, min_ms_ssim: 0.0, min_region_psnr: 0.0}
+  original: replace
+rules:
+  - name: generative
+    when:
+      path: ["**/gen/**"]
+    action: diffusion
+    allow_generative: true
+    bpp: 0.5
+default:
+  action: lossless
+"""
+
+
+def _ctx(tmp_path, codec):
+    ctx = make_context(tmp_path / "state", codec=codec)
+    ctx.policy = parse_policy_text(POLICY, "structure")
+    return ctx
 
 
 class InventingCodec(Codec):
@@ -36,9 +61,9 @@ class InventingCodec(Codec):
 
 
 def test_a_reconstruction_of_another_structure_fails_with_the_reason_recorded(tmp_path):
-    ctx = make_context(tmp_path / "state", codec=InventingCodec())
+    ctx = _ctx(tmp_path, InventingCodec())
     try:
-        src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg", seed=7, size=(256, 192))  # tex: floor 0, anything passes
+        src = write_jpeg(tmp_path / "c" / "gen" / "a.jpg", seed=7, size=(256, 192))
         o = archive_file(src, ctx)
         assert o.action == "lossless" and o.fallback and "structure check" in o.fallback
         with ctx.catalog.session() as s:
@@ -50,9 +75,9 @@ def test_a_reconstruction_of_another_structure_fails_with_the_reason_recorded(tm
 
 
 def test_a_faithful_lossy_reconstruction_passes_and_records_its_distances(tmp_path):
-    ctx = make_context(tmp_path / "state", codec=FakeCodec())
+    ctx = _ctx(tmp_path, FakeCodec())
     try:
-        src = write_jpeg(tmp_path / "c" / "tex" / "a.jpg", seed=7, size=(256, 192))
+        src = write_jpeg(tmp_path / "c" / "gen" / "a.jpg", seed=7, size=(256, 192))
         o = archive_file(src, ctx)
         assert o.action == "diffusion", o
         with ctx.catalog.session() as s:
@@ -61,3 +86,14 @@ def test_a_faithful_lossy_reconstruction_passes_and_records_its_distances(tmp_pa
         assert 0 <= st["phash_distance"] <= 14 and 0 <= st["dhash_distance"] <= 13
     finally:
         ctx.catalog.close()
+
+
+def test_a_policy_may_widen_the_structure_limits_within_64_bits():
+    import pytest
+
+    from archiver.errors import PolicyError
+
+    ok = parse_policy_text(POLICY.replace("bpp: 0.5", "bpp: 0.5\n    floor: {max_phash_distance: 20}"), "p")
+    assert ok.rules[0].params["floor"]["max_phash_distance"] == 20.0
+    with pytest.raises(PolicyError, match="max_phash_distance is a number of bits"):
+        parse_policy_text(POLICY.replace("bpp: 0.5", "bpp: 0.5\n    floor: {max_phash_distance: 65}"), "p")
