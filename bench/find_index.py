@@ -120,7 +120,7 @@ def start_postgres() -> tuple[str, callable]:
 
 def plan(engine, backend: str, ph: str) -> list[str]:
     per_band = likeness.probes(ph, likeness.PHASH_MAX)
-    q = " UNION ALL ".join(f"SELECT id, phash, dhash FROM file_versions WHERE phash_b{i} IN ({', '.join(map(str, v))})"
+    q = " UNION ALL ".join(f"SELECT id, phash_b0, phash_b1, phash_b2, phash_b3 FROM file_versions WHERE phash_b{i} IN ({', '.join(map(str, v))})"
                            for i, v in enumerate(per_band))
     with engine.connect() as c:
         if backend == "sqlite":

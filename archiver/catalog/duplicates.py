@@ -92,31 +92,23 @@ def near(s: Session, phash: str, dhash: str | None = None, *, phash_max: int = l
     F = FileVersion
     per_band = likeness.probes(phash, phash_max)
     cols = (F.phash_b0, F.phash_b1, F.phash_b2, F.phash_b3)
-    # one indexed lookup per band (a UNION: an OR of the four makes SQLite scan the table)
-    q = union_all(*(select(F.id, F.phash, F.dhash).where(c.in_(vals)) for c, vals in zip(cols, per_band)))
-    rows = s.execute(q).all()
-    hits, seen = [], set()
-    for fid, ph, dh in rows:
-        if fid == exclude_id or not ph or fid in seen:
-            continue
-        seen.add(fid)
-        dp = likeness.distance(phash, ph)
-        if dp > phash_max:
-            continue
-        dd = likeness.distance(dhash, dh) if dhash and dh else None
+    # one lookup per band, each answered from its index alone (it holds the four bands, i.e. the
+    # pHash); a UNION, because an OR of the four makes SQLite scan the table
+    q = union_all(*(select(F.id, *cols).where(c.in_(vals)) for c, vals in zip(cols, per_band)))
+    want = likeness.as_int(phash)
+    close = {}
+    for fid, b0, b1, b2, b3 in s.execute(q):
+        dp = (((b0 << 48) | (b1 << 32) | (b2 << 16) | b3) ^ want).bit_count()
+        if dp <= phash_max and fid != exclude_id:
+            close[fid] = dp
+    hits = []
+    for r in s.scalars(select(F).where(F.id.in_(list(close)), F.state != FORGOTTEN)) if close else ():
+        dd = likeness.distance(dhash, r.dhash) if dhash and r.dhash else None
         if dhash and (dd is None or dd > dhash_max):
             continue
-        hits.append((dp, dd if dd is not None else 0, fid))
-    hits.sort()
-    out = []
-    for dp, dd, fid in hits:
-        r = s.get(F, fid)
-        if r.state == FORGOTTEN:
-            continue
-        out.append((r, dp, dd if dhash else None))
-        if len(out) >= limit:
-            break
-    return out
+        hits.append((close[r.id], dd if dd is not None else 0, r.id, r))
+    hits.sort(key=lambda h: h[:3])
+    return [(r, dp, dd if dhash else None) for dp, dd, _, r in hits[:limit]]
 
 
 def newest_committed_hashes(s: Session) -> list[tuple[int, str, str, str]]:

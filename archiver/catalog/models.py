@@ -152,10 +152,11 @@ class FileVersion(Base):
         Index("ix_file_versions_content_key", "content_key"),
         Index("ix_file_versions_artifact_of", "artifact_of"),
         Index("ix_file_versions_compressed_path", "compressed_path"),
-        Index("ix_file_versions_phash_b0", "phash_b0"),
-        Index("ix_file_versions_phash_b1", "phash_b1"),
-        Index("ix_file_versions_phash_b2", "phash_b2"),
-        Index("ix_file_versions_phash_b3", "phash_b3"),
+        # each band leads an index holding all four: a near lookup reads only the indexes
+        Index("ix_file_versions_phash_b0", "phash_b0", "phash_b1", "phash_b2", "phash_b3"),
+        Index("ix_file_versions_phash_b1", "phash_b1", "phash_b0", "phash_b2", "phash_b3"),
+        Index("ix_file_versions_phash_b2", "phash_b2", "phash_b0", "phash_b1", "phash_b3"),
+        Index("ix_file_versions_phash_b3", "phash_b3", "phash_b0", "phash_b1", "phash_b2"),
         # the dashboard (migration 0004): keyset pages per filter, and covering indexes for the
         # overview's sums (per rule/codec/day, per top folder, the vault per expiry day)
         Index("ix_file_versions_rule_id", "rule", "id"),

@@ -6,7 +6,8 @@
 - ``artifact_of``: the id of the row that wrote the artifact this row shares (NULL: its own).
   The artifact's reference count is the number of rows that still need its ``compressed_path``
   (committed or in progress), counted through ``ix_file_versions_compressed_path``.
-- ``phash_b0..3``: the pHash's four 16-bit bands, each indexed, so ``archiver find`` looks up
+- ``phash_b0..3``: the pHash's four 16-bit bands, each leading an index that holds all four (so
+  a lookup reads the index only: the pHash is the four bands), so ``archiver find`` looks up
   near hashes without scanning the catalog; filled here for rows that already have a pHash.
 
 Revision ID: 0008
@@ -21,6 +22,11 @@ branch_labels = None
 depends_on = None
 
 BANDS = ("phash_b0", "phash_b1", "phash_b2", "phash_b3")
+
+
+def band_index(b: str) -> list[str]:
+    """The index led by band ``b``, covering the other three."""
+    return [b] + [x for x in BANDS if x != b]
 
 
 def _bands(h: str) -> list[int] | None:
@@ -41,7 +47,7 @@ def upgrade() -> None:
     op.create_index("ix_file_versions_artifact_of", "file_versions", ["artifact_of"])
     op.create_index("ix_file_versions_compressed_path", "file_versions", ["compressed_path"])
     for b in BANDS:
-        op.create_index(f"ix_file_versions_{b}", "file_versions", [b])
+        op.create_index(f"ix_file_versions_{b}", "file_versions", band_index(b))
     conn = op.get_bind()
     fv = sa.table("file_versions", sa.column("id", sa.Integer), sa.column("phash", sa.String),
                   *(sa.column(b, sa.Integer) for b in BANDS))
