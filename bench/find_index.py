@@ -4,8 +4,8 @@ bands (``archiver.catalog.duplicates.near``), timed on SQLite and on a throw-awa
 
 A catalog is made with archiver's own schema (migrations up to 0008), filled with ``--rows``
 synthetic committed rows whose pHash/dHash are random 64-bit values, each bit drawn with the
-frequency it has in real pictures (``--bits-from``: a JSON list of per-bit frequencies; default:
-fair coins). For each of ``--queries`` query hashes, near copies are planted at known distances
+frequency it has in real pictures (``--bits-from``: a folder of pictures, e.g. train/, whose pHash
+bits are counted; default: fair coins). For each of ``--queries`` query hashes, near copies are planted at known distances
 (pHash 0..14, dHash 0..13); every query must find all of them (the index misses nothing within
 the thresholds), and its time is taken in a fresh session, as ``archiver find`` runs it.
 
@@ -47,6 +47,21 @@ def random_hashes(rng, n: int, freq: np.ndarray | None) -> np.ndarray:
     bits = rng.random((n, 64)) < p
     weights = (1 << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
     return (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
+
+
+def bit_frequencies(folder: Path) -> list[float]:
+    """How often each pHash bit (most significant first) is set over the pictures in ``folder``."""
+    from archiver.imageio import load_image
+
+    counts, n = np.zeros(64), 0
+    for f in sorted(folder.rglob("*")):
+        if f.suffix.lower() not in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"):
+            continue
+        v = likeness.as_int(likeness.hashes(load_image(f.read_bytes()).rgb)[0])
+        counts += [(v >> (63 - i)) & 1 for i in range(64)]
+        n += 1
+    print(f"  bit frequencies from {n} pictures", file=sys.stderr, flush=True)
+    return (counts / max(1, n)).tolist()
 
 
 def flip(rng, h: int, k: int) -> int:
@@ -133,12 +148,12 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=("sqlite", "postgres"), required=True)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=30)
-    ap.add_argument("--bits-from", type=Path, help="JSON list of 64 per-bit frequencies (pHash), else fair coins")
+    ap.add_argument("--bits-from", type=Path, help="a folder of pictures whose pHash bit frequencies to draw with")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     rng = np.random.default_rng(a.seed)
-    freq = json.loads(a.bits_from.read_text()) if a.bits_from else None
+    freq = bit_frequencies(a.bits_from) if a.bits_from else None
     n_planted = a.queries * len(PLANTED)
     ph = random_hashes(rng, a.rows - n_planted, freq)
     dh = random_hashes(rng, a.rows - n_planted, None)
@@ -180,7 +195,9 @@ def main(argv=None) -> int:
             want = {(hx(p), hx(d)) for p, d in zip(planted_p, planted_d)
                     if likeness.distance(hx(p), hx(qp)) <= likeness.PHASH_MAX and likeness.distance(hx(d), hx(qd)) <= likeness.DHASH_MAX}
             found.append(len(want - got) == 0)
-        out = {"backend": a.backend, "rows": a.rows, "queries": a.queries, "hash_bits": "per-bit frequencies from " + str(a.bits_from) if a.bits_from else "fair coins",
+        out = {"backend": a.backend, "rows": a.rows, "queries": a.queries,
+               "hash_bits": f"pHash bits drawn with their frequencies in {a.bits_from}" if a.bits_from else "fair coins",
+               "bit_frequencies": freq,
                "thresholds": {"phash_max": likeness.PHASH_MAX, "dhash_max": likeness.DHASH_MAX},
                "probes_per_band": len(likeness.band_probes(0, likeness.PHASH_MAX // likeness.BANDS)),
                "fill_seconds": round(fill_s, 1), "first_query_s": round(times[0], 4),
