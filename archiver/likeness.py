@@ -62,6 +62,37 @@ def probes(h: str, max_distance: int) -> list[list[int]]:
     return [band_probes(b, max_distance // BANDS) for b in bands(h)]
 
 
+def _popcount(x):
+    """Bits set in each uint64 of ``x`` (SWAR; numpy < 2 has no bitwise_count)."""
+    import numpy as np  # heavy: numpy, which the leaves do not load at import
+
+    x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+def near_pairs(phashes: list[str], dhashes: list[str], *, phash_max: int = PHASH_MAX, dhash_max: int = DHASH_MAX,
+               block: int = 512, progress=None):
+    """Every pair (i, j), i < j, of near duplicates among the given hashes: all pairs compared,
+    a block of rows at a time, vectorised (pHash first, dHash only where the pHash is near).
+    ``progress(iterable, total=, desc=)``: the caller's view of the work."""
+    import numpy as np  # heavy: numpy, which the leaves do not load at import
+
+    ph = np.array([as_int(h) for h in phashes], dtype=np.uint64)
+    dh = np.array([as_int(h) for h in dhashes], dtype=np.uint64)
+    starts = range(0, len(ph), block)
+    if progress is not None:
+        starts = progress(starts, total=len(starts), desc="comparing")
+    for s in starts:
+        a = ph[s:s + block, None]
+        close = _popcount(a ^ ph[None, s:]) <= phash_max
+        ii, jj = np.nonzero(close)
+        ii, jj = ii + s, jj + s
+        keep = (jj > ii) & (_popcount(dh[ii] ^ dh[jj]) <= dhash_max)
+        yield from zip(ii[keep].tolist(), jj[keep].tolist())
+
+
 def near(ph_a: str | None, dh_a: str | None, ph_b: str | None, dh_b: str | None, *,
          phash_max: int = PHASH_MAX, dhash_max: int = DHASH_MAX) -> bool:
     """Whether two pictures are near duplicates: both hashes within their thresholds."""

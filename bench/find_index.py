@@ -100,8 +100,10 @@ def fill_postgres(engine, ph, dh, batch=200_000) -> None:
                     cp.write_row(r)
             raw.commit()
             print(f"  {min(s + batch, len(ph))} rows", file=sys.stderr, flush=True)
-        cur.execute("ANALYZE file_versions")
         raw.commit()
+        pg = raw.driver_connection
+        pg.autocommit = True  # what autovacuum does after a bulk load: statistics and the visibility
+        pg.execute("VACUUM ANALYZE file_versions")  # map (an index-only scan needs it)
     finally:
         raw.close()
 

@@ -76,3 +76,15 @@ def test_near_finds_everything_within_the_distance_sqlite(tmp_path):
 def test_near_finds_everything_within_the_distance_postgres(fresh_pg_url):
     with open_catalog(fresh_pg_url, create=True) as cat:
         _near_finds_everything_within_the_distance(cat)
+
+
+def test_near_groups_are_exactly_the_connected_near_pairs():
+    rng = random.Random(3)
+    entries = [(i, f"/p/{i}.jpg", f"{rng.getrandbits(64):016x}", f"{rng.getrandbits(64):016x}") for i in range(700)]
+    for k, (dp, dd) in enumerate([(14, 13), (15, 0), (0, 14), (3, 3)]):  # two near, two just too far
+        _, _, ph, dh = entries[k]
+        entries.append((1000 + k, f"/q/{k}.jpg", _flip(ph, dp, rng), _flip(dh, dd, rng)))
+    want = {frozenset((a[0], b[0])) for x, a in enumerate(entries) for b in entries[x + 1:]
+            if likeness.near(a[2], a[3], b[2], b[3])}
+    got = dup.near_groups(entries)
+    assert {frozenset(m[0] for m in g) for g in got} == want == {frozenset((0, 1000)), frozenset((3, 1003))}

@@ -122,14 +122,10 @@ def newest_committed_hashes(s: Session) -> list[tuple[int, str, str, str]]:
 def near_groups(entries: Iterable[tuple[int, str, str, str]], *, phash_max: int = likeness.PHASH_MAX,
                 dhash_max: int = likeness.DHASH_MAX, progress=None) -> list[list[tuple[int, str, int, int]]]:
     """Groups (connected by near pairs, union-find) of ``(id, path, pHash, dHash)`` entries; each
-    group as (id, path, pHash distance, dHash distance) to its first member, oldest first. Pairs
-    are found through the bands in memory (the same pigeonhole as ``near``). ``progress(iterable,
-    total=, desc=)``: the caller's view of the work."""
+    group as (id, path, pHash distance, dHash distance) to its first member, oldest first. Every
+    pair is compared, vectorised (``likeness.near_pairs``). ``progress(iterable, total=, desc=)``:
+    the caller's view of the work."""
     entries = list(entries)
-    buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(likeness.BANDS)]
-    for i, (_, _, ph, _) in enumerate(entries):
-        for b, v in enumerate(likeness.bands(ph)):
-            buckets[b][v].append(i)
     parent = list(range(len(entries)))
 
     def find(i):
@@ -138,20 +134,9 @@ def near_groups(entries: Iterable[tuple[int, str, str, str]], *, phash_max: int 
             i = parent[i]
         return i
 
-    walk = enumerate(entries)
-    if progress is not None:
-        walk = progress(walk, total=len(entries), desc="comparing")
-    for i, (_, _, ph, dh) in walk:
-        seen = set()
-        for b, vals in enumerate(likeness.probes(ph, phash_max)):
-            for v in vals:
-                for j in buckets[b].get(v, ()):
-                    if j <= i or j in seen:
-                        continue
-                    seen.add(j)
-                    _, _, ph2, dh2 = entries[j]
-                    if likeness.near(ph, dh, ph2, dh2, phash_max=phash_max, dhash_max=dhash_max):
-                        parent[find(j)] = find(i)
+    for i, j in likeness.near_pairs([e[2] for e in entries], [e[3] for e in entries], phash_max=phash_max,
+                                    dhash_max=dhash_max, progress=progress):
+        parent[find(j)] = find(i)
     groups: dict[int, list[int]] = defaultdict(list)
     for i in range(len(entries)):
         groups[find(i)].append(i)
