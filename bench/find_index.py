@@ -104,6 +104,7 @@ def fill_postgres(engine, ph, dh, batch=200_000) -> None:
         pg = raw.driver_connection
         pg.autocommit = True  # what autovacuum does after a bulk load: statistics and the visibility
         pg.execute("VACUUM ANALYZE file_versions")  # map (an index-only scan needs it)
+        pg.autocommit = False  # the connection goes back to the pool
     finally:
         raw.close()
 
@@ -142,7 +143,10 @@ def plan(engine, backend: str, ph: str) -> list[str]:
     with engine.connect() as c:
         if backend == "sqlite":
             return [str(r[-1]) for r in c.execute(text("EXPLAIN QUERY PLAN " + q))]
-        return [r[0] for r in c.execute(text("EXPLAIN " + q))]
+        with c.begin():
+            c.execute(text("SET LOCAL enable_bitmapscan = off"))  # as duplicates.near does
+            c.execute(text("SET LOCAL enable_seqscan = off"))
+            return [r[0] for r in c.execute(text("EXPLAIN " + q))]
 
 
 def main(argv=None) -> int:

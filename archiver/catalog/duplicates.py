@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Optional
 
-from sqlalchemy import func, select, union_all
+from sqlalchemy import func, select, text, union_all
 from sqlalchemy.orm import Session
 
 from .. import likeness
@@ -95,6 +95,11 @@ def near(s: Session, phash: str, dhash: str | None = None, *, phash_max: int = l
     # one lookup per band, each answered from its index alone (it holds the four bands, i.e. the
     # pHash); a UNION, because an OR of the four makes SQLite scan the table
     q = union_all(*(select(F.id, *cols).where(c.in_(vals)) for c, vals in zip(cols, per_band)))
+    if s.get_bind().dialect.name == "postgresql":
+        # PostgreSQL's planner would fetch the ~45,000 candidates of a million-row catalog from the
+        # table (a bitmap, or a scan): the band indexes hold all the lookup needs (index-only scans)
+        s.execute(text("SET LOCAL enable_bitmapscan = off"))
+        s.execute(text("SET LOCAL enable_seqscan = off"))
     want = likeness.as_int(phash)
     close = {}
     for fid, b0, b1, b2, b3 in s.execute(q):

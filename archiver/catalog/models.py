@@ -152,11 +152,12 @@ class FileVersion(Base):
         Index("ix_file_versions_content_key", "content_key"),
         Index("ix_file_versions_artifact_of", "artifact_of"),
         Index("ix_file_versions_compressed_path", "compressed_path"),
-        # each band leads an index holding all four: a near lookup reads only the indexes
-        Index("ix_file_versions_phash_b0", "phash_b0", "phash_b1", "phash_b2", "phash_b3"),
-        Index("ix_file_versions_phash_b1", "phash_b1", "phash_b0", "phash_b2", "phash_b3"),
-        Index("ix_file_versions_phash_b2", "phash_b2", "phash_b0", "phash_b1", "phash_b3"),
-        Index("ix_file_versions_phash_b3", "phash_b3", "phash_b0", "phash_b1", "phash_b2"),
+        # each band leads an index holding all four (and the id: SQLite's rowid is in every index,
+        # PostgreSQL's is included): a near lookup reads only the indexes
+        Index("ix_file_versions_phash_b0", "phash_b0", "phash_b1", "phash_b2", "phash_b3", postgresql_include=["id"]),
+        Index("ix_file_versions_phash_b1", "phash_b1", "phash_b0", "phash_b2", "phash_b3", postgresql_include=["id"]),
+        Index("ix_file_versions_phash_b2", "phash_b2", "phash_b0", "phash_b1", "phash_b3", postgresql_include=["id"]),
+        Index("ix_file_versions_phash_b3", "phash_b3", "phash_b0", "phash_b1", "phash_b2", postgresql_include=["id"]),
         # the dashboard (migration 0004): keyset pages per filter, and covering indexes for the
         # overview's sums (per rule/codec/day, per top folder, the vault per expiry day)
         Index("ix_file_versions_rule_id", "rule", "id"),

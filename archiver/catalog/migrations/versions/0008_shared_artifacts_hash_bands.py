@@ -47,7 +47,7 @@ def upgrade() -> None:
     op.create_index("ix_file_versions_artifact_of", "file_versions", ["artifact_of"])
     op.create_index("ix_file_versions_compressed_path", "file_versions", ["compressed_path"])
     for b in BANDS:
-        op.create_index(f"ix_file_versions_{b}", "file_versions", band_index(b))
+        op.create_index(f"ix_file_versions_{b}", "file_versions", band_index(b), postgresql_include=["id"])
     conn = op.get_bind()
     fv = sa.table("file_versions", sa.column("id", sa.Integer), sa.column("phash", sa.String),
                   *(sa.column(b, sa.Integer) for b in BANDS))
