@@ -143,6 +143,8 @@ def plan(engine, backend: str, ph: str) -> list[str]:
     with engine.connect() as c:
         if backend == "sqlite":
             return [str(r[-1]) for r in c.execute(text("EXPLAIN QUERY PLAN " + q))]
+        dist = " + ".join(f"bit_count((u.phash_b{i} # {b})::bit(16))" for i, b in enumerate(likeness.bands(ph)))
+        q = f"SELECT * FROM ({q}) u WHERE {dist} <= {likeness.PHASH_MAX}"
         with c.begin():
             c.execute(text("SET LOCAL enable_bitmapscan = off"))  # as duplicates.near does
             c.execute(text("SET LOCAL enable_seqscan = off"))

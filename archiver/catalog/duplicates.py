@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable, Optional
 
-from sqlalchemy import func, select, text, union_all
+from sqlalchemy import cast, func, select, text, union_all
+from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.orm import Session
 
 from .. import likeness
@@ -100,6 +101,10 @@ def near(s: Session, phash: str, dhash: str | None = None, *, phash_max: int = l
         # table (a bitmap, or a scan): the band indexes hold all the lookup needs (index-only scans)
         s.execute(text("SET LOCAL enable_bitmapscan = off"))
         s.execute(text("SET LOCAL enable_seqscan = off"))
+        # and the server keeps only the candidates within the distance (popcount of each band's XOR)
+        u = q.subquery()
+        dist = sum(func.bit_count(cast(u.c[f"phash_b{i}"].op("#")(b), BIT(16))) for i, b in enumerate(likeness.bands(phash)))
+        q = select(u).where(dist <= phash_max)
     want = likeness.as_int(phash)
     close = {}
     for fid, b0, b1, b2, b3 in s.execute(q):
