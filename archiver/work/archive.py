@@ -140,7 +140,6 @@ def _dry(job: Job, early: ArchiveOutcome | None) -> ArchiveOutcome:
     after = size if job.action == "keep" or job.encoded is None else len(job.encoded.data)
     if job.shared is not None:
         after = 0  # an exact copy of a committed original: its stored file is shared
-
     return ArchiveOutcome(job.sp, "dry-run", action=job.action, rule=row.rule, reasons=list(job.reasons),
                           size_before=size, size_after=after, bpp=row.bpp, psnr=job.quality.get("psnr"),
                           ms_ssim=job.quality.get("ms_ssim"), score=job.quality.get("score"),
