@@ -9,7 +9,7 @@ README.md and docs/operations.md: 0 ok, 1 other failure (or some files failed), 
 3 bad input image, 4 damaged .dlc, 5 weights mismatch, 6 bad policy, 7 catalog failure,
 8 verification found problems, 9 refused as unsafe, 10 adapter missing or different,
 11 not in the catalog, 12 locked by another process, 13 not enough free disk space (also for
-the catalog: ``CatalogFullError``),
+the catalog: ``CatalogFullError``), 14 not a file ``decode`` reads (no codec's artifact),
 130 interrupted.
 """
 
@@ -31,7 +31,7 @@ class InputError(ArchiverError):
 
 
 class ContainerError(ArchiverError):
-    """A .dlc file is truncated, altered, of an unknown version or otherwise unreadable."""
+    """An archived file (.dlc, .avif, .jxl) is truncated, altered, of an unknown version or otherwise unreadable."""
 
     exit_code = 4
 
@@ -75,6 +75,13 @@ class NoSpaceError(ArchiverError):
     """Not enough free disk space to start (or go on) safely."""
 
     exit_code = 13
+
+
+class UnknownArtifactError(ArchiverError):
+    """``decode`` was given a file that is no codec's artifact (another image, another file type):
+    not damage, just not something archiver wrote."""
+
+    exit_code = 14
 
 
 class CatalogFullError(NoSpaceError):

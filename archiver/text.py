@@ -49,3 +49,18 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def report_error(error: BaseException, prog: str, json_wanted: bool, echo: Callable[..., None]) -> int:
+    """Print a user error (an ``ArchiverError``, or an interrupt) the one way every command does
+    and return the exit code: with ``json_wanted`` the object ``{error, kind, exit_code}`` on
+    stdout, then ``PROG: error: MESSAGE`` (or ``PROG: interrupted``, 130) on stderr.
+    ``echo(text, err=bool)`` prints (``click.echo``)."""
+    if isinstance(error, KeyboardInterrupt):
+        echo(f"{prog}: interrupted", err=True)
+        return 130
+    code = int(getattr(error, "exit_code", 1))
+    if json_wanted:
+        echo(to_json({"error": str(error), "kind": type(error).__name__, "exit_code": code}), err=False)
+    echo(f"{prog}: error: {error}", err=True)
+    return code

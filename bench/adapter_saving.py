@@ -100,6 +100,7 @@ def main() -> None:
         ap.error("--model and --adapter are required to measure")
     torch.set_num_threads(a.threads)
 
+    from archiver.codecs.diffusion.adapter import get_adapted_backbone
     from archiver.codecs.diffusion.backbones import get_backbone
     from archiver.codecs.diffusion.backbones.diffusers_backbone import DiffusersBackbone
     from archiver.codecs.diffusion.entropy import generic_entropy_model
@@ -109,7 +110,7 @@ def main() -> None:
     from archiver.imageio import load_image
 
     bare = get_backbone("diffusers", model_path=a.model, device="cpu")
-    adapted = get_backbone("diffusers", model_path=a.model, device="cpu", adapter=a.adapter)
+    adapted = get_adapted_backbone("diffusers", model_path=a.model, device="cpu", adapter=a.adapter)
     same_steps = DiffusersBackbone.from_components(bare.vae, bare.unet, bare.scheduler, backbone_id=bare.id,
                                                    weights_digest=bare.weights_digest,
                                                    channel_steps=adapted.channel_steps(), device="cpu",

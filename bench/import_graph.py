@@ -37,7 +37,8 @@ RINGS = [
     ["train", "bench", "testing"],
     ["service"],
     ["work", "archive"],
-    ["policy", "codecs", "codec", "catalog"],  # codec: codecs.diffusion before the merge
+    ["policy", "catalog"],
+    ["codecs", "codec"],  # codec: codecs.diffusion before the merge
     ["storage"],
 ]
 

@@ -139,7 +139,7 @@ def main() -> int:
             Path(a.db + suffix).unlink(missing_ok=True)
         built = round(build(url, a.rows), 1)
         cat = open_catalog(url)
-    cfg = Config(catalog_url=url)
+    cfg = Config(catalog_url=url, web={"warm_decoder": False})  # no codec to load: only the pages are timed
     settings = web_settings(cfg, port=0)
     t = time.perf_counter()
     from archiver.app.web.plot import bytes_svg
@@ -179,6 +179,11 @@ def main() -> int:
     results["files, path prefix /mnt/nas/archive/2005"] = timed(get("/files?path=/mnt/nas/archive/2005"), a.repeat)
     results["files, name fragment img_0099"] = timed(get("/files?path=img_0099"), a.repeat)
     results["files, since 2026-11-01"] = timed(get("/files?since=2026-11-01"), a.repeat)
+    results["files grid, first page"] = timed(get("/files?view=grid"), a.repeat)
+    results["files grid, a page in the middle (keyset)"] = timed(get(f"/files?view=grid&before={mid}"), a.repeat)
+    results["files grid, rule=textures"] = timed(get("/files?view=grid&rule=textures"), a.repeat)
+    results["files grid, codec=jxl-jpeg, page in the middle"] = timed(
+        get(f"/files?view=grid&codec=jxl-jpeg&before={mid}"), a.repeat)
     results["file page"] = timed(get(f"/files/{mid}"), a.repeat)
 
     # once over real HTTP (waitress), as a browser gets it

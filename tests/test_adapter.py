@@ -25,7 +25,7 @@ from PIL import Image
 
 from archiver.app.main import main
 from archiver.codecs.diffusion import pipeline
-from archiver.codecs.diffusion.adapter import (adapter_digest, attach, backbone_for_header, keep_previous,
+from archiver.codecs.diffusion.adapter import (adapter_digest, attach, backbone_for_header, get_adapted_backbone, keep_previous,
                                     load_adapter)
 from archiver.codecs.diffusion.backbones import get_backbone
 from archiver.codecs.diffusion.backbones.diffusers_backbone import DiffusersBackbone
@@ -78,7 +78,7 @@ def bare():
 
 @pytest.fixture(scope="module")
 def adapted(trained):
-    return get_backbone("diffusers", model_path=str(model_dir()), device="cpu", adapter=str(trained[0]))
+    return get_adapted_backbone("diffusers", model_path=str(model_dir()), device="cpu", adapter=str(trained[0]))
 
 
 def test_training_writes_an_adapter_beside_the_model_and_records_its_saving(trained, bare):

@@ -67,7 +67,7 @@ def test_stats_splits_disk_use_and_counts_fallbacks_per_reason(migrated):
     (fb,) = d["by_fallback_reason"]
     assert fb["files"] == 1 and fb["rules"] == ["strict"] and "quality guard" in fb["reason"]
     human = migrated["run"]("stats").stdout
-    assert "before ->" in human and "vault" in human and "catalog" in human and "fell back (1 file(s)" in human
+    assert "before: " in human and "on disk" in human and "vault" in human and "catalog" in human and "fell back (1 file(s)" in human
 
 
 def test_ls_filters_and_show(migrated):

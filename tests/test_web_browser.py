@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from archiver.testing.web import TOKEN, make_collection
+from archiver.testing.web import TOKEN, add_avif, make_collection
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -63,6 +63,7 @@ def site(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("webe2e")
     ctx, ids = make_collection(tmp, codec=get_codec("diffusion", CodecSettings(device="cpu")))
+    ids["avif"] = add_avif(ctx, tmp)
     port = _free_port()
     cfg = tmp / "archiver.yaml"
     cfg.write_text(json.dumps({"catalog_url": ctx.catalog.url, "vault_dir": str(tmp / "vault"), "device": "cpu",
@@ -140,7 +141,7 @@ def test_dashboard_in_chromium(site, browser):
     # 1. the overview
     drv.get(url + "/")
     assert drv.find_element(By.TAG_NAME, "h1").text == "Overview"
-    assert drv.find_element(By.ID, "total-files").text == "5"
+    assert drv.find_element(By.ID, "total-files").text == "6"
     assert drv.find_elements(By.CSS_SELECTOR, "#plot svg")
     assert "broken.jpg" in drv.find_element(By.ID, "problems").text
     _shot(drv, "overview", tmp)
@@ -203,3 +204,100 @@ def test_dashboard_in_chromium(site, browser):
         sha = s.get(FileVersion, ids["forest"]).sha256
     assert hashlib.sha256(row_path.read_bytes()).hexdigest() == sha
     _shot(drv, "restored", tmp)
+
+
+def _loaded_images(drv, css: str) -> list:
+    """Once every picture matching ``css`` has loaded or failed: [naturalWidth, ...] (0 = failed)."""
+    return _wait(drv, f"""
+        const imgs = [...document.querySelectorAll({json.dumps(css)})];
+        return imgs.every((i) => i.complete) ? imgs.map((i) => i.naturalWidth) : null;""")
+
+
+def test_issue26_pages_in_chromium(site, browser):
+    """The points of issue 26 as a person sees them: the chart, one problem line per file, the
+    grid of thumbnails and its filters, the AVIF label, evidence and events as tables, missing
+    and forgotten files, the decoder loaded at start, and no flood of queue warnings."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from archiver.work.forget import forget
+    from archiver.work.verify import verify
+
+    url, ctx, ids, tmp = site
+    drv = browser
+    # the decoder was loaded on a thread when the server started
+    _wait(drv, "return true")
+    deadline = time.monotonic() + 120
+    while json.loads(urllib.request.urlopen(url + "/api/status").read())["decoder"] != "ready":
+        assert time.monotonic() < deadline, "the decoder was not loaded at start"
+        time.sleep(0.5)
+
+    # the overview: everything was archived today, so the chart shows that day's two totals
+    drv.get(url + "/")
+    plot = drv.find_element(By.CSS_SELECTOR, "#plot svg").get_attribute("innerHTML")
+    assert "all archived on" in plot
+    problems = drv.find_element(By.ID, "problems")
+    lines = [r.text for r in problems.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    assert sum("wall.jpg" in t for t in lines) == 1, lines  # its two fallback events: one line
+    _shot(drv, "overview-issue26", tmp)
+
+    # the grid: a thumbnail per file, filtered on the server by rule
+    drv.find_element(By.LINK_TEXT, "Files").click()
+    drv.find_element(By.ID, "view-grid").click()
+    _wait(drv, "return location.search.includes('view=grid')")
+    cards = drv.find_elements(By.CSS_SELECTOR, "#grid li.cardf")
+    assert len(cards) == len(ids)
+    widths = _loaded_images(drv, "#grid .thumb img")
+    assert len([w for w in widths if w > 0]) == len(ids) - 1  # all but the corrupt file
+    assert all(w <= 256 for w in widths)
+    assert "no picture" in drv.find_element(By.ID, "grid").text  # broken.jpg says so in words
+    _shot(drv, "grid", tmp)
+    Select(drv.find_element(By.NAME, "rule")).select_by_visible_text("small")
+    drv.find_element(By.CSS_SELECTOR, "#search button[type=submit]").click()
+    _wait(drv, "return location.search.includes('rule=small')")
+    assert "view=grid" in drv.current_url
+    cards = drv.find_elements(By.CSS_SELECTOR, "#grid li.cardf")
+    assert len(cards) == 1 and "sky.jpg" in cards[0].text and "avif" in cards[0].text
+
+    # the AVIF file's page: a conventional lossy approximation, not a generative one
+    cards[0].find_element(By.TAG_NAME, "a").click()
+    _wait(drv, "return document.getElementById('quality') !== null")
+    gives = drv.find_element(By.ID, "restore-gives").text
+    assert "conventional lossy, AVIF q" in gives and "generative" not in gives
+    assert _loaded_images(drv, "#canvas img") == [160, 0]  # the decoded AVIF; the original was replaced
+    _shot(drv, "avif-quality", tmp, drv.find_element(By.ID, "quality"))
+
+    # evidence and events: tables and lists; the raw JSON only behind its toggle
+    drv.get(f"{url}/files/{ids['strict']}")
+    evidence = drv.find_element(By.ID, "evidence")
+    assert [r.find_element(By.TAG_NAME, "td").text for r in evidence.find_elements(By.CSS_SELECTOR, "tbody tr")] == \
+        ["faces", "text"]
+    events = drv.find_element(By.ID, "events")
+    assert '{"' not in evidence.text and '{"' not in events.text and "quality guard" in events.text
+    raw = drv.find_element(By.CSS_SELECTOR, "details.raw pre")
+    assert not raw.is_displayed()
+    drv.find_element(By.CSS_SELECTOR, "details.raw summary").click()
+    assert raw.is_displayed() and '"faces"' in raw.text
+    drv.execute_script("arguments[0].scrollIntoView()", events)
+    _shot(drv, "evidence", tmp, evidence)
+    _shot(drv, "events", tmp, events)
+
+    # a lost file: verify finds it missing, the overview says so; forgotten, it says that
+    with ctx.catalog.read_session() as s:
+        from archiver.catalog.models import FileVersion
+
+        Path(s.get(FileVersion, ids["graphic"]).compressed_path).unlink()
+    verify(ctx.catalog, vault=ctx.vault, codecs=ctx.codecs, decode=False)
+    drv.get(url + "/")
+    line = next(r for r in drv.find_elements(By.CSS_SELECTOR, "#problems tbody tr") if "chart.png" in r.text)
+    assert "missing" in line.text and "compressed file missing" in line.text
+    forget(ctx.catalog, [str(ids["graphic"])], vault=ctx.vault, reason="disk failed")
+    drv.get(url + "/")
+    lines = [r.text for r in drv.find_elements(By.CSS_SELECTOR, "#problems tbody tr") if "chart.png" in r.text]
+    assert len(lines) == 1 and "forgotten" in lines[0] and "disk failed" in lines[0]
+    _shot(drv, "problems", tmp, drv.find_element(By.ID, "problems"))
+
+    # the server's terminal: no line per waiting request
+    log = (tmp / "serve.log").read_text()
+    assert "Task queue depth is" not in log and log.count("queue depth up to") <= 1, log[-2000:]
+    assert "decoder not loaded at start" not in log, log[-2000:]  # the warm-up really loaded the codec

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 from functools import cached_property
 
+from ..errors import NotInCatalogError
+
 
 class Core:
     """What one command run works with, each opened once, when first asked for.
@@ -38,6 +40,33 @@ class Core:
         from ..catalog.db import open_catalog  # heavy: sqlalchemy (catalog), not loaded by archiver --help
 
         return self.guard(lambda: open_catalog(self.cfg))
+
+    @cached_property
+    def catalog_place(self) -> str:
+        """The catalog this run reads, as messages name it: its file, or its URL without password."""
+        from ..catalog.db import catalog_place  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+
+        return catalog_place(self.cfg.resolved_catalog_url())
+
+    def catalog_files(self) -> int:
+        """How many files the opened catalog knows (0: nothing was archived with it)."""
+        from ..catalog.queries import file_count  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+
+        with self.catalog.read_session() as s:
+            return file_count(s)
+
+    def catalog_note(self) -> str:
+        """Which catalog was asked, and whether it is empty: said wherever a lookup finds nothing,
+        so that a wrong ARCHIVER_HOME or --config is seen at once."""
+        n = self.guard(self.catalog_files)
+        if n == 0:
+            return (f"catalog {self.catalog_place} is empty: nothing was archived with it; "
+                    "wrong ARCHIVER_HOME or --config?")
+        return f"catalog {self.catalog_place}, {n} file(s)"
+
+    def not_in_catalog(self, target: str, suffix: str = ""):
+        """The ``NotInCatalogError`` for ``target``, naming the catalog that was searched."""
+        return NotInCatalogError(f"{target}: not in the catalog{suffix} ({self.catalog_note()})")
 
     @cached_property
     def vault(self):

@@ -19,6 +19,7 @@ import click
 from .. import codecs
 from ..errors import NoCatalogError
 from ..errors import UsageError
+from .core import Core, with_core
 from .output import emit
 from .output import human_bytes
 
@@ -36,10 +37,10 @@ def _mask(url: str) -> str:
 
 
 def _config(state: dict) -> Check:
-    from ..config import load_config, search_paths  # heavy: pydantic and yaml (config), not loaded by archiver --help
+    from ..config import search_paths  # heavy: pydantic and yaml (config), not loaded by archiver --help
 
     try:
-        cfg = load_config()
+        cfg = state["core"].cfg
     except Exception as e:  # noqa: BLE001 - doctor reports, it does not crash
         return Check("config", "fail", str(e), {"searched": [str(p) for p in search_paths()]})
     state["cfg"] = cfg
@@ -243,8 +244,10 @@ CHECKS: list[Callable[[dict], Check]] = [_config, _catalog, _vault, _web_cache, 
                                          _detectors, _gpu, _writers]
 
 
-def run_checks() -> list[Check]:
-    state: dict = {}
+def run_checks(core: Core) -> list[Check]:
+    """Every check, in order, each given what the earlier ones found (``core``: the command's
+    config, opened by the first check)."""
+    state: dict = {"core": core}
     out = []
     for c in CHECKS:
         try:
@@ -257,9 +260,10 @@ def run_checks() -> list[Check]:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.pass_context
-def doctor(ctx, as_json):
+@with_core
+def doctor(ctx, as_json, core):
     """Show the config file, catalog, vault, web cache, free space, model and GPU in use, and what is wrong."""
-    checks = run_checks()
+    checks = run_checks(core)
     problems = [c for c in checks if c.status != "ok"]
 
     def human(_):

@@ -16,7 +16,7 @@ import click
 
 from .. import __version__
 from ..errors import ArchiverError, UsageError
-from .output import to_json
+from .output import report_error
 
 #: command name -> "module:attribute"; imported only when the command runs (torch is slow to import)
 COMMANDS = {
@@ -138,14 +138,8 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except ArchiverError as e:
-            if "--json" in sys.argv:
-                click.echo(to_json({"error": str(e), "kind": type(e).__name__, "exit_code": e.exit_code}))
-            click.echo(f"archiver: error: {e}", err=True)
-            ctx.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("archiver: interrupted", err=True)
-            ctx.exit(130)
+        except (ArchiverError, KeyboardInterrupt) as e:
+            ctx.exit(report_error(e, "archiver", "--json" in sys.argv, click.echo))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

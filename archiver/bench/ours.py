@@ -31,7 +31,7 @@ class Ours:
                  adapter: str | None = None):
         try:
             from ..codecs.diffusion import pipeline  # heavy: optional, its failure is handled by the surrounding try
-            from ..codecs.diffusion.backbones import get_backbone  # heavy: optional, its failure is handled by the surrounding try
+            from ..codecs.diffusion.adapter import get_adapted_backbone  # heavy: optional, its failure is handled by the surrounding try
         except ImportError as e:
             raise OursUnavailable(f"the diffusion codec is not available in this build ({e})") from None
         try:
@@ -40,7 +40,7 @@ class Ours:
 
                 self.backbone = random_tiny(0, device=device)
             else:
-                self.backbone = get_backbone(backbone_name, model_path=model_path, device=device, adapter=adapter)
+                self.backbone = get_adapted_backbone(backbone_name, model_path=model_path, device=device, adapter=adapter)
         except Exception as e:  # missing or damaged weights are a reason to skip, not to crash
             raise OursUnavailable(f"backbone {backbone_name!r} could not be loaded: {e}") from None
         self.pipeline = pipeline

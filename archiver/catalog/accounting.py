@@ -44,6 +44,21 @@ def catalog_bytes(catalog) -> int | None:
         return None
 
 
+def after_vault(now: int, vault_on_disk: int, schedule: dict, before: int) -> dict:
+    """What the disk will hold once the vault's retention ends: ``until`` (the last day an
+    original leaves the vault, None when none is scheduled to), ``bytes`` (now less what leaves
+    the vault: the originals scheduled to leave, and those past retention that the next expiry
+    deletes, never more than the vault holds on disk), the fraction against ``before``, and the
+    originals kept with no end (legal hold, no retention)."""
+    frees = schedule["frees"]
+    leaving = sum(f["bytes"] for f in frees) + schedule["past_retention"]["bytes"]
+    files = sum(f["files"] for f in frees) + schedule["past_retention"]["files"]
+    left = now - min(vault_on_disk, leaving)
+    return {"until": frees[-1]["day"] if frees else None, "files": files, "bytes": left,
+            "change_fraction": round((left - before) / before, 4) if before else 0.0,
+            "kept_forever": schedule["kept_forever"]}
+
+
 def disk_accounting(catalog, vault_dir: Path, web_cache_dir: Path | None = None) -> dict:
     """Bytes before and now; ``now`` splits into outputs, vault, catalog and web cache (the
     dashboard's picture cache under ``web_cache_dir``; 0 when absent)."""
@@ -51,6 +66,7 @@ def disk_accounting(catalog, vault_dir: Path, web_cache_dir: Path | None = None)
         sav = q.savings(s)
         fallbacks = q.fallback_counts(s)
         shared = dup.shared_counts(s)
+        schedule = q.vault_schedule(s)
     t = sav["total"]
     vault = _tree_bytes(vault_dir) if vault_dir.exists() else 0
     cat = catalog_bytes(catalog) or 0
@@ -64,6 +80,7 @@ def disk_accounting(catalog, vault_dir: Path, web_cache_dir: Path | None = None)
         "change_bytes": now - before,
         "change_fraction": round((now - before) / before, 4) if before else 0.0,
         "vault_retained_bytes": t["vault_bytes"],
+        "after_vault": after_vault(now, vault, schedule, before),
         "total": t,
         "by_rule": sav["by_rule"],
         "by_fallback_reason": fallbacks,

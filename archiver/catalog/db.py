@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from .. import __version__
 from ..errors import CatalogError, CatalogFullError, NoCatalogError
 from ..storage import atomic
+from .urls import sqlite_path  # noqa: F401 (part of this module's interface)
 
 #: the base of every error the database layer raises (a read-only or unreachable catalog)
 DBError = SQLAlchemyError
@@ -172,14 +173,6 @@ def migrate(engine: Engine) -> str:
 
 
 # -- where a catalog is, and the record that it exists ----------------------------------------
-def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite URL; None for an in-memory SQLite catalog or another database."""
-    if not url.startswith("sqlite") or "///" not in url:
-        return None
-    path = url.split("///", 1)[1].split("?", 1)[0]
-    return Path(path) if path and path != ":memory:" else None
-
-
 def _is_memory(url: str) -> bool:
     return url.startswith("sqlite") and sqlite_path(url) is None
 
@@ -351,8 +344,8 @@ def _check_file(url: str, rec: dict | None, create: bool) -> None:
         if rec is not None:
             raise _gone(url, rec, "missing")
         if not create:
-            raise NoCatalogError(f"no catalog at {p} (wrong ARCHIVER_HOME or catalog_url? nothing was archived there; "
-                                 "`archiver archive`, `migrate` and `daemon` create one)")
+            raise NoCatalogError(f"no catalog at {p} (set ARCHIVER_HOME or --config to the one you archived with; "
+                                 "nothing was archived here: `archiver archive`, `migrate` and `daemon` create one)")
         return
     if not p.is_file():
         raise CatalogError(f"{p} is not a file, not an archiver catalog (wrong ARCHIVER_HOME or catalog_url?)")

@@ -23,6 +23,8 @@ from .models import FAILED, SKIPPED, WorkQueue
 from .models import WorkQueue
 
 LEGAL_HOLD = "legal-hold"
+#: the event ``verify`` records for a version whose stored data it found missing or damaged
+VERIFY_FAILED = "verify_failed"
 
 
 def add_event(s: Session, kind: str, *, fv: FileVersion | None = None, path: str | None = None,
@@ -105,18 +107,26 @@ def committed(s: Session, *, as_of: dt.datetime | None = None) -> list[FileVersi
     return list(s.scalars(q.order_by(FileVersion.id)))
 
 
+def matches(row: FileVersion, rx) -> bool:
+    """Whether a path glob's regex matches ``row``'s original path or the name of its archived
+    file on disk (``photo.png.jxl``, ``*.avif``): a user may name either."""
+    return bool(rx.search(row.path) or (row.compressed_path and rx.search(row.compressed_path)))
+
+
 def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = None) -> list[FileVersion]:
-    """Committed versions matching a numeric id, an exact path, a directory or a glob: the newest
-    per path (committed at or before ``as_of`` when given)."""
+    """Committed versions matching a numeric id, an exact path (the original's, or its archived
+    file's), a directory or a glob (on either name): the newest per path (committed at or before
+    ``as_of`` when given)."""
     rows = committed(s, as_of=as_of)
     exact = [r for r in rows if r.path == target]  # first: a name may contain [ ] * ? itself
+    if not exact:
+        exact = [r for r in rows if r.compressed_path == target]  # the name seen on disk: photo.png.jxl
     if exact:
         rows = exact
     elif target.isdigit():
         rows = [r for r in rows if r.id == int(target)]
     elif is_glob(target):  # the policy's glob meaning: '*' within a directory, '**' across
-        rx = glob_regex(target, ignore_case=False)
-        rows = [r for r in rows if rx.search(r.path)]
+        rows = [r for r in rows if matches(r, glob_regex(target, ignore_case=False))]
     else:
         prefix = target.rstrip("/") + "/"  # a directory: everything archived under it
         rows = [r for r in rows if r.path.startswith(prefix)]
@@ -124,6 +134,11 @@ def find_for_restore(s: Session, target: str, *, as_of: dt.datetime | None = Non
     for r in rows:
         newest[r.path] = r  # ordered by id: the last one wins
     return list(newest.values())
+
+
+def file_count(s: Session) -> int:
+    """Catalog rows of any state (0: nothing was ever archived with this catalog)."""
+    return int(s.scalar(select(func.count()).select_from(FileVersion)) or 0)
 
 
 def tags_for(s: Session, path: str) -> list[str]:
@@ -148,6 +163,10 @@ def held_paths(s: Session, tags: Iterable[str] = (LEGAL_HOLD,)) -> set[str]:
 
 def events_for(s: Session, fv: FileVersion) -> list[Event]:
     return list(s.scalars(select(Event).where(Event.file_id == fv.id).order_by(Event.id)))
+
+
+def newest_event(s: Session, fv: FileVersion) -> Event | None:
+    return s.scalars(select(Event).where(Event.file_id == fv.id).order_by(Event.id.desc()).limit(1)).first()
 
 
 def state_counts(s: Session) -> dict[str, int]:
@@ -283,22 +302,56 @@ def vault_schedule(s: Session, now: dt.datetime | None = None) -> dict:
             "past_retention": {"files": int(overdue[0] or 0), "bytes": int(overdue[1] or 0)}}
 
 
-#: event kinds that mean something did not go as the policy asked
+#: event kinds that mean something did not go as the policy asked, or that the archive lost
+#: something: ``verify_failed`` (verify found the artifact missing or damaged) and a forget
 PROBLEM_EVENTS = ("failed", "fallback", "bad_input", "skip", "rollback", "dispose_failed", "vault_missing",
-                  "original_changed", "action_changed")
+                  "original_changed", "action_changed", VERIFY_FAILED, "forgotten", "forgotten_because")
+#: how many problem events ``recent_problems`` reads at most to fill its rows (~3 ms on SQLite)
+PROBLEM_SCAN = 500
+
+
+def problem_label(kind: str, detail: dict) -> str:
+    """What the dashboard calls a problem event: ``missing`` / ``damaged`` for a failed verify,
+    ``forgotten`` for both events of a forget, else the event's kind."""
+    if kind == VERIFY_FAILED:
+        problems = " ".join(map(str, detail.get("problems") or []))
+        return "missing" if "missing" in problems else "damaged"
+    return "forgotten" if kind.startswith("forgotten") else kind
+
+
+def _problem_why(kind: str, d: dict) -> str | None:
+    if kind == VERIFY_FAILED:
+        return "; ".join(map(str, d.get("problems") or [])) or None
+    if kind == "forgotten_because":
+        problems = "; ".join(map(str, d.get("problems") or []))
+        return f"{d.get('reason') or 'archiver forget'}" + (f" (verify found: {problems})" if problems else "")
+    reasons = d.get("reasons") or []
+    return d.get("error") or next((r for r in reversed(reasons) if not str(r).startswith(FELL_BACK)), None)
 
 
 def recent_problems(s: Session, limit: int = 20) -> list[dict]:
-    """The newest failure/fallback events with their reasons (newest first)."""
-    rows = s.scalars(select(Event).where(Event.kind.in_(PROBLEM_EVENTS)).order_by(Event.id.desc()).limit(limit))
-    out = []
-    for ev in rows:
-        d = ev.detail or {}
-        reasons = d.get("reasons") or []
-        why = d.get("error") or next((r for r in reversed(reasons) if not str(r).startswith(FELL_BACK)), None)
-        out.append({"id": ev.id, "file_id": ev.file_id, "path": ev.path, "at": ev.at, "kind": ev.kind,
-                    "to_state": ev.to_state, "action": d.get("action"), "why": why})
-    return out
+    """The newest problems, one row per file version, newest first: a codec that fell back writes
+    two ``fallback`` events and a forget two events, and the file is listed once. A row has the
+    newest event's time, id and ``kind`` (``problem_label``), every label seen for the file
+    (``kinds``, newest first) and the first reason found, newest first. Reads at most
+    ``PROBLEM_SCAN`` events."""
+    q = (select(Event.id, Event.file_id, Event.path, Event.at, Event.kind, Event.to_state, Event.detail)
+         .where(Event.kind.in_(PROBLEM_EVENTS)).order_by(Event.id.desc()).limit(PROBLEM_SCAN))
+    rows: dict = {}
+    for ev_id, file_id, path, at, kind, to_state, detail in s.execute(q):
+        d = detail or {}
+        key = file_id if file_id is not None else ("path", path)
+        row = rows.get(key)
+        if row is None:
+            if len(rows) >= limit:
+                continue  # only older events of files already listed can still add to a row
+            row = rows[key] = {"id": ev_id, "file_id": file_id, "path": path, "at": at, "kind": problem_label(kind, d),
+                               "event": kind, "kinds": [], "to_state": to_state, "action": d.get("action"), "why": None}
+        label = problem_label(kind, d)
+        if label not in row["kinds"]:
+            row["kinds"].append(label)
+        row["why"] = row["why"] or _problem_why(kind, d)
+    return list(rows.values())
 
 
 def queue_depth(s: Session) -> dict[str, int]:
@@ -448,16 +501,27 @@ def list_versions(s: Session, *, status: str | None = None, rule: str | None = N
     rows = list(s.scalars(q))
     if pattern:
         rx = glob_regex(pattern, ignore_case=False)
-        rows = [r for r in rows if rx.search(r.path)]
+        rows = [r for r in rows if matches(r, rx)]
     return rows[:limit] if limit else rows
 
 
 def versions_for_target(s: Session, target: str) -> list[FileVersion]:
-    """Every version of a path (or of a catalog id's path), oldest first."""
+    """Every version of a path (or of a catalog id's path, or of the original an archived file
+    such as ``photo.png.jxl`` stands for), oldest first."""
     if target.isdigit():
         r = s.get(FileVersion, int(target))
         return versions(s, r.path) if r else []
-    return versions(s, target)
+    found = versions(s, target)
+    if not found:
+        r = by_compressed_path(s, target)
+        found = versions(s, r.path) if r else []
+    return found
+
+
+def by_compressed_path(s: Session, path: str) -> Optional[FileVersion]:
+    """The newest row whose archived file is ``path`` (``photo.png.jxl``), if any."""
+    return s.scalars(select(FileVersion).where(FileVersion.compressed_path == path)
+                     .order_by(FileVersion.id.desc()).limit(1)).first()
 
 
 def daemon_activity(s: Session, n_errors: int):

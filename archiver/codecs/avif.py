@@ -13,6 +13,15 @@ class AvifCodec(PillowLossyCodec):
     version = 1
     ext = ".avif"
     pil_format = "AVIF"
+
+    @classmethod
+    def claims(cls, data: bytes) -> bool:
+        """An ISO-BMFF file whose ``ftyp`` box names an AVIF brand (major or compatible)."""
+        if data[4:8] != b"ftyp" or len(data) < 16:
+            return False
+        size = int.from_bytes(data[:4], "big")
+        brands = data[8:12] + data[16:min(max(size, 16), 64)]
+        return any(brands[i:i + 4] in (b"avif", b"avis") for i in range(0, len(brands) - 3, 4))
     summary = "conventional lossy: AVIF at the smallest quality that meets the floor"
     #: libaom speed 6 (Pillow's default): 0 is slowest/smallest, 10 fastest
     speed = 6

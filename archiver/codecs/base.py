@@ -244,6 +244,10 @@ class Codec:
     def lossy(self) -> bool:
         return self.exactness is Exactness.APPROX
 
+    def warm(self) -> None:
+        """Load now what the first decode would otherwise wait for (libraries, model weights);
+        nothing for codecs that need nothing loaded. Safe to call more than once."""
+
     @classmethod
     def claims(cls, data: bytes) -> bool:
         """Whether ``data`` is this codec's artifact by its own signature (no catalog needed);

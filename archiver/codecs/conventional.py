@@ -42,6 +42,15 @@ class PillowLossyCodec(Codec):
     #: train/: bench/perceptual_targets.py; a wrong guess costs probes, never a different result)
     typical_quality = {70.0: 60, 90.0: 88}
 
+    #: the first bytes its files start with (``claims``); subclasses set them
+    signatures: tuple[bytes, ...] = ()
+
+    @classmethod
+    def claims(cls, data: bytes) -> bool:
+        """A file of ``pil_format`` by its signature (registered after the codecs whose files
+        have the same one and a mark of their own, which claim theirs first)."""
+        return any(data.startswith(sig) for sig in cls.signatures)
+
     def save_options(self, target: Optional[Target] = None) -> dict:
         """Encoder settings besides quality (they may depend on the target)."""
         return {}

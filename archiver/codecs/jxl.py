@@ -16,6 +16,8 @@ class JxlCodec(PillowLossyCodec):
     version = 1
     ext = ".jxl"
     pil_format = "JXL"
+    #: a JPEG XL container or bare codestream (the lossless codec claims its own first)
+    signatures = (b"\x00\x00\x00\x0cJXL \r\n\x87\n", b"\xff\x0a")
     summary = "conventional lossy: JPEG XL at the smallest quality that meets the floor"
     #: libjxl effort 7 (its default): 1 fastest, 9 smallest
     effort = 7

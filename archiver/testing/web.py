@@ -92,3 +92,36 @@ def make_collection(tmp: str | Path, *, codec=None, preview: bool = True) -> tup
         cls["protected_regions"] = [[128, 8, 160, 40]]
         row.classification = cls
     return ctx, ids
+
+
+AVIF_POLICY = """
+version: 1
+name: web-test-avif
+defaults:
+  floor: {min_psnr: 0.0, min_ms_ssim: 0.0, min_region_psnr: 0.0}
+  original: replace
+rules:
+  - name: small
+    when: {path: ["**/av/**"]}
+    action: avif
+default:
+  action: lossless
+"""
+
+
+def add_avif(ctx, tmp: str | Path) -> int:
+    """Archive one more photo (``photos/av/sky.jpg``) as AVIF, its original replaced and no
+    preview beside it, into ``make_collection``'s catalog; returns its catalog id."""
+    from ..policy.engine import parse_policy_text  # heavy: yaml (via policy.engine), which testing.web does not load at import
+    from ..work import archive_file  # heavy: sqlalchemy (via work), which testing.web does not load at import
+
+    policy, preview = ctx.policy, ctx.preview
+    ctx.policy, ctx.preview = parse_policy_text(AVIF_POLICY, "web-test-avif"), None
+    try:
+        ctx.root = str(Path(tmp) / "photos")
+        out = archive_file(write_jpeg(Path(tmp) / "photos" / "av" / "sky.jpg", seed=7), ctx)
+    finally:
+        ctx.policy, ctx.preview = policy, preview
+    if out.state != "committed" or out.action != "avif":
+        raise RuntimeError(f"the AVIF test file was not archived as AVIF: {out}")
+    return out.file_id

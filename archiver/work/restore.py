@@ -17,14 +17,13 @@ import stat as statmod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
-from xml.sax.saxutils import escape
 
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
 from ..codecs import Exactness
 from ..errors import ArchiverError, NoSpaceError, NotInCatalogError, SafetyError, UsageError
 from ..preview import is_preview
+from ..reconstruction import DEFAULT_LOSSY_SUFFIX, PNG_CHUNKS_PARAM, is_marked, lossy_note, marked_bytes
 from ..storage import atomic
 from ..storage.vault import Vault, VaultError
 from ..catalog import queries as q
@@ -163,67 +162,6 @@ def _holds_sha(dir_fd: int, name: str, sha: str | None) -> bool:
         os.close(fd)
 
 
-#: XMP namespace of the note written into approximate restores
-XMP_NS = "https://archiver.invalid/ns/1.0/"
-
-
-def lossy_note(row: FileVersion) -> str:
-    """The sentence a reconstruction carries, so that nobody mistakes it for the original."""
-    return (f"Approximate reconstruction by archiver of {os.path.basename(row.path)} "
-            f"(catalog id {row.id}, {row.codec or 'diffusion'} codec, original SHA-256 {row.sha256}); "
-            "not the original pixels")
-
-
-def _mark_xmp(xmp: bytes | None, note: str) -> bytes:
-    """An XMP packet with the note (dc:description and archiver:reconstruction); an existing
-    packet is kept and the note added to it."""
-    desc = (f'<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
-            f'xmlns:archiver="{XMP_NS}" archiver:reconstruction="approximate">'
-            f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{escape(note)}</rdf:li></rdf:Alt></dc:description>'
-            f"</rdf:Description>")
-    text = (xmp or b"").decode("utf-8", "replace")
-    if "</rdf:RDF>" in text:
-        return text.replace("</rdf:RDF>", desc + "</rdf:RDF>", 1).encode()
-    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
-            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">' + desc +
-            '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode()
-
-
-def _mark_exif(exif: bytes | None, note: str) -> bytes:
-    """EXIF with the note in ImageDescription (kept from the original otherwise)."""
-    e = Image.Exif()
-    if exif:
-        try:
-            e.load(exif)
-        except Exception:  # noqa: BLE001 - unreadable EXIF: start a fresh one rather than lose the note
-            e = Image.Exif()
-    e[0x010E] = note[:1000]
-    return e.tobytes()
-
-
-#: what an approximate restore is named after when its format cannot carry the mark (BMP, PPM, ...)
-DEFAULT_LOSSY_SUFFIX = ".reconstructed"
-_MARK_TEXT = "Approximate reconstruction by archiver"
-
-
-def is_marked(data: bytes) -> bool:
-    """Whether an image file carries archiver's reconstruction note where readers look: its XMP,
-    its EXIF description, or a text chunk."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            xmp = im.info.get("xmp") or b""
-            if isinstance(xmp, str):
-                xmp = xmp.encode()
-            if b'archiver:reconstruction="approximate"' in xmp:
-                return True
-            if str(im.getexif().get(0x010E, "")).startswith(_MARK_TEXT):
-                return True
-            texts = (v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in im.info.values())
-            return any(isinstance(v, str) and v.startswith(_MARK_TEXT) for v in texts)
-    except Exception:  # noqa: BLE001 - unreadable: certainly not marked
-        return False
-
-
 def _approx_dest(row: FileVersion, dest: Path, data: bytes, lossy_suffix: str | None) -> Path:
     """The name of an approximate restore: NAME<lossy_suffix>.EXT when asked; a file whose format
     cannot carry the mark gets ``DEFAULT_LOSSY_SUFFIX`` in any case (its name is its only mark);
@@ -240,42 +178,10 @@ def _approx_dest(row: FileVersion, dest: Path, data: bytes, lossy_suffix: str | 
 
 
 def _reconstruction_bytes(row: FileVersion, img, codec_fmt: str | None) -> bytes:
-    """The decoded image in the original's format, with its EXIF/ICC/XMP, marked as a reconstruction."""
-    fmt = (row.format or "PNG").upper()
-    out = io.BytesIO()
-    note = lossy_note(row)
-    kw = {k: v for k, v in img.info.items() if k in ("exif", "icc_profile", "xmp") and v}
-    kw["exif"] = _mark_exif(kw.get("exif"), note)
-    kw["xmp"] = _mark_xmp(kw.get("xmp"), note)
-    if fmt in ("JPEG", "MPO"):
-        if img.mode not in ("RGB", "L"):
-            img = img.convert("RGB")
-        img.save(out, "JPEG", quality=95, **kw)
-        return _readable(row, img, out.getvalue())
-    info = PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", kw.pop("xmp").decode())
-    info.add_text("Comment", note)
-    try:
-        extra = dict(kw, xmp=_mark_xmp(None, note), **({"comment": note} if fmt == "GIF" else {}))
-        img.save(out, fmt, **(extra if fmt != "PNG" else dict(kw, pnginfo=info)))
-        return _readable(row, img, out.getvalue())
-    except (KeyError, OSError, ValueError, TypeError, ArchiverError):  # the format cannot hold it: PNG
-        out = io.BytesIO()
-        img.save(out, "PNG", pnginfo=info, **{k: v for k, v in kw.items() if k != "xmp"})
-    return _readable(row, img, out.getvalue())
-
-
-def _readable(row: FileVersion, img, data: bytes) -> bytes:
-    """A reconstruction is written only if a reader opens it again at its size (CMYK or float
-    TIFFs used to be written that no reader opened)."""
-    try:
-        with Image.open(io.BytesIO(data)) as back:
-            back.load()
-            if back.size == img.size:
-                return data
-    except Exception:  # noqa: BLE001 - any failure to read it back is the finding
-        pass
-    raise ArchiverError(f"{row.path}: the reconstruction does not read back as an image")
+    """The decoded image in the original's format, with its EXIF/ICC/XMP (and a PNG's own text,
+    gamma and colour chunks, which the catalog keeps), marked as a reconstruction."""
+    return marked_bytes(img, (row.format or "PNG").upper(), lossy_note(row),
+                        chunks=(row.codec_params or {}).get(PNG_CHUNKS_PARAM), name=row.path)
 
 
 def read_compressed(row: FileVersion) -> bytes:
@@ -309,11 +215,11 @@ def _from_vault(row: FileVersion, vault: Vault | None) -> bytes | None:
     return None
 
 
-def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, str, str]:
+def produce(row: FileVersion, vault: Vault | None, codecs=None, *, from_artifact: bool = False) -> tuple[bytes, str, str]:
     """(bytes, source, exactness) for ``row``, best source first: the vaulted original, the original
     still on disk, else what the row's codec gives back (checked against what the catalog recorded
-    when it was verified); raises ArchiverError when none."""
-    if row.sha256:
+    when it was verified); with ``from_artifact`` only the latter. Raises ArchiverError when none."""
+    if row.sha256 and not from_artifact:
         data = _from_vault(row, vault)
         if data is not None:
             return data, "vault", "bytes"
@@ -338,11 +244,13 @@ def produce(row: FileVersion, vault: Vault | None, codecs=None) -> tuple[bytes, 
 
 def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None, codecs=None,
             to: str | Path | None = None, as_of: dt.datetime | None = None, force: bool = False,
-            lossy_suffix: str | None = None) -> list[RestoreResult]:
+            lossy_suffix: str | None = None, progress=None, from_artifact: bool = False) -> list[RestoreResult]:
     """Restore ``targets`` (ids, paths, directories, globs). An approximate restore (a lossy codec's
     reconstruction) is marked in its XMP and EXIF, gets the original's mtime like any restore, and
     with ``lossy_suffix`` (e.g. ".reconstructed") is written as NAME<suffix>.EXT beside where the
-    original would go, so that it cannot be taken for the original."""
+    original would go, so that it cannot be taken for the original. ``from_artifact``: decode the
+    archived file even where the vault or the disk still holds the original (to see what it gives
+    back). ``progress(rows)`` wraps the iteration (the caller draws it)."""
     if to is not None:
         if Path(to).exists() and not Path(to).is_dir():
             raise UsageError(f"--to {to}: not a directory")
@@ -356,12 +264,12 @@ def restore(catalog: Catalog, targets: list[str], *, vault: Vault | None = None,
                 raise NotInCatalogError(f"{t}: nothing committed in the catalog matches" + (f" as of {as_of}" if as_of else ""))
             rows.extend(found)
     results = []
-    for row in rows:
-        results.append(_restore_one(catalog, row, vault, codecs, to, force, lossy_suffix))
+    for row in (progress(rows) if progress else rows):
+        results.append(_restore_one(catalog, row, vault, codecs, to, force, lossy_suffix, from_artifact))
     return results
 
 
-def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> RestoreResult:
+def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None, from_artifact=False) -> RestoreResult:
     try:
         dest = destination(row, to)
     except SafetyError as e:
@@ -377,23 +285,24 @@ def _restore_one(catalog, row, vault, codecs, to, force, lossy_suffix=None) -> R
         res.message = f"cannot open {directory}: {e.strerror or e}"
         return res
     try:
-        return _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd)
+        return _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd, from_artifact)
     finally:
         if dfd is not None:
             os.close(dfd)
 
 
-def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd) -> RestoreResult:
+def _restore_into(catalog, row, vault, codecs, force, lossy_suffix, res, dest, directory, dfd,
+                  from_artifact=False) -> RestoreResult:
     """The rest of ``_restore_one``, with the destination's directory open (``dfd``, None while it
     does not exist): every look at and write of the destination goes through that descriptor."""
-    if dfd is not None and _holds_sha(dfd, dest.name, row.sha256):
+    if dfd is not None and not from_artifact and _holds_sha(dfd, dest.name, row.sha256):
         res.source, res.exact, res.status, res.message = "original", "bytes", "present", "identical file already there"
         return res
     if _existing(dfd, dest.name) is not None and not force and not lossy_suffix:
         res.status, res.message = "refused", f"{dest} exists; use --force to overwrite"
         return res  # refused before any decoding (with a suffix the name is known only after)
     try:
-        data, source, exact = produce(row, vault, codecs)
+        data, source, exact = produce(row, vault, codecs, from_artifact=from_artifact)
     except ArchiverError as e:
         res.message, res.exit_code = str(e), e.exit_code
         return res

@@ -34,7 +34,9 @@ class VerifyReport:
 
 
 def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample: float = 1.0, seed: int | None = None,
-           now: dt.datetime | None = None, decode: bool = True, progress=None) -> VerifyReport:
+           now: dt.datetime | None = None, decode: bool = True, progress=None, on_problem=None) -> VerifyReport:
+    """Check every committed file (or a random ``sample`` of them). ``progress(rows)`` wraps the
+    iteration (the caller draws it); ``on_problem(mismatch)`` hears each mismatch when it is found."""
     now = now or utcnow()
     with catalog.session() as s:
         rows = q.committed(s)
@@ -45,14 +47,19 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
         rows = [r for r in rows if rng.random() < sample] or rows[:1]
     it = progress(rows) if progress else rows
     codecs = codecs or Codecs()
+    found: dict[int, list[str]] = {}
     for row in it:
         rep.checked += 1
         try:
             bad, warn = row_problems(row, vault, codecs, now, decode=decode)
         except (OSError, ValueError) as e:  # one unreadable row is a finding, not the end of the scrub
             bad, warn = [f"cannot be checked: {type(e).__name__}: {e}"], []
+        if bad:
+            found[row.id] = bad
         for m in bad:
             rep.mismatches.append({"id": row.id, "path": shown_name(row.path), "problem": m})
+            if on_problem is not None:
+                on_problem(rep.mismatches[-1])
         for w in warn:
             rep.warnings.append({"id": row.id, "path": shown_name(row.path), "problem": w})
         if not bad:
@@ -61,7 +68,24 @@ def verify(catalog: Catalog, *, vault: Vault | None = None, codecs=None, sample:
         rep.warnings.append({"id": r.id, "path": r.path, "problem": f"interrupted in state '{r.state}' (run archive again)"})
     if sample >= 1:
         rep.warnings.extend(_strays(catalog))
+    _record_findings(catalog, found)
     return rep
+
+
+def _record_findings(catalog: Catalog, found: dict[int, list[str]]) -> None:
+    """A ``verify_failed`` event (with the problems) on each version found missing or damaged,
+    so the dashboard lists it among the problems; not again while the version's newest event
+    already says the same (a weekly verify does not grow the log with the same finding)."""
+    if not found:
+        return
+    with catalog.session() as s:
+        for file_id, problems in found.items():
+            row = s.get(FileVersion, file_id)
+            last = q.newest_event(s, row) if row is not None else None
+            if row is None or (last is not None and last.kind == q.VERIFY_FAILED
+                               and (last.detail or {}).get("problems") == problems):
+                continue
+            q.add_event(s, q.VERIFY_FAILED, fv=row, problems=problems)
 
 
 

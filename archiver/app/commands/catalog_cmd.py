@@ -12,7 +12,7 @@ import os
 
 import click
 
-from ...errors import NotInCatalogError, SafetyError, UsageError, VerifyError
+from ...errors import SafetyError, UsageError, VerifyError
 from ..core import with_core
 from ..output import emit, human_bytes, progress
 
@@ -67,6 +67,7 @@ def ls(pattern, state, rule, codec, action, since, until, all_versions, limit, a
         if not state and not all_versions:
             rows = [r for r in rows if r.state != "forgotten"]
         data = [_row(r) for r in rows]
+        total = q.file_count(s) if not data else None
 
     def human(d):
         lines = []
@@ -76,10 +77,14 @@ def ls(pattern, state, rule, codec, action, since, until, all_versions, limit, a
             looks = f"  looks {r['score']:.0f}/{r['target']:g}" if r["score"] is not None and r["target"] is not None else ""
             lines.append(f"{r['state']:<9} {r['action'] or '-':<9} {r['rule'] or '-':<15} {r['path']}"
                          + (f"  {size}" if size else "") + looks + (f"  ({why})" if why else ""))
-        lines.append(f"{len(d['entries'])} entr{'y' if len(d['entries']) == 1 else 'ies'}")
+        lines.append(f"{len(d['entries'])} entr{'y' if len(d['entries']) == 1 else 'ies'} in catalog {d['catalog']}")
+        if d["catalog_files"] == 0:
+            lines[-1] += " (empty: nothing was archived with it; wrong ARCHIVER_HOME or --config?)"
+        elif not d["entries"]:
+            lines[-1] += f" (it knows {d['catalog_files']} file(s); none matches)"
         return "\n".join(lines)
 
-    emit({"entries": data}, as_json, human)
+    emit({"entries": data, "catalog": core.catalog_place, "catalog_files": total}, as_json, human)
 
 
 def candidate_line(c: dict) -> str:
@@ -94,6 +99,34 @@ def candidate_line(c: dict) -> str:
     return f"{c['codec']}: not used: {c.get('why') or 'failed'}"
 
 
+def when_text(at) -> str:
+    """A catalog time as people read it: to the second, in UTC ('-' when none)."""
+    if at is None:
+        return "-"
+    return (at.strftime("%Y-%m-%d %H:%M:%S") if hasattr(at, "strftime") else str(at)[:19].replace("T", " ")) + " UTC"
+
+
+def _value_text(v, limit: int = 160) -> str:
+    if isinstance(v, dict):
+        text = ", ".join(f"{k.replace('_', ' ')} {_value_text(x, 60)}" for k, x in v.items() if x not in (None, "", [], {}))
+    elif isinstance(v, (list, tuple)):
+        text = "; ".join(_value_text(x, 80) for x in v)
+    elif isinstance(v, float):
+        text = f"{v:.4g}"
+    else:
+        text = str(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def event_line(e: dict) -> str:
+    """One catalog event as a line: when, what, the state it moved to, and its details in words
+    ("2026-12-04 10:31:07 UTC  committed (verified -> committed): disposition replace, ...")."""
+    moved = f" ({e.get('from') or 'new'} -> {e['to']})" if e.get("to") and e.get("from") != e.get("to") else ""
+    detail = {k: v for k, v in (e.get("detail") or {}).items() if v not in (None, "", [], {})}
+    words = ", ".join(f"{k.replace('_', ' ')} {_value_text(v)}" for k, v in detail.items())
+    return f"{when_text(e['at'])}  {e['kind'].replace('_', ' ')}{moved}" + (f": {words}" if words else "")
+
+
 @click.command()
 @click.argument("target")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -106,8 +139,6 @@ def show(target, as_json, core):
     cat = core.catalog
     with cat.session() as s:
         vs = q.versions_for_target(s, key)
-        if not vs:
-            raise NotInCatalogError(f"{target}: not in the catalog")
         out = []
         for r in vs:
             d = {c.name: getattr(r, c.name) for c in r.__table__.columns}
@@ -116,6 +147,8 @@ def show(target, as_json, core):
             d["events"] = [{"at": e.at, "kind": e.kind, "from": e.from_state, "to": e.to_state, "detail": e.detail}
                            for e in q.events_for(s, r)]
             out.append(d)
+    if not out:
+        raise core.not_in_catalog(target)
 
     def human(d):
         lines = []
@@ -142,14 +175,13 @@ def show(target, as_json, core):
             for c in v.get("candidates") or []:
                 lines.append("  tried     " + candidate_line(c))
             lines.append(f"  output    {v['compressed_path'] or '-'}; original {v['original_status'] or '-'}"
-                         + (f"; vault until {v['vault_expires_at']}" if v["vault_path"] else ""))
+                         + (f"; vault until {when_text(v['vault_expires_at'])}" if v["vault_path"] else ""))
             if v["tags"]:
                 lines.append(f"  tags      {', '.join(v['tags'])}")
             if v["error"]:
                 lines.append(f"  error     {v['error']}")
             for e in v["events"]:
-                lines.append(f"  {str(e['at'])[:19]}  {e['kind']}" + (f" {e['from']}->{e['to']}" if e["to"] else "")
-                             + (f" {e['detail']}" if e["detail"] else ""))
+                lines.append("  " + event_line(e))
         return "\n".join(lines)
 
     emit({"versions": out}, as_json, human)
@@ -247,8 +279,17 @@ def verify(sample, no_decode, expire_vault, as_json, core):
 
     cat = core.catalog
     vault = core.vault
-    rep = core.guard(lambda: do_verify(cat, vault=vault, codecs=core.codecs, sample=sample, decode=not no_decode,
-                                      progress=lambda it: progress(it, desc="verify", enabled=not as_json)))
+    found = []
+
+    def problem(m: dict) -> None:  # each on its own line as found, between the periodic summaries
+        found.append(m)
+        if not as_json:
+            click.echo(f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}", err=True)
+
+    rep = core.guard(lambda: do_verify(
+        cat, vault=vault, codecs=core.codecs, sample=sample, decode=not no_decode, on_problem=problem,
+        progress=lambda it: progress(it, desc="verify", enabled=not as_json,
+                                     status=lambda: f"{len(found):,} problem{'' if len(found) == 1 else 's'}")))
     if expire_vault:
         rep.expired = core.guard(lambda: do_expire(cat, vault))
 
@@ -265,6 +306,34 @@ def verify(sample, no_decode, expire_vault, as_json, core):
         raise SystemExit(VerifyError.exit_code)
 
 
+def _against(fraction: float) -> str:
+    if abs(fraction) < 0.0005:
+        return "the same as before"
+    return f"{abs(fraction) * 100:.1f}% {'more' if fraction > 0 else 'less'} than before"
+
+
+def disk_lines(d: dict) -> list[str]:
+    """``stats``' disk figures in words: the originals before, the disk now (and why it may be
+    more for now: the vault), and the disk once the vault's retention ends, with its date."""
+    n, later = d["now"], d.get("after_vault") or {}
+    lines = [f"before:  {human_bytes(d['bytes_before'])} of originals ({d['total']['files']} file(s))",
+             f"now:     {human_bytes(d['bytes_now'])} on disk, {_against(d['change_fraction'])}: archived files "
+             f"{human_bytes(n['outputs'])}, vault {human_bytes(n['vault'])}, catalog {human_bytes(n['catalog'])}, "
+             f"web cache (the dashboard's pictures) {human_bytes(n['web_cache'])}"]
+    if later.get("until"):
+        lines.append(f"later:   the vault keeps {later['files']} original(s) until {later['until']} (their retention); "
+                     f"from then on {human_bytes(later['bytes'])} on disk, {_against(later['change_fraction'])}")
+    elif later.get("files"):
+        lines.append(f"later:   {later['files']} original(s) past retention leave the vault at the next expiry "
+                     f"(daemon, or verify --expire-vault): then {human_bytes(later['bytes'])} on disk, "
+                     f"{_against(later['change_fraction'])}")
+    if later.get("kept_forever"):
+        k = later["kept_forever"]
+        lines.append(f"         {k['files']} original(s) ({human_bytes(k['bytes'])}) stay in the vault with no end "
+                     "(legal hold or no retention)")
+    return lines
+
+
 @click.command()
 @click.option("--config", "config_path", type=click.Path(), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
@@ -279,11 +348,8 @@ def stats(as_json, core):
     data = core.guard(lambda: disk_accounting(cat, cfg.resolved_vault_dir(), cache_dir_of(cfg)))
 
     def human(d):
-        n = d["now"]
-        lines = [f"disk: {human_bytes(d['bytes_before'])} before -> {human_bytes(d['bytes_now'])} now "
-                 f"({d['change_fraction'] * 100:+.1f}%): outputs {human_bytes(n['outputs'])}, "
-                 f"vault {human_bytes(n['vault'])}, catalog {human_bytes(n['catalog'])}, "
-                 f"web cache {human_bytes(n['web_cache'])}"]
+        lines = disk_lines(d)
+        lines.append("per rule: archived files against their originals (vault, catalog and cache not included):")
         lines.append(f"{'rule':<20} {'action':<10} {'files':>6} {'before':>11} {'after':>11} {'saved':>7}")
         for g in d["by_rule"]:
             lines.append(f"{g['rule']:<20} {g['action']:<10} {g['files']:>6} {human_bytes(g['bytes_before']):>11} "

@@ -6,11 +6,12 @@ import io
 from pathlib import Path
 
 import click
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from ...codecs import codec_of_data
-from ...errors import SafetyError, UsageError
+from ...codecs import codec_of_data, get_codec, suffixes
+from ...errors import ContainerError, SafetyError, UnknownArtifactError, UsageError
 from ...imageio import load_image
+from ...reconstruction import PNG_CHUNKS_PARAM, is_marked, lossy_note, marked_bytes
 from ..core import with_core
 from ..output import emit, human_bytes
 
@@ -95,9 +96,9 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--steps", type=click.IntRange(0, 1000), default=None,
-              help="DDIM steps (default: what the encoder wrote; 0 = plain autoencoder decode).")
+              help="DDIM steps for a .dlc (default: what the encoder wrote; 0 = plain autoencoder decode).")
 @click.option("--backbone", "backbone_name", type=click.Choice(["tiny", "diffusers"]), default=None,
-              help="Backbone (default: the one the file names).")
+              help="Backbone for a .dlc (default: the one the file names).")
 @click.option("--model", type=str, default=None, help="diffusers model directory or cached repo id.")
 @click.option("--device", type=str, default=None, help="cpu, cuda or auto.")
 @click.option("--adapter", type=str, default=None, help=_ADAPTER_HELP)
@@ -105,10 +106,11 @@ def encode(src, dst, bpp, quality, steps, backbone_name, model, device, adapter,
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @with_core
 def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_json, core):
-    """Restore SRC — a .dlc, or a lossless .jxl/.axl written by archive — to the image DST (format
-    from its suffix, PNG by default). No catalog is needed."""
-    from ...codecs.diffusion.container import read_header  # heavy: torch (codecs.diffusion), not loaded by archiver --help
-    from ...codecs.diffusion.files import decode_file, format_for  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+    """Decode SRC, any file archive wrote (a .dlc, .avif or .jxl, a lossless .jxl/.axl), to the
+    image DST (format from its suffix, PNG by default). A lossless file gives the original back;
+    a lossy one an approximation, marked as such in its XMP and EXIF, with the original's
+    metadata (and, when the catalog knows the file, a PNG's text chunks). No catalog is needed."""
+    from ...codecs.diffusion.files import format_for  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
     fmt = format_for(dst)  # refuse an unwritable suffix before any work
     _check_output(dst)
@@ -117,20 +119,106 @@ def decode(src, dst, steps, backbone_name, model, device, adapter, force, as_jso
     if not src.is_file():
         raise UsageError(f"{src}: no such file")
     blob = src.read_bytes()
-    if codec_of_data(blob) == "lossless":
+    name = codec_of_data(blob)
+    if name is None and src.suffix.lower() == ".dlc":
+        name = "diffusion"  # named as one but without its mark: the container check says what is wrong
+    elif name is None and src.suffix.lower() in suffixes():
+        raise ContainerError(f"{src}: damaged {src.suffix} file: not readable as one ({_what(blob)})")
+    elif name is None:
+        raise UnknownArtifactError(f"{src}: not a file archiver wrote ({_what(blob)}); decode reads "
+                                   f"{', '.join(suffixes())} files from archive, migrate and encode")
+    if name == "lossless":
         return _decode_lossless(src, dst, fmt, blob, as_json)
+    row = _row_of(core, src)
+    if name == "diffusion":
+        img, data = _decode_dlc(core, blob, steps, backbone_name, model, device, adapter)
+    else:
+        try:
+            img = get_codec(name).decode(blob)
+        except (OSError, ValueError, SyntaxError) as e:  # Pillow's ways of saying "cut short" or "garbled"
+            why = "truncated or garbled" if isinstance(e, UnidentifiedImageError) else str(e)
+            raise ContainerError(f"{src}: damaged {name} file ({why})") from None
+        data = {"codec": name, "width": img.width, "height": img.height}
+    _write_approx(src, dst, fmt, img, name, row, data)
+    emit(data, as_json, lambda x: (f"{src} -> {dst}: approximate reconstruction ({x['codec']} codec), "
+                                   f"{x['width']}x{x['height']} {x['mode']}"
+                                   + (f", t={x['t']}, {x['steps']} steps, {x['seconds']:.2f} s" if "t" in x else "")
+                                   + ("; marked in its XMP and EXIF" if x["marked"] else
+                                      f"; NOT marked ({fmt} cannot carry the note: prefer .png)")
+                                   + f"; metadata: {', '.join(k for k, v in x['metadata'].items() if v) or 'none'}"))
+
+
+def _what(blob: bytes) -> str:
+    """What a file that no codec claims looks like, in words."""
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            return f"a {im.format} image"
+    except Exception:  # noqa: BLE001 - anything unreadable is simply "not an image"
+        return "not an image archiver knows"
+
+
+def _row_of(core, src: Path):
+    """The catalog row whose archived file ``src`` is, when a catalog exists and knows it
+    (decode needs none: any catalog failure is no row)."""
+    from ...catalog.urls import may_exist  # deferred: catalog.urls, needed only for a lossy file
+
+    url = core.cfg.resolved_catalog_url()
+    if not may_exist(url):  # no catalog: nothing to ask, and no database library to load
+        return None
+    from ...catalog import queries as q  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+    from ...catalog.db import open_existing  # heavy: sqlalchemy (catalog), not loaded by archiver --help
+
+    try:
+        cat = open_existing(url)
+        if cat is None:
+            return None
+        try:
+            with cat.read_session() as s:
+                row = q.by_compressed_path(s, str(src.resolve()))
+                if row is not None:
+                    s.expunge(row)  # kept as read: the read-only transaction is rolled back
+                return row
+        finally:
+            cat.close()
+    except Exception:  # noqa: BLE001 - the catalog only adds what it knows (a broken one: nothing)
+        return None
+
+
+def _decode_dlc(core, blob, steps, backbone_name, model, device, adapter):
+    """A .dlc's image (its EXIF/ICC/XMP in ``.info``) and what the JSON output says of it."""
+    from ...codecs.diffusion.container import read_header  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+    from ...codecs.diffusion.pipeline import decode_bytes  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+
     header = read_header(blob)  # damaged files are refused before loading a model
     name = backbone_name or (None if model is None else "diffusers") or header.backbone_id
     backbone = _backbone(core.cfg, name, model, device, adapter)
-    d = decode_file(src, dst, backbone=backbone, steps=steps)
+    d = decode_bytes(blob, backbone, steps=steps)
     h = d.header
-    data = {"input": str(src), "output": str(dst), "width": h.width, "height": h.height,
-            "mode": d.image.mode, "original_mode": h.mode, "t": h.t, "steps": d.steps,
-            "backbone": h.backbone_id, "weights_sha256": h.weights_sha256, "adapter_sha256": h.adapter_sha256,
-            "bpp": src.stat().st_size * 8 / h.pixels, "seconds": d.seconds,
-            "metadata": {"exif": bool(d.metadata.exif), "icc": bool(d.metadata.icc_profile), "xmp": bool(d.metadata.xmp)}}
-    emit(data, as_json, lambda x: (f"{src} -> {dst}: {x['width']}x{x['height']} {x['mode']}, t={x['t']}, "
-                                   f"{x['steps']} steps, {x['seconds']:.2f} s"))
+    img = d.image
+    img.info.update(d.metadata.pil_save_kwargs())
+    return img, {"codec": "diffusion", "width": h.width, "height": h.height, "original_mode": h.mode, "t": h.t,
+                 "steps": d.steps, "backbone": h.backbone_id, "weights_sha256": h.weights_sha256,
+                 "adapter_sha256": h.adapter_sha256, "bpp": len(blob) * 8 / h.pixels, "seconds": d.seconds}
+
+
+def _write_approx(src: Path, dst: Path, fmt: str, img, codec: str, row, data: dict) -> None:
+    """Write a lossy codec's image to ``dst`` as ``restore`` writes a reconstruction: marked, with
+    the artifact's metadata and, when the catalog knows the file, the original's PNG chunks."""
+    from ...storage.atomic import write_bytes  # heavy: storage.atomic (~9 ms), not loaded by archiver --help
+    from ...codecs.diffusion.files import output_file_mode  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+
+    note = lossy_note(row) if row is not None else (
+        f"Approximate reconstruction by archiver of {src.name} ({codec} codec); not the original pixels")
+    chunks = (row.codec_params or {}).get(PNG_CHUNKS_PARAM) if row is not None else None
+    out = marked_bytes(img, fmt, note, chunks=chunks, name=str(src))
+    with Image.open(io.BytesIO(out)) as back:
+        if back.format != fmt:
+            raise UsageError(f"{dst}: {fmt} cannot hold this image; name the output .png")
+    write_bytes(dst, out, mode=output_file_mode())
+    data.update(input=str(src), output=str(dst), mode=img.mode, exact="approx", marked=is_marked(out),
+                catalog_id=row.id if row is not None else None,
+                metadata={"exif": bool(img.info.get("exif")), "icc": bool(img.info.get("icc_profile")),
+                          "xmp": bool(img.info.get("xmp")), "png_chunks": len(chunks or [])})
 
 
 def _decode_lossless(src: Path, dst: Path, fmt: str, blob: bytes, as_json: bool) -> None:

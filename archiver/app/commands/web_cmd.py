@@ -15,7 +15,8 @@ from ..output import emit
 @click.command()
 @click.option("--host", default=None, help="address to bind (default: web.host, else 127.0.0.1)")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="port (default: web.port, else 8765; 0 = any free)")
-@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True, help="request threads")
+@click.option("--threads", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="request threads (decodes still run one at a time)")  # = app.web.server.DEFAULT_THREADS
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None, help="config file")
 @click.option("--json", "as_json", is_flag=True, help="print where it serves as one JSON line, then serve")
 @with_core

@@ -27,6 +27,7 @@ from werkzeug.routing import IntegerConverter
 from ...catalog import queries as q
 from ...catalog.models import FileVersion
 from ...catalog.models import MAX_ID
+from ...codecs import is_lossy
 from ...errors import ArchiverError, CatalogError, UsageError
 from ...work import restore
 from ..output import human_bytes
@@ -86,10 +87,12 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     csrf = CSRFProtect(app)
     pictures = Pictures(settings.cache_dir, vault=vault, codecs_factory=codecs_factory,
                         cache_max_bytes=settings.cache_max_bytes)
+    if settings.warm_decoder:
+        pictures.start_warm(lambda: _lossy_codecs(catalog))
     bench_dir = settings.resolved_bench_dir()
     pages = views.Views(cfg, catalog, refresh_s=settings.overview_refresh_s)
     app.extensions["archiver.views"] = pages  # the benchmark empties its caches to time a cold visit
-    app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%", json=_json_text,
+    app.jinja_env.filters.update(bytes=human_bytes, pct=lambda f: f"{(f or 0) * 100:.1f}%", json=_json_text, json_pretty=_json_pretty,
                                  num=lambda n: f"{n or 0:,}",
                                  when=lambda t: t.strftime("%Y-%m-%d %H:%M") if t else "–")
     app.jinja_env.globals.update(writable=bool(settings.token))
@@ -211,7 +214,8 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def api_status():
         with catalog.read_session() as s:
             body = {"daemon": views.daemon_status(cfg, catalog), "queue": q.queue_depth(s),
-                    "states": q.state_counts(s), "last_event_at": q.last_event_at(s), "writable": bool(settings.token)}
+                    "states": q.state_counts(s), "last_event_at": q.last_event_at(s), "writable": bool(settings.token),
+                    "decoder": pictures.decoder}
         return jsonify(body)
 
     @app.get("/api/files")
@@ -233,6 +237,10 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     def api_decoded(file_id: int):
         return _picture(lambda: pictures.decoded(_row(file_id)))
 
+    @app.get("/api/files/<id:file_id>/thumb")
+    def api_thumb(file_id: int):
+        return _picture(lambda: pictures.thumbnail(_row(file_id)), max_age=300)
+
     @csrf.exempt
     @app.post("/api/files/<id:file_id>/restore")
     def api_restore(file_id: int):
@@ -247,7 +255,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     app.register_blueprint(duplicates_blueprint(catalog))  # /duplicates, /api/duplicates (issue 28)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _picture(get):
+    def _picture(get, max_age: int = 60):
         try:
             pic = get()
         except NoPicture as e:  # nothing to show (404), or a damaged vault copy and no other (409)
@@ -258,7 +266,7 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
         resp.headers["X-Archiver-Source"] = pic.source
         if pic.note:
             resp.headers["X-Archiver-Note"] = pic.note
-        resp.headers["Cache-Control"] = "private, max-age=60"
+        resp.headers["Cache-Control"] = f"private, max-age={max_age}"
         return resp
 
     def _restore(file_id: int) -> dict:
@@ -272,9 +280,28 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     return app
 
 
+def _lossy_codecs(catalog) -> list[str]:
+    """The codecs the catalog names whose pictures must be decoded (approximations)."""
+    with catalog.read_session() as s:
+        names = q.distinct_values(s, "codec")
+    out = []
+    for n in names:
+        try:
+            if is_lossy(n):
+                out.append(n)
+        except UsageError:  # a codec this archiver does not have: its pages say so
+            pass
+    return out
+
+
 def _json_text(v) -> str:
     """Event details and evidence as readable JSON (the template escapes it)."""
     return json.dumps(v, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def _json_pretty(v) -> str:
+    """Indented JSON for the pages' "raw JSON" toggles (the template escapes it)."""
+    return json.dumps(v, ensure_ascii=False, default=str, sort_keys=True, indent=2)
 
 
 def _restore_status(result: dict) -> int:

@@ -1,5 +1,6 @@
 """The dashboard's picture cache: PNG conversions of originals a browser cannot show and decoded
-reconstructions, under ``web.cache_dir`` as ``ab/<key>.png`` (the key is the content's SHA-256).
+reconstructions, under ``web.cache_dir`` as ``ab/<key>.png`` (the key is the content's SHA-256),
+and the grid's JPEG thumbnails (``ab/<key>.jpg``).
 
 Capped at ``web.cache_max_bytes`` (default 256 MiB; 0 = nothing is cached), least recently used
 out first. A hit sets the file's mtime to now (atime is unreliable under ``noatime``/``relatime``),
@@ -58,12 +59,12 @@ class PictureCache:
         self._counted_at = 0.0
         self._warned_at: float | None = None
 
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.png"
+    def path(self, key: str, suffix: str = ".png") -> Path:
+        return self.root / key[:2] / f"{key}{suffix}"
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, suffix: str = ".png") -> bytes | None:
         """The cached bytes (and the entry becomes the most recently used), or None."""
-        p = self.path(key)
+        p = self.path(key, suffix)
         try:
             data = p.read_bytes()
         except OSError:
@@ -74,12 +75,12 @@ class PictureCache:
             pass
         return data
 
-    def put(self, key: str, data: bytes) -> bool:
+    def put(self, key: str, data: bytes, suffix: str = ".png") -> bool:
         """Keep ``data`` under ``key`` if the cap allows it, evicting the least recently used as
         needed. False when not kept (bigger than the cap, cache off, or the write failed: logged)."""
         if self.max_bytes <= 0 or len(data) > self.max_bytes:
             return False
-        p = self.path(key)
+        p = self.path(key, suffix)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_bytes(p, data)

@@ -21,6 +21,16 @@ def bytes_svg(series: list[dict]) -> str:
     return _svg(tuple((p["day"], p["bytes_before"], p["bytes_after"]) for p in series))
 
 
+def _one_day(ax, day: dt.date, p: dict) -> None:
+    """The totals of the only day with commits: a bar each for before and after, labelled."""
+    before, after = p["bytes_before"], p["bytes_after"]
+    bars = ax.bar(["before", "after"], [before, after], color=["#9a3412", "#166534"], width=0.5)
+    ax.bar_label(bars, labels=[human_bytes(before), human_bytes(after)], fontsize=8, padding=2)
+    saved = f"saved {human_bytes(before - after)}" + (f" ({(before - after) / before:.1%})" if before else "")
+    ax.set_title(f"all archived on {day.isoformat()}: {saved}", fontsize=9)
+    ax.margins(y=0.15)
+
+
 @functools.lru_cache(maxsize=8)
 def _svg(points: tuple) -> str:
     series = [{"day": d, "bytes_before": b, "bytes_after": a} for d, b, a in points]
@@ -34,14 +44,14 @@ def _svg(points: tuple) -> str:
     fig = Figure(figsize=(7.5, 2.6), dpi=96)
     ax = fig.add_subplot()
     days = [dt.date.fromisoformat(p["day"]) for p in series]
-    if len(days) == 1:  # one day is a point: show it as a short flat line so it is visible
-        days = [days[0] - dt.timedelta(days=1), days[0]]
-        series = [{"bytes_before": 0, "bytes_after": 0}, series[0]]
-    if days:
-        ax.plot(days, [p["bytes_before"] for p in series], label="before", color="#9a3412", linewidth=2)
-        ax.plot(days, [p["bytes_after"] for p in series], label="after", color="#166534", linewidth=2)
-        ax.fill_between(days, [p["bytes_after"] for p in series], [p["bytes_before"] for p in series],
-                        color="#86efac", alpha=0.35, label="saved")
+    if len(days) == 1:  # one day with data: its two totals as bars, not a line from an invented zero
+        _one_day(ax, days[0], series[0])
+    elif days:
+        before, after = [p["bytes_before"] for p in series], [p["bytes_after"] for p in series]
+        ax.plot(days, before, label="before", color="#9a3412", linewidth=2, marker="o", markersize=3)
+        ax.plot(days, after, label="after", color="#166534", linewidth=2, marker="o", markersize=3)
+        ax.fill_between(days, after, before, color="#86efac", alpha=0.35, label="saved")
+        ax.set_xlim(days[0], days[-1])  # from the first day anything was archived: no empty days before it
         ax.legend(loc="upper left", frameon=False, fontsize=8)
         span = (days[-1] - days[0]).days
         ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, span // 6)) if span <= 60 else mdates.AutoDateLocator())

@@ -32,6 +32,10 @@ class WebSettings:
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
     #: while the catalog keeps changing, the overview's sums are computed again at most this often
     overview_refresh_s: float = 10.0
+    #: load the decoder of the catalog's generative codec (torch, the backbone's weights) on a
+    #: background thread when the server starts, so that the first decoded picture does not wait
+    #: for it (false: loaded on the first decoded picture, and never if nobody opens one)
+    warm_decoder: bool = True
 
     @property
     def loopback(self) -> bool:
@@ -54,7 +58,7 @@ def web_settings(cfg, **overrides) -> WebSettings:
     raw = dict(getattr(cfg, "web", None) or {})
     if not isinstance(raw, dict):
         raise UsageError("config 'web' must be a mapping (host, port, token, with_daemon, bench_dir, cache_dir, "
-                         "cache_max_bytes, overview_refresh_s)")
+                         "cache_max_bytes, overview_refresh_s, warm_decoder)")
     known = set(WebSettings.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -71,6 +75,8 @@ def web_settings(cfg, **overrides) -> WebSettings:
         raise UsageError("web.overview_refresh_s must be a number of seconds (0 or more)")
     if not isinstance(ws.with_daemon, bool):
         raise UsageError("web.with_daemon must be true or false")
+    if not isinstance(ws.warm_decoder, bool):
+        raise UsageError("web.warm_decoder must be true or false")
     if not isinstance(ws.cache_max_bytes, int) or isinstance(ws.cache_max_bytes, bool) or ws.cache_max_bytes < 0:
         raise UsageError(f"web.cache_max_bytes must be a whole number of bytes, 0 or more (0 = no picture cache); "
                          f"got {ws.cache_max_bytes!r}")

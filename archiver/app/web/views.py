@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ...catalog import queries as q
+from ...codecs import codec_class
 from ...catalog.locks import server_locks_held
 from ...catalog.models import MAX_ID
 from ...errors import UsageError
@@ -146,9 +147,20 @@ def browse_filters(args) -> dict:
     return f
 
 
+#: how the browser shows a page: a table, or a grid of thumbnails
+VIEWS = ("list", "grid")
+#: a grid page holds this many cards unless ``limit`` says otherwise (divides by 2, 3, 4, 6 and 8)
+GRID_PAGE = 48
+
+
 def browse(catalog, args, *, default_limit: int = 50) -> dict:
-    """One page of the browser (filters checked; a bad one is a UsageError)."""
+    """One page of the browser (filters checked; a bad one is a UsageError); ``view=grid`` is the
+    same page of rows (same filters, same keyset paging) shown as thumbnails."""
     filters = browse_filters(args)
+    view = (args.get("view") or "list").strip()
+    if view not in VIEWS:
+        raise UsageError(f"view: one of {', '.join(VIEWS)}, not {view[:40]!r}")
+    default_limit = GRID_PAGE if view == "grid" else default_limit
     limit = _int(args.get("limit"), "limit", 1, q.MAX_PAGE) or default_limit
     before = _int(args.get("before"), "before", 1, MAX_ID)
     with catalog.read_session() as s:
@@ -158,7 +170,10 @@ def browse(catalog, args, *, default_limit: int = 50) -> dict:
     query = {k: v for k, v in shown.items() if v}
     if args.get("limit"):
         query["limit"] = limit
-    return {"filters": shown, "query": query, "limit": limit, "before": before, "count": count,
+    base = dict(query)  # the same filters, in the other view
+    if view != "list":
+        query["view"] = view
+    return {"filters": shown, "query": query, "base_query": base, "view": view, "limit": limit, "before": before, "count": count,
             "count_capped": more, **page}
 
 
@@ -171,7 +186,34 @@ def file_detail(catalog, file_id: int) -> dict | None:
     cls = f.get("classification") or {}
     d["regions"] = [list(map(int, b)) for b in (cls.get("protected_regions") or []) if len(b) == 4]
     d["evidence"] = cls.get("evidence") or {}
+    d["restore_gives"] = restore_gives(f)
     return d
+
+
+#: what a restore of each exactness gives back, in words
+EXACT_WORDS = {"bytes": "exact: the identical bytes", "pixels": "exact: the identical pixels and metadata"}
+
+
+def restore_gives(f: dict) -> str:
+    """What restoring this row gives back, said from its codec: "exact" for lossless, "an
+    approximation (generative: ...)" only for a codec that invents detail (diffusion), "an
+    approximation (conventional lossy, AVIF q60)" for AVIF, JPEG XL and the like."""
+    exact = f.get("restore_exact")
+    if exact in EXACT_WORDS:
+        return EXACT_WORDS[exact]
+    if exact != "approx":
+        return "–"
+    name = f.get("codec") or ""
+    try:
+        cls = codec_class(name)
+    except UsageError:  # a codec this archiver does not have: say only what the catalog says
+        return f"an approximation (codec {name or 'not recorded'})"
+    if cls.generative:
+        return f"an approximation (generative: {name}, detail is synthesised)"
+    quality = (f.get("codec_params") or {}).get("quality")
+    q_text = f" q{quality:g}" if isinstance(quality, (int, float)) else ""
+    label = {"avif": "AVIF", "jxl": "JPEG XL"}.get(name, name)
+    return f"an approximation (conventional lossy, {label}{q_text})"
 
 
 # -- the bench page ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ backbone's weights: per-channel quantization steps and a trained entropy model, 
 model folder, and named by digest in every file coded with it (``.dlc`` version 2). A file
 coded with an adapter decodes only with that adapter: its entropy model defines the bits.
 
-``archiver train adapter`` writes them (``archiver_train/adapter.py`` in packages/archiver-train); ``get_backbone(...,
+``archiver train adapter`` writes them (``archiver_train/adapter.py`` in packages/archiver-train); ``get_adapted_backbone(...,
 adapter=DIR)`` and the config's ``adapter:`` attach one; ``backbone_for_header`` picks the
 backbone a file needs or refuses with ``AdapterError`` (exit code 10).
 """
@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -25,6 +26,7 @@ from typing import Optional
 import torch
 
 from ...errors import AdapterError
+from .backbones import get_backbone
 from .backbones.base import Backbone
 
 FORMAT = "archiver-adapter"
@@ -238,6 +240,25 @@ class AdaptedBackbone(Backbone):
 
     def describe(self) -> dict:
         return {**self.base.describe(), "adapter": self.adapter.describe()}
+
+
+_adapted: dict[tuple, AdaptedBackbone] = {}
+_adapted_lock = threading.Lock()
+
+
+def get_adapted_backbone(name: str = "tiny", *, model_path: str | Path | None = None, device: str = "auto",
+                         adapter: str | Path | None = None) -> Backbone:
+    """``get_backbone(name, model_path=, device=)`` with the adapter in folder ``adapter`` attached
+    (none: the bare backbone); cached per (backbone, adapter digest) like the backbones."""
+    base = get_backbone(name, model_path=model_path, device=device)
+    if not adapter:
+        return base
+    ad = load_adapter(adapter)
+    key = (name, str(model_path) if model_path else None, str(device), ad.digest)
+    with _adapted_lock:
+        if key not in _adapted:
+            _adapted[key] = attach(base, ad)
+        return _adapted[key]
 
 
 def attach(backbone: Backbone, adapter: Adapter) -> AdaptedBackbone:

@@ -42,11 +42,18 @@ class DiffusionCodec(Codec):
     @property
     def backbone(self):
         if self._backbone is None:
-            from .backbones import get_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+            from .adapter import get_adapted_backbone  # heavy: torch (codecs.diffusion), not loaded by archiver --help
 
             s = self.settings
-            self._backbone = get_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
+            self._backbone = get_adapted_backbone(s.backbone, model_path=s.model_path, device=s.device, adapter=s.adapter)
         return self._backbone
+
+    def warm(self) -> None:
+        """Import torch and the pipeline, load the backbone's weights and its entropy model, and
+        decode one tiny latent, so that the first real decode finds everything loaded."""
+        from .pipeline import warm_up  # heavy: torch (codecs.diffusion), not loaded by archiver --help
+
+        warm_up(self.backbone)
 
     def encode(self, source: Source, target: Target) -> Encoded:
         if target.score is not None and target.budget_bytes is None:

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from ...errors import ContainerError, InputError, UsageError
-from ...imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage
+from ...imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage, load_image
 from . import container
 from .backbones.base import Backbone
 from .backbones.lookup import backbone_for
@@ -310,3 +310,12 @@ def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Opt
     image = _restore_mode(rgb, header.mode, alpha)
     return DecodedImage(image=image, metadata=meta, header=header, steps=n_steps if header.t > 0 else 0,
                         seconds=time.perf_counter() - start)
+
+
+def warm_up(backbone: Backbone, size: int = 64) -> None:
+    """One tiny encode and decode through ``backbone`` (a flat ``size``-pixel square): loads its
+    entropy model and lets torch set up its kernels, so that the next real decode pays only for
+    its own pixels (the dashboard calls it at start, on a background thread)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (128, 128, 128)).save(buf, "PNG")
+    decode_bytes(encode_image(load_image(buf.getvalue()), backbone, quality=50.0).data, backbone)

@@ -24,10 +24,12 @@ class LosslessCodec(Codec):
 
     @classmethod
     def claims(cls, data: bytes) -> bool:
-        """A JPEG XL container or codestream, or an .axl file."""
-        from .format import AXL_MAGIC, JXL_SIGNATURE  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
+        """An .axl file, or a JPEG XL container with archiver's restore record or JPEG
+        reconstruction data (a damaged container too: decoding it says what is wrong). A plain
+        JPEG XL image, e.g. the lossy ``jxl`` codec's, is not this codec's."""
+        from .format import is_restorable  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help
 
-        return data.startswith(JXL_SIGNATURE) or data.startswith(AXL_MAGIC) or data[:2] == b"\xff\x0a"
+        return is_restorable(data)
 
     def encode(self, source: Source, target: Target) -> Encoded:
         from . import format as lossless  # heavy: the JPEG XL container (lossless.format, ~5 ms), not loaded by archiver --help

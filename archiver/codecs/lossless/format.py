@@ -36,6 +36,7 @@ from pillow_jxl import Encoder
 
 from ...errors import ArchiverError
 from ...imageio import stored_bit_depth
+from ...reconstruction import PNG_SIGNATURE, png_chunks  # noqa: F401 (png_chunks is used and re-exported)
 
 JXL_EXT, AXL_EXT = ".jxl", ".axl"
 AXL_MAGIC = b"ARCHIVER-AXL\x00"
@@ -43,7 +44,6 @@ AXL_VERSION = 1
 RECORD_BOX = b"axlr"
 RECORD_VERSION = 2
 JXL_SIGNATURE = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JXL_MODES = {"RGB", "RGBA", "L", "LA", "I;16"}
 #: what "pixels + metadata" covers besides the pixels, per format (docs/safety.md lists the same)
 META_KEYS = ("icc_profile", "exif", "xmp", "dpi", "transparency", "gamma")
@@ -142,25 +142,6 @@ def _record(data: bytes) -> dict | None:
 # -- what "the same image" means ------------------------------------------------------------------
 def is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
-
-
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
-    """(type, payload, whole chunk) of a PNG; ArchiverError when the chunk structure is broken."""
-    if not data.startswith(PNG_SIGNATURE):
-        raise ArchiverError("not a PNG file")
-    out, i = [], len(PNG_SIGNATURE)
-    while i < len(data):
-        if i + 12 > len(data):
-            raise ArchiverError("damaged PNG: a chunk is cut off")
-        n, kind = struct.unpack(">I4s", data[i:i + 8])
-        end = i + 12 + n
-        if end > len(data):
-            raise ArchiverError("damaged PNG: a chunk runs past the end")
-        out.append((kind, data[i + 8:i + 8 + n], data[i:end]))
-        i = end
-        if kind == b"IEND":
-            break
-    return out
 
 
 def _png_meta_identity(data: bytes) -> list:
@@ -493,6 +474,20 @@ def _restore_axl(data: bytes) -> bytes:
     out = io.BytesIO()
     im.save(out, fmt, **kw)
     return out.getvalue()
+
+
+def is_restorable(data: bytes) -> bool:
+    """Whether ``data`` is a file ``restore`` reads: an .axl file, or a JPEG XL container with a
+    restore record or JPEG reconstruction data (or a damaged container: ``restore`` says how);
+    not a plain JPEG XL image."""
+    if data.startswith(AXL_MAGIC):
+        return True
+    if not data.startswith(JXL_SIGNATURE):
+        return False
+    try:
+        return any(kind in (RECORD_BOX, b"jbrd") for kind, _, _ in _boxes(data))
+    except ArchiverError:
+        return True
 
 
 def kind_of(data: bytes) -> str | None:

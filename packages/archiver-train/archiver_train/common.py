@@ -103,7 +103,7 @@ def standalone(command, prog_name: str) -> None:
     import click
 
     from archiver.errors import ArchiverError
-    from archiver.text import to_json
+    from archiver.text import report_error
 
     try:
         command.main(prog_name=prog_name, standalone_mode=False)
@@ -112,11 +112,5 @@ def standalone(command, prog_name: str) -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except ArchiverError as e:
-        if "--json" in sys.argv:
-            click.echo(to_json({"error": str(e), "kind": type(e).__name__, "exit_code": e.exit_code}))
-        click.echo(f"{prog_name}: error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo(f"{prog_name}: interrupted", err=True)
-        sys.exit(130)
+    except (ArchiverError, KeyboardInterrupt) as e:
+        sys.exit(report_error(e, prog_name, "--json" in sys.argv, click.echo))

@@ -72,6 +72,16 @@
       }).catch(() => { notes.textContent += `${name}: not available. `; });
     });
   });
+  // a reconstruction is decoded on the server the first time it is shown (seconds): say so meanwhile
+  if (!under.complete) {
+    const waiting = document.createElement("span");
+    waiting.id = "decoding";
+    waiting.textContent = "decoding the reconstruction on the server… ";
+    notes.prepend(waiting);
+    const done = () => waiting.remove();
+    under.addEventListener("load", done);
+    under.addEventListener("error", done);
+  }
   [top, under].forEach((img) => img.addEventListener("load", () => {
     if ((canvas.dataset.zoom || "fit") === "fit") setZoom("fit");
   }));

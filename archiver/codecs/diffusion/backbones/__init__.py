@@ -21,20 +21,9 @@ _cache: dict[tuple, Backbone] = {}
 _lock = threading.Lock()
 
 
-def get_backbone(name: str = "tiny", *, model_path: str | Path | None = None, device: str = "auto",
-                 adapter: str | Path | None = None) -> Backbone:
-    """The backbone called ``name``: "tiny" (embedded weights) or "diffusers" (needs ``model_path``),
-    with the adapter in folder ``adapter`` attached if one is given (``..adapter``)."""
-    if adapter:
-        from ..adapter import attach, load_adapter  # deferred: import cycle: adapter imports backbones.base, and this package (the backbone registry) is backbones.base's parent
-
-        base = get_backbone(name, model_path=model_path, device=device)
-        ad = load_adapter(adapter)
-        key = (name, str(model_path) if model_path else None, str(device), ad.digest)
-        with _lock:
-            if key not in _cache:
-                _cache[key] = attach(base, ad)
-            return _cache[key]
+def get_backbone(name: str = "tiny", *, model_path: str | Path | None = None, device: str = "auto") -> Backbone:
+    """The backbone called ``name``: "tiny" (embedded weights) or "diffusers" (needs ``model_path``).
+    An adapter is attached above the registry: ``..adapter.get_adapted_backbone``."""
     key = (name, str(model_path) if model_path else None, str(device))
     with _lock:
         if key in _cache:

@@ -15,7 +15,7 @@ from typing import Optional
 
 from . import get_backbone
 from ....errors import ContainerError, WeightsMismatchError
-from ..adapter import backbone_for_header
+from ..adapter import backbone_for_header, get_adapted_backbone
 from .base import Backbone
 from .tiny import find_release, missing_release
 
@@ -54,5 +54,5 @@ def configured_backbone(cfg, *, name: Optional[str] = None, model: Optional[str]
         model = model or cfg.diffusers_model
     if adapter is None and name == cfg.backbone and (name != "diffusers" or model == cfg.diffusers_model):
         adapter = getattr(cfg, "adapter", None)
-    return get_backbone(name, model_path=model, device=device or cfg.device,
-                        adapter=None if adapter == "none" else adapter)
+    return get_adapted_backbone(name, model_path=model, device=device or cfg.device,
+                                adapter=None if adapter == "none" else adapter)
