@@ -239,3 +239,14 @@ def test_kill9_at_every_step_of_a_copy(tmp_path, kind, step):
         assert a.read_bytes() == data == b.read_bytes() and stat_of(b) == b_stat
     finally:
         ctx.catalog.close()
+
+
+def test_the_dry_run_of_a_copy_of_an_archived_file_shows_no_artifact_bytes(tmp_path, ctx):
+    import dataclasses
+
+    a, b = copies(tmp_path)
+    archive_file(a, ctx)
+    before = sorted(p.name for p in (tmp_path / "c").rglob("*"))
+    o = archive_file(b, dataclasses.replace(ctx, dry_run=True))
+    assert (o.state, o.size_after, o.shares) == ("dry-run", 0, str(a)) and o.size_before == b.stat().st_size
+    assert sorted(p.name for p in (tmp_path / "c").rglob("*")) == before and row_of(ctx, b) is None
