@@ -72,11 +72,12 @@ def test_diffusion_searches_its_quality_knob(diffusion):
     top, _ = __import__("archiver.codecs.diffusion.pipeline", fromlist=["QualityProbe"]).QualityProbe(
         src.image, diffusion.backbone, steps=2).file_at(100)
     best = measure(src, diffusion.decode(top)).score
-    enc = diffusion.encode(src, Target(floor={"min_ssimulacra2": best - 5.0}))
+    anything = {"max_phash_distance": 64, "max_dhash_distance": 64}  # untrained: no structure check
+    enc = diffusion.encode(src, Target(floor={"min_ssimulacra2": best - 5.0, **anything}))
     assert enc.quality["score"] >= best - 5.0 and enc.size <= len(top)
     assert all(not p["ok"] for p in enc.params["probes"] if "score" in p and p["bytes"] < enc.size)
     with pytest.raises(CodecRefused, match="misses the target even at quality 100"):
-        diffusion.encode(src, Target(floor={"min_ssimulacra2": min(100.0, best + 20.0)}))
+        diffusion.encode(src, Target(floor={"min_ssimulacra2": min(100.0, best + 20.0), **anything}))
 
 
 def test_diffusion_stops_early_under_max_bytes(diffusion, monkeypatch):

@@ -225,7 +225,8 @@ def test_diffusion_action_through_migrate_with_a_tiny_random_backbone(tmp_path):
     set to zero because an untrained model reconstructs nothing useful."""
     weights = _random_tiny_weights(tmp_path / "weights")
     policy = tmp_path / "diffusion.yaml"
-    policy.write_text(POLICY_WITH_DIFFUSION.replace("{min_psnr: 20, min_ms_ssim: 0.8}", "{min_psnr: 0, min_ms_ssim: 0}"))
+    policy.write_text(POLICY_WITH_DIFFUSION.replace("{min_psnr: 20, min_ms_ssim: 0.8}", "{min_psnr: 0, min_ms_ssim: 0, "
+                                                    "max_phash_distance: 64, max_dhash_distance: 64}"))
     e = setup_env(tmp_path, policy=str(policy), backbone="tiny", diffusers_model=str(weights), device="cpu")
     p = e["root"] / "photos" / "a.png"
     p.parent.mkdir()

@@ -38,6 +38,8 @@ COMMANDS = {
     "migrate": "archiver.app.commands.service_cmd:migrate",
     "bench": "archiver.app.commands.bench_cmd:bench",
     "serve": "archiver.app.commands.web_cmd:serve",
+    "duplicates": "archiver.app.commands.duplicates_cmd:duplicates",
+    "find": "archiver.app.commands.duplicates_cmd:find",
 }
 
 #: the entry-point group through which another installed package adds a command

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from . import duplicates as dup
 from . import queries as q
 
 
@@ -64,6 +65,7 @@ def disk_accounting(catalog, vault_dir: Path, web_cache_dir: Path | None = None)
     with catalog.session() as s:
         sav = q.savings(s)
         fallbacks = q.fallback_counts(s)
+        shared = dup.shared_counts(s)
         schedule = q.vault_schedule(s)
     t = sav["total"]
     vault = _tree_bytes(vault_dir) if vault_dir.exists() else 0
@@ -83,6 +85,7 @@ def disk_accounting(catalog, vault_dir: Path, web_cache_dir: Path | None = None)
         "by_rule": sav["by_rule"],
         "by_fallback_reason": fallbacks,
         "states": sav["states"],
+        "shared": shared,
         "note": "outputs = compressed files plus originals left in place; vault = originals kept for their "
                 "retention period (the daemon deletes them when it ends); catalog = its database; web_cache = "
                 "the dashboard's converted and decoded pictures (capped by web.cache_max_bytes; safe to delete)",

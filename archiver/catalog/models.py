@@ -15,6 +15,8 @@ from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, In
                         UniqueConstraint, event, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .. import likeness
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -79,6 +81,12 @@ class FileVersion(Base):
     sha256: Mapped[Optional[str]] = mapped_column(String(64))
     phash: Mapped[Optional[str]] = mapped_column(String(64))
     dhash: Mapped[Optional[str]] = mapped_column(String(64))
+    #: the pHash's four 16-bit bands, each indexed (migration 0008): ``archiver find`` looks up
+    #: near hashes through them, never scanning the catalog (kept in step with ``phash`` below)
+    phash_b0: Mapped[Optional[int]] = mapped_column(Integer)
+    phash_b1: Mapped[Optional[int]] = mapped_column(Integer)
+    phash_b2: Mapped[Optional[int]] = mapped_column(Integer)
+    phash_b3: Mapped[Optional[int]] = mapped_column(Integer)
     format: Mapped[Optional[str]] = mapped_column(String(16))
     width: Mapped[Optional[int]] = mapped_column(Integer)
     height: Mapped[Optional[int]] = mapped_column(Integer)
@@ -96,6 +104,13 @@ class FileVersion(Base):
     backbone: Mapped[Optional[str]] = mapped_column(String(64))
     backbone_digest: Mapped[Optional[str]] = mapped_column(String(64))
     compressed_path: Mapped[Optional[str]] = mapped_column(Text)
+    #: exact duplicates stored once (migration 0008): what decides the artifact (the original's
+    #: SHA-256, rule, action, params, codec settings), and the id of the row whose artifact this
+    #: row shares (None: its own). A sharing row records ``compressed_size`` 0: the bytes it adds.
+    #: The artifact's reference count is the rows that still name its ``compressed_path``
+    #: (``queries.artifact_refs``); nothing removes it while one does.
+    content_key: Mapped[Optional[str]] = mapped_column(String(64))
+    artifact_of: Mapped[Optional[int]] = mapped_column(Integer)
     compressed_size: Mapped[Optional[int]] = mapped_column(BigInteger)
     bpp: Mapped[Optional[float]] = mapped_column(Float)
     compressed_sha256: Mapped[Optional[str]] = mapped_column(String(64))
@@ -133,6 +148,16 @@ class FileVersion(Base):
         Index("ix_file_versions_path", "path"),
         Index("ix_file_versions_state", "state"),
         Index("ix_file_versions_sha256", "sha256"),
+        # migration 0008: shared artifacts (dedup key, owner, reference count) and the pHash bands
+        Index("ix_file_versions_content_key", "content_key"),
+        Index("ix_file_versions_artifact_of", "artifact_of"),
+        Index("ix_file_versions_compressed_path", "compressed_path"),
+        # each band leads an index holding all four (and the id: SQLite's rowid is in every index,
+        # PostgreSQL's is included): a near lookup reads only the indexes
+        Index("ix_file_versions_phash_b0", "phash_b0", "phash_b1", "phash_b2", "phash_b3", postgresql_include=["id"]),
+        Index("ix_file_versions_phash_b1", "phash_b1", "phash_b0", "phash_b2", "phash_b3", postgresql_include=["id"]),
+        Index("ix_file_versions_phash_b2", "phash_b2", "phash_b0", "phash_b1", "phash_b3", postgresql_include=["id"]),
+        Index("ix_file_versions_phash_b3", "phash_b3", "phash_b0", "phash_b1", "phash_b2", postgresql_include=["id"]),
         # the dashboard (migration 0004): keyset pages per filter, and covering indexes for the
         # overview's sums (per rule/codec/day, per top folder, the vault per expiry day)
         Index("ix_file_versions_rule_id", "rule", "id"),
@@ -148,6 +173,14 @@ class FileVersion(Base):
 
     def to_dict(self) -> dict:
         return {c.name: getattr(self, c.name) for c in self.__table__.columns}
+
+
+@event.listens_for(FileVersion, "before_insert")
+@event.listens_for(FileVersion, "before_update")
+def _phash_bands(mapper, connection, target):
+    """The bands always match ``phash`` (whoever sets it)."""
+    for i, b in enumerate(likeness.bands(target.phash)):
+        setattr(target, f"phash_b{i}", b)
 
 
 class Event(Base):

@@ -137,6 +137,8 @@ def _newest_matching(rows: list[FileVersion], target: str) -> list[FileVersion]:
     exact = [r for r in rows if r.path == target]  # first: a name may contain [ ] * ? itself
     if not exact:
         exact = [r for r in rows if r.compressed_path == target]  # the name seen on disk: photo.png.jxl
+        # exact copies share that file: the name on disk is the row that owns it, not its copies
+        exact = [r for r in exact if r.artifact_of is None] or exact
     if exact:
         rows = exact
     elif target.isdigit():

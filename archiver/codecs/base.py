@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Optional
 
 from PIL import Image
 
+from .. import likeness
 from ..errors import ArchiverError
 from ..imageio import LoadedImage
 
@@ -71,6 +72,12 @@ class Source:
                 img = img.crop(box)
             self._scorers[box] = Ssimulacra2Reference(img) if min(img.size) >= MIN_SIZE else None
         return self._scorers[box]
+
+    def hashes(self) -> tuple[str, str]:
+        """The original's (pHash, dHash), as discover records them; computed once per source."""
+        if "hashes" not in self._scorers:
+            self._scorers["hashes"] = likeness.hashes(self.image.rgb)
+        return self._scorers["hashes"]
 
 
 #: the perceptual score every lossy result is judged by (SSIMULACRA2: 100 identical, 90 visually
@@ -153,6 +160,11 @@ class Verdict:
     score: Optional[float] = None
     region_score: Optional[float] = None
     reconstruction_sha256: Optional[str] = None
+    #: the structure check, global for every lossy codec: how many bits the reconstruction's
+    #: pHash and dHash are from the original's (``likeness``; over its near-duplicate thresholds it
+    #: is no longer the same picture, whatever the floor)
+    phash_distance: Optional[int] = None
+    dhash_distance: Optional[int] = None
     #: what the check learned about the artifact read back, recorded with the codec's params (a
     #: lossy codec's device-independent ``fingerprint`` of its reconstruction)
     params: dict[str, Any] = field(default_factory=dict)
@@ -281,7 +293,8 @@ class Codec:
         why = guard(v, target.floor)
         v.ok, v.why, v.exact = why is None, why or "", Exactness.APPROX.value
         v.reconstruction_sha256 = image_digest(recon)
-        v.params = {"fingerprint": fingerprint(recon)}
+        v.params = {"fingerprint": fingerprint(recon),
+                    "structure": {"phash_distance": v.phash_distance, "dhash_distance": v.dhash_distance}}
         return v
 
     def restore(self, data: bytes, recorded: Recorded) -> Restored:
@@ -354,6 +367,9 @@ def measure(source: Source, recon: Image.Image, *, score: bool = True, ms_ssim: 
 
     v = Verdict(False, psnr=once("psnr", lambda: _finite(psnr(orig, rgb))),
                 ms_ssim=once("ms_ssim", lambda: _ms_ssim(orig, rgb)) if ms_ssim else None)
+    ph, dh = source.hashes()
+    rph, rdh = once("hashes", lambda: likeness.hashes(rgb))
+    v.phash_distance, v.dhash_distance = likeness.distance(ph, rph), likeness.distance(dh, rdh)
     if score:
         v.score, v.region_score = once("score", lambda: _scores(source, recon))
     if source.image.alpha is not None:  # transparency counts in the whole-image PSNR
@@ -432,6 +448,27 @@ def guard(v: Verdict, floor: dict) -> Optional[str]:
         lim, val = floor.get(fk), getattr(v, qk)
         if lim is not None and val is not None and val < lim:
             return f"quality guard: {label} {val:.3f}{unit} below the floor {lim}{unit}"
+    return structure_problem(v, floor)
+
+
+#: the structure check's floor keys: how many bits a reconstruction's pHash / dHash may differ
+#: from the original's (absent: the near-duplicate thresholds, ``likeness.PHASH_MAX``/``DHASH_MAX``)
+MAX_PHASH_KEY, MAX_DHASH_KEY = "max_phash_distance", "max_dhash_distance"
+
+
+def structure_problem(v: Verdict, floor: dict | None = None) -> Optional[str]:
+    """The global structure check, a floor every lossy result meets whatever the rule says: a
+    reconstruction whose perceptual hashes are further from the original's than near duplicates'
+    are changed the picture, whatever its scores say (e.g. a generative decode that invents
+    another scene). ``floor`` may set its limits (``MAX_PHASH_KEY``, ``MAX_DHASH_KEY``)."""
+    if v.phash_distance is None or v.dhash_distance is None:
+        return None
+    floor = floor or {}
+    pm, dm = int(floor.get(MAX_PHASH_KEY, likeness.PHASH_MAX)), int(floor.get(MAX_DHASH_KEY, likeness.DHASH_MAX))
+    if v.phash_distance > pm or v.dhash_distance > dm:
+        return (f"structure check: the reconstruction's perceptual hash is {v.phash_distance} bits (pHash) / "
+                f"{v.dhash_distance} bits (dHash) from the original's, over the {pm}/{dm} of a near duplicate: "
+                "not the same picture")
     return None
 
 

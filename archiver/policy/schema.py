@@ -25,8 +25,10 @@ CODECS = codecs.names()
 ACTIONS = CODECS + ("keep", "best")
 ORIGINAL = ("replace", "vault", "keep")
 FLOOR_KEYS = ("min_psnr", "min_ms_ssim", "min_region_psnr")
+#: the structure check's limits in bits (codecs.base.structure_problem; default: the near-duplicate thresholds)
+STRUCTURE_KEYS = ("max_phash_distance", "max_dhash_distance")
 #: floors a policy may set besides its ``target`` (the perceptual score the target sets is min_ssimulacra2)
-FLOOR_KEYS_ALL = FLOOR_KEYS + ("min_ssimulacra2",)
+FLOOR_KEYS_ALL = FLOOR_KEYS + ("min_ssimulacra2",) + STRUCTURE_KEYS
 TOP_KEYS = ("version", "name", "description", "defaults", "rules", "default")
 #: ``target``: the perceptual quality every lossy result must reach (a level name or a SSIMULACRA2
 #: score); ``jpeg_margin``: how much smaller than a JPEG's exact transcode a lossy re-encode must be
@@ -339,9 +341,11 @@ def _params(m: dict, defaults: dict, where: str, probs: _Problems, action: str |
                     probs.add(_line(f, k, fl), f"{where}: floor '{k}' must be a number, got {v!r}")
                 elif k == "min_ms_ssim" and not 0 <= v <= 1:
                     probs.add(_line(f, k, fl), f"{where}: min_ms_ssim must be between 0 and 1, got {v}")
+                elif k in STRUCTURE_KEYS and not 0 <= v <= 64:
+                    probs.add(_line(f, k, fl), f"{where}: {k} is a number of bits, 0 to 64, got {v}")
                 elif k == "min_ssimulacra2" and not 0 < v <= 100:
                     probs.add(_line(f, k, fl), f"{where}: min_ssimulacra2 is a score in (0, 100], got {v}")
-                elif k not in ("min_ms_ssim", "min_ssimulacra2") and not 0 <= v <= 100:
+                elif k not in ("min_ms_ssim", "min_ssimulacra2") + STRUCTURE_KEYS and not 0 <= v <= 100:
                     probs.add(_line(f, k, fl), f"{where}: {k} is in dB and must be between 0 and 100, got {v}")
                 else:
                     p["floor"][k] = float(v)

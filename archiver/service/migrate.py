@@ -63,7 +63,8 @@ def predict_task(path: str, settings: TaskSettings) -> Outcome:
                    "bytes_before": o["size_before"], "bytes_after": o["size_after"], "reasons": o["reasons"],
                    "attempts": o.get("attempts") or [], "original": o.get("disposition"),
                    "retention_days": o.get("retention_days"), "psnr": o.get("psnr"), "ms_ssim": o.get("ms_ssim"),
-                   "score": o.get("score"), "target": o.get("target")}
+                   "score": o.get("score"), "target": o.get("target"), "shares": o.get("shares"),
+                   "content_key": o.get("content_key")}
     except Exception as e:  # unreadable files are reported, never fatal
         out = {"path": path, "status": "unreadable", "error": str(e), "kind": type(e).__name__,
                "bytes_before": _size(path)}
@@ -178,8 +179,26 @@ def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", prog
     finally:
         restore()
         ex.shutdown(wait=True, cancel_futures=True)
+    share_copies(planned, files)
     return _plan_report(roots, cfg, planned, already, time.time() - t0, interrupted=stop.event.is_set(),
                         not_planned=len(files) - len(planned), passed=passed)
+
+
+def share_copies(planned: list[dict], order: list[str]) -> None:
+    """Exact copies among the planned files (same ``content_key``: content, rule, codec settings)
+    share the stored file of the first one in walk ``order``, as the real run will: they cost no
+    artifact bytes."""
+    first: dict[str, str] = {}
+    rank = {p: i for i, p in enumerate(order)}
+    for r in sorted(planned, key=lambda r: rank.get(r["path"], len(rank))):
+        key = r.get("content_key")
+        if r.get("status") != "planned" or not key or r.get("action") in (None, "keep") or r.get("shares"):
+            continue
+        if key not in first:
+            first[key] = r["path"]
+            continue
+        r["shares"], r["bytes_after"] = first[key], 0
+        r["reasons"] = list(r.get("reasons") or []) + [f"an exact copy of {first[key]}: shares its stored file"]
 
 
 def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_planned, passed=()) -> dict:
@@ -192,7 +211,8 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
             continue
         why = (r.get("reasons") or [""])[-1]  # the codec choice's own sentence comes last
         files.append({"path": r["path"], "rule": r["rule"], "codec": r["action"], "bytes_before": r["bytes_before"],
-                      "bytes_after": r["bytes_after"], "why": why, "attempts": r.get("attempts") or []})
+                      "bytes_after": r["bytes_after"], "why": why, "attempts": r.get("attempts") or [],
+                      "shares": r.get("shares")})
         k = (r["rule"], r["action"])
         e = rules.setdefault(k, {"rule": r["rule"], "action": r["action"], "files": 0, "bytes_before": 0,
                                  "bytes_after_predicted": 0, "examples": []})

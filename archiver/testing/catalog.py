@@ -1,8 +1,8 @@
 """Helpers for tests of archive/restore/verify: small images, a path-driven policy, codecs.
 
 ``TEST_POLICY`` decides by directory name only (no classifier runs), so tests choose the
-action per file: ``keep/`` -> keep, ``tex/`` -> diffusion (floor 0, so even an untrained
-backbone passes), ``strict/`` -> diffusion with an impossible floor (forces the lossless
+action per file: ``keep/`` -> keep, ``tex/`` -> diffusion (floor 0 and no structure check, so
+even an untrained backbone passes), ``strict/`` -> diffusion with an impossible floor (forces the lossless
 fallback), ``vault/`` -> lossless + vault, anything else -> lossless + replace.
 """
 
@@ -46,6 +46,8 @@ rules:
       path: ["**/tex/**"]
     action: diffusion
     allow_generative: true
+    # an untrained backbone reconstructs nothing like the picture: the structure check is off here
+    floor: {max_phash_distance: 64, max_dhash_distance: 64}
   - name: vaulted
     when:
       path: ["**/vault/**"]

@@ -23,6 +23,7 @@ from .locks import path_lock
 from .preview import Preview
 from .recovery import recover
 from .restore import is_restored_copy
+from .share import Share
 from .vault import Vault
 from .write import Write
 from .writers import DryWriters, RealWriters
@@ -78,7 +79,8 @@ def run_steps(job: Job, ctx, w) -> ArchiveOutcome:
         if early is not None:
             return _dry(job, early) if w.dry else early
         Classify(ctx).run(job, w)
-        while job.action != "keep":
+        shared = job.action != "keep" and Share(ctx).run(job, w)
+        while job.action != "keep" and not shared:
             if Encode(ctx).run(job, w):
                 Write(ctx).run(job, w)
                 if Check(ctx).run(job, w):
@@ -122,6 +124,7 @@ def _outcome(job: Job) -> ArchiveOutcome:
     out = ArchiveOutcome.of_row(job.row, recovered=job.recovered)
     out.fallback = job.fallback
     out.attempts = _attempts(job)
+    out.shares = job.shared_path
     return out
 
 
@@ -135,9 +138,12 @@ def _dry(job: Job, early: ArchiveOutcome | None) -> ArchiveOutcome:
                               reasons=list(job.reasons), size_before=len(job.data), size_after=len(job.data))
     size = len(job.data)
     after = size if job.action == "keep" or job.encoded is None else len(job.encoded.data)
+    if job.shared is not None:
+        after = 0  # an exact copy of a committed original: its stored file is shared
     return ArchiveOutcome(job.sp, "dry-run", action=job.action, rule=row.rule, reasons=list(job.reasons),
                           size_before=size, size_after=after, bpp=row.bpp, psnr=job.quality.get("psnr"),
                           ms_ssim=job.quality.get("ms_ssim"), score=job.quality.get("score"),
                           target=job.choice.target.score if job.choice is not None and job.choice.target else None,
                           disposition=job.disposition, fallback=job.fallback,
-                          attempts=_attempts(job), retention_days=job.params.get("retention_days"))
+                          attempts=_attempts(job), retention_days=job.params.get("retention_days"),
+                          shares=job.shared_path, content_key=job.content_key)

@@ -19,7 +19,10 @@ class Commit:
             job.disposition = "keep"
         removing = job.disposition in ("replace", "vault")
         fields = dict(vault_path=job.vault_path, vault_expires_at=job.vault_expires_at) if removing else {}
-        w.record(job, COMMITTED, kind="committed", disposition=job.disposition, **fields,
-                 original_status=ORIG_PRESENT if removing else ORIG_KEPT, committed_at=self.ctx.now(),
-                 reasons=job.reasons)
+        if job.content_key is not None:
+            fields["content_key"] = job.content_key
+        record = w.record if job.shared is None else w.record_shared  # a shared artifact: its owner is checked too
+        record(job, COMMITTED, kind="committed", disposition=job.disposition, **fields, **(job.shared or {}),
+               original_status=ORIG_PRESENT if removing else ORIG_KEPT, committed_at=self.ctx.now(),
+               reasons=job.reasons)
         faults.fault("committed")

@@ -15,6 +15,7 @@ from typing import Optional
 
 from ..catalog import queries as q
 from ..catalog.models import COMMITTED, DISCOVERED, FAILED, FORGOTTEN, SKIPPED
+from .. import likeness
 from ..errors import InputError
 from ..imageio import load_image
 from . import faults, files
@@ -23,9 +24,7 @@ from .job import ArchiveOutcome, Job, Skip
 
 def _perceptual_hashes(img) -> tuple[str | None, str | None]:
     try:
-        import imagehash  # heavy: imagehash, which work.discover does not load at import
-
-        return str(imagehash.phash(img.rgb)), str(imagehash.dhash(img.rgb))
+        return likeness.hashes(img.rgb)
     except Exception:  # a hash is a convenience, never a reason to fail
         return None, None
 

@@ -24,6 +24,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..errors import NotInCatalogError
+from ..catalog import duplicates as dup
 from ..catalog import queries as q
 from ..catalog.db import Catalog
 from ..catalog.models import COMMITTED, FAILED, FORGOTTEN, SKIPPED, FileVersion, utcnow
@@ -96,6 +97,9 @@ def forget(catalog: Catalog, targets: list[str], *, vault=None, reason: str | No
             if vaulted or (r.vault_path and ignore_vault):
                 extra["params"] = dict(r.params or {}, forgotten={"vault": RELEASED})
             q.transition(s, r, FORGOTTEN, kind="forgotten", **extra)
+            heir = dup.hand_over(s, r)  # its stored file, shared by exact copies, stays theirs
+            if heir is not None:
+                q.add_event(s, "artifact_handed_over", fv=heir, compressed_path=r.compressed_path, was_of=r.id)
             q.add_event(s, "forgotten_because", fv=r, reason=reason or "archiver forget", was=was, problems=bad + warn,
                         compressed_path=r.compressed_path, vault_path=r.vault_path, ignore_vault=ignore_vault)
             q.drop_queue_entry(s, r.path)

@@ -54,6 +54,10 @@ class Job:
     encoded: Any = None  # codecs.Encoded
     compressed_path: Optional[Path] = None
     quality: dict = field(default_factory=dict)
+    # share: what decides the artifact, and the fields of the artifact shared with an exact copy
+    content_key: Optional[str] = None
+    shared: Optional[dict] = None
+    shared_path: Optional[str] = None
     # vault
     vault_path: Optional[str] = None
     vault_expires_at: Optional[dt.datetime] = None
@@ -93,6 +97,10 @@ class ArchiveOutcome:
     attempts: list[dict] = field(default_factory=list)
     #: the rule's retention for a vaulted original (dry run: what the vault will hold, and how long)
     retention_days: int | None = None
+    #: an exact copy: the path whose stored file it shares (no artifact bytes of its own), and the
+    #: key that decides sharing (the dry run finds copies among the files it plans with it)
+    shares: str | None = None
+    content_key: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,4 +116,4 @@ class ArchiveOutcome:
             file_id=row.id, compressed_path=row.compressed_path, size_before=row.size, size_after=after, bpp=row.bpp,
             psnr=row.psnr, ms_ssim=row.ms_ssim, score=row.score, target=row.target_score,
             disposition=row.disposition, original_status=row.original_status,
-            error=row.error, recovered=recovered)
+            error=row.error, recovered=recovered, content_key=row.content_key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..catalog import duplicates as dup
 from ..catalog import queries as q
 from ..catalog.models import COMMITTED, FAILED, IN_PROGRESS, ORIG_PRESENT, ORIG_REMOVED
 from ..storage.vault import sha256_file
@@ -39,7 +40,9 @@ def recover(p: Path, ctx) -> str | None:
                 cp = Path(row.compressed_path)
                 files.tmp_for(cp, row.id).unlink(missing_ok=True)
                 _finish_taken_artifact(cp, row.id)
-                if cp.is_file():  # written by this row (its name was free and recorded first): ours
+                if cp.is_file() and dup.artifact_refs(s, str(cp), excluding=row.id):
+                    note += f", {cp.name} left: other rows still need it"
+                elif cp.is_file():  # written by this row (its name was free and recorded first): ours
                     damaged = row.compressed_sha256 is not None and sha256_file(cp) != row.compressed_sha256
                     kept = files.remove_own(cp, row.id, None)
                     note += f", {kept}" if kept else f", removed {'damaged' if damaged else 'unfinished'} {cp.name}"
@@ -53,7 +56,8 @@ def recover(p: Path, ctx) -> str | None:
             why = invariant.remove_original(row, p, ctx)
             if why is not None and why[0] == invariant.BUSY:
                 return f"original not removed yet: {why[1]}"  # tried again on the next run, no event each time
-            note = record_removal(row, why, lambda state, **kw: q.transition(s, row, state, **kw), discard_lost)
+            note = record_removal(row, why, lambda state, **kw: q.transition(s, row, state, **kw),
+                                  lambda r: discard_lost(r, dup.artifact_refs(s, r.compressed_path, excluding=r.id)))
             return "finished removing the original after commit" if why is None else note
     return None
 

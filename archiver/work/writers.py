@@ -10,12 +10,13 @@ import stat as statmod
 from pathlib import Path
 from typing import Optional
 
+from ..catalog import duplicates as dup
 from ..catalog import queries as q
 from ..catalog.models import TRANSITIONS, FileVersion, utcnow
-from ..errors import CatalogError
+from ..errors import ArchiverError, CatalogError
 from ..storage import atomic
 from . import faults, files
-from .invariant import remove_original
+from .invariant import remove_original, replacement_holds
 
 
 class RealWriters:
@@ -37,6 +38,25 @@ class RealWriters:
         job.row = row
         return row
 
+    def record_shared(self, job, state: str, kind: str | None = None, **fields) -> FileVersion:
+        """``record`` for a row that names another row's artifact: in the same transaction, that
+        row must still be committed with that very artifact (else ArchiverError: tried again later)."""
+        with self.ctx.catalog.session() as s:
+            if not dup.owner_holds(s, fields["artifact_of"], fields["compressed_path"], fields["compressed_sha256"]):
+                raise ArchiverError(f"{job.sp}: the stored file it would share ({fields['compressed_path']}) changed "
+                                    "meanwhile; not committed, tried again")
+            row = s.get(FileVersion, job.row.id)
+            q.transition(s, row, state, kind=kind, **fields)
+        job.row = row
+        return row
+
+    def shareable(self, content_key: str):
+        """A committed row with this key whose artifact, read back now, gives what the catalog
+        promises; None when there is none."""
+        with self.ctx.catalog.session() as s:
+            rows = dup.shareable(s, content_key)
+        return next((r for r in rows if replacement_holds(r, self.ctx.codecs).ok), None)
+
     # the compressed file
     def write_artifact(self, job, path: Path, data: bytes) -> None:
         st = job.st
@@ -51,7 +71,9 @@ class RealWriters:
         files.remove_own(path, job.row.id, sha)
 
     def discard_lost(self, row) -> None:
-        discard_lost(row)
+        with self.ctx.catalog.session() as s:
+            others = dup.artifact_refs(s, row.compressed_path, excluding=row.id)
+        discard_lost(row, others)
 
     # the vault and the original
     def vault_put(self, job, expires_at) -> Optional[str]:
@@ -111,6 +133,14 @@ class DryWriters:
         job.row = row
         return row
 
+    record_shared = record
+
+    def shareable(self, content_key: str):
+        """What the real run would share: read only (the catalog and the artifact, nothing written)."""
+        with self.ctx.catalog.session() as s:
+            rows = dup.shareable(s, content_key)
+        return next((r for r in rows if replacement_holds(r, self.ctx.codecs).ok), None)
+
     def write_artifact(self, job, path: Path, data: bytes) -> None:
         self.artifacts[path] = bytes(data)
 
@@ -136,12 +166,14 @@ class DryWriters:
         return None
 
 
-def discard_lost(row) -> None:
+def discard_lost(row, others: int = 0) -> None:
     """Remove a replacement that failed the invariant (damaged, or not decoding to what the
     catalog promises) and its temp leftover: it is nobody's copy of anything. Archiver created it
     at a name it had recorded and found free, so it is removed also when damaged, through
-    ``files.remove_own`` (what is removed is what was taken and judged, never a file put there since)."""
-    if row.compressed_path:
+    ``files.remove_own`` (what is removed is what was taken and judged, never a file put there since).
+    ``others``: how many other rows still name it (``duplicates.artifact_refs``): while any does,
+    it stays (each of them finds it lost through the same gate)."""
+    if row.compressed_path and not others:
         cp = Path(row.compressed_path)
         files.tmp_for(cp, row.id).unlink(missing_ok=True)
         files.remove_own(cp, row.id, None)

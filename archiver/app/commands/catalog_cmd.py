@@ -378,6 +378,9 @@ def stats(as_json, core):
         for f in d["by_fallback_reason"]:
             lines.append(f"fell back ({f['files']} file(s), {human_bytes(f['bytes_before'])}, rules "
                          f"{', '.join(f['rules'])}): {f['reason']}")
+        if d.get("shared", {}).get("files"):
+            lines.append(f"exact copies: {d['shared']['files']} file(s) share {d['shared']['stored_files']} stored "
+                         "file(s) of other rows (no artifact bytes of their own)")
         lines.append("states: " + ", ".join(f"{k} {v}" for k, v in sorted(d["states"].items())))
         return "\n".join(lines)
 

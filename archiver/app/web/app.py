@@ -32,6 +32,7 @@ from ...errors import ArchiverError, CatalogError, UsageError
 from ...work import restore
 from ..output import human_bytes
 from . import views
+from .duplicates import duplicates_blueprint
 from .images import NoPicture, Pictures
 from .plot import bytes_svg
 from .settings import WebSettings
@@ -250,6 +251,8 @@ def create_app(cfg, settings: WebSettings, catalog, *, vault=None, codecs_factor
     @app.get("/api/bench")
     def api_bench():
         return jsonify(views.bench_runs(bench_dir))
+
+    app.register_blueprint(duplicates_blueprint(catalog))  # /duplicates, /api/duplicates (issue 28)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _picture(get, max_age: int = 60):
