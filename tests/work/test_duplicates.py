@@ -137,8 +137,8 @@ def test_vault_expiry_of_one_copy_leaves_the_others_restorable(tmp_path):
         archive_file(b, ctx)
         ra, rb = row_of(ctx, a), row_of(ctx, b)
         assert rb.artifact_of == ra.id and ra.vault_path == rb.vault_path
-        assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 4, 12)) == []  # a's ended, b's not
-        assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 7)) == [ra.sha256]
+        assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 4, 12)).gone == []  # a's ended, b's not
+        assert expire_vault(ctx.catalog, ctx.vault, now=dt.datetime(2026, 1, 7)).gone == [ra.sha256]
         assert Path(ra.compressed_path).is_file()
         res = restore(ctx.catalog, [str(a), str(b)], vault=ctx.vault, codecs=ctx.codecs)
         assert [(r.status, r.source) for r in res] == [("restored", "lossless")] * 2
