@@ -38,13 +38,14 @@ def test_duplicates_page_shows_the_groups_side_by_side_with_thumbnails(tmp_path)
         html = r.get_data(as_text=True)
         assert "Exact copies (1 group)" in html and "Near duplicates (1 group)" in html
         for key in ("a.jpgcamera", "a.jpgbackup", "a-small.jpgphone"):
-            assert f'src="/api/files/{ids[key]}/original"' in html
-        assert f'/api/files/{ids["b.jpgcamera"]}/original' not in html  # another picture: in no group
+            assert f'src="/api/files/{ids[key]}/thumb"' in html  # the grid's cached thumbnails, not the originals
+        assert f'/api/files/{ids["b.jpgcamera"]}/thumb' not in html  # another picture: in no group
         assert "<form" not in html  # read-only: nothing to delete
+        assert 'href="/duplicates" class="on"' in html  # reachable from the dashboard's navigation
         d = client.get("/api/duplicates").get_json()
         assert [sorted(f["id"] for f in g) for g in d["near"]] == [sorted(ids[k] for k in ("a.jpgcamera", "a.jpgbackup", "a-small.jpgphone"))]
         assert len(d["exact"]) == 1 and sum(1 for f in d["exact"][0] if f["artifact_of"]) == 1
-        thumb = client.get(f"/api/files/{ids['a-small.jpgphone']}/original")
+        thumb = client.get(f"/api/files/{ids['a-small.jpgphone']}/thumb")
         assert thumb.status_code == 200 and thumb.mimetype.startswith("image/")
     finally:
         ctx.catalog.close()
