@@ -290,12 +290,12 @@ def verify(sample, no_decode, expire_vault, as_json, core):
     vault = core.vault
     found = []
 
-    def problem(m: dict) -> None:  # each on its own line as found, between the periodic summaries
+    def problem(m: dict) -> None:  # each on its own line as found (stdout), between the summaries (stderr)
         found.append(m)
         if not as_json:
-            click.echo(f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}", err=True)
+            click.echo(f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}")
             if m.get("rescue"):
-                click.echo(f"         -> {m['rescue']['line']}", err=True)
+                click.echo(f"         -> {m['rescue']['line']}")
 
     rep = core.guard(lambda: do_verify(
         cat, vault=vault, codecs=core.codecs, sample=sample, decode=not no_decode, on_problem=problem,
@@ -306,11 +306,7 @@ def verify(sample, no_decode, expire_vault, as_json, core):
         rep.expired, rep.held = res.gone, res.held
 
     def human(d):
-        lines = []
-        for m in d["mismatches"]:
-            lines.append(f"MISMATCH {m['path']} (id {m['id']}): {m['problem']}")
-            if m.get("rescue"):
-                lines.append(f"         -> {m['rescue']['line']}")
+        lines = []  # the mismatches were printed as they were found: once is enough in a cron log
         lines += [f"warning  {m['path']} (id {m['id']}): {m['problem']}" for m in d["warnings"]]
         lines.append(f"checked {d['checked']} of {d['total']}: {d['ok']} ok, {len(d['mismatches'])} mismatch(es)")
         if d.get("expired"):
