@@ -357,7 +357,7 @@ def test_migrate_codes_with_the_configured_adapter_and_restore_needs_it(trained,
 
     policy = tmp_path / "diffusion.yaml"
     policy.write_text(FAST_POLICY.replace("rules:\n", "rules:\n  - name: photos\n    when:\n      path: [\"**/photos/**\"]\n"
-                                          "    action: diffusion\n    allow_generative: true\n    bpp: 0.1\n    floor: {min_psnr: 0, min_ms_ssim: 0}\n"))
+                                          "    action: diffusion\n    allow_generative: true\n    bpp: 0.1\n    floor: {min_psnr: 0, min_ms_ssim: 0, max_phash_distance: 64, max_dhash_distance: 64}\n"))
     e = setup_env(tmp_path, policy=str(policy), backbone="diffusers", diffusers_model=str(model_dir()),
                   adapter=str(trained[0]), device="cpu")
     photo = e["root"] / "photos" / "a.png"
