@@ -88,3 +88,15 @@ def test_find_of_a_file_that_is_no_image_is_one_line_and_exit_3(tmp_path):
     bad.write_bytes(b"not an image at all")
     r = _cli(e, "find", str(bad))
     assert r.exit_code == 3 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_show_says_which_entry_a_copy_shares_its_stored_file_with(tmp_path):
+    e, root = _setup(tmp_path)
+    d = json.loads(_cli(e, "duplicates", "--json").output)
+    (exact,) = d["exact"]
+    copy = next(f for f in exact["files"] if f["artifact_of"])
+    owner = next(f for f in exact["files"] if not f["artifact_of"])
+    r = _cli(e, "show", copy["path"])
+    assert r.exit_code == 0, r.output
+    assert f"an exact copy of catalog id {owner['id']}: shares its stored file" in r.output
+    assert "an exact copy" not in _cli(e, "show", owner["path"]).output

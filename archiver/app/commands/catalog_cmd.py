@@ -176,6 +176,9 @@ def show(target, as_json, core):
                 lines.append("  tried     " + candidate_line(c))
             lines.append(f"  output    {v['compressed_path'] or '-'}; original {v['original_status'] or '-'}"
                          + (f"; vault until {when_text(v['vault_expires_at'])}" if v["vault_path"] else ""))
+            if v.get("artifact_of"):
+                lines.append(f"  copy      an exact copy of catalog id {v['artifact_of']}: shares its stored file "
+                             "(no bytes of its own; restore still gives this file its own path, mode and time)")
             if v["tags"]:
                 lines.append(f"  tags      {', '.join(v['tags'])}")
             if v["error"]:
