@@ -107,6 +107,11 @@ def test_a_probe_decodes_its_own_files_without_entropy_decoding(tiny, make, monk
     assert probe.decode(other).image.tobytes() == pipeline.decode_bytes(other, tiny).image.tobytes() and calls
 
 
+#: a floor an untrained backbone can meet: a low score and no structure check (random weights do
+#: not keep the picture's perceptual hash; the test is about which steps run, not about quality)
+LOOSE = {"min_ssimulacra2": 20.0, "max_phash_distance": 64, "max_dhash_distance": 64}
+
+
 def test_the_codecs_search_does_not_entropy_decode_its_probes(tiny, monkeypatch):
     from archiver.codecs import Source, Target
     from archiver.codecs.diffusion.codec import DiffusionCodec
@@ -115,9 +120,9 @@ def test_the_codecs_search_does_not_entropy_decode_its_probes(tiny, monkeypatch)
     calls = []
     real = pipeline.get_entropy_model
     monkeypatch.setattr(pipeline, "get_entropy_model", lambda *a, **k: calls.append(1) or real(*a, **k))
-    enc = DiffusionCodec(backbone=tiny).encode(Source(img, b"x" * 10**6), Target(floor={"min_ssimulacra2": 20.0}))
+    enc = DiffusionCodec(backbone=tiny).encode(Source(img, b"x" * 10**6), Target(floor=LOOSE))
     assert len([p for p in enc.params["probes"] if p.get("score") is not None]) >= 2 and calls == []
-    v = DiffusionCodec(backbone=tiny).verify(enc.data, Source(img, b""), Target(floor={"min_ssimulacra2": 20.0}))
+    v = DiffusionCodec(backbone=tiny).verify(enc.data, Source(img, b""), Target(floor=LOOSE))
     assert calls and v.score == enc.quality["score"]  # the read-back check decodes in full: the same score
 
 
