@@ -160,7 +160,7 @@ def _what(blob: bytes) -> str:
 def _row_of(core, src: Path):
     """The catalog row whose archived file ``src`` is, when a catalog exists and knows it
     (decode needs none: any catalog failure is no row)."""
-    from ...catalog.urls import may_exist  # deferred: catalog.urls, needed only for a lossy file
+    from ...catalog.urls import may_exist  # heavy: the catalog package (sqlalchemy at its import), needed only for a lossy file
 
     url = core.cfg.resolved_catalog_url()
     if not may_exist(url):  # no catalog: nothing to ask, and no database library to load
