@@ -9,6 +9,7 @@ import click
 from PIL import Image, UnidentifiedImageError
 
 from ...codecs import codec_of_data, get_codec, suffixes
+from ...catalog.urls import may_exist
 from ...errors import ContainerError, SafetyError, UnknownArtifactError, UsageError
 from ...imageio import load_image
 from ...reconstruction import PNG_CHUNKS_PARAM, is_marked, lossy_note, marked_bytes
@@ -160,8 +161,6 @@ def _what(blob: bytes) -> str:
 def _row_of(core, src: Path):
     """The catalog row whose archived file ``src`` is, when a catalog exists and knows it
     (decode needs none: any catalog failure is no row)."""
-    from ...catalog.urls import may_exist  # heavy: the catalog package (sqlalchemy at its import), needed only for a lossy file
-
     url = core.cfg.resolved_catalog_url()
     if not may_exist(url):  # no catalog: nothing to ask, and no database library to load
         return None
