@@ -82,7 +82,7 @@ def stats(runs: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("images", type=Path)
+    ap.add_argument("images", type=lambda p: Path(p).resolve())  # the commands run in a scratch folder
     ap.add_argument("--count", type=int, default=0, help="the first N images (default: all)")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=None, help="migrate --workers (default: the config's)")
