@@ -116,10 +116,13 @@ def test_readme_and_ci_install_what_the_codec_expects():
     from archiver.policy.classifiers.faces import MODEL_PACKAGE
 
     readme = (ROOT / "README.md").read_text()
-    setup = next(line for line in readme.splitlines() if line.startswith("pip install torch=="))
+    setup, tests = [line for line in readme.splitlines() if line.startswith("pip install ")]  # exactly two
     ci = (ROOT / ".ci" / "run").read_text()
     for text in (setup, ci):
         assert "pip install -q torch==2.13.0 -e . " in text.replace("pip install torch", "pip install -q torch")
+    # the test command works on its own in a new venv: the same torch in the same pip command
+    assert tests.startswith('pip install torch==2.13.0 -e ".[test,ray]" ') and tests.endswith("python -m pytest")
+    for text in (setup, tests, ci):
         assert f"--no-deps {REQUIRED} {MODEL_PACKAGE}" in text
 
 
