@@ -48,23 +48,26 @@ def artifact_problem(row: FileVersion) -> Optional[str]:
     return None
 
 
+def vaults_for(row: FileVersion, vault: Vault | None) -> list[Vault]:
+    """The vaults that may hold the row's original, in order: the one its ``vault_path`` names,
+    then the configured ``vault``."""
+    out = []
+    if row.vault_path:
+        try:
+            out.append(Vault.holding(row.vault_path))
+        except VaultError:
+            pass
+    if vault is not None:
+        out.append(vault)
+    return out
+
+
 def vault_holding(row: FileVersion, vault: Vault | None) -> Optional[Vault]:
     """The vault that holds the row's original intact (SHA-256 checked): the one its
     ``vault_path`` names, else the configured ``vault``; None when neither does."""
     if not row.sha256:
         return None
-    candidates = []
-    if row.vault_path:
-        try:
-            candidates.append(Vault.holding(row.vault_path))
-        except VaultError:
-            pass
-    if vault is not None:
-        candidates.append(vault)
-    for v in candidates:
-        if v.check(row.sha256):
-            return v
-    return None
+    return next((v for v in vaults_for(row, vault) if v.check(row.sha256)), None)
 
 
 def original_on_disk(row: FileVersion) -> bool:

@@ -31,7 +31,7 @@ from ..catalog.db import Catalog, DBError
 from ..catalog.models import COMMITTED, FORGOTTEN, ORIG_KEPT, FileVersion
 from . import files
 from .invariant import replacement_holds
-from .lost import artifact_problem, vault_holding, vault_until, when
+from .lost import artifact_problem, vault_holding, vault_until, vaults_for, when
 
 
 @dataclass
@@ -200,15 +200,7 @@ def read_compressed(row: FileVersion) -> bytes:
 def _from_vault(row: FileVersion, vault: Vault | None) -> bytes | None:
     """The vaulted original through ``Vault.read_verified`` (no link followed, SHA-256 checked):
     from the vault the row names, else the configured one; None when neither holds it intact."""
-    vaults = []
-    if row.vault_path:
-        try:
-            vaults.append(Vault.holding(row.vault_path))
-        except VaultError:
-            pass
-    if vault is not None:
-        vaults.append(vault)
-    for v in vaults:
+    for v in vaults_for(row, vault):
         try:
             return v.read_verified(row.sha256)
         except VaultError:
