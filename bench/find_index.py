@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -109,31 +107,14 @@ def fill_postgres(engine, ph, dh, batch=200_000) -> None:
         raw.close()
 
 
-def _as_pg(cmd: str, cwd: str):
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], cwd=cwd, capture_output=True, text=True)
-    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True)
-
-
 def start_postgres() -> tuple[str, callable]:
-    """A throw-away cluster on a Unix socket (as tests/conftest.py starts one)."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if not initdb or not pg_ctl:
-        sys.exit("PostgreSQL's initdb/pg_ctl are not on PATH")
-    d = tempfile.mkdtemp(prefix="archiver-bench-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(d, "postgres")
-    port = 20000 + os.getpid() % 20000
-    r = _as_pg(f"{initdb} -D {d}/data -A trust -U postgres >/dev/null && {pg_ctl} -D {d}/data -o \"-k {d} -p {port} "
-               f"-c listen_addresses='' -c fsync=off\" -l {d}/log -w start", d)
-    if r.returncode != 0:
-        sys.exit(f"cannot start PostgreSQL: {r.stderr[-500:]}")
+    """A throw-away cluster on a Unix socket (archiver.testing.postgres, as the tests start one)."""
+    from archiver.testing.postgres import ClusterUnavailable, start_cluster
 
-    def stop():
-        _as_pg(f"{pg_ctl} -D {d}/data stop -m immediate", d)
-        shutil.rmtree(d, ignore_errors=True)
-
-    return f"postgresql+psycopg://postgres@/postgres?host={d}&port={port}", stop
+    try:
+        return start_cluster("archiver-bench-pg-")
+    except ClusterUnavailable as e:
+        sys.exit(str(e))
 
 
 def plan(engine, backend: str, ph: str) -> list[str]:
@@ -193,7 +174,7 @@ def main(argv=None) -> int:
         if a.backend == "sqlite":
             with cat.engine.begin() as c:
                 c.execute(text("ANALYZE"))
-        times, found, candidates_max = [], [], 0
+        times, found = [], []
         for qp, qd in queries:
             t = time.perf_counter()
             with cat.session() as s:

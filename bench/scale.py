@@ -53,29 +53,17 @@ default:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def _as_pg(cmd: str, cwd: str) -> subprocess.CompletedProcess:
-    if os.geteuid() == 0:
-        return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], cwd=cwd, capture_output=True, text=True)
-    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True)
-
-
 class Postgres:
-    """A throw-away PostgreSQL cluster (as tests/conftest.py starts one), default settings but
+    """A throw-away PostgreSQL cluster (archiver.testing.postgres, as the tests start one), but with
     fsync on: the catalog's real cost includes its commits reaching the disk."""
 
     def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="scale-pg-")
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres")
-        self.port = 20000 + (os.getpid() * 7) % 20000
-        from conftest import _pg_binary
+        from archiver.testing.postgres import ClusterUnavailable, start_cluster
 
-        self.pg_ctl = _pg_binary("pg_ctl")
-        r = _as_pg(f"{_pg_binary('initdb')} -D {self.dir}/data -A trust -U postgres >/dev/null && {self.pg_ctl} -D {self.dir}/data "
-                   f"-o \"-k {self.dir} -p {self.port} -c listen_addresses=''\" -l {self.dir}/log -w start", self.dir)
-        if r.returncode != 0:
-            raise SystemExit(f"cannot start PostgreSQL: {r.stderr[-800:]}")
-        self.server = f"postgresql+psycopg://postgres@/postgres?host={self.dir}&port={self.port}"
+        try:
+            self.server, self.stop = start_cluster("scale-pg-", fsync=True, port=20000 + (os.getpid() * 7) % 20000)
+        except ClusterUnavailable as e:
+            raise SystemExit(str(e)) from None
 
     def new_db(self) -> str:
         from sqlalchemy import text
@@ -89,9 +77,6 @@ class Postgres:
         eng.dispose()
         return self.server.replace("/postgres?", f"/{name}?")
 
-    def stop(self) -> None:
-        _as_pg(f"{self.pg_ctl} -D {self.dir}/data stop -m immediate", self.dir)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _images(n: int, size: int) -> list[bytes]:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
-import subprocess
-import tempfile
 import logging
 import threading
 
 import pytest
+
+from archiver.testing.postgres import ClusterUnavailable, start_cluster
 
 
 @pytest.fixture(autouse=True)
@@ -24,49 +23,22 @@ def _archiver_logger_as_found():
     logger.handlers[:], logger.level, logger.propagate = saved
 
 
-def _as_pg(cmd: str, cwd: str):
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        return subprocess.run(["su", "postgres", "-s", "/bin/bash", "-c", cmd], cwd=cwd, capture_output=True,
-                              text=True, timeout=120)
-    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-def _pg_binary(name: str) -> str | None:
-    """On PATH, else where Debian's postgresql package keeps it (/usr/lib/postgresql/<ver>/bin)."""
-    import glob
-
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
-    return versions[-1] if versions else None
-
-
 @pytest.fixture(scope="session")
 def pg_server_url():
     """A throw-away local PostgreSQL cluster for the whole run (skips where PostgreSQL's server
     binaries, psycopg or a 'postgres' user are missing)."""
     pytest.importorskip("psycopg")
-    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries not installed")
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root without a 'postgres' user")
-    d = tempfile.mkdtemp(prefix="archiver-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(d, "postgres")
-    port = 20000 + os.getpid() % 20000
-    r = _as_pg(f"{initdb} -D {d}/data -A trust -U postgres >/dev/null && "
-               f"{pg_ctl} -D {d}/data -o \"-k {d} -p {port} -c listen_addresses='' -c fsync=off\" -l {d}/log -w start", d)
-    if r.returncode != 0:
-        shutil.rmtree(d, ignore_errors=True)
-        pytest.skip(f"cannot start a PostgreSQL cluster: {r.stderr[-500:]}")
-    yield f"postgresql+psycopg://postgres@/postgres?host={d}&port={port}"
-    _as_pg(f"{pg_ctl} -D {d}/data stop -m immediate", d)
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        url, stop = start_cluster("archiver-pg-")
+    except ClusterUnavailable as e:
+        pytest.skip(str(e))
+    yield url
+    stop()
 
 
 @pytest.fixture
