@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from archiver.testing.catalog import make_policy, write_jpeg
+from test_service_helpers import archiver_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,11 +24,7 @@ def test_a_lost_compressed_file_is_restored_from_the_vault_before_it_can_be_forg
                    f"policy: {tmp_path / 'p.yaml'}\n")
     env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
 
-    def run(*a):
-        r = subprocess.run([sys.executable, "-m", "archiver", *map(str, a), "--config", str(cfg)],
-                           capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
-        assert "Traceback" not in r.stderr, r.stderr
-        return r
+    run = archiver_in_subprocess(cfg, env)
 
     assert run("migrate", photos, "--workers", "1", "--executor", "thread").returncode == 0
     art = Path(str(src) + ".jxl")

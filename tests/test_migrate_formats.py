@@ -7,14 +7,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from PIL import Image
 
 from archiver.testing.catalog import photo_bytes, write_jpeg, write_png
 from archiver.testing.formats import write_dng, write_heic
+from test_service_helpers import archiver_in_subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,11 +52,7 @@ def test_a_mixed_folder_reports_what_it_took_and_what_it_did_not(tmp_path):
                    f"policy: {tmp_path / 'p.yaml'}\nworkers: 1\n")
     env = dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
 
-    def run(*a):
-        r = subprocess.run([sys.executable, "-m", "archiver", *map(str, a), "--config", str(cfg)],
-                           capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
-        assert "Traceback" not in r.stderr, r.stderr
-        return r
+    run = archiver_in_subprocess(cfg, env)
 
     expected = [{"type": ".cr2", "reason": "skipped: camera raw that LibRaw cannot read", "files": 1},
                 {"type": ".dng", "reason": "camera raw: kept untouched", "files": 1},

@@ -52,6 +52,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def archiver_in_subprocess(config: Path, env: dict):
+    """``run(*args)``: ``python -m archiver ARGS --config CONFIG`` in a new process with ``env``,
+    as a user runs it (no terminal, no stdin); fails the test on any traceback."""
+
+    def run(*args) -> subprocess.CompletedProcess:
+        r = subprocess.run([sys.executable, "-m", "archiver", *map(str, args), "--config", str(config)],
+                           capture_output=True, text=True, timeout=600, env=env, stdin=subprocess.DEVNULL)
+        assert "Traceback" not in r.stderr, r.stderr
+        return r
+
+    return run
+
+
 def write_config(path: Path, **settings) -> Path:
     import yaml
 
