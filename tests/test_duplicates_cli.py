@@ -100,3 +100,16 @@ def test_show_says_which_entry_a_copy_shares_its_stored_file_with(tmp_path):
     assert r.exit_code == 0, r.output
     assert f"an exact copy of catalog id {owner['id']}: shares its stored file" in r.output
     assert "an exact copy" not in _cli(e, "show", owner["path"]).output
+
+
+def test_the_name_on_disk_of_a_shared_file_means_its_owner_in_show_and_restore(tmp_path):
+    e, root = _setup(tmp_path)
+    (exact,) = json.loads(_cli(e, "duplicates", "--json").output)["exact"]
+    owner = next(f for f in exact["files"] if not f["artifact_of"])
+    (stored,) = {p for p in (root / "camera").glob("a.jpg.*")} | {p for p in (root / "backup").glob("a.jpg.*")}
+    r = _cli(e, "show", str(stored))
+    assert r.exit_code == 0 and r.output.splitlines()[0].startswith(f"{owner['path']} (catalog id {owner['id']}"), r.output
+    out = tmp_path / "restored"
+    r = _cli(e, "restore", str(stored), "--to", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    assert [p.name for p in out.rglob("*") if p.is_file()] == ["a.jpg"]  # the owner only, not its copy too

@@ -544,9 +544,10 @@ def versions_for_target(s: Session, target: str) -> list[FileVersion]:
 
 
 def by_compressed_path(s: Session, path: str) -> Optional[FileVersion]:
-    """The newest row whose archived file is ``path`` (``photo.png.jxl``), if any."""
+    """The newest row whose archived file is ``path`` (``photo.png.jxl``), if any: the row that owns
+    it, not an exact copy sharing it (as ``find_for_restore`` reads a name on disk)."""
     return s.scalars(select(FileVersion).where(FileVersion.compressed_path == path)
-                     .order_by(FileVersion.id.desc()).limit(1)).first()
+                     .order_by(FileVersion.artifact_of.is_not(None), FileVersion.id.desc()).limit(1)).first()
 
 
 def daemon_activity(s: Session, n_errors: int):
