@@ -85,6 +85,32 @@ def test_a_copy_shares_the_artifact_and_costs_no_bytes(tmp_path, ctx):
         assert p.read_bytes() == data and stat_of(p) == before
 
 
+def test_a_copy_replaced_by_a_newer_file_at_the_moment_of_removal_is_never_deleted(tmp_path, ctx):
+    """A copy's original goes through the same removal gate as any other (issue 22's F1): a new
+    file renamed over its name after every check, as an editor's save does, stays."""
+    from unittest import mock
+
+    from archiver.work import faults
+
+    first, second = copies(tmp_path)
+    assert archive_file(first, ctx).state == COMMITTED
+    newer = second.with_name("edit.tmp")
+    write_jpeg(newer, seed=99)
+    data = newer.read_bytes()
+
+    def fault(name, done=[]):
+        if name == "taking" and not done:
+            done.append(name)
+            os.rename(newer, second)
+
+    with mock.patch.object(faults, "fault", fault):
+        o = archive_file(second, ctx)
+    assert o.state == COMMITTED and row_of(ctx, second).artifact_of == row_of(ctx, first).id
+    assert second.read_bytes() == data  # the user's newer file is there, untouched
+    with ctx.catalog.session() as s:
+        assert "original_changed" in [e.kind for e in q.events_for(s, row_of(ctx, second))]
+
+
 def test_a_copy_with_other_rule_or_content_gets_its_own_artifact(tmp_path, ctx):
     a = write_jpeg(tmp_path / "c" / "plain" / "x.jpg", seed=4)
     b = tmp_path / "c" / "vault" / "x.jpg"  # same bytes, another rule
