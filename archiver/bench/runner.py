@@ -218,7 +218,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         },
         "metrics": {
             "psnr": "dB on 8-bit RGB (null = identical)",
-            "ms_ssim": "pytorch_msssim on RGB, data range 255",
+            "ms_ssim": "archiver.metrics.ms_ssim on RGB, data range 255 (pytorch_msssim's weights and window, its value to 2e-5)",
             "spectral_distance": "archiver.metrics.spectral_distance: RMS log10 power difference of radially averaged luma spectra (lower = closer to the original's spectrum)",
             "lpips": lp_status,
             "fid": fid_status,
