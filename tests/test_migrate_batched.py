@@ -186,3 +186,31 @@ def test_the_batched_path_is_on_with_cuda_and_off_on_the_cpu_unless_asked(device
 
     assert batch_size(Config(device=device), batch, "process") == expected
     assert batch_size(Config(device=device), None, "ray") == 0
+
+
+def test_the_gpu_migrate_bench_runs_on_a_cpu_and_compares_the_paths(tmp_path):
+    """bench/gpu_migrate.py (the command for a GPU machine, docs/operations.md) end to end on the
+    CPU: distinct copies (a fourth image from three), both paths timed, the same decisions."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, (w, h) in enumerate([(96, 64), (96, 64), (64, 48)]):
+        _img(w, h, i).rgb.save(src / f"{i}.png")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.replace('path: ["**/rate/**"]', 'path: ["**"]'))
+    out = tmp_path / "out.json"
+    bench = Path(__file__).resolve().parent.parent / "bench" / "gpu_migrate.py"
+    r = subprocess.run([sys.executable, str(bench), str(src), "--count", "4", "--device", "cpu", "--batch", "2",
+                        "--workers", "2", "--policy", str(policy), "--dry-run", "--compare", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert rep["images"] == 4 and rep["same_decisions"] and rep["differing_files"] == []
+    assert rep["batched"]["files"] == rep["normal"]["files"] == 4
+    assert rep["batched"]["codecs"] == rep["normal"]["codecs"] and set(rep["batched"]["codecs"]) == {"diffusion"}
+    b = rep["batched"]["batching"]
+    assert b["by_kind"]["analyse"]["items"] == 4 and b["gpu_utilisation"] is None and rep["normal"]["batching"] is None
+    assert rep["batched"]["images_per_s"] > 0 and rep["speedup_wall"] > 0
