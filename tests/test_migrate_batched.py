@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -170,6 +171,13 @@ def test_batch_is_refused_with_ray_and_checked(tmp_path):
     assert code == 2 and "cannot be combined with --executor ray" in out and "Traceback" not in out
     code, out = _migrate(e, "--batch", "-1")
     assert code == 2 and "Traceback" not in out
+    code, out = _migrate(e, "--device", "cuda", "--dry-run")  # no CUDA on this machine (skipped where there is)
+    if "torch sees no CUDA device" not in str(out):
+        from archiver.codecs.diffusion.devices import cuda_device_name
+
+        assert cuda_device_name() is not None, out
+    else:
+        assert code == 2 and "use --device cpu or auto" in out and "Traceback" not in out
     code, out = _migrate(e, "--device", "tpu")
     assert code == 2 and "device" in out and "Traceback" not in out
     r = CliRunner().invoke(main, ["migrate", str(e["root"]), "--batch", "2"],
@@ -214,3 +222,56 @@ def test_the_gpu_migrate_bench_runs_on_a_cpu_and_compares_the_paths(tmp_path):
     b = rep["batched"]["batching"]
     assert b["by_kind"]["analyse"]["items"] == 4 and b["gpu_utilisation"] is None and rep["normal"]["batching"] is None
     assert rep["batched"]["images_per_s"] > 0 and rep["speedup_wall"] > 0
+
+
+def test_abandoning_a_batched_run_returns_at_once_and_releases_the_waiting_files(tmp_path, monkeypatch):
+    """A second Ctrl-C while files wait on the device: the run returns (interrupted), its
+    batcher is closed, and the calls still waiting end with ``BatcherClosed``; nothing hangs."""
+    from archiver.codecs.diffusion import batching, pipeline
+    from archiver.config import load_config
+    from archiver.service import migrate as m
+
+    e = _collection(tmp_path, "abandoned")
+    shutil.rmtree(e["root"] / "search")
+    monkeypatch.setenv("ARCHIVER_HOME", str(e["home"]))
+    monkeypatch.setenv("ARCHIVER_BATCH_WAIT_MS", "0")
+    cfg = load_config(str(e["config"]), policy=str(e["policy"]))
+    stop = m.Stopper()
+    in_device, release = threading.Event(), threading.Event()
+    real = pipeline._encode_padded
+    closed: list[BaseException] = []
+
+    def slow(backbone, xs):  # the device is busy until the test lets it go
+        in_device.set()
+        release.wait(60)
+        return real(backbone, xs)
+
+    real_run = batching.Batcher.run
+
+    def run(self, *args):
+        try:
+            return real_run(self, *args)
+        except batching.BatcherClosed as err:
+            closed.append(err)
+            raise
+
+    monkeypatch.setattr(pipeline, "_encode_padded", slow)
+    monkeypatch.setattr(batching.Batcher, "run", run)
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(rep=m.run([str(e["root"])], cfg, workers=4, batch=1,
+                                                                stopper=stop)), daemon=True)
+    t.start()
+    assert in_device.wait(120), "no file reached the device"
+    stop()
+    stop()  # the second signal: abandon the files in hand
+    t.join(timeout=60)
+    assert not t.is_alive(), "the abandoned batched run hung"
+    assert result["rep"]["interrupted"] and batching.active_batcher() is None
+    release.set()
+    deadline = time.monotonic() + 60
+    while not closed and time.monotonic() < deadline:  # the files that were waiting are told
+        time.sleep(0.1)
+    assert closed and all("stopped" in str(err) for err in closed)
+    # the abandoned files' threads finish on their own (threads cannot be killed): let them end here
+    while any(th.name.startswith("archiver-batched") for th in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.1)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..codecs.diffusion.batching import DEFAULT_MAX_BATCH, DEFAULT_WAIT_SECONDS, Batcher, batching
-from ..codecs.diffusion.devices import resolved_device
+from ..codecs.diffusion.devices import cuda_device_name, resolved_device
 from ..config import Config
 from ..errors import UsageError
 from .gpu_usage import GpuSampler
@@ -33,6 +33,17 @@ def batch_size(cfg: Config, batch: Optional[int], executor: str) -> int:
     if batch is not None:
         return int(batch)
     return DEFAULT_MAX_BATCH if resolved_device(cfg.device).startswith("cuda") else 0
+
+
+def check_device(device: str) -> str:
+    """The device the batched path will run the codec on (``resolved_device``); a CUDA device
+    that torch does not see is one clear ``UsageError`` before any file is touched (the files
+    would otherwise each fail to load the model)."""
+    where = resolved_device(device)
+    if where.startswith("cuda") and cuda_device_name() is None:
+        raise UsageError(f"device {device}: torch sees no CUDA device here (a CPU-only torch, or no driver); "
+                         "use --device cpu or auto")
+    return where
 
 
 def batch_wait_seconds() -> float:
@@ -56,7 +67,8 @@ class BatchedRun:
     def __init__(self, max_batch: int, device: str, workers: int):
         self.batcher = Batcher(max_batch=max_batch, wait_seconds=batch_wait_seconds())
         self.device, self.workers = device, workers
-        self.gpu = GpuSampler()
+        index = device.partition(":")[2]
+        self.gpu = GpuSampler(index=int(index) if index.isdigit() else 0)  # as nvidia-smi numbers them
 
     def report(self) -> dict:
         """Batches run, their mean and largest size (overall and per kind of work), the share of

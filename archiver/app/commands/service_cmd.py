@@ -158,7 +158,7 @@ def migrate(roots, policy, dry_run, workers, executor, device, batch, as_json, c
     diffusion codec's device work is batched across them; the report gives the batches and
     the GPU's utilisation."""
     from ...service import migrate as m  # heavy: sqlalchemy (service), not loaded by archiver --help
-    from ...service.batched import batch_size  # heavy: the service package, not loaded by archiver --help
+    from ...service.batched import batch_size, check_device  # heavy: the service package, not loaded by archiver --help
 
     cfg = core.cfg
     if cfg.policy:
@@ -168,6 +168,8 @@ def migrate(roots, policy, dry_run, workers, executor, device, batch, as_json, c
     if executor == "ray" and cfg.resolved_catalog_url().startswith("sqlite") and not dry_run:
         raise UsageError("--executor ray needs a catalog every node can reach: set catalog_url to PostgreSQL")
     batch = batch_size(cfg, batch, executor)
+    if batch:  # the files run in this process, on its device: one clear line if there is none
+        check_device(cfg.device)
     show = not as_json
 
     def track(iterable, *, total, desc):
