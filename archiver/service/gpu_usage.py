@@ -35,9 +35,11 @@ def _smi_reader() -> Optional[Callable[[], list[float]]]:
         return None
 
     def read() -> list[float]:
-        out = subprocess.run([exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=5).stdout
-        return [float(v) for v in out.split()]
+        r = subprocess.run([exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                           capture_output=True, text=True, timeout=5)
+        if r.returncode != 0:
+            raise RuntimeError(f"nvidia-smi exited with {r.returncode}")
+        return [float(v) for v in r.stdout.split()]
 
     return read
 
