@@ -69,3 +69,27 @@ def test_no_backbone_is_a_refusal_not_a_crash():
     codec = DiffusionCodec(CodecSettings(backbone="diffusers", model_path=None))
     with pytest.raises(CodecRefused, match="unavailable"):
         codec.encode(_src(), Target(bpp=0.2))
+
+
+def test_a_hopeless_search_under_a_size_cap_stops_after_one_coding(codec, monkeypatch):
+    """Under ``max_bytes`` (a smaller candidate already at the target), a file at the search's first
+    quality that is larger than the cap and scores far below the target ends the search there: every
+    file that fits has a lower quality. It codes the latent once, where the size fit would code it
+    several times; the outcome (beaten) is the same. Not far below: the full size fit runs."""
+    from archiver.codecs import CodecBeaten
+    from archiver.codecs.diffusion import codec as codec_module
+    from archiver.codecs.diffusion import pipeline
+
+    codings = []
+    real = pipeline.QualityProbe.file_at
+    monkeypatch.setattr(pipeline.QualityProbe, "file_at", lambda self, q: (codings.append(q), real(self, q))[1])
+    src = _src(160, 128)
+    target = Target(floor={"min_ssimulacra2": 95.0}, max_bytes=60, max_why="a smaller candidate")
+    with pytest.raises(CodecBeaten, match="by far at quality") as e:
+        codec.encode(src, target)
+    assert len(codings) == 1 and "a smaller candidate (60 bytes)" in str(e.value)
+    codings.clear()
+    monkeypatch.setattr(codec_module, "HOPELESS_MARGIN", 1000.0)
+    with pytest.raises(CodecBeaten) as e:
+        codec.encode(_src(160, 128), target)
+    assert len(codings) > 2 and "by far" not in str(e.value)

@@ -20,7 +20,9 @@ def _cfg(tmp_path, text):
 @pytest.mark.parametrize("text,expect", [
     ("roots: /srv/photos\n", "roots: must be a list"),  # #11: read character by character, watched /
     ("poll_roots: /mnt/nas\n", "poll_roots: must be a list"),
-    ("workers: two\n", "workers: input should be a valid integer"),  # #12
+    ("workers: two\n", "workers: must be a number from 1 to 256 or 'auto'"),  # #12
+    ("workers: 2.5\n", "workers: must be a number from 1 to 256 or 'auto' (got 2.5)"),
+    ("workers: true\n", "workers: must be a number from 1 to 256 or 'auto' (got True)"),
     ("metrics_port: 99999\n", "metrics_port: must be between 0 and 65535"),  # #12
     ("workers: 0\n", "workers: must be between 1 and 256"),
     ("settle_seconds: -3\n", "settle_seconds: must be at least 0"),
@@ -56,6 +58,25 @@ def test_a_good_config_loads(tmp_path):
     assert cfg.roots == [str(tmp_path)] and cfg.workers == 2 and cfg.settle_seconds == 3
 
 
+def test_workers_auto_is_one_per_core_within_memory(tmp_path, monkeypatch):
+    """``workers: auto`` (the default) becomes a number when loaded: the usable cores, but no more
+    workers than the available memory holds at ``WORKER_BYTES`` each, and at least one."""
+    from archiver import config as c
+
+    assert c.auto_workers(cores=8, memory=64 << 30) == 8
+    assert c.auto_workers(cores=8, memory=3 * c.WORKER_BYTES + 1) == 3
+    assert c.auto_workers(cores=8, memory=c.WORKER_BYTES // 2) == 1
+    assert c.auto_workers(cores=1, memory=64 << 30) == 1
+    monkeypatch.setattr(c, "usable_cores", lambda: 6)
+    monkeypatch.setattr(c, "available_memory", lambda: 64 << 30)
+    assert load_config(_cfg(tmp_path, "workers: auto\n")).workers == 6
+    assert load_config(_cfg(tmp_path, "policy: default\n")).workers == 6  # the default is auto
+    assert load_config(_cfg(tmp_path, "workers: 3\n")).workers == 3
+    assert load_config(_cfg(tmp_path, "workers: 3\n"), workers="auto").workers == 6  # --workers auto
+    monkeypatch.setattr(c, "available_memory", lambda: 2 * c.WORKER_BYTES)
+    assert load_config(_cfg(tmp_path, "workers: auto\n")).workers == 2
+
+
 def test_missing_archiver_config_is_an_error_not_the_defaults(tmp_path, monkeypatch):
     """#13: ARCHIVER_CONFIG naming a missing file silently fell back to the defaults."""
     monkeypatch.setenv("ARCHIVER_CONFIG", str(tmp_path / "nope.yaml"))
@@ -70,3 +91,15 @@ def test_cli_gives_exit_2_and_no_traceback(tmp_path, text, code):
         r = subprocess.run([sys.executable, "-m", "archiver", *args], capture_output=True, text=True, timeout=120,
                            env=dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home")))
         assert r.returncode == code and "Traceback" not in r.stderr and "error:" in r.stderr, (args, r.stderr)
+
+
+@pytest.mark.parametrize("value,ok", [("0", False), ("257", False), ("two", False), ("auto", True), ("1", True)])
+def test_migrate_workers_option_takes_a_number_or_auto(tmp_path, value, ok):
+    """``--workers`` is a number from 1 to 256 or ``auto``; anything else is one line and exit 2."""
+    r = subprocess.run([sys.executable, "-m", "archiver", "migrate", str(tmp_path), "--dry-run", "--json", "--workers", value],
+                       capture_output=True, text=True, timeout=120, env=dict(os.environ, ARCHIVER_HOME=str(tmp_path / "home")))
+    assert "Traceback" not in r.stderr
+    if ok:
+        assert r.returncode == 0, r.stderr
+    else:
+        assert r.returncode == 2 and "Invalid value for '--workers'" in r.stderr and value in r.stderr

@@ -122,7 +122,7 @@ class PillowLossyCodec(Codec):
 
             q = smallest_passing(ok_at, lo, hi, guess=first_guess(target.score, lo, hi, self.typical_quality),
                                  score_at=(lambda x: verdict_at(x).score) if target.score is not None else None,
-                                 target=target.score)
+                                 target=target.score, slope=typical_slope(self.typical_quality))
             if q is None:
                 raise CodecRefused(f"the floor is out of reach even at quality {hi} ({verdict_at(hi).why})")
             # the metrics are not strictly monotone in quality: keep the smallest passing file
@@ -173,12 +173,89 @@ def first_guess(score: Optional[float], lo: int, hi: int, typical: Optional[dict
     return int(round(lo + (hi - lo) * min(0.95, max(0.05, 0.9 * score / 100.0))))
 
 
-def smallest_passing(ok_at, lo: int, hi: int, *, guess: int, score_at=None, target: Optional[float] = None) -> Optional[int]:
+def typical_slope(typical: Optional[dict]) -> Optional[float]:
+    """Score gained per knob step between a codec's two ``typical`` {score: setting} points (its
+    search's first step before it has two probes of its own), None without two points."""
+    if not typical or len(typical) < 2:
+        return None
+    (s0, q0), (s1, q1) = sorted(typical.items())[:2]
+    return (s1 - s0) / (q1 - q0) if q1 != q0 and s1 > s0 else None
+
+
+def smallest_passing(ok_at, lo: int, hi: int, *, guess: int, score_at=None, target: Optional[float] = None,
+                     slope: Optional[float] = None) -> Optional[int]:
     """The smallest whole number in [lo, hi] where ``ok_at`` holds (assumed monotone), or None when
-    even ``hi`` fails. With ``score_at`` (the score rising with the knob) and ``target``, the next
-    probe is interpolated between the nearest failing and passing ones (bisection when that does
-    not halve the gap), so a search takes ~3-5 probes instead of ~7; from ``guess`` outwards it
-    first finds a bracket, doubling its step."""
+    even ``hi`` fails. With ``score_at`` (the score rising with the knob) and ``target``, each next
+    probe is where the score is predicted to reach the target: on the line through the two
+    probes nearest it (before there are two: ``slope`` score per step, or an eighth of the range
+    as a step), rounded up, then one step below the smallest passing knob to prove it the
+    smallest; it bisects after two probes in a row that did not halve the bracket, and outside a bracket its
+    steps grow (doubling from the fourth probe), so a misleading score cannot make it crawl. A good
+    guess and slope take 2-3 probes. Without scores it brackets from ``guess`` (doubling steps)
+    and bisects."""
+    if score_at is None or target is None:
+        return _bracket_and_bisect(ok_at, lo, hi, guess)
+    q = min(max(guess, lo), hi)
+    fail = ok = None  # the largest failing knob below ``ok``, the smallest passing one
+    scores: dict[int, float] = {}
+    width, slow = None, 0  # the bracket's width before the last probe; probes in a row that did not halve it
+    outside = 0  # probes so far without a bracket: from the fourth on, steps double (1, 2, 4, ...)
+    while True:
+        if ok_at(q):
+            ok = q
+        else:
+            fail = q
+        s = score_at(q)
+        if s is not None:
+            scores[q] = float(s)
+        if ok is not None and (ok == lo or (fail is not None and ok - fail <= 1)):
+            return ok
+        if fail is not None and fail >= hi:
+            return None
+        first, last = (lo if fail is None else fail + 1), (hi if ok is None else ok - 1)
+        nq = _predicted(scores, target, slope)
+        if nq is None:  # no usable score: a doubling step out of the one side, else the middle
+            nq = first + (last - first) // 2
+            if ok is None:
+                nq = fail + max(1, (hi - lo) // 8)
+            elif fail is None:
+                nq = ok - max(1, (hi - lo) // 8)
+        if ok is not None and nq >= ok:
+            nq = ok - 1  # the prediction says ``ok`` is the smallest: prove it
+        if fail is not None and ok is not None:
+            slow = slow + 1 if width is not None and ok - fail > width // 2 + 1 else 0
+            width = ok - fail
+            if slow >= 2:  # two probes in a row did not halve the bracket: bisect
+                nq, slow = first + (last - first) // 2, 0
+        else:  # no bracket yet: a score that misleads (a region, PSNR) or a poor slope cannot crawl
+            outside += 1
+            reach = 1 << max(0, outside - 3)
+            nq = max(nq, fail + reach) if ok is None else min(nq, ok - reach)
+        q = min(last, max(first, nq))
+
+
+def _predicted(scores: dict[int, float], target: float, slope: Optional[float]) -> Optional[int]:
+    """The smallest knob predicted to reach ``target``: on the line through the two probes whose
+    scores are nearest it (``slope`` from the nearest when there is one probe or the two do not
+    rise), rounded up; None without a usable slope. With ``slope``, the line's slope is kept
+    within a third and three times it: two close probes' noise cannot send the search afar."""
+    if not scores:
+        return None
+    near = sorted(scores, key=lambda k: abs(scores[k] - target))[:2]
+    q0 = near[0]
+    k = slope
+    if len(near) == 2 and near[1] != q0:
+        sec = (scores[near[1]] - scores[q0]) / (near[1] - q0)
+        if sec > 0:
+            k = sec if not slope else min(max(sec, slope / 3), slope * 3)
+    if not k or k <= 0:
+        return None
+    return int(math.ceil(q0 + (target - scores[q0]) / k - 1e-9))
+
+
+def _bracket_and_bisect(ok_at, lo: int, hi: int, guess: int) -> Optional[int]:
+    """``smallest_passing`` without scores: from ``guess`` outwards find a bracket, doubling the
+    step, then bisect it."""
     q = min(max(guess, lo), hi)
     fail, ok = (None, q) if ok_at(q) else (q, None)
     step = max(1, (hi - lo) // 8)
@@ -199,35 +276,12 @@ def smallest_passing(ok_at, lo: int, hi: int, *, guess: int, score_at=None, targ
         else:
             fail = nq
     while ok - fail > 1:
-        gap = ok - fail
-        nq = fail + gap // 2
-        if score_at is not None and target is not None:
-            sf, so = score_at(fail), score_at(ok)
-            if so is not None and sf is not None and so > sf:
-                nq = fail + int(round((target - sf) / (so - sf) * gap))
-            nq = min(ok - 1, max(fail + 1, nq))
-        if ok_at(nq):
-            ok = nq
+        mid = fail + (ok - fail) // 2
+        if ok_at(mid):
+            ok = mid
         else:
-            fail = nq
-        if ok - fail > gap // 2 and ok - fail > 1:  # interpolation did not halve it: bisect once
-            mid = fail + (ok - fail) // 2
-            if ok_at(mid):
-                ok = mid
-            else:
-                fail = mid
+            fail = mid
     return ok
-
-
-def _first_true(pred, lo: int, hi: int) -> int:
-    """The smallest integer in [lo, hi] where ``pred`` holds, ``pred`` assumed monotone and true at hi."""
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if pred(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return hi
 
 
 def last_fitting(size_at, limit: int, lo: int, hi: int, *, guess: Optional[int] = None,

@@ -19,11 +19,13 @@ class JxlCodec(PillowLossyCodec):
     #: a JPEG XL container or bare codestream (the lossless codec claims its own first)
     signatures = (b"\x00\x00\x00\x0cJXL \r\n\x87\n", b"\xff\x0a")
     summary = "conventional lossy: JPEG XL at the smallest quality that meets the floor"
-    #: libjxl effort 7 (its default): 1 fastest, 9 smallest
-    effort = 7
+    #: libjxl effort 4 (1 fastest, 9 slowest; libjxl's default is 7): at the same SSIMULACRA2
+    #: score its files are smaller than effort 7's (2.6% at 70, 6.3% at 90) and take 2.7x less
+    #: CPU (60 train/ validation photos: bench/encoder_speed.py, docs/operations.md "Throughput")
+    effort = 4
     #: up to 99 (distance ~0.2): a visually lossless target is often reached only above 95
     quality_range = (1, 99)
-    typical_quality = {70.0: 79, 90.0: 95}
+    typical_quality = {70.0: 67, 90.0: 93}
 
     @classmethod
     def unavailable(cls) -> Optional[str]:

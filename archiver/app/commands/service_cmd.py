@@ -12,6 +12,23 @@ from ..core import with_core
 from ..output import emit, human_bytes, progress
 
 
+class WorkersParam(click.ParamType):
+    """``--workers``: a number from 1 to 256, or ``auto`` (resolved by the config: ``auto_workers``)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or str(value).strip().lower() == "auto":
+            return value if isinstance(value, int) else "auto"
+        try:
+            n = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of workers (1-256) nor 'auto'", param, ctx)
+        if not 1 <= n <= 256:
+            self.fail(f"{n} is not in the range 1-256 (or 'auto')", param, ctx)
+        return n
+
+
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="config file (default: the usual search path)")
 @click.option("--json-logs", is_flag=True, help="log one JSON object per line (for journald / log shippers)")
@@ -139,7 +156,8 @@ def _run_human(r: dict) -> str:
 @click.argument("roots", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--policy", type=str, help="policy file (or a shipped policy name); default: the config's or the shipped default")
 @click.option("--dry-run", is_flag=True, help="predict the codec and size of every file (the real steps, nothing written)")
-@click.option("--workers", type=click.IntRange(1, 256), help="parallel workers (default: config 'workers')")
+@click.option("--workers", type=WorkersParam(), help="parallel workers, 1-256 or 'auto': one per core, as "
+              "many as memory holds (default: config 'workers', itself 'auto' by default)")
 @click.option("--executor", type=click.Choice(["process", "thread", "ray"]), default="process", show_default=True,
               help="where tasks run; 'ray' uses RAY_ADDRESS (catalog must then be PostgreSQL)")
 @click.option("--device", type=str, help="torch device of the diffusion codec: cpu, cuda, cuda:N or auto "

@@ -20,6 +20,9 @@ from ..registry import register_codec
 
 #: the rate used when a policy gives none (the shipped default's)
 DEFAULT_BPP = 0.15
+#: SSIMULACRA2 points below the target at a quality whose file is already too large, from which
+#: the search stops there without finding the largest file that fits (which scores lower still)
+HOPELESS_MARGIN = 10.0
 
 
 @register_codec("diffusion")
@@ -105,8 +108,16 @@ class DiffusionCodec(Codec):
 
         lo, hi = int(QUALITY_MIN), int(QUALITY_MAX)
         if target.max_bytes is not None:  # sizes only (no decode): the best quality that could still win
-            cap = last_fitting(lambda q: len(file_at(q)), target.max_bytes, lo, hi,
-                               guess=first_guess(target.score, lo, hi))
+            guess = first_guess(target.score, lo, hi)
+            if len(file_at(guess)) > target.max_bytes and not ok_at(guess):
+                # every file that fits has a lower quality than ``guess``; far below the target
+                # here, it is further below it there (the search's monotone score), so the
+                # size fit's entropy coding (2-4 more codings of the latent) is not needed
+                v = tried[guess][1]
+                if v.score is not None and v.score < target.score - HOPELESS_MARGIN:
+                    raise CodecBeaten(f"misses the target by far at quality {guess} ({v.why}), already larger "
+                                      f"({len(file_at(guess))} bytes) than {target.max_why} ({target.max_bytes} bytes)")
+            cap = last_fitting(lambda q: len(file_at(q)), target.max_bytes, lo, hi, guess=guess)
             if cap is None:
                 raise CodecBeaten(f"even quality {lo} ({len(file_at(lo))} bytes) is larger than {target.max_why} "
                                    f"({target.max_bytes} bytes)")
