@@ -4,8 +4,8 @@
 Not a test: the measurement for a GPU machine. For N images: the encoder's analysis batched
 across images (``QualityProbe.many``), entropy coding at one quality on CPU threads, then the
 denoiser and decoder batched across files (``decode_many``); images/s per stage and end to end,
-which stage bounds it, and the GPU's utilisation sampled with ``nvidia-smi`` while it runs (none
-on a CPU). On the CPU it checks the batched bytes/pixels against one-by-one coding for the first
+which stage bounds it, and the GPU's utilisation sampled while it runs (``service.gpu_usage``;
+none on a CPU). On the CPU it checks the batched bytes/pixels against one-by-one coding for the first
 images (``--check``).
 
     python bench/gpu_batch.py ../shared/data/kodak --device cuda --count 500 --batch 16 --json
@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,43 +25,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
-
-
-class GpuSampler:
-    """GPU utilisation (%) sampled every 0.2 s with nvidia-smi while a block runs (empty without one)."""
-
-    def __init__(self):
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        exe = shutil.which("nvidia-smi")
-        if not exe:
-            return
-        while not self._stop.is_set():
-            try:
-                out = subprocess.run([exe, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                     capture_output=True, text=True, timeout=5).stdout.split()
-                if out:
-                    self.samples.append(float(out[0]))
-            except (OSError, ValueError, subprocess.SubprocessError):
-                return
-            self._stop.wait(0.2)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join(6)
-
-    def summary(self) -> dict | None:
-        if not self.samples:
-            return None
-        s = sorted(self.samples)
-        return {"mean_pct": round(sum(s) / len(s), 1), "median_pct": s[len(s) // 2], "samples": len(s)}
 
 
 def main(argv=None) -> int:
@@ -82,6 +42,7 @@ def main(argv=None) -> int:
     from archiver.codecs.diffusion import pipeline
     from archiver.codecs.diffusion.backbones import get_backbone
     from archiver.imageio import load_image
+    from archiver.service.gpu_usage import GpuSampler
 
     files = sorted(p for p in a.images.iterdir() if p.suffix.lower() in EXTS) if a.images.is_dir() else []
     if not files:
@@ -92,7 +53,7 @@ def main(argv=None) -> int:
     backbone = get_backbone("tiny", device=a.device)
     t_model = time.perf_counter() - t0
     stages: dict[str, float] = {}
-    with ThreadPoolExecutor(a.threads) as pool, GpuSampler() as gpu:
+    with ThreadPoolExecutor(a.threads) as pool, GpuSampler(interval=0.2) as gpu:
         t = time.perf_counter()
         imgs = list(pool.map(lambda p: load_image(p.read_bytes()), files))
         stages["load (CPU threads)"] = time.perf_counter() - t

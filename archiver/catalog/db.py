@@ -29,8 +29,9 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote
@@ -39,6 +40,7 @@ from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from .. import __version__
 from ..errors import CatalogError, CatalogFullError, NoCatalogError
@@ -112,7 +114,11 @@ def make_engine(url: str) -> Engine:
         path = sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
+        if path is None:  # in memory: one database every thread sees (the default pool gives each its own, empty)
+            engine = create_engine(url, poolclass=StaticPool,
+                                   connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
+        else:
+            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
         _sqlite_pragmas(engine)
     else:
         engine = create_engine(url, pool_pre_ping=True)
@@ -299,6 +305,8 @@ class Catalog:
             self._open(migrate_schema, create)
         self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
         self._reader = sessionmaker(self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        # an in-memory catalog is one connection that every thread shares: one transaction at a time
+        self._turn = threading.RLock() if _is_memory(url) else nullcontext()
 
     def _open(self, migrate_schema: bool, create: bool) -> None:
         url, rec = self.url, read_marker(self.marker)
@@ -327,24 +335,26 @@ class Catalog:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        s = self._sessionmaker()
-        try:
-            with s.begin():
-                yield s
-        finally:
-            s.close()
+        with self._turn:
+            s = self._sessionmaker()
+            try:
+                with s.begin():
+                    yield s
+            finally:
+                s.close()
 
     @contextmanager
     def read_session(self) -> Iterator[Session]:
         """A transaction for reading only: on SQLite a deferred BEGIN (a WAL snapshot) instead
         of ``BEGIN IMMEDIATE``, so a long dashboard query never makes a writer wait. Rolled back
         at the end: nothing done in it is kept."""
-        s = self._reader()
-        try:
-            yield s
-        finally:
-            s.rollback()
-            s.close()
+        with self._turn:
+            s = self._reader()
+            try:
+                yield s
+            finally:
+                s.rollback()
+                s.close()
 
     def table_names(self) -> list[str]:
         return inspect(self.engine).get_table_names()

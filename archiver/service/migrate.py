@@ -35,6 +35,7 @@ from ..storage.space import low_space
 from ..work import archive_file
 from .driver import Driver, resume
 from .messages import Outcome, PlaceMarks, TaskSettings
+from .batched import batched_device_work
 from .places import Places, is_shared, require_shared_vault
 from . import untaken
 from .scan import handled_map, is_handled, norm_root
@@ -145,10 +146,17 @@ def _untracked(iterable, **_):
 
 
 def dry_run(roots, cfg: Config, *, workers: int, executor: str = "process", progress=None,
-            on_signal: Callable[[int], None] | None = None) -> dict:
+            on_signal: Callable[[int], None] | None = None, batch: int = 0) -> dict:
     """Predict every file's codec and size through the real steps, writing nothing.
     ``progress(iterable, total=, desc=)``: the caller's view of the work (app/ draws it);
-    ``on_signal(count)``: told of each SIGINT/SIGTERM (1: stopping, 2: abandoning)."""
+    ``on_signal(count)``: told of each SIGINT/SIGTERM (1: stopping, 2: abandoning). ``batch``:
+    run the files in this process and batch their diffusion device work across up to that many
+    files (``service.batched``; 0: as ``executor`` says, one file per task)."""
+    if batch:
+        with batched_device_work(cfg, batch, workers) as device:
+            report = dry_run(roots, cfg, workers=workers, executor="batched", progress=progress, on_signal=on_signal)
+        report["batching"] = device.report()
+        return report
     progress = progress or _untracked
     roots = _check_roots(roots)
     t0 = time.time()
@@ -235,6 +243,7 @@ def _plan_report(roots, cfg, planned, already, seconds, *, interrupted, not_plan
         "savings_predicted": before - after, "savings_ratio": (1 - after / before) if before else 0.0,
         "rules": rows, "codecs": _codec_shares(planned), "predictions": files, "seconds": round(seconds, 2),
         "method": PREDICTION, "not_taken": untaken.group([*passed, *untaken.of_outcomes(planned)]),
+        "batching": None,
     }
 
 
@@ -267,10 +276,16 @@ def _codec_shares(planned: list[dict]) -> dict[str, dict]:
 
 def run(roots, cfg: Config, *, workers: int, executor: str = "process", progress=None,
         on_signal: Callable[[int], None] | None = None, stopper: Stopper | None = None,
-        max_attempts: int = 2) -> dict:
+        max_attempts: int = 2, batch: int = 0) -> dict:
     """The real migration. Resumable: rerun with the same roots after any interruption. The
     catalog's disk running full stops it (``NoSpaceError``, exit 13) after the files in hand.
-    ``progress`` and ``on_signal`` as in ``dry_run``."""
+    ``progress``, ``on_signal`` and ``batch`` as in ``dry_run``."""
+    if batch:
+        with batched_device_work(cfg, batch, workers) as device:
+            report = run(roots, cfg, workers=workers, executor="batched", progress=progress, on_signal=on_signal,
+                         stopper=stopper, max_attempts=max_attempts)
+        report["batching"] = device.report()
+        return report
     progress = progress or _untracked
 
     roots = _check_roots(roots)
@@ -451,4 +466,5 @@ def _run_report(roots, cfg, outcomes, *, already, stale, left, seconds, interrup
                                  for o in outcomes if o.get("status") in ("committed", "unchanged")]),
         "images_per_min": round(len(outcomes) / seconds * 60, 2) if seconds > 0 else None,
         "not_taken": untaken.group([*passed, *untaken.of_outcomes(outcomes)]),
+        "batching": None,
     }

@@ -16,6 +16,7 @@ leave an orphan still working on a file the restarted daemon hands out again.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import dataclasses
 import json
@@ -23,6 +24,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -30,6 +32,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from typing import Any
 
 from ..catalog.db import open_catalog, open_existing
+from ..codecs.diffusion.batching import active_batcher
 from ..catalog.locks import catalog_path_lock
 from ..errors import ArchiverError, NoSpaceError, UsageError
 from ..work import archive_file
@@ -38,6 +41,7 @@ from .messages import Outcome, TaskSettings
 from .places import check_view
 
 _CONTEXTS: dict[str, Any] = {}
+_CONTEXTS_LOCK = threading.Lock()  # worker threads (the thread and batched pools) build it once
 
 
 def get_context(settings: TaskSettings, *, dry: bool = False):
@@ -45,21 +49,24 @@ def get_context(settings: TaskSettings, *, dry: bool = False):
     the dry run's, whose catalog is only read (the real one if it exists, else an empty one in
     memory): a dry run must not create or migrate the catalog."""
     key = settings.context_key() + (":dry" if dry else "")
-    ctx = _CONTEXTS.get(key)
-    if ctx is None:
-        cfg = settings.config
-        if dry:
-            catalog = open_existing(cfg.resolved_catalog_url()) or open_catalog("sqlite://", create=True)
-            ctx = ArchiveContext.from_config(cfg, catalog=catalog, dry_run=True)
-        else:
-            ctx = ArchiveContext.from_config(cfg)
-        for old in _CONTEXTS.values():  # a reloaded config replaces the old models, not piles up
-            try:
-                old.catalog.close()
-            except Exception:
-                pass
-        _CONTEXTS.clear()
-        _CONTEXTS[key] = ctx
+    with _CONTEXTS_LOCK:
+        return _CONTEXTS.get(key) or _build_context(key, settings, dry)
+
+
+def _build_context(key: str, settings: TaskSettings, dry: bool):
+    cfg = settings.config
+    if dry:
+        catalog = open_existing(cfg.resolved_catalog_url()) or open_catalog("sqlite://", create=True)
+        ctx = ArchiveContext.from_config(cfg, catalog=catalog, dry_run=True)
+    else:
+        ctx = ArchiveContext.from_config(cfg)
+    for old in _CONTEXTS.values():  # a reloaded config replaces the old models, not piles up
+        try:
+            old.catalog.close()
+        except Exception:
+            pass
+    _CONTEXTS.clear()
+    _CONTEXTS[key] = ctx
     return ctx
 
 
@@ -94,7 +101,7 @@ def run_task(path: str, settings: TaskSettings, root: str | None = None) -> Outc
             return Outcome(path, "refused", retry=True, error=problem, seconds=round(time.perf_counter() - t0, 4),
                            worker_pid=os.getpid())
     try:
-        ctx = get_context(settings)
+        ctx = copy.copy(get_context(settings))  # its own root: threads share the context's models
         ctx.root = root
         with catalog_path_lock(ctx.catalog.engine, path) as mine:
             if mine:
@@ -148,9 +155,33 @@ def init_worker(torch_threads: int, parent_pid: int) -> None:
         sys.modules["torch"].set_num_threads(torch_threads)
 
 
+class BatchedThreadPool(ThreadPoolExecutor):
+    """Worker threads whose files' diffusion device work goes through this process's active
+    ``Batcher`` (``codecs.diffusion.batching``): each task runs as one of its clients, so that
+    the batcher knows when every file in hand waits on it and runs the batch at once."""
+
+    def __init__(self, workers: int):
+        super().__init__(max_workers=workers, thread_name_prefix="archiver-batched")
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return super().submit(_as_batch_client, fn, *args, **kwargs)
+
+
+def _as_batch_client(fn, *args, **kwargs):
+    batcher = active_batcher()
+    if batcher is None:  # the run's batcher is gone (it ended or was interrupted): the file runs alone
+        return fn(*args, **kwargs)
+    with batcher.client():
+        return fn(*args, **kwargs)
+
+
 def make_executor(kind: str, workers: int) -> Executor:
-    """``process`` (default), ``thread`` (light policies, tests) or ``ray``."""
+    """``process`` (default), ``thread`` (light policies, tests), ``batched`` (threads in this
+    process whose diffusion device work the active ``Batcher`` batches; ``migrate --batch``) or
+    ``ray``."""
     workers = max(1, int(workers))
+    if kind == "batched":
+        return BatchedThreadPool(workers)
     if kind == "process":
         return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                    initializer=init_worker, initargs=(torch_threads_for(workers), os.getpid()))
@@ -158,7 +189,7 @@ def make_executor(kind: str, workers: int) -> Executor:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="archiver-worker")
     if kind == "ray":
         return RayExecutor(workers)
-    raise UsageError(f"unknown executor {kind!r} (process, thread, ray)")
+    raise UsageError(f"unknown executor {kind!r} (process, thread, batched, ray)")
 
 
 def _ray_messages_to_stderr() -> None:

@@ -255,6 +255,17 @@ class HyperpriorEntropyModel(_RoundingCoder, _HyperpriorBase):
         return self.gaussian_conditional.decompress([data[4 + zlen:]], idx)
 
 
+class _CheckerboardContext(CheckerboardMaskedConv2d):
+    """compressai's checkerboard context convolution, without the write in its ``forward``
+    (``weight.data = weight.data * mask`` on every call): with threads coding at once, one
+    thread's write frees the weights another thread's convolution is reading (garbled bits).
+    Masking a copy gives the very same numbers (the mask is 0 or 1) and changes nothing shared;
+    the parameters and buffers, hence the checkpoints, are compressai's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
 class CheckerboardEntropyModel(_HyperpriorBase):
     """Mean-scale hyperprior with a two-pass checkerboard context, on step units ``u``.
 
@@ -294,7 +305,7 @@ class CheckerboardEntropyModel(_HyperpriorBase):
             entropy_parameters=nn.Sequential(
                 nn.Conv2d(4 * c, p1, 1), nn.GELU(), nn.Conv2d(p1, p2, 1), nn.GELU(),
                 nn.Conv2d(p2, 2 * c, 1)),
-            context_prediction=CheckerboardMaskedConv2d(c, 2 * c, kernel_size=5, padding=2),
+            context_prediction=_CheckerboardContext(c, 2 * c, kernel_size=5, padding=2),
             forward_method="twopass",
         )
 

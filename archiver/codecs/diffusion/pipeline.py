@@ -28,6 +28,7 @@ from ...imageio import DEFAULT_MAX_PIXELS, ImageMetadata, LoadedImage, load_imag
 from . import container
 from .backbones.base import Backbone
 from .backbones.lookup import backbone_for
+from .batching import active_batcher
 from .entropy import ChannelGaussianEntropyModel, generic_entropy_model, get_entropy_model
 from .quantize import QuantParams, from_units, latent_roi, noise_variance, snr_timestep, to_units
 from .ratecontrol import QUALITY_MAX, QUALITY_MIN, choose_timestep, quality_to_s, rate_control, s_to_quality, search_timestep
@@ -94,7 +95,7 @@ class _Coder:
     def __init__(self, img: LoadedImage, backbone: Backbone, roi_regions, roi_factor: float,
                  y: Optional[torch.Tensor] = None):
         self.img, self.backbone = img, backbone
-        self.y = analyse([img], backbone)[0] if y is None else y
+        self.y = latent_of(img, backbone) if y is None else y
         c = self.y.shape[1]
         # a backbone trained on its own quantization grid (release 3) codes around zero: its
         # entropy model predicts the means; others centre each channel on the image's mean
@@ -174,10 +175,26 @@ def analyse(imgs: Sequence[LoadedImage], backbone: Backbone, *, batch: int = 8) 
     for idx in groups.values():
         for k in range(0, len(idx), batch):
             chunk = idx[k:k + batch]
-            y = backbone.encode(torch.cat([xs[i] for i in chunk]).to(backbone.device)).float().cpu()
-            for i, yi in zip(chunk, y.split(1)):
+            for i, yi in zip(chunk, _encode_padded(backbone, [xs[i] for i in chunk])):
                 out[i] = yi
     return out  # type: ignore[return-value]
+
+
+def _encode_padded(backbone: Backbone, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The encoder on padded images of one size, as one batch: their latents, on the CPU."""
+    with deterministic():
+        y = backbone.encode(torch.cat(xs).to(backbone.device)).float().cpu()
+    return list(y.split(1))
+
+
+def latent_of(img: LoadedImage, backbone: Backbone) -> torch.Tensor:
+    """``analyse([img], backbone)[0]``; through the process's ``Batcher`` when one is active, so
+    that images analysed at the same time by other threads share the encoder's batch."""
+    batcher = active_batcher()
+    if batcher is None:
+        return analyse([img], backbone)[0]
+    x = pad_to(to_tensor(img.rgb), backbone.stride)
+    return batcher.run(("analyse", id(backbone), tuple(x.shape)), x, lambda xs: _encode_padded(backbone, xs))
 
 
 def _bpp(data: bytes, img: LoadedImage) -> float:
@@ -272,7 +289,7 @@ class QualityProbe:
         (lossless coding), so the search's decodes skip that step. Other bytes: a full decode."""
         u_hat = self._symbols.get(data)
         backbone, prep = _prepare(data, self.backbone, None, DEFAULT_MAX_PIXELS, u_hat=u_hat)
-        return _finish(prep, _run_batch(backbone, [prep])[0])
+        return _finish(prep, _run_one(backbone, prep))
 
 
 # -- decode -----------------------------------------------------------------------------------
@@ -385,11 +402,21 @@ def _run_batch(backbone: Backbone, preps: list[_Prepared]) -> list[torch.Tensor]
     return list(x.split(1))
 
 
+def _run_one(backbone: Backbone, prep: _Prepared) -> torch.Tensor:
+    """``_run_batch(backbone, [prep])[0]``; through the process's ``Batcher`` when one is active,
+    so that latents decoded at the same time by other threads share the denoiser's batches."""
+    batcher = active_batcher()
+    if batcher is None:
+        return _run_batch(backbone, [prep])[0]
+    key = ("decode", id(backbone), tuple(prep.y_hat.shape), prep.header.t, prep.n_steps)
+    return batcher.run(key, prep, lambda preps: _run_batch(backbone, preps))
+
+
 def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Optional[int] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode .dlc bytes (verified first) to an image in the original's mode, with its metadata."""
     backbone, prep = _prepare(data, backbone, steps, max_pixels)
-    return _finish(prep, _run_batch(backbone, [prep])[0])
+    return _finish(prep, _run_one(backbone, prep))
 
 
 def decode_many(datas: Sequence[bytes], backbone: Backbone, *, steps: Optional[int] = None, batch: int = 8,

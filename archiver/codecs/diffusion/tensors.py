@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -66,19 +67,35 @@ def _use_deterministic(mode: bool, warn_only: bool = False) -> None:
         torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
 
 
+_state_lock = threading.Lock()
+_state_depth = 0
+_state_saved: tuple = ()
+
+
 @contextmanager
 def deterministic():
-    """Same bytes -> same pixels: deterministic kernels and a fixed CPU thread count."""
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    prev_threads = torch.get_num_threads()
-    _use_deterministic(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    torch.set_num_threads(codec_threads())
+    """Same bytes -> same pixels: deterministic kernels and a fixed CPU thread count.
+
+    Those switches are the process's, not a thread's: with several threads inside (the batched
+    path's workers and its batcher), the first one in sets them and the last one out restores
+    them, so that no thread's exit changes the thread count under another's model call."""
+    global _state_depth, _state_saved
+    with _state_lock:
+        if _state_depth == 0:
+            _state_saved = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+                            torch.get_num_threads())
+            _use_deterministic(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+            torch.set_num_threads(codec_threads())
+        _state_depth += 1
     try:
         with torch.no_grad():
             yield
     finally:
-        _use_deterministic(prev)
-        torch.backends.cudnn.benchmark = prev_bench
-        torch.set_num_threads(prev_threads)
+        with _state_lock:
+            _state_depth -= 1
+            if _state_depth == 0:
+                prev, prev_bench, prev_threads = _state_saved
+                _use_deterministic(prev)
+                torch.backends.cudnn.benchmark = prev_bench
+                torch.set_num_threads(prev_threads)
