@@ -189,10 +189,10 @@ def smallest_passing(ok_at, lo: int, hi: int, *, guess: int, score_at=None, targ
     probe is where the score is predicted to reach the target: on the line through the two
     probes nearest it (before there are two: ``slope`` score per step, or an eighth of the range
     as a step), rounded up, then one step below the smallest passing knob to prove it the
-    smallest; it bisects after two probes in a row that did not halve the bracket, and outside a bracket its
-    steps grow (doubling from the fourth probe), so a misleading score cannot make it crawl. A good
-    guess and slope take 2-3 probes. Without scores it brackets from ``guess`` (doubling steps)
-    and bisects."""
+    smallest. It bisects after two probes in a row that did not halve the bracket, and outside
+    a bracket its steps grow (doubling from the fourth probe), so a misleading score cannot make
+    it crawl. A good guess and slope take 2-3 probes. Without scores it brackets from ``guess``
+    (doubling steps) and bisects."""
     if score_at is None or target is None:
         return _bracket_and_bisect(ok_at, lo, hi, guess)
     q = min(max(guess, lo), hi)
