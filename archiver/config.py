@@ -63,7 +63,7 @@ class Config:
     #: daemon: seconds between reconciliation scans
     rescan_seconds: float = 3600.0
     #: daemon / migrate worker processes: a number, or "auto" (``auto_workers``: one per core, as
-    #: many as the available memory holds); after loading it is always a number
+    #: many as 3/4 of the memory holds); after loading it is always a number
     workers: int | str = "auto"
     #: daemon: Prometheus metrics port (0 = off)
     metrics_port: int = 0
@@ -124,23 +124,35 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to new processes (Linux ``MemAvailable``), None where unknown."""
+def memory_for_workers() -> int | None:
+    """Bytes the worker processes may hold together: three quarters of the machine's memory
+    (``MemTotal``), or of the cgroup's limit when that is lower (a container); None where unknown.
+    Total, not free, memory: the same answer on every reload of a daemon whose own workers hold
+    some of it."""
+    total = None
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and (total is None or int(raw) < total):
+            total = int(raw)
+    return None if total is None else total * 3 // 4
 
 
 def auto_workers(cores: int | None = None, memory: int | None = None) -> int:
-    """``workers: auto``: one worker process per usable core, but no more than the available memory
-    holds at ``WORKER_BYTES`` each (at least 1)."""
+    """``workers: auto``: one worker process per usable core, but no more than ``memory`` (default
+    ``memory_for_workers()``) holds at ``WORKER_BYTES`` each (at least 1)."""
     n = usable_cores() if cores is None else cores
-    mem = available_memory() if memory is None else memory
+    mem = memory_for_workers() if memory is None else memory
     if mem is not None:
         n = min(n, max(1, mem // WORKER_BYTES))
     return max(1, min(256, int(n)))

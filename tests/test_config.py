@@ -60,7 +60,7 @@ def test_a_good_config_loads(tmp_path):
 
 def test_workers_auto_is_one_per_core_within_memory(tmp_path, monkeypatch):
     """``workers: auto`` (the default) becomes a number when loaded: the usable cores, but no more
-    workers than the available memory holds at ``WORKER_BYTES`` each, and at least one."""
+    workers than 3/4 of the memory holds at ``WORKER_BYTES`` each, and at least one."""
     from archiver import config as c
 
     assert c.auto_workers(cores=8, memory=64 << 30) == 8
@@ -68,13 +68,44 @@ def test_workers_auto_is_one_per_core_within_memory(tmp_path, monkeypatch):
     assert c.auto_workers(cores=8, memory=c.WORKER_BYTES // 2) == 1
     assert c.auto_workers(cores=1, memory=64 << 30) == 1
     monkeypatch.setattr(c, "usable_cores", lambda: 6)
-    monkeypatch.setattr(c, "available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(c, "memory_for_workers", lambda: 64 << 30)
     assert load_config(_cfg(tmp_path, "workers: auto\n")).workers == 6
     assert load_config(_cfg(tmp_path, "policy: default\n")).workers == 6  # the default is auto
     assert load_config(_cfg(tmp_path, "workers: 3\n")).workers == 3
     assert load_config(_cfg(tmp_path, "workers: 3\n"), workers="auto").workers == 6  # --workers auto
-    monkeypatch.setattr(c, "available_memory", lambda: 2 * c.WORKER_BYTES)
+    monkeypatch.setattr(c, "memory_for_workers", lambda: 2 * c.WORKER_BYTES)
     assert load_config(_cfg(tmp_path, "workers: auto\n")).workers == 2
+
+
+def test_the_memory_for_workers_is_three_quarters_of_the_machine_or_its_cgroup(monkeypatch, tmp_path):
+    """Total memory (not free: a daemon's reload must not shrink its pool because its own workers
+    hold memory), or a container's lower cgroup limit, of which 3/4 goes to workers."""
+    from pathlib import Path
+
+    from archiver import config as c
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16777216 kB\nMemFree:         1024 kB\nMemAvailable:    2048 kB\n")
+    cgroup = tmp_path / "memory.max"
+    real_open, real_read = open, Path.read_text
+    monkeypatch.setattr("builtins.open", lambda f, *a, **k: real_open(meminfo if f == "/proc/meminfo" else f, *a, **k))
+
+    def read_text(self, *a, **k):
+        if str(self) == "/sys/fs/cgroup/memory.max":
+            if not cgroup.exists():
+                raise FileNotFoundError(self)
+            return real_read(cgroup)
+        if str(self).startswith("/sys/fs/cgroup/"):
+            raise FileNotFoundError(self)
+        return real_read(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert c.memory_for_workers() == (16 << 30) * 3 // 4  # MemTotal, not MemAvailable
+    cgroup.write_text("max\n")
+    assert c.memory_for_workers() == (16 << 30) * 3 // 4
+    cgroup.write_text(f"{4 << 30}\n")
+    assert c.memory_for_workers() == (4 << 30) * 3 // 4
+    assert c.auto_workers(cores=8) == 2  # 3 GiB at 1.5 GiB each
 
 
 def test_missing_archiver_config_is_an_error_not_the_defaults(tmp_path, monkeypatch):

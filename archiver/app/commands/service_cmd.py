@@ -157,7 +157,7 @@ def _run_human(r: dict) -> str:
 @click.option("--policy", type=str, help="policy file (or a shipped policy name); default: the config's or the shipped default")
 @click.option("--dry-run", is_flag=True, help="predict the codec and size of every file (the real steps, nothing written)")
 @click.option("--workers", type=WorkersParam(), help="parallel workers, 1-256 or 'auto': one per core, as "
-              "many as memory holds (default: config 'workers', itself 'auto' by default)")
+              "many as 3/4 of the memory holds (default: config 'workers', itself 'auto' by default)")
 @click.option("--executor", type=click.Choice(["process", "thread", "ray"]), default="process", show_default=True,
               help="where tasks run; 'ray' uses RAY_ADDRESS (catalog must then be PostgreSQL)")
 @click.option("--device", type=str, help="torch device of the diffusion codec: cpu, cuda, cuda:N or auto "
