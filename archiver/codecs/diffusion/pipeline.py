@@ -164,20 +164,31 @@ class _Coder:
         return container.pack(header, sections), u_hat
 
 
+def _in_batches(items: Sequence, key, batch: int, run) -> list:
+    """``run`` over the items in batches of up to ``batch`` items with equal ``key(item)``; each
+    item's result, in the items' order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(key(item), []).append(i)
+    out: list = [None] * len(items)
+    for idx in groups.values():
+        for k in range(0, len(idx), batch):
+            chunk = idx[k:k + batch]
+            for i, r in zip(chunk, run([items[i] for i in chunk])):
+                out[i] = r
+    return out
+
+
+def _analyse_key(x: torch.Tensor, backbone: Backbone) -> tuple:
+    """Padded images that one encoder batch can hold: the same backbone and size."""
+    return ("analyse", id(backbone), tuple(x.shape))
+
+
 def analyse(imgs: Sequence[LoadedImage], backbone: Backbone, *, batch: int = 8) -> list[torch.Tensor]:
     """The autoencoder's latent of each image (padded to the stride), images of one padded size
     run as batches of up to ``batch``: the encoder's costly part, batched across images for a GPU."""
     xs = [pad_to(to_tensor(img.rgb), backbone.stride) for img in imgs]
-    groups: dict[tuple, list[int]] = {}
-    for i, x in enumerate(xs):
-        groups.setdefault(tuple(x.shape), []).append(i)
-    out: list[Optional[torch.Tensor]] = [None] * len(xs)
-    for idx in groups.values():
-        for k in range(0, len(idx), batch):
-            chunk = idx[k:k + batch]
-            for i, yi in zip(chunk, _encode_padded(backbone, [xs[i] for i in chunk])):
-                out[i] = yi
-    return out  # type: ignore[return-value]
+    return _in_batches(xs, lambda x: _analyse_key(x, backbone), batch, lambda c: _encode_padded(backbone, c))
 
 
 def _encode_padded(backbone: Backbone, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -194,7 +205,7 @@ def latent_of(img: LoadedImage, backbone: Backbone) -> torch.Tensor:
     if batcher is None:
         return analyse([img], backbone)[0]
     x = pad_to(to_tensor(img.rgb), backbone.stride)
-    return batcher.run(("analyse", id(backbone), tuple(x.shape)), x, lambda xs: _encode_padded(backbone, xs))
+    return batcher.run(_analyse_key(x, backbone), x, lambda xs: _encode_padded(backbone, xs))
 
 
 def _bpp(data: bytes, img: LoadedImage) -> float:
@@ -265,8 +276,7 @@ class QualityProbe:
     def many(cls, imgs: Sequence[LoadedImage], backbone: Backbone, *, steps: Optional[int] = None,
              rois: Optional[Sequence] = None, batch: int = 8) -> list["QualityProbe"]:
         """One probe per image, their encoder transforms run as batches (``analyse``)."""
-        with deterministic():
-            latents = analyse(imgs, backbone, batch=batch)
+        latents = analyse(imgs, backbone, batch=batch)
         rois = list(rois) if rois is not None else [None] * len(imgs)
         return [cls(img, backbone, steps=steps, roi=roi, latent=y) for img, y, roi in zip(imgs, latents, rois)]
 
@@ -402,14 +412,18 @@ def _run_batch(backbone: Backbone, preps: list[_Prepared]) -> list[torch.Tensor]
     return list(x.split(1))
 
 
+def _decode_key(prep: _Prepared, backbone: Backbone) -> tuple:
+    """Latents that one denoiser batch can hold: the same backbone, shape, timestep and steps."""
+    return ("decode", id(backbone), tuple(prep.y_hat.shape), prep.header.t, prep.n_steps)
+
+
 def _run_one(backbone: Backbone, prep: _Prepared) -> torch.Tensor:
     """``_run_batch(backbone, [prep])[0]``; through the process's ``Batcher`` when one is active,
     so that latents decoded at the same time by other threads share the denoiser's batches."""
     batcher = active_batcher()
     if batcher is None:
         return _run_batch(backbone, [prep])[0]
-    key = ("decode", id(backbone), tuple(prep.y_hat.shape), prep.header.t, prep.n_steps)
-    return batcher.run(key, prep, lambda preps: _run_batch(backbone, preps))
+    return batcher.run(_decode_key(prep, backbone), prep, lambda preps: _run_batch(backbone, preps))
 
 
 def decode_bytes(data: bytes, backbone: Optional[Backbone] = None, *, steps: Optional[int] = None,
@@ -428,16 +442,8 @@ def decode_many(datas: Sequence[bytes], backbone: Backbone, *, steps: Optional[i
     if batch < 1:
         raise UsageError(f"batch must be at least 1, not {batch}")
     preps = [_prepare(d, backbone, steps, max_pixels)[1] for d in datas]
-    groups: dict[tuple, list[int]] = {}
-    for i, p in enumerate(preps):
-        groups.setdefault((tuple(p.y_hat.shape), p.header.t, p.n_steps), []).append(i)
-    out: list[Optional[DecodedImage]] = [None] * len(preps)
-    for idx in groups.values():
-        for k in range(0, len(idx), batch):
-            chunk = idx[k:k + batch]
-            for i, x in zip(chunk, _run_batch(backbone, [preps[i] for i in chunk])):
-                out[i] = _finish(preps[i], x)
-    return out  # type: ignore[return-value]
+    xs = _in_batches(preps, lambda p: _decode_key(p, backbone), batch, lambda c: _run_batch(backbone, c))
+    return [_finish(p, x) for p, x in zip(preps, xs)]
 
 
 def warm_up(backbone: Backbone, size: int = 64) -> None:
