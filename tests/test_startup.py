@@ -106,6 +106,18 @@ def probe(*args, cwd=None, env=None) -> dict:
     return out
 
 
+def archive_with_evidence_policy(photos, home) -> dict:
+    """``archiver archive --policy evidence PHOTOS`` in a fresh process with ``ARCHIVER_HOME=home``;
+    the environment (``ARCHIVER_HOME``) for the probes that follow."""
+    env = {"ARCHIVER_HOME": str(home)}
+    env_run = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    env_run.pop("ARCHIVER_CONFIG", None)
+    r = subprocess.run([sys.executable, "-m", "archiver", "archive", "--policy", "evidence", str(photos)],
+                       capture_output=True, text=True, env=env_run, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return env
+
+
 def test_help_status_and_a_lossless_restore_import_no_codec_libraries(tmp_path):
     """`archiver --help`, `status` and restoring lossless files (decoded from their .axl / .jxl,
     the vault emptied) never import torch, diffusers or anything else the diffusion codec needs."""
@@ -115,12 +127,7 @@ def test_help_status_and_a_lossless_restore_import_no_codec_libraries(tmp_path):
     smooth = np.stack([xx * 2, yy * 3, (xx + yy) % 256], axis=-1).astype(np.uint8)  # lossless shrinks it
     Image.fromarray(smooth).save(photos / "a.png", compress_level=0)
     Image.fromarray(smooth).save(photos / "b.jpg", quality=90)
-    env = {"ARCHIVER_HOME": str(home)}
-    env_run = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    env_run.pop("ARCHIVER_CONFIG", None)
-    r = subprocess.run([sys.executable, "-m", "archiver", "archive", "--policy", "evidence", str(photos)],
-                       capture_output=True, text=True, env=env_run, timeout=600)
-    assert r.returncode == 0, r.stderr
+    env = archive_with_evidence_policy(photos, home)
     assert sorted(p.name for p in photos.iterdir()) == ["a.png.jxl", "b.jpg.jxl"]  # standard JPEG XL (issue 11)
     for p in (home / "vault").rglob("*"):  # restore must decode the compressed files themselves
         if p.is_file():
@@ -142,12 +149,7 @@ def test_help_show_ls_and_status_load_no_model_runtime(tmp_path):
     photos.mkdir()
     rng = np.random.default_rng(27)
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(photos / "a.png")
-    env = {"ARCHIVER_HOME": str(home)}
-    env_run = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    env_run.pop("ARCHIVER_CONFIG", None)
-    r = subprocess.run([sys.executable, "-m", "archiver", "archive", "--policy", "evidence", str(photos)],
-                       capture_output=True, text=True, env=env_run, timeout=600)
-    assert r.returncode == 0, r.stderr
+    env = archive_with_evidence_policy(photos, home)
     runtimes = {"torch", "mediapipe", "onnxruntime"}
     for args in (["--help"], ["show", photos / "a.png"], ["ls"], ["status"], ["show", photos / "a.png", "--json"]):
         out = probe(*args, env=env)
