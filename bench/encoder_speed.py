@@ -35,6 +35,13 @@ def images(count: int) -> list[Path]:
     return out
 
 
+def save_report(out: Path | None, summary: list, rows: list) -> None:
+    """The command line, the summary and every row as JSON at ``out`` (nothing when None)."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(command=" ".join(sys.argv), summary=summary, rows=rows), indent=1))
+
+
 def search(codec, src, score: float) -> tuple[int, float, int, float, int]:
     """(bytes, achieved score, probes, CPU seconds, quality setting) of the codec's own search for ``score``."""
     from archiver.codecs import Target
@@ -100,9 +107,7 @@ def main(argv=None) -> int:
         print(f"{s['codec']:4} {s['knob']} {s['value']:>2} target {s['target']:g}: reached {s['reached']}/{s['images']}, "
               f"bytes x{s['bytes_vs_first']:.4f} (median x{s['bytes_ratio_median']}) vs the first setting, "
               f"CPU {s['cpu_s_total']:.1f} s, {s['probes_mean']:.1f} probes, median quality {s['quality_median']}")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(dict(command=" ".join(sys.argv), summary=summary, rows=rows), indent=1))
+    save_report(a.out, summary, rows)
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -66,7 +65,7 @@ def main(argv=None) -> int:
     from archiver.codecs import Source, get_codec
     from archiver.codecs.conventional import smallest_passing
     from archiver.imageio import load_image
-    from encoder_speed import DATA, images
+    from encoder_speed import DATA, images, save_report
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", type=Path, required=True, help="the other checkout's archiver/codecs/conventional.py")
@@ -105,9 +104,7 @@ def main(argv=None) -> int:
     for s in summary:
         print(f"{s['codec']:4} target {s['target']:g}: probes {s['probes_before']} -> {s['probes_after']}, "
               f"same file {s['same_file']}/{s['images']}, bytes x{s['bytes_after_vs_before']}")
-    if a.out:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(dict(command=" ".join(sys.argv), summary=summary, rows=rows), indent=1))
+    save_report(a.out, summary, rows)
     return 0
 
 
