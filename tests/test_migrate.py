@@ -163,12 +163,15 @@ def test_run_task_is_a_pure_serialisable_function_of_path_and_config(tmp_path, m
     assert again.status == "unchanged"
 
 
-def _migrate_proc(e, log):
-    return subprocess.Popen([sys.executable, "-m", "archiver", "migrate", str(e["root"]), "--json", "--workers", "1"],
-                            env=e["env"], stdout=subprocess.PIPE, stderr=log, text=True)
+def _migrate_proc(e, log, *extra):
+    return subprocess.Popen([sys.executable, "-m", "archiver", "migrate", str(e["root"]), "--json", "--workers", "1",
+                             *extra], env=e["env"], stdout=subprocess.PIPE, stderr=log, text=True)
 
 
-def test_interrupt_kill_and_resume_archive_everything_exactly_once(tmp_path):
+@pytest.mark.parametrize("path", [(), ("--workers", "2", "--batch", "2")], ids=["processes", "batched-threads"])
+def test_interrupt_kill_and_resume_archive_everything_exactly_once(tmp_path, path):
+    """Ctrl-C, then kill -9, then a rerun: every original archived exactly once, none lost; also on
+    the batched path, where the files run in threads of the one process that is killed."""
     e = setup_env(tmp_path)
     originals = {}
     for i in range(10):
@@ -176,7 +179,7 @@ def test_interrupt_kill_and_resume_archive_everything_exactly_once(tmp_path):
         p.write_bytes(png_bytes(i, 128))
         originals[str(p)] = p.read_bytes()
     with open(tmp_path / "m1.log", "w") as log:
-        p1 = _migrate_proc(e, log)
+        p1 = _migrate_proc(e, log, *path)
         wait_until(lambda: len(committed_paths(e["home"])) >= 1, 120, what="first file")
         p1.send_signal(signal.SIGINT)  # Ctrl-C: finish the file in hand, report, exit 130
         out, _ = p1.communicate(timeout=120)
@@ -186,17 +189,18 @@ def test_interrupt_kill_and_resume_archive_everything_exactly_once(tmp_path):
     first = check_exactly_once(e["home"], originals)
     assert first["untouched"] > 0
     with open(tmp_path / "m2.log", "w") as log:
-        p2 = _migrate_proc(e, log)
+        p2 = _migrate_proc(e, log, *path)
         n = len(committed_paths(e["home"]))
         wait_until(lambda: len(committed_paths(e["home"])) > n, 120, what="progress after resume")
         p2.kill()  # kill -9: the worker dies with it, its claim is requeued by the next run
         p2.wait(30)
     with open(tmp_path / "m3.log", "w") as log:
-        p3 = _migrate_proc(e, log)
+        p3 = _migrate_proc(e, log, *path)
         out, _ = p3.communicate(timeout=300)
     assert p3.returncode == 0, (tmp_path / "m3.log").read_text()
     rep3 = json.loads(out)
     assert not rep3["interrupted"] and rep3["queue_left"]["pending"] == 0
+    assert (rep3["batching"] is not None) == bool(path)  # the run took the path under test
     # each file counted once: handled by the earlier runs (also when replaced) or by this one
     assert rep3["already_archived"] > 0 and rep3["already_archived"] + rep3["files"] == len(originals)
     check_exactly_once(e["home"], originals, require_all=True)
