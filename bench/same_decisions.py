@@ -4,7 +4,9 @@ must not change the perceptual gate's outcomes.)
 
 Runs ``archiver migrate FOLDER --dry-run --json`` with each checkout (``PYTHONPATH``), on a copy
 of the first N images, and compares per file the rule, the codec, the predicted bytes and each
-candidate's knob and size. Exit 0 when everything matches, 1 with the differences listed.
+candidate's knob and size (with ``--passing-only``, only the candidates that reached the target:
+for a change that ends losing searches sooner). Exit 0 when everything matches, 1 with the
+differences listed.
 
     python bench/same_decisions.py ../shared/data/train/imagenet-sample --count 6 --before /work/main
 """
@@ -24,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 
-def predict(repo: Path, photos: Path, home: Path) -> dict[str, dict]:
+def predict(repo: Path, photos: Path, home: Path, passing_only: bool = False) -> dict[str, dict]:
     env = dict(os.environ, PYTHONPATH=str(repo), ARCHIVER_HOME=str(home))
     env.pop("ARCHIVER_CONFIG", None)
     p = subprocess.run([sys.executable, "-m", "archiver", "migrate", str(photos), "--dry-run", "--json"],
@@ -34,7 +36,7 @@ def predict(repo: Path, photos: Path, home: Path) -> dict[str, dict]:
     out = {}
     for f in json.loads(p.stdout)["predictions"]:
         cands = [(a.get("codec"), a.get("ok"), a.get("size"), (a.get("knob") or {}).get("quality"))
-                 for a in f.get("attempts") or []]
+                 for a in f.get("attempts") or [] if a.get("ok") or not passing_only]
         out[Path(f["path"]).name] = {"rule": f["rule"], "codec": f["codec"], "bytes_after": f["bytes_after"],
                                      "candidates": cands}
     return out
@@ -45,6 +47,8 @@ def main(argv=None) -> int:
     ap.add_argument("images", type=Path)
     ap.add_argument("--count", type=int, default=6)
     ap.add_argument("--before", type=Path, required=True, help="the other checkout (e.g. main's worktree)")
+    ap.add_argument("--passing-only", action="store_true",
+                    help="compare only the candidates that reached the target (and the stored file)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     files = sorted(p for p in a.images.iterdir() if p.suffix.lower() in EXTS)[:a.count]
@@ -54,8 +58,8 @@ def main(argv=None) -> int:
         photos.mkdir()
         for f in files:
             shutil.copy2(f, photos / f.name)
-        before = predict(a.before, photos, work / "before")
-        after = predict(REPO, photos, work / "after")
+        before = predict(a.before, photos, work / "before", a.passing_only)
+        after = predict(REPO, photos, work / "after", a.passing_only)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     diffs = [{"file": k, "before": before.get(k), "after": after.get(k)}
