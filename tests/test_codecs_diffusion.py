@@ -80,6 +80,7 @@ def test_a_hopeless_search_under_a_size_cap_stops_after_one_coding(codec, monkey
     from archiver.codecs.diffusion import codec as codec_module
     from archiver.codecs.diffusion import pipeline
 
+    monkeypatch.setattr(codec_module, "CEILING_MARGIN", 1000.0)  # this image's ceiling is below 95: not the case here
     codings = []
     real = pipeline.QualityProbe.file_at
     monkeypatch.setattr(pipeline.QualityProbe, "file_at", lambda self, q: (codings.append(q), real(self, q))[1])
@@ -93,3 +94,49 @@ def test_a_hopeless_search_under_a_size_cap_stops_after_one_coding(codec, monkey
     with pytest.raises(CodecBeaten) as e:
         codec.encode(_src(160, 128), target)
     assert len(codings) > 2 and "by far" not in str(e.value)
+
+
+def test_a_target_above_the_images_ceiling_is_refused_before_any_coding(codec, monkeypatch):
+    """The image's latent decoded without quantization (``QualityProbe.ceiling``) is the most any
+    quality gives back; when even it misses the target by more than ``CEILING_MARGIN``, the codec
+    refuses without coding the latent once. Within reach, the search runs as before."""
+    from archiver.codecs.diffusion import pipeline
+    from archiver.perceptual import ssimulacra2
+
+    codings = []
+    real = pipeline.QualityProbe.file_at
+    monkeypatch.setattr(pipeline.QualityProbe, "file_at", lambda self, q: (codings.append(q), real(self, q))[1])
+    src = _src(160, 128)
+    probe = pipeline.QualityProbe(src.image, codec.backbone, steps=2)
+    ceiling = ssimulacra2(src.image.rgb, probe.ceiling())
+    scores = [ssimulacra2(src.image.rgb, probe.decode(probe.file_at(q)[0]).image) for q in (40, 70, 100)]
+    assert max(scores) <= ceiling + 0.5 and scores[-1] > scores[0]  # the premise, on this backbone
+    codings.clear()
+    with pytest.raises(CodecRefused, match="at any quality.*scores SSIMULACRA2") as e:
+        codec.encode(src, Target(floor={"min_ssimulacra2": ceiling + 5}))
+    assert codings == [] and f"{ceiling:.1f}" in str(e.value)
+    with pytest.raises(CodecRefused) as e:  # within the margin: the search runs, and finds nothing
+        codec.encode(src, Target(floor={"min_ssimulacra2": ceiling + 0.5}))
+    assert codings and "at any quality" not in str(e.value)
+    codings.clear()
+    enc = codec.encode(src, Target(floor={"min_ssimulacra2": ceiling - 10, "max_phash_distance": 64,
+                                          "max_dhash_distance": 64}))
+    assert codings and enc.quality["score"] >= ceiling - 10
+
+
+def test_the_shipped_models_ceiling_bounds_every_quality():
+    """The premise of the ceiling check on the embedded model: no quality's decode of a photo
+    scores above its unquantized decode (bench/diffusion_ceiling.py measures it on validation
+    photos: at most 0.07 above)."""
+    from archiver.codecs import get_codec
+    from archiver.codecs.diffusion import codec as codec_module
+    from archiver.codecs.diffusion.pipeline import QualityProbe
+    from archiver.perceptual import ssimulacra2
+    from archiver.testing.catalog import photo_bytes
+
+    img = load_image(photo_bytes(21, size=(224, 176)))
+    probe = QualityProbe(img, get_codec("diffusion").backbone)
+    ceiling = ssimulacra2(img.rgb, probe.ceiling())
+    scores = {q: ssimulacra2(img.rgb, probe.decode(probe.file_at(q)[0]).image) for q in (40, 70, 100)}
+    assert max(scores.values()) <= ceiling + codec_module.CEILING_MARGIN / 2, (ceiling, scores)
+    assert scores[40] < scores[100]

@@ -101,9 +101,12 @@ def test_the_batched_path_stores_what_the_normal_path_stores_and_counts_its_batc
     assert b["device"] == "cpu" and b["files_at_once"] == 4 and b["max_batch"] == 4 and b["wait_ms"] == 5000
     assert b["gpu_utilisation"] is None  # no GPU here
     kinds = b["by_kind"]
-    # one analysis per file; the decodes of the check (every file) and of the search's probes
+    # one analysis per file; one ceiling per file searched for a score; the decodes of the check
+    # (every file) and of the search's probes
+    assert set(kinds) == {"analyse", "ceiling", "decode"}
     assert kinds["analyse"]["items"] == 2 * len(SIZES) and kinds["decode"]["items"] > 2 * len(SIZES)
-    assert b["batches"] == kinds["analyse"]["batches"] + kinds["decode"]["batches"] > 0
+    assert kinds["ceiling"]["items"] == len(SIZES)
+    assert b["batches"] == sum(k["batches"] for k in kinds.values()) > 0
     assert b["largest"] >= 2 and b["batches"] < b["items"] and 1 < b["mean_batch"] <= 4
 
 

@@ -23,6 +23,10 @@ DEFAULT_BPP = 0.15
 #: SSIMULACRA2 points below the target at a quality whose file is already too large, from which
 #: the search stops there without finding the largest file that fits (which scores lower still)
 HOPELESS_MARGIN = 10.0
+#: SSIMULACRA2 points the image's unquantized decode (``QualityProbe.ceiling``) may lie below the
+#: target before the search stops without coding: no quality scored more than 0.07 above it on
+#: validation photos (bench/diffusion_ceiling.py), so 1.0 leaves a wide margin
+CEILING_MARGIN = 1.0
 
 
 @register_codec("diffusion")
@@ -81,7 +85,9 @@ class DiffusionCodec(Codec):
 
     def _encode_to_score(self, source: Source, target: Target) -> Encoded:
         """The smallest .dlc whose decode meets the floor (the target score first), by bisection on
-        the quality knob over whole numbers 0..100: each probe coded, decoded and measured."""
+        the quality knob over whole numbers 0..100: each probe coded, decoded and measured. First
+        the image's ceiling (its latent decoded unquantized, one decoder pass): when even that
+        misses the target, no quality can reach it, and nothing is coded."""
         from .pipeline import QualityProbe  # heavy: torch (codecs.diffusion), not loaded by archiver --help
         from .ratecontrol import QUALITY_MAX, QUALITY_MIN  # heavy: torch (codecs.diffusion), not loaded by archiver --help
         try:
@@ -89,6 +95,12 @@ class DiffusionCodec(Codec):
                                  roi=[tuple(b) for b in source.regions] or None)
         except ArchiverError as e:  # e.g. no weights for the configured backbone
             raise CodecRefused(f"unavailable ({e})") from None
+        best = judge(source, probe.ceiling(), target)
+        if best.score is not None and best.score < target.score - CEILING_MARGIN:
+            # what every quality decodes to lies below this (the latent plus quantization noise,
+            # denoised): no file of this codec reaches the target, however large
+            raise CodecRefused(f"misses the target at any quality: this image's latent, decoded without "
+                               f"quantization, already scores SSIMULACRA2 {best.score:.1f} (target {target.score:g})")
         files: dict[int, tuple[bytes, dict]] = {}
         tried: dict[int, tuple[bytes, object]] = {}
 
