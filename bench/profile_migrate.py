@@ -41,7 +41,7 @@ PARTS = [
     ("faces.py", "faces"), ("text.py", "text (OCR)"), ("texture.py", "texture"), ("evidence.py", "evidence"),
     ("_scores", "score SSIMULACRA2"), ("Ssimulacra2Reference", "score SSIMULACRA2"), ("ms_ssim", "score MS-SSIM"), ("psnr", "score PSNR"),
     ("fingerprint", "score fingerprint"), ("image_digest", "digest"),
-    ("QualityProbe.decode", "decode diffusion (search probe)"), ("decode_bytes", "decode diffusion"), ("QualityProbe.__init__", "encode diffusion (analysis)"),
+    ("QualityProbe.ceiling", "decode diffusion (ceiling)"), ("QualityProbe.decode", "decode diffusion (search probe)"), ("decode_bytes", "decode diffusion"), ("QualityProbe.__init__", "encode diffusion (analysis)"),
     ("QualityProbe.file_at", "encode diffusion (entropy coding)"), ("encode_at", "encode AVIF/JPEG XL"),
     ("PillowLossyCodec.decode", "decode AVIF/JPEG XL"), ("decode", "decode other"),
     ("format.py", "lossless transcode"), ("Session", "catalog"), ("sqlalchemy", "catalog"),
