@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from archiver.codecs import CodecRefused, Source, Target, get_codec
 from archiver.codecs.base import Codec, Encoded, Exactness, guard, measure
@@ -76,7 +76,7 @@ def test_diffusion_searches_its_quality_knob(diffusion):
     enc = diffusion.encode(src, Target(floor={"min_ssimulacra2": best - 5.0, **anything}))
     assert enc.quality["score"] >= best - 5.0 and enc.size <= len(top)
     assert all(not p["ok"] for p in enc.params["probes"] if "score" in p and p["bytes"] < enc.size)
-    with pytest.raises(CodecRefused, match="misses the target even at quality 100"):
+    with pytest.raises(CodecRefused, match="misses the target at any quality"):
         diffusion.encode(src, Target(floor={"min_ssimulacra2": min(100.0, best + 20.0), **anything}))
 
 
@@ -123,6 +123,54 @@ def test_best_searches_conventional_codecs_first_and_tells_the_rest_what_to_beat
     assert t.max_bytes == winner[1].size - 1 and "smaller candidate" in t.max_why
     assert any(a.codec == "spy" and "cannot get under" in a.why for a in ch.attempts)
     assert "SSIMULACRA2 70" in ch.why_chosen(winner[0].name)
+
+
+def _first_probes(monkeypatch, codec_cls):
+    """The qualities ``codec_cls`` encodes at, in the order its searches ask for them."""
+    asked: list[int] = []
+    real = codec_cls.encode_at
+    monkeypatch.setattr(codec_cls, "encode_at", lambda self, img, q, options=None: (asked.append(q), real(self, img, q, options))[1])
+    return asked
+
+
+def test_avif_starts_where_jpeg_xl_predicts_and_finds_the_same_file(monkeypatch):
+    """Given JPEG XL's quality for the same target (``Target.hints``), AVIF's search starts on the
+    line bench/search_hint.py fitted (between its two scores, interpolated; elsewhere at its usual
+    start). A start changes the probes, never the file the search proves smallest."""
+    from archiver.codecs.avif import AvifCodec
+
+    avif = get_codec("avif")
+    (a70, b70), (a90, b90) = avif.guided_by["jxl"][70.0], avif.guided_by["jxl"][90.0]
+    at = lambda score, **hints: avif.first_guess_for(Target(floor={"min_ssimulacra2": score}, hints=hints))  # noqa: E731
+    assert at(70.0) == 60 and at(70.0, jxl=80) == round(a70 * 80 + b70) and at(90.0, jxl=80) == round(a90 * 80 + b90)
+    assert min(at(70.0, jxl=80), at(90.0, jxl=80)) <= at(80.0, jxl=80) <= max(at(70.0, jxl=80), at(90.0, jxl=80))
+    assert at(50.0, jxl=20) == at(50.0) and at(70.0, webp=20) == at(70.0)  # not measured there / by that codec
+    src = source(photo_bytes(1))
+    asked = _first_probes(monkeypatch, AvifCodec)
+    plain = avif.encode(src, Target(floor={"min_ssimulacra2": 70.0}))
+    assert asked[0] == 60
+    asked.clear()
+    guided = avif.encode(src, Target(floor={"min_ssimulacra2": 70.0}, hints={"jxl": 20}))  # a poor hint
+    assert asked[0] == round(a70 * 20 + b70) != 60 and guided.data == plain.data
+
+
+def test_best_searches_jpeg_xl_first_and_starts_avif_from_its_quality(monkeypatch):
+    """``best`` runs the cheaper search first (``search_cost``): AVIF is told JPEG XL's size to
+    beat and its quality, and starts there."""
+    from archiver.codecs.avif import AvifCodec
+    from archiver.codecs.jxl import JxlCodec
+
+    assert JxlCodec.search_cost < AvifCodec.search_cost
+    blurred = io.BytesIO()  # an easy photo: its JPEG XL quality is far from the usual one
+    Image.open(io.BytesIO(photo_bytes(11))).filter(ImageFilter.GaussianBlur(1)).save(blurred, "PNG")
+    src = source(blurred.getvalue())
+    asked = _first_probes(monkeypatch, AvifCodec)
+    ch = Choice("best", {"among": ["avif", "jxl"], "target": 70.0, "fallback": ["lossless"]})
+    got = {c.name: e for c, e in ch.candidates(src)}
+    a, b = AvifCodec.guided_by["jxl"][70.0]
+    start = round(a * got["jxl"].params["quality"] + b)
+    assert asked[0] == start != 60  # not AVIF's usual start
+    assert "avif" in got or any(x.codec == "avif" for x in ch.attempts)
 
 
 def test_a_jpeg_is_re_encoded_only_when_it_beats_its_transcode_by_the_margin():

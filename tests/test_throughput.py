@@ -93,22 +93,31 @@ def test_best_ranks_on_the_searchs_verdict_without_decoding_again(monkeypatch):
     search; the ranking takes that verdict (same ok, score, PSNR) instead of a second decode."""
     data = photo_bytes(7)
     params = {"among": ["avif", "jxl"], "target": 70.0}
-    decodes = {"n": 0}
+    decodes = {"search": 0, "elsewhere": 0}
+    searching = {"now": False}
     for name in ("avif", "jxl"):
         cls = type(get_codec(name))
-        real = cls.decode
+        real_decode, real_encode = cls.decode, cls.encode
 
-        def counted(self, d, _real=real):
-            decodes["n"] += 1
+        def counted(self, d, _real=real_decode):
+            decodes["search" if searching["now"] else "elsewhere"] += 1
             return _real(self, d)
 
+        def search(self, *args, _real=real_encode, **kwargs):
+            searching["now"] = True
+            try:
+                return _real(self, *args, **kwargs)
+            finally:
+                searching["now"] = False
+
         monkeypatch.setattr(cls, "decode", counted)
+        monkeypatch.setattr(cls, "encode", search)
     choice = Choice("best", params)
     ranked = list(choice.candidates(Source(load_image(data), data)))
-    searched = decodes["n"]
     assert ranked and all(a.ok for a in choice.ranking)
-    probes = sum(len(e.params["probes"]) for _, e in ranked)
-    assert searched == sum(1 for _, e in ranked for p in e.params["probes"] if "score" in p) <= probes
+    # every decode happened inside a codec's own search (its probes), none for the ranking
+    assert decodes["elsewhere"] == 0 and decodes["search"] >= sum(
+        1 for _, e in ranked for p in e.params["probes"] if "score" in p) > 0
     for (codec, enc), att in zip(ranked, choice.ranking):
         v = codec.verify(enc.data, Source(load_image(data), data), Target(floor={"min_ssimulacra2": 70.0}))
         assert v.ok and att.score == v.score and att.psnr == pytest.approx(v.psnr)

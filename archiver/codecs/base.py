@@ -100,6 +100,9 @@ class Target:
     max_bytes: Optional[int] = None
     #: why ``max_bytes`` is what it is, for the codec's refusal ("a candidate already at the target")
     max_why: str = "a candidate already at the target"
+    #: the quality each codec searched earlier for this same target found (name -> setting): where
+    #: a later codec's search may start (a start only: it never changes what the search finds)
+    hints: dict[str, int] = field(default_factory=dict)
 
     @property
     def score(self) -> Optional[float]:
@@ -239,6 +242,9 @@ class Codec:
     exactness: ClassVar[Exactness] = Exactness.APPROX
     #: a line for ``archiver`` listings and the dry run
     summary: ClassVar[str] = ""
+    #: the relative CPU of its search: among the candidates of a ``best`` action, cheaper searches
+    #: run first, so that the costlier ones get their size to beat and their start (``Target.hints``)
+    search_cost: ClassVar[int] = 1
 
     def __init__(self, settings: CodecSettings | None = None):
         self.settings = settings or CodecSettings()

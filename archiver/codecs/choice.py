@@ -10,9 +10,10 @@ from ``candidates``, writes it, reads it back, verifies it and reports the verdi
   only run when the earlier one failed);
 - ``best`` among ``[A, B, C]``: every one is encoded and verified in memory; without a budget
   the smallest passing file comes first, with ``budget`` the best quality within it (MS-SSIM,
-  then PSNR); then the ``fallback`` list as above. Non-generative codecs are searched first, and
-  each later one is told the size to beat (``Target.max_bytes``), so a codec that cannot win
-  stops early instead of searching to the end.
+  then PSNR); then the ``fallback`` list as above. Non-generative codecs are searched first, the
+  cheaper searches first (``Codec.search_cost``), and each later one is told the size to beat
+  (``Target.max_bytes``), so a codec that cannot win stops early instead of searching to the
+  end, and the qualities the earlier ones found (``Target.hints``), where its search may start.
 - a JPEG original: its exact JPEG XL transcode is the baseline; a lossy candidate is taken only
   when it is smaller by ``jpeg_margin`` (default 30%) at the target.
 - a HEIC/HEIF original (already lossy, with no exact smaller form here): the file itself is the
@@ -183,9 +184,13 @@ class Choice:
 
     def _ranked(self, source: Source, among: list[str]) -> Iterator[tuple[Codec, Encoded]]:
         passed: list[tuple[Codec, Encoded, Verdict]] = []
-        # conventional codecs first: each later codec is told the size it has to beat
-        for name in sorted(among, key=lambda n: self.codec(n).generative):
+        # conventional codecs first, the cheaper searches first: each later codec is told the size
+        # it has to beat, and the qualities the earlier ones found (where its search may start)
+        for name in sorted(among, key=lambda n: (self.codec(n).generative, self.codec(n).search_cost)):
             target = self._target_for(name, min((e.size for _, e, _ in passed), default=None))
+            found = {c.name: e.params["quality"] for c, e, _ in passed if isinstance(e.params.get("quality"), int)}
+            if found and target.budget_bytes is None:
+                target = dataclasses.replace(target, hints=found)
             enc = self._encode(name, source, target)
             if enc is None:
                 continue

@@ -45,6 +45,10 @@ class PillowLossyCodec(Codec):
 
     #: the first bytes its files start with (``claims``); subclasses set them
     signatures: tuple[bytes, ...] = ()
+    #: where its search starts when another codec searched the same target first
+    #: (``Target.hints``): {that codec: {score: (a, b)}}, this codec's quality ~ a x that codec's
+    #: quality + b, measured at two scores and interpolated between them (bench/search_hint.py)
+    guided_by: dict[str, dict[float, tuple[float, float]]] = {}
 
     @classmethod
     def claims(cls, data: bytes) -> bool:
@@ -83,6 +87,22 @@ class PillowLossyCodec(Codec):
             img.info["exif"] = b"Exif\x00\x00" + exif
         return img
 
+    def first_guess_for(self, target: Target) -> int:
+        """The quality the search for ``target`` starts at: predicted from a codec searched for
+        the same target before (``guided_by``, ``Target.hints``) when the target's score lies
+        where the prediction was measured, else the codec's typical quality for the score."""
+        lo, hi = self.quality_range
+        score = target.score
+        for name, lines in self.guided_by.items():
+            if name not in target.hints or score is None or len(lines) < 2:
+                continue
+            (s0, (a0, b0)), (s1, (a1, b1)) = sorted(lines.items())[:2]
+            if s0 <= score <= s1:
+                w = (score - s0) / (s1 - s0)
+                a, b = a0 + w * (a1 - a0), b0 + w * (b1 - b0)
+                return min(hi, max(lo, int(round(a * target.hints[name] + b))))
+        return first_guess(score, lo, hi, self.typical_quality)
+
     def encode(self, source: Source, target: Target) -> Encoded:
         tried: dict[int, tuple[bytes, Optional[Verdict]]] = {}
         options = self.save_options(target)
@@ -120,7 +140,7 @@ class PillowLossyCodec(Codec):
                                       f"{target.max_why} ({target.max_bytes} bytes)")
                 return v.ok
 
-            q = smallest_passing(ok_at, lo, hi, guess=first_guess(target.score, lo, hi, self.typical_quality),
+            q = smallest_passing(ok_at, lo, hi, guess=self.first_guess_for(target),
                                  score_at=(lambda x: verdict_at(x).score) if target.score is not None else None,
                                  target=target.score, slope=typical_slope(self.typical_quality))
             if q is None:
