@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from encoder_speed import DATA, images, save_report  # noqa: E402
+from encoder_speed import DATA, images, no_data, save_report  # noqa: E402
 
 QUALITIES = (55, 60, 65, 70, 75, 80, 90, 100)
 
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--count", type=int, default=20, help="images from each validation folder")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"{DATA}: not found (needs ../shared/data)", file=sys.stderr)
+    if no_data():
         return 2
     backbone = get_codec("diffusion").backbone
     rows = []

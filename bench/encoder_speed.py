@@ -25,11 +25,24 @@ DATA = ROOT.parent / "shared" / "data" / "train"
 FOLDERS = ("bsds500/val", "imagenet-sample")
 
 
+def no_data() -> bool:
+    """True, with one line on stderr, when ../shared/data is not there (the bench exits 2)."""
+    if DATA.is_dir():
+        return False
+    print(f"{DATA}: not found (needs ../shared/data)", file=sys.stderr)
+    return True
+
+
+def folder_photos(folder: str) -> list[Path]:
+    """The photos of one validation folder (``FOLDERS``), sorted."""
+    return sorted(p for p in (DATA / folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
 def images(count: int) -> list[Path]:
     """``count`` images from each validation folder, spread over it (sorted, every k-th)."""
     out = []
     for folder in FOLDERS:
-        files = sorted(p for p in (DATA / folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        files = folder_photos(folder)
         step = max(1, len(files) // count)
         out += files[::step][:count]
     return out
@@ -67,8 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--jxl-efforts", default="7,5")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"{DATA}: not found (needs ../shared/data)", file=sys.stderr)
+    if no_data():
         return 2
     settings = [("avif", "speed", int(s)) for s in a.avif_speeds.split(",")] + \
                [("jxl", "effort", int(e)) for e in a.jxl_efforts.split(",")]

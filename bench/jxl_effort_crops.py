@@ -25,14 +25,13 @@ def main(argv=None) -> int:
     from archiver.codecs import Source, Target, get_codec
     from archiver.imageio import load_image
     from archiver.perceptual import butteraugli
-    from encoder_speed import DATA, images
+    from encoder_speed import images, no_data
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", type=float, default=70.0)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"{DATA}: not found (needs ../shared/data)", file=sys.stderr)
+    if no_data():
         return 2
     files = images(30)
     codec = get_codec("jxl")

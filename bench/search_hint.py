@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from encoder_speed import DATA, FOLDERS, images, save_report  # noqa: E402
+from encoder_speed import DATA, FOLDERS, folder_photos, images, no_data, save_report  # noqa: E402
 
 TARGETS = (70.0, 90.0)
 
@@ -37,7 +37,7 @@ def check_images(count: int, fit_count: int) -> list[Path]:
     none of them)."""
     out = []
     for folder in FOLDERS:
-        files = sorted(p for p in (DATA / folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        files = folder_photos(folder)
         step = max(2, len(files) // fit_count)
         out += files[step // 2::step][:count]
     return out
@@ -66,8 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", type=int, default=15, help="check: other photos from each folder")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"{DATA}: not found (needs ../shared/data)", file=sys.stderr)
+    if no_data():
         return 2
     fit_files = images(a.count)
     check_files = [p for p in check_images(a.check, a.count) if p not in set(fit_files)]

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from archiver.codecs import Source, get_codec
     from archiver.codecs.conventional import smallest_passing
     from archiver.imageio import load_image
-    from encoder_speed import DATA, images, save_report
+    from encoder_speed import images, no_data, save_report
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", type=Path, required=True, help="the other checkout's archiver/codecs/conventional.py")
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--codecs", default="avif,jxl")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args(argv)
-    if not DATA.is_dir():
-        print(f"{DATA}: not found (needs ../shared/data)", file=sys.stderr)
+    if no_data():
         return 2
     before = load_search(a.before)
     rows = []
